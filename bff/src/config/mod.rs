@@ -1,0 +1,357 @@
+//! Configuration: one typed [`Config`] read through one place.
+//!
+//! Every setting has a dotted key in the TOML file (`session.idle_timeout`) and an environment
+//! variable (`BFF_SESSION_IDLE_TIMEOUT`) that overrides it; the list lives in [`keys::KEYS`], which
+//! also feeds `bff --help`. Reading never touches the process environment directly: callers pass
+//! the variables in, so tests hand over a map. Any problem is a [`ConfigError`] naming the key, and
+//! the binary turns it into exit code 64 before the node binds anything.
+
+mod keys;
+mod source;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use url::Url;
+
+pub use keys::{KEYS, Key, help_table};
+use source::Source;
+
+/// A configuration problem, always naming the key that caused it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{key}: unknown key in the config file")]
+    UnknownKey { key: String },
+    #[error("{key} ({env}): missing; {hint}")]
+    Missing { key: &'static str, env: &'static str, hint: &'static str },
+    #[error("{key} ({env}): {reason}")]
+    Invalid { key: &'static str, env: &'static str, reason: String },
+}
+
+/// Where the session data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// Node memory: a single node only, lost on restart.
+    Memory,
+    /// Redis, shared by every node.
+    Redis { url: String, key_prefix: String },
+}
+
+/// Where the keys that seal sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRingMode {
+    /// Kept in Redis and shared by every node (the only mode that scales out).
+    Redis,
+    /// Made at start-up in node memory: other nodes (and this one after a restart) cannot open
+    /// what it sealed.
+    Local,
+}
+
+/// Which kind of identity provider; presets derive the authority and logout from a few fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderKind {
+    Generic,
+    /// Auth0: the authority comes from the domain; an optional API audience is sent at login.
+    Auth0 { domain: String, audience: Option<String> },
+    /// Microsoft Entra ID: the authority comes from the tenant id.
+    Entra { tenant_id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub provider: ProviderKind,
+    /// Issuer URL, without a trailing slash unless the issuer itself has one.
+    pub authority: Url,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    /// Where the issuer sends the browser after logout.
+    pub post_logout_redirect_uri: Url,
+    /// Leeway on `exp`/`iat`/`nbf` when validating tokens.
+    pub clock_skew: Duration,
+    /// Bound on every call to the issuer.
+    pub http_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Cookie name as configured; [`Config::cookie_name`] adds `__Host-` over https.
+    pub cookie_name: String,
+    pub idle_timeout: Duration,
+    pub absolute_lifetime: Duration,
+    pub same_site: SameSite,
+    /// How long a started login may take before its callback is refused.
+    pub login_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyRingConfig {
+    pub mode: KeyRingMode,
+    /// A new key becomes current when the newest one is this old.
+    pub rotation: Duration,
+    /// Optional key-encryption key (32 bytes) that wraps the ring in Redis.
+    pub key_encryption_key: Option<[u8; 32]>,
+    /// How often a node re-reads the shared ring.
+    pub refresh: Duration,
+}
+
+/// The whole node configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub store: StoreConfig,
+    pub key_ring: KeyRingConfig,
+    pub session: SessionConfig,
+    pub oidc: OidcConfig,
+    /// Path prefix of the account endpoints, e.g. `/account`.
+    pub account_prefix: String,
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `bff=debug`.
+    pub log_filter: String,
+    /// Bound on finishing in-flight requests after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// Bound on one Redis command.
+    pub redis_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the optional TOML file, lets `env` override it, validates everything.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let table = match file {
+            None => toml::Table::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    reason: e.to_string().lines().next().unwrap_or_default().to_owned(),
+                })?
+            }
+        };
+        Self::from_source(&Source::new(table, env)?)
+    }
+
+    /// Convenience for tests and embedders: configuration from variables alone.
+    pub fn from_env_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::load(None, env)
+    }
+
+    fn from_source(src: &Source) -> Result<Self, ConfigError> {
+        let listen = src.parse("listen", |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()))?;
+        let public_url = src.require("public_url", "the URL browsers use, e.g. https://app.example.com", parse_http_url)?;
+
+        let store = match src.string("redis_url") {
+            None => StoreConfig::Memory,
+            Some(url) => {
+                let parsed = Url::parse(&url).map_err(|e| src.invalid("redis_url", e.to_string()))?;
+                if !matches!(parsed.scheme(), "redis" | "rediss") {
+                    return Err(src.invalid("redis_url", "must start with redis:// or rediss://".into()));
+                }
+                StoreConfig::Redis { url, key_prefix: src.string_or("redis_key_prefix") }
+            }
+        };
+
+        let key_ring = KeyRingConfig {
+            mode: match src.string("key_ring").as_deref() {
+                None if matches!(store, StoreConfig::Redis { .. }) => KeyRingMode::Redis,
+                None => KeyRingMode::Local,
+                Some("local") => KeyRingMode::Local,
+                Some("redis") if matches!(store, StoreConfig::Redis { .. }) => KeyRingMode::Redis,
+                Some("redis") => return Err(src.invalid("key_ring", "\"redis\" needs redis_url".into())),
+                Some(other) => return Err(src.invalid("key_ring", format!("expected \"redis\" or \"local\", got {other:?}"))),
+            },
+            rotation: src.duration("key_rotation")?,
+            key_encryption_key: read_kek(src)?,
+            refresh: src.duration("key_ring_refresh")?,
+        };
+
+        let session = SessionConfig {
+            cookie_name: src.parse("session.cookie_name", |s| {
+                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    Ok(s.to_owned())
+                } else {
+                    Err("use letters, digits, '-' and '_' only".to_owned())
+                }
+            })?,
+            idle_timeout: src.duration("session.idle_timeout")?,
+            absolute_lifetime: src.duration("session.absolute_lifetime")?,
+            same_site: src.parse("session.same_site", |s| match s {
+                "lax" => Ok(SameSite::Lax),
+                "strict" => Ok(SameSite::Strict),
+                _ => Err(format!("expected \"lax\" or \"strict\", got {s:?}")),
+            })?,
+            login_timeout: src.duration("session.login_timeout")?,
+        };
+        if session.absolute_lifetime < session.idle_timeout {
+            return Err(src.invalid("session.absolute_lifetime", "must not be shorter than session.idle_timeout".into()));
+        }
+
+        let oidc = read_oidc(src, &public_url)?;
+
+        let account_prefix = src.parse("account_prefix", |s| {
+            let trimmed = s.trim_end_matches('/');
+            if trimmed.starts_with('/') && !trimmed.contains("//") && trimmed.len() > 1 {
+                Ok(trimmed.to_owned())
+            } else {
+                Err("must be a path such as /account".to_owned())
+            }
+        })?;
+
+        Ok(Config {
+            listen,
+            public_url,
+            store,
+            key_ring,
+            session,
+            oidc,
+            account_prefix,
+            log_format: src.parse("log_format", |s| match s {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!("expected \"text\" or \"json\", got {s:?}")),
+            })?,
+            log_filter: src.string_or("log_level"),
+            shutdown_timeout: src.duration("shutdown_timeout")?,
+            redis_timeout: src.duration("redis_timeout")?,
+        })
+    }
+
+    /// True when browsers reach the gateway over https: cookies get `Secure` and `__Host-`.
+    pub fn is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// The session cookie's name as sent to browsers.
+    pub fn cookie_name(&self) -> String {
+        if self.is_https() {
+            format!("__Host-{}", self.session.cookie_name)
+        } else {
+            self.session.cookie_name.clone()
+        }
+    }
+
+    /// The name of the short-lived cookie that binds a login in progress to its browser.
+    pub fn login_cookie_name(&self) -> String {
+        format!("{}-login", self.cookie_name())
+    }
+
+    /// `public_url` + `path`, for redirect URIs and the like.
+    pub fn public_url_for(&self, path: &str) -> Url {
+        join_path(&self.public_url, path)
+    }
+
+    /// The OIDC `redirect_uri`: public URL + account prefix + `/login/callback`.
+    pub fn redirect_uri(&self) -> Url {
+        self.public_url_for(&format!("{}/login/callback", self.account_prefix))
+    }
+}
+
+fn join_path(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
+    url.set_path(&joined);
+    url
+}
+
+fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("must be an absolute http:// or https:// URL".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".to_owned());
+    }
+    Ok(url)
+}
+
+fn read_kek(src: &Source) -> Result<Option<[u8; 32]>, ConfigError> {
+    let inline = src.string("key_encryption_key").map(|v| ("key_encryption_key", v));
+    let from_file = match src.string("key_encryption_key_file") {
+        None => None,
+        Some(path) => Some((
+            "key_encryption_key_file",
+            std::fs::read_to_string(&path)
+                .map_err(|e| src.invalid("key_encryption_key_file", format!("cannot read {path}: {e}")))?,
+        )),
+    };
+    let (key, text) = match (inline, from_file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(src.invalid("key_encryption_key", "set either this or key_encryption_key_file, not both".into()));
+        }
+        (Some(v), None) | (None, Some(v)) => v,
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| src.invalid(key, "must be 32 bytes in standard base64 (openssl rand -base64 32)".into()))?;
+    let kek: [u8; 32] = bytes
+        .try_into()
+        .map_err(|v: Vec<u8>| src.invalid(key, format!("must be 32 bytes, got {}", v.len())))?;
+    Ok(Some(kek))
+}
+
+fn read_oidc(src: &Source, public_url: &Url) -> Result<OidcConfig, ConfigError> {
+    let provider = match src.string_or("oidc.provider").as_str() {
+        "generic" => ProviderKind::Generic,
+        "auth0" => ProviderKind::Auth0 {
+            domain: src.require("oidc.domain", "the Auth0 tenant domain, e.g. example.eu.auth0.com", |s| Ok(s.to_owned()))?,
+            audience: src.string("oidc.audience"),
+        },
+        "entra" => ProviderKind::Entra {
+            tenant_id: src.require("oidc.tenant_id", "the Entra ID directory (tenant) id", |s| Ok(s.to_owned()))?,
+        },
+        other => return Err(src.invalid("oidc.provider", format!("expected generic, auth0 or entra, got {other:?}"))),
+    };
+    let authority = match (&provider, src.string("oidc.authority")) {
+        (_, Some(explicit)) => parse_http_url(&explicit).map_err(|e| src.invalid("oidc.authority", e))?,
+        (ProviderKind::Auth0 { domain, .. }, None) => parse_http_url(&format!("https://{domain}/"))
+            .map_err(|e| src.invalid("oidc.domain", e))?,
+        (ProviderKind::Entra { tenant_id }, None) => {
+            parse_http_url(&format!("https://login.microsoftonline.com/{tenant_id}/v2.0"))
+                .map_err(|e| src.invalid("oidc.tenant_id", e))?
+        }
+        (ProviderKind::Generic, None) => {
+            return Err(src.missing("oidc.authority", "the issuer URL, e.g. https://login.example.com"));
+        }
+    };
+    let scopes: Vec<String> = src.string_or("oidc.scopes").split_whitespace().map(str::to_owned).collect();
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(src.invalid("oidc.scopes", "must include openid".into()));
+    }
+    Ok(OidcConfig {
+        provider,
+        authority,
+        client_id: src.require("oidc.client_id", "the client id registered at the issuer", |s| Ok(s.to_owned()))?,
+        client_secret: src.require("oidc.client_secret", "the client secret registered at the issuer", |s| Ok(s.to_owned()))?,
+        scopes,
+        post_logout_redirect_uri: match src.string("oidc.post_logout_redirect_uri") {
+            Some(v) => parse_http_url(&v).map_err(|e| src.invalid("oidc.post_logout_redirect_uri", e))?,
+            None => join_path(public_url, "/"),
+        },
+        clock_skew: src.duration("oidc.clock_skew")?,
+        http_timeout: src.duration("oidc.http_timeout")?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

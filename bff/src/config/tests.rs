@@ -1,0 +1,143 @@
+use std::collections::HashMap;
+use std::io::Write;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn minimal() -> HashMap<String, String> {
+    env(&[
+        ("BFF_PUBLIC_URL", "http://localhost:8080"),
+        ("BFF_OIDC_AUTHORITY", "http://issuer.test"),
+        ("BFF_OIDC_CLIENT_ID", "client"),
+        ("BFF_OIDC_CLIENT_SECRET", "secret"),
+    ])
+}
+
+fn error_of(vars: HashMap<String, String>) -> String {
+    Config::from_env_map(&vars).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_environment_gives_defaults() {
+    let c = Config::from_env_map(&minimal()).unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.store, StoreConfig::Memory);
+    assert_eq!(c.key_ring.mode, KeyRingMode::Local);
+    assert_eq!(c.session.idle_timeout, Duration::from_secs(20 * 60));
+    assert_eq!(c.key_ring.rotation, Duration::from_secs(7 * 86400));
+    assert_eq!(c.redirect_uri().as_str(), "http://localhost:8080/account/login/callback");
+    assert_eq!(c.cookie_name(), "bff-session");
+}
+
+#[test]
+fn redis_url_selects_shared_store_and_ring() {
+    let mut vars = minimal();
+    vars.insert("BFF_REDIS_URL".into(), "redis://127.0.0.1:6379/2".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert!(matches!(c.store, StoreConfig::Redis { ref key_prefix, .. } if key_prefix == "bff"));
+    assert_eq!(c.key_ring.mode, KeyRingMode::Redis);
+}
+
+#[test]
+fn https_public_url_gets_host_prefixed_cookie() {
+    let mut vars = minimal();
+    vars.insert("BFF_PUBLIC_URL".into(), "https://app.example.com/".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert_eq!(c.cookie_name(), "__Host-bff-session");
+    assert_eq!(c.redirect_uri().as_str(), "https://app.example.com/account/login/callback");
+}
+
+#[test]
+fn each_missing_required_key_is_named() {
+    for (var, key) in [
+        ("BFF_PUBLIC_URL", "public_url"),
+        ("BFF_OIDC_AUTHORITY", "oidc.authority"),
+        ("BFF_OIDC_CLIENT_ID", "oidc.client_id"),
+        ("BFF_OIDC_CLIENT_SECRET", "oidc.client_secret"),
+    ] {
+        let mut vars = minimal();
+        vars.remove(var);
+        let msg = error_of(vars);
+        assert!(msg.starts_with(key) && msg.contains(var) && msg.contains("missing"), "{msg}");
+    }
+}
+
+#[test]
+fn invalid_values_are_named() {
+    for (var, value, key) in [
+        ("BFF_LISTEN", "nope", "listen"),
+        ("BFF_PUBLIC_URL", "ftp://x", "public_url"),
+        ("BFF_REDIS_URL", "http://x", "redis_url"),
+        ("BFF_SESSION_IDLE_TIMEOUT", "soon", "session.idle_timeout"),
+        ("BFF_KEY_RING", "shared", "key_ring"),
+        ("BFF_KEY_ENCRYPTION_KEY", "c2hvcnQ=", "key_encryption_key"),
+        ("BFF_OIDC_SCOPES", "profile", "oidc.scopes"),
+        ("BFF_OIDC_PROVIDER", "okta", "oidc.provider"),
+        ("BFF_LOG_FORMAT", "xml", "log_format"),
+    ] {
+        let mut vars = minimal();
+        vars.insert(var.into(), value.into());
+        let msg = error_of(vars);
+        assert!(msg.starts_with(key) && msg.contains(var), "{var}={value}: {msg}");
+    }
+}
+
+#[test]
+fn shared_ring_without_redis_is_refused() {
+    let mut vars = minimal();
+    vars.insert("BFF_KEY_RING".into(), "redis".into());
+    assert!(error_of(vars).contains("needs redis_url"));
+}
+
+#[test]
+fn file_is_read_and_environment_overrides_it() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        file,
+        r#"
+public_url = "http://from-file:1"
+redis_url = "redis://127.0.0.1:1"
+[session]
+idle_timeout = "5m"
+[oidc]
+authority = "http://issuer.test"
+client_id = "file-client"
+client_secret = "s"
+scopes = ["openid", "email"]
+"#
+    )
+    .unwrap();
+    let vars = env(&[("BFF_OIDC_CLIENT_ID", "env-client")]);
+    let c = Config::load(Some(file.path()), &vars).unwrap();
+    assert_eq!(c.public_url.as_str(), "http://from-file:1/");
+    assert_eq!(c.session.idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.oidc.client_id, "env-client");
+    assert_eq!(c.oidc.scopes, ["openid", "email"]);
+}
+
+#[test]
+fn unknown_file_key_is_named() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "[session]\nidle_timout = \"5m\"").unwrap();
+    let msg = Config::load(Some(file.path()), &minimal()).unwrap_err().to_string();
+    assert_eq!(msg, "session.idle_timout: unknown key in the config file");
+}
+
+#[test]
+fn presets_derive_the_authority() {
+    let mut vars = minimal();
+    vars.remove("BFF_OIDC_AUTHORITY");
+    vars.insert("BFF_OIDC_PROVIDER".into(), "auth0".into());
+    vars.insert("BFF_OIDC_DOMAIN".into(), "tenant.eu.auth0.com".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert_eq!(c.oidc.authority.as_str(), "https://tenant.eu.auth0.com/");
+
+    vars.insert("BFF_OIDC_PROVIDER".into(), "entra".into());
+    assert!(error_of(vars.clone()).starts_with("oidc.tenant_id"));
+    vars.insert("BFF_OIDC_TENANT_ID".into(), "contoso-id".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert_eq!(c.oidc.authority.as_str(), "https://login.microsoftonline.com/contoso-id/v2.0");
+}

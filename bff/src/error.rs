@@ -1,0 +1,66 @@
+//! [`AppError`]: every way a request can fail, and the one place that turns it into a response.
+//!
+//! Client errors say what was wrong; unavailability says to try again; the details of internal
+//! trouble go to the log (with the request id), never into the body.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::oidc::OidcError;
+use crate::session::SessionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No session: `/account/me` answers 404, as the seed's own test expects.
+    #[error("no session")]
+    NoSession,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+}
+
+impl AppError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        AppError::BadRequest(message.into())
+    }
+
+    fn status_and_message(&self) -> (StatusCode, String) {
+        match self {
+            AppError::NoSession => (StatusCode::NOT_FOUND, "no session".into()),
+            AppError::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
+            AppError::Session(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable, try again shortly".into())
+            }
+            AppError::Oidc(error) => match error {
+                OidcError::CodeRefused(_) | OidcError::InvalidIdToken(_) => (StatusCode::BAD_REQUEST, error.to_string()),
+                OidcError::NotDiscovered => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "identity provider not reachable yet, try again shortly".into())
+                }
+                OidcError::Unreachable(_) | OidcError::BadIssuerResponse(_) => {
+                    (StatusCode::BAD_GATEWAY, "identity provider unavailable".into())
+                }
+            },
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, message) = self.status_and_message();
+        if status.is_server_error() {
+            tracing::error!(error = %self, %status, "request failed");
+        } else if status != StatusCode::NOT_FOUND {
+            tracing::info!(error = %self, %status, "request refused");
+        }
+        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        response.headers_mut().insert(header::CACHE_CONTROL, "no-store".parse().expect("static header"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("static header"));
+        }
+        response
+    }
+}

@@ -1,0 +1,30 @@
+//! `bff`: a Backend-for-Frontend security gateway that scales out.
+//!
+//! It logs users in with OpenID Connect (code flow + PKCE), keeps their tokens in a server-side
+//! session sealed under a key ring, and gives the browser only an opaque HttpOnly cookie. With
+//! Redis configured, sessions and the key ring are shared by every node, so any node can serve any
+//! request and a restart loses nobody.
+//!
+//! Embedding and tests use [`run`] with a bound listener and a shutdown future; [`app`] is the
+//! router alone, for tests without a socket.
+
+pub mod config;
+pub mod error;
+pub mod keyring;
+pub mod landing_page;
+pub mod oidc;
+pub mod redis_link;
+pub mod routes;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod telemetry;
+
+pub use config::{Config, ConfigError};
+pub use server::{RunError, run};
+pub use state::AppState;
+
+/// The complete router with its middleware (request ids, tracing).
+pub fn app(state: AppState) -> axum::Router {
+    telemetry::layer(routes::router(state))
+}

@@ -1,0 +1,65 @@
+//! The `bff` binary: parse arguments, read configuration, serve until SIGTERM or SIGINT.
+//! Exit codes: 0 after a clean shutdown, 64 for a configuration error, 1 for anything else.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A Backend-for-Frontend security gateway: OpenID Connect login, server-side sessions in Redis
+/// sealed under a shared key ring, an opaque HttpOnly cookie for the browser.
+#[derive(Parser)]
+#[command(name = "bff", version, after_help = bff::config::help_table())]
+struct Args {
+    /// TOML configuration file; every key can be overridden by its environment variable.
+    #[arg(long, short, env = "BFF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the configuration, print a summary and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("BFF_")).collect();
+    let config = match bff::Config::load(args.config.as_deref(), &env) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("bff: configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if args.check {
+        println!("configuration ok: listen {} public_url {} store {:?}", config.listen, config.public_url, config.store);
+        return ExitCode::SUCCESS;
+    }
+    bff::telemetry::init(config.log_format, &config.log_filter);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bff: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: bff::Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    bff::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,192 @@
+//! The OpenID Connect relying party: discovery, the authorization request (code flow, PKCE
+//! S256, `state`, `nonce`), the code exchange (`client_secret_basic`), id_token validation
+//! against the issuer's JWKS, and the logout URL.
+//!
+//! Discovery is fetched in the background at start-up and retried until it succeeds; the node is
+//! not ready before. The JWKS is cached and fetched again once when a token names a `kid` it does
+//! not hold (the issuer rotated its keys).
+
+mod discovery;
+mod id_token;
+mod jwks;
+mod pkce;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+pub use discovery::ProviderMetadata;
+pub use pkce::challenge_s256;
+
+use crate::config::{OidcConfig, ProviderKind};
+use jwks::JwksCache;
+
+/// Why an OIDC step failed. The HTTP layer maps each to a status: the issuer refusing something
+/// or a bad token is the client's problem (4xx); an issuer we cannot reach is a 502/503.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("identity provider metadata not loaded yet")]
+    NotDiscovered,
+    #[error("identity provider unreachable: {0}")]
+    Unreachable(String),
+    #[error("identity provider answered badly: {0}")]
+    BadIssuerResponse(String),
+    #[error("the identity provider refused the authorization code: {0}")]
+    CodeRefused(String),
+    #[error("invalid id_token: {0}")]
+    InvalidIdToken(String),
+}
+
+/// What the token endpoint answers to a code exchange.
+#[derive(Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub id_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<u64>,
+}
+
+pub struct Oidc {
+    config: OidcConfig,
+    redirect_uri: Url,
+    http: reqwest::Client,
+    metadata: RwLock<Option<Arc<ProviderMetadata>>>,
+    jwks: JwksCache,
+}
+
+impl Oidc {
+    pub fn new(config: OidcConfig, redirect_uri: Url) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(config.http_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("bff/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("http client builds");
+        Arc::new(Oidc { config, redirect_uri, http, metadata: RwLock::new(None), jwks: JwksCache::default() })
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.config
+    }
+
+    pub fn metadata(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
+        self.metadata.read().expect("metadata lock").clone().ok_or(OidcError::NotDiscovered)
+    }
+
+    pub fn is_discovered(&self) -> bool {
+        self.metadata.read().expect("metadata lock").is_some()
+    }
+
+    /// Fetches discovery and the JWKS once.
+    pub async fn discover(&self) -> Result<(), OidcError> {
+        let metadata = discovery::fetch(&self.http, &self.config.authority).await?;
+        self.jwks.refresh(&self.http, &metadata.jwks_uri).await?;
+        *self.metadata.write().expect("metadata lock") = Some(Arc::new(metadata));
+        Ok(())
+    }
+
+    /// Retries discovery in the background until it succeeds.
+    pub fn discover_in_background(self: &Arc<Self>) {
+        let oidc = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            while let Err(error) = oidc.discover().await {
+                tracing::warn!(%error, authority = %oidc.config.authority, retry_in = ?delay, "OIDC discovery failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            tracing::info!(authority = %oidc.config.authority, "OIDC discovery loaded");
+        });
+    }
+
+    /// The URL the browser is sent to for login.
+    pub fn authorization_url(&self, state: &str, nonce: &str, verifier: &str) -> Result<Url, OidcError> {
+        let metadata = self.metadata()?;
+        let mut url = metadata.authorization_endpoint.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("redirect_uri", self.redirect_uri.as_str())
+                .append_pair("scope", &self.config.scopes.join(" "))
+                .append_pair("state", state)
+                .append_pair("nonce", nonce)
+                .append_pair("code_challenge", &challenge_s256(verifier))
+                .append_pair("code_challenge_method", "S256");
+            if let ProviderKind::Auth0 { audience: Some(audience), .. } = &self.config.provider {
+                q.append_pair("audience", audience);
+            }
+        }
+        Ok(url)
+    }
+
+    /// Exchanges an authorization code at the token endpoint (`client_secret_basic`).
+    pub async fn exchange_code(&self, code: &str, verifier: &str) -> Result<TokenResponse, OidcError> {
+        let metadata = self.metadata()?;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ];
+        let response = self
+            .http
+            .post(metadata.token_endpoint.clone())
+            .basic_auth(form_encode(&self.config.client_id), Some(form_encode(&self.config.client_secret)))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| OidcError::Unreachable(format!("token endpoint: {e}")))?;
+        let status = response.status();
+        if status.is_client_error() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let error = body.get("error").and_then(|v| v.as_str()).unwrap_or("unknown error");
+            return Err(OidcError::CodeRefused(format!("{status}: {error}")));
+        }
+        if !status.is_success() {
+            return Err(OidcError::Unreachable(format!("token endpoint answered {status}")));
+        }
+        response.json().await.map_err(|e| OidcError::BadIssuerResponse(format!("token response: {e}")))
+    }
+
+    /// Validates an id_token for this client and the `nonce` of the login it answers; returns
+    /// its claims.
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, OidcError> {
+        let metadata = self.metadata()?;
+        id_token::validate(token, nonce, &metadata, &self.config, &self.jwks, &self.http).await
+    }
+
+    /// Where to send the browser after the session is deleted, if the issuer has a logout.
+    pub fn logout_url(&self, id_token_hint: Option<&str>) -> Option<Url> {
+        let metadata = self.metadata().ok()?;
+        let post_logout = self.config.post_logout_redirect_uri.as_str();
+        if let Some(endpoint) = &metadata.end_session_endpoint {
+            let mut url = endpoint.clone();
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(hint) = id_token_hint {
+                    q.append_pair("id_token_hint", hint);
+                }
+                q.append_pair("client_id", &self.config.client_id).append_pair("post_logout_redirect_uri", post_logout);
+            }
+            return Some(url);
+        }
+        if let ProviderKind::Auth0 { domain, .. } = &self.config.provider {
+            let mut url = Url::parse(&format!("https://{domain}/v2/logout")).ok()?;
+            url.query_pairs_mut().append_pair("client_id", &self.config.client_id).append_pair("returnTo", post_logout);
+            return Some(url);
+        }
+        None
+    }
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-urlencoded before basic authentication.
+fn form_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}

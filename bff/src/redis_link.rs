@@ -1,0 +1,83 @@
+//! One shared, self-healing Redis connection for the whole node.
+//!
+//! A node must start even when Redis is down, stay not-ready, and become ready once Redis
+//! appears; and it must ride out a Redis restart without being restarted itself. The redis
+//! crate's `ConnectionManager` reconnects after it has connected once, but refuses to be built
+//! while Redis is unreachable, so [`RedisLink`] keeps trying to build it in the background and
+//! answers [`StoreError::Unavailable`] until it exists. Every command is bounded by
+//! `redis_timeout`, so an outage costs a request a 503, never a hang.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+
+use crate::session::StoreError;
+
+pub struct RedisLink {
+    client: redis::Client,
+    timeout: Duration,
+    manager: OnceCell<ConnectionManager>,
+}
+
+impl RedisLink {
+    /// Parses the URL; connecting happens in [`RedisLink::connect_in_background`].
+    pub fn new(url: &str, timeout: Duration) -> Result<Arc<Self>, redis::RedisError> {
+        Ok(Arc::new(RedisLink { client: redis::Client::open(url)?, timeout, manager: OnceCell::new() }))
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+    }
+
+    /// Tries to connect until it succeeds; returns at once when already connected.
+    pub async fn connect(&self) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if self.manager.initialized() {
+                return;
+            }
+            match ConnectionManager::new_with_config(self.client.clone(), self.manager_config()).await {
+                Ok(manager) => {
+                    let _ = self.manager.set(manager);
+                    tracing::info!("connected to redis");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "redis unreachable");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    pub fn connect_in_background(self: &Arc<Self>) {
+        let link = self.clone();
+        tokio::spawn(async move { link.connect().await });
+    }
+
+    /// A handle on the shared connection (cheap to clone), or `Unavailable` before the first
+    /// connection succeeded.
+    pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.manager.get().cloned().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
+    }
+
+    /// Runs one command with the shared connection, mapping every failure to `Unavailable`.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        cmd.query_async(&mut conn).await.map_err(StoreError::from)
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(error: redis::RedisError) -> Self {
+        StoreError::Unavailable(format!("redis: {error}"))
+    }
+}

@@ -1,0 +1,148 @@
+//! The account endpoints of the seed: `login`, `login/callback`, `me`, `end-session`.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::cookies;
+use super::current_session::CurrentSession;
+use crate::error::AppError;
+use crate::landing_page;
+use crate::session::{PendingLogin, Session, SessionId, now_secs};
+use crate::state::AppState;
+
+/// Claims that belong to the protocol, not to the user: `/me` leaves them out.
+const PROTOCOL_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "s_hash"];
+
+fn redirect(location: &str, set_cookies: Vec<String>) -> Response {
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, HeaderValue::from_str(location).expect("redirect target is a valid header"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in set_cookies {
+        headers.append(SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is a valid header"));
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct LoginParams {
+    landingpage: Option<String>,
+}
+
+/// Starts a login: stores the pending login under a fresh `state` and sends the browser to the
+/// issuer.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<LoginParams>,
+) -> Result<Response, AppError> {
+    let landing_page = match params.landingpage.as_deref() {
+        None => "/".to_owned(),
+        Some(raw) => landing_page::validate(raw).map_err(AppError::bad_request)?,
+    };
+    // Reuse the browser's binding across parallel logins in several tabs.
+    let binding = cookies::read(&headers, &state.config.login_cookie_name())
+        .filter(|v| v.len() == 43)
+        .unwrap_or_else(crate::session::random_token);
+    let login_state = crate::session::random_token();
+    let pending = PendingLogin {
+        verifier: crate::session::random_token(),
+        nonce: crate::session::random_token(),
+        landing_page,
+        browser_binding: binding.clone(),
+    };
+    let url = state.oidc.authorization_url(&login_state, &pending.nonce, &pending.verifier)?;
+    state.sessions.save_login(&login_state, &pending).await?;
+    Ok(redirect(url.as_str(), vec![cookies::login_binding(&state.config, binding)]))
+}
+
+#[derive(Deserialize)]
+pub struct CallbackParams {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+}
+
+/// Finishes a login on whichever node the issuer's redirect reaches.
+pub async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    previous: Option<CurrentSession>,
+    Query(params): Query<CallbackParams>,
+) -> Result<Response, AppError> {
+    let login_state = params.state.ok_or_else(|| AppError::bad_request("missing state"))?;
+    let pending = state
+        .sessions
+        .take_login(&login_state)
+        .await?
+        .ok_or_else(|| AppError::bad_request("unknown, expired or already used login state"))?;
+    let binding = cookies::read(&headers, &state.config.login_cookie_name());
+    if binding.as_deref() != Some(pending.browser_binding.as_str()) {
+        return Err(AppError::bad_request("this login was started in another browser"));
+    }
+    if let Some(error) = params.error {
+        let code: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+        return Err(AppError::bad_request(format!("the identity provider returned an error: {code}")));
+    }
+    let code = params.code.ok_or_else(|| AppError::bad_request("missing code"))?;
+
+    let tokens = state.oidc.exchange_code(&code, &pending.verifier).await?;
+    let id_token = tokens
+        .id_token
+        .ok_or_else(|| crate::oidc::OidcError::InvalidIdToken("the token response has no id_token".into()))?;
+    let mut claims = state.oidc.validate_id_token(&id_token, &pending.nonce).await?;
+    for claim in PROTOCOL_CLAIMS {
+        claims.remove(*claim);
+    }
+
+    let now = now_secs();
+    let session = Session {
+        created_at: now,
+        claims,
+        id_token,
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        access_token_expires_at: tokens.expires_in.map(|s| now + s),
+    };
+    // A login always gets a new id: a session id planted before login is worth nothing after.
+    if let Some(previous) = previous {
+        state.sessions.end(&previous.id).await?;
+    }
+    let id = state.sessions.create(&session).await?;
+    tracing::info!("session created");
+    Ok(redirect(
+        &pending.landing_page,
+        vec![cookies::session(&state.config, id.to_cookie_value()), cookies::clear_login_binding(&state.config)],
+    ))
+}
+
+/// The user's id_token claims, or 404 without a session.
+pub async fn me(current: CurrentSession) -> Response {
+    let mut response = Json(current.session.claims).into_response();
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Deletes the session in the store (every node sees it gone), clears the cookie and sends the
+/// browser to the issuer's logout when it has one.
+pub async fn end_session(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let id = cookies::read(&headers, &state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
+    let mut id_token = None;
+    if let Some(id) = id {
+        if let Some(session) = state.sessions.load(&id).await? {
+            id_token = Some(session.id_token);
+        }
+        state.sessions.end(&id).await?;
+        tracing::info!("session ended");
+    }
+    let target = id_token
+        .as_deref()
+        .and_then(|hint| state.oidc.logout_url(Some(hint)))
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| state.config.public_url_for("/").to_string());
+    Ok(redirect(&target, vec![cookies::clear_session(&state.config)]))
+}

@@ -1,0 +1,144 @@
+//! Server-side sessions: the browser holds only an opaque random id; everything else (tokens,
+//! claims, a login in progress) is sealed by the [`KeyRing`] and kept in a [`SessionStore`].
+//!
+//! Store keys are SHA-256 hashes of the id (or of the login `state`), and the hash is also the
+//! sealed blob's associated data: whoever reads the store learns neither a usable cookie nor a
+//! token, and cannot move a blob from one session to another.
+
+mod id;
+mod memory;
+mod record;
+mod redis;
+mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::digest::{SHA256, digest};
+
+pub use id::{SessionId, random_token};
+pub use memory::MemoryStore;
+pub use record::{PendingLogin, Session};
+pub use redis::RedisStore;
+pub use store::{SessionStore, StoreError};
+
+use crate::keyring::{KeyRing, KeyRingError};
+
+/// A session operation failed for a reason that is not "there is no session": the store or
+/// the key ring is not available. Requests get a 503.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    KeyRing(#[from] KeyRingError),
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Sessions and pending logins, sealed and stored.
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    ring: Arc<KeyRing>,
+    idle_timeout: Duration,
+    absolute_lifetime: Duration,
+    login_timeout: Duration,
+}
+
+fn store_key(kind: &str, secret: &[u8]) -> String {
+    format!("{kind}:{}", hex::encode(digest(&SHA256, secret)))
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        ring: Arc<KeyRing>,
+        idle_timeout: Duration,
+        absolute_lifetime: Duration,
+        login_timeout: Duration,
+    ) -> Self {
+        Sessions { store, ring, idle_timeout, absolute_lifetime, login_timeout }
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    pub fn key_ring(&self) -> &Arc<KeyRing> {
+        &self.ring
+    }
+
+    /// Ready when the store answers and the key ring is loaded.
+    pub async fn check_ready(&self) -> Result<(), SessionError> {
+        self.store.ping().await?;
+        if !self.ring.is_loaded() {
+            return Err(KeyRingError::NotLoaded.into());
+        }
+        Ok(())
+    }
+
+    /// Seals and stores a new session under a fresh id, which is returned.
+    pub async fn create(&self, session: &Session) -> Result<SessionId, SessionError> {
+        let id = SessionId::generate();
+        let key = store_key("s", id.as_bytes());
+        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(session).expect("session serialises"))?;
+        self.store.put(&key, sealed, self.idle_timeout).await?;
+        Ok(id)
+    }
+
+    /// Loads a session and slides its idle timeout, in one store operation. A session that does
+    /// not open (tampered, unknown key) or is past its absolute lifetime counts as absent.
+    pub async fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        let key = store_key("s", id.as_bytes());
+        let Some(blob) = self.store.get_and_touch(&key, self.idle_timeout).await? else {
+            return Ok(None);
+        };
+        let plain = match self.ring.open(key.as_bytes(), &blob).await {
+            Ok(plain) => plain,
+            Err(reason) => {
+                tracing::warn!(%reason, "session found but cannot be opened; treated as no session");
+                return Ok(None);
+            }
+        };
+        let session: Session = match serde_json::from_slice(&plain) {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(%error, "session opened but does not parse; treated as no session");
+                return Ok(None);
+            }
+        };
+        if now_secs().saturating_sub(session.created_at) > self.absolute_lifetime.as_secs() {
+            self.store.delete(&key).await?;
+            return Ok(None);
+        }
+        Ok(Some(session))
+    }
+
+    /// Deletes a session everywhere: every node sees it gone at once.
+    pub async fn end(&self, id: &SessionId) -> Result<(), SessionError> {
+        Ok(self.store.delete(&store_key("s", id.as_bytes())).await?)
+    }
+
+    /// Keeps a login in progress under its `state`, so the callback can land on any node.
+    pub async fn save_login(&self, state: &str, login: &PendingLogin) -> Result<(), SessionError> {
+        let key = store_key("l", state.as_bytes());
+        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(login).expect("login serialises"))?;
+        self.store.put(&key, sealed, self.login_timeout).await?;
+        Ok(())
+    }
+
+    /// Takes the login for `state` out of the store: a replayed state finds nothing.
+    pub async fn take_login(&self, state: &str) -> Result<Option<PendingLogin>, SessionError> {
+        let key = store_key("l", state.as_bytes());
+        let Some(blob) = self.store.take(&key).await? else { return Ok(None) };
+        match self.ring.open(key.as_bytes(), &blob).await {
+            Ok(plain) => Ok(serde_json::from_slice(&plain).ok()),
+            Err(reason) => {
+                tracing::warn!(%reason, "pending login cannot be opened; treated as unknown state");
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! What a session and a login in progress hold. Both are only ever stored sealed.
+
+use serde::{Deserialize, Serialize};
+
+/// A logged-in user's session.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// Unix seconds; the absolute lifetime counts from here.
+    pub created_at: u64,
+    /// The validated id_token's claims, as `/account/me` returns them.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Kept for `id_token_hint` at logout.
+    pub id_token: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// Unix seconds when the access token expires, when the issuer said.
+    pub access_token_expires_at: Option<u64>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("created_at", &self.created_at).finish_non_exhaustive()
+    }
+}
+
+/// A login between `/login` and `/login/callback`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PendingLogin {
+    /// PKCE code verifier.
+    pub verifier: String,
+    pub nonce: String,
+    /// Where to send the browser after the callback (a same-site relative path).
+    pub landing_page: String,
+    /// Random value also set in a cookie on the browser that started the login: a callback
+    /// from another browser (login CSRF) does not match.
+    pub browser_binding: String,
+}

@@ -1,0 +1,37 @@
+//! The [`SessionStore`] trait: what every place that can hold sealed session bytes must do.
+//!
+//! Stores see only opaque keys (hashes of session ids and login states) and sealed bytes; they
+//! never see a session id, a token or a claim. One contract suite (`tests/session_store_contract.rs`)
+//! runs against every implementation.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// The store could not answer; the request gets a 503 and nothing is lost.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores `value` under `key` for `ttl`, replacing what was there.
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Reads `key` and, in the same operation, pushes its expiry to `ttl` from now (sliding
+    /// idle timeout). One round trip.
+    async fn get_and_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Reads and deletes `key` atomically: a second `take` of the same key finds nothing.
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Answers when the store can serve requests.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A short name for logs and `/ready`.
+    fn kind(&self) -> &'static str;
+}
