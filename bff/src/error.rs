@@ -32,17 +32,22 @@ impl AppError {
         match self {
             AppError::NoSession => (StatusCode::NOT_FOUND, "no session".into()),
             AppError::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
-            AppError::Session(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable, try again shortly".into())
-            }
+            AppError::Session(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session store unavailable, try again shortly".into(),
+            ),
             AppError::Oidc(error) => match error {
-                OidcError::CodeRefused(_) | OidcError::InvalidIdToken(_) => (StatusCode::BAD_REQUEST, error.to_string()),
-                OidcError::NotDiscovered => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "identity provider not reachable yet, try again shortly".into())
+                OidcError::CodeRefused(_) | OidcError::InvalidIdToken(_) => {
+                    (StatusCode::BAD_REQUEST, error.to_string())
                 }
-                OidcError::Unreachable(_) | OidcError::BadIssuerResponse(_) => {
-                    (StatusCode::BAD_GATEWAY, "identity provider unavailable".into())
-                }
+                OidcError::NotDiscovered => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "identity provider not reachable yet, try again shortly".into(),
+                ),
+                OidcError::Unreachable(_) | OidcError::BadIssuerResponse(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "identity provider unavailable".into(),
+                ),
             },
         }
     }
@@ -57,9 +62,14 @@ impl IntoResponse for AppError {
             tracing::info!(error = %self, %status, "request refused");
         }
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
-        response.headers_mut().insert(header::CACHE_CONTROL, "no-store".parse().expect("static header"));
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            "no-store".parse().expect("static header"),
+        );
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("static header"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, "1".parse().expect("static header"));
         }
         response
     }

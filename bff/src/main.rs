@@ -24,7 +24,9 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("BFF_")).collect();
+    let env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("BFF_"))
+        .collect();
     let config = match bff::Config::load(args.config.as_deref(), &env) {
         Ok(config) => config,
         Err(error) => {
@@ -33,7 +35,10 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        println!("configuration ok: listen {} public_url {} store {:?}", config.listen, config.public_url, config.store);
+        println!(
+            "configuration ok: listen {} public_url {} store {:?}",
+            config.listen, config.public_url, config.store
+        );
         return ExitCode::SUCCESS;
     }
     bff::telemetry::init(config.log_format, &config.log_filter);

@@ -24,7 +24,11 @@ pub struct RedisLink {
 impl RedisLink {
     /// Parses the URL; connecting happens in [`RedisLink::connect_in_background`].
     pub fn new(url: &str, timeout: Duration) -> Result<Arc<Self>, redis::RedisError> {
-        Ok(Arc::new(RedisLink { client: redis::Client::open(url)?, timeout, manager: OnceCell::new() }))
+        Ok(Arc::new(RedisLink {
+            client: redis::Client::open(url)?,
+            timeout,
+            manager: OnceCell::new(),
+        }))
     }
 
     fn manager_config(&self) -> ConnectionManagerConfig {
@@ -43,7 +47,9 @@ impl RedisLink {
             if self.manager.initialized() {
                 return;
             }
-            match ConnectionManager::new_with_config(self.client.clone(), self.manager_config()).await {
+            match ConnectionManager::new_with_config(self.client.clone(), self.manager_config())
+                .await
+            {
                 Ok(manager) => {
                     let _ = self.manager.set(manager);
                     tracing::info!("connected to redis");
@@ -66,7 +72,10 @@ impl RedisLink {
     /// A handle on the shared connection (cheap to clone), or `Unavailable` before the first
     /// connection succeeded.
     pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        self.manager.get().cloned().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
+        self.manager
+            .get()
+            .cloned()
+            .ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
 
     /// Runs one command with the shared connection, mapping every failure to `Unavailable`.

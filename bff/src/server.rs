@@ -16,7 +16,11 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let grace = config.shutdown_timeout;
     if config.store == StoreConfig::Memory {
         tracing::warn!(

@@ -33,17 +33,24 @@ impl AppState {
             StoreConfig::Memory => None,
         };
         let store: Arc<dyn SessionStore> = match (&config.store, &redis) {
-            (StoreConfig::Redis { key_prefix, .. }, Some(link)) => Arc::new(RedisStore::new(link.clone(), key_prefix)),
+            (StoreConfig::Redis { key_prefix, .. }, Some(link)) => {
+                Arc::new(RedisStore::new(link.clone(), key_prefix))
+            }
             _ => Arc::new(MemoryStore::new()),
         };
         let ring = match (config.key_ring.mode, &config.store, &redis) {
-            (KeyRingMode::Redis, StoreConfig::Redis { key_prefix, .. }, Some(link)) => KeyRing::shared(
-                link.clone(),
-                key_prefix,
-                config.key_ring.rotation,
-                config.key_ring.rotation.saturating_add(config.session.absolute_lifetime),
-                config.key_ring.key_encryption_key,
-            ),
+            (KeyRingMode::Redis, StoreConfig::Redis { key_prefix, .. }, Some(link)) => {
+                KeyRing::shared(
+                    link.clone(),
+                    key_prefix,
+                    config.key_ring.rotation,
+                    config
+                        .key_ring
+                        .rotation
+                        .saturating_add(config.session.absolute_lifetime),
+                    config.key_ring.key_encryption_key,
+                )
+            }
             _ => KeyRing::local(),
         };
         let sessions = Sessions::new(
@@ -54,7 +61,12 @@ impl AppState {
             config.session.login_timeout,
         );
         let oidc = Oidc::new(config.oidc.clone(), config.redirect_uri());
-        Ok(AppState { config: Arc::new(config), sessions: Arc::new(sessions), oidc, redis })
+        Ok(AppState {
+            config: Arc::new(config),
+            sessions: Arc::new(sessions),
+            oidc,
+            redis,
+        })
     }
 
     /// Connects Redis, loads the key ring and the issuer's metadata, each retried until it works.
@@ -62,7 +74,9 @@ impl AppState {
         if let Some(link) = &self.redis {
             link.connect_in_background();
         }
-        self.sessions.key_ring().maintain_in_background(self.config.key_ring.refresh);
+        self.sessions
+            .key_ring()
+            .maintain_in_background(self.config.key_ring.refresh);
         self.oidc.discover_in_background();
     }
 }

@@ -1,0 +1,13 @@
+//! `harness`: the toolkit that proves a `bff` deployment scales.
+//!
+//! - [`issuer`]: a mock OpenID Connect provider on wiremock;
+//! - [`process`]: `redis-server` and `bff` as local child processes;
+//! - [`client`]: a browser-like virtual user.
+
+pub mod client;
+pub mod issuer;
+pub mod process;
+
+pub use client::{Reply, VirtualUser};
+pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};
+pub use process::{BffProcess, RedisProcess};

@@ -28,9 +28,17 @@ pub enum ConfigError {
     #[error("{key}: unknown key in the config file")]
     UnknownKey { key: String },
     #[error("{key} ({env}): missing; {hint}")]
-    Missing { key: &'static str, env: &'static str, hint: &'static str },
+    Missing {
+        key: &'static str,
+        env: &'static str,
+        hint: &'static str,
+    },
     #[error("{key} ({env}): {reason}")]
-    Invalid { key: &'static str, env: &'static str, reason: String },
+    Invalid {
+        key: &'static str,
+        env: &'static str,
+        reason: String,
+    },
 }
 
 /// Where the session data lives.
@@ -57,9 +65,14 @@ pub enum KeyRingMode {
 pub enum ProviderKind {
     Generic,
     /// Auth0: the authority comes from the domain; an optional API audience is sent at login.
-    Auth0 { domain: String, audience: Option<String> },
+    Auth0 {
+        domain: String,
+        audience: Option<String>,
+    },
     /// Microsoft Entra ID: the authority comes from the tenant id.
-    Entra { tenant_id: String },
+    Entra {
+        tenant_id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,17 +170,29 @@ impl Config {
     }
 
     fn from_source(src: &Source) -> Result<Self, ConfigError> {
-        let listen = src.parse("listen", |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()))?;
-        let public_url = src.require("public_url", "the URL browsers use, e.g. https://app.example.com", parse_http_url)?;
+        let listen = src.parse("listen", |s| {
+            s.parse::<SocketAddr>().map_err(|e| e.to_string())
+        })?;
+        let public_url = src.require(
+            "public_url",
+            "the URL browsers use, e.g. https://app.example.com",
+            parse_http_url,
+        )?;
 
         let store = match src.string("redis_url") {
             None => StoreConfig::Memory,
             Some(url) => {
-                let parsed = Url::parse(&url).map_err(|e| src.invalid("redis_url", e.to_string()))?;
+                let parsed =
+                    Url::parse(&url).map_err(|e| src.invalid("redis_url", e.to_string()))?;
                 if !matches!(parsed.scheme(), "redis" | "rediss") {
-                    return Err(src.invalid("redis_url", "must start with redis:// or rediss://".into()));
+                    return Err(
+                        src.invalid("redis_url", "must start with redis:// or rediss://".into())
+                    );
                 }
-                StoreConfig::Redis { url, key_prefix: src.string_or("redis_key_prefix") }
+                StoreConfig::Redis {
+                    url,
+                    key_prefix: src.string_or("redis_key_prefix"),
+                }
             }
         };
 
@@ -177,8 +202,15 @@ impl Config {
                 None => KeyRingMode::Local,
                 Some("local") => KeyRingMode::Local,
                 Some("redis") if matches!(store, StoreConfig::Redis { .. }) => KeyRingMode::Redis,
-                Some("redis") => return Err(src.invalid("key_ring", "\"redis\" needs redis_url".into())),
-                Some(other) => return Err(src.invalid("key_ring", format!("expected \"redis\" or \"local\", got {other:?}"))),
+                Some("redis") => {
+                    return Err(src.invalid("key_ring", "\"redis\" needs redis_url".into()));
+                }
+                Some(other) => {
+                    return Err(src.invalid(
+                        "key_ring",
+                        format!("expected \"redis\" or \"local\", got {other:?}"),
+                    ));
+                }
             },
             rotation: src.duration("key_rotation")?,
             key_encryption_key: read_kek(src)?,
@@ -187,7 +219,10 @@ impl Config {
 
         let session = SessionConfig {
             cookie_name: src.parse("session.cookie_name", |s| {
-                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                if !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
                     Ok(s.to_owned())
                 } else {
                     Err("use letters, digits, '-' and '_' only".to_owned())
@@ -203,7 +238,10 @@ impl Config {
             login_timeout: src.duration("session.login_timeout")?,
         };
         if session.absolute_lifetime < session.idle_timeout {
-            return Err(src.invalid("session.absolute_lifetime", "must not be shorter than session.idle_timeout".into()));
+            return Err(src.invalid(
+                "session.absolute_lifetime",
+                "must not be shorter than session.idle_timeout".into(),
+            ));
         }
 
         let oidc = read_oidc(src, &public_url)?;
@@ -285,25 +323,39 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
 }
 
 fn read_kek(src: &Source) -> Result<Option<[u8; 32]>, ConfigError> {
-    let inline = src.string("key_encryption_key").map(|v| ("key_encryption_key", v));
+    let inline = src
+        .string("key_encryption_key")
+        .map(|v| ("key_encryption_key", v));
     let from_file = match src.string("key_encryption_key_file") {
         None => None,
         Some(path) => Some((
             "key_encryption_key_file",
-            std::fs::read_to_string(&path)
-                .map_err(|e| src.invalid("key_encryption_key_file", format!("cannot read {path}: {e}")))?,
+            std::fs::read_to_string(&path).map_err(|e| {
+                src.invalid(
+                    "key_encryption_key_file",
+                    format!("cannot read {path}: {e}"),
+                )
+            })?,
         )),
     };
     let (key, text) = match (inline, from_file) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
-            return Err(src.invalid("key_encryption_key", "set either this or key_encryption_key_file, not both".into()));
+            return Err(src.invalid(
+                "key_encryption_key",
+                "set either this or key_encryption_key_file, not both".into(),
+            ));
         }
         (Some(v), None) | (None, Some(v)) => v,
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
-        .map_err(|_| src.invalid(key, "must be 32 bytes in standard base64 (openssl rand -base64 32)".into()))?;
+        .map_err(|_| {
+            src.invalid(
+                key,
+                "must be 32 bytes in standard base64 (openssl rand -base64 32)".into(),
+            )
+        })?;
     let kek: [u8; 32] = bytes
         .try_into()
         .map_err(|v: Vec<u8>| src.invalid(key, format!("must be 32 bytes, got {}", v.len())))?;
@@ -314,38 +366,70 @@ fn read_oidc(src: &Source, public_url: &Url) -> Result<OidcConfig, ConfigError> 
     let provider = match src.string_or("oidc.provider").as_str() {
         "generic" => ProviderKind::Generic,
         "auth0" => ProviderKind::Auth0 {
-            domain: src.require("oidc.domain", "the Auth0 tenant domain, e.g. example.eu.auth0.com", |s| Ok(s.to_owned()))?,
+            domain: src.require(
+                "oidc.domain",
+                "the Auth0 tenant domain, e.g. example.eu.auth0.com",
+                |s| Ok(s.to_owned()),
+            )?,
             audience: src.string("oidc.audience"),
         },
         "entra" => ProviderKind::Entra {
-            tenant_id: src.require("oidc.tenant_id", "the Entra ID directory (tenant) id", |s| Ok(s.to_owned()))?,
+            tenant_id: src.require(
+                "oidc.tenant_id",
+                "the Entra ID directory (tenant) id",
+                |s| Ok(s.to_owned()),
+            )?,
         },
-        other => return Err(src.invalid("oidc.provider", format!("expected generic, auth0 or entra, got {other:?}"))),
+        other => {
+            return Err(src.invalid(
+                "oidc.provider",
+                format!("expected generic, auth0 or entra, got {other:?}"),
+            ));
+        }
     };
     let authority = match (&provider, src.string("oidc.authority")) {
-        (_, Some(explicit)) => parse_http_url(&explicit).map_err(|e| src.invalid("oidc.authority", e))?,
+        (_, Some(explicit)) => {
+            parse_http_url(&explicit).map_err(|e| src.invalid("oidc.authority", e))?
+        }
         (ProviderKind::Auth0 { domain, .. }, None) => parse_http_url(&format!("https://{domain}/"))
             .map_err(|e| src.invalid("oidc.domain", e))?,
-        (ProviderKind::Entra { tenant_id }, None) => {
-            parse_http_url(&format!("https://login.microsoftonline.com/{tenant_id}/v2.0"))
-                .map_err(|e| src.invalid("oidc.tenant_id", e))?
-        }
+        (ProviderKind::Entra { tenant_id }, None) => parse_http_url(&format!(
+            "https://login.microsoftonline.com/{tenant_id}/v2.0"
+        ))
+        .map_err(|e| src.invalid("oidc.tenant_id", e))?,
         (ProviderKind::Generic, None) => {
-            return Err(src.missing("oidc.authority", "the issuer URL, e.g. https://login.example.com"));
+            return Err(src.missing(
+                "oidc.authority",
+                "the issuer URL, e.g. https://login.example.com",
+            ));
         }
     };
-    let scopes: Vec<String> = src.string_or("oidc.scopes").split_whitespace().map(str::to_owned).collect();
+    let scopes: Vec<String> = src
+        .string_or("oidc.scopes")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     if !scopes.iter().any(|s| s == "openid") {
         return Err(src.invalid("oidc.scopes", "must include openid".into()));
     }
     Ok(OidcConfig {
         provider,
         authority,
-        client_id: src.require("oidc.client_id", "the client id registered at the issuer", |s| Ok(s.to_owned()))?,
-        client_secret: src.require("oidc.client_secret", "the client secret registered at the issuer", |s| Ok(s.to_owned()))?,
+        client_id: src.require(
+            "oidc.client_id",
+            "the client id registered at the issuer",
+            |s| Ok(s.to_owned()),
+        )?,
+        client_secret: src.require(
+            "oidc.client_secret",
+            "the client secret registered at the issuer",
+            |s| Ok(s.to_owned()),
+        )?,
         scopes,
         post_logout_redirect_uri: match src.string("oidc.post_logout_redirect_uri") {
-            Some(v) => parse_http_url(&v).map_err(|e| src.invalid("oidc.post_logout_redirect_uri", e))?,
+            Some(v) => {
+                parse_http_url(&v).map_err(|e| src.invalid("oidc.post_logout_redirect_uri", e))?
+            }
             None => join_path(public_url, "/"),
         },
         clock_skew: src.duration("oidc.clock_skew")?,

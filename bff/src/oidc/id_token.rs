@@ -35,17 +35,23 @@ pub(super) async fn validate(
 ) -> Result<Map<String, Value>, OidcError> {
     let header = decode_header(token).map_err(|e| invalid(format!("malformed header: {e}")))?;
     if !ALLOWED.contains(&header.alg) {
-        return Err(invalid(format!("algorithm {:?} is not accepted", header.alg)));
+        return Err(invalid(format!(
+            "algorithm {:?} is not accepted",
+            header.alg
+        )));
     }
     let kid = header.kid.as_deref();
     let jwk = match jwks.find(kid) {
         Some(jwk) => jwk,
         None => {
-            jwks.refetch_for_unknown_kid(http, &metadata.jwks_uri).await?;
-            jwks.find(kid).ok_or_else(|| invalid(format!("no issuer key with kid {kid:?}")))?
+            jwks.refetch_for_unknown_kid(http, &metadata.jwks_uri)
+                .await?;
+            jwks.find(kid)
+                .ok_or_else(|| invalid(format!("no issuer key with kid {kid:?}")))?
         }
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| invalid(format!("unusable issuer key: {e}")))?;
+    let key =
+        DecodingKey::from_jwk(&jwk).map_err(|e| invalid(format!("unusable issuer key: {e}")))?;
 
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&[&metadata.issuer]);

@@ -64,7 +64,13 @@ impl Oidc {
             .user_agent(concat!("bff/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("http client builds");
-        Arc::new(Oidc { config, redirect_uri, http, metadata: RwLock::new(None), jwks: JwksCache::default() })
+        Arc::new(Oidc {
+            config,
+            redirect_uri,
+            http,
+            metadata: RwLock::new(None),
+            jwks: JwksCache::default(),
+        })
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -72,7 +78,11 @@ impl Oidc {
     }
 
     pub fn metadata(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
-        self.metadata.read().expect("metadata lock").clone().ok_or(OidcError::NotDiscovered)
+        self.metadata
+            .read()
+            .expect("metadata lock")
+            .clone()
+            .ok_or(OidcError::NotDiscovered)
     }
 
     pub fn is_discovered(&self) -> bool {
@@ -102,7 +112,12 @@ impl Oidc {
     }
 
     /// The URL the browser is sent to for login.
-    pub fn authorization_url(&self, state: &str, nonce: &str, verifier: &str) -> Result<Url, OidcError> {
+    pub fn authorization_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        verifier: &str,
+    ) -> Result<Url, OidcError> {
         let metadata = self.metadata()?;
         let mut url = metadata.authorization_endpoint.clone();
         {
@@ -115,7 +130,11 @@ impl Oidc {
                 .append_pair("nonce", nonce)
                 .append_pair("code_challenge", &challenge_s256(verifier))
                 .append_pair("code_challenge_method", "S256");
-            if let ProviderKind::Auth0 { audience: Some(audience), .. } = &self.config.provider {
+            if let ProviderKind::Auth0 {
+                audience: Some(audience),
+                ..
+            } = &self.config.provider
+            {
                 q.append_pair("audience", audience);
             }
         }
@@ -123,7 +142,11 @@ impl Oidc {
     }
 
     /// Exchanges an authorization code at the token endpoint (`client_secret_basic`).
-    pub async fn exchange_code(&self, code: &str, verifier: &str) -> Result<TokenResponse, OidcError> {
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+    ) -> Result<TokenResponse, OidcError> {
         let metadata = self.metadata()?;
         let form = [
             ("grant_type", "authorization_code"),
@@ -134,7 +157,10 @@ impl Oidc {
         let response = self
             .http
             .post(metadata.token_endpoint.clone())
-            .basic_auth(form_encode(&self.config.client_id), Some(form_encode(&self.config.client_secret)))
+            .basic_auth(
+                form_encode(&self.config.client_id),
+                Some(form_encode(&self.config.client_secret)),
+            )
             .form(&form)
             .send()
             .await
@@ -142,13 +168,21 @@ impl Oidc {
         let status = response.status();
         if status.is_client_error() {
             let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let error = body.get("error").and_then(|v| v.as_str()).unwrap_or("unknown error");
+            let error = body
+                .get("error")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown error");
             return Err(OidcError::CodeRefused(format!("{status}: {error}")));
         }
         if !status.is_success() {
-            return Err(OidcError::Unreachable(format!("token endpoint answered {status}")));
+            return Err(OidcError::Unreachable(format!(
+                "token endpoint answered {status}"
+            )));
         }
-        response.json().await.map_err(|e| OidcError::BadIssuerResponse(format!("token response: {e}")))
+        response
+            .json()
+            .await
+            .map_err(|e| OidcError::BadIssuerResponse(format!("token response: {e}")))
     }
 
     /// Validates an id_token for this client and the `nonce` of the login it answers; returns
@@ -159,7 +193,15 @@ impl Oidc {
         nonce: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>, OidcError> {
         let metadata = self.metadata()?;
-        id_token::validate(token, nonce, &metadata, &self.config, &self.jwks, &self.http).await
+        id_token::validate(
+            token,
+            nonce,
+            &metadata,
+            &self.config,
+            &self.jwks,
+            &self.http,
+        )
+        .await
     }
 
     /// Where to send the browser after the session is deleted, if the issuer has a logout.
@@ -173,13 +215,16 @@ impl Oidc {
                 if let Some(hint) = id_token_hint {
                     q.append_pair("id_token_hint", hint);
                 }
-                q.append_pair("client_id", &self.config.client_id).append_pair("post_logout_redirect_uri", post_logout);
+                q.append_pair("client_id", &self.config.client_id)
+                    .append_pair("post_logout_redirect_uri", post_logout);
             }
             return Some(url);
         }
         if let ProviderKind::Auth0 { domain, .. } = &self.config.provider {
             let mut url = Url::parse(&format!("https://{domain}/v2/logout")).ok()?;
-            url.query_pairs_mut().append_pair("client_id", &self.config.client_id).append_pair("returnTo", post_logout);
+            url.query_pairs_mut()
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("returnTo", post_logout);
             return Some(url);
         }
         None

@@ -18,7 +18,10 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(account::login))
         .route("/login/callback", get(account::callback))
         .route("/me", get(account::me))
-        .route("/end-session", get(account::end_session).post(account::end_session));
+        .route(
+            "/end-session",
+            get(account::end_session).post(account::end_session),
+        );
     Router::new()
         .nest(&prefix, account)
         .route("/health", get(probes::health))

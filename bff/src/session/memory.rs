@@ -59,7 +59,9 @@ impl SessionStore for MemoryStore {
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = Instant::now();
         let entry = self.entries.lock().expect("memory store lock").remove(key);
-        Ok(entry.filter(|(_, expires)| *expires > now).map(|(value, _)| value))
+        Ok(entry
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -35,7 +35,10 @@ pub enum SessionError {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Sessions and pending logins, sealed and stored.
@@ -59,7 +62,13 @@ impl Sessions {
         absolute_lifetime: Duration,
         login_timeout: Duration,
     ) -> Self {
-        Sessions { store, ring, idle_timeout, absolute_lifetime, login_timeout }
+        Sessions {
+            store,
+            ring,
+            idle_timeout,
+            absolute_lifetime,
+            login_timeout,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -83,7 +92,10 @@ impl Sessions {
     pub async fn create(&self, session: &Session) -> Result<SessionId, SessionError> {
         let id = SessionId::generate();
         let key = store_key("s", id.as_bytes());
-        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(session).expect("session serialises"))?;
+        let sealed = self.ring.seal(
+            key.as_bytes(),
+            &serde_json::to_vec(session).expect("session serialises"),
+        )?;
         self.store.put(&key, sealed, self.idle_timeout).await?;
         Ok(id)
     }
@@ -124,7 +136,10 @@ impl Sessions {
     /// Keeps a login in progress under its `state`, so the callback can land on any node.
     pub async fn save_login(&self, state: &str, login: &PendingLogin) -> Result<(), SessionError> {
         let key = store_key("l", state.as_bytes());
-        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(login).expect("login serialises"))?;
+        let sealed = self.ring.seal(
+            key.as_bytes(),
+            &serde_json::to_vec(login).expect("login serialises"),
+        )?;
         self.store.put(&key, sealed, self.login_timeout).await?;
         Ok(())
     }
@@ -132,7 +147,9 @@ impl Sessions {
     /// Takes the login for `state` out of the store: a replayed state finds nothing.
     pub async fn take_login(&self, state: &str) -> Result<Option<PendingLogin>, SessionError> {
         let key = store_key("l", state.as_bytes());
-        let Some(blob) = self.store.take(&key).await? else { return Ok(None) };
+        let Some(blob) = self.store.take(&key).await? else {
+            return Ok(None);
+        };
         match self.ring.open(key.as_bytes(), &blob).await {
             Ok(plain) => Ok(serde_json::from_slice(&plain).ok()),
             Err(reason) => {

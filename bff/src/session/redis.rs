@@ -19,7 +19,10 @@ pub struct RedisStore {
 
 impl RedisStore {
     pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
-        RedisStore { link, prefix: prefix.to_owned() }
+        RedisStore {
+            link,
+            prefix: prefix.to_owned(),
+        }
     }
 
     fn key(&self, key: &str) -> String {
@@ -34,21 +37,34 @@ fn seconds(ttl: Duration) -> u64 {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        let cmd = redis::cmd("SET").arg(self.key(key)).arg(value).arg("EX").arg(seconds(ttl)).clone();
+        let cmd = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("EX")
+            .arg(seconds(ttl))
+            .clone();
         self.link.query::<()>(&cmd).await
     }
 
     async fn get_and_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError> {
-        let cmd = redis::cmd("GETEX").arg(self.key(key)).arg("EX").arg(seconds(ttl)).clone();
+        let cmd = redis::cmd("GETEX")
+            .arg(self.key(key))
+            .arg("EX")
+            .arg(seconds(ttl))
+            .clone();
         self.link.query(&cmd).await
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.link.query(redis::cmd("GETDEL").arg(self.key(key))).await
+        self.link
+            .query(redis::cmd("GETDEL").arg(self.key(key)))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.link.query::<()>(redis::cmd("DEL").arg(self.key(key))).await
+        self.link
+            .query::<()>(redis::cmd("DEL").arg(self.key(key)))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,9 @@
+//! Integration tests of the `bff` binary over real sockets: real `bff` processes, a real
+//! `redis-server`, and the harness's mock issuer standing in for the identity provider.
+
+mod at_rest;
+mod lifecycle;
+mod login;
+mod redis_outage;
+mod refusals;
+mod stack;

@@ -1,0 +1,105 @@
+//! Redis trouble: requests that need the store get 503 while Redis is down, and the node heals by
+//! itself when Redis returns; a node that starts before Redis becomes ready when Redis appears.
+
+use std::time::Duration;
+
+use harness::{RedisProcess, VirtualUser};
+
+use crate::stack::{eventually, node_builder};
+
+#[tokio::test]
+async fn outage_gives_503_and_heals_without_a_restart() {
+    let issuer = harness::MockIssuer::builder().run().await.unwrap();
+    let mut redis = RedisProcess::start(true).await.unwrap();
+    let port = harness::process::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let node = node_builder(&issuer, Some(&redis), &url)
+        .port(port)
+        .run()
+        .await
+        .unwrap();
+    let user = VirtualUser::new(None);
+    user.login(&url).await.unwrap();
+    let http = reqwest::Client::new();
+
+    redis.stop().await;
+    let me = user.me(&url).await.unwrap();
+    assert_eq!(me.status, 503, "{me:?}");
+    assert!(me.body.contains("session store unavailable"));
+    let login = user.get(&format!("{url}/account/login")).await.unwrap();
+    assert_eq!(login.status, 503);
+    assert_eq!(
+        http.get(format!("{url}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        http.get(format!("{url}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    redis.start_again().await.unwrap();
+    eventually(
+        "the node serves the session again",
+        Duration::from_secs(15),
+        || async {
+            user.me(&url)
+                .await
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    assert_eq!(
+        http.get(format!("{url}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(node.is_running());
+}
+
+#[tokio::test]
+async fn a_node_started_before_redis_becomes_ready_when_redis_appears() {
+    let issuer = harness::MockIssuer::builder().run().await.unwrap();
+    let redis_port = harness::process::free_port();
+    let port = harness::process::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _node = crate::stack::node_builder(&issuer, None, &url)
+        .env("BFF_REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
+        .port(port)
+        .without_waiting_for_ready()
+        .run()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{url}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("not ready"));
+
+    let _redis = RedisProcess::start_on(redis_port, false).await.unwrap();
+    eventually(
+        "the node becomes ready",
+        Duration::from_secs(15),
+        || async {
+            http.get(format!("{url}/ready"))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    let user = VirtualUser::new(None);
+    assert_eq!(user.login(&url).await.unwrap().status, 302);
+    assert_eq!(user.me(&url).await.unwrap().status, 200);
+}

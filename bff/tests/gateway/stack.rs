@@ -1,0 +1,146 @@
+//! The fixture of the gateway tests: a mock issuer, optionally a real `redis-server`, and N real
+//! `bff` processes that all use the first node's URL as their public URL (as if a load balancer
+//! stood in front of them).
+
+use harness::{BffProcess, MockIssuer, RedisProcess};
+
+pub const BFF: &str = env!("CARGO_BIN_EXE_bff");
+
+pub struct StackBuilder {
+    nodes: usize,
+    redis: bool,
+    env: Vec<(String, String)>,
+    issuer: Option<MockIssuer>,
+}
+
+pub struct Stack {
+    pub issuer: MockIssuer,
+    pub redis: Option<RedisProcess>,
+    pub nodes: Vec<BffProcess>,
+}
+
+pub fn stack() -> StackBuilder {
+    StackBuilder {
+        nodes: 1,
+        redis: true,
+        env: Vec::new(),
+        issuer: None,
+    }
+}
+
+impl StackBuilder {
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    /// In-memory store (no `BFF_REDIS_URL`).
+    pub fn memory(mut self) -> Self {
+        self.redis = false;
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn issuer(mut self, issuer: MockIssuer) -> Self {
+        self.issuer = Some(issuer);
+        self
+    }
+
+    pub async fn run(self) -> Stack {
+        let issuer = match self.issuer {
+            Some(i) => i,
+            None => MockIssuer::builder()
+                .run()
+                .await
+                .expect("mock issuer starts"),
+        };
+        let redis = if self.redis {
+            Some(
+                RedisProcess::start(false)
+                    .await
+                    .expect("redis-server starts"),
+            )
+        } else {
+            None
+        };
+        let ports: Vec<u16> = (0..self.nodes)
+            .map(|_| harness::process::free_port())
+            .collect();
+        let public_url = format!("http://127.0.0.1:{}", ports[0]);
+        let mut nodes = Vec::new();
+        for port in ports {
+            let mut b = node_builder(&issuer, redis.as_ref(), &public_url).port(port);
+            for (k, v) in &self.env {
+                b = b.env(k, v.clone());
+            }
+            nodes.push(b.run().await.expect("bff node becomes ready"));
+        }
+        Stack {
+            issuer,
+            redis,
+            nodes,
+        }
+    }
+}
+
+/// A node configured for this issuer and Redis (when given).
+pub fn node_builder(
+    issuer: &MockIssuer,
+    redis: Option<&RedisProcess>,
+    public_url: &str,
+) -> harness::process::BffProcessBuilder {
+    let mut b = BffProcess::builder(BFF)
+        .env("BFF_PUBLIC_URL", public_url)
+        .env("BFF_OIDC_AUTHORITY", issuer.url())
+        .env("BFF_OIDC_CLIENT_ID", "bff-client")
+        .env("BFF_OIDC_CLIENT_SECRET", "bff-secret")
+        .env("BFF_LOG_LEVEL", "bff=debug,info");
+    if let Some(redis) = redis {
+        b = b.env("BFF_REDIS_URL", redis.url());
+    }
+    b
+}
+
+impl Stack {
+    pub fn url(&self, node: usize) -> String {
+        self.nodes[node].url()
+    }
+
+    pub fn redis(&self) -> &RedisProcess {
+        self.redis.as_ref().expect("this stack has redis")
+    }
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs a `redis-cli`-like command against the stack's Redis through the raw protocol.
+pub async fn redis_cmd(port: u16, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut conn).await.unwrap()
+}

@@ -1,0 +1,174 @@
+//! One contract for every [`SessionStore`]: the same tests run against the in-memory store and
+//! against Redis (a real `redis-server`). Expiry itself is checked per store below: with a paused
+//! clock for memory, with `TTL` for Redis (whose expiry is Redis's own job).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bff::redis_link::RedisLink;
+use bff::session::{MemoryStore, RedisStore, SessionStore};
+use harness::RedisProcess;
+
+const LONG: Duration = Duration::from_secs(600);
+
+async fn put_then_get_returns_the_value(store: Arc<dyn SessionStore>) {
+    store.put("s:a", b"sealed-a".to_vec(), LONG).await.unwrap();
+    assert_eq!(
+        store.get_and_touch("s:a", LONG).await.unwrap().as_deref(),
+        Some(&b"sealed-a"[..])
+    );
+    assert_eq!(
+        store.get_and_touch("s:a", LONG).await.unwrap().as_deref(),
+        Some(&b"sealed-a"[..]),
+        "reads do not consume"
+    );
+    assert_eq!(store.get_and_touch("s:missing", LONG).await.unwrap(), None);
+}
+
+async fn put_replaces(store: Arc<dyn SessionStore>) {
+    store.put("s:b", b"one".to_vec(), LONG).await.unwrap();
+    store.put("s:b", b"two".to_vec(), LONG).await.unwrap();
+    assert_eq!(
+        store.get_and_touch("s:b", LONG).await.unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+}
+
+async fn take_is_one_time(store: Arc<dyn SessionStore>) {
+    store.put("l:c", b"login".to_vec(), LONG).await.unwrap();
+    let takes = futures::future::join_all((0..8).map(|_| store.take("l:c"))).await;
+    let won: Vec<_> = takes.into_iter().filter_map(Result::unwrap).collect();
+    assert_eq!(
+        won,
+        vec![b"login".to_vec()],
+        "exactly one concurrent take wins"
+    );
+    assert_eq!(store.get_and_touch("l:c", LONG).await.unwrap(), None);
+}
+
+async fn delete_removes(store: Arc<dyn SessionStore>) {
+    store.put("s:d", b"x".to_vec(), LONG).await.unwrap();
+    store.delete("s:d").await.unwrap();
+    store.delete("s:never-there").await.unwrap();
+    assert_eq!(store.get_and_touch("s:d", LONG).await.unwrap(), None);
+}
+
+async fn ping_answers(store: Arc<dyn SessionStore>) {
+    store.ping().await.unwrap();
+}
+
+async fn values_are_binary_safe(store: Arc<dyn SessionStore>) {
+    let value: Vec<u8> = (0..=255).collect();
+    store.put("s:f", value.clone(), LONG).await.unwrap();
+    assert_eq!(store.get_and_touch("s:f", LONG).await.unwrap(), Some(value));
+}
+
+async fn memory() -> (Arc<dyn SessionStore>, Option<RedisProcess>) {
+    (Arc::new(MemoryStore::new()), None)
+}
+
+async fn redis() -> (Arc<dyn SessionStore>, Option<RedisProcess>) {
+    let server = RedisProcess::start(false).await.unwrap();
+    let link = RedisLink::new(&server.url(), Duration::from_secs(2)).unwrap();
+    link.connect().await;
+    (Arc::new(RedisStore::new(link, "contract")), Some(server))
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory_store {
+            $(#[tokio::test] async fn $case() { let (store, _guard) = super::memory().await; super::$case(store).await; })*
+        }
+        mod redis_store {
+            $(#[tokio::test] async fn $case() { let (store, _guard) = super::redis().await; super::$case(store).await; })*
+        }
+    };
+}
+
+contract!(
+    put_then_get_returns_the_value,
+    put_replaces,
+    take_is_one_time,
+    delete_removes,
+    ping_answers,
+    values_are_binary_safe,
+);
+
+#[tokio::test]
+async fn redis_get_and_touch_slides_the_expiry_in_redis() {
+    let (store, server) = redis().await;
+    let server = server.unwrap();
+    store
+        .put("s:g", b"x".to_vec(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    store
+        .get_and_touch("s:g", Duration::from_secs(1200))
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("contract:s:g")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 1100, "ttl {ttl}");
+    store
+        .put("s:h", b"x".to_vec(), Duration::from_secs(45))
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("contract:s:h")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (40..=45).contains(&ttl),
+        "put sets the expiry in redis: {ttl}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_get_and_touch_slides_the_expiry() {
+    let store = MemoryStore::new();
+    store
+        .put("s:h", b"x".to_vec(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert!(
+        store
+            .get_and_touch("s:h", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert!(
+        store
+            .get_and_touch("s:h", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some(),
+        "slid at 50 s"
+    );
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(
+        store
+            .get_and_touch("s:h", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    store
+        .put("l:i", b"x".to_vec(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(
+        store.take("l:i").await.unwrap().is_none(),
+        "take does not return an expired entry"
+    );
+}

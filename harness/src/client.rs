@@ -1,0 +1,173 @@
+//! [`VirtualUser`]: a browser-like client. It keeps cookies like a browser (one jar for every
+//! `127.0.0.1:PORT`, since cookies are not port-scoped), follows redirects by hand so each hop
+//! can be checked, and reports which node answered (the `x-bff-node` header the load balancer
+//! adds).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::LOCATION;
+use reqwest_cookie_store::CookieStoreMutex;
+use url::Url;
+
+/// One response, reduced to what scenarios check.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub location: Option<String>,
+    /// The node that served it, when a load balancer said.
+    pub node: Option<String>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("request to {url} failed: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("login step {step} answered {status} (expected a redirect): {body}")]
+    LoginStep {
+        step: &'static str,
+        status: u16,
+        body: String,
+        node: Option<String>,
+    },
+}
+
+pub struct VirtualUser {
+    http: reqwest::Client,
+    jar: Arc<CookieStoreMutex>,
+    login_hint: Option<String>,
+}
+
+impl VirtualUser {
+    /// A user who logs in as `login_hint` at the mock issuer (or its default user).
+    pub fn new(login_hint: Option<&str>) -> Self {
+        Self::with_resolver(login_hint, &[])
+    }
+
+    /// Like `new`, resolving the given host names to fixed addresses (the mock issuer's name
+    /// that containers use).
+    pub fn with_resolver(login_hint: Option<&str>, resolve: &[(String, SocketAddr)]) -> Self {
+        let jar = Arc::new(CookieStoreMutex::default());
+        let mut builder = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10));
+        for (name, addr) in resolve {
+            builder = builder.resolve(name, *addr);
+        }
+        VirtualUser {
+            http: builder.build().expect("http client"),
+            jar,
+            login_hint: login_hint.map(str::to_owned),
+        }
+    }
+
+    /// The cookie jar (tests read or tamper with the session cookie).
+    pub fn jar(&self) -> &Arc<CookieStoreMutex> {
+        &self.jar
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Reply, ClientError> {
+        self.send(self.http.get(url), url).await
+    }
+
+    pub async fn post(&self, url: &str) -> Result<Reply, ClientError> {
+        self.send(self.http.post(url), url).await
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<Reply, ClientError> {
+        let response = request.send().await.map_err(|e| ClientError::Transport {
+            url: url.to_owned(),
+            reason: error_chain(&e),
+        })?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header(LOCATION.as_str());
+        let node = header("x-bff-node");
+        let body = response.text().await.map_err(|e| ClientError::Transport {
+            url: url.to_owned(),
+            reason: error_chain(&e),
+        })?;
+        Ok(Reply {
+            status,
+            body,
+            location,
+            node,
+        })
+    }
+
+    /// `GET {base}/account/me`.
+    pub async fn me(&self, base: &str) -> Result<Reply, ClientError> {
+        self.get(&format!("{}/account/me", base.trim_end_matches('/')))
+            .await
+    }
+
+    /// `POST {base}/account/end-session`, without following the redirect.
+    pub async fn logout(&self, base: &str) -> Result<Reply, ClientError> {
+        self.post(&format!(
+            "{}/account/end-session",
+            base.trim_end_matches('/')
+        ))
+        .await
+    }
+
+    /// The whole login: `/account/login` on `base` → issuer `authorize` → `login/callback`.
+    /// Returns the callback's reply (a 302 to the landing page when it worked).
+    pub async fn login(&self, base: &str) -> Result<Reply, ClientError> {
+        let start = self
+            .get(&format!("{}/account/login", base.trim_end_matches('/')))
+            .await?;
+        let authorize = redirect_target(&start, "login")?;
+        let mut authorize = Url::parse(&authorize).map_err(|e| ClientError::Transport {
+            url: authorize.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(hint) = &self.login_hint {
+            authorize.query_pairs_mut().append_pair("login_hint", hint);
+        }
+        let issued = self.get(authorize.as_str()).await?;
+        let callback = redirect_target(&issued, "authorize")?;
+        self.get(&callback).await
+    }
+}
+
+fn redirect_target(reply: &Reply, step: &'static str) -> Result<String, ClientError> {
+    match (&reply.location, reply.status) {
+        (Some(location), 301..=303 | 307 | 308) => Ok(location.clone()),
+        _ => Err(ClientError::LoginStep {
+            step,
+            status: reply.status,
+            body: reply.body.chars().take(200).collect(),
+            node: reply.node.clone(),
+        }),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

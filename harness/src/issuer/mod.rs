@@ -1,0 +1,212 @@
+//! [`MockIssuer`]: an OpenID Connect provider on `wiremock`, good enough that `bff` cannot tell it
+//! from a real one. Discovery, JWKS, `authorize` (logs a user in without a form: the one named by
+//! `login_hint`, else the default user), `token` (authorization code with PKCE and client
+//! authentication; refresh tokens, optionally rotated), `userinfo`, `end_session`, `revoke`.
+//!
+//! It counts calls per endpoint and can be told to misbehave (bad id_tokens, a slow or failing
+//! token endpoint, rotated signing keys). Its URL is the same for the host and for containers:
+//! bind it to `0.0.0.0` and give it a host name that containers map to the host gateway; host-side
+//! clients map the same name to loopback.
+
+mod endpoints;
+mod keys;
+mod state;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wiremock::MockServer;
+
+pub use keys::SigningAlg;
+pub use state::{IdTokenFault, TokenFaults, User};
+
+use keys::KeySet;
+use state::IssuerState;
+
+/// Builds a [`MockIssuer`]; finish with [`MockIssuerBuilder::run`].
+pub struct MockIssuerBuilder {
+    bind: SocketAddr,
+    host: String,
+    client_id: String,
+    client_secret: String,
+    users: Vec<User>,
+    access_token_lifetime: Duration,
+    id_token_lifetime: Duration,
+    rotate_refresh_tokens: bool,
+    alg: SigningAlg,
+}
+
+impl Default for MockIssuerBuilder {
+    fn default() -> Self {
+        MockIssuerBuilder {
+            bind: "127.0.0.1:0".parse().expect("static address"),
+            host: "127.0.0.1".into(),
+            client_id: "bff-client".into(),
+            client_secret: "bff-secret".into(),
+            users: vec![User::new("alice").claim("name", "Alice Example")],
+            access_token_lifetime: Duration::from_secs(300),
+            id_token_lifetime: Duration::from_secs(300),
+            rotate_refresh_tokens: false,
+            alg: SigningAlg::Rs256,
+        }
+    }
+}
+
+impl MockIssuerBuilder {
+    /// Address to listen on (default `127.0.0.1:0`; use `0.0.0.0:0` for containers).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Host name in the issuer URL (default `127.0.0.1`).
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = host.to_owned();
+        self
+    }
+
+    pub fn client(mut self, id: &str, secret: &str) -> Self {
+        self.client_id = id.to_owned();
+        self.client_secret = secret.to_owned();
+        self
+    }
+
+    /// Adds a user; the first one is the default when a login gives no `login_hint`.
+    pub fn user(mut self, user: User) -> Self {
+        self.users.push(user);
+        self
+    }
+
+    /// Replaces the users.
+    pub fn users(mut self, users: Vec<User>) -> Self {
+        self.users = users;
+        self
+    }
+
+    pub fn access_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.access_token_lifetime = lifetime;
+        self
+    }
+
+    pub fn rotate_refresh_tokens(mut self, rotate: bool) -> Self {
+        self.rotate_refresh_tokens = rotate;
+        self
+    }
+
+    pub fn signing_alg(mut self, alg: SigningAlg) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    pub async fn run(self) -> std::io::Result<MockIssuer> {
+        let listener = TcpListener::bind(self.bind)?;
+        let port = listener.local_addr()?.port();
+        let server = MockServer::builder().listener(listener).start().await;
+        let url = format!("http://{}:{port}", self.host);
+        let default_user = self
+            .users
+            .first()
+            .map(|u| u.sub.clone())
+            .unwrap_or_else(|| "alice".into());
+        let state = Arc::new(Mutex::new(IssuerState {
+            keys: KeySet::new(self.alg),
+            users: self.users.into_iter().map(|u| (u.sub.clone(), u)).collect(),
+            default_user,
+            codes: HashMap::new(),
+            refresh_tokens: HashMap::new(),
+            access_tokens: HashMap::new(),
+            id_token_fault: None,
+            token_faults: TokenFaults::default(),
+            calls: HashMap::new(),
+            revoked: Vec::new(),
+        }));
+        let settings = endpoints::Settings {
+            issuer: url.clone(),
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            access_token_lifetime: self.access_token_lifetime,
+            id_token_lifetime: self.id_token_lifetime,
+            rotate_refresh_tokens: self.rotate_refresh_tokens,
+        };
+        endpoints::mount(&server, Arc::new(settings), state.clone()).await;
+        Ok(MockIssuer {
+            server,
+            state,
+            url,
+            port,
+        })
+    }
+}
+
+/// A running mock issuer. Dropping it stops the server.
+pub struct MockIssuer {
+    server: MockServer,
+    state: Arc<Mutex<IssuerState>>,
+    url: String,
+    port: u16,
+}
+
+impl MockIssuer {
+    pub fn builder() -> MockIssuerBuilder {
+        MockIssuerBuilder::default()
+    }
+
+    /// The issuer URL (`iss`), also the authority to configure in `bff`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Where the server really listens (for host-side name resolution).
+    pub fn local_addr(&self) -> SocketAddr {
+        *self.server.address()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, IssuerState> {
+        self.state.lock().expect("issuer state lock")
+    }
+
+    /// How many times an endpoint was called: `discovery`, `jwks`, `authorize`, `token`,
+    /// `refresh` (the refresh_token grant, also counted in `token`), `userinfo`, `end_session`,
+    /// `revoke`.
+    pub fn calls(&self, endpoint: &str) -> u64 {
+        self.state().calls.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// Makes the next id_tokens wrong in the given way (`None` puts things right).
+    pub fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
+        self.state().id_token_fault = fault;
+    }
+
+    pub fn set_token_faults(&self, faults: TokenFaults) {
+        self.state().token_faults = faults;
+    }
+
+    /// Signs with a new key under a new `kid`; the JWKS shows only the new key.
+    pub fn rotate_signing_key(&self) {
+        self.state().keys.rotate();
+    }
+
+    pub fn add_user(&self, user: User) {
+        self.state().users.insert(user.sub.clone(), user);
+    }
+
+    /// Every access token issued so far (a test checks none of them is readable in Redis).
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.state().access_tokens.keys().cloned().collect()
+    }
+
+    /// Every refresh token issued so far that is still valid.
+    pub fn issued_refresh_tokens(&self) -> Vec<String> {
+        self.state().refresh_tokens.keys().cloned().collect()
+    }
+
+    pub fn revoked_tokens(&self) -> Vec<String> {
+        self.state().revoked.clone()
+    }
+}

@@ -1,0 +1,99 @@
+//! What the mock issuer remembers between calls: users, issued codes and refresh tokens, the
+//! faults a test switched on, and how often each endpoint was called.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::keys::KeySet;
+
+/// A user the issuer logs in without a form.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub sub: String,
+    pub claims: Map<String, Value>,
+}
+
+impl User {
+    /// A user with a `name` and `email` derived from `sub`.
+    pub fn new(sub: &str) -> Self {
+        let mut claims = Map::new();
+        claims.insert("name".into(), Value::String(format!("User {sub}")));
+        claims.insert("email".into(), Value::String(format!("{sub}@example.test")));
+        User {
+            sub: sub.to_owned(),
+            claims,
+        }
+    }
+
+    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.claims.insert(name.to_owned(), value.into());
+        self
+    }
+}
+
+/// Ways the issuer can get an id_token wrong, for tests of the gateway's validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdTokenFault {
+    WrongAudience,
+    WrongIssuer,
+    WrongNonce,
+    Expired,
+    IssuedInTheFuture,
+    /// Signed by a key that is not the published one (same `kid`).
+    WrongSignature,
+    /// Signed with a `kid` the JWKS never shows.
+    UnknownKid,
+    MissingSub,
+}
+
+/// Faults of the token endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFaults {
+    pub delay: Option<Duration>,
+    /// Answer this status (with an OAuth error body) instead of tokens.
+    pub status: Option<u16>,
+}
+
+pub(super) struct CodeGrant {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub nonce: Option<String>,
+    pub challenge: Option<String>,
+    pub sub: String,
+    pub sid: String,
+}
+
+pub(super) struct RefreshGrant {
+    pub sub: String,
+    pub sid: String,
+}
+
+pub(super) struct IssuerState {
+    pub keys: KeySet,
+    pub users: HashMap<String, User>,
+    pub default_user: String,
+    pub codes: HashMap<String, CodeGrant>,
+    pub refresh_tokens: HashMap<String, RefreshGrant>,
+    pub access_tokens: HashMap<String, String>,
+    pub id_token_fault: Option<IdTokenFault>,
+    pub token_faults: TokenFaults,
+    pub calls: HashMap<&'static str, u64>,
+    pub revoked: Vec<String>,
+}
+
+impl IssuerState {
+    pub fn user(&mut self, hint: Option<&str>) -> User {
+        let sub = hint.unwrap_or(&self.default_user).to_owned();
+        self.users
+            .entry(sub.clone())
+            .or_insert_with(|| User::new(&sub))
+            .clone()
+    }
+}
+
+pub(super) fn random_token(prefix: &str) -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("{prefix}{}", hex::encode(bytes))
+}

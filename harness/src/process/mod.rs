@@ -1,0 +1,19 @@
+//! Local processes for tests and the `process` backend: `redis-server` from PATH and `bff`
+//! children on loopback ports. Children are killed when their handle is dropped (also while a
+//! panic unwinds), and a restarted child keeps its port.
+
+mod bff;
+mod child;
+mod redis;
+
+pub use bff::{BffProcess, BffProcessBuilder};
+pub use child::ProcessError;
+pub use redis::RedisProcess;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
