@@ -2,9 +2,13 @@
 //!
 //! - [`issuer`]: a mock OpenID Connect provider on wiremock;
 //! - [`process`]: `redis-server` and `bff` as local child processes;
+//! - [`cluster`]: Redis + N nodes (Docker containers or processes) behind a load balancer;
+//! - [`images`]: builds the local Docker images (no registry needed);
 //! - [`client`]: a browser-like virtual user.
 
 pub mod client;
+pub mod cluster;
+pub mod images;
 pub mod issuer;
 pub mod process;
 

@@ -1,0 +1,71 @@
+//! [`Backend`]: what a place that runs nodes and Redis must do. [`super::Cluster`] drives it and
+//! keeps the load balancer in step; the backends only start and stop things.
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// Something went wrong bringing up or changing the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Docker or redis-server is missing, an image is missing: one line saying what to do.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("no node {0}")]
+    NoSuchNode(usize),
+    #[error("{what}: {reason}")]
+    Failed { what: String, reason: String },
+}
+
+impl ClusterError {
+    pub fn failed(what: impl Into<String>, reason: impl ToString) -> Self {
+        ClusterError::Failed { what: what.into(), reason: reason.to_string() }
+    }
+}
+
+/// The state of one component, for `bffctl status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Component {
+    /// `redis`, `node-1`, …, `issuer`, `lb`.
+    pub name: String,
+    /// Where the host reaches it (`127.0.0.1:PORT`), when it runs.
+    pub address: Option<String>,
+    /// `running`, `stopped`, `killed`.
+    pub state: String,
+    /// Container id (short) or process id.
+    pub id: Option<String>,
+}
+
+/// Runs Redis and the `bff` nodes. Node indexes are 0-based.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// `docker` or `process`.
+    fn name(&self) -> &'static str;
+
+    /// How many nodes the backend manages.
+    fn node_count(&self) -> usize;
+
+    /// Starts node `index` (which must not be running) and waits until its `/ready` answers 200.
+    /// Returns the address the host reaches it on (it may change across restarts).
+    async fn start_node(&mut self, index: usize) -> Result<SocketAddr, ClusterError>;
+
+    /// Stops node `index` gracefully (SIGTERM: it finishes in-flight requests).
+    async fn stop_node(&mut self, index: usize) -> Result<(), ClusterError>;
+
+    /// Kills node `index` at once (SIGKILL).
+    async fn kill_node(&mut self, index: usize) -> Result<(), ClusterError>;
+
+    /// Restarts Redis (keeping its data when persistence is on) and waits until it answers.
+    async fn restart_redis(&mut self) -> Result<(), ClusterError>;
+
+    /// Redis and every node, for status tables.
+    fn components(&self) -> Vec<Component>;
+
+    /// The last lines node `index` logged.
+    async fn node_logs(&self, index: usize) -> Vec<String>;
+
+    /// Stops and removes everything the backend created (containers, networks, processes,
+    /// temporary files). Idempotent.
+    async fn teardown(&mut self) -> Result<(), ClusterError>;
+}

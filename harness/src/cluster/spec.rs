@@ -1,0 +1,115 @@
+//! [`ClusterSpec`]: what to bring up. Scenario files and `bffctl` flags both end up here.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where nodes and Redis run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// Docker when a daemon answers, else local processes.
+    #[default]
+    Auto,
+    Docker,
+    Process,
+}
+
+/// Where the nodes keep sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    #[default]
+    Redis,
+    /// Each node's own memory: the configuration that does not scale.
+    Memory,
+}
+
+/// How the load balancer picks a node for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbPolicy {
+    /// A random live node per request (Kubernetes Services, Azure Container Apps).
+    #[default]
+    Random,
+    RoundRobin,
+    /// The same node for the same session cookie (or client) while it is live.
+    Sticky,
+}
+
+/// Image names for the Docker backend; a user with a registry can use `redis:7`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Images {
+    pub bff: String,
+    pub redis: String,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Images { bff: "bff-local/bff:latest".into(), redis: "bff-local/redis:latest".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub nodes: usize,
+    pub backend: BackendKind,
+    pub session_store: StoreKind,
+    pub lb: LbPolicy,
+    /// Redis keeps its data across its own restarts (append-only file).
+    pub redis_persistence: bool,
+    /// Each node uses its own Redis database number: nodes that do not share data (a mistake the
+    /// verifier must catch).
+    pub redis_db_per_node: bool,
+    /// Extra `BFF_*` settings for every node, e.g. `BFF_KEY_RING = "local"`.
+    pub bff_env: Vec<(String, String)>,
+    pub images: Images,
+    /// The `bff` binary for the process backend (default: next to the running executable, then PATH).
+    pub bff_binary: Option<PathBuf>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: 3,
+            backend: BackendKind::Auto,
+            session_store: StoreKind::Redis,
+            lb: LbPolicy::Random,
+            redis_persistence: false,
+            redis_db_per_node: false,
+            bff_env: Vec::new(),
+            images: Images::default(),
+            bff_binary: None,
+        }
+    }
+}
+
+/// The client registration every node and the mock issuer share.
+pub const CLIENT_ID: &str = "bff-client";
+pub const CLIENT_SECRET: &str = "bff-secret";
+
+impl ClusterSpec {
+    /// The environment of node `index` (0-based), given where Redis and the issuer are as the
+    /// node sees them.
+    pub fn node_env(&self, index: usize, issuer_url: &str, public_url: &str, redis_url: Option<&str>) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("BFF_PUBLIC_URL".into(), public_url.into()),
+            ("BFF_OIDC_AUTHORITY".into(), issuer_url.into()),
+            ("BFF_OIDC_CLIENT_ID".into(), CLIENT_ID.into()),
+            ("BFF_OIDC_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
+            ("BFF_SHUTDOWN_TIMEOUT".into(), "5s".into()),
+        ];
+        if let (StoreKind::Redis, Some(url)) = (self.session_store, redis_url) {
+            let url = if self.redis_db_per_node { format!("{url}/{}", index % 16) } else { url.to_owned() };
+            env.push(("BFF_REDIS_URL".into(), url));
+        }
+        env.extend(self.bff_env.iter().cloned());
+        env
+    }
+}
+
+/// `node-1`, `node-2`, … for node index 0, 1, …
+pub fn node_name(index: usize) -> String {
+    format!("node-{}", index + 1)
+}
