@@ -1,1 +1,25 @@
-fn main() {}
+//! `bffctl`: bring up a bff cluster and prove that it scales. A thin layer over `harness`.
+//! Exit codes: 0 success, 1 the verification found failures, 2 the tool could not do its job.
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The tool itself could not do its job (bad arguments, nothing to run on, no cluster up).
+pub const EXIT_TOOL: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("bffctl: {error:#}");
+            ExitCode::from(EXIT_TOOL)
+        }
+    }
+}

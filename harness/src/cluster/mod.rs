@@ -1,8 +1,201 @@
-//! A cluster: the mock issuer, Redis, N `bff` nodes and a load balancer in front of them.
+//! A cluster: the mock issuer, Redis, N `bff` nodes (Docker containers or local processes) and a
+//! load balancer in front of them, which every node uses as its public URL.
+//!
+//! [`Cluster`] owns everything it started: dropping it (or [`Cluster::teardown`]) removes it all.
+//! Node operations go through the cluster so the load balancer stays in step: a node leaves the
+//! rotation before it is stopped and returns once it is ready again.
 
 mod backend;
+pub mod control;
 pub mod docker;
+mod load_balancer;
+pub mod process;
 mod spec;
 
+use std::net::SocketAddr;
+
 pub use backend::{Backend, ClusterError, Component};
+pub use load_balancer::{LoadBalancer, NODE_HEADER};
 pub use spec::{BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, LbPolicy, StoreKind, node_name};
+
+use crate::client::VirtualUser;
+use crate::issuer::MockIssuer;
+
+/// The issuer's host name in Docker runs: containers map it to the host gateway, host-side
+/// clients to loopback, and browsers resolve `*.localhost` to loopback by themselves.
+pub const DOCKER_ISSUER_HOST: &str = "issuer.localhost";
+
+pub struct Cluster {
+    spec: ClusterSpec,
+    issuer: MockIssuer,
+    backend: Box<dyn Backend>,
+    lb: LoadBalancer,
+    resolve: Vec<(String, SocketAddr)>,
+}
+
+/// Picks the backend for `auto`: Docker when a daemon answers, else processes when redis-server
+/// is installed (or not needed), else says what to install.
+pub async fn resolve_backend(spec: &ClusterSpec) -> Result<BackendKind, ClusterError> {
+    match spec.backend {
+        BackendKind::Auto => {
+            if crate::images::docker_available().await {
+                Ok(BackendKind::Docker)
+            } else if spec.session_store == StoreKind::Memory || process::on_path("redis-server").is_some() {
+                Ok(BackendKind::Process)
+            } else {
+                Err(ClusterError::Unavailable(
+                    "neither a Docker daemon nor redis-server is available: install Docker, or redis-server (apt-get install redis-server) for --backend process".into(),
+                ))
+            }
+        }
+        other => Ok(other),
+    }
+}
+
+impl Cluster {
+    /// Starts the issuer, the load balancer, Redis and every node; `progress` hears each step.
+    pub async fn start(mut spec: ClusterSpec, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<Self, ClusterError> {
+        if spec.nodes == 0 {
+            return Err(ClusterError::failed("cluster", "needs at least one node"));
+        }
+        spec.backend = resolve_backend(&spec).await?;
+        let docker = spec.backend == BackendKind::Docker;
+
+        progress("starting the mock issuer");
+        let issuer = if docker {
+            MockIssuer::builder().bind(([0, 0, 0, 0], 0).into()).host(DOCKER_ISSUER_HOST)
+        } else {
+            MockIssuer::builder()
+        }
+        .client(CLIENT_ID, CLIENT_SECRET)
+        .run()
+        .await
+        .map_err(|e| ClusterError::failed("mock issuer", e))?;
+        let resolve =
+            if docker { vec![(DOCKER_ISSUER_HOST.to_owned(), SocketAddr::from(([127, 0, 0, 1], issuer.port())))] } else { vec![] };
+
+        progress("starting the load balancer");
+        let lb = LoadBalancer::start(0, spec.nodes, spec.lb).await.map_err(|e| ClusterError::failed("load balancer", e))?;
+
+        progress(if spec.session_store == StoreKind::Redis { "starting redis" } else { "preparing nodes" });
+        let backend: Box<dyn Backend> = if docker {
+            Box::new(docker::DockerBackend::start(&spec, issuer.url(), &lb.url()).await?)
+        } else {
+            Box::new(process::ProcessBackend::start(&spec, issuer.url(), &lb.url()).await?)
+        };
+        let mut cluster = Cluster { spec, issuer, backend, lb, resolve };
+        for i in 0..cluster.spec.nodes {
+            progress(&format!("starting {}", node_name(i)));
+            if let Err(error) = cluster.start_node(i).await {
+                let _ = cluster.teardown().await;
+                return Err(error);
+            }
+        }
+        Ok(cluster)
+    }
+
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    pub fn issuer(&self) -> &MockIssuer {
+        &self.issuer
+    }
+
+    /// The public URL: the load balancer.
+    pub fn lb_url(&self) -> String {
+        self.lb.url()
+    }
+
+    /// Node `index` directly, while it is live.
+    pub fn node_url(&self, index: usize) -> Option<String> {
+        self.components()
+            .into_iter()
+            .find(|c| c.name == node_name(index) && c.state == "running")
+            .and_then(|c| c.address)
+            .map(|a| format!("http://{a}"))
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.spec.nodes
+    }
+
+    /// A virtual user that logs in as `login_hint` and resolves the issuer's host name.
+    pub fn user(&self, login_hint: Option<&str>) -> VirtualUser {
+        VirtualUser::with_resolver(login_hint, &self.resolve)
+    }
+
+    /// Host names a client must map to reach the issuer (`issuer.localhost` in Docker runs).
+    pub fn resolve(&self) -> &[(String, SocketAddr)] {
+        &self.resolve
+    }
+
+    fn check(&self, index: usize) -> Result<(), ClusterError> {
+        if index < self.spec.nodes { Ok(()) } else { Err(ClusterError::NoSuchNode(index)) }
+    }
+
+    pub async fn start_node(&mut self, index: usize) -> Result<(), ClusterError> {
+        self.check(index)?;
+        let addr = self.backend.start_node(index).await?;
+        self.lb.set_live(index, addr);
+        Ok(())
+    }
+
+    /// Out of the rotation first, then a graceful stop.
+    pub async fn stop_node(&mut self, index: usize) -> Result<(), ClusterError> {
+        self.check(index)?;
+        self.lb.set_down(index);
+        self.backend.stop_node(index).await
+    }
+
+    pub async fn kill_node(&mut self, index: usize) -> Result<(), ClusterError> {
+        self.check(index)?;
+        self.lb.set_down(index);
+        self.backend.kill_node(index).await
+    }
+
+    pub async fn restart_node(&mut self, index: usize) -> Result<(), ClusterError> {
+        self.stop_node(index).await?;
+        self.start_node(index).await
+    }
+
+    pub async fn restart_redis(&mut self) -> Result<(), ClusterError> {
+        self.backend.restart_redis().await
+    }
+
+    pub async fn node_logs(&self, index: usize) -> Vec<String> {
+        self.backend.node_logs(index).await
+    }
+
+    /// Every component: issuer, load balancer, Redis, nodes.
+    pub fn components(&self) -> Vec<Component> {
+        let mut out = vec![
+            Component {
+                name: "issuer".into(),
+                address: Some(self.issuer.url().trim_start_matches("http://").to_owned()),
+                state: "running".into(),
+                id: Some(format!("pid {}", std::process::id())),
+            },
+            Component {
+                name: "lb".into(),
+                address: Some(self.lb.addr().to_string()),
+                state: format!("running ({:?}, {} live)", self.spec.lb, self.lb.live_nodes().len()).to_lowercase(),
+                id: Some(format!("pid {}", std::process::id())),
+            },
+        ];
+        out.extend(self.backend.components());
+        out
+    }
+
+    /// Removes everything the cluster started.
+    pub async fn teardown(&mut self) -> Result<(), ClusterError> {
+        for i in 0..self.spec.nodes {
+            self.lb.set_down(i);
+        }
+        self.backend.teardown().await
+    }
+}

@@ -1,0 +1,153 @@
+//! The command line: every subcommand and flag of `bffctl`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use harness::cluster::{BackendKind, ClusterSpec, LbPolicy, StoreKind};
+
+#[derive(Parser)]
+#[command(name = "bffctl", version, about = "Bring up a bff cluster and prove that it scales.")]
+pub struct Cli {
+    /// Where `up` records the running cluster for the other commands.
+    #[arg(long, global = true, env = "BFFCTL_STATE")]
+    pub state_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start Redis, N gateway nodes, a mock issuer and a load balancer; stay up until Ctrl-C or `bffctl down`.
+    Up(UpArgs),
+    /// Show the running cluster.
+    Status(OutputArgs),
+    /// Restart node I (1-based) gracefully: out of the load balancer, SIGTERM, start, ready, back in.
+    RestartNode(NodeArgs),
+    /// Kill node I at once (SIGKILL).
+    KillNode(NodeArgs),
+    /// Stop node I gracefully.
+    StopNode(NodeArgs),
+    /// Start node I again.
+    StartNode(NodeArgs),
+    /// Restart Redis.
+    RestartRedis(OutputArgs),
+    /// Stop the running cluster and remove everything it started.
+    Down,
+    /// Build the local Docker images (bff and redis, FROM scratch; no registry needed).
+    Images(ImagesArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct OutputArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// Node number, 1-based (node-1 is 1).
+    pub node: usize,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Docker,
+    Process,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StoreArg {
+    Redis,
+    Memory,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LbArg {
+    Random,
+    RoundRobin,
+    Sticky,
+}
+
+/// How the cluster is built; shared by `up` and the verification commands.
+#[derive(Args, Clone)]
+pub struct ClusterArgs {
+    /// Number of gateway nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    #[arg(long, value_enum, default_value_t = StoreArg::Redis)]
+    pub session_store: StoreArg,
+    /// How the load balancer picks a node per request.
+    #[arg(long, value_enum, default_value_t = LbArg::Random)]
+    pub lb: LbArg,
+    /// Redis keeps its data across its restarts (append-only file).
+    #[arg(long)]
+    pub redis_persistence: bool,
+    /// Extra gateway setting for every node, e.g. --bff-env BFF_KEY_RING=local (repeatable).
+    #[arg(long = "bff-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub bff_env: Vec<(String, String)>,
+    /// Docker image of the gateway.
+    #[arg(long, default_value = "bff-local/bff:latest")]
+    pub bff_image: String,
+    /// Docker image of Redis (a stock `redis:7` works where a registry is reachable).
+    #[arg(long, default_value = "bff-local/redis:latest")]
+    pub redis_image: String,
+    /// The `bff` binary for the process backend (default: next to bffctl, then PATH).
+    #[arg(long, env = "BFF_BIN")]
+    pub bff_binary: Option<PathBuf>,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+impl ClusterArgs {
+    pub fn spec(&self) -> ClusterSpec {
+        ClusterSpec {
+            nodes: self.nodes,
+            backend: match self.backend {
+                BackendArg::Auto => BackendKind::Auto,
+                BackendArg::Docker => BackendKind::Docker,
+                BackendArg::Process => BackendKind::Process,
+            },
+            session_store: match self.session_store {
+                StoreArg::Redis => StoreKind::Redis,
+                StoreArg::Memory => StoreKind::Memory,
+            },
+            lb: match self.lb {
+                LbArg::Random => LbPolicy::Random,
+                LbArg::RoundRobin => LbPolicy::RoundRobin,
+                LbArg::Sticky => LbPolicy::Sticky,
+            },
+            redis_persistence: self.redis_persistence,
+            redis_db_per_node: false,
+            bff_env: self.bff_env.clone(),
+            images: harness::cluster::Images { bff: self.bff_image.clone(), redis: self.redis_image.clone() },
+            bff_binary: self.bff_binary.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// The `bff` binary to put in the image (default: next to bffctl, then PATH).
+    #[arg(long, env = "BFF_BIN")]
+    pub bff_binary: Option<PathBuf>,
+    #[arg(long, default_value = "bff-local/bff:latest")]
+    pub bff_image: String,
+    #[arg(long, default_value = "bff-local/redis:latest")]
+    pub redis_image: String,
+}

@@ -1,0 +1,1 @@
+//! `bffctl images`: build the local Docker images the docker backend runs.

@@ -1,0 +1,24 @@
+//! One module per group of subcommands; [`dispatch`] maps a parsed command line to its code.
+
+mod control;
+mod images;
+mod up;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let state = cli.state_file.clone().unwrap_or_else(harness::cluster::control::default_state_path);
+    match cli.command {
+        Command::Up(args) => up::run(args, &state).await,
+        Command::Status(out) => control::status(&state, out.json).await,
+        Command::RestartNode(a) => control::node(&state, a.node, "restart", a.output.json).await,
+        Command::KillNode(a) => control::node(&state, a.node, "kill", a.output.json).await,
+        Command::StopNode(a) => control::node(&state, a.node, "stop", a.output.json).await,
+        Command::StartNode(a) => control::node(&state, a.node, "start", a.output.json).await,
+        Command::RestartRedis(out) => control::restart_redis(&state, out.json).await,
+        Command::Down => control::down(&state).await,
+        Command::Images(args) => images::run(args).await,
+    }
+}

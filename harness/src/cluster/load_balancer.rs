@@ -1,0 +1,184 @@
+//! [`LoadBalancer`]: one public URL in front of the live nodes. Each request goes to a node
+//! chosen by the policy (random by default, as Kubernetes Services and Azure Container Apps do),
+//! and the response says which node served it (`x-bff-node`). The cluster takes a node out of
+//! the table before stopping it, so a draining node gets no new requests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::spec::{LbPolicy, node_name};
+
+/// Header naming the node that served a response.
+pub const NODE_HEADER: &str = "x-bff-node";
+
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"];
+
+struct Table {
+    /// Address of each node while it is live; `None` while stopped or draining.
+    nodes: RwLock<Vec<Option<SocketAddr>>>,
+    policy: LbPolicy,
+    next: AtomicUsize,
+    http: reqwest::Client,
+}
+
+impl Table {
+    fn live(&self) -> Vec<(usize, SocketAddr)> {
+        let nodes = self.nodes.read().expect("lb table lock");
+        nodes.iter().enumerate().filter_map(|(i, a)| a.map(|a| (i, a))).collect()
+    }
+
+    fn pick(&self, sticky_key: Option<&str>, exclude: Option<usize>) -> Option<(usize, SocketAddr)> {
+        let live: Vec<_> = self.live().into_iter().filter(|(i, _)| Some(*i) != exclude).collect();
+        if live.is_empty() {
+            return None;
+        }
+        let at = match (self.policy, sticky_key) {
+            (LbPolicy::RoundRobin, _) => self.next.fetch_add(1, Ordering::Relaxed),
+            (LbPolicy::Sticky, Some(key)) => key.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)),
+            _ => rand::rng().random_range(0..live.len()),
+        };
+        Some(live[at % live.len()])
+    }
+}
+
+pub struct LoadBalancer {
+    addr: SocketAddr,
+    table: Arc<Table>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl LoadBalancer {
+    /// Binds `127.0.0.1:port` (0 = any) and starts serving with no live node yet.
+    pub async fn start(port: u16, node_count: usize, policy: LbPolicy) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let table = Arc::new(Table {
+            nodes: RwLock::new(vec![None; node_count]),
+            policy,
+            next: AtomicUsize::new(0),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        });
+        let app = axum::Router::new().fallback(forward).with_state(table.clone());
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = stopped.await; }).await;
+        });
+        Ok(LoadBalancer { addr, table, stop: Some(stop) })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Puts node `index` in rotation at `addr`.
+    pub fn set_live(&self, index: usize, addr: SocketAddr) {
+        self.table.nodes.write().expect("lb table lock")[index] = Some(addr);
+    }
+
+    /// Takes node `index` out of rotation (before it is stopped).
+    pub fn set_down(&self, index: usize) {
+        self.table.nodes.write().expect("lb table lock")[index] = None;
+    }
+
+    pub fn live_nodes(&self) -> Vec<usize> {
+        self.table.live().into_iter().map(|(i, _)| i).collect()
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn session_cookie(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .find(|c| c.contains("bff-session="))
+        .map(str::to_owned)
+}
+
+fn no_node(message: &str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, message.to_owned()).into_response()
+}
+
+async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response {
+    let sticky = session_cookie(&request);
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    };
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let mut tried = None;
+    // A node that refuses the connection (it just died) costs one retry on another node, as an
+    // L4 balancer with passive health checks does; a node that answered is never retried.
+    for _ in 0..2 {
+        let Some((index, addr)) = table.pick(sticky.as_deref(), tried) else {
+            return no_node("no live node behind the load balancer");
+        };
+        let mut outgoing = table.http.request(parts.method.clone(), format!("http://{addr}{path}"));
+        for (name, value) in &parts.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                outgoing = outgoing.header(name, value);
+            }
+        }
+        if let Some(host) = parts.headers.get("host") {
+            outgoing = outgoing.header("x-forwarded-host", host);
+        }
+        match outgoing.body(body.clone()).send().await {
+            Ok(response) => return relay(response, index).await,
+            Err(error) if error.is_connect() => tried = Some(index),
+            Err(error) => {
+                let mut r = (StatusCode::BAD_GATEWAY, format!("{} failed: {error}", node_name(index))).into_response();
+                r.headers_mut().insert(NODE_HEADER, HeaderValue::from_str(&node_name(index)).expect("node name"));
+                return r;
+            }
+        }
+    }
+    no_node("no node accepted the connection")
+}
+
+async fn relay(response: reqwest::Response, index: usize) -> Response {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap_or_default();
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    for (name, value) in &headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out.headers_mut().insert(
+        HeaderName::from_static(NODE_HEADER),
+        HeaderValue::from_str(&node_name(index)).expect("node name is a header value"),
+    );
+    out
+}

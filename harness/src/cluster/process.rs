@@ -1,0 +1,175 @@
+//! Process backend: `redis-server` from PATH and `bff` child processes on loopback ports. A
+//! restarted node keeps its port; everything is killed when the backend is dropped (children are
+//! `kill_on_drop`), also while a panic unwinds.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::backend::{Backend, ClusterError, Component};
+use super::spec::{ClusterSpec, StoreKind, node_name};
+use crate::process::{BffProcess, RedisProcess, free_port};
+
+struct NodeSlot {
+    port: u16,
+    env: Vec<(String, String)>,
+    process: Option<BffProcess>,
+    state: &'static str,
+}
+
+pub struct ProcessBackend {
+    binary: PathBuf,
+    redis: Option<RedisProcess>,
+    nodes: Vec<NodeSlot>,
+}
+
+/// Finds the `bff` binary: the spec's, `$BFF_BIN`, next to the running executable (also one
+/// level up, for test binaries in `target/debug/deps`), then PATH.
+pub fn find_bff_binary(spec: &ClusterSpec) -> Result<PathBuf, ClusterError> {
+    if let Some(path) = &spec.bff_binary {
+        return Ok(path.clone());
+    }
+    if let Some(path) = std::env::var_os("BFF_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join("bff");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    on_path("bff").ok_or_else(|| {
+        ClusterError::Unavailable("bff binary not found: build it with `cargo build -p bff` or set BFF_BIN".into())
+    })
+}
+
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
+}
+
+impl ProcessBackend {
+    /// Starts Redis (when the spec uses it); nodes start with [`Backend::start_node`].
+    pub async fn start(spec: &ClusterSpec, issuer_url: &str, public_url: &str) -> Result<Self, ClusterError> {
+        let binary = find_bff_binary(spec)?;
+        let redis = match spec.session_store {
+            StoreKind::Redis => {
+                if on_path("redis-server").is_none() {
+                    return Err(ClusterError::Unavailable(
+                        "redis-server not found on PATH: install it (apt-get install redis-server)".into(),
+                    ));
+                }
+                Some(RedisProcess::start(spec.redis_persistence).await.map_err(|e| ClusterError::failed("redis", e))?)
+            }
+            StoreKind::Memory => None,
+        };
+        let redis_url = redis.as_ref().map(|r| r.url());
+        let nodes = (0..spec.nodes)
+            .map(|i| NodeSlot {
+                port: free_port(),
+                env: spec.node_env(i, issuer_url, public_url, redis_url.as_deref()),
+                process: None,
+                state: "stopped",
+            })
+            .collect();
+        Ok(ProcessBackend { binary, redis, nodes })
+    }
+
+    fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
+        self.nodes.get_mut(index).ok_or(ClusterError::NoSuchNode(index))
+    }
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    async fn start_node(&mut self, index: usize) -> Result<SocketAddr, ClusterError> {
+        let binary = self.binary.clone();
+        let slot = self.slot(index)?;
+        let result = match &mut slot.process {
+            Some(process) => process.start().await,
+            None => {
+                let mut builder = BffProcess::builder(&binary).port(slot.port);
+                for (k, v) in &slot.env {
+                    builder = builder.env(k, v.clone());
+                }
+                builder.run().await.map(|p| slot.process = Some(p))
+            }
+        };
+        result.map_err(|e| ClusterError::failed(node_name(index), e))?;
+        slot.state = "running";
+        Ok(SocketAddr::from(([127, 0, 0, 1], slot.port)))
+    }
+
+    async fn stop_node(&mut self, index: usize) -> Result<(), ClusterError> {
+        let slot = self.slot(index)?;
+        if let Some(process) = &mut slot.process {
+            process.stop().await;
+        }
+        slot.state = "stopped";
+        Ok(())
+    }
+
+    async fn kill_node(&mut self, index: usize) -> Result<(), ClusterError> {
+        let slot = self.slot(index)?;
+        if let Some(process) = &mut slot.process {
+            process.kill().await;
+        }
+        slot.state = "killed";
+        Ok(())
+    }
+
+    async fn restart_redis(&mut self) -> Result<(), ClusterError> {
+        let redis = self.redis.as_mut().ok_or_else(|| ClusterError::failed("restart-redis", "this cluster has no redis"))?;
+        redis.restart().await.map_err(|e| ClusterError::failed("redis", e))
+    }
+
+    fn components(&self) -> Vec<Component> {
+        let mut out = Vec::new();
+        if let Some(redis) = &self.redis {
+            out.push(Component {
+                name: "redis".into(),
+                address: Some(format!("127.0.0.1:{}", redis.port())),
+                state: if redis.is_running() { "running" } else { "stopped" }.into(),
+                id: redis.pid().map(|p| format!("pid {p}")),
+            });
+        }
+        for (i, slot) in self.nodes.iter().enumerate() {
+            let running = slot.process.as_ref().is_some_and(BffProcess::is_running);
+            out.push(Component {
+                name: node_name(i),
+                address: Some(format!("127.0.0.1:{}", slot.port)),
+                state: if running { "running" } else { slot.state }.into(),
+                id: slot.process.as_ref().and_then(BffProcess::pid).map(|p| format!("pid {p}")),
+            });
+        }
+        out
+    }
+
+    async fn node_logs(&self, index: usize) -> Vec<String> {
+        self.nodes.get(index).and_then(|s| s.process.as_ref()).map(BffProcess::logs).unwrap_or_default()
+    }
+
+    async fn teardown(&mut self) -> Result<(), ClusterError> {
+        for slot in &mut self.nodes {
+            if let Some(mut process) = slot.process.take() {
+                process.kill().await;
+            }
+            slot.state = "stopped";
+        }
+        if let Some(redis) = &mut self.redis {
+            redis.stop().await;
+        }
+        self.redis = None;
+        Ok(())
+    }
+}
