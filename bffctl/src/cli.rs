@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use harness::cluster::{BackendKind, ClusterSpec, LbPolicy, StoreKind};
 
 #[derive(Parser)]
-#[command(name = "bffctl", version, about = "Bring up a bff cluster and prove that it scales.")]
+#[command(
+    name = "bffctl",
+    version,
+    about = "Bring up a bff cluster and prove that it scales."
+)]
 pub struct Cli {
     /// Where `up` records the running cluster for the other commands.
     #[arg(long, global = true, env = "BFFCTL_STATE")]
@@ -35,6 +39,72 @@ pub enum Command {
     Down,
     /// Build the local Docker images (bff and redis, FROM scratch; no registry needed).
     Images(ImagesArgs),
+    /// Run the seed's test (log in, me, restart every node, me) on a fresh cluster and tear it down.
+    VerifyScaling(VerifyArgs),
+    /// Run scenario files (a file or every *.toml in a directory).
+    Run(RunArgs),
+    /// List the scenarios in a directory with their descriptions.
+    Scenarios(ScenariosArgs),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Virtual users, running concurrently.
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+    /// Times each user runs the steps.
+    #[arg(long, default_value_t = 2)]
+    pub iterations: usize,
+    /// Give each node its own Redis database (nodes that do not share data; must be caught).
+    #[arg(long)]
+    pub redis_db_per_node: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Write a report: `--report json FILE` or `--report junit FILE` (repeatable).
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"], action = clap::ArgAction::Append)]
+    pub report: Vec<String>,
+    /// Print the report as JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// A scenario file, or a directory of them.
+    pub path: PathBuf,
+    /// Override the scenarios' backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+    /// Run against the cluster of a running `bffctl up` instead of starting one per scenario.
+    #[arg(long)]
+    pub attach: bool,
+    /// Override the number of virtual users.
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Override the number of iterations.
+    #[arg(long)]
+    pub iterations: Option<usize>,
+    #[arg(long, default_value = "bff-local/bff:latest")]
+    pub bff_image: String,
+    #[arg(long, default_value = "bff-local/redis:latest")]
+    pub redis_image: String,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(Args)]
+pub struct ScenariosArgs {
+    /// Directory of scenario files.
+    #[arg(default_value = "scenarios")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Clone)]
@@ -103,18 +173,26 @@ pub struct ClusterArgs {
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+impl BackendArg {
+    pub fn kind(self) -> BackendKind {
+        match self {
+            BackendArg::Auto => BackendKind::Auto,
+            BackendArg::Docker => BackendKind::Docker,
+            BackendArg::Process => BackendKind::Process,
+        }
+    }
 }
 
 impl ClusterArgs {
     pub fn spec(&self) -> ClusterSpec {
         ClusterSpec {
             nodes: self.nodes,
-            backend: match self.backend {
-                BackendArg::Auto => BackendKind::Auto,
-                BackendArg::Docker => BackendKind::Docker,
-                BackendArg::Process => BackendKind::Process,
-            },
+            backend: self.backend.kind(),
             session_store: match self.session_store {
                 StoreArg::Redis => StoreKind::Redis,
                 StoreArg::Memory => StoreKind::Memory,
@@ -127,7 +205,10 @@ impl ClusterArgs {
             redis_persistence: self.redis_persistence,
             redis_db_per_node: false,
             bff_env: self.bff_env.clone(),
-            images: harness::cluster::Images { bff: self.bff_image.clone(), redis: self.redis_image.clone() },
+            images: harness::cluster::Images {
+                bff: self.bff_image.clone(),
+                redis: self.redis_image.clone(),
+            },
             bff_binary: self.bff_binary.clone(),
         }
     }

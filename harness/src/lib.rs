@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod images;
 pub mod issuer;
 pub mod process;
+pub mod scenario;
 
 pub use client::{Reply, VirtualUser};
 pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};

@@ -3,13 +3,17 @@
 mod control;
 mod images;
 mod up;
+mod verify;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let state = cli.state_file.clone().unwrap_or_else(harness::cluster::control::default_state_path);
+    let state = cli
+        .state_file
+        .clone()
+        .unwrap_or_else(harness::cluster::control::default_state_path);
     match cli.command {
         Command::Up(args) => up::run(args, &state).await,
         Command::Status(out) => control::status(&state, out.json).await,
@@ -20,5 +24,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RestartRedis(out) => control::restart_redis(&state, out.json).await,
         Command::Down => control::down(&state).await,
         Command::Images(args) => images::run(args).await,
+        Command::VerifyScaling(args) => verify::verify_scaling(args).await,
+        Command::Run(args) => verify::run(args, &state).await,
+        Command::Scenarios(args) => verify::list(args),
     }
 }

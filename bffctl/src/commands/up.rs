@@ -24,7 +24,8 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let started = Instant::now();
-    let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
+    let spinner = ProgressBar::new_spinner()
+        .with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
     spinner.enable_steady_tick(Duration::from_millis(100));
     let progress = {
         let spinner = spinner.clone();
@@ -48,7 +49,10 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
     let cluster = Arc::new(Mutex::new(cluster));
     let down = Arc::new(Notify::new());
     let control_url = control::serve(cluster.clone(), down.clone()).await?;
-    let file = ControlFile { control_url, ..file };
+    let file = ControlFile {
+        control_url,
+        ..file
+    };
     if let Some(dir) = state.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -56,11 +60,21 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
 
     output::status(&status, args.output.json);
     if !args.output.json {
-        println!("up in {:.1} s. Log in at {}/account/login, then see yourself at {}/account/me", took.as_secs_f64(), file.lb_url, file.lb_url);
+        println!(
+            "up in {:.1} s. Log in at {}/account/login, then see yourself at {}/account/me",
+            took.as_secs_f64(),
+            file.lb_url,
+            file.lb_url
+        );
         if file.backend == "docker" {
-            println!("(the issuer is at {}: browsers resolve *.localhost to this machine)", file.issuer_url);
+            println!(
+                "(the issuer is at {}: browsers resolve *.localhost to this machine)",
+                file.issuer_url
+            );
         }
-        println!("From another terminal: bffctl status | restart-node 2 | kill-node 2 | start-node 2 | restart-redis | down. Ctrl-C stops everything.");
+        println!(
+            "From another terminal: bffctl status | restart-node 2 | kill-node 2 | start-node 2 | restart-redis | down. Ctrl-C stops everything."
+        );
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -20,7 +20,10 @@ pub enum ClusterError {
 
 impl ClusterError {
     pub fn failed(what: impl Into<String>, reason: impl ToString) -> Self {
-        ClusterError::Failed { what: what.into(), reason: reason.to_string() }
+        ClusterError::Failed {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 }
 

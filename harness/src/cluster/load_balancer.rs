@@ -21,8 +21,17 @@ use super::spec::{LbPolicy, node_name};
 /// Header naming the node that served a response.
 pub const NODE_HEADER: &str = "x-bff-node";
 
-const HOP_BY_HOP: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
 
 struct Table {
     /// Address of each node while it is live; `None` while stopped or draining.
@@ -35,17 +44,29 @@ struct Table {
 impl Table {
     fn live(&self) -> Vec<(usize, SocketAddr)> {
         let nodes = self.nodes.read().expect("lb table lock");
-        nodes.iter().enumerate().filter_map(|(i, a)| a.map(|a| (i, a))).collect()
+        nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.map(|a| (i, a)))
+            .collect()
     }
 
-    fn pick(&self, sticky_key: Option<&str>, exclude: Option<usize>) -> Option<(usize, SocketAddr)> {
-        let live: Vec<_> = self.live().into_iter().filter(|(i, _)| Some(*i) != exclude).collect();
+    fn pick(&self, affinity: Option<usize>, exclude: Option<usize>) -> Option<(usize, SocketAddr)> {
+        let live: Vec<_> = self
+            .live()
+            .into_iter()
+            .filter(|(i, _)| Some(*i) != exclude)
+            .collect();
         if live.is_empty() {
             return None;
         }
-        let at = match (self.policy, sticky_key) {
-            (LbPolicy::RoundRobin, _) => self.next.fetch_add(1, Ordering::Relaxed),
-            (LbPolicy::Sticky, Some(key)) => key.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)),
+        if self.policy == LbPolicy::Sticky
+            && let Some(pinned) = live.iter().find(|(i, _)| Some(*i) == affinity)
+        {
+            return Some(*pinned);
+        }
+        let at = match self.policy {
+            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
             _ => rand::rng().random_range(0..live.len()),
         };
         Some(live[at % live.len()])
@@ -74,12 +95,22 @@ impl LoadBalancer {
                 .build()
                 .expect("http client"),
         });
-        let app = axum::Router::new().fallback(forward).with_state(table.clone());
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(table.clone());
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = stopped.await; }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
         });
-        Ok(LoadBalancer { addr, table, stop: Some(stop) })
+        Ok(LoadBalancer {
+            addr,
+            table,
+            stop: Some(stop),
+        })
     }
 
     pub fn url(&self) -> String {
@@ -113,16 +144,25 @@ impl Drop for LoadBalancer {
     }
 }
 
-fn session_cookie(request: &Request) -> Option<String> {
+/// The sticky policy pins a browser to a node with its own cookie, as cloud load balancers'
+/// session affinity does.
+const AFFINITY_COOKIE: &str = "bff-lb-affinity";
+
+fn affinity(request: &Request) -> Option<usize> {
     request
         .headers()
         .get_all("cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .find(|c| c.contains("bff-session="))
-        .map(str::to_owned)
+        .filter_map(|c| {
+            c.trim()
+                .strip_prefix(AFFINITY_COOKIE)?
+                .strip_prefix('=')?
+                .parse()
+                .ok()
+        })
+        .next()
 }
 
 fn no_node(message: &str) -> Response {
@@ -130,20 +170,27 @@ fn no_node(message: &str) -> Response {
 }
 
 async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response {
-    let sticky = session_cookie(&request);
+    let pinned = affinity(&request);
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
     };
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
     let mut tried = None;
     // A node that refuses the connection (it just died) costs one retry on another node, as an
     // L4 balancer with passive health checks does; a node that answered is never retried.
     for _ in 0..2 {
-        let Some((index, addr)) = table.pick(sticky.as_deref(), tried) else {
+        let Some((index, addr)) = table.pick(pinned, tried) else {
             return no_node("no live node behind the load balancer");
         };
-        let mut outgoing = table.http.request(parts.method.clone(), format!("http://{addr}{path}"));
+        let mut outgoing = table
+            .http
+            .request(parts.method.clone(), format!("http://{addr}{path}"));
         for (name, value) in &parts.headers {
             if !HOP_BY_HOP.contains(&name.as_str()) {
                 outgoing = outgoing.header(name, value);
@@ -153,11 +200,28 @@ async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response 
             outgoing = outgoing.header("x-forwarded-host", host);
         }
         match outgoing.body(body.clone()).send().await {
-            Ok(response) => return relay(response, index).await,
+            Ok(response) => {
+                let mut relayed = relay(response, index).await;
+                if table.policy == LbPolicy::Sticky && pinned != Some(index) {
+                    let cookie = format!("{AFFINITY_COOKIE}={index}; Path=/; HttpOnly");
+                    relayed.headers_mut().append(
+                        "set-cookie",
+                        HeaderValue::from_str(&cookie).expect("cookie header"),
+                    );
+                }
+                return relayed;
+            }
             Err(error) if error.is_connect() => tried = Some(index),
             Err(error) => {
-                let mut r = (StatusCode::BAD_GATEWAY, format!("{} failed: {error}", node_name(index))).into_response();
-                r.headers_mut().insert(NODE_HEADER, HeaderValue::from_str(&node_name(index)).expect("node name"));
+                let mut r = (
+                    StatusCode::BAD_GATEWAY,
+                    format!("{} failed: {error}", node_name(index)),
+                )
+                    .into_response();
+                r.headers_mut().insert(
+                    NODE_HEADER,
+                    HeaderValue::from_str(&node_name(index)).expect("node name"),
+                );
                 return r;
             }
         }

@@ -46,7 +46,10 @@ pub struct Images {
 
 impl Default for Images {
     fn default() -> Self {
-        Images { bff: "bff-local/bff:latest".into(), redis: "bff-local/redis:latest".into() }
+        Images {
+            bff: "bff-local/bff:latest".into(),
+            redis: "bff-local/redis:latest".into(),
+        }
     }
 }
 
@@ -92,7 +95,13 @@ pub const CLIENT_SECRET: &str = "bff-secret";
 impl ClusterSpec {
     /// The environment of node `index` (0-based), given where Redis and the issuer are as the
     /// node sees them.
-    pub fn node_env(&self, index: usize, issuer_url: &str, public_url: &str, redis_url: Option<&str>) -> Vec<(String, String)> {
+    pub fn node_env(
+        &self,
+        index: usize,
+        issuer_url: &str,
+        public_url: &str,
+        redis_url: Option<&str>,
+    ) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = vec![
             ("BFF_PUBLIC_URL".into(), public_url.into()),
             ("BFF_OIDC_AUTHORITY".into(), issuer_url.into()),
@@ -101,7 +110,11 @@ impl ClusterSpec {
             ("BFF_SHUTDOWN_TIMEOUT".into(), "5s".into()),
         ];
         if let (StoreKind::Redis, Some(url)) = (self.session_store, redis_url) {
-            let url = if self.redis_db_per_node { format!("{url}/{}", index % 16) } else { url.to_owned() };
+            let url = if self.redis_db_per_node {
+                format!("{url}/{}", index % 16)
+            } else {
+                url.to_owned()
+            };
             env.push(("BFF_REDIS_URL".into(), url));
         }
         env.extend(self.bff_env.iter().cloned());

@@ -1,0 +1,348 @@
+//! The scenario file format (TOML): the cluster, the virtual users, the steps with their
+//! expectations, and the thresholds of the run.
+//!
+//! Steps run in lockstep: every user does a user step (`login`, `me`, `get`, `logout`)
+//! concurrently, then a cluster step (`restart-node`, `kill-node`, `start-node`,
+//! `restart-redis`, `pause`) happens once, then the next step. A user step with `during` keeps
+//! every user repeating it while the cluster step runs (rolling restarts under load).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{BackendKind, ClusterSpec, Images, LbPolicy, StoreKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Set from the file name when loaded.
+    #[serde(default)]
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub load: Load,
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub thresholds: Thresholds,
+    /// What the run must find for the scenario to pass.
+    #[serde(default)]
+    pub expect: Verdict,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    pub nodes: usize,
+    pub backend: BackendKind,
+    pub session_store: StoreKind,
+    pub lb: LbPolicy,
+    pub redis_persistence: bool,
+    pub redis_db_per_node: bool,
+    /// Extra `BFF_*` settings for every node.
+    pub bff: BTreeMap<String, String>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        let spec = ClusterSpec::default();
+        ClusterSection {
+            nodes: spec.nodes,
+            backend: spec.backend,
+            session_store: spec.session_store,
+            lb: spec.lb,
+            redis_persistence: false,
+            redis_db_per_node: false,
+            bff: BTreeMap::new(),
+        }
+    }
+}
+
+impl ClusterSection {
+    pub fn spec(&self, images: Images) -> ClusterSpec {
+        ClusterSpec {
+            nodes: self.nodes,
+            backend: self.backend,
+            session_store: self.session_store,
+            lb: self.lb,
+            redis_persistence: self.redis_persistence,
+            redis_db_per_node: self.redis_db_per_node,
+            bff_env: self
+                .bff
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            images,
+            bff_binary: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Load {
+    /// Virtual users, running concurrently.
+    pub users: usize,
+    /// How many times each user runs the whole list of steps.
+    pub iterations: usize,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load {
+            users: 10,
+            iterations: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Login,
+    Me,
+    Get,
+    Logout,
+    RestartNode,
+    KillNode,
+    StartNode,
+    RestartRedis,
+    Pause,
+}
+
+impl Action {
+    pub fn is_user_step(self) -> bool {
+        matches!(
+            self,
+            Action::Login | Action::Me | Action::Get | Action::Logout
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Login => "login",
+            Action::Me => "me",
+            Action::Get => "get",
+            Action::Logout => "logout",
+            Action::RestartNode => "restart-node",
+            Action::KillNode => "kill-node",
+            Action::StartNode => "start-node",
+            Action::RestartRedis => "restart-redis",
+            Action::Pause => "pause",
+        }
+    }
+}
+
+/// Where a user step sends its request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// Through the load balancer (a random node).
+    #[default]
+    Lb,
+    /// To every live node directly, one request each.
+    EachNode,
+    /// To node N (1-based) directly.
+    #[serde(untagged)]
+    Node(usize),
+}
+
+/// Which node(s) a cluster step acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeSelector {
+    /// One node picked at random.
+    Random,
+    /// Every node, one after the other (a rolling restart).
+    All,
+    /// Node N (1-based).
+    #[serde(untagged)]
+    Index(usize),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub action: Action,
+    /// A label for reports (default: the action, plus the path or target).
+    pub name: Option<String>,
+    /// `get`: the path to request.
+    pub path: Option<String>,
+    /// User steps: where the request goes.
+    #[serde(default)]
+    pub via: Via,
+    /// Cluster steps: which node.
+    pub node: Option<NodeSelector>,
+    /// `pause`: milliseconds.
+    pub millis: Option<u64>,
+    #[serde(default)]
+    pub expect: Expect,
+    /// User steps: repeat while this cluster step runs.
+    pub during: Option<Box<Step>>,
+}
+
+impl Step {
+    pub fn label(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let mut label = self.action.name().to_owned();
+        if let Some(path) = &self.path {
+            label.push(' ');
+            label.push_str(path);
+        }
+        match &self.via {
+            Via::Lb => {}
+            Via::EachNode => label.push_str(" @each-node"),
+            Via::Node(n) => label.push_str(&format!(" @node-{n}")),
+        }
+        if let Some(during) = &self.during {
+            label.push_str(&format!(" during {}", during.label()));
+        }
+        label
+    }
+}
+
+/// What a user step's response must be.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Expected status (login: the callback's status, 302 when it worked).
+    pub status: Option<u16>,
+    /// JSON fields the body must have; the value `"$user"` means this virtual user's name.
+    #[serde(default)]
+    pub json: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// Most failed requests allowed (default 0).
+    pub max_failures: u64,
+    /// Largest failure rate allowed, 0.0 to 1.0 (default 0).
+    pub max_failure_rate: f64,
+    /// Most requests recorded as unavailable (during faults) allowed; unset = any.
+    pub max_unavailable: Option<u64>,
+    /// p95 latency bound per step label, in milliseconds.
+    pub p95_ms: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The run must meet the thresholds.
+    #[default]
+    Pass,
+    /// A negative control: the run must find failures (it passes when it does).
+    Fail,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    /// Negative controls: the step (label prefix) where failures must show up.
+    pub failing_step: Option<String>,
+}
+
+impl Scenario {
+    pub fn parse(text: &str, path: &str) -> Result<Self, ScenarioError> {
+        let mut scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Invalid {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        if scenario.name.is_empty() {
+            scenario.name = Path::new(path)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        scenario
+            .validate()
+            .map_err(|reason| ScenarioError::Invalid {
+                path: path.into(),
+                reason,
+            })?;
+        Ok(scenario)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Every `*.toml` in a directory (sorted), or the one file.
+    pub fn load_all(path: &Path) -> Result<Vec<Self>, ScenarioError> {
+        if path.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| ScenarioError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            files.iter().map(|f| Self::load(f)).collect()
+        } else {
+            Ok(vec![Self::load(path)?])
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.steps.is_empty() {
+            return Err("a scenario needs at least one step".into());
+        }
+        if self.cluster.nodes == 0 {
+            return Err("cluster.nodes must be at least 1".into());
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = format!("steps[{i}] ({})", step.action.name());
+            if step.action == Action::Get && step.path.is_none() {
+                return Err(format!("{at}: get needs a path"));
+            }
+            if step.action == Action::Pause && step.millis.is_none() {
+                return Err(format!("{at}: pause needs millis"));
+            }
+            if matches!(
+                step.action,
+                Action::RestartNode | Action::KillNode | Action::StartNode
+            ) && step.node.is_none()
+            {
+                return Err(format!(
+                    "{at}: needs node = \"random\", \"all\" or a number"
+                ));
+            }
+            if let Some(NodeSelector::Index(n)) = &step.node
+                && (*n == 0 || *n > self.cluster.nodes)
+            {
+                return Err(format!(
+                    "{at}: node {n} does not exist (nodes are 1 to {})",
+                    self.cluster.nodes
+                ));
+            }
+            if let Some(during) = &step.during {
+                if !step.action.is_user_step() {
+                    return Err(format!("{at}: only user steps can run during another step"));
+                }
+                if during.action.is_user_step() {
+                    return Err(format!("{at}: `during` takes a cluster step"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

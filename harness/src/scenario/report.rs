@@ -1,0 +1,341 @@
+//! What a run found: raw [`Record`]s folded into a table per step × node, the distinct failures,
+//! and the verdict; written as JSON or JUnit for CI.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::model::{Outcome as Expected, Scenario};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Ok,
+    /// A wrong answer, or no answer outside a fault.
+    Failed,
+    /// No answer while a fault made one impossible (a node restarting, Redis down).
+    Unavailable,
+}
+
+/// One request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub step: String,
+    pub node: Option<String>,
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    pub detail: String,
+}
+
+/// One line of the step × node table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub step: String,
+    pub node: String,
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub unavailable: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+}
+
+/// Failures that look alike, counted once.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureGroup {
+    pub step: String,
+    pub node: String,
+    pub status: Option<u16>,
+    pub detail: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub description: String,
+    pub backend: String,
+    pub nodes: usize,
+    pub users: usize,
+    pub iterations: usize,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub failed: u64,
+    pub unavailable: u64,
+    pub rows: Vec<Row>,
+    pub failures: Vec<FailureGroup>,
+    pub cluster_events: Vec<String>,
+    /// True when the scenario's expectation is met (for a negative control: failures found).
+    pub passed: bool,
+    pub verdict: String,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl RunReport {
+    pub fn build(
+        scenario: &Scenario,
+        backend: String,
+        records: &[Record],
+        events: Vec<String>,
+        duration: Duration,
+    ) -> Self {
+        let mut cells: BTreeMap<(String, String), Vec<&Record>> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for r in records {
+            if !order.contains(&r.step) {
+                order.push(r.step.clone());
+            }
+            cells
+                .entry((r.step.clone(), r.node.clone().unwrap_or_else(|| "-".into())))
+                .or_default()
+                .push(r);
+        }
+        let mut rows: Vec<Row> = cells
+            .iter()
+            .map(|((step, node), rs)| {
+                let mut latencies: Vec<f64> = rs
+                    .iter()
+                    .filter(|r| r.outcome != Outcome::Unavailable)
+                    .map(|r| r.latency_ms)
+                    .collect();
+                latencies.sort_by(f64::total_cmp);
+                Row {
+                    step: step.clone(),
+                    node: node.clone(),
+                    requests: rs.len() as u64,
+                    ok: rs.iter().filter(|r| r.outcome == Outcome::Ok).count() as u64,
+                    failed: rs.iter().filter(|r| r.outcome == Outcome::Failed).count() as u64,
+                    unavailable: rs
+                        .iter()
+                        .filter(|r| r.outcome == Outcome::Unavailable)
+                        .count() as u64,
+                    p50_ms: percentile(&latencies, 50.0),
+                    p95_ms: percentile(&latencies, 95.0),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| (order.iter().position(|s| *s == r.step), r.node.clone()));
+
+        let mut groups: BTreeMap<(String, String, Option<u16>, String), u64> = BTreeMap::new();
+        for r in records.iter().filter(|r| r.outcome == Outcome::Failed) {
+            *groups
+                .entry((
+                    r.step.clone(),
+                    r.node.clone().unwrap_or_else(|| "-".into()),
+                    r.status,
+                    r.detail.clone(),
+                ))
+                .or_default() += 1;
+        }
+        let mut failures: Vec<FailureGroup> = groups
+            .into_iter()
+            .map(|((step, node, status, detail), count)| FailureGroup {
+                step,
+                node,
+                status,
+                detail,
+                count,
+            })
+            .collect();
+        failures.sort_by_key(|f| {
+            (
+                order.iter().position(|s| *s == f.step),
+                std::cmp::Reverse(f.count),
+            )
+        });
+
+        let requests = records.len() as u64;
+        let failed = records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .count() as u64;
+        let unavailable = records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Unavailable)
+            .count() as u64;
+        let mut report = RunReport {
+            scenario: scenario.name.clone(),
+            description: scenario.description.clone(),
+            backend,
+            nodes: scenario.cluster.nodes,
+            users: scenario.load.users,
+            iterations: scenario.load.iterations,
+            duration_s: duration.as_secs_f64(),
+            requests,
+            failed,
+            unavailable,
+            rows,
+            failures,
+            cluster_events: events,
+            passed: false,
+            verdict: String::new(),
+        };
+        (report.passed, report.verdict) = report.judge(scenario);
+        report
+    }
+
+    fn judge(&self, scenario: &Scenario) -> (bool, String) {
+        let t = &scenario.thresholds;
+        let mut broken = Vec::new();
+        if self.failed > t.max_failures {
+            broken.push(format!(
+                "{} failed requests (at most {} allowed)",
+                self.failed, t.max_failures
+            ));
+        }
+        let rate = if self.requests == 0 {
+            0.0
+        } else {
+            self.failed as f64 / self.requests as f64
+        };
+        if self.failed > 0 && rate > t.max_failure_rate {
+            broken.push(format!(
+                "failure rate {:.1} % (at most {:.1} % allowed)",
+                rate * 100.0,
+                t.max_failure_rate * 100.0
+            ));
+        }
+        if let Some(max) = t.max_unavailable
+            && self.unavailable > max
+        {
+            broken.push(format!(
+                "{} unavailable requests (at most {max} allowed)",
+                self.unavailable
+            ));
+        }
+        for (step, bound) in &t.p95_ms {
+            for row in self
+                .rows
+                .iter()
+                .filter(|r| &r.step == step && r.p95_ms > *bound as f64)
+            {
+                broken.push(format!(
+                    "{step} on {}: p95 {:.1} ms > {bound} ms",
+                    row.node, row.p95_ms
+                ));
+            }
+        }
+        if self.requests == 0 {
+            broken.push("no request was made".into());
+        }
+        let first_failing = self.failures.first().map(|f| f.step.clone());
+        match scenario.expect.outcome {
+            Expected::Pass if broken.is_empty() => (
+                true,
+                format!(
+                    "PASS {}: {} requests, 0 failed, {} unavailable during faults",
+                    self.scenario, self.requests, self.unavailable
+                ),
+            ),
+            Expected::Pass => (
+                false,
+                format!(
+                    "FAIL {}: {}{}",
+                    self.scenario,
+                    broken.join("; "),
+                    first_failing
+                        .map(|s| format!("; first failing step: {s}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            Expected::Fail => {
+                let at_step = match &scenario.expect.failing_step {
+                    None => self.failed > 0,
+                    Some(step) => self
+                        .failures
+                        .iter()
+                        .any(|f| f.step.starts_with(step.as_str())),
+                };
+                if self.failed > 0 && at_step {
+                    (
+                        true,
+                        format!(
+                            "PASS {} (negative control): the verifier caught it, {} failed requests, first at step {}",
+                            self.scenario,
+                            self.failed,
+                            first_failing.unwrap_or_default()
+                        ),
+                    )
+                } else {
+                    (
+                        false,
+                        format!(
+                            "FAIL {} (negative control): expected failures{} but the run found {}",
+                            self.scenario,
+                            scenario
+                                .expect
+                                .failing_step
+                                .as_ref()
+                                .map(|s| format!(" at step {s}"))
+                                .unwrap_or_default(),
+                            self.failed
+                        ),
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// A JUnit XML document: one test suite per scenario, one test case per step.
+pub fn junit(reports: &[RunReport]) -> String {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut report = Report::new("bffctl");
+    for run in reports {
+        let mut suite = TestSuite::new(run.scenario.as_str());
+        suite.set_time(Duration::from_secs_f64(run.duration_s));
+        let mut steps: Vec<&str> = Vec::new();
+        for row in &run.rows {
+            if !steps.contains(&row.step.as_str()) {
+                steps.push(&row.step);
+            }
+        }
+        for step in steps {
+            let failures: Vec<_> = run.failures.iter().filter(|f| f.step == step).collect();
+            // In a negative control, failures are the expected result.
+            let failed = !failures.is_empty() && run.passed == failures.is_empty();
+            let status = if failed {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(format!(
+                    "{} failed requests",
+                    failures.iter().map(|f| f.count).sum::<u64>()
+                ));
+                s.set_description(
+                    failures
+                        .iter()
+                        .map(|f| {
+                            format!(
+                                "{} × {} status {:?}: {}",
+                                f.count, f.node, f.status, f.detail
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                );
+                s
+            } else {
+                TestCaseStatus::success()
+            };
+            suite.add_test_case(TestCase::new(step, status));
+        }
+        let verdict_status = if run.passed {
+            TestCaseStatus::success()
+        } else {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(run.verdict.clone());
+            s
+        };
+        suite.add_test_case(TestCase::new("verdict", verdict_status));
+        report.add_test_suite(suite);
+    }
+    report.to_string().unwrap_or_default()
+}

@@ -1,0 +1,375 @@
+//! Runs a [`Scenario`] against a [`Target`]: virtual users do the user steps concurrently, the
+//! runner does the cluster steps, and every response is checked and recorded.
+//!
+//! A request that fails while a fault is in progress (a `during` step: a node restarting, Redis
+//! down) with a transport error or a 502/503 is recorded as *unavailable*, apart from wrong
+//! answers, as Jepsen records "info": the fault made it legitimately unanswerable. The same
+//! outside a fault, or any wrong answer at any time, is a *failure*.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::model::{Action, Expect, NodeSelector, Scenario, Step, Via};
+use super::report::{Outcome, Record};
+use super::target::Target;
+use crate::client::{ClientError, Reply, VirtualUser};
+use crate::cluster::node_name;
+
+/// Live counters for a progress display.
+#[derive(Default)]
+pub struct Progress {
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+    pub unavailable: AtomicU64,
+    pub current: std::sync::Mutex<String>,
+}
+
+impl Progress {
+    fn set_current(&self, what: String) {
+        *self.current.lock().expect("progress lock") = what;
+    }
+
+    pub fn current(&self) -> String {
+        self.current.lock().expect("progress lock").clone()
+    }
+}
+
+/// The tool could not carry out a cluster step (a node never became ready, no such node).
+#[derive(Debug, thiserror::Error)]
+#[error("cluster step {step} failed: {reason}")]
+pub struct StepError {
+    pub step: String,
+    pub reason: String,
+}
+
+struct Ctx<'a> {
+    target: &'a dyn Target,
+    progress: &'a Progress,
+    records: Mutex<Vec<Record>>,
+    run_id: String,
+}
+
+/// Runs every iteration of the scenario; returns the raw records and the cluster events.
+pub async fn execute(
+    scenario: &Scenario,
+    target: &dyn Target,
+    progress: &Progress,
+) -> Result<(Vec<Record>, Vec<String>), StepError> {
+    let ctx = Ctx {
+        target,
+        progress,
+        records: Mutex::new(Vec::new()),
+        run_id: format!("{:04x}", rand::rng().random::<u16>()),
+    };
+    let users: Vec<(String, VirtualUser)> = (0..scenario.load.users.max(1))
+        .map(|i| {
+            let name = format!("user-{}-{}", ctx.run_id, i + 1);
+            let client = target.user(&name);
+            (name, client)
+        })
+        .collect();
+    let mut events = Vec::new();
+    let mut node_urls = target.node_urls().await;
+    for iteration in 0..scenario.load.iterations.max(1) {
+        for step in &scenario.steps {
+            if step.action.is_user_step() {
+                match &step.during {
+                    None => {
+                        progress.set_current(format!(
+                            "iteration {} · {}",
+                            iteration + 1,
+                            step.label()
+                        ));
+                        let calls = users.iter().map(|(name, user)| {
+                            user_step(&ctx, step, name, user, &node_urls, false)
+                        });
+                        futures::future::join_all(calls).await;
+                    }
+                    Some(fault) => {
+                        progress.set_current(format!(
+                            "iteration {} · {} (fault: {})",
+                            iteration + 1,
+                            step.label(),
+                            fault.label()
+                        ));
+                        let done = AtomicBool::new(false);
+                        let loops = users.iter().map(|(name, user)| async {
+                            while !done.load(Ordering::Relaxed) {
+                                user_step(&ctx, step, name, user, &node_urls, true).await;
+                            }
+                        });
+                        let fault_run = async {
+                            let result = cluster_step(&ctx, fault, &mut events).await;
+                            done.store(true, Ordering::Relaxed);
+                            result
+                        };
+                        let (result, _) = tokio::join!(fault_run, futures::future::join_all(loops));
+                        result?;
+                        node_urls = target.node_urls().await;
+                    }
+                }
+            } else {
+                progress.set_current(format!("iteration {} · {}", iteration + 1, step.label()));
+                cluster_step(&ctx, step, &mut events).await?;
+                node_urls = target.node_urls().await;
+            }
+        }
+    }
+    Ok((ctx.records.into_inner(), events))
+}
+
+async fn cluster_step(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    events: &mut Vec<String>,
+) -> Result<(), StepError> {
+    let fail = |reason: String| StepError {
+        step: step.label(),
+        reason,
+    };
+    let count = ctx.target.node_count();
+    let indexes: Vec<usize> = match &step.node {
+        None => vec![],
+        Some(NodeSelector::All) => (0..count).collect(),
+        Some(NodeSelector::Random) => vec![rand::rng().random_range(0..count)],
+        Some(NodeSelector::Index(n)) => vec![n - 1],
+    };
+    let started = Instant::now();
+    match step.action {
+        Action::RestartNode | Action::KillNode | Action::StartNode => {
+            let action = match step.action {
+                Action::RestartNode => "restart",
+                Action::KillNode => "kill",
+                _ => "start",
+            };
+            for index in indexes {
+                ctx.progress
+                    .set_current(format!("{action} {}", node_name(index)));
+                ctx.target.node(index, action).await.map_err(fail)?;
+                events.push(format!(
+                    "{action} {} ({:.1} s)",
+                    node_name(index),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        Action::RestartRedis => {
+            ctx.progress.set_current("restart redis".into());
+            ctx.target.restart_redis().await.map_err(fail)?;
+            events.push(format!(
+                "restart redis ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        Action::Pause => tokio::time::sleep(Duration::from_millis(step.millis.unwrap_or(0))).await,
+        _ => unreachable!("user steps are not cluster steps"),
+    }
+    Ok(())
+}
+
+async fn user_step(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    name: &str,
+    user: &VirtualUser,
+    node_urls: &[Option<String>],
+    fault: bool,
+) {
+    let label = step.label();
+    let targets: Vec<(String, Option<String>)> = match &step.via {
+        Via::Lb => vec![(ctx.target.lb_url(), None)],
+        Via::EachNode => node_urls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, url)| url.clone().map(|u| (u, Some(node_name(i)))))
+            .collect(),
+        Via::Node(n) => match node_urls.get(n - 1).cloned().flatten() {
+            Some(u) => vec![(u, Some(node_name(n - 1)))],
+            None => {
+                record(
+                    ctx,
+                    &label,
+                    Some(node_name(n - 1)),
+                    Outcome::Unavailable,
+                    None,
+                    0.0,
+                    "node is down".into(),
+                )
+                .await;
+                return;
+            }
+        },
+    };
+    for (base, direct_node) in targets {
+        let started = Instant::now();
+        let result = match step.action {
+            Action::Login => user.login(&base).await,
+            Action::Me => user.me(&base).await,
+            Action::Logout => user.logout(&base).await,
+            Action::Get => {
+                user.get(&format!(
+                    "{}{}",
+                    base.trim_end_matches('/'),
+                    step.path.as_deref().unwrap_or("/")
+                ))
+                .await
+            }
+            _ => unreachable!("cluster steps are not user steps"),
+        };
+        let latency = started.elapsed().as_secs_f64() * 1000.0;
+        let (outcome, status, node, detail) = classify(step, &result, name, fault);
+        record(
+            ctx,
+            &label,
+            direct_node.or(node),
+            outcome,
+            status,
+            latency,
+            detail,
+        )
+        .await;
+    }
+}
+
+async fn record(
+    ctx: &Ctx<'_>,
+    step: &str,
+    node: Option<String>,
+    outcome: Outcome,
+    status: Option<u16>,
+    latency_ms: f64,
+    detail: String,
+) {
+    ctx.progress.requests.fetch_add(1, Ordering::Relaxed);
+    match outcome {
+        Outcome::Failed => ctx.progress.failures.fetch_add(1, Ordering::Relaxed),
+        Outcome::Unavailable => ctx.progress.unavailable.fetch_add(1, Ordering::Relaxed),
+        Outcome::Ok => 0,
+    };
+    ctx.records.lock().await.push(Record {
+        step: step.to_owned(),
+        node,
+        outcome,
+        status,
+        latency_ms,
+        detail,
+    });
+}
+
+fn default_status(action: Action) -> u16 {
+    match action {
+        Action::Login | Action::Logout => 302,
+        _ => 200,
+    }
+}
+
+/// Outcome, status, node that answered, and what was wrong.
+fn classify(
+    step: &Step,
+    result: &Result<Reply, ClientError>,
+    user: &str,
+    fault: bool,
+) -> (Outcome, Option<u16>, Option<String>, String) {
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(ClientError::LoginStep {
+            step: at,
+            status,
+            body,
+            node,
+        }) => {
+            let outcome = if fault && matches!(status, 502 | 503) {
+                Outcome::Unavailable
+            } else {
+                Outcome::Failed
+            };
+            return (
+                outcome,
+                Some(*status),
+                node.clone(),
+                format!("login stopped at {at}: {}", excerpt(body)),
+            );
+        }
+        Err(error) => {
+            let outcome = if fault {
+                Outcome::Unavailable
+            } else {
+                Outcome::Failed
+            };
+            return (outcome, None, None, error.to_string());
+        }
+    };
+    if fault && matches!(reply.status, 502 | 503) {
+        return (
+            Outcome::Unavailable,
+            Some(reply.status),
+            reply.node.clone(),
+            excerpt(&reply.body),
+        );
+    }
+    match check(step.action, &step.expect, reply, user) {
+        Ok(()) => (
+            Outcome::Ok,
+            Some(reply.status),
+            reply.node.clone(),
+            String::new(),
+        ),
+        Err(reason) => (
+            Outcome::Failed,
+            Some(reply.status),
+            reply.node.clone(),
+            reason,
+        ),
+    }
+}
+
+fn check(action: Action, expect: &Expect, reply: &Reply, user: &str) -> Result<(), String> {
+    let want = expect.status.unwrap_or_else(|| default_status(action));
+    if reply.status != want {
+        return Err(format!(
+            "expected {want}, got {}: {}",
+            reply.status,
+            excerpt(&reply.body)
+        ));
+    }
+    let mut fields = expect.json.clone();
+    if action == Action::Me && expect.status.is_none() && fields.is_empty() {
+        fields.insert("sub".into(), toml::Value::String("$user".into()));
+    }
+    if fields.is_empty() {
+        return Ok(());
+    }
+    let body = reply
+        .json()
+        .ok_or_else(|| format!("expected JSON, got: {}", excerpt(&reply.body)))?;
+    for (field, wanted) in fields {
+        let wanted: Value = match wanted {
+            toml::Value::String(s) if s == "$user" => Value::String(user.to_owned()),
+            toml::Value::String(s) => Value::String(s),
+            toml::Value::Integer(i) => Value::from(i),
+            toml::Value::Boolean(b) => Value::Bool(b),
+            other => Value::String(other.to_string()),
+        };
+        let got = body.get(&field).cloned().unwrap_or(Value::Null);
+        if got != wanted {
+            return Err(format!("{field}: expected {wanted}, got {got}"));
+        }
+    }
+    Ok(())
+}
+
+fn excerpt(body: &str) -> String {
+    let flat: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() > 120 {
+        format!("{}…", flat.chars().take(120).collect::<String>())
+    } else {
+        flat
+    }
+}

@@ -1,0 +1,141 @@
+//! [`Target`]: the cluster a scenario runs against, either one the run started itself
+//! ([`OwnedCluster`]) or one a `bffctl up` runs in another process ([`ControlClient`], for
+//! `--attach`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use crate::client::VirtualUser;
+use crate::cluster::control::ControlClient;
+use crate::cluster::{Cluster, node_name};
+
+#[async_trait]
+pub trait Target: Send + Sync {
+    fn lb_url(&self) -> String;
+    fn node_count(&self) -> usize;
+    fn backend(&self) -> String;
+    /// The direct URL of each node, `None` for nodes that are down.
+    async fn node_urls(&self) -> Vec<Option<String>>;
+    /// `action` is restart, stop, kill or start; `index` is 0-based.
+    async fn node(&self, index: usize, action: &str) -> Result<(), String>;
+    async fn restart_redis(&self) -> Result<(), String>;
+    fn user(&self, login_hint: &str) -> VirtualUser;
+}
+
+/// A cluster this run started and will tear down.
+pub struct OwnedCluster {
+    pub cluster: Arc<Mutex<Cluster>>,
+    lb_url: String,
+    nodes: usize,
+    backend: String,
+    resolve: Vec<(String, std::net::SocketAddr)>,
+}
+
+impl OwnedCluster {
+    pub fn new(cluster: Cluster) -> Self {
+        OwnedCluster {
+            lb_url: cluster.lb_url(),
+            nodes: cluster.node_count(),
+            backend: cluster.backend_name().into(),
+            resolve: cluster.resolve().to_vec(),
+            cluster: Arc::new(Mutex::new(cluster)),
+        }
+    }
+}
+
+#[async_trait]
+impl Target for OwnedCluster {
+    fn lb_url(&self) -> String {
+        self.lb_url.clone()
+    }
+
+    fn node_count(&self) -> usize {
+        self.nodes
+    }
+
+    fn backend(&self) -> String {
+        self.backend.clone()
+    }
+
+    async fn node_urls(&self) -> Vec<Option<String>> {
+        let cluster = self.cluster.lock().await;
+        (0..self.nodes).map(|i| cluster.node_url(i)).collect()
+    }
+
+    async fn node(&self, index: usize, action: &str) -> Result<(), String> {
+        let mut cluster = self.cluster.lock().await;
+        let result = match action {
+            "restart" => cluster.restart_node(index).await,
+            "stop" => cluster.stop_node(index).await,
+            "kill" => cluster.kill_node(index).await,
+            "start" => cluster.start_node(index).await,
+            other => return Err(format!("unknown node action {other}")),
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    async fn restart_redis(&self) -> Result<(), String> {
+        self.cluster
+            .lock()
+            .await
+            .restart_redis()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn user(&self, login_hint: &str) -> VirtualUser {
+        VirtualUser::with_resolver(Some(login_hint), &self.resolve)
+    }
+}
+
+#[async_trait]
+impl Target for ControlClient {
+    fn lb_url(&self) -> String {
+        self.file.lb_url.clone()
+    }
+
+    fn node_count(&self) -> usize {
+        self.file.nodes
+    }
+
+    fn backend(&self) -> String {
+        format!("{} (attached)", self.file.backend)
+    }
+
+    async fn node_urls(&self) -> Vec<Option<String>> {
+        let status = self.status().await.ok();
+        (0..self.file.nodes)
+            .map(|i| {
+                let c = status
+                    .as_ref()?
+                    .components
+                    .iter()
+                    .find(|c| c.name == node_name(i))?;
+                if c.state != "running" {
+                    return None;
+                }
+                Some(format!("http://{}", c.address.as_deref()?))
+            })
+            .collect()
+    }
+
+    async fn node(&self, index: usize, action: &str) -> Result<(), String> {
+        ControlClient::node(self, index + 1, action)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn restart_redis(&self) -> Result<(), String> {
+        ControlClient::restart_redis(self)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn user(&self, login_hint: &str) -> VirtualUser {
+        VirtualUser::with_resolver(Some(login_hint), &self.file.resolve)
+    }
+}
