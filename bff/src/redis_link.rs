@@ -10,8 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 use crate::session::StoreError;
 
@@ -19,6 +21,10 @@ pub struct RedisLink {
     client: redis::Client,
     timeout: Duration,
     manager: OnceCell<ConnectionManager>,
+    /// Set when a command failed: Redis may have restarted empty, so what this node keeps in
+    /// Redis for everyone (the key ring) must be checked again.
+    trouble: AtomicBool,
+    trouble_seen: Notify,
 }
 
 impl RedisLink {
@@ -28,6 +34,8 @@ impl RedisLink {
             client: redis::Client::open(url)?,
             timeout,
             manager: OnceCell::new(),
+            trouble: AtomicBool::new(false),
+            trouble_seen: Notify::new(),
         }))
     }
 
@@ -81,7 +89,23 @@ impl RedisLink {
     /// Runs one command with the shared connection, mapping every failure to `Unavailable`.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        cmd.query_async(&mut conn).await.map_err(StoreError::from)
+        cmd.query_async(&mut conn).await.map_err(|error| {
+            self.trouble.store(true, Ordering::Relaxed);
+            self.trouble_seen.notify_waiters();
+            StoreError::from(error)
+        })
+    }
+
+    /// Waits until a command fails (returns at once if one failed since the last call), and
+    /// clears the flag.
+    pub async fn trouble(&self) {
+        loop {
+            let seen = self.trouble_seen.notified();
+            if self.trouble.swap(false, Ordering::Relaxed) {
+                return;
+            }
+            seen.await;
+        }
     }
 }
 

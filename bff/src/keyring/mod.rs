@@ -13,6 +13,7 @@ mod sealing;
 mod stored_key;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,8 @@ struct Ring {
     keys: HashMap<KeyId, Arc<SealingKey>>,
     /// The key that seals, and when it was made (unix seconds).
     current: Option<(Arc<SealingKey>, u64)>,
+    /// Each key as it is written in Redis, to publish it again if Redis lost it.
+    stored: HashMap<KeyId, StoredKey>,
 }
 
 pub struct KeyRing {
@@ -54,6 +57,8 @@ pub struct KeyRing {
     /// Keys older than this are dropped from the shared ring.
     retention: Duration,
     ring: RwLock<Ring>,
+    /// False from a Redis failure until the ring has been checked against Redis again.
+    synced: AtomicBool,
     /// Serialises reloads and remembers the last one, so a burst of unknown key ids costs one
     /// Redis read, not one per request.
     last_reload: Mutex<Option<Instant>>,
@@ -75,6 +80,7 @@ impl KeyRing {
         let ring = Ring {
             keys: HashMap::from([(key.id, key.clone())]),
             current: Some((key, now_secs())),
+            stored: HashMap::new(),
         };
         Arc::new(KeyRing {
             shared: None,
@@ -82,6 +88,7 @@ impl KeyRing {
             rotation: Duration::MAX,
             retention: Duration::MAX,
             ring: RwLock::new(ring),
+            synced: AtomicBool::new(true),
             last_reload: Mutex::new(None),
         })
     }
@@ -104,12 +111,19 @@ impl KeyRing {
             rotation,
             retention,
             ring: RwLock::new(Ring::default()),
+            synced: AtomicBool::new(false),
             last_reload: Mutex::new(None),
         })
     }
 
     pub fn is_loaded(&self) -> bool {
         self.ring.read().expect("ring lock").current.is_some()
+    }
+
+    /// Loaded, and checked against Redis since Redis last failed (a Redis that restarted
+    /// empty has had this node's keys published again).
+    pub fn is_ready(&self) -> bool {
+        self.is_loaded() && self.synced.load(Ordering::Relaxed)
     }
 
     pub fn is_shared(&self) -> bool {
@@ -168,6 +182,9 @@ impl KeyRing {
         };
         let now = now_secs();
         let mut entries = self.read_ring(shared).await?;
+        if self.republish_lost_keys(shared, &entries, now).await? {
+            entries = self.read_ring(shared).await?;
+        }
         let newest = entries.iter().map(|(_, k)| k.created).max();
         let due =
             newest.is_none_or(|created| now.saturating_sub(created) >= self.rotation.as_secs());
@@ -178,6 +195,38 @@ impl KeyRing {
         }
         self.install(entries);
         Ok(())
+    }
+
+    /// Writes back the keys this node holds that Redis no longer has (Redis restarted without
+    /// persistence, or was flushed): what other nodes sealed with them must stay readable, and
+    /// nodes that start later must find them. Retired keys stay retired.
+    async fn republish_lost_keys(
+        &self,
+        shared: &Shared,
+        entries: &[(KeyId, StoredKey)],
+        now: u64,
+    ) -> Result<bool, KeyRingError> {
+        let lost: Vec<(KeyId, String)> = {
+            let ring = self.ring.read().expect("ring lock");
+            ring.stored
+                .iter()
+                .filter(|(id, stored)| {
+                    !entries.iter().any(|(known, _)| known == *id)
+                        && now.saturating_sub(stored.created) <= self.retention.as_secs()
+                })
+                .map(|(id, stored)| (*id, stored.encode()))
+                .collect()
+        };
+        for (id, encoded) in &lost {
+            let cmd = redis::cmd("HSETNX")
+                .arg(&shared.hash_key)
+                .arg(hex::encode(id))
+                .arg(encoded)
+                .clone();
+            shared.link.query::<()>(&cmd).await?;
+            tracing::warn!(key_id = %hex::encode(id), "redis had lost a key of the ring; published it again");
+        }
+        Ok(!lost.is_empty())
     }
 
     async fn read_ring(&self, shared: &Shared) -> Result<Vec<(KeyId, StoredKey)>, KeyRingError> {
@@ -259,6 +308,7 @@ impl KeyRing {
                         ring.current = Some((key.clone(), created));
                     }
                     ring.keys.insert(id, key);
+                    ring.stored.insert(id, stored);
                 }
                 Err(reason) => {
                     tracing::error!(key_id = %hex::encode(id), %reason, "cannot use key ring entry")
@@ -268,26 +318,28 @@ impl KeyRing {
         *self.ring.write().expect("ring lock") = ring;
     }
 
-    /// Keeps the shared ring loaded: retries quickly until the first load, then re-reads it
-    /// every `refresh` so rotations by other nodes are picked up.
+    /// Keeps the shared ring loaded: retries quickly until a load succeeds, then re-reads it
+    /// every `refresh` (rotations by other nodes) and at once after any Redis failure (Redis
+    /// may have come back empty).
     pub fn maintain_in_background(self: &Arc<Self>, refresh: Duration) {
-        if self.shared.is_none() {
-            return;
-        }
-        let ring = self.clone();
+        let Some(shared) = &self.shared else { return };
+        let (ring, link) = (self.clone(), shared.link.clone());
         tokio::spawn(async move {
             loop {
                 let result = ring.reload().await;
-                let loaded = ring.is_loaded();
                 if let Err(error) = &result {
                     tracing::warn!(%error, "key ring reload failed");
                 }
-                let wait = if loaded && result.is_ok() {
-                    refresh
-                } else {
-                    Duration::from_millis(200)
-                };
-                tokio::time::sleep(wait).await;
+                let ok = result.is_ok() && ring.is_loaded();
+                ring.synced.store(ok, Ordering::Relaxed);
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(refresh) => {}
+                    () = link.trouble() => ring.synced.store(false, Ordering::Relaxed),
+                }
             }
         });
     }

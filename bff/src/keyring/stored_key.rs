@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sealing::{KEY_ID_LEN, KeyId, SealingKey};
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct StoredKey {
     /// Unix seconds when the key was made.
     pub created: u64,

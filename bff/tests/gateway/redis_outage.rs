@@ -57,14 +57,18 @@ async fn outage_gives_503_and_heals_without_a_restart() {
         },
     )
     .await;
-    assert_eq!(
-        http.get(format!("{url}/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    eventually(
+        "the node is ready again",
+        Duration::from_secs(15),
+        || async {
+            http.get(format!("{url}/ready"))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        },
+    )
+    .await;
     assert!(node.is_running());
 }
 
@@ -102,4 +106,51 @@ async fn a_node_started_before_redis_becomes_ready_when_redis_appears() {
     let user = VirtualUser::new(None);
     assert_eq!(user.login(&url).await.unwrap().status, 302);
     assert_eq!(user.me(&url).await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn a_redis_that_comes_back_empty_gets_the_key_ring_again() {
+    let mut s = crate::stack::stack().run().await;
+    let url = s.url(0);
+    let http = reqwest::Client::new();
+    let redis = s.redis.as_mut().unwrap();
+    redis.stop().await;
+    redis.start_again().await.unwrap(); // no persistence: everything is gone
+    let port = redis.port();
+    eventually(
+        "the node is ready again",
+        Duration::from_secs(15),
+        || async {
+            http.get(format!("{url}/ready"))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            crate::stack::redis_cmd(port, &["HLEN", "bff:keyring"]).await,
+            redis::Value::Int(1)
+        ),
+        "the node published its key again"
+    );
+    // A node that starts now shares the key with the old one: sessions go both ways.
+    let late = node_builder(&s.issuer, s.redis.as_ref(), &url)
+        .run()
+        .await
+        .unwrap();
+    let user = VirtualUser::new(None);
+    assert_eq!(user.login(&url).await.unwrap().status, 302);
+    assert_eq!(user.me(&late.url()).await.unwrap().status, 200);
+    let other = VirtualUser::new(None);
+    let start = other
+        .get(&format!("{}/account/login", late.url()))
+        .await
+        .unwrap();
+    let issued = other.get(start.location.as_deref().unwrap()).await.unwrap();
+    let callback = issued.location.unwrap().replace(&url, &late.url());
+    assert_eq!(other.get(&callback).await.unwrap().status, 302);
+    assert_eq!(other.me(&url).await.unwrap().status, 200);
 }
