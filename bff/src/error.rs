@@ -32,22 +32,19 @@ impl AppError {
         match self {
             AppError::NoSession => (StatusCode::NOT_FOUND, "no session".into()),
             AppError::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
-            AppError::Session(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "session store unavailable, try again shortly".into(),
-            ),
+            AppError::Session(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable, try again shortly".into())
+            }
             AppError::Oidc(error) => match error {
-                OidcError::CodeRefused(_) | OidcError::InvalidIdToken(_) => {
+                OidcError::CodeRefused(_) | OidcError::InvalidIdToken(_) | OidcError::InvalidLogoutToken(_) => {
                     (StatusCode::BAD_REQUEST, error.to_string())
                 }
-                OidcError::NotDiscovered => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "identity provider not reachable yet, try again shortly".into(),
-                ),
-                OidcError::Unreachable(_) | OidcError::BadIssuerResponse(_) => (
-                    StatusCode::BAD_GATEWAY,
-                    "identity provider unavailable".into(),
-                ),
+                OidcError::NotDiscovered => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "identity provider not reachable yet, try again shortly".into())
+                }
+                OidcError::Unreachable(_) | OidcError::BadIssuerResponse(_) => {
+                    (StatusCode::BAD_GATEWAY, "identity provider unavailable".into())
+                }
             },
         }
     }
@@ -56,20 +53,18 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, message) = self.status_and_message();
+        if matches!(self, AppError::Session(_)) {
+            metrics::counter!("bff_store_errors_total").increment(1);
+        }
         if status.is_server_error() {
             tracing::error!(error = %self, %status, "request failed");
         } else if status != StatusCode::NOT_FOUND {
             tracing::info!(error = %self, %status, "request refused");
         }
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            "no-store".parse().expect("static header"),
-        );
+        response.headers_mut().insert(header::CACHE_CONTROL, "no-store".parse().expect("static header"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, "1".parse().expect("static header"));
+            response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("static header"));
         }
         response
     }

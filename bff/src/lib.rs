@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod keyring;
 pub mod landing_page;
+pub mod metrics;
 pub mod oidc;
 pub mod redis_link;
 pub mod routes;
@@ -26,5 +27,6 @@ pub use state::AppState;
 
 /// The complete router with its middleware (request ids, tracing).
 pub fn app(state: AppState) -> axum::Router {
-    telemetry::layer(routes::router(state))
+    let _ = metrics::handle();
+    telemetry::layer(routes::router(state).layer(axum::middleware::from_fn(metrics::track)))
 }

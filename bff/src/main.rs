@@ -24,9 +24,7 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let env: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("BFF_"))
-        .collect();
+    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("BFF_")).collect();
     let config = match bff::Config::load(args.config.as_deref(), &env) {
         Ok(config) => config,
         Err(error) => {

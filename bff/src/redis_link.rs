@@ -55,9 +55,7 @@ impl RedisLink {
             if self.manager.initialized() {
                 return;
             }
-            match ConnectionManager::new_with_config(self.client.clone(), self.manager_config())
-                .await
-            {
+            match ConnectionManager::new_with_config(self.client.clone(), self.manager_config()).await {
                 Ok(manager) => {
                     let _ = self.manager.set(manager);
                     tracing::info!("connected to redis");
@@ -80,16 +78,23 @@ impl RedisLink {
     /// A handle on the shared connection (cheap to clone), or `Unavailable` before the first
     /// connection succeeded.
     pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        self.manager
-            .get()
-            .cloned()
-            .ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
+        self.manager.get().cloned().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
 
     /// Runs one command with the shared connection, mapping every failure to `Unavailable`.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
         cmd.query_async(&mut conn).await.map_err(|error| {
+            self.trouble.store(true, Ordering::Relaxed);
+            self.trouble_seen.notify_waiters();
+            StoreError::from(error)
+        })
+    }
+
+    /// Runs a pipeline (one round trip) with the shared connection.
+    pub async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        pipe.query_async(&mut conn).await.map_err(|error| {
             self.trouble.store(true, Ordering::Relaxed);
             self.trouble_seen.notify_waiters();
             StoreError::from(error)

@@ -43,7 +43,8 @@ pub async fn run(
         tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, crate::app(state)).with_graceful_shutdown(signal);
+    let app = crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let bounded = async move {
         if stopping_rx.await.is_ok() {
             tokio::time::sleep(grace).await;

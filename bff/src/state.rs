@@ -6,7 +6,11 @@ use crate::config::{Config, KeyRingMode, StoreConfig};
 use crate::keyring::KeyRing;
 use crate::oidc::Oidc;
 use crate::redis_link::RedisLink;
-use crate::session::{MemoryStore, RedisStore, SessionStore, Sessions};
+use crate::session::{MemoryStore, RedisStore, Refresher, SessionStore, Sessions};
+
+/// The HTTP client for upstreams: keeps connections alive, streams bodies.
+pub type UpstreamClient =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, axum::body::Body>;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,6 +20,11 @@ pub struct AppState {
     pub oidc: Arc<Oidc>,
     /// The shared Redis connection, when Redis is configured (background tasks connect it).
     pub redis: Option<Arc<RedisLink>>,
+    /// One access-token refresh per session at a time, across nodes.
+    pub refresher: Arc<Refresher>,
+    pub upstream: UpstreamClient,
+    /// Round-robin position of each route.
+    pub route_counters: Arc<Vec<std::sync::atomic::AtomicUsize>>,
 }
 
 /// The state could not be built (a Redis URL the client library refuses).
@@ -33,24 +42,17 @@ impl AppState {
             StoreConfig::Memory => None,
         };
         let store: Arc<dyn SessionStore> = match (&config.store, &redis) {
-            (StoreConfig::Redis { key_prefix, .. }, Some(link)) => {
-                Arc::new(RedisStore::new(link.clone(), key_prefix))
-            }
+            (StoreConfig::Redis { key_prefix, .. }, Some(link)) => Arc::new(RedisStore::new(link.clone(), key_prefix)),
             _ => Arc::new(MemoryStore::new()),
         };
         let ring = match (config.key_ring.mode, &config.store, &redis) {
-            (KeyRingMode::Redis, StoreConfig::Redis { key_prefix, .. }, Some(link)) => {
-                KeyRing::shared(
-                    link.clone(),
-                    key_prefix,
-                    config.key_ring.rotation,
-                    config
-                        .key_ring
-                        .rotation
-                        .saturating_add(config.session.absolute_lifetime),
-                    config.key_ring.key_encryption_key,
-                )
-            }
+            (KeyRingMode::Redis, StoreConfig::Redis { key_prefix, .. }, Some(link)) => KeyRing::shared(
+                link.clone(),
+                key_prefix,
+                config.key_ring.rotation,
+                config.key_ring.rotation.saturating_add(config.session.absolute_lifetime),
+                config.key_ring.key_encryption_key,
+            ),
             _ => KeyRing::local(),
         };
         let sessions = Sessions::new(
@@ -61,12 +63,14 @@ impl AppState {
             config.session.login_timeout,
         );
         let oidc = Oidc::new(config.oidc.clone(), config.redirect_uri());
-        Ok(AppState {
-            config: Arc::new(config),
-            sessions: Arc::new(sessions),
-            oidc,
-            redis,
-        })
+        let sessions = Arc::new(sessions);
+        let refresher =
+            Arc::new(Refresher::new(sessions.clone(), oidc.clone(), config.refresh.skew, config.refresh.lock_lease));
+        let upstream = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build_http();
+        let route_counters = Arc::new(config.routes.iter().map(|_| Default::default()).collect());
+        Ok(AppState { config: Arc::new(config), sessions, oidc, redis, refresher, upstream, route_counters })
     }
 
     /// Connects Redis, loads the key ring and the issuer's metadata, each retried until it works.
@@ -74,9 +78,7 @@ impl AppState {
         if let Some(link) = &self.redis {
             link.connect_in_background();
         }
-        self.sessions
-            .key_ring()
-            .maintain_in_background(self.config.key_ring.refresh);
+        self.sessions.key_ring().maintain_in_background(self.config.key_ring.refresh);
         self.oidc.discover_in_background();
     }
 }

@@ -13,10 +13,7 @@ const LONG: Duration = Duration::from_secs(600);
 
 async fn put_then_get_returns_the_value(store: Arc<dyn SessionStore>) {
     store.put("s:a", b"sealed-a".to_vec(), LONG).await.unwrap();
-    assert_eq!(
-        store.get_and_touch("s:a", LONG).await.unwrap().as_deref(),
-        Some(&b"sealed-a"[..])
-    );
+    assert_eq!(store.get_and_touch("s:a", LONG).await.unwrap().as_deref(), Some(&b"sealed-a"[..]));
     assert_eq!(
         store.get_and_touch("s:a", LONG).await.unwrap().as_deref(),
         Some(&b"sealed-a"[..]),
@@ -28,21 +25,14 @@ async fn put_then_get_returns_the_value(store: Arc<dyn SessionStore>) {
 async fn put_replaces(store: Arc<dyn SessionStore>) {
     store.put("s:b", b"one".to_vec(), LONG).await.unwrap();
     store.put("s:b", b"two".to_vec(), LONG).await.unwrap();
-    assert_eq!(
-        store.get_and_touch("s:b", LONG).await.unwrap().as_deref(),
-        Some(&b"two"[..])
-    );
+    assert_eq!(store.get_and_touch("s:b", LONG).await.unwrap().as_deref(), Some(&b"two"[..]));
 }
 
 async fn take_is_one_time(store: Arc<dyn SessionStore>) {
     store.put("l:c", b"login".to_vec(), LONG).await.unwrap();
     let takes = futures::future::join_all((0..8).map(|_| store.take("l:c"))).await;
     let won: Vec<_> = takes.into_iter().filter_map(Result::unwrap).collect();
-    assert_eq!(
-        won,
-        vec![b"login".to_vec()],
-        "exactly one concurrent take wins"
-    );
+    assert_eq!(won, vec![b"login".to_vec()], "exactly one concurrent take wins");
     assert_eq!(store.get_and_touch("l:c", LONG).await.unwrap(), None);
 }
 
@@ -61,6 +51,45 @@ async fn values_are_binary_safe(store: Arc<dyn SessionStore>) {
     let value: Vec<u8> = (0..=255).collect();
     store.put("s:f", value.clone(), LONG).await.unwrap();
     assert_eq!(store.get_and_touch("s:f", LONG).await.unwrap(), Some(value));
+}
+
+async fn replace_only_touches_what_exists(store: Arc<dyn SessionStore>) {
+    assert!(!store.replace("s:r", b"new".to_vec(), LONG).await.unwrap(), "an ended session stays ended");
+    assert_eq!(store.get_and_touch("s:r", LONG).await.unwrap(), None);
+    store.put("s:r", b"old".to_vec(), LONG).await.unwrap();
+    assert!(store.replace("s:r", b"new".to_vec(), LONG).await.unwrap());
+    assert_eq!(store.get_and_touch("s:r", LONG).await.unwrap().as_deref(), Some(&b"new"[..]));
+}
+
+async fn one_lock_holder_at_a_time(store: Arc<dyn SessionStore>) {
+    let attempts = futures::future::join_all((0..8).map(|i| {
+        let store = store.clone();
+        async move { store.try_lock("r:l", &format!("holder-{i}"), LONG).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(attempts.iter().filter(|won| **won).count(), 1);
+    let winner = format!("holder-{}", attempts.iter().position(|w| *w).unwrap());
+    assert!(!store.extend_lock("r:l", "someone-else", LONG).await.unwrap(), "only the holder extends");
+    assert!(store.extend_lock("r:l", &winner, LONG).await.unwrap());
+    store.unlock("r:l", "someone-else").await.unwrap();
+    assert!(!store.try_lock("r:l", "late", LONG).await.unwrap(), "only the holder unlocks");
+    store.unlock("r:l", &winner).await.unwrap();
+    assert!(store.try_lock("r:l", "late", LONG).await.unwrap());
+}
+
+async fn index_collects_and_is_taken_once(store: Arc<dyn SessionStore>) {
+    for member in ["s:1", "s:2", "s:1"] {
+        store.index_add("i:x", member, LONG).await.unwrap();
+    }
+    let mut members = store.index_take("i:x").await.unwrap();
+    members.sort();
+    assert_eq!(members, ["s:1", "s:2"]);
+    assert!(store.index_take("i:x").await.unwrap().is_empty());
+    store.put("s:1", b"a".to_vec(), LONG).await.unwrap();
+    store.put("s:2", b"b".to_vec(), LONG).await.unwrap();
+    store.delete_many(&["s:1".into(), "s:2".into()]).await.unwrap();
+    assert_eq!(store.get_and_touch("s:1", LONG).await.unwrap(), None);
+    assert_eq!(store.get_and_touch("s:2", LONG).await.unwrap(), None);
 }
 
 async fn memory() -> (Arc<dyn SessionStore>, Option<RedisProcess>) {
@@ -92,83 +121,37 @@ contract!(
     delete_removes,
     ping_answers,
     values_are_binary_safe,
+    replace_only_touches_what_exists,
+    one_lock_holder_at_a_time,
+    index_collects_and_is_taken_once,
 );
 
 #[tokio::test]
 async fn redis_get_and_touch_slides_the_expiry_in_redis() {
     let (store, server) = redis().await;
     let server = server.unwrap();
-    store
-        .put("s:g", b"x".to_vec(), Duration::from_secs(30))
-        .await
-        .unwrap();
-    store
-        .get_and_touch("s:g", Duration::from_secs(1200))
-        .await
-        .unwrap();
+    store.put("s:g", b"x".to_vec(), Duration::from_secs(30)).await.unwrap();
+    store.get_and_touch("s:g", Duration::from_secs(1200)).await.unwrap();
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let ttl: i64 = redis::cmd("TTL")
-        .arg("contract:s:g")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg("contract:s:g").query_async(&mut conn).await.unwrap();
     assert!(ttl > 1100, "ttl {ttl}");
-    store
-        .put("s:h", b"x".to_vec(), Duration::from_secs(45))
-        .await
-        .unwrap();
-    let ttl: i64 = redis::cmd("TTL")
-        .arg("contract:s:h")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(
-        (40..=45).contains(&ttl),
-        "put sets the expiry in redis: {ttl}"
-    );
+    store.put("s:h", b"x".to_vec(), Duration::from_secs(45)).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg("contract:s:h").query_async(&mut conn).await.unwrap();
+    assert!((40..=45).contains(&ttl), "put sets the expiry in redis: {ttl}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn memory_get_and_touch_slides_the_expiry() {
     let store = MemoryStore::new();
-    store
-        .put("s:h", b"x".to_vec(), Duration::from_secs(60))
-        .await
-        .unwrap();
+    store.put("s:h", b"x".to_vec(), Duration::from_secs(60)).await.unwrap();
     tokio::time::advance(Duration::from_secs(50)).await;
-    assert!(
-        store
-            .get_and_touch("s:h", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(store.get_and_touch("s:h", Duration::from_secs(60)).await.unwrap().is_some());
     tokio::time::advance(Duration::from_secs(50)).await;
-    assert!(
-        store
-            .get_and_touch("s:h", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_some(),
-        "slid at 50 s"
-    );
+    assert!(store.get_and_touch("s:h", Duration::from_secs(60)).await.unwrap().is_some(), "slid at 50 s");
     tokio::time::advance(Duration::from_secs(61)).await;
-    assert!(
-        store
-            .get_and_touch("s:h", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_none(),
-        "expired"
-    );
-    store
-        .put("l:i", b"x".to_vec(), Duration::from_secs(10))
-        .await
-        .unwrap();
+    assert!(store.get_and_touch("s:h", Duration::from_secs(60)).await.unwrap().is_none(), "expired");
+    store.put("l:i", b"x".to_vec(), Duration::from_secs(10)).await.unwrap();
     tokio::time::advance(Duration::from_secs(11)).await;
-    assert!(
-        store.take("l:i").await.unwrap().is_none(),
-        "take does not return an expired entry"
-    );
+    assert!(store.take("l:i").await.unwrap().is_none(), "take does not return an expired entry");
 }

@@ -6,11 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use harness::cluster::{BackendKind, ClusterSpec, LbPolicy, StoreKind};
 
 #[derive(Parser)]
-#[command(
-    name = "bffctl",
-    version,
-    about = "Bring up a bff cluster and prove that it scales."
-)]
+#[command(name = "bffctl", version, about = "Bring up a bff cluster and prove that it scales.")]
 pub struct Cli {
     /// Where `up` records the running cluster for the other commands.
     #[arg(long, global = true, env = "BFFCTL_STATE")]
@@ -173,9 +169,7 @@ pub struct ClusterArgs {
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 impl BackendArg {
@@ -205,10 +199,7 @@ impl ClusterArgs {
             redis_persistence: self.redis_persistence,
             redis_db_per_node: false,
             bff_env: self.bff_env.clone(),
-            images: harness::cluster::Images {
-                bff: self.bff_image.clone(),
-                redis: self.redis_image.clone(),
-            },
+            images: harness::cluster::Images { bff: self.bff_image.clone(), redis: self.redis_image.clone() },
             bff_binary: self.bff_binary.clone(),
         }
     }

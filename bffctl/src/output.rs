@@ -6,19 +6,11 @@ use harness::cluster::control::Status;
 
 pub fn status(status: &Status, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(status).expect("status serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(status).expect("status serialises"));
         return;
     }
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "component",
-        "address",
-        "state",
-        "container / pid",
-    ]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["component", "address", "state", "container / pid"]);
     for c in &status.components {
         let state = if c.state.starts_with("running") {
             Cell::new(&c.state).fg(Color::Green)
@@ -33,10 +25,7 @@ pub fn status(status: &Status, json: bool) {
         ]);
     }
     println!("{table}");
-    println!(
-        "backend: {}   load balancer: {}   issuer: {}",
-        status.backend, status.lb_url, status.issuer_url
-    );
+    println!("backend: {}   load balancer: {}   issuer: {}", status.backend, status.lb_url, status.issuer_url);
 }
 
 pub fn scenarios(scenarios: &[harness::scenario::Scenario], json: bool) {
@@ -45,16 +34,11 @@ pub fn scenarios(scenarios: &[harness::scenario::Scenario], json: bool) {
             .iter()
             .map(|s| serde_json::json!({ "name": s.name, "description": s.description, "nodes": s.cluster.nodes, "expect": s.expect.outcome }))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).expect("list serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&list).expect("list serialises"));
         return;
     }
     let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["scenario", "expects", "description"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["scenario", "expects", "description"]);
     table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
     for s in scenarios {
         let expects = match s.expect.outcome {
@@ -69,12 +53,7 @@ pub fn scenarios(scenarios: &[harness::scenario::Scenario], json: bool) {
 pub fn report(report: &harness::scenario::RunReport) {
     println!(
         "\n{} — {} node(s) on {}, {} user(s) × {} iteration(s), {:.1} s",
-        report.scenario,
-        report.nodes,
-        report.backend,
-        report.users,
-        report.iterations,
-        report.duration_s
+        report.scenario, report.nodes, report.backend, report.users, report.iterations, report.duration_s
     );
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
@@ -88,16 +67,9 @@ pub fn report(report: &harness::scenario::RunReport) {
         "p95 ms",
     ]);
     for row in &report.rows {
-        let failed = if row.failed > 0 {
-            Cell::new(row.failed).fg(Color::Red)
-        } else {
-            Cell::new(row.failed)
-        };
-        let unavailable = if row.unavailable > 0 {
-            Cell::new(row.unavailable).fg(Color::Yellow)
-        } else {
-            Cell::new(row.unavailable)
-        };
+        let failed = if row.failed > 0 { Cell::new(row.failed).fg(Color::Red) } else { Cell::new(row.failed) };
+        let unavailable =
+            if row.unavailable > 0 { Cell::new(row.unavailable).fg(Color::Yellow) } else { Cell::new(row.unavailable) };
         table.add_row(vec![
             Cell::new(&row.step),
             Cell::new(&row.node),
@@ -112,33 +84,20 @@ pub fn report(report: &harness::scenario::RunReport) {
     println!("{table}");
     if !report.failures.is_empty() {
         let mut failures = Table::new();
-        failures.load_preset(UTF8_FULL_CONDENSED).set_header([
-            "count",
-            "step",
-            "node",
-            "status",
-            "what was wrong",
-        ]);
+        failures.load_preset(UTF8_FULL_CONDENSED).set_header(["count", "step", "node", "status", "what was wrong"]);
         failures.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
         for f in report.failures.iter().take(20) {
             failures.add_row(vec![
                 Cell::new(f.count),
                 Cell::new(&f.step),
                 Cell::new(&f.node),
-                Cell::new(
-                    f.status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                ),
+                Cell::new(f.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into())),
                 Cell::new(&f.detail),
             ]);
         }
         println!("Distinct failures:\n{failures}");
         if report.failures.len() > 20 {
-            println!(
-                "… and {} more kinds (see --report json)",
-                report.failures.len() - 20
-            );
+            println!("… and {} more kinds (see --report json)", report.failures.len() - 20);
         }
     }
     if !report.cluster_events.is_empty() {

@@ -32,12 +32,7 @@ pub enum ClientError {
     #[error("request to {url} failed: {reason}")]
     Transport { url: String, reason: String },
     #[error("login step {step} answered {status} (expected a redirect): {body}")]
-    LoginStep {
-        step: &'static str,
-        status: u16,
-        body: String,
-        node: Option<String>,
-    },
+    LoginStep { step: &'static str, status: u16, body: String, node: Option<String> },
 }
 
 pub struct VirtualUser {
@@ -63,11 +58,7 @@ impl VirtualUser {
         for (name, addr) in resolve {
             builder = builder.resolve(name, *addr);
         }
-        VirtualUser {
-            http: builder.build().expect("http client"),
-            jar,
-            login_hint: login_hint.map(str::to_owned),
-        }
+        VirtualUser { http: builder.build().expect("http client"), jar, login_hint: login_hint.map(str::to_owned) }
     }
 
     /// The cookie jar (tests read or tamper with the session cookie).
@@ -83,63 +74,39 @@ impl VirtualUser {
         self.send(self.http.post(url), url).await
     }
 
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        url: &str,
-    ) -> Result<Reply, ClientError> {
-        let response = request.send().await.map_err(|e| ClientError::Transport {
-            url: url.to_owned(),
-            reason: error_chain(&e),
-        })?;
+    async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<Reply, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: error_chain(&e) })?;
         let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let location = header(LOCATION.as_str());
         let node = header("x-bff-node");
-        let body = response.text().await.map_err(|e| ClientError::Transport {
-            url: url.to_owned(),
-            reason: error_chain(&e),
-        })?;
-        Ok(Reply {
-            status,
-            body,
-            location,
-            node,
-        })
+        let body = response
+            .text()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: error_chain(&e) })?;
+        Ok(Reply { status, body, location, node })
     }
 
     /// `GET {base}/account/me`.
     pub async fn me(&self, base: &str) -> Result<Reply, ClientError> {
-        self.get(&format!("{}/account/me", base.trim_end_matches('/')))
-            .await
+        self.get(&format!("{}/account/me", base.trim_end_matches('/'))).await
     }
 
     /// `POST {base}/account/end-session`, without following the redirect.
     pub async fn logout(&self, base: &str) -> Result<Reply, ClientError> {
-        self.post(&format!(
-            "{}/account/end-session",
-            base.trim_end_matches('/')
-        ))
-        .await
+        self.post(&format!("{}/account/end-session", base.trim_end_matches('/'))).await
     }
 
     /// The whole login: `/account/login` on `base` → issuer `authorize` → `login/callback`.
     /// Returns the callback's reply (a 302 to the landing page when it worked).
     pub async fn login(&self, base: &str) -> Result<Reply, ClientError> {
-        let start = self
-            .get(&format!("{}/account/login", base.trim_end_matches('/')))
-            .await?;
+        let start = self.get(&format!("{}/account/login", base.trim_end_matches('/'))).await?;
         let authorize = redirect_target(&start, "login")?;
-        let mut authorize = Url::parse(&authorize).map_err(|e| ClientError::Transport {
-            url: authorize.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut authorize = Url::parse(&authorize)
+            .map_err(|e| ClientError::Transport { url: authorize.clone(), reason: e.to_string() })?;
         if let Some(hint) = &self.login_hint {
             authorize.query_pairs_mut().append_pair("login_hint", hint);
         }

@@ -5,12 +5,7 @@
 use harness::cluster::{BackendKind, Cluster, ClusterSpec, StoreKind};
 
 fn spec(store: StoreKind) -> ClusterSpec {
-    ClusterSpec {
-        nodes: 3,
-        backend: BackendKind::Process,
-        session_store: store,
-        ..ClusterSpec::default()
-    }
+    ClusterSpec { nodes: 3, backend: BackendKind::Process, session_store: store, ..ClusterSpec::default() }
 }
 
 fn pids(cluster: &Cluster) -> Vec<u32> {
@@ -24,16 +19,12 @@ fn pids(cluster: &Cluster) -> Vec<u32> {
 
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
 }
 
 #[tokio::test]
 async fn three_nodes_share_sessions_and_survive_restarts() {
-    let mut cluster = Cluster::start(spec(StoreKind::Redis), &|_| {})
-        .await
-        .unwrap();
+    let mut cluster = Cluster::start(spec(StoreKind::Redis), &|_| {}).await.unwrap();
     assert_eq!(cluster.backend_name(), "process");
     let user = cluster.user(Some("dora"));
     let reply = user.login(&cluster.lb_url()).await.unwrap();
@@ -44,24 +35,12 @@ async fn three_nodes_share_sessions_and_survive_restarts() {
         assert_eq!(me.json().unwrap()["sub"], "dora");
     }
     let through_lb = user.me(&cluster.lb_url()).await.unwrap();
-    assert!(
-        through_lb
-            .node
-            .as_deref()
-            .is_some_and(|n| n.starts_with("node-"))
-    );
+    assert!(through_lb.node.as_deref().is_some_and(|n| n.starts_with("node-")));
 
     let port_before = cluster.node_url(1).unwrap();
     cluster.restart_node(1).await.unwrap();
-    assert_eq!(
-        cluster.node_url(1).unwrap(),
-        port_before,
-        "a restarted node keeps its port"
-    );
-    assert_eq!(
-        user.me(&cluster.node_url(1).unwrap()).await.unwrap().status,
-        200
-    );
+    assert_eq!(cluster.node_url(1).unwrap(), port_before, "a restarted node keeps its port");
+    assert_eq!(user.me(&cluster.node_url(1).unwrap()).await.unwrap().status, 200);
 
     cluster.kill_node(2).await.unwrap();
     assert!(cluster.node_url(2).is_none());
@@ -71,10 +50,7 @@ async fn three_nodes_share_sessions_and_survive_restarts() {
         assert_ne!(me.node.as_deref(), Some("node-3"));
     }
     cluster.start_node(2).await.unwrap();
-    assert_eq!(
-        user.me(&cluster.node_url(2).unwrap()).await.unwrap().status,
-        200
-    );
+    assert_eq!(user.me(&cluster.node_url(2).unwrap()).await.unwrap().status, 200);
 
     cluster.restart_redis().await.unwrap();
     let pids = pids(&cluster);
@@ -88,10 +64,7 @@ async fn three_nodes_share_sessions_and_survive_restarts() {
 #[tokio::test]
 async fn memory_store_loses_sessions_on_restart() {
     // Sticky balancing, or the memory store could not even complete a login.
-    let sticky = ClusterSpec {
-        lb: harness::cluster::LbPolicy::Sticky,
-        ..spec(StoreKind::Memory)
-    };
+    let sticky = ClusterSpec { lb: harness::cluster::LbPolicy::Sticky, ..spec(StoreKind::Memory) };
     let mut cluster = Cluster::start(sticky, &|_| {}).await.unwrap();
     let user = cluster.user(None);
     user.login(&cluster.lb_url()).await.unwrap();
@@ -106,29 +79,14 @@ async fn memory_store_loses_sessions_on_restart() {
     let holder = holder.expect("some node holds the session");
     cluster.restart_node(holder).await.unwrap();
     for i in 0..3 {
-        assert_eq!(
-            user.me(&cluster.node_url(i).unwrap()).await.unwrap().status,
-            404,
-            "node {i}"
-        );
+        assert_eq!(user.me(&cluster.node_url(i).unwrap()).await.unwrap().status, 404, "node {i}");
     }
     cluster.teardown().await.unwrap();
 }
 
 #[tokio::test]
 async fn unknown_node_is_an_error() {
-    let mut cluster = Cluster::start(
-        ClusterSpec {
-            nodes: 1,
-            ..spec(StoreKind::Memory)
-        },
-        &|_| {},
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        cluster.restart_node(5).await,
-        Err(harness::cluster::ClusterError::NoSuchNode(5))
-    ));
+    let mut cluster = Cluster::start(ClusterSpec { nodes: 1, ..spec(StoreKind::Memory) }, &|_| {}).await.unwrap();
+    assert!(matches!(cluster.restart_node(5).await, Err(harness::cluster::ClusterError::NoSuchNode(5))));
     cluster.teardown().await.unwrap();
 }

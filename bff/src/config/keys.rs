@@ -13,192 +13,73 @@ pub struct Key {
     pub help: &'static str,
 }
 
-const fn key(
-    path: &'static str,
-    env: &'static str,
-    default: Option<&'static str>,
-    help: &'static str,
-) -> Key {
-    Key {
-        path,
-        env,
-        default,
-        help,
-    }
+const fn key(path: &'static str, env: &'static str, default: Option<&'static str>, help: &'static str) -> Key {
+    Key { path, env, default, help }
 }
 
 /// Every key the gateway reads.
 pub const KEYS: &[Key] = &[
-    key(
-        "listen",
-        "BFF_LISTEN",
-        Some("0.0.0.0:8080"),
-        "address to bind",
-    ),
-    key(
-        "public_url",
-        "BFF_PUBLIC_URL",
-        None,
-        "URL browsers use for this gateway (behind the load balancer)",
-    ),
-    key(
-        "redis_url",
-        "BFF_REDIS_URL",
-        None,
-        "redis://host:port[/db]; unset = in-memory store, one node only",
-    ),
-    key(
-        "redis_key_prefix",
-        "BFF_REDIS_KEY_PREFIX",
-        Some("bff"),
-        "prefix of every Redis key",
-    ),
-    key(
-        "redis_timeout",
-        "BFF_REDIS_TIMEOUT",
-        Some("2s"),
-        "bound on one Redis command",
-    ),
-    key(
-        "key_ring",
-        "BFF_KEY_RING",
-        None,
-        "redis (shared, default with Redis) or local (this node only)",
-    ),
-    key(
-        "key_rotation",
-        "BFF_KEY_ROTATION",
-        Some("7d"),
-        "age at which a new sealing key becomes current",
-    ),
-    key(
-        "key_ring_refresh",
-        "BFF_KEY_RING_REFRESH",
-        Some("60s"),
-        "how often a node re-reads the shared key ring",
-    ),
-    key(
-        "key_encryption_key",
-        "BFF_KEY_ENCRYPTION_KEY",
-        None,
-        "base64 of 32 bytes that wrap the key ring in Redis",
-    ),
-    key(
-        "key_encryption_key_file",
-        "BFF_KEY_ENCRYPTION_KEY_FILE",
-        None,
-        "file holding key_encryption_key",
-    ),
-    key(
-        "account_prefix",
-        "BFF_ACCOUNT_PREFIX",
-        Some("/account"),
-        "path prefix of login, me, end-session",
-    ),
+    key("listen", "BFF_LISTEN", Some("0.0.0.0:8080"), "address to bind"),
+    key("public_url", "BFF_PUBLIC_URL", None, "URL browsers use for this gateway (behind the load balancer)"),
+    key("redis_url", "BFF_REDIS_URL", None, "redis://host:port[/db]; unset = in-memory store, one node only"),
+    key("redis_key_prefix", "BFF_REDIS_KEY_PREFIX", Some("bff"), "prefix of every Redis key"),
+    key("redis_timeout", "BFF_REDIS_TIMEOUT", Some("2s"), "bound on one Redis command"),
+    key("key_ring", "BFF_KEY_RING", None, "redis (shared, default with Redis) or local (this node only)"),
+    key("key_rotation", "BFF_KEY_ROTATION", Some("7d"), "age at which a new sealing key becomes current"),
+    key("key_ring_refresh", "BFF_KEY_RING_REFRESH", Some("60s"), "how often a node re-reads the shared key ring"),
+    key("key_encryption_key", "BFF_KEY_ENCRYPTION_KEY", None, "base64 of 32 bytes that wrap the key ring in Redis"),
+    key("key_encryption_key_file", "BFF_KEY_ENCRYPTION_KEY_FILE", None, "file holding key_encryption_key"),
+    key("account_prefix", "BFF_ACCOUNT_PREFIX", Some("/account"), "path prefix of login, me, end-session"),
     key("log_format", "BFF_LOG_FORMAT", Some("text"), "text or json"),
-    key(
-        "log_level",
-        "BFF_LOG_LEVEL",
-        Some("info"),
-        "tracing filter, e.g. info or bff=debug",
-    ),
-    key(
-        "shutdown_timeout",
-        "BFF_SHUTDOWN_TIMEOUT",
-        Some("10s"),
-        "bound on finishing in-flight requests at SIGTERM",
-    ),
+    key("log_level", "BFF_LOG_LEVEL", Some("info"), "tracing filter, e.g. info or bff=debug"),
+    key("shutdown_timeout", "BFF_SHUTDOWN_TIMEOUT", Some("10s"), "bound on finishing in-flight requests at SIGTERM"),
     key(
         "session.cookie_name",
         "BFF_SESSION_COOKIE_NAME",
         Some("bff-session"),
         "session cookie name (__Host- added over https)",
     ),
-    key(
-        "session.idle_timeout",
-        "BFF_SESSION_IDLE_TIMEOUT",
-        Some("20m"),
-        "sliding idle timeout",
-    ),
+    key("session.idle_timeout", "BFF_SESSION_IDLE_TIMEOUT", Some("20m"), "sliding idle timeout"),
     key(
         "session.absolute_lifetime",
         "BFF_SESSION_ABSOLUTE_LIFETIME",
         Some("12h"),
         "lifetime of a session however active",
     ),
+    key("session.same_site", "BFF_SESSION_SAME_SITE", Some("lax"), "lax or strict"),
+    key("session.login_timeout", "BFF_SESSION_LOGIN_TIMEOUT", Some("10m"), "time allowed between login and callback"),
     key(
-        "session.same_site",
-        "BFF_SESSION_SAME_SITE",
-        Some("lax"),
-        "lax or strict",
+        "upstream_timeout",
+        "BFF_UPSTREAM_TIMEOUT",
+        Some("30s"),
+        "routes: time allowed for an upstream's response headers (then 504)",
     ),
+    key("csrf.enabled", "BFF_CSRF_ENABLED", Some("true"), "routes with a session require the CSRF header"),
+    key("csrf.header", "BFF_CSRF_HEADER", Some("X-CSRF"), "name of the CSRF header"),
+    key("csrf.value", "BFF_CSRF_VALUE", Some("1"), "value the CSRF header must have"),
+    key("refresh.skew", "BFF_REFRESH_SKEW", Some("30s"), "refresh the access token when it expires within this"),
     key(
-        "session.login_timeout",
-        "BFF_SESSION_LOGIN_TIMEOUT",
-        Some("10m"),
-        "time allowed between login and callback",
+        "refresh.lock_lease",
+        "BFF_REFRESH_LOCK_LEASE",
+        Some("15s"),
+        "lease of the cross-node refresh lock (renewed while a refresh runs)",
     ),
-    key(
-        "oidc.provider",
-        "BFF_OIDC_PROVIDER",
-        Some("generic"),
-        "generic, auth0 or entra",
-    ),
-    key(
-        "oidc.authority",
-        "BFF_OIDC_AUTHORITY",
-        None,
-        "issuer URL (discovery at /.well-known/openid-configuration)",
-    ),
+    key("oidc.provider", "BFF_OIDC_PROVIDER", Some("generic"), "generic, auth0 or entra"),
+    key("oidc.authority", "BFF_OIDC_AUTHORITY", None, "issuer URL (discovery at /.well-known/openid-configuration)"),
     key("oidc.client_id", "BFF_OIDC_CLIENT_ID", None, "client id"),
-    key(
-        "oidc.client_secret",
-        "BFF_OIDC_CLIENT_SECRET",
-        None,
-        "client secret (client_secret_basic)",
-    ),
-    key(
-        "oidc.scopes",
-        "BFF_OIDC_SCOPES",
-        Some("openid profile email offline_access"),
-        "scopes requested at login",
-    ),
-    key(
-        "oidc.domain",
-        "BFF_OIDC_DOMAIN",
-        None,
-        "auth0: tenant domain (gives the authority)",
-    ),
-    key(
-        "oidc.audience",
-        "BFF_OIDC_AUDIENCE",
-        None,
-        "auth0: API audience requested at login",
-    ),
-    key(
-        "oidc.tenant_id",
-        "BFF_OIDC_TENANT_ID",
-        None,
-        "entra: directory (tenant) id (gives the authority)",
-    ),
+    key("oidc.client_secret", "BFF_OIDC_CLIENT_SECRET", None, "client secret (client_secret_basic)"),
+    key("oidc.scopes", "BFF_OIDC_SCOPES", Some("openid profile email offline_access"), "scopes requested at login"),
+    key("oidc.domain", "BFF_OIDC_DOMAIN", None, "auth0: tenant domain (gives the authority)"),
+    key("oidc.audience", "BFF_OIDC_AUDIENCE", None, "auth0: API audience requested at login"),
+    key("oidc.tenant_id", "BFF_OIDC_TENANT_ID", None, "entra: directory (tenant) id (gives the authority)"),
     key(
         "oidc.post_logout_redirect_uri",
         "BFF_OIDC_POST_LOGOUT_REDIRECT_URI",
         None,
         "where the issuer returns after logout (default: public_url /)",
     ),
-    key(
-        "oidc.clock_skew",
-        "BFF_OIDC_CLOCK_SKEW",
-        Some("60s"),
-        "leeway on token times",
-    ),
-    key(
-        "oidc.http_timeout",
-        "BFF_OIDC_HTTP_TIMEOUT",
-        Some("10s"),
-        "bound on each call to the issuer",
-    ),
+    key("oidc.clock_skew", "BFF_OIDC_CLOCK_SKEW", Some("60s"), "leeway on token times"),
+    key("oidc.http_timeout", "BFF_OIDC_HTTP_TIMEOUT", Some("10s"), "bound on each call to the issuer"),
 ];
 
 /// Looks a key up by its dotted path.
@@ -210,14 +91,8 @@ pub fn find(path: &str) -> Option<&'static Key> {
 pub fn help_table() -> String {
     let mut out = String::from("Configuration (TOML key / environment variable, default):\n");
     for k in KEYS {
-        let default = k
-            .default
-            .map(|d| format!(" [default: {d}]"))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "  {:<32} {:<34} {}{}\n",
-            k.path, k.env, k.help, default
-        ));
+        let default = k.default.map(|d| format!(" [default: {d}]")).unwrap_or_default();
+        out.push_str(&format!("  {:<32} {:<34} {}{}\n", k.path, k.env, k.help, default));
     }
     out
 }

@@ -7,6 +7,7 @@
 //! the binary turns it into exit code 64 before the node binds anything.
 
 mod keys;
+mod routes;
 mod source;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use base64::Engine;
 use url::Url;
 
 pub use keys::{KEYS, Key, help_table};
+pub use routes::{Balance, Route, RouteAuth};
 use source::Source;
 
 /// A configuration problem, always naming the key that caused it.
@@ -28,17 +30,11 @@ pub enum ConfigError {
     #[error("{key}: unknown key in the config file")]
     UnknownKey { key: String },
     #[error("{key} ({env}): missing; {hint}")]
-    Missing {
-        key: &'static str,
-        env: &'static str,
-        hint: &'static str,
-    },
+    Missing { key: &'static str, env: &'static str, hint: &'static str },
+    #[error("{key}: {reason}")]
+    Route { key: String, reason: String },
     #[error("{key} ({env}): {reason}")]
-    Invalid {
-        key: &'static str,
-        env: &'static str,
-        reason: String,
-    },
+    Invalid { key: &'static str, env: &'static str, reason: String },
 }
 
 /// Where the session data lives.
@@ -125,9 +121,29 @@ pub struct KeyRingConfig {
     pub refresh: Duration,
 }
 
+#[derive(Debug, Clone)]
+pub struct CsrfConfig {
+    pub enabled: bool,
+    pub header: axum::http::HeaderName,
+    pub value: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshConfig {
+    /// Refresh when the access token expires within this.
+    pub skew: Duration,
+    /// Lease of the cross-node lock; renewed while the refresh runs.
+    pub lock_lease: Duration,
+}
+
 /// The whole node configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Proxied routes, longest prefix first.
+    pub routes: Vec<Route>,
+    pub upstream_timeout: Duration,
+    pub csrf: CsrfConfig,
+    pub refresh: RefreshConfig,
     pub listen: SocketAddr,
     pub public_url: Url,
     pub store: StoreConfig,
@@ -151,10 +167,8 @@ impl Config {
         let table = match file {
             None => toml::Table::new(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
                 text.parse::<toml::Table>().map_err(|e| ConfigError::File {
                     path: path.to_owned(),
                     reason: e.to_string().lines().next().unwrap_or_default().to_owned(),
@@ -170,29 +184,18 @@ impl Config {
     }
 
     fn from_source(src: &Source) -> Result<Self, ConfigError> {
-        let listen = src.parse("listen", |s| {
-            s.parse::<SocketAddr>().map_err(|e| e.to_string())
-        })?;
-        let public_url = src.require(
-            "public_url",
-            "the URL browsers use, e.g. https://app.example.com",
-            parse_http_url,
-        )?;
+        let listen = src.parse("listen", |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()))?;
+        let public_url =
+            src.require("public_url", "the URL browsers use, e.g. https://app.example.com", parse_http_url)?;
 
         let store = match src.string("redis_url") {
             None => StoreConfig::Memory,
             Some(url) => {
-                let parsed =
-                    Url::parse(&url).map_err(|e| src.invalid("redis_url", e.to_string()))?;
+                let parsed = Url::parse(&url).map_err(|e| src.invalid("redis_url", e.to_string()))?;
                 if !matches!(parsed.scheme(), "redis" | "rediss") {
-                    return Err(
-                        src.invalid("redis_url", "must start with redis:// or rediss://".into())
-                    );
+                    return Err(src.invalid("redis_url", "must start with redis:// or rediss://".into()));
                 }
-                StoreConfig::Redis {
-                    url,
-                    key_prefix: src.string_or("redis_key_prefix"),
-                }
+                StoreConfig::Redis { url, key_prefix: src.string_or("redis_key_prefix") }
             }
         };
 
@@ -206,10 +209,7 @@ impl Config {
                     return Err(src.invalid("key_ring", "\"redis\" needs redis_url".into()));
                 }
                 Some(other) => {
-                    return Err(src.invalid(
-                        "key_ring",
-                        format!("expected \"redis\" or \"local\", got {other:?}"),
-                    ));
+                    return Err(src.invalid("key_ring", format!("expected \"redis\" or \"local\", got {other:?}")));
                 }
             },
             rotation: src.duration("key_rotation")?,
@@ -219,10 +219,7 @@ impl Config {
 
         let session = SessionConfig {
             cookie_name: src.parse("session.cookie_name", |s| {
-                if !s.is_empty()
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
+                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                     Ok(s.to_owned())
                 } else {
                     Err("use letters, digits, '-' and '_' only".to_owned())
@@ -238,10 +235,9 @@ impl Config {
             login_timeout: src.duration("session.login_timeout")?,
         };
         if session.absolute_lifetime < session.idle_timeout {
-            return Err(src.invalid(
-                "session.absolute_lifetime",
-                "must not be shorter than session.idle_timeout".into(),
-            ));
+            return Err(
+                src.invalid("session.absolute_lifetime", "must not be shorter than session.idle_timeout".into())
+            );
         }
 
         let oidc = read_oidc(src, &public_url)?;
@@ -255,7 +251,22 @@ impl Config {
             }
         })?;
 
+        let routes = routes::parse(&src.routes, &account_prefix)?;
+        let csrf = CsrfConfig {
+            enabled: src.parse("csrf.enabled", parse_bool)?,
+            header: src.parse("csrf.header", |s| {
+                axum::http::HeaderName::try_from(s).map_err(|_| "not a valid header name".to_owned())
+            })?,
+            value: src.string_or("csrf.value"),
+        };
+        let refresh =
+            RefreshConfig { skew: src.duration("refresh.skew")?, lock_lease: src.duration("refresh.lock_lease")? };
+
         Ok(Config {
+            routes,
+            upstream_timeout: src.duration("upstream_timeout")?,
+            csrf,
+            refresh,
             listen,
             public_url,
             store,
@@ -281,11 +292,7 @@ impl Config {
 
     /// The session cookie's name as sent to browsers.
     pub fn cookie_name(&self) -> String {
-        if self.is_https() {
-            format!("__Host-{}", self.session.cookie_name)
-        } else {
-            self.session.cookie_name.clone()
-        }
+        if self.is_https() { format!("__Host-{}", self.session.cookie_name) } else { self.session.cookie_name.clone() }
     }
 
     /// The name of the short-lived cookie that binds a login in progress to its browser.
@@ -301,6 +308,14 @@ impl Config {
     /// The OIDC `redirect_uri`: public URL + account prefix + `/login/callback`.
     pub fn redirect_uri(&self) -> Url {
         self.public_url_for(&format!("{}/login/callback", self.account_prefix))
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected true or false, got {s:?}")),
     }
 }
 
@@ -323,42 +338,29 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
 }
 
 fn read_kek(src: &Source) -> Result<Option<[u8; 32]>, ConfigError> {
-    let inline = src
-        .string("key_encryption_key")
-        .map(|v| ("key_encryption_key", v));
+    let inline = src.string("key_encryption_key").map(|v| ("key_encryption_key", v));
     let from_file = match src.string("key_encryption_key_file") {
         None => None,
         Some(path) => Some((
             "key_encryption_key_file",
-            std::fs::read_to_string(&path).map_err(|e| {
-                src.invalid(
-                    "key_encryption_key_file",
-                    format!("cannot read {path}: {e}"),
-                )
-            })?,
+            std::fs::read_to_string(&path)
+                .map_err(|e| src.invalid("key_encryption_key_file", format!("cannot read {path}: {e}")))?,
         )),
     };
     let (key, text) = match (inline, from_file) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
-            return Err(src.invalid(
-                "key_encryption_key",
-                "set either this or key_encryption_key_file, not both".into(),
-            ));
+            return Err(
+                src.invalid("key_encryption_key", "set either this or key_encryption_key_file, not both".into())
+            );
         }
         (Some(v), None) | (None, Some(v)) => v,
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
-        .map_err(|_| {
-            src.invalid(
-                key,
-                "must be 32 bytes in standard base64 (openssl rand -base64 32)".into(),
-            )
-        })?;
-    let kek: [u8; 32] = bytes
-        .try_into()
-        .map_err(|v: Vec<u8>| src.invalid(key, format!("must be 32 bytes, got {}", v.len())))?;
+        .map_err(|_| src.invalid(key, "must be 32 bytes in standard base64 (openssl rand -base64 32)".into()))?;
+    let kek: [u8; 32] =
+        bytes.try_into().map_err(|v: Vec<u8>| src.invalid(key, format!("must be 32 bytes, got {}", v.len())))?;
     Ok(Some(kek))
 }
 
@@ -366,70 +368,43 @@ fn read_oidc(src: &Source, public_url: &Url) -> Result<OidcConfig, ConfigError> 
     let provider = match src.string_or("oidc.provider").as_str() {
         "generic" => ProviderKind::Generic,
         "auth0" => ProviderKind::Auth0 {
-            domain: src.require(
-                "oidc.domain",
-                "the Auth0 tenant domain, e.g. example.eu.auth0.com",
-                |s| Ok(s.to_owned()),
-            )?,
+            domain: src
+                .require("oidc.domain", "the Auth0 tenant domain, e.g. example.eu.auth0.com", |s| Ok(s.to_owned()))?,
             audience: src.string("oidc.audience"),
         },
         "entra" => ProviderKind::Entra {
-            tenant_id: src.require(
-                "oidc.tenant_id",
-                "the Entra ID directory (tenant) id",
-                |s| Ok(s.to_owned()),
-            )?,
+            tenant_id: src.require("oidc.tenant_id", "the Entra ID directory (tenant) id", |s| Ok(s.to_owned()))?,
         },
         other => {
-            return Err(src.invalid(
-                "oidc.provider",
-                format!("expected generic, auth0 or entra, got {other:?}"),
-            ));
+            return Err(src.invalid("oidc.provider", format!("expected generic, auth0 or entra, got {other:?}")));
         }
     };
     let authority = match (&provider, src.string("oidc.authority")) {
-        (_, Some(explicit)) => {
-            parse_http_url(&explicit).map_err(|e| src.invalid("oidc.authority", e))?
+        (_, Some(explicit)) => parse_http_url(&explicit).map_err(|e| src.invalid("oidc.authority", e))?,
+        (ProviderKind::Auth0 { domain, .. }, None) => {
+            parse_http_url(&format!("https://{domain}/")).map_err(|e| src.invalid("oidc.domain", e))?
         }
-        (ProviderKind::Auth0 { domain, .. }, None) => parse_http_url(&format!("https://{domain}/"))
-            .map_err(|e| src.invalid("oidc.domain", e))?,
-        (ProviderKind::Entra { tenant_id }, None) => parse_http_url(&format!(
-            "https://login.microsoftonline.com/{tenant_id}/v2.0"
-        ))
-        .map_err(|e| src.invalid("oidc.tenant_id", e))?,
+        (ProviderKind::Entra { tenant_id }, None) => {
+            parse_http_url(&format!("https://login.microsoftonline.com/{tenant_id}/v2.0"))
+                .map_err(|e| src.invalid("oidc.tenant_id", e))?
+        }
         (ProviderKind::Generic, None) => {
-            return Err(src.missing(
-                "oidc.authority",
-                "the issuer URL, e.g. https://login.example.com",
-            ));
+            return Err(src.missing("oidc.authority", "the issuer URL, e.g. https://login.example.com"));
         }
     };
-    let scopes: Vec<String> = src
-        .string_or("oidc.scopes")
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let scopes: Vec<String> = src.string_or("oidc.scopes").split_whitespace().map(str::to_owned).collect();
     if !scopes.iter().any(|s| s == "openid") {
         return Err(src.invalid("oidc.scopes", "must include openid".into()));
     }
     Ok(OidcConfig {
         provider,
         authority,
-        client_id: src.require(
-            "oidc.client_id",
-            "the client id registered at the issuer",
-            |s| Ok(s.to_owned()),
-        )?,
-        client_secret: src.require(
-            "oidc.client_secret",
-            "the client secret registered at the issuer",
-            |s| Ok(s.to_owned()),
-        )?,
+        client_id: src.require("oidc.client_id", "the client id registered at the issuer", |s| Ok(s.to_owned()))?,
+        client_secret: src
+            .require("oidc.client_secret", "the client secret registered at the issuer", |s| Ok(s.to_owned()))?,
         scopes,
         post_logout_redirect_uri: match src.string("oidc.post_logout_redirect_uri") {
-            Some(v) => {
-                parse_http_url(&v).map_err(|e| src.invalid("oidc.post_logout_redirect_uri", e))?
-            }
+            Some(v) => parse_http_url(&v).map_err(|e| src.invalid("oidc.post_logout_redirect_uri", e))?,
             None => join_path(public_url, "/"),
         },
         clock_skew: src.duration("oidc.clock_skew")?,

@@ -10,17 +10,22 @@ use super::keys::{self, KEYS, Key};
 pub(super) struct Source<'a> {
     file: HashMap<String, String>,
     env: &'a HashMap<String, String>,
+    /// The `[[routes]]` array, read by `routes.rs` (arrays of tables have no environment form).
+    pub routes: Vec<toml::Value>,
 }
 
 impl<'a> Source<'a> {
     /// Flattens the TOML table into dotted keys and refuses keys nobody reads (typos).
-    pub(super) fn new(
-        table: toml::Table,
-        env: &'a HashMap<String, String>,
-    ) -> Result<Self, ConfigError> {
+    pub(super) fn new(table: toml::Table, env: &'a HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut table = table;
+        let routes = match table.remove("routes") {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items,
+            Some(_) => return Err(ConfigError::UnknownKey { key: "routes (must be [[routes]] tables)".into() }),
+        };
         let mut file = HashMap::new();
         flatten("", table, &mut file)?;
-        Ok(Source { file, env })
+        Ok(Source { file, env, routes })
     }
 
     fn key(path: &str) -> &'static Key {
@@ -30,25 +35,15 @@ impl<'a> Source<'a> {
     /// The value as set (environment, then file), ignoring empty environment values.
     pub(super) fn string(&self, path: &str) -> Option<String> {
         let key = Self::key(path);
-        self.env
-            .get(key.env)
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .or_else(|| self.file.get(path).cloned())
+        self.env.get(key.env).filter(|v| !v.is_empty()).cloned().or_else(|| self.file.get(path).cloned())
     }
 
     /// The value as set, or the key's default.
     pub(super) fn string_or(&self, path: &str) -> String {
-        self.string(path)
-            .or_else(|| Self::key(path).default.map(str::to_owned))
-            .unwrap_or_default()
+        self.string(path).or_else(|| Self::key(path).default.map(str::to_owned)).unwrap_or_default()
     }
 
-    pub(super) fn parse<T>(
-        &self,
-        path: &str,
-        f: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
+    pub(super) fn parse<T>(&self, path: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
         f(&self.string_or(path)).map_err(|reason| self.invalid(path, reason))
     }
 
@@ -69,47 +64,28 @@ impl<'a> Source<'a> {
         self.parse(path, |s| {
             let d = match s.parse::<u64>() {
                 Ok(secs) => Duration::from_secs(secs),
-                Err(_) => humantime::parse_duration(s)
-                    .map_err(|e| format!("not a duration ({e}); try 30s, 20m, 7d"))?,
+                Err(_) => {
+                    humantime::parse_duration(s).map_err(|e| format!("not a duration ({e}); try 30s, 20m, 7d"))?
+                }
             };
-            if d.is_zero() {
-                Err("must be greater than zero".to_owned())
-            } else {
-                Ok(d)
-            }
+            if d.is_zero() { Err("must be greater than zero".to_owned()) } else { Ok(d) }
         })
     }
 
     pub(super) fn invalid(&self, path: &str, reason: String) -> ConfigError {
         let key = Self::key(path);
-        ConfigError::Invalid {
-            key: key.path,
-            env: key.env,
-            reason,
-        }
+        ConfigError::Invalid { key: key.path, env: key.env, reason }
     }
 
     pub(super) fn missing(&self, path: &str, hint: &'static str) -> ConfigError {
         let key = Self::key(path);
-        ConfigError::Missing {
-            key: key.path,
-            env: key.env,
-            hint,
-        }
+        ConfigError::Missing { key: key.path, env: key.env, hint }
     }
 }
 
-fn flatten(
-    prefix: &str,
-    table: toml::Table,
-    out: &mut HashMap<String, String>,
-) -> Result<(), ConfigError> {
+fn flatten(prefix: &str, table: toml::Table, out: &mut HashMap<String, String>) -> Result<(), ConfigError> {
     for (name, value) in table {
-        let path = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let path = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
         let text = match value {
             toml::Value::Table(inner) => {
                 flatten(&path, inner, out)?;
@@ -118,11 +94,7 @@ fn flatten(
             toml::Value::String(s) => s,
             toml::Value::Array(items) => items
                 .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string())
-                })
+                .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
                 .collect::<Vec<_>>()
                 .join(" "),
             other => other.to_string(),

@@ -4,10 +4,7 @@ use std::io::Write;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn minimal() -> HashMap<String, String> {
@@ -31,10 +28,7 @@ fn minimal_environment_gives_defaults() {
     assert_eq!(c.key_ring.mode, KeyRingMode::Local);
     assert_eq!(c.session.idle_timeout, Duration::from_secs(20 * 60));
     assert_eq!(c.key_ring.rotation, Duration::from_secs(7 * 86400));
-    assert_eq!(
-        c.redirect_uri().as_str(),
-        "http://localhost:8080/account/login/callback"
-    );
+    assert_eq!(c.redirect_uri().as_str(), "http://localhost:8080/account/login/callback");
     assert_eq!(c.cookie_name(), "bff-session");
 }
 
@@ -53,10 +47,7 @@ fn https_public_url_gets_host_prefixed_cookie() {
     vars.insert("BFF_PUBLIC_URL".into(), "https://app.example.com/".into());
     let c = Config::from_env_map(&vars).unwrap();
     assert_eq!(c.cookie_name(), "__Host-bff-session");
-    assert_eq!(
-        c.redirect_uri().as_str(),
-        "https://app.example.com/account/login/callback"
-    );
+    assert_eq!(c.redirect_uri().as_str(), "https://app.example.com/account/login/callback");
 }
 
 #[test]
@@ -70,10 +61,7 @@ fn each_missing_required_key_is_named() {
         let mut vars = minimal();
         vars.remove(var);
         let msg = error_of(vars);
-        assert!(
-            msg.starts_with(key) && msg.contains(var) && msg.contains("missing"),
-            "{msg}"
-        );
+        assert!(msg.starts_with(key) && msg.contains(var) && msg.contains("missing"), "{msg}");
     }
 }
 
@@ -93,10 +81,7 @@ fn invalid_values_are_named() {
         let mut vars = minimal();
         vars.insert(var.into(), value.into());
         let msg = error_of(vars);
-        assert!(
-            msg.starts_with(key) && msg.contains(var),
-            "{var}={value}: {msg}"
-        );
+        assert!(msg.starts_with(key) && msg.contains(var), "{var}={value}: {msg}");
     }
 }
 
@@ -137,9 +122,7 @@ scopes = ["openid", "email"]
 fn unknown_file_key_is_named() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     writeln!(file, "[session]\nidle_timout = \"5m\"").unwrap();
-    let msg = Config::load(Some(file.path()), &minimal())
-        .unwrap_err()
-        .to_string();
+    let msg = Config::load(Some(file.path()), &minimal()).unwrap_err().to_string();
     assert_eq!(msg, "session.idle_timout: unknown key in the config file");
 }
 
@@ -156,8 +139,5 @@ fn presets_derive_the_authority() {
     assert!(error_of(vars.clone()).starts_with("oidc.tenant_id"));
     vars.insert("BFF_OIDC_TENANT_ID".into(), "contoso-id".into());
     let c = Config::from_env_map(&vars).unwrap();
-    assert_eq!(
-        c.oidc.authority.as_str(),
-        "https://login.microsoftonline.com/contoso-id/v2.0"
-    );
+    assert_eq!(c.oidc.authority.as_str(), "https://login.microsoftonline.com/contoso-id/v2.0");
 }

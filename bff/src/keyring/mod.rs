@@ -67,10 +67,7 @@ pub struct KeyRing {
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_millis(500);
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl KeyRing {
@@ -186,8 +183,7 @@ impl KeyRing {
             entries = self.read_ring(shared).await?;
         }
         let newest = entries.iter().map(|(_, k)| k.created).max();
-        let due =
-            newest.is_none_or(|created| now.saturating_sub(created) >= self.rotation.as_secs());
+        let due = newest.is_none_or(|created| now.saturating_sub(created) >= self.rotation.as_secs());
         if due && self.try_lock(shared).await? {
             self.add_key(shared, now).await?;
             self.drop_retired(shared, &entries, now).await?;
@@ -218,11 +214,7 @@ impl KeyRing {
                 .collect()
         };
         for (id, encoded) in &lost {
-            let cmd = redis::cmd("HSETNX")
-                .arg(&shared.hash_key)
-                .arg(hex::encode(id))
-                .arg(encoded)
-                .clone();
+            let cmd = redis::cmd("HSETNX").arg(&shared.hash_key).arg(hex::encode(id)).arg(encoded).clone();
             shared.link.query::<()>(&cmd).await?;
             tracing::warn!(key_id = %hex::encode(id), "redis had lost a key of the ring; published it again");
         }
@@ -230,10 +222,7 @@ impl KeyRing {
     }
 
     async fn read_ring(&self, shared: &Shared) -> Result<Vec<(KeyId, StoredKey)>, KeyRingError> {
-        let fields: HashMap<String, String> = shared
-            .link
-            .query(redis::cmd("HGETALL").arg(&shared.hash_key))
-            .await?;
+        let fields: HashMap<String, String> = shared.link.query(redis::cmd("HGETALL").arg(&shared.hash_key)).await?;
         let mut out = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             match StoredKey::decode(&field, &value) {
@@ -247,13 +236,7 @@ impl KeyRing {
     }
 
     async fn try_lock(&self, shared: &Shared) -> Result<bool, KeyRingError> {
-        let cmd = redis::cmd("SET")
-            .arg(&shared.lock_key)
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(5000)
-            .clone();
+        let cmd = redis::cmd("SET").arg(&shared.lock_key).arg(1).arg("NX").arg("PX").arg(5000).clone();
         let got: Option<String> = shared.link.query(&cmd).await?;
         Ok(got.is_some())
     }
@@ -261,11 +244,7 @@ impl KeyRing {
     async fn add_key(&self, shared: &Shared, now: u64) -> Result<(), KeyRingError> {
         let id: KeyId = sealing::random();
         let stored = StoredKey::new(sealing::random(), now, self.kek.as_ref(), &id);
-        let cmd = redis::cmd("HSETNX")
-            .arg(&shared.hash_key)
-            .arg(hex::encode(id))
-            .arg(stored.encode())
-            .clone();
+        let cmd = redis::cmd("HSETNX").arg(&shared.hash_key).arg(hex::encode(id)).arg(stored.encode()).clone();
         shared.link.query::<()>(&cmd).await?;
         tracing::info!(key_id = %hex::encode(id), wrapped = self.kek.is_some(), "added a key to the shared key ring");
         Ok(())
@@ -279,14 +258,7 @@ impl KeyRing {
     ) -> Result<(), KeyRingError> {
         for (id, stored) in entries {
             if now.saturating_sub(stored.created) > self.retention.as_secs() {
-                shared
-                    .link
-                    .query::<()>(
-                        redis::cmd("HDEL")
-                            .arg(&shared.hash_key)
-                            .arg(hex::encode(id)),
-                    )
-                    .await?;
+                shared.link.query::<()>(redis::cmd("HDEL").arg(&shared.hash_key).arg(hex::encode(id))).await?;
                 tracing::info!(key_id = %hex::encode(id), "retired a key from the shared key ring");
             }
         }
@@ -300,10 +272,7 @@ impl KeyRing {
             match stored.unwrap(self.kek.as_ref(), &id) {
                 Ok(material) => {
                     let key = Arc::new(SealingKey::new(id, &material));
-                    let newer = ring
-                        .current
-                        .as_ref()
-                        .is_none_or(|(k, c)| (created, id) > (*c, k.id));
+                    let newer = ring.current.as_ref().is_none_or(|(k, c)| (created, id) > (*c, k.id));
                     if newer {
                         ring.current = Some((key.clone(), created));
                     }
@@ -355,9 +324,6 @@ mod tests {
         let b = KeyRing::local();
         let blob = a.seal(b"k", b"v").unwrap();
         assert_eq!(a.open(b"k", &blob).await.unwrap(), b"v");
-        assert!(matches!(
-            b.open(b"k", &blob).await,
-            Err(OpenError::UnknownKey(_))
-        ));
+        assert!(matches!(b.open(b"k", &blob).await, Err(OpenError::UnknownKey(_))));
     }
 }

@@ -34,10 +34,7 @@ pub struct SealingKey {
 impl SealingKey {
     pub fn new(id: KeyId, material: &[u8; 32]) -> Self {
         let unbound = UnboundKey::new(&AES_256_GCM, material).expect("32 bytes is an AES-256 key");
-        SealingKey {
-            id,
-            key: LessSafeKey::new(unbound),
-        }
+        SealingKey { id, key: LessSafeKey::new(unbound) }
     }
 
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
@@ -49,11 +46,7 @@ impl SealingKey {
         out.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
         self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut body,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
             .expect("AES-GCM seal of an in-memory buffer");
         out.extend_from_slice(&body);
         out
@@ -67,11 +60,7 @@ impl SealingKey {
         let mut body = body.to_vec();
         let plain = self
             .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut body,
-            )
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
             .map_err(|_| OpenError::Tampered)?;
         Ok(plain.to_vec())
     }
@@ -87,9 +76,7 @@ fn split(blob: &[u8]) -> Result<(KeyId, [u8; NONCE_LEN], &[u8]), OpenError> {
         return Err(OpenError::Malformed);
     }
     let id: KeyId = blob[1..1 + KEY_ID_LEN].try_into().expect("length checked");
-    let nonce: [u8; NONCE_LEN] = blob[1 + KEY_ID_LEN..HEADER_LEN]
-        .try_into()
-        .expect("length checked");
+    let nonce: [u8; NONCE_LEN] = blob[1 + KEY_ID_LEN..HEADER_LEN].try_into().expect("length checked");
     Ok((id, nonce, &blob[HEADER_LEN..]))
 }
 
@@ -132,10 +119,7 @@ mod tests {
         let k = key();
         let blob = k.seal(b"slot-a", b"value");
         assert_eq!(k.open(b"slot-b", &blob), Err(OpenError::Tampered));
-        assert!(matches!(
-            key().open(b"slot-a", &blob),
-            Err(OpenError::UnknownKey(_))
-        ));
+        assert!(matches!(key().open(b"slot-a", &blob), Err(OpenError::UnknownKey(_))));
         assert_eq!(k.open(b"slot-a", b"short"), Err(OpenError::Malformed));
     }
 }

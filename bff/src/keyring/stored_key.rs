@@ -23,12 +23,7 @@ impl StoredKey {
             Some(kek) => (kek.seal(id, &material), true),
             None => (material.to_vec(), false),
         };
-        StoredKey {
-            created,
-            alg: "A256GCM".into(),
-            material: STANDARD.encode(bytes),
-            wrapped,
-        }
+        StoredKey { created, alg: "A256GCM".into(), material: STANDARD.encode(bytes), wrapped }
     }
 
     pub fn encode(&self) -> String {
@@ -50,17 +45,13 @@ impl StoredKey {
     pub fn unwrap(&self, kek: Option<&SealingKey>, id: &KeyId) -> Result<[u8; 32], String> {
         let bytes = STANDARD.decode(&self.material).map_err(|e| e.to_string())?;
         let plain = match (self.wrapped, kek) {
-            (true, Some(kek)) => kek
-                .open(id, &bytes)
-                .map_err(|_| "key-encryption key does not open it".to_owned())?,
+            (true, Some(kek)) => kek.open(id, &bytes).map_err(|_| "key-encryption key does not open it".to_owned())?,
             (true, None) => return Err("wrapped, but this node has no key-encryption key".into()),
             (false, Some(_)) => {
                 return Err("not wrapped, but this node requires a key-encryption key".into());
             }
             (false, None) => bytes,
         };
-        plain
-            .try_into()
-            .map_err(|_| "key material is not 32 bytes".to_owned())
+        plain.try_into().map_err(|_| "key material is not 32 bytes".to_owned())
     }
 }

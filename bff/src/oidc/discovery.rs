@@ -16,30 +16,15 @@ pub struct ProviderMetadata {
     pub revocation_endpoint: Option<Url>,
 }
 
-pub(super) async fn fetch(
-    http: &reqwest::Client,
-    authority: &Url,
-) -> Result<ProviderMetadata, OidcError> {
+pub(super) async fn fetch(http: &reqwest::Client, authority: &Url) -> Result<ProviderMetadata, OidcError> {
     let mut url = authority.clone();
-    url.set_path(&format!(
-        "{}/.well-known/openid-configuration",
-        authority.path().trim_end_matches('/')
-    ));
-    let response = http
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| OidcError::Unreachable(format!("{url}: {e}")))?;
+    url.set_path(&format!("{}/.well-known/openid-configuration", authority.path().trim_end_matches('/')));
+    let response = http.get(url.clone()).send().await.map_err(|e| OidcError::Unreachable(format!("{url}: {e}")))?;
     if !response.status().is_success() {
-        return Err(OidcError::Unreachable(format!(
-            "{url} answered {}",
-            response.status()
-        )));
+        return Err(OidcError::Unreachable(format!("{url} answered {}", response.status())));
     }
-    let metadata: ProviderMetadata = response
-        .json()
-        .await
-        .map_err(|e| OidcError::BadIssuerResponse(format!("discovery document: {e}")))?;
+    let metadata: ProviderMetadata =
+        response.json().await.map_err(|e| OidcError::BadIssuerResponse(format!("discovery document: {e}")))?;
     if metadata.issuer.trim_end_matches('/') != authority.as_str().trim_end_matches('/') {
         return Err(OidcError::BadIssuerResponse(format!(
             "discovery says issuer {:?}, configured authority is {:?}",

@@ -23,30 +23,17 @@ pub(super) struct JwksCache {
 
 impl JwksCache {
     pub async fn refresh(&self, http: &reqwest::Client, uri: &Url) -> Result<(), OidcError> {
-        let response = http
-            .get(uri.clone())
-            .send()
-            .await
-            .map_err(|e| OidcError::Unreachable(format!("jwks: {e}")))?;
+        let response = http.get(uri.clone()).send().await.map_err(|e| OidcError::Unreachable(format!("jwks: {e}")))?;
         if !response.status().is_success() {
-            return Err(OidcError::Unreachable(format!(
-                "jwks answered {}",
-                response.status()
-            )));
+            return Err(OidcError::Unreachable(format!("jwks answered {}", response.status())));
         }
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|e| OidcError::BadIssuerResponse(format!("jwks: {e}")))?;
+        let body: serde_json::Value =
+            response.json().await.map_err(|e| OidcError::BadIssuerResponse(format!("jwks: {e}")))?;
         // Keys of a kind this client does not know are skipped, not fatal.
         let keys: Vec<Jwk> = body
             .get("keys")
             .and_then(|k| k.as_array())
-            .map(|keys| {
-                keys.iter()
-                    .filter_map(|k| serde_json::from_value(k.clone()).ok())
-                    .collect()
-            })
+            .map(|keys| keys.iter().filter_map(|k| serde_json::from_value(k.clone()).ok()).collect())
             .unwrap_or_default();
         *self.keys.write().expect("jwks lock") = keys;
         Ok(())
@@ -56,21 +43,14 @@ impl JwksCache {
     pub fn find(&self, kid: Option<&str>) -> Option<Jwk> {
         let keys = self.keys.read().expect("jwks lock");
         match kid {
-            Some(kid) => keys
-                .iter()
-                .find(|k| k.common.key_id.as_deref() == Some(kid))
-                .cloned(),
+            Some(kid) => keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).cloned(),
             None if keys.len() == 1 => keys.first().cloned(),
             None => None,
         }
     }
 
     /// Refetches unless a fetch happened very recently; returns whether it fetched.
-    pub async fn refetch_for_unknown_kid(
-        &self,
-        http: &reqwest::Client,
-        uri: &Url,
-    ) -> Result<bool, OidcError> {
+    pub async fn refetch_for_unknown_kid(&self, http: &reqwest::Client, uri: &Url) -> Result<bool, OidcError> {
         let mut last = self.last_refetch.lock().await;
         if last.is_some_and(|t| t.elapsed() < REFETCH_AT_MOST_EVERY) {
             return Ok(false);

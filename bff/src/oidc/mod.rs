@@ -9,6 +9,7 @@
 mod discovery;
 mod id_token;
 mod jwks;
+mod logout_token;
 mod pkce;
 
 use std::sync::{Arc, RwLock};
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use url::Url;
 
 pub use discovery::ProviderMetadata;
+pub use logout_token::LogoutRequest;
 pub use pkce::challenge_s256;
 
 use crate::config::{OidcConfig, ProviderKind};
@@ -37,6 +39,8 @@ pub enum OidcError {
     CodeRefused(String),
     #[error("invalid id_token: {0}")]
     InvalidIdToken(String),
+    #[error("invalid logout_token: {0}")]
+    InvalidLogoutToken(String),
 }
 
 /// What the token endpoint answers to a code exchange.
@@ -64,13 +68,7 @@ impl Oidc {
             .user_agent(concat!("bff/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("http client builds");
-        Arc::new(Oidc {
-            config,
-            redirect_uri,
-            http,
-            metadata: RwLock::new(None),
-            jwks: JwksCache::default(),
-        })
+        Arc::new(Oidc { config, redirect_uri, http, metadata: RwLock::new(None), jwks: JwksCache::default() })
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -78,11 +76,7 @@ impl Oidc {
     }
 
     pub fn metadata(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
-        self.metadata
-            .read()
-            .expect("metadata lock")
-            .clone()
-            .ok_or(OidcError::NotDiscovered)
+        self.metadata.read().expect("metadata lock").clone().ok_or(OidcError::NotDiscovered)
     }
 
     pub fn is_discovered(&self) -> bool {
@@ -112,12 +106,7 @@ impl Oidc {
     }
 
     /// The URL the browser is sent to for login.
-    pub fn authorization_url(
-        &self,
-        state: &str,
-        nonce: &str,
-        verifier: &str,
-    ) -> Result<Url, OidcError> {
+    pub fn authorization_url(&self, state: &str, nonce: &str, verifier: &str) -> Result<Url, OidcError> {
         let metadata = self.metadata()?;
         let mut url = metadata.authorization_endpoint.clone();
         {
@@ -130,11 +119,7 @@ impl Oidc {
                 .append_pair("nonce", nonce)
                 .append_pair("code_challenge", &challenge_s256(verifier))
                 .append_pair("code_challenge_method", "S256");
-            if let ProviderKind::Auth0 {
-                audience: Some(audience),
-                ..
-            } = &self.config.provider
-            {
+            if let ProviderKind::Auth0 { audience: Some(audience), .. } = &self.config.provider {
                 q.append_pair("audience", audience);
             }
         }
@@ -142,47 +127,67 @@ impl Oidc {
     }
 
     /// Exchanges an authorization code at the token endpoint (`client_secret_basic`).
-    pub async fn exchange_code(
-        &self,
-        code: &str,
-        verifier: &str,
-    ) -> Result<TokenResponse, OidcError> {
-        let metadata = self.metadata()?;
-        let form = [
+    pub async fn exchange_code(&self, code: &str, verifier: &str) -> Result<TokenResponse, OidcError> {
+        let redirect_uri = self.redirect_uri.to_string();
+        self.token_request(&[
             ("grant_type", "authorization_code"),
             ("code", code),
-            ("redirect_uri", self.redirect_uri.as_str()),
+            ("redirect_uri", &redirect_uri),
             ("code_verifier", verifier),
-        ];
+        ])
+        .await
+    }
+
+    /// Uses a refresh token. A refusal (`invalid_grant`) is [`OidcError::CodeRefused`].
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OidcError> {
+        self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
+    }
+
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<TokenResponse, OidcError> {
+        let metadata = self.metadata()?;
         let response = self
             .http
             .post(metadata.token_endpoint.clone())
-            .basic_auth(
-                form_encode(&self.config.client_id),
-                Some(form_encode(&self.config.client_secret)),
-            )
-            .form(&form)
+            .basic_auth(form_encode(&self.config.client_id), Some(form_encode(&self.config.client_secret)))
+            .form(form)
             .send()
             .await
             .map_err(|e| OidcError::Unreachable(format!("token endpoint: {e}")))?;
         let status = response.status();
         if status.is_client_error() {
             let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let error = body
-                .get("error")
-                .and_then(|v| v.as_str())
-                .unwrap_or("unknown error");
+            let error = body.get("error").and_then(|v| v.as_str()).unwrap_or("unknown error");
             return Err(OidcError::CodeRefused(format!("{status}: {error}")));
         }
         if !status.is_success() {
-            return Err(OidcError::Unreachable(format!(
-                "token endpoint answered {status}"
-            )));
+            return Err(OidcError::Unreachable(format!("token endpoint answered {status}")));
         }
-        response
-            .json()
-            .await
-            .map_err(|e| OidcError::BadIssuerResponse(format!("token response: {e}")))
+        response.json().await.map_err(|e| OidcError::BadIssuerResponse(format!("token response: {e}")))
+    }
+
+    /// Revokes a refresh token at the issuer's revocation endpoint, when it has one (RFC 7009).
+    /// Best effort: a failure is logged, the logout goes on.
+    pub async fn revoke(&self, refresh_token: &str) {
+        let Ok(metadata) = self.metadata() else { return };
+        let Some(endpoint) = metadata.revocation_endpoint.clone() else { return };
+        let result = self
+            .http
+            .post(endpoint)
+            .basic_auth(form_encode(&self.config.client_id), Some(form_encode(&self.config.client_secret)))
+            .form(&[("token", refresh_token), ("token_type_hint", "refresh_token")])
+            .send()
+            .await;
+        match result {
+            Ok(r) if r.status().is_success() => tracing::debug!("refresh token revoked"),
+            Ok(r) => tracing::warn!(status = %r.status(), "revocation endpoint refused"),
+            Err(error) => tracing::warn!(%error, "revocation endpoint unreachable"),
+        }
+    }
+
+    /// Validates a back-channel logout token.
+    pub async fn validate_logout_token(&self, token: &str) -> Result<LogoutRequest, OidcError> {
+        let metadata = self.metadata()?;
+        logout_token::validate(token, &metadata, &self.config, &self.jwks, &self.http).await
     }
 
     /// Validates an id_token for this client and the `nonce` of the login it answers; returns
@@ -193,15 +198,7 @@ impl Oidc {
         nonce: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>, OidcError> {
         let metadata = self.metadata()?;
-        id_token::validate(
-            token,
-            nonce,
-            &metadata,
-            &self.config,
-            &self.jwks,
-            &self.http,
-        )
-        .await
+        id_token::validate(token, nonce, &metadata, &self.config, &self.jwks, &self.http).await
     }
 
     /// Where to send the browser after the session is deleted, if the issuer has a logout.
@@ -215,16 +212,13 @@ impl Oidc {
                 if let Some(hint) = id_token_hint {
                     q.append_pair("id_token_hint", hint);
                 }
-                q.append_pair("client_id", &self.config.client_id)
-                    .append_pair("post_logout_redirect_uri", post_logout);
+                q.append_pair("client_id", &self.config.client_id).append_pair("post_logout_redirect_uri", post_logout);
             }
             return Some(url);
         }
         if let ProviderKind::Auth0 { domain, .. } = &self.config.provider {
             let mut url = Url::parse(&format!("https://{domain}/v2/logout")).ok()?;
-            url.query_pairs_mut()
-                .append_pair("client_id", &self.config.client_id)
-                .append_pair("returnTo", post_logout);
+            url.query_pairs_mut().append_pair("client_id", &self.config.client_id).append_pair("returnTo", post_logout);
             return Some(url);
         }
         None

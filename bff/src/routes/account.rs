@@ -20,16 +20,10 @@ const PROTOCOL_CLAIMS: &[&str] = &["nonce", "at_hash", "c_hash", "s_hash"];
 fn redirect(location: &str, set_cookies: Vec<String>) -> Response {
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        LOCATION,
-        HeaderValue::from_str(location).expect("redirect target is a valid header"),
-    );
+    headers.insert(LOCATION, HeaderValue::from_str(location).expect("redirect target is a valid header"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for cookie in set_cookies {
-        headers.append(
-            SET_COOKIE,
-            HeaderValue::from_str(&cookie).expect("cookie is a valid header"),
-        );
+        headers.append(SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is a valid header"));
     }
     response
 }
@@ -61,14 +55,9 @@ pub async fn login(
         landing_page,
         browser_binding: binding.clone(),
     };
-    let url = state
-        .oidc
-        .authorization_url(&login_state, &pending.nonce, &pending.verifier)?;
+    let url = state.oidc.authorization_url(&login_state, &pending.nonce, &pending.verifier)?;
     state.sessions.save_login(&login_state, &pending).await?;
-    Ok(redirect(
-        url.as_str(),
-        vec![cookies::login_binding(&state.config, binding)],
-    ))
+    Ok(redirect(url.as_str(), vec![cookies::login_binding(&state.config, binding)]))
 }
 
 #[derive(Deserialize)]
@@ -85,9 +74,7 @@ pub async fn callback(
     previous: Option<CurrentSession>,
     Query(params): Query<CallbackParams>,
 ) -> Result<Response, AppError> {
-    let login_state = params
-        .state
-        .ok_or_else(|| AppError::bad_request("missing state"))?;
+    let login_state = params.state.ok_or_else(|| AppError::bad_request("missing state"))?;
     let pending = state
         .sessions
         .take_login(&login_state)
@@ -95,32 +82,19 @@ pub async fn callback(
         .ok_or_else(|| AppError::bad_request("unknown, expired or already used login state"))?;
     let binding = cookies::read(&headers, &state.config.login_cookie_name());
     if binding.as_deref() != Some(pending.browser_binding.as_str()) {
-        return Err(AppError::bad_request(
-            "this login was started in another browser",
-        ));
+        return Err(AppError::bad_request("this login was started in another browser"));
     }
     if let Some(error) = params.error {
-        let code: String = error
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(64)
-            .collect();
-        return Err(AppError::bad_request(format!(
-            "the identity provider returned an error: {code}"
-        )));
+        let code: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+        return Err(AppError::bad_request(format!("the identity provider returned an error: {code}")));
     }
-    let code = params
-        .code
-        .ok_or_else(|| AppError::bad_request("missing code"))?;
+    let code = params.code.ok_or_else(|| AppError::bad_request("missing code"))?;
 
     let tokens = state.oidc.exchange_code(&code, &pending.verifier).await?;
-    let id_token = tokens.id_token.ok_or_else(|| {
-        crate::oidc::OidcError::InvalidIdToken("the token response has no id_token".into())
-    })?;
-    let mut claims = state
-        .oidc
-        .validate_id_token(&id_token, &pending.nonce)
-        .await?;
+    let id_token = tokens
+        .id_token
+        .ok_or_else(|| crate::oidc::OidcError::InvalidIdToken("the token response has no id_token".into()))?;
+    let mut claims = state.oidc.validate_id_token(&id_token, &pending.nonce).await?;
     for claim in PROTOCOL_CLAIMS {
         claims.remove(*claim);
     }
@@ -139,39 +113,37 @@ pub async fn callback(
         state.sessions.end(&previous.id).await?;
     }
     let id = state.sessions.create(&session).await?;
+    metrics::counter!("bff_sessions_created_total").increment(1);
     tracing::info!("session created");
     Ok(redirect(
         &pending.landing_page,
-        vec![
-            cookies::session(&state.config, id.to_cookie_value()),
-            cookies::clear_login_binding(&state.config),
-        ],
+        vec![cookies::session(&state.config, id.to_cookie_value()), cookies::clear_login_binding(&state.config)],
     ))
 }
 
 /// The user's id_token claims, or 404 without a session.
 pub async fn me(current: CurrentSession) -> Response {
     let mut response = Json(current.session.claims).into_response();
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
 /// Deletes the session in the store (every node sees it gone), clears the cookie and sends the
 /// browser to the issuer's logout when it has one.
-pub async fn end_session(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    let id =
-        cookies::read(&headers, &state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
+pub async fn end_session(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let id = cookies::read(&headers, &state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
     let mut id_token = None;
     if let Some(id) = id {
         if let Some(session) = state.sessions.load(&id).await? {
+            if let Some(refresh_token) = session.refresh_token {
+                // Logout everywhere: the refresh token dies at the issuer too (not waited for).
+                let oidc = state.oidc.clone();
+                tokio::spawn(async move { oidc.revoke(&refresh_token).await });
+            }
             id_token = Some(session.id_token);
         }
         state.sessions.end(&id).await?;
+        metrics::counter!("bff_sessions_ended_total", "how" => "logout").increment(1);
         tracing::info!("session ended");
     }
     let target = id_token
@@ -179,8 +151,5 @@ pub async fn end_session(
         .and_then(|hint| state.oidc.logout_url(Some(hint)))
         .map(|u| u.to_string())
         .unwrap_or_else(|| state.config.public_url_for("/").to_string());
-    Ok(redirect(
-        &target,
-        vec![cookies::clear_session(&state.config)],
-    ))
+    Ok(redirect(&target, vec![cookies::clear_session(&state.config)]))
 }

@@ -25,12 +25,8 @@ fn build(config: &Config, name: String, value: String, max_age: Option<CookieDur
         SameSite::Lax => cookie::SameSite::Lax,
         SameSite::Strict => cookie::SameSite::Strict,
     };
-    let mut cookie = Cookie::build((name, value))
-        .path("/")
-        .http_only(true)
-        .secure(config.is_https())
-        .same_site(same_site)
-        .build();
+    let mut cookie =
+        Cookie::build((name, value)).path("/").http_only(true).secure(config.is_https()).same_site(same_site).build();
     if let Some(max_age) = max_age {
         cookie.set_max_age(max_age);
     }
@@ -42,12 +38,7 @@ pub fn session(config: &Config, value: String) -> String {
 }
 
 pub fn clear_session(config: &Config) -> String {
-    build(
-        config,
-        config.cookie_name(),
-        String::new(),
-        Some(CookieDuration::ZERO),
-    )
+    build(config, config.cookie_name(), String::new(), Some(CookieDuration::ZERO))
 }
 
 /// The login binding cookie must survive the top-level redirect back from the issuer, so it is
@@ -58,19 +49,12 @@ pub fn login_binding(config: &Config, value: String) -> String {
         .http_only(true)
         .secure(config.is_https())
         .same_site(cookie::SameSite::Lax)
-        .max_age(CookieDuration::seconds(
-            config.session.login_timeout.as_secs() as i64,
-        ))
+        .max_age(CookieDuration::seconds(config.session.login_timeout.as_secs() as i64))
         .build();
     cookie.set_path("/");
     cookie.to_string()
 }
 
 pub fn clear_login_binding(config: &Config) -> String {
-    build(
-        config,
-        config.login_cookie_name(),
-        String::new(),
-        Some(CookieDuration::ZERO),
-    )
+    build(config, config.login_cookie_name(), String::new(), Some(CookieDuration::ZERO))
 }

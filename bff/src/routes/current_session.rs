@@ -17,10 +17,7 @@ pub struct CurrentSession {
 impl FromRequestParts<AppState> for CurrentSession {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let id = cookies::read(&parts.headers, &state.config.cookie_name())
             .and_then(|v| SessionId::parse(&v))
             .ok_or(AppError::NoSession)?;
@@ -32,10 +29,7 @@ impl FromRequestParts<AppState> for CurrentSession {
 impl axum::extract::OptionalFromRequestParts<AppState> for CurrentSession {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
         match <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
             Ok(current) => Ok(Some(current)),
             Err(AppError::NoSession) => Ok(None),

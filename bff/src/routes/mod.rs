@@ -1,9 +1,11 @@
 //! The router: account endpoints under the configured prefix, and the probes.
 
 mod account;
+mod backchannel;
 mod cookies;
 mod current_session;
 mod probes;
+mod proxy;
 
 use axum::Router;
 use axum::routing::get;
@@ -11,6 +13,7 @@ use axum::routing::get;
 use crate::state::AppState;
 
 pub use current_session::CurrentSession;
+pub use proxy::RouteLabel;
 
 pub fn router(state: AppState) -> Router {
     let prefix = state.config.account_prefix.clone();
@@ -18,13 +21,13 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(account::login))
         .route("/login/callback", get(account::callback))
         .route("/me", get(account::me))
-        .route(
-            "/end-session",
-            get(account::end_session).post(account::end_session),
-        );
+        .route("/end-session", get(account::end_session).post(account::end_session))
+        .route("/backchannel-logout", axum::routing::post(backchannel::backchannel_logout));
     Router::new()
         .nest(&prefix, account)
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
+        .route("/metrics", get(crate::metrics::render))
+        .fallback(proxy::proxy)
         .with_state(state)
 }

@@ -14,28 +14,17 @@ pub async fn health() -> &'static str {
 
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let store = state.sessions.store().kind();
-    let key_ring = if state.sessions.key_ring().is_shared() {
-        "redis"
-    } else {
-        "local"
-    };
+    let key_ring = if state.sessions.key_ring().is_shared() { "redis" } else { "local" };
     let problem = match state.sessions.check_ready().await {
         Err(error) => Some(error.to_string()),
-        Ok(()) if !state.oidc.is_discovered() => {
-            Some("identity provider metadata not loaded yet".to_owned())
-        }
+        Ok(()) if !state.oidc.is_discovered() => Some("identity provider metadata not loaded yet".to_owned()),
         Ok(()) => None,
     };
     match problem {
-        None => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "store": store, "key_ring": key_ring })),
-        ),
+        None => (StatusCode::OK, Json(json!({ "status": "ready", "store": store, "key_ring": key_ring }))),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "not ready", "reason": reason, "store": store, "key_ring": key_ring }),
-            ),
+            Json(json!({ "status": "not ready", "reason": reason, "store": store, "key_ring": key_ring })),
         ),
     }
 }

@@ -50,10 +50,7 @@ mod tests {
         let id = SessionId::generate();
         assert_eq!(SessionId::parse(&id.to_cookie_value()), Some(id.clone()));
         assert_eq!(SessionId::parse("short"), None);
-        assert_eq!(
-            SessionId::parse(&format!("{}A", id.to_cookie_value())),
-            None
-        );
+        assert_eq!(SessionId::parse(&format!("{}A", id.to_cookie_value())), None);
         assert_eq!(SessionId::parse("!!!!"), None);
         assert_ne!(SessionId::generate(), SessionId::generate());
     }

@@ -3,7 +3,7 @@
 //! It lives in one process, so it cannot scale out and loses everything on restart; the node
 //! warns about that at start-up. Expiry uses `tokio::time::Instant`, so tests can pause time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ use super::store::{SessionStore, StoreError};
 #[derive(Default)]
 pub struct MemoryStore {
     entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    locks: Mutex<HashMap<String, (String, Instant)>>,
+    indexes: Mutex<HashMap<String, (HashSet<String>, Instant)>>,
 }
 
 impl MemoryStore {
@@ -59,14 +61,82 @@ impl SessionStore for MemoryStore {
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = Instant::now();
         let entry = self.entries.lock().expect("memory store lock").remove(key);
-        Ok(entry
-            .filter(|(_, expires)| *expires > now)
-            .map(|(value, _)| value))
+        Ok(entry.filter(|(_, expires)| *expires > now).map(|(value, _)| value))
+    }
+
+    async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("memory store lock");
+        match entries.get_mut(key) {
+            Some(entry) if entry.1 > now => {
+                *entry = (value, now + ttl);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.entries.lock().expect("memory store lock").remove(key);
         Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        let mut entries = self.entries.lock().expect("memory store lock");
+        for key in keys {
+            entries.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn try_lock(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut locks = self.locks.lock().expect("memory store lock");
+        match locks.get(key) {
+            Some((_, expires)) if *expires > now => Ok(false),
+            _ => {
+                locks.insert(key.to_owned(), (holder.to_owned(), now + lease));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn extend_lock(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut locks = self.locks.lock().expect("memory store lock");
+        match locks.get_mut(key) {
+            Some((owner, expires)) if owner == holder && *expires > now => {
+                *expires = now + lease;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn unlock(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        let mut locks = self.locks.lock().expect("memory store lock");
+        if locks.get(key).is_some_and(|(owner, _)| owner == holder) {
+            locks.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        let expires = Instant::now() + ttl;
+        let mut indexes = self.indexes.lock().expect("memory store lock");
+        let entry = indexes.entry(index.to_owned()).or_insert_with(|| (HashSet::new(), expires));
+        entry.0.insert(member.to_owned());
+        entry.1 = expires;
+        Ok(())
+    }
+
+    async fn index_take(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let entry = self.indexes.lock().expect("memory store lock").remove(index);
+        Ok(entry
+            .filter(|(_, expires)| *expires > now)
+            .map(|(members, _)| members.into_iter().collect())
+            .unwrap_or_default())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

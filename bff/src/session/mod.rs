@@ -9,6 +9,7 @@ mod id;
 mod memory;
 mod record;
 mod redis;
+mod refresh;
 mod store;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use id::{SessionId, random_token};
 pub use memory::MemoryStore;
 pub use record::{PendingLogin, Session};
 pub use redis::RedisStore;
+pub use refresh::{RefreshError, Refresher};
 pub use store::{SessionStore, StoreError};
 
 use crate::keyring::{KeyRing, KeyRingError};
@@ -35,10 +37,7 @@ pub enum SessionError {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Sessions and pending logins, sealed and stored.
@@ -62,13 +61,7 @@ impl Sessions {
         absolute_lifetime: Duration,
         login_timeout: Duration,
     ) -> Self {
-        Sessions {
-            store,
-            ring,
-            idle_timeout,
-            absolute_lifetime,
-            login_timeout,
-        }
+        Sessions { store, ring, idle_timeout, absolute_lifetime, login_timeout }
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -92,12 +85,55 @@ impl Sessions {
     pub async fn create(&self, session: &Session) -> Result<SessionId, SessionError> {
         let id = SessionId::generate();
         let key = store_key("s", id.as_bytes());
-        let sealed = self.ring.seal(
-            key.as_bytes(),
-            &serde_json::to_vec(session).expect("session serialises"),
-        )?;
+        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(session).expect("session serialises"))?;
         self.store.put(&key, sealed, self.idle_timeout).await?;
+        // Indexes for back-channel logout: hashed, so Redis holds no `sid` or `sub`.
+        for index in Self::indexes_of(&session.claims) {
+            self.store.index_add(&index, &key, self.absolute_lifetime).await?;
+        }
         Ok(id)
+    }
+
+    fn indexes_of(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+        let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default();
+        ["sid", "sub"]
+            .into_iter()
+            .filter_map(|claim| {
+                let value = claims.get(claim)?.as_str()?;
+                Some(Self::index_key(claim, iss, value))
+            })
+            .collect()
+    }
+
+    fn index_key(claim: &str, iss: &str, value: &str) -> String {
+        store_key(&format!("i:{claim}"), format!("{iss}\0{value}").as_bytes())
+    }
+
+    /// Ends every session of the issuer's session id `sid`, or of the user `sub` (back-channel
+    /// logout); returns how many there were.
+    pub async fn end_all(&self, iss: &str, sid: Option<&str>, sub: Option<&str>) -> Result<usize, SessionError> {
+        let mut keys = Vec::new();
+        if let Some(sid) = sid {
+            keys.extend(self.store.index_take(&Self::index_key("sid", iss, sid)).await?);
+        }
+        if let (Some(sub), None) = (sub, sid) {
+            keys.extend(self.store.index_take(&Self::index_key("sub", iss, sub)).await?);
+        }
+        self.store.delete_many(&keys).await?;
+        Ok(keys.len())
+    }
+
+    /// Stores an updated session (new tokens) unless it ended meanwhile; returns whether it
+    /// was stored.
+    pub async fn save(&self, id: &SessionId, session: &Session) -> Result<bool, SessionError> {
+        let key = store_key("s", id.as_bytes());
+        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(session).expect("session serialises"))?;
+        Ok(self.store.replace(&key, sealed, self.idle_timeout).await?)
+    }
+
+    /// The store key of a session's refresh lock.
+    pub fn refresh_lock_key(id: &SessionId) -> String {
+        store_key("r", id.as_bytes())
     }
 
     /// Loads a session and slides its idle timeout, in one store operation. A session that does
@@ -136,10 +172,7 @@ impl Sessions {
     /// Keeps a login in progress under its `state`, so the callback can land on any node.
     pub async fn save_login(&self, state: &str, login: &PendingLogin) -> Result<(), SessionError> {
         let key = store_key("l", state.as_bytes());
-        let sealed = self.ring.seal(
-            key.as_bytes(),
-            &serde_json::to_vec(login).expect("login serialises"),
-        )?;
+        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(login).expect("login serialises"))?;
         self.store.put(&key, sealed, self.login_timeout).await?;
         Ok(())
     }

@@ -19,9 +19,7 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("created_at", &self.created_at)
-            .finish_non_exhaustive()
+        f.debug_struct("Session").field("created_at", &self.created_at).finish_non_exhaustive()
     }
 }
 

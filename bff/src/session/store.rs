@@ -27,7 +27,28 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Reads and deletes `key` atomically: a second `take` of the same key finds nothing.
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Replaces `key` only if it still exists (a session ended meanwhile stays ended); returns
+    /// whether it did.
+    async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError>;
+
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
+
+    /// Takes the lock `key` for `lease` if nobody holds it; `holder` identifies the taker.
+    async fn try_lock(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Extends the lease if `holder` still holds the lock; returns whether it did.
+    async fn extend_lock(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Releases the lock if `holder` still holds it.
+    async fn unlock(&self, key: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Adds `member` to the set `index`, which lives for `ttl` from now.
+    async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Removes the set `index` and returns its members.
+    async fn index_take(&self, index: &str) -> Result<Vec<String>, StoreError>;
 
     /// Answers when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -12,31 +12,20 @@ use crate::stack::{eventually, node_builder, redis_cmd, stack};
 async fn dump(port: u16) -> Vec<(String, Vec<u8>)> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     let mut out = Vec::new();
     for key in keys {
-        let kind: String = redis::cmd("TYPE")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let value: Vec<u8> = if kind == "hash" {
-            let fields: Vec<Vec<u8>> = redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            fields.concat()
-        } else {
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap()
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.unwrap();
+        let value: Vec<u8> = match kind.as_str() {
+            "hash" => {
+                let fields: Vec<Vec<u8>> = redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.unwrap();
+                fields.concat()
+            }
+            "set" => {
+                let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(&key).query_async(&mut conn).await.unwrap();
+                members.concat()
+            }
+            _ => redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap(),
         };
         out.push((key, value));
     }
@@ -44,9 +33,7 @@ async fn dump(port: u16) -> Vec<(String, Vec<u8>)> {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -69,10 +56,7 @@ async fn redis_holds_no_token_claim_or_cookie_in_plaintext() {
     );
     for (key, value) in &entries {
         for secret in &secrets {
-            assert!(
-                !key.contains(secret.as_str()),
-                "key {key} contains {secret}"
-            );
+            assert!(!key.contains(secret.as_str()), "key {key} contains {secret}");
             assert!(!contains(value, secret), "value of {key} contains {secret}");
         }
     }
@@ -84,30 +68,15 @@ async fn a_blob_changed_in_redis_is_no_session() {
     let user = VirtualUser::new(None);
     user.login(&s.url(0)).await.unwrap();
     let port = s.redis().port();
-    let (key, mut value) = dump(port)
-        .await
-        .into_iter()
-        .find(|(k, _)| k.starts_with("bff:s:"))
-        .unwrap();
+    let (key, mut value) = dump(port).await.into_iter().find(|(k, _)| k.starts_with("bff:s:")).unwrap();
     let last = value.len() - 1;
     value[last] ^= 1;
     let client = redis::Client::open(s.redis().url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(value)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("SET").arg(&key).arg(value).query_async(&mut conn).await.unwrap();
 
     assert_eq!(user.me(&s.url(0)).await.unwrap().status, 404);
-    assert!(
-        s.nodes[0]
-            .logs()
-            .iter()
-            .any(|l| l.contains("cannot be opened")),
-        "the node logs why"
-    );
+    assert!(s.nodes[0].logs().iter().any(|l| l.contains("cannot be opened")), "the node logs why");
 }
 
 #[tokio::test]
@@ -134,11 +103,7 @@ async fn sessions_slide_with_one_redis_command_per_request() {
             .unwrap_or(0)
     };
     assert_eq!(calls("getex"), 10, "{info}");
-    assert_eq!(
-        calls("get") + calls("set") + calls("expire"),
-        0,
-        "no read-then-write: {info}"
-    );
+    assert_eq!(calls("get") + calls("set") + calls("expire"), 0, "no read-then-write: {info}");
 }
 
 #[tokio::test]
@@ -147,17 +112,8 @@ async fn wrapped_key_ring_is_unreadable_without_the_kek() {
     let s = stack().env("BFF_KEY_ENCRYPTION_KEY", kek).run().await;
     let user = VirtualUser::new(None);
     user.login(&s.url(0)).await.unwrap();
-    let ring = dump(s.redis().port())
-        .await
-        .into_iter()
-        .find(|(k, _)| k == "bff:keyring")
-        .unwrap()
-        .1;
-    assert!(
-        contains(&ring, "\"wrapped\":true"),
-        "{}",
-        String::from_utf8_lossy(&ring)
-    );
+    let ring = dump(s.redis().port()).await.into_iter().find(|(k, _)| k == "bff:keyring").unwrap().1;
+    assert!(contains(&ring, "\"wrapped\":true"), "{}", String::from_utf8_lossy(&ring));
 
     // A node with another KEK cannot use the ring: it stays not ready and says why in its log.
     let other_kek = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
@@ -168,34 +124,18 @@ async fn wrapped_key_ring_is_unreadable_without_the_kek() {
         .await
         .unwrap();
     let http = reqwest::Client::new();
-    eventually(
-        "the stranger logs that it cannot unwrap the ring",
-        Duration::from_secs(10),
-        || async {
-            stranger
-                .logs()
-                .iter()
-                .any(|l| l.contains("key-encryption key does not open it"))
-        },
-    )
+    eventually("the stranger logs that it cannot unwrap the ring", Duration::from_secs(10), || async {
+        stranger.logs().iter().any(|l| l.contains("key-encryption key does not open it"))
+    })
     .await;
-    let ready = http
-        .get(format!("{}/ready", stranger.url()))
-        .send()
-        .await
-        .unwrap();
+    let ready = http.get(format!("{}/ready", stranger.url())).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert_eq!(user.me(&s.url(0)).await.unwrap().status, 200);
 }
 
 #[tokio::test]
 async fn keys_rotate_and_old_keys_still_open() {
-    let s = stack()
-        .nodes(2)
-        .env("BFF_KEY_ROTATION", "1s")
-        .env("BFF_KEY_RING_REFRESH", "1s")
-        .run()
-        .await;
+    let s = stack().nodes(2).env("BFF_KEY_ROTATION", "1s").env("BFF_KEY_RING_REFRESH", "1s").run().await;
     let user = VirtualUser::new(None);
     user.login(&s.url(0)).await.unwrap();
     let port = s.redis().port();
@@ -204,17 +144,9 @@ async fn keys_rotate_and_old_keys_still_open() {
     })
     .await;
     for node in 0..2 {
-        assert_eq!(
-            user.me(&s.url(node)).await.unwrap().status,
-            200,
-            "sealed under the old key, node {node}"
-        );
+        assert_eq!(user.me(&s.url(node)).await.unwrap().status, 200, "sealed under the old key, node {node}");
     }
     let late = VirtualUser::new(None);
     late.login(&s.url(1)).await.unwrap();
-    assert_eq!(
-        late.me(&s.url(0)).await.unwrap().status,
-        200,
-        "sealed under the new key"
-    );
+    assert_eq!(late.me(&s.url(0)).await.unwrap().status, 200, "sealed under the new key");
 }

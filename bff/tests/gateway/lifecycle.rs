@@ -9,12 +9,7 @@ use harness::{TokenFaults, VirtualUser};
 use crate::stack::{BFF, stack};
 
 fn bff(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-    Command::new(BFF)
-        .env_clear()
-        .envs(env.iter().copied())
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(BFF).env_clear().envs(env.iter().copied()).args(args).output().unwrap()
 }
 
 #[test]
@@ -29,35 +24,20 @@ fn configuration_errors_exit_64_naming_the_key() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("public_url (BFF_PUBLIC_URL): missing"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("public_url (BFF_PUBLIC_URL): missing"), "{stderr}");
 
     let mut bad = base.to_vec();
     bad.push(("BFF_SESSION_IDLE_TIMEOUT", "forever"));
     let out = bff(&bad, &[]);
     assert_eq!(out.status.code(), Some(64));
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("session.idle_timeout (BFF_SESSION_IDLE_TIMEOUT)")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("session.idle_timeout (BFF_SESSION_IDLE_TIMEOUT)"));
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bff.toml");
-    std::fs::write(
-        &file,
-        "public_url = \"http://x\"\n[oidc]\nauthoriti = \"http://issuer\"\n",
-    )
-    .unwrap();
+    std::fs::write(&file, "public_url = \"http://x\"\n[oidc]\nauthoriti = \"http://issuer\"\n").unwrap();
     let out = bff(&[], &["--config", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("oidc.authoriti: unknown key")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("oidc.authoriti: unknown key"));
 
     assert_eq!(bff(&base, &["--check"]).status.code(), Some(0));
 }
@@ -84,26 +64,18 @@ fn help_lists_every_setting() {
 async fn sigterm_finishes_in_flight_requests_and_exits_0() {
     let mut s = stack().run().await;
     let user = VirtualUser::new(None);
-    let start = user
-        .get(&format!("{}/account/login", s.url(0)))
-        .await
-        .unwrap();
+    let start = user.get(&format!("{}/account/login", s.url(0))).await.unwrap();
     let issued = user.get(start.location.as_deref().unwrap()).await.unwrap();
     let callback = issued.location.unwrap();
 
-    s.issuer.set_token_faults(TokenFaults {
-        delay: Some(Duration::from_millis(1500)),
-        status: None,
-    });
+    s.issuer.set_token_faults(TokenFaults { delay: Some(Duration::from_millis(1500)), status: None });
     let in_flight = tokio::spawn(async move {
         let reply = user.get(&callback).await;
         (reply, user)
     });
-    crate::stack::eventually(
-        "the callback reached the token endpoint",
-        Duration::from_secs(5),
-        || async { s.issuer.calls("token") == 1 },
-    )
+    crate::stack::eventually("the callback reached the token endpoint", Duration::from_secs(5), || async {
+        s.issuer.calls("token") == 1
+    })
     .await;
     let status = s.nodes[0].stop().await.unwrap();
     assert_eq!(status, "exit status: 0");

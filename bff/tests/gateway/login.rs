@@ -38,10 +38,7 @@ async fn login_then_me_on_another_node_then_both_restarted() {
 async fn callback_lands_on_another_node_than_login() {
     let s = stack().nodes(2).run().await;
     let user = VirtualUser::new(None);
-    let start = user
-        .get(&format!("{}/account/login?landingpage=/app/home", s.url(0)))
-        .await
-        .unwrap();
+    let start = user.get(&format!("{}/account/login?landingpage=/app/home", s.url(0))).await.unwrap();
     assert_eq!(start.status, 302);
     let issued = user.get(start.location.as_deref().unwrap()).await.unwrap();
     let callback = issued.location.unwrap().replace(&s.url(0), &s.url(1));
@@ -49,23 +46,13 @@ async fn callback_lands_on_another_node_than_login() {
     let done = user.get(&callback).await.unwrap();
     assert_eq!(done.status, 302, "{done:?}");
     assert_eq!(done.location.as_deref(), Some("/app/home"));
-    assert_eq!(
-        user.me(&s.url(0)).await.unwrap().json().unwrap()["sub"],
-        "alice"
-    );
+    assert_eq!(user.me(&s.url(0)).await.unwrap().json().unwrap()["sub"], "alice");
 }
 
 #[tokio::test]
 async fn users_see_only_themselves() {
     let s = stack().nodes(2).run().await;
-    let users: Vec<_> = (0..8)
-        .map(|i| {
-            (
-                format!("user-{i}"),
-                VirtualUser::new(Some(&format!("user-{i}"))),
-            )
-        })
-        .collect();
+    let users: Vec<_> = (0..8).map(|i| (format!("user-{i}"), VirtualUser::new(Some(&format!("user-{i}"))))).collect();
     for (i, (_, user)) in users.iter().enumerate() {
         assert_eq!(user.login(&s.url(i % 2)).await.unwrap().status, 302);
     }
@@ -83,10 +70,7 @@ async fn memory_store_loses_the_user_on_restart() {
     assert_eq!(user.me(&s.url(0)).await.unwrap().status, 200);
     s.nodes[0].restart().await.unwrap();
     assert_eq!(user.me(&s.url(0)).await.unwrap().status, 404);
-    assert!(
-        s.nodes[0].logs().iter().any(|l| l.contains("no redis_url")),
-        "start-up warns about the memory store"
-    );
+    assert!(s.nodes[0].logs().iter().any(|l| l.contains("no redis_url")), "start-up warns about the memory store");
 }
 
 #[tokio::test]
@@ -95,11 +79,7 @@ async fn local_key_ring_on_shared_redis_does_not_scale() {
     let user = VirtualUser::new(None);
     assert_eq!(user.login(&s.url(0)).await.unwrap().status, 302);
     assert_eq!(user.me(&s.url(0)).await.unwrap().status, 200);
-    assert_eq!(
-        user.me(&s.url(1)).await.unwrap().status,
-        404,
-        "another node cannot open a node-local key's seal"
-    );
+    assert_eq!(user.me(&s.url(1)).await.unwrap().status, 404, "another node cannot open a node-local key's seal");
 }
 
 #[tokio::test]
@@ -110,28 +90,18 @@ async fn end_session_on_one_node_ends_it_everywhere() {
     let bye = user.logout(&s.url(1)).await.unwrap();
     assert_eq!(bye.status, 302);
     let location = bye.location.unwrap();
-    assert!(
-        location.starts_with(&format!("{}/end_session?", s.issuer.url())),
-        "{location}"
-    );
+    assert!(location.starts_with(&format!("{}/end_session?", s.issuer.url())), "{location}");
     assert!(location.contains("id_token_hint=") && location.contains("post_logout_redirect_uri="));
 
     let other = VirtualUser::new(None);
     other.login(&s.url(0)).await.unwrap();
     for node in 0..2 {
         assert_eq!(user.me(&s.url(node)).await.unwrap().status, 404);
-        assert_eq!(
-            other.me(&s.url(node)).await.unwrap().status,
-            200,
-            "other sessions survive"
-        );
+        assert_eq!(other.me(&s.url(node)).await.unwrap().status, 200, "other sessions survive");
     }
     // Without a session, end-session just goes home.
     let again = user.logout(&s.url(0)).await.unwrap();
-    assert_eq!(
-        again.location.as_deref(),
-        Some(format!("{}/", s.url(0)).as_str())
-    );
+    assert_eq!(again.location.as_deref(), Some(format!("{}/", s.url(0)).as_str()));
 }
 
 #[tokio::test]
@@ -142,47 +112,28 @@ async fn a_new_login_replaces_the_previous_session_id() {
     let first = session_cookie(&user);
     user.login(&s.url(0)).await.unwrap();
     let second = session_cookie(&user);
-    assert_ne!(
-        first, second,
-        "session fixation: a login must issue a new id"
-    );
+    assert_ne!(first, second, "session fixation: a login must issue a new id");
 
     let planted = VirtualUser::new(None);
     set_session_cookie(&planted, &s.url(0), &first);
-    assert_eq!(
-        planted.me(&s.url(0)).await.unwrap().status,
-        404,
-        "the replaced session is gone"
-    );
+    assert_eq!(planted.me(&s.url(0)).await.unwrap().status, 404, "the replaced session is gone");
 }
 
 #[tokio::test]
 async fn cookies_are_http_only_and_same_site() {
     let s = stack().run().await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let start = http
-        .get(format!("{}/account/login", s.url(0)))
-        .send()
-        .await
-        .unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let start = http.get(format!("{}/account/login", s.url(0))).send().await.unwrap();
     let binding = start.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
-        binding.contains("HttpOnly")
-            && binding.contains("SameSite=Lax")
-            && binding.contains("Path=/"),
+        binding.contains("HttpOnly") && binding.contains("SameSite=Lax") && binding.contains("Path=/"),
         "{binding}"
     );
 
     let user = VirtualUser::new(None);
     user.login(&s.url(0)).await.unwrap();
     let jar = user.jar().lock().unwrap();
-    let cookie = jar
-        .iter_any()
-        .find(|c| c.name() == "bff-session")
-        .expect("session cookie");
+    let cookie = jar.iter_any().find(|c| c.name() == "bff-session").expect("session cookie");
     assert_eq!(cookie.http_only(), Some(true));
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Lax)");
     assert!(cookie.value().len() >= 43, "at least 256 bits");
@@ -190,15 +141,11 @@ async fn cookies_are_http_only_and_same_site() {
 
 pub fn session_cookie(user: &VirtualUser) -> String {
     let jar = user.jar().lock().unwrap();
-    jar.iter_any()
-        .find(|c| c.name() == "bff-session")
-        .map(|c| c.value().to_owned())
-        .expect("session cookie")
+    jar.iter_any().find(|c| c.name() == "bff-session").map(|c| c.value().to_owned()).expect("session cookie")
 }
 
 pub fn set_session_cookie(user: &VirtualUser, base: &str, value: &str) {
     let url = url::Url::parse(base).unwrap();
     let mut jar = user.jar().lock().unwrap();
-    jar.parse(&format!("bff-session={value}; Path=/"), &url)
-        .unwrap();
+    jar.parse(&format!("bff-session={value}; Path=/"), &url).unwrap();
 }

@@ -1,6 +1,7 @@
 //! Integration tests of the `bff` binary over real sockets: real `bff` processes, a real
 //! `redis-server`, and the harness's mock issuer standing in for the identity provider.
 
+mod api;
 mod at_rest;
 mod lifecycle;
 mod login;

@@ -13,11 +13,7 @@ async fn outage_gives_503_and_heals_without_a_restart() {
     let mut redis = RedisProcess::start(true).await.unwrap();
     let port = harness::process::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let node = node_builder(&issuer, Some(&redis), &url)
-        .port(port)
-        .run()
-        .await
-        .unwrap();
+    let node = node_builder(&issuer, Some(&redis), &url).port(port).run().await.unwrap();
     let user = VirtualUser::new(None);
     user.login(&url).await.unwrap();
     let http = reqwest::Client::new();
@@ -28,46 +24,17 @@ async fn outage_gives_503_and_heals_without_a_restart() {
     assert!(me.body.contains("session store unavailable"));
     let login = user.get(&format!("{url}/account/login")).await.unwrap();
     assert_eq!(login.status, 503);
-    assert_eq!(
-        http.get(format!("{url}/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    assert_eq!(
-        http.get(format!("{url}/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(http.get(format!("{url}/ready")).send().await.unwrap().status(), 503);
+    assert_eq!(http.get(format!("{url}/health")).send().await.unwrap().status(), 200);
 
     redis.start_again().await.unwrap();
-    eventually(
-        "the node serves the session again",
-        Duration::from_secs(15),
-        || async {
-            user.me(&url)
-                .await
-                .map(|r| r.status == 200)
-                .unwrap_or(false)
-        },
-    )
+    eventually("the node serves the session again", Duration::from_secs(15), || async {
+        user.me(&url).await.map(|r| r.status == 200).unwrap_or(false)
+    })
     .await;
-    eventually(
-        "the node is ready again",
-        Duration::from_secs(15),
-        || async {
-            http.get(format!("{url}/ready"))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        },
-    )
+    eventually("the node is ready again", Duration::from_secs(15), || async {
+        http.get(format!("{url}/ready")).send().await.map(|r| r.status() == 200).unwrap_or(false)
+    })
     .await;
     assert!(node.is_running());
 }
@@ -91,17 +58,9 @@ async fn a_node_started_before_redis_becomes_ready_when_redis_appears() {
     assert!(ready.text().await.unwrap().contains("not ready"));
 
     let _redis = RedisProcess::start_on(redis_port, false).await.unwrap();
-    eventually(
-        "the node becomes ready",
-        Duration::from_secs(15),
-        || async {
-            http.get(format!("{url}/ready"))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        },
-    )
+    eventually("the node becomes ready", Duration::from_secs(15), || async {
+        http.get(format!("{url}/ready")).send().await.map(|r| r.status() == 200).unwrap_or(false)
+    })
     .await;
     let user = VirtualUser::new(None);
     assert_eq!(user.login(&url).await.unwrap().status, 302);
@@ -117,38 +76,21 @@ async fn a_redis_that_comes_back_empty_gets_the_key_ring_again() {
     redis.stop().await;
     redis.start_again().await.unwrap(); // no persistence: everything is gone
     let port = redis.port();
-    eventually(
-        "the node is ready again",
-        Duration::from_secs(15),
-        || async {
-            http.get(format!("{url}/ready"))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        },
-    )
+    eventually("the node is ready again", Duration::from_secs(15), || async {
+        http.get(format!("{url}/ready")).send().await.map(|r| r.status() == 200).unwrap_or(false)
+    })
     .await;
     assert!(
-        matches!(
-            crate::stack::redis_cmd(port, &["HLEN", "bff:keyring"]).await,
-            redis::Value::Int(1)
-        ),
+        matches!(crate::stack::redis_cmd(port, &["HLEN", "bff:keyring"]).await, redis::Value::Int(1)),
         "the node published its key again"
     );
     // A node that starts now shares the key with the old one: sessions go both ways.
-    let late = node_builder(&s.issuer, s.redis.as_ref(), &url)
-        .run()
-        .await
-        .unwrap();
+    let late = node_builder(&s.issuer, s.redis.as_ref(), &url).run().await.unwrap();
     let user = VirtualUser::new(None);
     assert_eq!(user.login(&url).await.unwrap().status, 302);
     assert_eq!(user.me(&late.url()).await.unwrap().status, 200);
     let other = VirtualUser::new(None);
-    let start = other
-        .get(&format!("{}/account/login", late.url()))
-        .await
-        .unwrap();
+    let start = other.get(&format!("{}/account/login", late.url())).await.unwrap();
     let issued = other.get(start.location.as_deref().unwrap()).await.unwrap();
     let callback = issued.location.unwrap().replace(&url, &late.url());
     assert_eq!(other.get(&callback).await.unwrap().status, 302);

@@ -16,11 +16,7 @@ async fn callback_url(user: &VirtualUser, base: &str) -> String {
 }
 
 fn has_session(user: &VirtualUser) -> bool {
-    user.jar()
-        .lock()
-        .unwrap()
-        .iter_any()
-        .any(|c| c.name() == "bff-session")
+    user.jar().lock().unwrap().iter_any().any(|c| c.name() == "bff-session")
 }
 
 #[tokio::test]
@@ -40,21 +36,13 @@ async fn every_bad_id_token_is_refused_without_a_session() {
         let user = VirtualUser::new(None);
         let reply = user.login(&s.url(0)).await.unwrap();
         assert_eq!(reply.status, 400, "{fault:?}: {reply:?}");
-        assert!(
-            reply.body.contains("invalid id_token"),
-            "{fault:?}: {}",
-            reply.body
-        );
+        assert!(reply.body.contains("invalid id_token"), "{fault:?}: {}", reply.body);
         assert!(!has_session(&user), "{fault:?} left a session cookie");
         assert_eq!(user.me(&s.url(0)).await.unwrap().status, 404);
     }
     s.issuer.set_id_token_fault(None);
     let user = VirtualUser::new(None);
-    assert_eq!(
-        user.login(&s.url(0)).await.unwrap().status,
-        302,
-        "the same node logs in once the issuer behaves"
-    );
+    assert_eq!(user.login(&s.url(0)).await.unwrap().status, 302, "the same node logs in once the issuer behaves");
 }
 
 #[tokio::test]
@@ -65,21 +53,13 @@ async fn issuer_key_rotation_is_followed() {
     s.issuer.rotate_signing_key();
     let jwks_before = s.issuer.calls("jwks");
     let user = VirtualUser::new(None);
-    assert_eq!(
-        user.login(&s.url(0)).await.unwrap().status,
-        302,
-        "unknown kid → JWKS refetched once"
-    );
+    assert_eq!(user.login(&s.url(0)).await.unwrap().status, 302, "unknown kid → JWKS refetched once");
     assert_eq!(s.issuer.calls("jwks"), jwks_before + 1);
 }
 
 #[tokio::test]
 async fn es256_issuer_is_accepted() {
-    let issuer = harness::MockIssuer::builder()
-        .signing_alg(harness::issuer::SigningAlg::Es256)
-        .run()
-        .await
-        .unwrap();
+    let issuer = harness::MockIssuer::builder().signing_alg(harness::issuer::SigningAlg::Es256).run().await.unwrap();
     let s = stack().issuer(issuer).run().await;
     let user = VirtualUser::new(None);
     assert_eq!(user.login(&s.url(0)).await.unwrap().status, 302);
@@ -96,25 +76,15 @@ async fn replayed_and_forged_states_are_refused() {
 
     // The same callback again, on either node: the state was used up.
     for node in 0..2 {
-        let replay = user
-            .get(&callback.replace(&s.url(0), &s.url(node)))
-            .await
-            .unwrap();
+        let replay = user.get(&callback.replace(&s.url(0), &s.url(node))).await.unwrap();
         assert_eq!(replay.status, 400, "{replay:?}");
         assert!(replay.body.contains("login state"), "{}", replay.body);
     }
-    assert_eq!(
-        session_cookie(&user),
-        cookie,
-        "a refused callback leaves the session alone"
-    );
+    assert_eq!(session_cookie(&user), cookie, "a refused callback leaves the session alone");
 
     let stranger = VirtualUser::new(None);
     for url in [
-        format!(
-            "{}/account/login/callback?state=forged&code=whatever",
-            s.url(0)
-        ),
+        format!("{}/account/login/callback?state=forged&code=whatever", s.url(0)),
         format!("{}/account/login/callback?code=whatever", s.url(0)),
         format!("{}/account/login/callback", s.url(0)),
     ] {
@@ -140,14 +110,8 @@ async fn a_callback_from_another_browser_is_refused() {
 async fn issuer_errors_and_refused_codes_are_4xx() {
     let s = stack().run().await;
     let user = VirtualUser::new(None);
-    let start = user
-        .get(&format!("{}/account/login", s.url(0)))
-        .await
-        .unwrap();
-    let denied = user
-        .get(&format!("{}&prompt=deny", start.location.unwrap()))
-        .await
-        .unwrap();
+    let start = user.get(&format!("{}/account/login", s.url(0))).await.unwrap();
+    let denied = user.get(&format!("{}&prompt=deny", start.location.unwrap())).await.unwrap();
     let reply = user.get(denied.location.as_deref().unwrap()).await.unwrap();
     assert_eq!(reply.status, 400);
     assert!(reply.body.contains("access_denied"), "{}", reply.body);
@@ -157,16 +121,7 @@ async fn issuer_errors_and_refused_codes_are_4xx() {
     let mut url = url::Url::parse(&callback).unwrap();
     let pairs: Vec<(String, String)> = url
         .query_pairs()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                if k == "code" {
-                    "code-forged".into()
-                } else {
-                    v.into_owned()
-                },
-            )
-        })
+        .map(|(k, v)| (k.to_string(), if k == "code" { "code-forged".into() } else { v.into_owned() }))
         .collect();
     url.query_pairs_mut().clear().extend_pairs(pairs);
     let reply = user.get(url.as_str()).await.unwrap();
@@ -189,19 +144,10 @@ async fn open_redirects_are_refused() {
         "evil.example",
         "%2F%09%2Fevil.example",
     ] {
-        let reply = user
-            .get(&format!("{}/account/login?landingpage={landing}", s.url(0)))
-            .await
-            .unwrap();
+        let reply = user.get(&format!("{}/account/login?landingpage={landing}", s.url(0))).await.unwrap();
         assert_eq!(reply.status, 400, "{landing}: {reply:?}");
     }
-    let ok = user
-        .get(&format!(
-            "{}/account/login?landingpage=%2Fapp%3Ftab%3D2",
-            s.url(0)
-        ))
-        .await
-        .unwrap();
+    let ok = user.get(&format!("{}/account/login?landingpage=%2Fapp%3Ftab%3D2", s.url(0))).await.unwrap();
     assert_eq!(ok.status, 302);
 }
 
@@ -213,12 +159,7 @@ async fn tampered_or_foreign_cookies_are_no_session() {
     let good = session_cookie(&user);
     let mut flipped = good.clone().into_bytes();
     flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
-    for value in [
-        String::from_utf8(flipped).unwrap(),
-        "x".repeat(43),
-        "garbage".into(),
-        format!("{good}AA"),
-    ] {
+    for value in [String::from_utf8(flipped).unwrap(), "x".repeat(43), "garbage".into(), format!("{good}AA")] {
         let other = VirtualUser::new(None);
         set_session_cookie(&other, &s.url(0), &value);
         let me = other.me(&s.url(0)).await.unwrap();

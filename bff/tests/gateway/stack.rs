@@ -11,21 +11,19 @@ pub struct StackBuilder {
     redis: bool,
     env: Vec<(String, String)>,
     issuer: Option<MockIssuer>,
+    config: Option<String>,
 }
 
 pub struct Stack {
+    /// The config file the nodes read, kept for the stack's lifetime.
+    pub _config_file: Option<tempfile::NamedTempFile>,
     pub issuer: MockIssuer,
     pub redis: Option<RedisProcess>,
     pub nodes: Vec<BffProcess>,
 }
 
 pub fn stack() -> StackBuilder {
-    StackBuilder {
-        nodes: 1,
-        redis: true,
-        env: Vec::new(),
-        issuer: None,
-    }
+    StackBuilder { nodes: 1, redis: true, env: Vec::new(), issuer: None, config: None }
 }
 
 impl StackBuilder {
@@ -45,6 +43,12 @@ impl StackBuilder {
         self
     }
 
+    /// A TOML config file for every node (routes live there).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
+        self
+    }
+
     pub fn issuer(mut self, issuer: MockIssuer) -> Self {
         self.issuer = Some(issuer);
         self
@@ -53,37 +57,29 @@ impl StackBuilder {
     pub async fn run(self) -> Stack {
         let issuer = match self.issuer {
             Some(i) => i,
-            None => MockIssuer::builder()
-                .run()
-                .await
-                .expect("mock issuer starts"),
+            None => MockIssuer::builder().run().await.expect("mock issuer starts"),
         };
-        let redis = if self.redis {
-            Some(
-                RedisProcess::start(false)
-                    .await
-                    .expect("redis-server starts"),
-            )
-        } else {
-            None
-        };
-        let ports: Vec<u16> = (0..self.nodes)
-            .map(|_| harness::process::free_port())
-            .collect();
+        let redis =
+            if self.redis { Some(RedisProcess::start(false).await.expect("redis-server starts")) } else { None };
+        let ports: Vec<u16> = (0..self.nodes).map(|_| harness::process::free_port()).collect();
         let public_url = format!("http://127.0.0.1:{}", ports[0]);
+        let config_file = self.config.map(|text| {
+            let file = tempfile::NamedTempFile::new().expect("temp config file");
+            std::fs::write(file.path(), text).expect("write config file");
+            file
+        });
         let mut nodes = Vec::new();
         for port in ports {
             let mut b = node_builder(&issuer, redis.as_ref(), &public_url).port(port);
+            if let Some(file) = &config_file {
+                b = b.env("BFF_CONFIG", file.path().display().to_string());
+            }
             for (k, v) in &self.env {
                 b = b.env(k, v.clone());
             }
             nodes.push(b.run().await.expect("bff node becomes ready"));
         }
-        Stack {
-            issuer,
-            redis,
-            nodes,
-        }
+        Stack { _config_file: config_file, issuer, redis, nodes }
     }
 }
 
@@ -126,10 +122,7 @@ where
         if check().await {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }

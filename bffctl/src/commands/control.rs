@@ -15,12 +15,7 @@ pub async fn status(state: &Path, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn node(
-    state: &Path,
-    number: usize,
-    action: &str,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn node(state: &Path, number: usize, action: &str, json: bool) -> anyhow::Result<ExitCode> {
     let client = ControlClient::open(state)?;
     let status = client.node(number, action).await?;
     if !json {
@@ -43,10 +38,7 @@ pub async fn down(state: &Path) -> anyhow::Result<ExitCode> {
     // `up` removes the state file once everything is torn down.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while state.exists() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the cluster did not finish tearing down within 60 s"
-        );
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the cluster did not finish tearing down within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("cluster down");

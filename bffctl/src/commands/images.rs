@@ -10,15 +10,9 @@ use harness::cluster::{ClusterSpec, Images};
 use crate::cli::ImagesArgs;
 
 pub async fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
-    let spec = ClusterSpec {
-        bff_binary: args.bff_binary.clone(),
-        ..ClusterSpec::default()
-    };
+    let spec = ClusterSpec { bff_binary: args.bff_binary.clone(), ..ClusterSpec::default() };
     let binary = harness::cluster::process::find_bff_binary(&spec)?;
-    let images = Images {
-        bff: args.bff_image,
-        redis: args.redis_image,
-    };
+    let images = Images { bff: args.bff_image, redis: args.redis_image };
     let started = Instant::now();
 
     println!(

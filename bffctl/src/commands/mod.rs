@@ -10,10 +10,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let state = cli
-        .state_file
-        .clone()
-        .unwrap_or_else(harness::cluster::control::default_state_path);
+    let state = cli.state_file.clone().unwrap_or_else(harness::cluster::control::default_state_path);
     match cli.command {
         Command::Up(args) => up::run(args, &state).await,
         Command::Status(out) => control::status(&state, out.json).await,

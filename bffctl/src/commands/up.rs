@@ -24,8 +24,7 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let started = Instant::now();
-    let spinner = ProgressBar::new_spinner()
-        .with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
+    let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
     spinner.enable_steady_tick(Duration::from_millis(100));
     let progress = {
         let spinner = spinner.clone();
@@ -49,10 +48,7 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
     let cluster = Arc::new(Mutex::new(cluster));
     let down = Arc::new(Notify::new());
     let control_url = control::serve(cluster.clone(), down.clone()).await?;
-    let file = ControlFile {
-        control_url,
-        ..file
-    };
+    let file = ControlFile { control_url, ..file };
     if let Some(dir) = state.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -67,10 +63,7 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
             file.lb_url
         );
         if file.backend == "docker" {
-            println!(
-                "(the issuer is at {}: browsers resolve *.localhost to this machine)",
-                file.issuer_url
-            );
+            println!("(the issuer is at {}: browsers resolve *.localhost to this machine)", file.issuer_url);
         }
         println!(
             "From another terminal: bffctl status | restart-node 2 | kill-node 2 | start-node 2 | restart-redis | down. Ctrl-C stops everything."

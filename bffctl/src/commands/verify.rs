@@ -37,16 +37,8 @@ enum RunMode {
 
 pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
     let scenarios = Scenario::load_all(&args.path)?;
-    anyhow::ensure!(
-        !scenarios.is_empty(),
-        "no scenario in {}",
-        args.path.display()
-    );
-    let attached = if args.attach {
-        Some(Arc::new(ControlClient::open(state)?))
-    } else {
-        None
-    };
+    anyhow::ensure!(!scenarios.is_empty(), "no scenario in {}", args.path.display());
+    let attached = if args.attach { Some(Arc::new(ControlClient::open(state)?)) } else { None };
     let mut reports = Vec::new();
     for mut scenario in scenarios {
         if let Some(users) = args.users {
@@ -60,10 +52,11 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
         }
         let mode = match &attached {
             Some(client) => RunMode::Attached(client.clone()),
-            None => RunMode::Fresh(scenario.cluster.spec(harness::cluster::Images {
-                bff: args.bff_image.clone(),
-                redis: args.redis_image.clone(),
-            })),
+            None => RunMode::Fresh(
+                scenario
+                    .cluster
+                    .spec(harness::cluster::Images { bff: args.bff_image.clone(), redis: args.redis_image.clone() }),
+            ),
         };
         reports.push(run_one(&scenario, mode, args.report.json).await?);
     }
@@ -78,9 +71,8 @@ pub fn list(args: ScenariosArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Result<RunReport> {
     let progress = Arc::new(Progress::default());
-    let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
-        "{spinner} {prefix} {msg} [{elapsed}]",
-    )?);
+    let bar =
+        ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")?);
     bar.set_prefix(scenario.name.clone());
     bar.enable_steady_tick(Duration::from_millis(100));
     let ticker = {
@@ -117,18 +109,13 @@ async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Resu
 
 fn finish(reports: &[RunReport], args: &ReportArgs) -> anyhow::Result<ExitCode> {
     for pair in args.report.chunks(2) {
-        let [format, file] = pair else {
-            anyhow::bail!("--report takes a format and a file")
-        };
+        let [format, file] = pair else { anyhow::bail!("--report takes a format and a file") };
         let text = match format.as_str() {
             "json" => serde_json::to_string_pretty(reports)?,
             "junit" => scenario::junit(reports),
             other => anyhow::bail!("unknown report format {other:?}: use json or junit"),
         };
-        if let Some(dir) = Path::new(file)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
+        if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(file, text)?;
@@ -142,9 +129,5 @@ fn finish(reports: &[RunReport], args: &ReportArgs) -> anyhow::Result<ExitCode> 
             println!("{}", r.verdict);
         }
     }
-    Ok(if reports.iter().all(|r| r.passed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if reports.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -20,10 +20,7 @@ pub enum ClusterError {
 
 impl ClusterError {
     pub fn failed(what: impl Into<String>, reason: impl ToString) -> Self {
-        ClusterError::Failed {
-            what: what.into(),
-            reason: reason.to_string(),
-        }
+        ClusterError::Failed { what: what.into(), reason: reason.to_string() }
     }
 }
 

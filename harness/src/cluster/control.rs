@@ -56,12 +56,7 @@ pub struct ComponentStatus {
 
 impl From<Component> for ComponentStatus {
     fn from(c: Component) -> Self {
-        ComponentStatus {
-            name: c.name,
-            address: c.address,
-            state: c.state,
-            id: c.id,
-        }
+        ComponentStatus { name: c.name, address: c.address, state: c.state, id: c.id }
     }
 }
 
@@ -94,18 +89,12 @@ async fn status(State(s): State<ControlState>) -> Json<Status> {
     Json(status_of(&*s.cluster.lock().await))
 }
 
-async fn node_action(
-    State(s): State<ControlState>,
-    UrlPath((number, action)): UrlPath<(usize, String)>,
-) -> ApiResult {
+async fn node_action(State(s): State<ControlState>, UrlPath((number, action)): UrlPath<(usize, String)>) -> ApiResult {
     let mut cluster = s.cluster.lock().await;
     if number == 0 || number > cluster.node_count() {
         return Err((
             StatusCode::NOT_FOUND,
-            format!(
-                "no node {number}: this cluster has nodes 1 to {}",
-                cluster.node_count()
-            ),
+            format!("no node {number}: this cluster has nodes 1 to {}", cluster.node_count()),
         ));
     }
     let index = number - 1;
@@ -133,10 +122,7 @@ async fn down(State(s): State<ControlState>) -> StatusCode {
 
 /// Serves the control API on a loopback port; `down` is notified when a client asks for
 /// `bffctl down`. Returns the API's URL.
-pub async fn serve(
-    cluster: Arc<Mutex<Cluster>>,
-    down_signal: Arc<Notify>,
-) -> std::io::Result<String> {
+pub async fn serve(cluster: Arc<Mutex<Cluster>>, down_signal: Arc<Notify>) -> std::io::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let app = axum::Router::new()
@@ -144,10 +130,7 @@ pub async fn serve(
         .route("/nodes/{number}/{action}", post(node_action))
         .route("/redis/restart", post(restart_redis))
         .route("/down", post(down))
-        .with_state(ControlState {
-            cluster,
-            down: down_signal,
-        });
+        .with_state(ControlState { cluster, down: down_signal });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -174,54 +157,31 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn open(path: &Path) -> Result<Self, ControlError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|_| ControlError::NoCluster(path.to_owned()))?;
-        let file: ControlFile =
-            serde_json::from_str(&text).map_err(|_| ControlError::NoCluster(path.to_owned()))?;
-        Ok(ControlClient {
-            file,
-            path: path.to_owned(),
-            http: reqwest::Client::new(),
-        })
+        let text = std::fs::read_to_string(path).map_err(|_| ControlError::NoCluster(path.to_owned()))?;
+        let file: ControlFile = serde_json::from_str(&text).map_err(|_| ControlError::NoCluster(path.to_owned()))?;
+        Ok(ControlClient { file, path: path.to_owned(), http: reqwest::Client::new() })
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Status, ControlError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|_| ControlError::Unreachable(self.path.clone()))?;
+        let response = request.send().await.map_err(|_| ControlError::Unreachable(self.path.clone()))?;
         if response.status().is_success() {
-            response
-                .json()
-                .await
-                .map_err(|e| ControlError::Refused(e.to_string()))
+            response.json().await.map_err(|e| ControlError::Refused(e.to_string()))
         } else {
-            Err(ControlError::Refused(
-                response.text().await.unwrap_or_default(),
-            ))
+            Err(ControlError::Refused(response.text().await.unwrap_or_default()))
         }
     }
 
     pub async fn status(&self) -> Result<Status, ControlError> {
-        self.call(self.http.get(format!("{}/status", self.file.control_url)))
-            .await
+        self.call(self.http.get(format!("{}/status", self.file.control_url))).await
     }
 
     /// `action` is restart, stop, kill or start; `number` is 1-based.
     pub async fn node(&self, number: usize, action: &str) -> Result<Status, ControlError> {
-        self.call(
-            self.http
-                .post(format!("{}/nodes/{number}/{action}", self.file.control_url)),
-        )
-        .await
+        self.call(self.http.post(format!("{}/nodes/{number}/{action}", self.file.control_url))).await
     }
 
     pub async fn restart_redis(&self) -> Result<Status, ControlError> {
-        self.call(
-            self.http
-                .post(format!("{}/redis/restart", self.file.control_url)),
-        )
-        .await
+        self.call(self.http.post(format!("{}/redis/restart", self.file.control_url))).await
     }
 
     pub async fn down(&self) -> Result<(), ControlError> {
@@ -231,10 +191,6 @@ impl ControlClient {
             .send()
             .await
             .map_err(|_| ControlError::Unreachable(self.path.clone()))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(ControlError::Refused(response.status().to_string()))
-        }
+        if response.status().is_success() { Ok(()) } else { Err(ControlError::Refused(response.status().to_string())) }
     }
 }

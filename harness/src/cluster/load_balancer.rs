@@ -44,19 +44,11 @@ struct Table {
 impl Table {
     fn live(&self) -> Vec<(usize, SocketAddr)> {
         let nodes = self.nodes.read().expect("lb table lock");
-        nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| a.map(|a| (i, a)))
-            .collect()
+        nodes.iter().enumerate().filter_map(|(i, a)| a.map(|a| (i, a))).collect()
     }
 
     fn pick(&self, affinity: Option<usize>, exclude: Option<usize>) -> Option<(usize, SocketAddr)> {
-        let live: Vec<_> = self
-            .live()
-            .into_iter()
-            .filter(|(i, _)| Some(*i) != exclude)
-            .collect();
+        let live: Vec<_> = self.live().into_iter().filter(|(i, _)| Some(*i) != exclude).collect();
         if live.is_empty() {
             return None;
         }
@@ -95,9 +87,7 @@ impl LoadBalancer {
                 .build()
                 .expect("http client"),
         });
-        let app = axum::Router::new()
-            .fallback(forward)
-            .with_state(table.clone());
+        let app = axum::Router::new().fallback(forward).with_state(table.clone());
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -106,11 +96,7 @@ impl LoadBalancer {
                 })
                 .await;
         });
-        Ok(LoadBalancer {
-            addr,
-            table,
-            stop: Some(stop),
-        })
+        Ok(LoadBalancer { addr, table, stop: Some(stop) })
     }
 
     pub fn url(&self) -> String {
@@ -155,13 +141,7 @@ fn affinity(request: &Request) -> Option<usize> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|c| {
-            c.trim()
-                .strip_prefix(AFFINITY_COOKIE)?
-                .strip_prefix('=')?
-                .parse()
-                .ok()
-        })
+        .filter_map(|c| c.trim().strip_prefix(AFFINITY_COOKIE)?.strip_prefix('=')?.parse().ok())
         .next()
 }
 
@@ -175,12 +155,7 @@ async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response 
     let Ok(body) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
     let mut tried = None;
     // A node that refuses the connection (it just died) costs one retry on another node, as an
     // L4 balancer with passive health checks does; a node that answered is never retried.
@@ -188,9 +163,7 @@ async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response 
         let Some((index, addr)) = table.pick(pinned, tried) else {
             return no_node("no live node behind the load balancer");
         };
-        let mut outgoing = table
-            .http
-            .request(parts.method.clone(), format!("http://{addr}{path}"));
+        let mut outgoing = table.http.request(parts.method.clone(), format!("http://{addr}{path}"));
         for (name, value) in &parts.headers {
             if !HOP_BY_HOP.contains(&name.as_str()) {
                 outgoing = outgoing.header(name, value);
@@ -204,24 +177,14 @@ async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response 
                 let mut relayed = relay(response, index).await;
                 if table.policy == LbPolicy::Sticky && pinned != Some(index) {
                     let cookie = format!("{AFFINITY_COOKIE}={index}; Path=/; HttpOnly");
-                    relayed.headers_mut().append(
-                        "set-cookie",
-                        HeaderValue::from_str(&cookie).expect("cookie header"),
-                    );
+                    relayed.headers_mut().append("set-cookie", HeaderValue::from_str(&cookie).expect("cookie header"));
                 }
                 return relayed;
             }
             Err(error) if error.is_connect() => tried = Some(index),
             Err(error) => {
-                let mut r = (
-                    StatusCode::BAD_GATEWAY,
-                    format!("{} failed: {error}", node_name(index)),
-                )
-                    .into_response();
-                r.headers_mut().insert(
-                    NODE_HEADER,
-                    HeaderValue::from_str(&node_name(index)).expect("node name"),
-                );
+                let mut r = (StatusCode::BAD_GATEWAY, format!("{} failed: {error}", node_name(index))).into_response();
+                r.headers_mut().insert(NODE_HEADER, HeaderValue::from_str(&node_name(index)).expect("node name"));
                 return r;
             }
         }

@@ -16,9 +16,7 @@ use std::net::SocketAddr;
 
 pub use backend::{Backend, ClusterError, Component};
 pub use load_balancer::{LoadBalancer, NODE_HEADER};
-pub use spec::{
-    BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, LbPolicy, StoreKind, node_name,
-};
+pub use spec::{BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, LbPolicy, StoreKind, node_name};
 
 use crate::client::VirtualUser;
 use crate::issuer::MockIssuer;
@@ -42,9 +40,7 @@ pub async fn resolve_backend(spec: &ClusterSpec) -> Result<BackendKind, ClusterE
         BackendKind::Auto => {
             if false {
                 Ok(BackendKind::Docker)
-            } else if spec.session_store == StoreKind::Memory
-                || process::on_path("redis-server").is_some()
-            {
+            } else if spec.session_store == StoreKind::Memory || process::on_path("redis-server").is_some() {
                 Ok(BackendKind::Process)
             } else {
                 Err(ClusterError::Unavailable(
@@ -58,10 +54,7 @@ pub async fn resolve_backend(spec: &ClusterSpec) -> Result<BackendKind, ClusterE
 
 impl Cluster {
     /// Starts the issuer, the load balancer, Redis and every node; `progress` hears each step.
-    pub async fn start(
-        mut spec: ClusterSpec,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<Self, ClusterError> {
+    pub async fn start(mut spec: ClusterSpec, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<Self, ClusterError> {
         if spec.nodes == 0 {
             return Err(ClusterError::failed("cluster", "needs at least one node"));
         }
@@ -70,9 +63,7 @@ impl Cluster {
 
         progress("starting the mock issuer");
         let issuer = if docker {
-            MockIssuer::builder()
-                .bind(([0, 0, 0, 0], 0).into())
-                .host(DOCKER_ISSUER_HOST)
+            MockIssuer::builder().bind(([0, 0, 0, 0], 0).into()).host(DOCKER_ISSUER_HOST)
         } else {
             MockIssuer::builder()
         }
@@ -81,36 +72,22 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::failed("mock issuer", e))?;
         let resolve = if docker {
-            vec![(
-                DOCKER_ISSUER_HOST.to_owned(),
-                SocketAddr::from(([127, 0, 0, 1], issuer.port())),
-            )]
+            vec![(DOCKER_ISSUER_HOST.to_owned(), SocketAddr::from(([127, 0, 0, 1], issuer.port())))]
         } else {
             vec![]
         };
 
         progress("starting the load balancer");
-        let lb = LoadBalancer::start(0, spec.nodes, spec.lb)
-            .await
-            .map_err(|e| ClusterError::failed("load balancer", e))?;
+        let lb =
+            LoadBalancer::start(0, spec.nodes, spec.lb).await.map_err(|e| ClusterError::failed("load balancer", e))?;
 
-        progress(if spec.session_store == StoreKind::Redis {
-            "starting redis"
-        } else {
-            "preparing nodes"
-        });
+        progress(if spec.session_store == StoreKind::Redis { "starting redis" } else { "preparing nodes" });
         let backend: Box<dyn Backend> = if docker {
             return Err(ClusterError::Unavailable("docker pending".into()));
         } else {
             Box::new(process::ProcessBackend::start(&spec, issuer.url(), &lb.url()).await?)
         };
-        let mut cluster = Cluster {
-            spec,
-            issuer,
-            backend,
-            lb,
-            resolve,
-        };
+        let mut cluster = Cluster { spec, issuer, backend, lb, resolve };
         for i in 0..cluster.spec.nodes {
             progress(&format!("starting {}", node_name(i)));
             if let Err(error) = cluster.start_node(i).await {
@@ -162,11 +139,7 @@ impl Cluster {
     }
 
     fn check(&self, index: usize) -> Result<(), ClusterError> {
-        if index < self.spec.nodes {
-            Ok(())
-        } else {
-            Err(ClusterError::NoSuchNode(index))
-        }
+        if index < self.spec.nodes { Ok(()) } else { Err(ClusterError::NoSuchNode(index)) }
     }
 
     pub async fn start_node(&mut self, index: usize) -> Result<(), ClusterError> {
@@ -199,29 +172,18 @@ impl Cluster {
     /// probe is that next command.
     pub async fn restart_redis(&mut self) -> Result<(), ClusterError> {
         self.backend.restart_redis().await?;
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(2))
-            .build()
-            .expect("http client");
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build().expect("http client");
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         for i in 0..self.spec.nodes {
             let Some(url) = self.node_url(i) else {
                 continue;
             };
             loop {
-                if http
-                    .get(format!("{url}/ready"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
+                if http.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    return Err(ClusterError::failed(
-                        node_name(i),
-                        "not ready within 30 s after the redis restart",
-                    ));
+                    return Err(ClusterError::failed(node_name(i), "not ready within 30 s after the redis restart"));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
@@ -245,12 +207,7 @@ impl Cluster {
             Component {
                 name: "lb".into(),
                 address: Some(self.lb.addr().to_string()),
-                state: format!(
-                    "running ({:?}, {} live)",
-                    self.spec.lb,
-                    self.lb.live_nodes().len()
-                )
-                .to_lowercase(),
+                state: format!("running ({:?}, {} live)", self.spec.lb, self.lb.live_nodes().len()).to_lowercase(),
                 id: Some(format!("pid {}", std::process::id())),
             },
         ];

@@ -42,41 +42,26 @@ pub fn find_bff_binary(spec: &ClusterSpec) -> Result<PathBuf, ClusterError> {
         }
     }
     on_path("bff").ok_or_else(|| {
-        ClusterError::Unavailable(
-            "bff binary not found: build it with `cargo build -p bff` or set BFF_BIN".into(),
-        )
+        ClusterError::Unavailable("bff binary not found: build it with `cargo build -p bff` or set BFF_BIN".into())
     })
 }
 
 pub fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
 }
 
 impl ProcessBackend {
     /// Starts Redis (when the spec uses it); nodes start with [`Backend::start_node`].
-    pub async fn start(
-        spec: &ClusterSpec,
-        issuer_url: &str,
-        public_url: &str,
-    ) -> Result<Self, ClusterError> {
+    pub async fn start(spec: &ClusterSpec, issuer_url: &str, public_url: &str) -> Result<Self, ClusterError> {
         let binary = find_bff_binary(spec)?;
         let redis = match spec.session_store {
             StoreKind::Redis => {
                 if on_path("redis-server").is_none() {
                     return Err(ClusterError::Unavailable(
-                        "redis-server not found on PATH: install it (apt-get install redis-server)"
-                            .into(),
+                        "redis-server not found on PATH: install it (apt-get install redis-server)".into(),
                     ));
                 }
-                Some(
-                    RedisProcess::start(spec.redis_persistence)
-                        .await
-                        .map_err(|e| ClusterError::failed("redis", e))?,
-                )
+                Some(RedisProcess::start(spec.redis_persistence).await.map_err(|e| ClusterError::failed("redis", e))?)
             }
             StoreKind::Memory => None,
         };
@@ -89,17 +74,11 @@ impl ProcessBackend {
                 state: "stopped",
             })
             .collect();
-        Ok(ProcessBackend {
-            binary,
-            redis,
-            nodes,
-        })
+        Ok(ProcessBackend { binary, redis, nodes })
     }
 
     fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
-        self.nodes
-            .get_mut(index)
-            .ok_or(ClusterError::NoSuchNode(index))
+        self.nodes.get_mut(index).ok_or(ClusterError::NoSuchNode(index))
     }
 }
 
@@ -150,14 +129,9 @@ impl Backend for ProcessBackend {
     }
 
     async fn restart_redis(&mut self) -> Result<(), ClusterError> {
-        let redis = self
-            .redis
-            .as_mut()
-            .ok_or_else(|| ClusterError::failed("restart-redis", "this cluster has no redis"))?;
-        redis
-            .restart()
-            .await
-            .map_err(|e| ClusterError::failed("redis", e))
+        let redis =
+            self.redis.as_mut().ok_or_else(|| ClusterError::failed("restart-redis", "this cluster has no redis"))?;
+        redis.restart().await.map_err(|e| ClusterError::failed("redis", e))
     }
 
     fn components(&self) -> Vec<Component> {
@@ -166,12 +140,7 @@ impl Backend for ProcessBackend {
             out.push(Component {
                 name: "redis".into(),
                 address: Some(format!("127.0.0.1:{}", redis.port())),
-                state: if redis.is_running() {
-                    "running"
-                } else {
-                    "stopped"
-                }
-                .into(),
+                state: if redis.is_running() { "running" } else { "stopped" }.into(),
                 id: redis.pid().map(|p| format!("pid {p}")),
             });
         }
@@ -181,22 +150,14 @@ impl Backend for ProcessBackend {
                 name: node_name(i),
                 address: Some(format!("127.0.0.1:{}", slot.port)),
                 state: if running { "running" } else { slot.state }.into(),
-                id: slot
-                    .process
-                    .as_ref()
-                    .and_then(BffProcess::pid)
-                    .map(|p| format!("pid {p}")),
+                id: slot.process.as_ref().and_then(BffProcess::pid).map(|p| format!("pid {p}")),
             });
         }
         out
     }
 
     async fn node_logs(&self, index: usize) -> Vec<String> {
-        self.nodes
-            .get(index)
-            .and_then(|s| s.process.as_ref())
-            .map(BffProcess::logs)
-            .unwrap_or_default()
+        self.nodes.get(index).and_then(|s| s.process.as_ref()).map(BffProcess::logs).unwrap_or_default()
     }
 
     async fn teardown(&mut self) -> Result<(), ClusterError> {

@@ -46,10 +46,7 @@ pub struct Images {
 
 impl Default for Images {
     fn default() -> Self {
-        Images {
-            bff: "bff-local/bff:latest".into(),
-            redis: "bff-local/redis:latest".into(),
-        }
+        Images { bff: "bff-local/bff:latest".into(), redis: "bff-local/redis:latest".into() }
     }
 }
 
@@ -110,11 +107,7 @@ impl ClusterSpec {
             ("BFF_SHUTDOWN_TIMEOUT".into(), "5s".into()),
         ];
         if let (StoreKind::Redis, Some(url)) = (self.session_store, redis_url) {
-            let url = if self.redis_db_per_node {
-                format!("{url}/{}", index % 16)
-            } else {
-                url.to_owned()
-            };
+            let url = if self.redis_db_per_node { format!("{url}/{}", index % 16) } else { url.to_owned() };
             env.push(("BFF_REDIS_URL".into(), url));
         }
         env.extend(self.bff_env.iter().cloned());

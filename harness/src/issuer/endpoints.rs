@@ -19,7 +19,6 @@ pub(super) struct Settings {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: String,
-    pub access_token_lifetime: Duration,
     pub id_token_lifetime: Duration,
     pub rotate_refresh_tokens: bool,
 }
@@ -28,10 +27,7 @@ type Shared = Arc<Mutex<IssuerState>>;
 type Responder = Box<dyn Fn(&Request) -> ResponseTemplate + Send + Sync>;
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn count(state: &mut IssuerState, endpoint: &'static str) {
@@ -43,14 +39,11 @@ fn query(req: &Request) -> HashMap<String, String> {
 }
 
 fn form(req: &Request) -> HashMap<String, String> {
-    url::form_urlencoded::parse(&req.body)
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(&req.body).into_owned().collect()
 }
 
 fn oauth_error(status: u16, error: &str, description: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status)
-        .set_body_json(json!({ "error": error, "error_description": description }))
+    ResponseTemplate::new(status).set_body_json(json!({ "error": error, "error_description": description }))
 }
 
 fn redirect(location: &str) -> ResponseTemplate {
@@ -125,11 +118,7 @@ pub(super) async fn mount(server: &MockServer, settings: Arc<Settings>, state: S
     };
 
     let routes: Vec<(&str, &str, Responder)> = vec![
-        (
-            "GET",
-            "/.well-known/openid-configuration",
-            Box::new(discovery),
-        ),
+        ("GET", "/.well-known/openid-configuration", Box::new(discovery)),
         ("GET", "/jwks", Box::new(jwks)),
         ("GET", "/authorize", Box::new(authorize)),
         ("POST", "/token", Box::new(token)),
@@ -138,11 +127,7 @@ pub(super) async fn mount(server: &MockServer, settings: Arc<Settings>, state: S
         ("POST", "/revoke", Box::new(revoke)),
     ];
     for (verb, route, responder) in routes {
-        Mock::given(method(verb))
-            .and(path(route))
-            .respond_with(responder)
-            .mount(server)
-            .await;
+        Mock::given(method(verb)).and(path(route)).respond_with(responder).mount(server).await;
     }
 }
 
@@ -190,22 +175,11 @@ fn authorize(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTempl
 
 /// Client authentication: `client_secret_basic` (RFC 6749 §2.3.1 encoding) or `client_secret_post`.
 fn client_authenticated(s: &Settings, req: &Request, form: &HashMap<String, String>) -> bool {
-    let decode = |v: &str| {
-        url::form_urlencoded::parse(format!("v={v}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-    };
-    if let Some(header) = req
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
+    let decode = |v: &str| url::form_urlencoded::parse(format!("v={v}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    if let Some(header) = req.headers.get("authorization").and_then(|v| v.to_str().ok())
         && let Some(b64) = header.strip_prefix("Basic ")
     {
-        let Some(pair) = STANDARD
-            .decode(b64)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-        else {
+        let Some(pair) = STANDARD.decode(b64).ok().and_then(|b| String::from_utf8(b).ok()) else {
             return false;
         };
         let Some((id, secret)) = pair.split_once(':') else {
@@ -214,8 +188,7 @@ fn client_authenticated(s: &Settings, req: &Request, form: &HashMap<String, Stri
         return decode(id).as_deref() == Some(s.client_id.as_str())
             && decode(secret).as_deref() == Some(s.client_secret.as_str());
     }
-    form.get("client_id") == Some(&s.client_id)
-        && form.get("client_secret") == Some(&s.client_secret)
+    form.get("client_id") == Some(&s.client_id) && form.get("client_secret") == Some(&s.client_secret)
 }
 
 fn token(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTemplate {
@@ -226,19 +199,11 @@ fn token(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTemplate 
         None => t,
     };
     if let Some(status) = st.token_faults.status {
-        return with_delay(oauth_error(
-            status,
-            "server_error",
-            "token endpoint fault switched on",
-        ));
+        return with_delay(oauth_error(status, "server_error", "token endpoint fault switched on"));
     }
     let f = form(req);
     if !client_authenticated(s, req, &f) {
-        return with_delay(oauth_error(
-            401,
-            "invalid_client",
-            "client authentication failed",
-        ));
+        return with_delay(oauth_error(401, "invalid_client", "client authentication failed"));
     }
     let response = match f.get("grant_type").map(String::as_str) {
         Some("authorization_code") => code_grant(s, st, &f),
@@ -259,31 +224,22 @@ fn code_grant(s: &Settings, st: &mut IssuerState, f: &HashMap<String, String>) -
         return oauth_error(400, "invalid_grant", "redirect_uri does not match");
     }
     let verified = match (&grant.challenge, f.get("code_verifier")) {
-        (Some(challenge), Some(verifier)) => {
-            URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes())) == *challenge
-        }
+        (Some(challenge), Some(verifier)) => URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes())) == *challenge,
         _ => false,
     };
     if !verified {
         return oauth_error(400, "invalid_grant", "PKCE verification failed");
     }
+    st.last_sid.insert(grant.sub.clone(), grant.sid.clone());
     issue_tokens(s, st, &grant.sub, &grant.sid, grant.nonce.as_deref(), None)
 }
 
-fn refresh_grant(
-    s: &Settings,
-    st: &mut IssuerState,
-    f: &HashMap<String, String>,
-) -> ResponseTemplate {
+fn refresh_grant(s: &Settings, st: &mut IssuerState, f: &HashMap<String, String>) -> ResponseTemplate {
     let Some(presented) = f.get("refresh_token") else {
         return oauth_error(400, "invalid_request", "missing refresh_token");
     };
     let Some(grant) = st.refresh_tokens.get(presented) else {
-        return oauth_error(
-            400,
-            "invalid_grant",
-            "unknown, revoked or rotated refresh token",
-        );
+        return oauth_error(400, "invalid_grant", "unknown, revoked or rotated refresh token");
     };
     let (sub, sid) = (grant.sub.clone(), grant.sid.clone());
     let keep = if s.rotate_refresh_tokens {
@@ -304,39 +260,24 @@ fn issue_tokens(
     keep_refresh: Option<String>,
 ) -> ResponseTemplate {
     let access_token = random_token("at-");
-    st.access_tokens
-        .insert(access_token.clone(), sub.to_owned());
+    st.access_tokens.insert(access_token.clone(), sub.to_owned());
     let refresh_token = keep_refresh.unwrap_or_else(|| {
         let rt = random_token("rt-");
-        st.refresh_tokens.insert(
-            rt.clone(),
-            RefreshGrant {
-                sub: sub.to_owned(),
-                sid: sid.to_owned(),
-            },
-        );
+        st.refresh_tokens.insert(rt.clone(), RefreshGrant { sub: sub.to_owned(), sid: sid.to_owned() });
         rt
     });
     let id_token = id_token(s, st, sub, sid, nonce);
-    ResponseTemplate::new(200)
-        .insert_header("cache-control", "no-store")
-        .set_body_json(json!({
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": s.access_token_lifetime.as_secs(),
-            "refresh_token": refresh_token,
-            "id_token": id_token,
-            "scope": "openid profile email offline_access",
-        }))
+    ResponseTemplate::new(200).insert_header("cache-control", "no-store").set_body_json(json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": st.access_token_lifetime.as_secs(),
+        "refresh_token": refresh_token,
+        "id_token": id_token,
+        "scope": "openid profile email offline_access",
+    }))
 }
 
-fn id_token(
-    s: &Settings,
-    st: &mut IssuerState,
-    sub: &str,
-    sid: &str,
-    nonce: Option<&str>,
-) -> String {
+fn id_token(s: &Settings, st: &mut IssuerState, sub: &str, sid: &str, nonce: Option<&str>) -> String {
     let user = st.user(Some(sub));
     let now = now();
     let mut claims: Map<String, Value> = user.claims.clone();
@@ -390,11 +331,33 @@ fn userinfo(st: &mut IssuerState, req: &Request) -> ResponseTemplate {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let Some(sub) = token.and_then(|t| st.access_tokens.get(&t).cloned()) else {
-        return ResponseTemplate::new(401)
-            .insert_header("www-authenticate", "Bearer error=\"invalid_token\"");
+        return ResponseTemplate::new(401).insert_header("www-authenticate", "Bearer error=\"invalid_token\"");
     };
     let user = st.user(Some(&sub));
     let mut claims = user.claims;
     claims.insert("sub".into(), sub.into());
     ResponseTemplate::new(200).set_body_json(Value::Object(claims))
+}
+
+/// A back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.4).
+pub(super) fn logout_token(s: &Settings, st: &IssuerState, sid: Option<&str>, sub: Option<&str>) -> String {
+    let now = now();
+    let mut claims = Map::new();
+    claims.insert("iss".into(), s.issuer.clone().into());
+    claims.insert("aud".into(), s.client_id.clone().into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + 120).into());
+    claims.insert("jti".into(), random_token("jti-").into());
+    claims.insert("events".into(), json!({ "http://schemas.openid.net/event/backchannel-logout": {} }));
+    if let Some(sid) = sid {
+        claims.insert("sid".into(), sid.into());
+    }
+    if let Some(sub) = sub {
+        claims.insert("sub".into(), sub.into());
+    }
+    let key = &st.keys.current;
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("logout+jwt".into());
+    encode(&header, &claims, &key.encoding).expect("mock issuer signs")
 }

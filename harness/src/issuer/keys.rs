@@ -31,27 +31,19 @@ pub struct SigningKey {
 
 impl SigningKey {
     fn rsa(kid: &str, pem: &str) -> Self {
-        let encoding =
-            EncodingKey::from_rsa_pem(pem.as_bytes()).expect("shipped RSA test key parses");
-        let pair =
-            RsaKeyPair::from_der(encoding.as_bytes()).expect("shipped RSA test key is PKCS#1");
+        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("shipped RSA test key parses");
+        let pair = RsaKeyPair::from_der(encoding.as_bytes()).expect("shipped RSA test key is PKCS#1");
         let public = pair.public_key();
         let jwk = json!({
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
             "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
             "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
         });
-        SigningKey {
-            kid: kid.to_owned(),
-            alg: Algorithm::RS256,
-            encoding,
-            jwk,
-        }
+        SigningKey { kid: kid.to_owned(), alg: Algorithm::RS256, encoding, jwk }
     }
 
     fn ec(kid: &str) -> Self {
-        let pair =
-            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 key generation");
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("P-256 key generation");
         let pkcs8 = pair.to_pkcs8v1().expect("P-256 key encodes");
         let point = pair.public_key().as_ref();
         let jwk = json!({
@@ -82,11 +74,7 @@ impl KeySet {
             SigningAlg::Es256 => SigningKey::ec("key-1"),
         };
         let published = vec![current.jwk.clone()];
-        KeySet {
-            current,
-            published,
-            rogue: SigningKey::rsa("key-1", ROGUE_PEM),
-        }
+        KeySet { current, published, rogue: SigningKey::rsa("key-1", ROGUE_PEM) }
     }
 
     /// Switches signing to a new RSA key with a new `kid`; the JWKS shows only the new key.

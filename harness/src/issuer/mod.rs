@@ -105,11 +105,7 @@ impl MockIssuerBuilder {
         let port = listener.local_addr()?.port();
         let server = MockServer::builder().listener(listener).start().await;
         let url = format!("http://{}:{port}", self.host);
-        let default_user = self
-            .users
-            .first()
-            .map(|u| u.sub.clone())
-            .unwrap_or_else(|| "alice".into());
+        let default_user = self.users.first().map(|u| u.sub.clone()).unwrap_or_else(|| "alice".into());
         let state = Arc::new(Mutex::new(IssuerState {
             keys: KeySet::new(self.alg),
             users: self.users.into_iter().map(|u| (u.sub.clone(), u)).collect(),
@@ -121,27 +117,25 @@ impl MockIssuerBuilder {
             token_faults: TokenFaults::default(),
             calls: HashMap::new(),
             revoked: Vec::new(),
+            last_sid: HashMap::new(),
+            access_token_lifetime: self.access_token_lifetime,
         }));
         let settings = endpoints::Settings {
             issuer: url.clone(),
             client_id: self.client_id,
             client_secret: self.client_secret,
-            access_token_lifetime: self.access_token_lifetime,
             id_token_lifetime: self.id_token_lifetime,
             rotate_refresh_tokens: self.rotate_refresh_tokens,
         };
-        endpoints::mount(&server, Arc::new(settings), state.clone()).await;
-        Ok(MockIssuer {
-            server,
-            state,
-            url,
-            port,
-        })
+        let settings = Arc::new(settings);
+        endpoints::mount(&server, settings.clone(), state.clone()).await;
+        Ok(MockIssuer { server, state, url, port, settings })
     }
 }
 
 /// A running mock issuer. Dropping it stops the server.
 pub struct MockIssuer {
+    settings: Arc<endpoints::Settings>,
     server: MockServer,
     state: Arc<Mutex<IssuerState>>,
     url: String,
@@ -208,5 +202,25 @@ impl MockIssuer {
 
     pub fn revoked_tokens(&self) -> Vec<String> {
         self.state().revoked.clone()
+    }
+
+    /// Forgets every refresh token: the next refresh gets `invalid_grant`.
+    pub fn revoke_all_refresh_tokens(&self) {
+        self.state().refresh_tokens.clear();
+    }
+
+    /// Lifetime of the access tokens issued from now on.
+    pub fn set_access_token_lifetime(&self, lifetime: Duration) {
+        self.state().access_token_lifetime = lifetime;
+    }
+
+    /// The `sid` of the last login of `sub`, as its id_token carried it.
+    pub fn last_sid(&self, sub: &str) -> Option<String> {
+        self.state().last_sid.get(sub).cloned()
+    }
+
+    /// A signed back-channel logout token for `sid` and/or `sub`, for this client.
+    pub fn logout_token(&self, sid: Option<&str>, sub: Option<&str>) -> String {
+        endpoints::logout_token(&self.settings, &self.state(), sid, sub)
     }
 }

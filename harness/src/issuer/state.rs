@@ -21,10 +21,7 @@ impl User {
         let mut claims = Map::new();
         claims.insert("name".into(), Value::String(format!("User {sub}")));
         claims.insert("email".into(), Value::String(format!("{sub}@example.test")));
-        User {
-            sub: sub.to_owned(),
-            claims,
-        }
+        User { sub: sub.to_owned(), claims }
     }
 
     pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
@@ -80,16 +77,16 @@ pub(super) struct IssuerState {
     pub id_token_fault: Option<IdTokenFault>,
     pub token_faults: TokenFaults,
     pub calls: HashMap<&'static str, u64>,
+    pub access_token_lifetime: std::time::Duration,
     pub revoked: Vec<String>,
+    /// `sub` → the `sid` of its last login.
+    pub last_sid: HashMap<String, String>,
 }
 
 impl IssuerState {
     pub fn user(&mut self, hint: Option<&str>) -> User {
         let sub = hint.unwrap_or(&self.default_user).to_owned();
-        self.users
-            .entry(sub.clone())
-            .or_insert_with(|| User::new(&sub))
-            .clone()
+        self.users.entry(sub.clone()).or_insert_with(|| User::new(&sub)).clone()
     }
 }
 

@@ -49,10 +49,7 @@ impl BffProcessBuilder {
             wait_ready: self.wait_ready,
             child: None,
             output: OutputTail::default(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("http client"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client"),
         };
         node.start().await?;
         Ok(node)

@@ -17,17 +17,9 @@ pub enum ProcessError {
     #[error("cannot start {program}: {reason}")]
     Spawn { program: String, reason: String },
     #[error("{program} exited before it was ready ({status}); last output:\n{output}")]
-    ExitedEarly {
-        program: String,
-        status: String,
-        output: String,
-    },
+    ExitedEarly { program: String, status: String, output: String },
     #[error("{program} was not ready within {waited:?}; last output:\n{output}")]
-    NotReady {
-        program: String,
-        waited: Duration,
-        output: String,
-    },
+    NotReady { program: String, waited: Duration, output: String },
 }
 
 const KEEP_LINES: usize = 400;
@@ -46,12 +38,7 @@ impl OutputTail {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .expect("output lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.0.lock().expect("output lock").iter().cloned().collect()
     }
 
     pub fn tail(&self, n: usize) -> String {
@@ -80,15 +67,10 @@ impl Supervised {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| ProcessError::Spawn {
-            program: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut child =
+            cmd.spawn().map_err(|e| ProcessError::Spawn { program: name.clone(), reason: e.to_string() })?;
         for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
             child.stderr.take().map(|s| Box::new(s) as _),
         ]
         .into_iter()
@@ -102,10 +84,7 @@ impl Supervised {
                 }
             });
         }
-        Ok(Supervised {
-            program: name,
-            child,
-        })
+        Ok(Supervised { program: name, child })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -131,10 +110,6 @@ impl Supervised {
     /// SIGKILL at once.
     pub async fn kill(&mut self) -> String {
         let _ = self.child.start_kill();
-        self.child
-            .wait()
-            .await
-            .map(|s| s.to_string())
-            .unwrap_or_else(|e| e.to_string())
+        self.child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
     }
 }

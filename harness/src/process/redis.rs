@@ -25,10 +25,8 @@ impl RedisProcess {
     }
 
     pub async fn start_on(port: u16, persistent: bool) -> Result<Self, ProcessError> {
-        let dir = tempfile::tempdir().map_err(|e| ProcessError::Spawn {
-            program: "redis-server".into(),
-            reason: e.to_string(),
-        })?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| ProcessError::Spawn { program: "redis-server".into(), reason: e.to_string() })?;
         let mut redis = RedisProcess {
             port,
             persistent,
@@ -127,9 +125,5 @@ pub async fn ping(port: u16) -> bool {
         stream.read_exact(&mut buf).await.ok()?;
         Some(&buf == b"+PONG\r\n")
     };
-    tokio::time::timeout(Duration::from_millis(500), attempt)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    tokio::time::timeout(Duration::from_millis(500), attempt).await.ok().flatten().unwrap_or(false)
 }

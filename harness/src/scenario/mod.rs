@@ -9,8 +9,8 @@ mod target;
 use std::time::Instant;
 
 pub use model::{
-    Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario,
-    ScenarioError, Step, Thresholds, Verdict, Via,
+    Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError, Step,
+    Thresholds, Verdict, Via,
 };
 pub use report::{FailureGroup, Outcome, Record, Row, RunReport, junit};
 pub use runner::{Progress, StepError};
@@ -29,20 +29,10 @@ pub enum RunError {
 }
 
 /// Runs the scenario against `target`.
-pub async fn run_on(
-    scenario: &Scenario,
-    target: &dyn Target,
-    progress: &Progress,
-) -> Result<RunReport, RunError> {
+pub async fn run_on(scenario: &Scenario, target: &dyn Target, progress: &Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let (records, events) = runner::execute(scenario, target, progress).await?;
-    Ok(RunReport::build(
-        scenario,
-        target.backend(),
-        &records,
-        events,
-        started.elapsed(),
-    ))
+    Ok(RunReport::build(scenario, target.backend(), &records, events, started.elapsed()))
 }
 
 /// Starts a fresh cluster from `spec`, runs the scenario, tears the cluster down.
@@ -59,11 +49,5 @@ pub async fn run_fresh(
     let teardown = target.cluster.lock().await.teardown().await;
     let (records, events) = result?;
     teardown?;
-    Ok(RunReport::build(
-        scenario,
-        target.backend(),
-        &records,
-        events,
-        started.elapsed(),
-    ))
+    Ok(RunReport::build(scenario, target.backend(), &records, events, started.elapsed()))
 }

@@ -77,11 +77,7 @@ impl ClusterSection {
             lb: self.lb,
             redis_persistence: self.redis_persistence,
             redis_db_per_node: self.redis_db_per_node,
-            bff_env: self
-                .bff
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            bff_env: self.bff.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             images,
             bff_binary: None,
         }
@@ -99,10 +95,7 @@ pub struct Load {
 
 impl Default for Load {
     fn default() -> Self {
-        Load {
-            users: 10,
-            iterations: 1,
-        }
+        Load { users: 10, iterations: 1 }
     }
 }
 
@@ -122,10 +115,7 @@ pub enum Action {
 
 impl Action {
     pub fn is_user_step(self) -> bool {
-        matches!(
-            self,
-            Action::Login | Action::Me | Action::Get | Action::Logout
-        )
+        matches!(self, Action::Login | Action::Me | Action::Get | Action::Logout)
     }
 
     pub fn name(self) -> &'static str {
@@ -257,30 +247,18 @@ pub struct Verdict {
 
 impl Scenario {
     pub fn parse(text: &str, path: &str) -> Result<Self, ScenarioError> {
-        let mut scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Invalid {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+        let mut scenario: Scenario =
+            toml::from_str(text).map_err(|e| ScenarioError::Invalid { path: path.into(), reason: e.to_string() })?;
         if scenario.name.is_empty() {
-            scenario.name = Path::new(path)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            scenario.name = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         }
-        scenario
-            .validate()
-            .map_err(|reason| ScenarioError::Invalid {
-                path: path.into(),
-                reason,
-            })?;
+        scenario.validate().map_err(|reason| ScenarioError::Invalid { path: path.into(), reason })?;
         Ok(scenario)
     }
 
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError::Read { path: path.display().to_string(), reason: e.to_string() })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -288,10 +266,7 @@ impl Scenario {
     pub fn load_all(path: &Path) -> Result<Vec<Self>, ScenarioError> {
         if path.is_dir() {
             let mut files: Vec<_> = std::fs::read_dir(path)
-                .map_err(|e| ScenarioError::Read {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?
+                .map_err(|e| ScenarioError::Read { path: path.display().to_string(), reason: e.to_string() })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "toml"))
                 .collect();
@@ -317,22 +292,14 @@ impl Scenario {
             if step.action == Action::Pause && step.millis.is_none() {
                 return Err(format!("{at}: pause needs millis"));
             }
-            if matches!(
-                step.action,
-                Action::RestartNode | Action::KillNode | Action::StartNode
-            ) && step.node.is_none()
+            if matches!(step.action, Action::RestartNode | Action::KillNode | Action::StartNode) && step.node.is_none()
             {
-                return Err(format!(
-                    "{at}: needs node = \"random\", \"all\" or a number"
-                ));
+                return Err(format!("{at}: needs node = \"random\", \"all\" or a number"));
             }
             if let Some(NodeSelector::Index(n)) = &step.node
                 && (*n == 0 || *n > self.cluster.nodes)
             {
-                return Err(format!(
-                    "{at}: node {n} does not exist (nodes are 1 to {})",
-                    self.cluster.nodes
-                ));
+                return Err(format!("{at}: node {n} does not exist (nodes are 1 to {})", self.cluster.nodes));
             }
             if let Some(during) = &step.during {
                 if !step.action.is_user_step() {

@@ -94,19 +94,13 @@ impl RunReport {
             if !order.contains(&r.step) {
                 order.push(r.step.clone());
             }
-            cells
-                .entry((r.step.clone(), r.node.clone().unwrap_or_else(|| "-".into())))
-                .or_default()
-                .push(r);
+            cells.entry((r.step.clone(), r.node.clone().unwrap_or_else(|| "-".into()))).or_default().push(r);
         }
         let mut rows: Vec<Row> = cells
             .iter()
             .map(|((step, node), rs)| {
-                let mut latencies: Vec<f64> = rs
-                    .iter()
-                    .filter(|r| r.outcome != Outcome::Unavailable)
-                    .map(|r| r.latency_ms)
-                    .collect();
+                let mut latencies: Vec<f64> =
+                    rs.iter().filter(|r| r.outcome != Outcome::Unavailable).map(|r| r.latency_ms).collect();
                 latencies.sort_by(f64::total_cmp);
                 Row {
                     step: step.clone(),
@@ -114,10 +108,7 @@ impl RunReport {
                     requests: rs.len() as u64,
                     ok: rs.iter().filter(|r| r.outcome == Outcome::Ok).count() as u64,
                     failed: rs.iter().filter(|r| r.outcome == Outcome::Failed).count() as u64,
-                    unavailable: rs
-                        .iter()
-                        .filter(|r| r.outcome == Outcome::Unavailable)
-                        .count() as u64,
+                    unavailable: rs.iter().filter(|r| r.outcome == Outcome::Unavailable).count() as u64,
                     p50_ms: percentile(&latencies, 50.0),
                     p95_ms: percentile(&latencies, 95.0),
                 }
@@ -128,40 +119,18 @@ impl RunReport {
         let mut groups: BTreeMap<(String, String, Option<u16>, String), u64> = BTreeMap::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Failed) {
             *groups
-                .entry((
-                    r.step.clone(),
-                    r.node.clone().unwrap_or_else(|| "-".into()),
-                    r.status,
-                    r.detail.clone(),
-                ))
+                .entry((r.step.clone(), r.node.clone().unwrap_or_else(|| "-".into()), r.status, r.detail.clone()))
                 .or_default() += 1;
         }
         let mut failures: Vec<FailureGroup> = groups
             .into_iter()
-            .map(|((step, node, status, detail), count)| FailureGroup {
-                step,
-                node,
-                status,
-                detail,
-                count,
-            })
+            .map(|((step, node, status, detail), count)| FailureGroup { step, node, status, detail, count })
             .collect();
-        failures.sort_by_key(|f| {
-            (
-                order.iter().position(|s| *s == f.step),
-                std::cmp::Reverse(f.count),
-            )
-        });
+        failures.sort_by_key(|f| (order.iter().position(|s| *s == f.step), std::cmp::Reverse(f.count)));
 
         let requests = records.len() as u64;
-        let failed = records
-            .iter()
-            .filter(|r| r.outcome == Outcome::Failed)
-            .count() as u64;
-        let unavailable = records
-            .iter()
-            .filter(|r| r.outcome == Outcome::Unavailable)
-            .count() as u64;
+        let failed = records.iter().filter(|r| r.outcome == Outcome::Failed).count() as u64;
+        let unavailable = records.iter().filter(|r| r.outcome == Outcome::Unavailable).count() as u64;
         let mut report = RunReport {
             scenario: scenario.name.clone(),
             description: scenario.description.clone(),
@@ -187,16 +156,9 @@ impl RunReport {
         let t = &scenario.thresholds;
         let mut broken = Vec::new();
         if self.failed > t.max_failures {
-            broken.push(format!(
-                "{} failed requests (at most {} allowed)",
-                self.failed, t.max_failures
-            ));
+            broken.push(format!("{} failed requests (at most {} allowed)", self.failed, t.max_failures));
         }
-        let rate = if self.requests == 0 {
-            0.0
-        } else {
-            self.failed as f64 / self.requests as f64
-        };
+        let rate = if self.requests == 0 { 0.0 } else { self.failed as f64 / self.requests as f64 };
         if self.failed > 0 && rate > t.max_failure_rate {
             broken.push(format!(
                 "failure rate {:.1} % (at most {:.1} % allowed)",
@@ -207,21 +169,11 @@ impl RunReport {
         if let Some(max) = t.max_unavailable
             && self.unavailable > max
         {
-            broken.push(format!(
-                "{} unavailable requests (at most {max} allowed)",
-                self.unavailable
-            ));
+            broken.push(format!("{} unavailable requests (at most {max} allowed)", self.unavailable));
         }
         for (step, bound) in &t.p95_ms {
-            for row in self
-                .rows
-                .iter()
-                .filter(|r| &r.step == step && r.p95_ms > *bound as f64)
-            {
-                broken.push(format!(
-                    "{step} on {}: p95 {:.1} ms > {bound} ms",
-                    row.node, row.p95_ms
-                ));
+            for row in self.rows.iter().filter(|r| &r.step == step && r.p95_ms > *bound as f64) {
+                broken.push(format!("{step} on {}: p95 {:.1} ms > {bound} ms", row.node, row.p95_ms));
             }
         }
         if self.requests == 0 {
@@ -242,18 +194,13 @@ impl RunReport {
                     "FAIL {}: {}{}",
                     self.scenario,
                     broken.join("; "),
-                    first_failing
-                        .map(|s| format!("; first failing step: {s}"))
-                        .unwrap_or_default()
+                    first_failing.map(|s| format!("; first failing step: {s}")).unwrap_or_default()
                 ),
             ),
             Expected::Fail => {
                 let at_step = match &scenario.expect.failing_step {
                     None => self.failed > 0,
-                    Some(step) => self
-                        .failures
-                        .iter()
-                        .any(|f| f.step.starts_with(step.as_str())),
+                    Some(step) => self.failures.iter().any(|f| f.step.starts_with(step.as_str())),
                 };
                 if self.failed > 0 && at_step {
                     (
@@ -271,12 +218,7 @@ impl RunReport {
                         format!(
                             "FAIL {} (negative control): expected failures{} but the run found {}",
                             self.scenario,
-                            scenario
-                                .expect
-                                .failing_step
-                                .as_ref()
-                                .map(|s| format!(" at step {s}"))
-                                .unwrap_or_default(),
+                            scenario.expect.failing_step.as_ref().map(|s| format!(" at step {s}")).unwrap_or_default(),
                             self.failed
                         ),
                     )
@@ -305,19 +247,11 @@ pub fn junit(reports: &[RunReport]) -> String {
             let failed = !failures.is_empty() && run.passed == failures.is_empty();
             let status = if failed {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                s.set_message(format!(
-                    "{} failed requests",
-                    failures.iter().map(|f| f.count).sum::<u64>()
-                ));
+                s.set_message(format!("{} failed requests", failures.iter().map(|f| f.count).sum::<u64>()));
                 s.set_description(
                     failures
                         .iter()
-                        .map(|f| {
-                            format!(
-                                "{} × {} status {:?}: {}",
-                                f.count, f.node, f.status, f.detail
-                            )
-                        })
+                        .map(|f| format!("{} × {} status {:?}: {}", f.count, f.node, f.status, f.detail))
                         .collect::<Vec<_>>()
                         .join("\n"),
                 );

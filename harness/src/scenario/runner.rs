@@ -79,14 +79,9 @@ pub async fn execute(
             if step.action.is_user_step() {
                 match &step.during {
                     None => {
-                        progress.set_current(format!(
-                            "iteration {} · {}",
-                            iteration + 1,
-                            step.label()
-                        ));
-                        let calls = users.iter().map(|(name, user)| {
-                            user_step(&ctx, step, name, user, &node_urls, false)
-                        });
+                        progress.set_current(format!("iteration {} · {}", iteration + 1, step.label()));
+                        let calls =
+                            users.iter().map(|(name, user)| user_step(&ctx, step, name, user, &node_urls, false));
                         futures::future::join_all(calls).await;
                     }
                     Some(fault) => {
@@ -122,15 +117,8 @@ pub async fn execute(
     Ok((ctx.records.into_inner(), events))
 }
 
-async fn cluster_step(
-    ctx: &Ctx<'_>,
-    step: &Step,
-    events: &mut Vec<String>,
-) -> Result<(), StepError> {
-    let fail = |reason: String| StepError {
-        step: step.label(),
-        reason,
-    };
+async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> Result<(), StepError> {
+    let fail = |reason: String| StepError { step: step.label(), reason };
     let count = ctx.target.node_count();
     let indexes: Vec<usize> = match &step.node {
         None => vec![],
@@ -147,23 +135,15 @@ async fn cluster_step(
                 _ => "start",
             };
             for index in indexes {
-                ctx.progress
-                    .set_current(format!("{action} {}", node_name(index)));
+                ctx.progress.set_current(format!("{action} {}", node_name(index)));
                 ctx.target.node(index, action).await.map_err(fail)?;
-                events.push(format!(
-                    "{action} {} ({:.1} s)",
-                    node_name(index),
-                    started.elapsed().as_secs_f64()
-                ));
+                events.push(format!("{action} {} ({:.1} s)", node_name(index), started.elapsed().as_secs_f64()));
             }
         }
         Action::RestartRedis => {
             ctx.progress.set_current("restart redis".into());
             ctx.target.restart_redis().await.map_err(fail)?;
-            events.push(format!(
-                "restart redis ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ));
+            events.push(format!("restart redis ({:.1} s)", started.elapsed().as_secs_f64()));
         }
         Action::Pause => tokio::time::sleep(Duration::from_millis(step.millis.unwrap_or(0))).await,
         _ => unreachable!("user steps are not cluster steps"),
@@ -182,24 +162,14 @@ async fn user_step(
     let label = step.label();
     let targets: Vec<(String, Option<String>)> = match &step.via {
         Via::Lb => vec![(ctx.target.lb_url(), None)],
-        Via::EachNode => node_urls
-            .iter()
-            .enumerate()
-            .filter_map(|(i, url)| url.clone().map(|u| (u, Some(node_name(i)))))
-            .collect(),
+        Via::EachNode => {
+            node_urls.iter().enumerate().filter_map(|(i, url)| url.clone().map(|u| (u, Some(node_name(i))))).collect()
+        }
         Via::Node(n) => match node_urls.get(n - 1).cloned().flatten() {
             Some(u) => vec![(u, Some(node_name(n - 1)))],
             None => {
-                record(
-                    ctx,
-                    &label,
-                    Some(node_name(n - 1)),
-                    Outcome::Unavailable,
-                    None,
-                    0.0,
-                    "node is down".into(),
-                )
-                .await;
+                record(ctx, &label, Some(node_name(n - 1)), Outcome::Unavailable, None, 0.0, "node is down".into())
+                    .await;
                 return;
             }
         },
@@ -211,27 +181,13 @@ async fn user_step(
             Action::Me => user.me(&base).await,
             Action::Logout => user.logout(&base).await,
             Action::Get => {
-                user.get(&format!(
-                    "{}{}",
-                    base.trim_end_matches('/'),
-                    step.path.as_deref().unwrap_or("/")
-                ))
-                .await
+                user.get(&format!("{}{}", base.trim_end_matches('/'), step.path.as_deref().unwrap_or("/"))).await
             }
             _ => unreachable!("cluster steps are not user steps"),
         };
         let latency = started.elapsed().as_secs_f64() * 1000.0;
         let (outcome, status, node, detail) = classify(step, &result, name, fault);
-        record(
-            ctx,
-            &label,
-            direct_node.or(node),
-            outcome,
-            status,
-            latency,
-            detail,
-        )
-        .await;
+        record(ctx, &label, direct_node.or(node), outcome, status, latency, detail).await;
     }
 }
 
@@ -250,14 +206,7 @@ async fn record(
         Outcome::Unavailable => ctx.progress.unavailable.fetch_add(1, Ordering::Relaxed),
         Outcome::Ok => 0,
     };
-    ctx.records.lock().await.push(Record {
-        step: step.to_owned(),
-        node,
-        outcome,
-        status,
-        latency_ms,
-        detail,
-    });
+    ctx.records.lock().await.push(Record { step: step.to_owned(), node, outcome, status, latency_ms, detail });
 }
 
 fn default_status(action: Action) -> u16 {
@@ -276,65 +225,28 @@ fn classify(
 ) -> (Outcome, Option<u16>, Option<String>, String) {
     let reply = match result {
         Ok(reply) => reply,
-        Err(ClientError::LoginStep {
-            step: at,
-            status,
-            body,
-            node,
-        }) => {
-            let outcome = if fault && matches!(status, 502 | 503) {
-                Outcome::Unavailable
-            } else {
-                Outcome::Failed
-            };
-            return (
-                outcome,
-                Some(*status),
-                node.clone(),
-                format!("login stopped at {at}: {}", excerpt(body)),
-            );
+        Err(ClientError::LoginStep { step: at, status, body, node }) => {
+            let outcome = if fault && matches!(status, 502 | 503) { Outcome::Unavailable } else { Outcome::Failed };
+            return (outcome, Some(*status), node.clone(), format!("login stopped at {at}: {}", excerpt(body)));
         }
         Err(error) => {
-            let outcome = if fault {
-                Outcome::Unavailable
-            } else {
-                Outcome::Failed
-            };
+            let outcome = if fault { Outcome::Unavailable } else { Outcome::Failed };
             return (outcome, None, None, error.to_string());
         }
     };
     if fault && matches!(reply.status, 502 | 503) {
-        return (
-            Outcome::Unavailable,
-            Some(reply.status),
-            reply.node.clone(),
-            excerpt(&reply.body),
-        );
+        return (Outcome::Unavailable, Some(reply.status), reply.node.clone(), excerpt(&reply.body));
     }
     match check(step.action, &step.expect, reply, user) {
-        Ok(()) => (
-            Outcome::Ok,
-            Some(reply.status),
-            reply.node.clone(),
-            String::new(),
-        ),
-        Err(reason) => (
-            Outcome::Failed,
-            Some(reply.status),
-            reply.node.clone(),
-            reason,
-        ),
+        Ok(()) => (Outcome::Ok, Some(reply.status), reply.node.clone(), String::new()),
+        Err(reason) => (Outcome::Failed, Some(reply.status), reply.node.clone(), reason),
     }
 }
 
 fn check(action: Action, expect: &Expect, reply: &Reply, user: &str) -> Result<(), String> {
     let want = expect.status.unwrap_or_else(|| default_status(action));
     if reply.status != want {
-        return Err(format!(
-            "expected {want}, got {}: {}",
-            reply.status,
-            excerpt(&reply.body)
-        ));
+        return Err(format!("expected {want}, got {}: {}", reply.status, excerpt(&reply.body)));
     }
     let mut fields = expect.json.clone();
     if action == Action::Me && expect.status.is_none() && fields.is_empty() {
@@ -343,9 +255,7 @@ fn check(action: Action, expect: &Expect, reply: &Reply, user: &str) -> Result<(
     if fields.is_empty() {
         return Ok(());
     }
-    let body = reply
-        .json()
-        .ok_or_else(|| format!("expected JSON, got: {}", excerpt(&reply.body)))?;
+    let body = reply.json().ok_or_else(|| format!("expected JSON, got: {}", excerpt(&reply.body)))?;
     for (field, wanted) in fields {
         let wanted: Value = match wanted {
             toml::Value::String(s) if s == "$user" => Value::String(user.to_owned()),
@@ -363,13 +273,6 @@ fn check(action: Action, expect: &Expect, reply: &Reply, user: &str) -> Result<(
 }
 
 fn excerpt(body: &str) -> String {
-    let flat: String = body
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.chars().count() > 120 {
-        format!("{}…", flat.chars().take(120).collect::<String>())
-    } else {
-        flat
-    }
+    let flat: String = body.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if flat.chars().count() > 120 { format!("{}…", flat.chars().take(120).collect::<String>()) } else { flat }
 }

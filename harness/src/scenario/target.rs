@@ -77,12 +77,7 @@ impl Target for OwnedCluster {
     }
 
     async fn restart_redis(&self) -> Result<(), String> {
-        self.cluster
-            .lock()
-            .await
-            .restart_redis()
-            .await
-            .map_err(|e| e.to_string())
+        self.cluster.lock().await.restart_redis().await.map_err(|e| e.to_string())
     }
 
     fn user(&self, login_hint: &str) -> VirtualUser {
@@ -108,11 +103,7 @@ impl Target for ControlClient {
         let status = self.status().await.ok();
         (0..self.file.nodes)
             .map(|i| {
-                let c = status
-                    .as_ref()?
-                    .components
-                    .iter()
-                    .find(|c| c.name == node_name(i))?;
+                let c = status.as_ref()?.components.iter().find(|c| c.name == node_name(i))?;
                 if c.state != "running" {
                     return None;
                 }
@@ -122,17 +113,11 @@ impl Target for ControlClient {
     }
 
     async fn node(&self, index: usize, action: &str) -> Result<(), String> {
-        ControlClient::node(self, index + 1, action)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        ControlClient::node(self, index + 1, action).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn restart_redis(&self) -> Result<(), String> {
-        ControlClient::restart_redis(self)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        ControlClient::restart_redis(self).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn user(&self, login_hint: &str) -> VirtualUser {

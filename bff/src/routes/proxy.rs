@@ -1,0 +1,200 @@
+//! The API gateway: requests under a configured route go to one of its upstreams, with the
+//! session's access token as a bearer token.
+//!
+//! In order: the route is matched (longest prefix); the CSRF header is required on routes that
+//! carry the session (a cross-site form cannot send it); the session is loaded (`required`
+//! without one: 401, an API gets no login redirect); the access token is refreshed when it
+//! is about to expire; then the request is streamed to the upstream without hop-by-hop headers
+//! and without the gateway's own cookies, with `X-Forwarded-*` set, and the response streamed
+//! back. An unreachable upstream is a 502, a slow one a 504.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+
+use super::cookies;
+use crate::config::{Balance, Route, RouteAuth};
+use crate::session::{RefreshError, SessionId};
+use crate::state::AppState;
+
+/// The route a response was served by, for metrics.
+#[derive(Clone)]
+pub struct RouteLabel(pub String);
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn refuse(status: StatusCode, message: &str, route: &str) -> Response {
+    let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+    response.extensions_mut().insert(RouteLabel(route.to_owned()));
+    response
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// The request's cookies minus the gateway's own.
+fn foreign_cookies(headers: &HeaderMap, own: &[String]) -> Option<HeaderValue> {
+    let kept: Vec<&str> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !own.iter().any(|name| c.split('=').next() == Some(name.as_str())))
+        .collect();
+    if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
+}
+
+fn upstream_uri(state: &AppState, index: usize, route: &Route, uri: &Uri) -> Option<Uri> {
+    let upstream = match route.balance {
+        Balance::Random => &route.upstreams[rand::rng().random_range(0..route.upstreams.len())],
+        Balance::RoundRobin => {
+            let n = state.route_counters[index].fetch_add(1, Ordering::Relaxed);
+            &route.upstreams[n % route.upstreams.len()]
+        }
+    };
+    let rest = &uri.path()[route.path.len()..];
+    let rewritten = match (route.rewrite.ends_with('/'), rest.starts_with('/')) {
+        (true, true) => format!("{}{}", route.rewrite, &rest[1..]),
+        (false, false) if !rest.is_empty() => format!("{}/{rest}", route.rewrite),
+        _ => format!("{}{rest}", route.rewrite),
+    };
+    let path = format!("{}{}", upstream.path().trim_end_matches('/'), rewritten);
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let authority = match upstream.port() {
+        Some(port) => format!("{}:{port}", upstream.host_str()?),
+        None => upstream.host_str()?.to_owned(),
+    };
+    format!("http://{authority}{path}{query}").parse().ok()
+}
+
+pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let Some((index, route)) = state.config.routes.iter().enumerate().find(|(_, r)| path.starts_with(&r.path)) else {
+        return refuse(StatusCode::NOT_FOUND, "not found", "unmatched");
+    };
+    let label = route.path.as_str();
+    let config = &state.config;
+
+    if route.auth != RouteAuth::None
+        && config.csrf.enabled
+        && request.headers().get(&config.csrf.header).and_then(|v| v.to_str().ok()) != Some(config.csrf.value.as_str())
+    {
+        let message = format!("missing CSRF header {}: {}", config.csrf.header, config.csrf.value);
+        return refuse(StatusCode::UNAUTHORIZED, &message, label);
+    }
+
+    let mut bearer = None;
+    if route.auth != RouteAuth::None {
+        let id = cookies::read(request.headers(), &config.cookie_name()).and_then(|v| SessionId::parse(&v));
+        let loaded = match &id {
+            Some(id) => match state.sessions.load(id).await {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::error!(%error, "session store unavailable");
+                    return refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "session store unavailable, try again shortly",
+                        label,
+                    );
+                }
+            },
+            None => None,
+        };
+        match (loaded, id) {
+            (Some(session), Some(id)) => match state.refresher.fresh(&id, session).await {
+                Ok(session) => bearer = Some(session.access_token),
+                Err(RefreshError::Ended) => return refuse(StatusCode::UNAUTHORIZED, "session ended", label),
+                Err(error) => {
+                    tracing::warn!(%error, "token refresh failed; session kept");
+                    return refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "token refresh unavailable, try again shortly",
+                        label,
+                    );
+                }
+            },
+            _ if route.auth == RouteAuth::Required => return refuse(StatusCode::UNAUTHORIZED, "no session", label),
+            _ => {}
+        }
+    }
+
+    let Some(uri) = upstream_uri(&state, index, route, request.uri()) else {
+        return refuse(StatusCode::BAD_GATEWAY, "bad upstream address", label);
+    };
+    let client_ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let (mut parts, body) = request.into_parts();
+    let host = parts.headers.get(HOST).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(HOST);
+    let own = [config.cookie_name(), config.login_cookie_name()];
+    match foreign_cookies(&parts.headers, &own) {
+        Some(cookie) => parts.headers.insert(COOKIE, cookie),
+        None => parts.headers.remove(COOKIE),
+    };
+    if let Some(token) = &bearer {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("tokens are header-safe");
+        parts.headers.insert(AUTHORIZATION, value);
+    }
+    if let Some(ip) = client_ip {
+        let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip,
+        };
+        parts.headers.insert("x-forwarded-for", HeaderValue::from_str(&forwarded).expect("ip list"));
+    }
+    let proto = HeaderValue::from_str(config.public_url.scheme()).expect("scheme");
+    parts.headers.insert("x-forwarded-proto", proto);
+    if let Some(host) = host {
+        parts.headers.insert("x-forwarded-host", host);
+    }
+    parts.uri = uri;
+    let outgoing = axum::http::Request::from_parts(parts, body);
+
+    let timeout = route.timeout.unwrap_or(config.upstream_timeout);
+    let mut response = match tokio::time::timeout(timeout, state.upstream.request(outgoing)).await {
+        Ok(Ok(response)) => response.map(Body::new),
+        Ok(Err(error)) => {
+            metrics::counter!("bff_upstream_errors_total", "kind" => "unreachable").increment(1);
+            tracing::warn!(%error, route = label, "upstream unreachable");
+            return refuse(StatusCode::BAD_GATEWAY, "upstream unreachable", label);
+        }
+        Err(_) => {
+            metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
+            tracing::warn!(route = label, ?timeout, "upstream timed out");
+            return refuse(StatusCode::GATEWAY_TIMEOUT, "upstream timed out", label);
+        }
+    };
+    strip_hop_by_hop(response.headers_mut());
+    response.extensions_mut().insert(RouteLabel(label.to_owned()));
+    response
+}

@@ -1,0 +1,163 @@
+//! [`Refresher`]: at most one access-token refresh per session at a time, across all nodes.
+//!
+//! With rotating refresh tokens, parallel calls that each refresh make all but one fail. Here a
+//! single-flight inside the node lets one request per session go on, and a lock in the store
+//! (its lease renewed while the token endpoint works, so a slow issuer cannot outlive it) lets one
+//! node refresh. Everyone else polls the session until its tokens changed and uses the new ones,
+//! never calling the token endpoint. `invalid_grant` ends the session; an issuer that is down
+//! keeps it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Session, SessionError, SessionId, Sessions, now_secs, random_token};
+use crate::oidc::{Oidc, OidcError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The issuer refused the refresh token: the session is over.
+    #[error("the session ended: the identity provider refused its refresh token")]
+    Ended,
+    /// The issuer could not be reached, or the refresh did not finish in time; the session is kept.
+    #[error("token refresh unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+pub struct Refresher {
+    sessions: Arc<Sessions>,
+    oidc: Arc<Oidc>,
+    skew: Duration,
+    lease: Duration,
+    /// One async mutex per session being refreshed in this node.
+    in_flight: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+const POLL: Duration = Duration::from_millis(20);
+
+impl Refresher {
+    pub fn new(sessions: Arc<Sessions>, oidc: Arc<Oidc>, skew: Duration, lease: Duration) -> Self {
+        Refresher { sessions, oidc, skew, lease, in_flight: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn needs_refresh(&self, session: &Session) -> bool {
+        session.refresh_token.is_some()
+            && session.access_token_expires_at.is_some_and(|at| at <= now_secs() + self.skew.as_secs())
+    }
+
+    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.in_flight.lock().expect("in-flight lock");
+        map.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(existing) = map.get(key).and_then(Weak::upgrade) {
+            return existing;
+        }
+        let fresh = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_owned(), Arc::downgrade(&fresh));
+        fresh
+    }
+
+    /// The session with an access token that is not about to expire.
+    pub async fn fresh(&self, id: &SessionId, session: Session) -> Result<Session, RefreshError> {
+        if !self.needs_refresh(&session) {
+            return Ok(session);
+        }
+        let lock_key = Sessions::refresh_lock_key(id);
+        let flight = self.flight(&lock_key);
+        let _one_per_node = flight.lock().await;
+        let stale_token = session.access_token.clone();
+        let deadline = Instant::now() + self.lease * 2 + self.oidc.config().http_timeout;
+        let mut waited = false;
+        loop {
+            let current = self.sessions.load(id).await?.ok_or(RefreshError::Ended)?;
+            if !self.needs_refresh(&current) || current.access_token != stale_token {
+                if waited {
+                    metrics::counter!("bff_token_refresh_total", "result" => "waited").increment(1);
+                }
+                return Ok(current);
+            }
+            let holder = random_token();
+            if self.sessions.store().try_lock(&lock_key, &holder, self.lease).await.map_err(SessionError::from)? {
+                // Another node may have refreshed between our read and our lock: read again.
+                let current = match self.sessions.load(id).await {
+                    Ok(Some(current)) => current,
+                    other => {
+                        let _ = self.sessions.store().unlock(&lock_key, &holder).await;
+                        return match other {
+                            Err(error) => Err(error.into()),
+                            _ => Err(RefreshError::Ended),
+                        };
+                    }
+                };
+                if !self.needs_refresh(&current) || current.access_token != stale_token {
+                    let _ = self.sessions.store().unlock(&lock_key, &holder).await;
+                    return Ok(current);
+                }
+                let result = self.refresh_holding_lock(id, current, &lock_key, &holder).await;
+                let _ = self.sessions.store().unlock(&lock_key, &holder).await;
+                return result;
+            }
+            waited = true;
+            if Instant::now() > deadline {
+                metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
+                return Err(RefreshError::Unavailable("timed out waiting for another node's refresh".into()));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn refresh_holding_lock(
+        &self,
+        id: &SessionId,
+        current: Session,
+        lock_key: &str,
+        holder: &str,
+    ) -> Result<Session, RefreshError> {
+        // Keep the lease alive while the token endpoint works, however slow it is.
+        let renew = {
+            let (store, key, holder, lease) =
+                (self.sessions.store().clone(), lock_key.to_owned(), holder.to_owned(), self.lease);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    if !store.extend_lock(&key, &holder, lease).await.unwrap_or(false) {
+                        return;
+                    }
+                }
+            })
+        };
+        let refresh_token = current.refresh_token.clone().unwrap_or_default();
+        let result = self.oidc.refresh(&refresh_token).await;
+        renew.abort();
+        match result {
+            Ok(tokens) => {
+                let now = now_secs();
+                let updated = Session {
+                    access_token: tokens.access_token,
+                    refresh_token: tokens.refresh_token.or(current.refresh_token.clone()),
+                    access_token_expires_at: tokens.expires_in.map(|s| now + s),
+                    ..current
+                };
+                if !self.sessions.save(id, &updated).await? {
+                    return Err(RefreshError::Ended);
+                }
+                metrics::counter!("bff_token_refresh_total", "result" => "done").increment(1);
+                tracing::info!("access token refreshed");
+                Ok(updated)
+            }
+            Err(OidcError::CodeRefused(reason)) => {
+                metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
+                tracing::info!(%reason, "refresh token refused; ending the session");
+                self.sessions.end(id).await?;
+                Err(RefreshError::Ended)
+            }
+            Err(error) => {
+                metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
+                Err(RefreshError::Unavailable(error.to_string()))
+            }
+        }
+    }
+}
