@@ -199,6 +199,8 @@ impl ClusterArgs {
             redis_persistence: self.redis_persistence,
             redis_db_per_node: false,
             bff_env: self.bff_env.clone(),
+            api_upstream: false,
+            access_token_lifetime_secs: None,
             images: harness::cluster::Images { bff: self.bff_image.clone(), redis: self.redis_image.clone() },
             bff_binary: self.bff_binary.clone(),
         }

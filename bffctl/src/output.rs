@@ -100,6 +100,11 @@ pub fn report(report: &harness::scenario::RunReport) {
             println!("… and {} more kinds (see --report json)", report.failures.len() - 20);
         }
     }
+    if let Some(refreshes) = report.token_refreshes
+        && refreshes > 0
+    {
+        println!("Token refreshes at the issuer: {refreshes}");
+    }
     if !report.cluster_events.is_empty() {
         println!("Cluster events: {}", report.cluster_events.join(", "));
     }

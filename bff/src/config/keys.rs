@@ -49,6 +49,12 @@ pub const KEYS: &[Key] = &[
     key("session.same_site", "BFF_SESSION_SAME_SITE", Some("lax"), "lax or strict"),
     key("session.login_timeout", "BFF_SESSION_LOGIN_TIMEOUT", Some("10m"), "time allowed between login and callback"),
     key(
+        "routes",
+        "BFF_ROUTES",
+        None,
+        "[[routes]] tables: path, upstreams, auth, rewrite|strip_prefix, balance, timeout (env: an inline TOML array)",
+    ),
+    key(
         "upstream_timeout",
         "BFF_UPSTREAM_TIMEOUT",
         Some("30s"),

@@ -18,7 +18,23 @@ impl<'a> Source<'a> {
     /// Flattens the TOML table into dotted keys and refuses keys nobody reads (typos).
     pub(super) fn new(table: toml::Table, env: &'a HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut table = table;
-        let routes = match table.remove("routes") {
+        let from_file = table.remove("routes");
+        // BFF_ROUTES holds the same array inline, e.g.
+        // [{ path = "/api/", upstreams = ["http://api:9000"], auth = "required" }]
+        let from_env = match env.get("BFF_ROUTES").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(text) => Some(
+                format!("routes = {text}")
+                    .parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Route {
+                        key: "routes (BFF_ROUTES)".into(),
+                        reason: e.message().to_owned(),
+                    })?
+                    .remove("routes")
+                    .expect("parsed above"),
+            ),
+        };
+        let routes = match from_env.or(from_file) {
             None => Vec::new(),
             Some(toml::Value::Array(items)) => items,
             Some(_) => return Err(ConfigError::UnknownKey { key: "routes (must be [[routes]] tables)".into() }),

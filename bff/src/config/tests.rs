@@ -141,3 +141,56 @@ fn presets_derive_the_authority() {
     let c = Config::from_env_map(&vars).unwrap();
     assert_eq!(c.oidc.authority.as_str(), "https://login.microsoftonline.com/contoso-id/v2.0");
 }
+
+#[test]
+fn routes_come_from_the_file_or_inline_from_the_environment() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        file,
+        r#"
+[[routes]]
+path = "/api/"
+upstreams = ["http://127.0.0.1:9000"]
+
+[[routes]]
+path = "/api/v2/"
+upstreams = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]
+auth = "none"
+strip_prefix = true
+balance = "round-robin"
+"#
+    )
+    .unwrap();
+    let c = Config::load(Some(file.path()), &minimal()).unwrap();
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.routes[0].path, "/api/v2/", "longest prefix first");
+    assert_eq!(c.routes[0].rewrite, "/");
+    assert_eq!(c.routes[1].auth, RouteAuth::Required, "required by default");
+
+    let mut vars = minimal();
+    vars.insert(
+        "BFF_ROUTES".into(),
+        r#"[{ path = "/x/", upstreams = ["http://127.0.0.1:1"], auth = "optional" }]"#.into(),
+    );
+    let c = Config::load(Some(file.path()), &vars).unwrap();
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].auth, RouteAuth::Optional);
+}
+
+#[test]
+fn bad_routes_are_named() {
+    for (routes, key) in [
+        (r#"[{ upstreams = ["http://a:1"] }]"#, "routes[0].path"),
+        (r#"[{ path = "/a/", upstreams = [] }]"#, "routes[0].upstreams"),
+        (r#"[{ path = "/a/", upstreams = ["ftp://a"] }]"#, "routes[0].upstreams"),
+        (r#"[{ path = "/a/", upstreams = ["http://a:1"], auth = "maybe" }]"#, "routes[0].auth"),
+        (r#"[{ path = "/account/x", upstreams = ["http://a:1"] }]"#, "routes[0].path"),
+        (r#"[{ path = "/a/", upstreams = ["http://a:1"], colour = "red" }]"#, "routes[0].colour"),
+        ("not toml", "routes (BFF_ROUTES)"),
+    ] {
+        let mut vars = minimal();
+        vars.insert("BFF_ROUTES".into(), routes.into());
+        let msg = error_of(vars);
+        assert!(msg.starts_with(key), "{routes}: {msg}");
+    }
+}

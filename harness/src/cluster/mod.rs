@@ -31,6 +31,19 @@ pub struct Cluster {
     backend: Box<dyn Backend>,
     lb: LoadBalancer,
     resolve: Vec<(String, SocketAddr)>,
+    /// The mock API behind `/api/`, when the spec asks for one.
+    _upstream: Option<wiremock::MockServer>,
+}
+
+/// A mock API that answers every request with 200 and a small JSON body.
+async fn api_upstream(bind: &str) -> std::io::Result<wiremock::MockServer> {
+    let listener = std::net::TcpListener::bind(bind)?;
+    let server = wiremock::MockServer::builder().listener(listener).start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({ "ok": true })))
+        .mount(&server)
+        .await;
+    Ok(server)
 }
 
 /// Picks the backend for `auto`: Docker when a daemon answers, else processes when redis-server
@@ -68,6 +81,7 @@ impl Cluster {
             MockIssuer::builder()
         }
         .client(CLIENT_ID, CLIENT_SECRET)
+        .access_token_lifetime(std::time::Duration::from_secs(spec.access_token_lifetime_secs.unwrap_or(300)))
         .run()
         .await
         .map_err(|e| ClusterError::failed("mock issuer", e))?;
@@ -75,6 +89,21 @@ impl Cluster {
             vec![(DOCKER_ISSUER_HOST.to_owned(), SocketAddr::from(([127, 0, 0, 1], issuer.port())))]
         } else {
             vec![]
+        };
+
+        let upstream = if spec.api_upstream {
+            progress("starting the API upstream");
+            let bind = if docker { "0.0.0.0:0" } else { "127.0.0.1:0" };
+            let up = api_upstream(bind).await.map_err(|e| ClusterError::failed("api upstream", e))?;
+            let host = if docker { DOCKER_ISSUER_HOST } else { "127.0.0.1" };
+            let routes = format!(
+                r#"[{{ path = "/api/", upstreams = ["http://{host}:{}"], auth = "required" }}]"#,
+                up.address().port()
+            );
+            spec.bff_env.push(("BFF_ROUTES".into(), routes));
+            Some(up)
+        } else {
+            None
         };
 
         progress("starting the load balancer");
@@ -87,7 +116,7 @@ impl Cluster {
         } else {
             Box::new(process::ProcessBackend::start(&spec, issuer.url(), &lb.url()).await?)
         };
-        let mut cluster = Cluster { spec, issuer, backend, lb, resolve };
+        let mut cluster = Cluster { spec, issuer, backend, lb, resolve, _upstream: upstream };
         for i in 0..cluster.spec.nodes {
             progress(&format!("starting {}", node_name(i)));
             if let Err(error) = cluster.start_node(i).await {

@@ -64,6 +64,11 @@ pub struct ClusterSpec {
     pub redis_db_per_node: bool,
     /// Extra `BFF_*` settings for every node, e.g. `BFF_KEY_RING = "local"`.
     pub bff_env: Vec<(String, String)>,
+    /// Start a mock API upstream and route `/api/` to it (auth required), to exercise the
+    /// gateway's bearer forwarding and token refresh.
+    pub api_upstream: bool,
+    /// Lifetime of the access tokens the mock issuer hands out (default 300 s).
+    pub access_token_lifetime_secs: Option<u64>,
     pub images: Images,
     /// The `bff` binary for the process backend (default: next to the running executable, then PATH).
     pub bff_binary: Option<PathBuf>,
@@ -79,6 +84,8 @@ impl Default for ClusterSpec {
             redis_persistence: false,
             redis_db_per_node: false,
             bff_env: Vec::new(),
+            api_upstream: false,
+            access_token_lifetime_secs: None,
             images: Images::default(),
             bff_binary: None,
         }

@@ -32,7 +32,8 @@ pub enum RunError {
 pub async fn run_on(scenario: &Scenario, target: &dyn Target, progress: &Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let (records, events) = runner::execute(scenario, target, progress).await?;
-    Ok(RunReport::build(scenario, target.backend(), &records, events, started.elapsed()))
+    let refreshes = target.issuer_calls("refresh").await;
+    Ok(RunReport::build(scenario, target.backend(), &records, events, refreshes, started.elapsed()))
 }
 
 /// Starts a fresh cluster from `spec`, runs the scenario, tears the cluster down.
@@ -46,8 +47,9 @@ pub async fn run_fresh(
     let cluster = Cluster::start(spec, on_step).await?;
     let target = OwnedCluster::new(cluster);
     let result = runner::execute(scenario, &target, progress).await;
+    let refreshes = target.issuer_calls("refresh").await;
     let teardown = target.cluster.lock().await.teardown().await;
     let (records, events) = result?;
     teardown?;
-    Ok(RunReport::build(scenario, target.backend(), &records, events, started.elapsed()))
+    Ok(RunReport::build(scenario, target.backend(), &records, events, refreshes, started.elapsed()))
 }

@@ -51,6 +51,10 @@ pub struct ClusterSection {
     pub redis_db_per_node: bool,
     /// Extra `BFF_*` settings for every node.
     pub bff: BTreeMap<String, String>,
+    /// A mock API behind `/api/` (auth required).
+    pub api_upstream: bool,
+    /// Lifetime of the issuer's access tokens, in seconds.
+    pub access_token_lifetime: Option<u64>,
 }
 
 impl Default for ClusterSection {
@@ -64,6 +68,8 @@ impl Default for ClusterSection {
             redis_persistence: false,
             redis_db_per_node: false,
             bff: BTreeMap::new(),
+            api_upstream: false,
+            access_token_lifetime: None,
         }
     }
 }
@@ -78,6 +84,8 @@ impl ClusterSection {
             redis_persistence: self.redis_persistence,
             redis_db_per_node: self.redis_db_per_node,
             bff_env: self.bff.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            api_upstream: self.api_upstream,
+            access_token_lifetime_secs: self.access_token_lifetime,
             images,
             bff_binary: None,
         }
@@ -175,6 +183,8 @@ pub struct Step {
     pub node: Option<NodeSelector>,
     /// `pause`: milliseconds.
     pub millis: Option<u64>,
+    /// User steps: how many copies of the request each user sends at once (default 1).
+    pub parallel: Option<usize>,
     #[serde(default)]
     pub expect: Expect,
     /// User steps: repeat while this cluster step runs.
@@ -225,6 +235,9 @@ pub struct Thresholds {
     pub max_unavailable: Option<u64>,
     /// p95 latency bound per step label, in milliseconds.
     pub p95_ms: BTreeMap<String, u64>,
+    /// Most refresh_token grants the issuer may see in the whole run (one per session per
+    /// expiry is the goal).
+    pub max_token_refreshes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -67,6 +67,8 @@ pub struct RunReport {
     pub rows: Vec<Row>,
     pub failures: Vec<FailureGroup>,
     pub cluster_events: Vec<String>,
+    /// refresh_token grants the mock issuer saw (when this process ran it).
+    pub token_refreshes: Option<u64>,
     /// True when the scenario's expectation is met (for a negative control: failures found).
     pub passed: bool,
     pub verdict: String,
@@ -86,6 +88,7 @@ impl RunReport {
         backend: String,
         records: &[Record],
         events: Vec<String>,
+        token_refreshes: Option<u64>,
         duration: Duration,
     ) -> Self {
         let mut cells: BTreeMap<(String, String), Vec<&Record>> = BTreeMap::new();
@@ -145,6 +148,7 @@ impl RunReport {
             rows,
             failures,
             cluster_events: events,
+            token_refreshes,
             passed: false,
             verdict: String::new(),
         };
@@ -175,6 +179,11 @@ impl RunReport {
             for row in self.rows.iter().filter(|r| &r.step == step && r.p95_ms > *bound as f64) {
                 broken.push(format!("{step} on {}: p95 {:.1} ms > {bound} ms", row.node, row.p95_ms));
             }
+        }
+        if let (Some(max), Some(seen)) = (t.max_token_refreshes, self.token_refreshes)
+            && seen > max
+        {
+            broken.push(format!("{seen} token refreshes at the issuer (at most {max} allowed)"));
         }
         if self.requests == 0 {
             broken.push("no request was made".into());

@@ -174,20 +174,28 @@ async fn user_step(
             }
         },
     };
+    let copies = step.parallel.unwrap_or(1).max(1);
     for (base, direct_node) in targets {
-        let started = Instant::now();
-        let result = match step.action {
-            Action::Login => user.login(&base).await,
-            Action::Me => user.me(&base).await,
-            Action::Logout => user.logout(&base).await,
-            Action::Get => {
-                user.get(&format!("{}{}", base.trim_end_matches('/'), step.path.as_deref().unwrap_or("/"))).await
+        let one = |base: String, direct_node: Option<String>| {
+            let label = &label;
+            async move {
+                let started = Instant::now();
+                let result = match step.action {
+                    Action::Login => user.login(&base).await,
+                    Action::Me => user.me(&base).await,
+                    Action::Logout => user.logout(&base).await,
+                    Action::Get => {
+                        user.api(&format!("{}{}", base.trim_end_matches('/'), step.path.as_deref().unwrap_or("/")))
+                            .await
+                    }
+                    _ => unreachable!("cluster steps are not user steps"),
+                };
+                let latency = started.elapsed().as_secs_f64() * 1000.0;
+                let (outcome, status, node, detail) = classify(step, &result, name, fault);
+                record(ctx, label, direct_node.or(node), outcome, status, latency, detail).await;
             }
-            _ => unreachable!("cluster steps are not user steps"),
         };
-        let latency = started.elapsed().as_secs_f64() * 1000.0;
-        let (outcome, status, node, detail) = classify(step, &result, name, fault);
-        record(ctx, &label, direct_node.or(node), outcome, status, latency, detail).await;
+        futures::future::join_all((0..copies).map(|_| one(base.clone(), direct_node.clone()))).await;
     }
 }
 

@@ -22,6 +22,8 @@ pub trait Target: Send + Sync {
     async fn node(&self, index: usize, action: &str) -> Result<(), String>;
     async fn restart_redis(&self) -> Result<(), String>;
     fn user(&self, login_hint: &str) -> VirtualUser;
+    /// How often the mock issuer's endpoint was called, when this process runs the issuer.
+    async fn issuer_calls(&self, endpoint: &str) -> Option<u64>;
 }
 
 /// A cluster this run started and will tear down.
@@ -83,6 +85,10 @@ impl Target for OwnedCluster {
     fn user(&self, login_hint: &str) -> VirtualUser {
         VirtualUser::with_resolver(Some(login_hint), &self.resolve)
     }
+
+    async fn issuer_calls(&self, endpoint: &str) -> Option<u64> {
+        Some(self.cluster.lock().await.issuer().calls(endpoint))
+    }
 }
 
 #[async_trait]
@@ -122,5 +128,9 @@ impl Target for ControlClient {
 
     fn user(&self, login_hint: &str) -> VirtualUser {
         VirtualUser::with_resolver(Some(login_hint), &self.file.resolve)
+    }
+
+    async fn issuer_calls(&self, _endpoint: &str) -> Option<u64> {
+        None
     }
 }
