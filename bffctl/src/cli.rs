@@ -41,6 +41,39 @@ pub enum Command {
     Run(RunArgs),
     /// List the scenarios in a directory with their descriptions.
     Scenarios(ScenariosArgs),
+    /// Benchmark the gateway next to a direct upstream and nginx (needs wrk and nginx; oha for the open-loop pass).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Seconds per closed-loop run.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: u32,
+    /// Interleaved rounds per configuration (medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Cold starts to time.
+    #[arg(long, default_value_t = 20)]
+    pub cold_starts: usize,
+    /// A one-second smoke run (1 round, no open loop, 3 cold starts): proves the benchmark works, measures nothing.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Skip the open-loop latency pass.
+    #[arg(long)]
+    pub no_open_loop: bool,
+    /// Directory for the JSON result.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// The `bff` binary (default: next to bffctl, then PATH).
+    #[arg(long, env = "BFF_BIN")]
+    pub bff_binary: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -1,1 +1,308 @@
-//! Local image building (being written).
+//! Local Docker images, built without a registry: `FROM scratch` plus a host binary and every
+//! shared library `ldd` lists for it, copied at their absolute paths (the dynamic loader too).
+//!
+//! - the `bff` image: the given `bff` binary at `/bff`, `/etc/nsswitch.conf` (`hosts: files dns`,
+//!   so the issuer name Docker writes into `/etc/hosts` resolves), the host's CA certificates,
+//!   listening on `0.0.0.0:8080`;
+//! - the `redis` image: the host's `redis-server` (the Debian package, found on PATH), listening
+//!   on `0.0.0.0:6379` without protected mode, data in `/data`. Persistence is chosen by the
+//!   arguments a container starts with (see [`redis_args`]), which the stock `redis:7` image
+//!   accepts as well.
+//!
+//! Everything goes through the `docker` CLI (`docker build`, `docker image inspect`, `docker
+//! info`): it negotiates the API version with any daemon, and the builder needs it anyway.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::cluster::{ClusterError, Images};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("docker is not available: {0}")]
+    DockerUnavailable(String),
+    #[error("bff binary {0} not found: build it with `cargo build -p bff`")]
+    BffMissing(PathBuf),
+    #[error("redis-server not found on PATH: install it (apt-get install redis-server)")]
+    RedisServerMissing,
+    #[error("ldd {binary}: {reason}")]
+    Ldd { binary: PathBuf, reason: String },
+    #[error("cannot prepare the build context for {image}: {reason}")]
+    Context { image: String, reason: String },
+    #[error("docker build {image} failed: {output}")]
+    Build { image: String, output: String },
+    #[error("image {0} not found: build it with `bffctl images` (or `just images`)")]
+    NotFound(String),
+}
+
+impl From<ImageError> for ClusterError {
+    fn from(error: ImageError) -> Self {
+        match error {
+            ImageError::DockerUnavailable(_)
+            | ImageError::BffMissing(_)
+            | ImageError::RedisServerMissing
+            | ImageError::NotFound(_) => ClusterError::Unavailable(error.to_string()),
+            other => ClusterError::failed("images", other),
+        }
+    }
+}
+
+/// Where the `bff` image listens; nodes publish this port.
+pub const BFF_PORT: u16 = 8080;
+/// The CA certificates `bff` loads (Debian's path, where rustls-native-certs looks first).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where the `redis` image listens.
+pub const REDIS_PORT: u16 = 6379;
+
+/// The arguments a Redis container starts with (appended to the image's entrypoint): an
+/// append-only file synced on every write when `persistent`, else no persistence at all (not even
+/// the snapshot Redis would write at shutdown by default).
+pub fn redis_args(persistent: bool) -> Vec<String> {
+    let args: &[&str] = if persistent {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--save", "", "--appendonly", "no"]
+    };
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// Builds both images: `bff` from `bff_binary`, `redis` from the `redis-server` on PATH.
+/// `progress` hears one line per step.
+pub async fn build_images(bff_binary: &Path, images: &Images, progress: impl Fn(&str)) -> Result<(), ImageError> {
+    if !docker_available().await {
+        return Err(ImageError::DockerUnavailable("no daemon answers `docker info`".into()));
+    }
+    progress(&format!("building {} from {}", images.bff, bff_binary.display()));
+    build_bff_image(bff_binary, &images.bff).await?;
+    let redis_server = crate::cluster::process::on_path("redis-server").ok_or(ImageError::RedisServerMissing)?;
+    progress(&format!("building {} from {}", images.redis, redis_server.display()));
+    build_redis_image(&redis_server, &images.redis).await?;
+    Ok(())
+}
+
+/// The `bff` image: `/bff`, its libraries, `/etc/nsswitch.conf`.
+pub async fn build_bff_image(bff_binary: &Path, name: &str) -> Result<(), ImageError> {
+    if !bff_binary.is_file() {
+        return Err(ImageError::BffMissing(bff_binary.to_owned()));
+    }
+    let dockerfile = format!(
+        "FROM scratch\n\
+         COPY rootfs/ /\n\
+         ENV BFF_LISTEN=0.0.0.0:{BFF_PORT}\n\
+         EXPOSE {BFF_PORT}\n\
+         ENTRYPOINT [\"/bff\"]\n"
+    );
+    let mut files = vec![
+        (PathBuf::from("/bff"), FileSource::Copy(bff_binary.to_owned())),
+        (PathBuf::from("/etc/nsswitch.conf"), FileSource::Text("hosts: files dns\n".into())),
+    ];
+    // The HTTP client loads the system's CA certificates at start-up and refuses to start
+    // without any, even though the mock issuer speaks plain HTTP.
+    let ca_bundle = Path::new(CA_BUNDLE);
+    if !ca_bundle.is_file() {
+        return Err(ImageError::Context {
+            image: name.to_owned(),
+            reason: format!("{CA_BUNDLE} not found: install it (apt-get install ca-certificates)"),
+        });
+    }
+    files.push((ca_bundle.to_owned(), FileSource::Copy(ca_bundle.to_owned())));
+    build_scratch_image(name, bff_binary, files, &dockerfile).await
+}
+
+/// The `redis` image: `redis-server` at its host path, its libraries, an empty `/data`.
+pub async fn build_redis_image(redis_server: &Path, name: &str) -> Result<(), ImageError> {
+    let path = redis_server.display();
+    let dockerfile = format!(
+        "FROM scratch\n\
+         COPY rootfs/ /\n\
+         EXPOSE {REDIS_PORT}\n\
+         ENTRYPOINT [\"{path}\", \"--bind\", \"0.0.0.0\", \"--port\", \"{REDIS_PORT}\", \
+         \"--protected-mode\", \"no\", \"--dir\", \"/data\"]\n"
+    );
+    let files = vec![
+        (redis_server.to_owned(), FileSource::Copy(redis_server.to_owned())),
+        (PathBuf::from("/data"), FileSource::Directory),
+    ];
+    build_scratch_image(name, redis_server, files, &dockerfile).await
+}
+
+/// True when the image is present locally (never pulls).
+pub async fn image_exists(name: &str) -> bool {
+    docker(&["image", "inspect", "--format", "{{.Id}}", name], Duration::from_secs(10)).await.is_ok()
+}
+
+/// `Ok` when every image is present locally, else the one-line error that says how to build it.
+pub async fn require_images(names: &[&str]) -> Result<(), ImageError> {
+    for name in names {
+        if !image_exists(name).await {
+            return Err(ImageError::NotFound((*name).to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// True when the `docker` CLI is installed and a daemon answers it within a few seconds.
+pub async fn docker_available() -> bool {
+    docker(&["info", "--format", "{{.ServerVersion}}"], Duration::from_secs(5)).await.is_ok()
+}
+
+/// Runs `docker ARGS` with a bound; its stdout on success, else what went wrong.
+pub(crate) async fn docker(args: &[&str], bound: Duration) -> Result<String, String> {
+    let mut command = Command::new("docker");
+    command.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    let output = match tokio::time::timeout(bound, command.output()).await {
+        Err(_) => return Err(format!("`docker {}` did not answer within {bound:?}", args.join(" "))),
+        Ok(Err(e)) => return Err(format!("cannot run docker: {e}")),
+        Ok(Ok(output)) => output,
+    };
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(last_lines(&String::from_utf8_lossy(&output.stderr), 5))
+    }
+}
+
+enum FileSource {
+    /// A host file (symbolic links followed).
+    Copy(PathBuf),
+    Text(String),
+    Directory,
+}
+
+/// Lays out `rootfs/` in a temporary context directory (the binary's libraries plus `files`)
+/// and runs `docker build` on it.
+async fn build_scratch_image(
+    name: &str,
+    binary: &Path,
+    mut files: Vec<(PathBuf, FileSource)>,
+    dockerfile: &str,
+) -> Result<(), ImageError> {
+    for library in shared_libraries(binary).await? {
+        files.push((library.clone(), FileSource::Copy(library)));
+    }
+    let context_error = |reason: String| ImageError::Context { image: name.to_owned(), reason };
+    let context = tempfile::Builder::new()
+        .prefix("bff-image-")
+        .tempdir()
+        .map_err(|e| context_error(format!("temporary directory: {e}")))?;
+    let rootfs = context.path().join("rootfs");
+    for (target, source) in &files {
+        let dest = rootfs.join(target.strip_prefix("/").unwrap_or(target));
+        let written = match source {
+            FileSource::Directory => std::fs::create_dir_all(&dest),
+            FileSource::Copy(from) => create_parent(&dest).and_then(|()| std::fs::copy(from, &dest).map(drop)),
+            FileSource::Text(text) => create_parent(&dest).and_then(|()| std::fs::write(&dest, text)),
+        };
+        written.map_err(|e| context_error(format!("{}: {e}", target.display())))?;
+    }
+    std::fs::write(context.path().join("Dockerfile"), dockerfile)
+        .map_err(|e| context_error(format!("Dockerfile: {e}")))?;
+
+    let output = Command::new("docker")
+        .args(["build", "--quiet", "--tag", name])
+        .arg(context.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| ImageError::DockerUnavailable(format!("cannot run docker: {e}")))?;
+    if !output.status.success() {
+        return Err(ImageError::Build {
+            image: name.to_owned(),
+            output: last_lines(&String::from_utf8_lossy(&output.stderr), 10),
+        });
+    }
+    Ok(())
+}
+
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) => std::fs::create_dir_all(parent),
+        None => Ok(()),
+    }
+}
+
+/// The absolute paths `ldd` resolves for `binary`, the dynamic loader included; none for a
+/// static binary.
+async fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let ldd_error = |reason: String| ImageError::Ldd { binary: binary.to_owned(), reason };
+    let output = Command::new("ldd")
+        .arg(binary)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| ldd_error(format!("cannot run ldd: {e}")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        if format!("{stdout}{stderr}").contains("not a dynamic executable") {
+            return Ok(Vec::new());
+        }
+        return Err(ldd_error(last_lines(&stderr, 3)));
+    }
+    parse_ldd(&stdout).map_err(ldd_error)
+}
+
+/// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` and `/lib64/ld-linux-x86-64.so.2 (0x…)`
+/// give a path; `linux-vdso.so.1 (0x…)` lives in the kernel; `=> not found` is an error.
+fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, String> {
+    let mut paths = Vec::new();
+    for line in output.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let resolved = match line.split_once("=>") {
+            Some((library, target)) => {
+                let target = target.trim();
+                if target.starts_with("not found") {
+                    return Err(format!("{} not found", library.trim()));
+                }
+                target
+            }
+            None => line,
+        };
+        if let Some(path) = resolved.split_whitespace().next().filter(|p| p.starts_with('/')) {
+            let path = PathBuf::from(path);
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+    }
+    Ok(paths)
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_absolute_paths_and_the_loader() {
+        let output = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                      \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007fe7)\n\
+                      \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007fe7)\n\
+                      \t/lib64/ld-linux-x86-64.so.2 (0x00007fe7)\n";
+        let paths = parse_ldd(output).unwrap();
+        assert_eq!(
+            paths,
+            ["/lib/x86_64-linux-gnu/libgcc_s.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+                .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn a_missing_library_is_an_error() {
+        let output = "\tlibfoo.so.1 => not found\n";
+        assert_eq!(parse_ldd(output).unwrap_err(), "libfoo.so.1 not found");
+    }
+
+    #[test]
+    fn redis_persistence_is_chosen_by_arguments() {
+        assert!(redis_args(true).join(" ").contains("--appendonly yes --appendfsync always"));
+        assert_eq!(redis_args(false), ["--save", "", "--appendonly", "no"]);
+    }
+}

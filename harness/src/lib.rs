@@ -6,6 +6,7 @@
 //! - [`images`]: builds the local Docker images (no registry needed);
 //! - [`client`]: a browser-like virtual user.
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod images;

@@ -14,7 +14,7 @@ pub async fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let binary = harness::cluster::process::find_bff_binary(&spec)?;
     let images = Images { bff: args.bff_image, redis: args.redis_image };
     let started = Instant::now();
-
+    harness::images::build_images(&binary, &images, |step: &str| eprintln!("{step}")).await?;
     println!(
         "built {} and {} in {:.1} s (bff binary: {})",
         images.bff,

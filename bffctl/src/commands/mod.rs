@@ -1,5 +1,6 @@
 //! One module per group of subcommands; [`dispatch`] maps a parsed command line to its code.
 
+mod bench;
 mod control;
 mod images;
 mod up;
@@ -24,5 +25,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::VerifyScaling(args) => verify::verify_scaling(args).await,
         Command::Run(args) => verify::run(args, &state).await,
         Command::Scenarios(args) => verify::list(args),
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -1,1 +1,453 @@
-//! Docker backend (being written).
+//! Docker backend: Redis and the `bff` nodes as containers (testcontainers) from the locally
+//! built images ([`crate::images`]), on a user-defined network unique to the run
+//! (`bff-run-<id>`). Nodes reach Redis by its container name, which survives its restarts, and the
+//! mock issuer by its host name, mapped to the host gateway. The host reaches every container on a
+//! published loopback port, which changes each time a container starts again.
+//!
+//! Every container carries the label `bff.run=<id>`. Dropping the backend removes its containers
+//! (testcontainers does on drop; the network goes with the last of them); [`Backend::teardown`]
+//! also sweeps whatever carries the label, and the network, by name. Both need a multi-threaded
+//! tokio runtime (testcontainers blocks in place while it removes).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use testcontainers::core::{Host, IntoContainerPort};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::backend::{Backend, ClusterError, Component};
+use super::spec::{ClusterSpec, StoreKind, node_name};
+use crate::images::{self, BFF_PORT, REDIS_PORT};
+
+/// The label every container of a run carries, with the run id as its value.
+pub const RUN_LABEL: &str = "bff.run";
+/// The label naming the component (`redis`, `node-1`, …).
+pub const COMPONENT_LABEL: &str = "bff.component";
+
+/// How long a node may take to answer `/ready`, and Redis to answer PING.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a graceful stop waits before Docker kills (a node drains within 5 s).
+const STOP_TIMEOUT_SECS: i32 = 10;
+/// How many log lines [`Backend::node_logs`] returns.
+const LOG_LINES: usize = 200;
+/// Between two readiness probes.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+type Container = ContainerAsync<GenericImage>;
+
+/// One node: its container once created (a restart starts the same container again).
+struct NodeSlot {
+    container_name: String,
+    env: Vec<(String, String)>,
+    container: Option<Container>,
+    /// Where the host reaches it while it runs.
+    address: Option<SocketAddr>,
+    state: &'static str,
+}
+
+struct RedisSlot {
+    container: Container,
+    address: Option<SocketAddr>,
+    state: &'static str,
+}
+
+/// Redis and the nodes of one run as containers; see the module docs. Node indexes are 0-based,
+/// container names stable (`bff-run-<id>-redis`, `bff-run-<id>-node-1`, …).
+pub struct DockerBackend {
+    run_id: String,
+    network: String,
+    bff_image: String,
+    /// The issuer's host name, mapped to the host gateway in every node (none for an IP).
+    issuer_host: Option<String>,
+    redis: Option<RedisSlot>,
+    nodes: Vec<NodeSlot>,
+    http: reqwest::Client,
+}
+
+impl DockerBackend {
+    /// Checks that Docker answers and the images exist, creates the run's network and starts
+    /// Redis (when the spec uses it); nodes start with [`Backend::start_node`].
+    pub async fn start(spec: &ClusterSpec, issuer_url: &str, public_url: &str) -> Result<Self, ClusterError> {
+        if !images::docker_available().await {
+            return Err(ClusterError::Unavailable(
+                "no Docker daemon answers `docker info`: start Docker, or use --backend process".into(),
+            ));
+        }
+        let uses_redis = spec.session_store == StoreKind::Redis;
+        let mut needed = vec![spec.images.bff.as_str()];
+        if uses_redis {
+            needed.push(spec.images.redis.as_str());
+        }
+        images::require_images(&needed).await?;
+        let issuer_host = match url::Url::parse(issuer_url).map(|u| u.host().map(|h| h.to_owned())) {
+            Ok(Some(url::Host::Domain(name))) => Some(name),
+            Ok(Some(_)) => None,
+            _ => return Err(ClusterError::failed("issuer", format!("no host in {issuer_url}"))),
+        };
+
+        let run_id = format!("{:08x}", rand::random::<u32>());
+        let network = format!("bff-run-{run_id}");
+        let redis_url = format!("redis://{network}-redis:{REDIS_PORT}");
+        let nodes = (0..spec.nodes)
+            .map(|i| NodeSlot {
+                container_name: format!("{network}-{}", node_name(i)),
+                env: spec.node_env(i, issuer_url, public_url, uses_redis.then_some(redis_url.as_str())),
+                container: None,
+                address: None,
+                state: "stopped",
+            })
+            .collect();
+        let mut backend = DockerBackend {
+            run_id,
+            network,
+            bff_image: spec.images.bff.clone(),
+            issuer_host,
+            redis: None,
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .no_proxy()
+                .build()
+                .map_err(|e| ClusterError::failed("http client", e))?,
+        };
+        if uses_redis && let Err(error) = backend.start_redis(&spec.images.redis, spec.redis_persistence).await {
+            let _ = backend.teardown().await;
+            return Err(error);
+        }
+        Ok(backend)
+    }
+
+    /// The run's id: the value of the [`RUN_LABEL`] label on its containers.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The run's Docker network.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn labels(&self, component: &str) -> [(String, String); 2] {
+        [(RUN_LABEL.into(), self.run_id.clone()), (COMPONENT_LABEL.into(), component.into())]
+    }
+
+    async fn start_redis(&mut self, image: &str, persistent: bool) -> Result<(), ClusterError> {
+        let (name, tag) = split_image(image);
+        let container = GenericImage::new(name, tag)
+            .with_exposed_port(REDIS_PORT.tcp())
+            .with_network(&self.network)
+            .with_container_name(format!("{}-redis", self.network))
+            .with_labels(self.labels("redis"))
+            .with_cmd(images::redis_args(persistent))
+            .start()
+            .await
+            .map_err(|e| ClusterError::failed("redis", e))?;
+        let mut slot = RedisSlot { container, address: None, state: "starting" };
+        let waited = wait_for_redis(&slot.container).await;
+        slot.state = if waited.is_ok() { "running" } else { "stopped" };
+        slot.address = waited.as_ref().ok().copied();
+        self.redis = Some(slot);
+        waited.map(drop)
+    }
+
+    async fn create_node(&self, index: usize) -> Result<Container, ClusterError> {
+        let slot = &self.nodes[index];
+        let (name, tag) = split_image(&self.bff_image);
+        let mut request = GenericImage::new(name, tag)
+            .with_exposed_port(BFF_PORT.tcp())
+            .with_network(&self.network)
+            .with_container_name(&slot.container_name)
+            .with_labels(self.labels(&node_name(index)));
+        if let Some(host) = &self.issuer_host {
+            request = request.with_host(host, Host::HostGateway);
+        }
+        for (key, value) in &slot.env {
+            request = request.with_env_var(key, value);
+        }
+        request.start().await.map_err(|e| ClusterError::failed(node_name(index), e))
+    }
+
+    fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
+        self.nodes.get_mut(index).ok_or(ClusterError::NoSuchNode(index))
+    }
+}
+
+/// Removes every container labelled with the run id (any run's, for `None`) and the run's
+/// network(s). For teardown and for cleaning up after a process that never got to it.
+pub async fn remove_run(run_id: Option<&str>) -> Result<(), ClusterError> {
+    let bound = Duration::from_secs(60);
+    let filter = match run_id {
+        Some(id) => format!("label={RUN_LABEL}={id}"),
+        None => format!("label={RUN_LABEL}"),
+    };
+    let cli = |e: String| ClusterError::failed("docker", e);
+    let ids = images::docker(&["ps", "--all", "--quiet", "--filter", &filter], bound).await.map_err(cli)?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "--force", "--volumes"];
+        args.extend(&ids);
+        images::docker(&args, bound).await.map_err(cli)?;
+    }
+    let name = format!("bff-run-{}", run_id.unwrap_or(""));
+    let networks =
+        images::docker(&["network", "ls", "--filter", &format!("name={name}"), "--format", "{{.Name}}"], bound)
+            .await
+            .map_err(cli)?;
+    // The name filter matches substrings: keep this run's network exactly, or every run's.
+    let ours = |n: &&str| if run_id.is_some() { *n == name } else { n.starts_with(&name) };
+    for network in networks.split_whitespace().filter(ours) {
+        images::docker(&["network", "rm", network], bound).await.map_err(cli)?;
+    }
+    Ok(())
+}
+
+/// `bff-local/bff:latest` → (`bff-local/bff`, `latest`); a registry port is not a tag.
+fn split_image(image: &str) -> (String, String) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (image.to_owned(), "latest".to_owned()),
+    }
+}
+
+fn short_id(container: &Container) -> String {
+    container.id().chars().take(12).collect()
+}
+
+/// The loopback address the host reaches `port` of the container on (new after each start). A
+/// container that exited has no ports: then the error says so, with its last log lines.
+async fn host_address(container: &Container, port: u16, what: &str) -> Result<SocketAddr, ClusterError> {
+    match container.get_host_port_ipv4(port.tcp()).await {
+        Ok(host_port) => Ok(SocketAddr::from(([127, 0, 0, 1], host_port))),
+        Err(error) if container.is_running().await.unwrap_or(true) => Err(ClusterError::failed(what.to_owned(), error)),
+        Err(_) => Err(exited(container, what).await),
+    }
+}
+
+async fn exited(container: &Container, what: &str) -> ClusterError {
+    let logs = tail(container, 5).await;
+    ClusterError::failed(what.to_owned(), format!("exited before it was ready; last log lines: {logs}"))
+}
+
+/// Waits until Redis answers PING on its published port; returns that address.
+async fn wait_for_redis(container: &Container) -> Result<SocketAddr, ClusterError> {
+    let address = host_address(container, REDIS_PORT, "redis").await?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if ping(address).await {
+            return Ok(address);
+        }
+        if !container.is_running().await.unwrap_or(false) {
+            return Err(exited(container, "redis").await);
+        }
+        if Instant::now() > deadline {
+            return Err(ClusterError::failed("redis", format!("no PONG within {READY_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// True when `address` answers a RESP `PING` with `+PONG` (Docker's port proxy accepts
+/// connections before Redis listens, so a connection alone proves nothing).
+async fn ping(address: SocketAddr) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(address).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 7];
+        stream.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"+PONG\r\n")
+    };
+    tokio::time::timeout(Duration::from_millis(500), attempt).await.ok().flatten().unwrap_or(false)
+}
+
+/// Waits until the node answers `/ready` with 200 on its published port (testcontainers does not
+/// re-run ready conditions when a container starts again, so this polls itself).
+async fn wait_for_node(
+    http: &reqwest::Client,
+    container: &Container,
+    index: usize,
+) -> Result<SocketAddr, ClusterError> {
+    let address = host_address(container, BFF_PORT, &node_name(index)).await?;
+    let url = format!("http://{address}/ready");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if http.get(&url).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
+            return Ok(address);
+        }
+        if !container.is_running().await.unwrap_or(false) {
+            return Err(exited(container, &node_name(index)).await);
+        }
+        if Instant::now() > deadline {
+            let logs = tail(container, 5).await;
+            return Err(ClusterError::failed(
+                node_name(index),
+                format!("not ready within {READY_TIMEOUT:?}; last log lines: {logs}"),
+            ));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The container's log lines (stdout, then stderr), the last `n`.
+async fn logs(container: &Container, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for bytes in [container.stdout_to_vec().await, container.stderr_to_vec().await].into_iter().flatten() {
+        lines.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_owned));
+    }
+    let skip = lines.len().saturating_sub(n);
+    lines.split_off(skip)
+}
+
+async fn tail(container: &Container, n: usize) -> String {
+    logs(container, n).await.join(" | ")
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    async fn start_node(&mut self, index: usize) -> Result<SocketAddr, ClusterError> {
+        if self.slot(index)?.container.is_none() {
+            let container = self.create_node(index).await?;
+            self.nodes[index].container = Some(container);
+        } else if let Some(container) = &self.nodes[index].container {
+            container.start().await.map_err(|e| ClusterError::failed(node_name(index), e))?;
+        }
+        let slot = &mut self.nodes[index];
+        let container = slot.container.as_ref().expect("created above");
+        match wait_for_node(&self.http, container, index).await {
+            Ok(address) => {
+                slot.address = Some(address);
+                slot.state = "running";
+                Ok(address)
+            }
+            Err(error) => {
+                // Not half-running: stopped, so a later start begins from a clean state.
+                let _ = container.stop_with_timeout(Some(0)).await;
+                slot.address = None;
+                slot.state = "stopped";
+                Err(error)
+            }
+        }
+    }
+
+    async fn stop_node(&mut self, index: usize) -> Result<(), ClusterError> {
+        let slot = self.slot(index)?;
+        if let Some(container) = &slot.container {
+            container
+                .stop_with_timeout(Some(STOP_TIMEOUT_SECS))
+                .await
+                .map_err(|e| ClusterError::failed(node_name(index), e))?;
+        }
+        slot.address = None;
+        slot.state = "stopped";
+        Ok(())
+    }
+
+    async fn kill_node(&mut self, index: usize) -> Result<(), ClusterError> {
+        let slot = self.slot(index)?;
+        if let Some(container) = &slot.container {
+            let docker = testcontainers::core::client::docker_client_instance()
+                .await
+                .map_err(|e| ClusterError::failed("docker", e))?;
+            // SIGKILL (the default signal); a container that already exited is fine.
+            if let Err(error) = docker.kill_container(container.id(), None).await
+                && container.is_running().await.unwrap_or(true)
+            {
+                return Err(ClusterError::failed(node_name(index), error));
+            }
+        }
+        slot.address = None;
+        slot.state = "killed";
+        Ok(())
+    }
+
+    async fn restart_redis(&mut self) -> Result<(), ClusterError> {
+        let redis =
+            self.redis.as_mut().ok_or_else(|| ClusterError::failed("restart-redis", "this cluster has no redis"))?;
+        redis.address = None;
+        redis.state = "stopped";
+        let container = &redis.container;
+        container.stop_with_timeout(Some(STOP_TIMEOUT_SECS)).await.map_err(|e| ClusterError::failed("redis", e))?;
+        container.start().await.map_err(|e| ClusterError::failed("redis", e))?;
+        let address = wait_for_redis(container).await?;
+        redis.address = Some(address);
+        redis.state = "running";
+        Ok(())
+    }
+
+    fn components(&self) -> Vec<Component> {
+        let mut out = Vec::new();
+        if let Some(redis) = &self.redis {
+            out.push(Component {
+                name: "redis".into(),
+                address: redis.address.map(|a| a.to_string()),
+                state: redis.state.into(),
+                id: Some(short_id(&redis.container)),
+            });
+        }
+        for (i, slot) in self.nodes.iter().enumerate() {
+            out.push(Component {
+                name: node_name(i),
+                address: slot.address.map(|a| a.to_string()),
+                state: slot.state.into(),
+                id: slot.container.as_ref().map(short_id),
+            });
+        }
+        out
+    }
+
+    async fn node_logs(&self, index: usize) -> Vec<String> {
+        match self.nodes.get(index).and_then(|s| s.container.as_ref()) {
+            Some(container) => logs(container, LOG_LINES).await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn teardown(&mut self) -> Result<(), ClusterError> {
+        let mut first_error = None;
+        for slot in &mut self.nodes {
+            if let Some(container) = slot.container.take()
+                && let Err(error) = container.rm().await
+            {
+                first_error.get_or_insert(ClusterError::failed(slot.container_name.clone(), error));
+            }
+            slot.address = None;
+            slot.state = "stopped";
+        }
+        if let Some(redis) = self.redis.take()
+            && let Err(error) = redis.container.rm().await
+        {
+            first_error.get_or_insert(ClusterError::failed("redis", error));
+        }
+        // testcontainers removed the network with its last container; this catches anything a
+        // failed start left behind.
+        if let Err(error) = remove_run(Some(&self.run_id)).await {
+            first_error.get_or_insert(error);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_split_into_name_and_tag() {
+        assert_eq!(split_image("bff-local/bff:latest"), ("bff-local/bff".into(), "latest".into()));
+        assert_eq!(split_image("redis:7"), ("redis".into(), "7".into()));
+        assert_eq!(split_image("redis"), ("redis".into(), "latest".into()));
+        assert_eq!(split_image("localhost:5000/bff"), ("localhost:5000/bff".into(), "latest".into()));
+    }
+}

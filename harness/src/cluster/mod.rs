@@ -51,7 +51,7 @@ async fn api_upstream(bind: &str) -> std::io::Result<wiremock::MockServer> {
 pub async fn resolve_backend(spec: &ClusterSpec) -> Result<BackendKind, ClusterError> {
     match spec.backend {
         BackendKind::Auto => {
-            if false {
+            if crate::images::docker_available().await {
                 Ok(BackendKind::Docker)
             } else if spec.session_store == StoreKind::Memory || process::on_path("redis-server").is_some() {
                 Ok(BackendKind::Process)
@@ -112,7 +112,7 @@ impl Cluster {
 
         progress(if spec.session_store == StoreKind::Redis { "starting redis" } else { "preparing nodes" });
         let backend: Box<dyn Backend> = if docker {
-            return Err(ClusterError::Unavailable("docker pending".into()));
+            Box::new(docker::DockerBackend::start(&spec, issuer.url(), &lb.url()).await?)
         } else {
             Box::new(process::ProcessBackend::start(&spec, issuer.url(), &lb.url()).await?)
         };

@@ -128,7 +128,7 @@ impl BffProcess {
                     output: self.output.tail(20),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

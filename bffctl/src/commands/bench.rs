@@ -1,0 +1,106 @@
+//! `bffctl bench`: the gateway next to a direct upstream and nginx, as a table and a JSON file
+//! under `bench/results/`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use comfy_table::Table;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use harness::bench::{self, BenchOptions, BenchReport};
+use harness::cluster::ClusterSpec;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::BenchArgs;
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let spec = ClusterSpec { bff_binary: args.bff_binary.clone(), ..ClusterSpec::default() };
+    let bff_binary = harness::cluster::process::find_bff_binary(&spec)?;
+    let options = if args.smoke {
+        BenchOptions {
+            bff_binary,
+            duration: Duration::from_secs(1),
+            connections: 16,
+            rounds: 1,
+            cold_starts: 3,
+            open_loop: false,
+        }
+    } else {
+        BenchOptions {
+            bff_binary,
+            duration: Duration::from_secs(args.duration),
+            connections: args.connections,
+            rounds: args.rounds,
+            cold_starts: args.cold_starts,
+            open_loop: !args.no_open_loop,
+        }
+    };
+    let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let progress = {
+        let spinner = spinner.clone();
+        move |step: &str| spinner.set_message(step.to_owned())
+    };
+    let report = bench::run(&options, &progress).await;
+    spinner.finish_and_clear();
+    let report = report?;
+
+    std::fs::create_dir_all(&args.out)?;
+    let file =
+        args.out.join(format!("{}{}.json", report.date.replace(':', ""), if args.smoke { "-smoke" } else { "" }));
+    std::fs::write(&file, serde_json::to_string_pretty(&report)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print(&report);
+        println!("written to {}", file.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map(|v| format!("{v:.1}{unit}")).unwrap_or_else(|| "-".into())
+}
+
+fn print(report: &BenchReport) {
+    println!("{} · {} · {}", report.date, report.machine, report.options);
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "configuration",
+        "requests/s",
+        "p50 ms",
+        "p99 ms",
+        "× direct",
+        "× nginx",
+        "errors",
+        "open-loop p99 ms",
+        "added p99 ms",
+    ]);
+    for c in &report.configs {
+        table.add_row(vec![
+            c.name.clone(),
+            format!("{:.0}", c.requests_per_s),
+            format!("{:.2}", c.p50_ms),
+            format!("{:.2}", c.p99_ms),
+            format!("{:.2}", c.vs_direct),
+            format!("{:.2}", c.vs_nginx),
+            c.errors.to_string(),
+            c.open_loop.as_ref().map(|o| format!("{:.2}", o.p99_ms)).unwrap_or_else(|| "-".into()),
+            c.added_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "redis commands per request (bff-auth-redis): {} · cold start to ready (median): {} · gateway RSS idle {} / loaded {} · nginx RSS {}",
+        opt(report.redis_commands_per_request, ""),
+        opt(report.cold_start_ms_median, " ms"),
+        opt(report.idle_rss_mb, " MB"),
+        opt(report.loaded_rss_mb, " MB"),
+        opt(report.nginx_rss_mb, " MB"),
+    );
+    if let (Some(total), Some(blob)) = (report.redis_session_bytes, report.sealed_blob_bytes) {
+        println!("redis bytes per session: {total} (sealed blob {blob} + {} overhead)", total.saturating_sub(blob));
+    }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+}

@@ -1,0 +1,318 @@
+//! The benchmark: the gateway side by side with a direct upstream and nginx, on this machine, in
+//! one run, each configuration measured the same way and interleaved (A B C … A B C …), medians
+//! reported. Also cold start to ready, idle memory, Redis commands per request and Redis bytes
+//! per session. It prints figures; it asserts nothing (targets are read, not tested).
+
+mod loadgen;
+mod peers;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use loadgen::{LoadResult, Target};
+
+use crate::client::VirtualUser;
+use crate::issuer::MockIssuer;
+use crate::process::{BffProcess, RedisProcess};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub bff_binary: PathBuf,
+    /// Length of each closed-loop run.
+    pub duration: Duration,
+    pub connections: u32,
+    /// How many times each configuration runs (interleaved).
+    pub rounds: usize,
+    /// Cold starts to time (median reported); 0 skips.
+    pub cold_starts: usize,
+    /// Also run the open-loop latency pass (needs `oha`).
+    pub open_loop: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigResult {
+    pub name: String,
+    pub runs: Vec<LoadResult>,
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub vs_direct: f64,
+    pub vs_nginx: f64,
+    pub errors: u64,
+    /// Latency at 50 % of this configuration's measured maximum rate, open loop.
+    pub open_loop: Option<LoadResult>,
+    /// Open-loop p99 minus the direct upstream's, in ms.
+    pub added_p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub date: String,
+    pub machine: String,
+    pub versions: Vec<(String, String)>,
+    pub options: String,
+    pub configs: Vec<ConfigResult>,
+    pub redis_commands_per_request: Option<f64>,
+    pub cold_start_ms_median: Option<f64>,
+    pub idle_rss_mb: Option<f64>,
+    pub loaded_rss_mb: Option<f64>,
+    pub nginx_rss_mb: Option<f64>,
+    pub redis_session_bytes: Option<u64>,
+    pub sealed_blob_bytes: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("benchmark: {0}")]
+pub struct BenchError(pub String);
+
+fn fail(what: &str) -> impl Fn(String) -> BenchError + '_ {
+    move |e| BenchError(format!("{what}: {e}"))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn rss_mb(pid: Option<u32>) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+async fn command_output(program: &str, args: &[&str]) -> String {
+    tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+        .unwrap_or_default()
+}
+
+async fn redis_total_calls(port: u16) -> u64 {
+    command_output("redis-cli", &["-p", &port.to_string(), "INFO", "commandstats"])
+        .await
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn bff_env(
+    builder: crate::process::BffProcessBuilder,
+    issuer: &MockIssuer,
+    upstream: &str,
+) -> crate::process::BffProcessBuilder {
+    let routes = format!(
+        r#"[{{ path = "/api/", upstreams = ["{upstream}"], auth = "required" }}, {{ path = "/public/", upstreams = ["{upstream}"], auth = "none" }}]"#
+    );
+    builder
+        .env("BFF_OIDC_AUTHORITY", issuer.url())
+        .env("BFF_OIDC_CLIENT_ID", crate::cluster::CLIENT_ID)
+        .env("BFF_OIDC_CLIENT_SECRET", crate::cluster::CLIENT_SECRET)
+        .env("BFF_ROUTES", routes)
+        .env("BFF_LOG_LEVEL", "warn")
+}
+
+async fn logged_in_cookie(base: &str) -> Result<String, BenchError> {
+    let user = VirtualUser::new(Some("bench-user"));
+    let reply = user.login(base).await.map_err(|e| BenchError(format!("login on {base}: {e}")))?;
+    if reply.status != 302 {
+        return Err(BenchError(format!("login on {base} answered {}", reply.status)));
+    }
+    let jar = user.jar().lock().expect("cookie jar");
+    let cookie =
+        jar.iter_any().find(|c| c.name() == "bff-session").ok_or_else(|| BenchError("no session cookie".into()))?;
+    Ok(format!("bff-session={}", cookie.value()))
+}
+
+/// Runs the whole benchmark; `progress` hears each step.
+pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<BenchReport, BenchError> {
+    progress("starting upstream, nginx, redis, issuer and two gateways");
+    let upstream = peers::Upstream::start().await.map_err(|e| fail("upstream")(e.to_string()))?;
+    let nginx = peers::Nginx::start(upstream.addr).await.map_err(fail("nginx"))?;
+    let redis = RedisProcess::start(false).await.map_err(|e| fail("redis")(e.to_string()))?;
+    let issuer = MockIssuer::builder()
+        .client(crate::cluster::CLIENT_ID, crate::cluster::CLIENT_SECRET)
+        .run()
+        .await
+        .map_err(|e| fail("issuer")(e.to_string()))?;
+    let up_url = format!("http://{}", upstream.addr);
+
+    let redis_port = crate::process::free_port();
+    let redis_url = format!("http://127.0.0.1:{redis_port}");
+    let bff_redis = bff_env(BffProcess::builder(&options.bff_binary), &issuer, &up_url)
+        .port(redis_port)
+        .env("BFF_PUBLIC_URL", redis_url.clone())
+        .env("BFF_REDIS_URL", redis.url())
+        .run()
+        .await
+        .map_err(|e| fail("bff (redis)")(e.to_string()))?;
+    let memory_port = crate::process::free_port();
+    let memory_url = format!("http://127.0.0.1:{memory_port}");
+    let bff_memory = bff_env(BffProcess::builder(&options.bff_binary), &issuer, &up_url)
+        .port(memory_port)
+        .env("BFF_PUBLIC_URL", memory_url.clone())
+        .run()
+        .await
+        .map_err(|e| fail("bff (memory)")(e.to_string()))?;
+    let idle_rss_mb = rss_mb(bff_redis.pid());
+
+    let redis_cookie = logged_in_cookie(&redis_url).await?;
+    let memory_cookie = logged_in_cookie(&memory_url).await?;
+    let auth = |cookie: &str| vec![("Cookie".to_owned(), cookie.to_owned()), ("X-CSRF".to_owned(), "1".to_owned())];
+    let configs: Vec<(&str, Target)> = vec![
+        ("direct", Target { url: format!("{up_url}/data"), headers: vec![] }),
+        ("nginx", Target { url: format!("http://{}/data", nginx.addr), headers: vec![] }),
+        ("bff-anon", Target { url: format!("{redis_url}/public/data"), headers: vec![] }),
+        ("bff-auth-redis", Target { url: format!("{redis_url}/api/data"), headers: auth(&redis_cookie) }),
+        ("bff-auth-memory", Target { url: format!("{memory_url}/api/data"), headers: auth(&memory_cookie) }),
+    ];
+
+    let mut runs: Vec<Vec<LoadResult>> = vec![Vec::new(); configs.len()];
+    let mut redis_per_request = Vec::new();
+    for round in 0..options.rounds {
+        for (i, (name, target)) in configs.iter().enumerate() {
+            progress(&format!("round {}/{} · {name}", round + 1, options.rounds));
+            let before = if *name == "bff-auth-redis" { Some(redis_total_calls(redis.port()).await) } else { None };
+            let result = loadgen::wrk(target, options.connections, options.duration)
+                .await
+                .map_err(|e| BenchError(e.to_string()))?;
+            if let Some(before) = before {
+                let calls = redis_total_calls(redis.port()).await.saturating_sub(before);
+                redis_per_request.push(calls as f64 / result.requests.max(1) as f64);
+            }
+            runs[i].push(result);
+        }
+    }
+    let loaded_rss_mb = rss_mb(bff_redis.pid());
+    let nginx_rss_mb = peers::process_tree_rss_mb(nginx.pid());
+
+    let mut results: Vec<ConfigResult> = configs
+        .iter()
+        .zip(runs)
+        .map(|((name, _), runs)| ConfigResult {
+            name: (*name).to_owned(),
+            requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
+            p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
+            p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            runs,
+            vs_direct: 0.0,
+            vs_nginx: 0.0,
+            open_loop: None,
+            added_p99_ms: None,
+        })
+        .collect();
+    let direct = results[0].requests_per_s.max(1.0);
+    let nginx_rps = results[1].requests_per_s.max(1.0);
+    for r in &mut results {
+        r.vs_direct = r.requests_per_s / direct;
+        r.vs_nginx = r.requests_per_s / nginx_rps;
+    }
+
+    let mut notes = Vec::new();
+    if options.open_loop {
+        if loadgen::oha_binary().is_some() {
+            for (i, (name, target)) in configs.iter().enumerate() {
+                progress(&format!("open loop at 50 % of max · {name}"));
+                let rate = results[i].requests_per_s * 0.5;
+                match loadgen::oha_open_loop(target, rate, options.connections, options.duration).await {
+                    Ok(r) => results[i].open_loop = Some(r),
+                    Err(e) => notes.push(format!("open loop {name}: {e}")),
+                }
+            }
+            if let Some(direct_p99) = results[0].open_loop.as_ref().map(|r| r.p99_ms) {
+                for r in &mut results {
+                    r.added_p99_ms = r.open_loop.as_ref().map(|o| o.p99_ms - direct_p99);
+                }
+            }
+        } else {
+            notes.push("open-loop pass skipped: oha not installed (cargo install oha)".into());
+        }
+    }
+
+    progress("bytes per session in redis");
+    let port = redis.port().to_string();
+    let key = command_output("redis-cli", &["-p", &port, "--scan", "--pattern", "bff:s:*"])
+        .await
+        .lines()
+        .next()
+        .map(str::to_owned);
+    let (redis_session_bytes, sealed_blob_bytes) = match &key {
+        Some(key) => (
+            command_output("redis-cli", &["-p", &port, "MEMORY", "USAGE", key]).await.trim().parse().ok(),
+            command_output("redis-cli", &["-p", &port, "STRLEN", key]).await.trim().parse().ok(),
+        ),
+        None => (None, None),
+    };
+
+    let cold_start_ms_median = if options.cold_starts > 0 {
+        let mut times = Vec::new();
+        for i in 0..options.cold_starts {
+            progress(&format!("cold start {}/{}", i + 1, options.cold_starts));
+            let port = crate::process::free_port();
+            let started = Instant::now();
+            let mut node = bff_env(BffProcess::builder(&options.bff_binary), &issuer, &up_url)
+                .port(port)
+                .env("BFF_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+                .env("BFF_REDIS_URL", redis.url())
+                .run()
+                .await
+                .map_err(|e| fail("cold start")(e.to_string()))?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            node.kill().await;
+        }
+        Some(median(times))
+    } else {
+        None
+    };
+
+    let mut versions = Vec::new();
+    for (name, program, args) in [
+        ("bff", options.bff_binary.to_str().unwrap_or("bff"), &["--version"][..]),
+        ("nginx", "nginx", &["-v"][..]),
+        ("redis", "redis-server", &["--version"][..]),
+        ("wrk", "wrk", &["--version"][..]),
+    ] {
+        let text = command_output(program, args).await;
+        versions.push((name.to_owned(), text.lines().next().unwrap_or("?").trim().to_owned()));
+    }
+    if let Some(oha) = loadgen::oha_binary() {
+        versions.push((
+            "oha".into(),
+            command_output(oha.to_str().unwrap_or("oha"), &["--version"]).await.trim().to_owned(),
+        ));
+    }
+    drop((bff_redis, bff_memory, nginx));
+    Ok(BenchReport {
+        date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).await.trim().to_owned(),
+        machine: format!(
+            "{} cores, {}",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            command_output("uname", &["-srm"]).await.trim()
+        ),
+        versions,
+        options: format!(
+            "wrk -t2 -c{} -d{}s, {} interleaved rounds, medians; loopback; gateway and nginx logging off",
+            options.connections,
+            options.duration.as_secs(),
+            options.rounds
+        ),
+        configs: results,
+        redis_commands_per_request: (!redis_per_request.is_empty()).then(|| median(redis_per_request)),
+        cold_start_ms_median,
+        idle_rss_mb,
+        loaded_rss_mb,
+        nginx_rss_mb,
+        redis_session_bytes,
+        sealed_blob_bytes,
+        notes,
+    })
+}
