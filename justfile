@@ -16,10 +16,18 @@ build:
 images: build
     {{bffctl}} images --bff-binary target/debug/bff
 
-# The whole test suite: unit, integration (real redis-server, real bff processes, real containers), scenarios.
+# The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
+# every scenario (processes) and the seed scenario in containers, and a one-second benchmark smoke run.
 test: images
     cargo test --workspace
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
+    {{bffctl}} run scenarios/login-me-restart.toml --backend docker --report junit target/scenarios-docker.xml
+    {{bffctl}} bench --smoke --out target/bench-smoke
+
+# The benchmark (release build): gateway next to a direct upstream and nginx; writes bench/results/*.json.
+bench *ARGS:
+    cargo build --release -p bff -p bffctl
+    target/release/bffctl bench --bff-binary target/release/bff {{ARGS}}
 
 # Formatting and lints, as CI checks them.
 lint:

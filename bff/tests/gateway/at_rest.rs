@@ -150,3 +150,25 @@ async fn keys_rotate_and_old_keys_still_open() {
     late.login(&s.url(1)).await.unwrap();
     assert_eq!(late.me(&s.url(0)).await.unwrap().status, 200, "sealed under the new key");
 }
+
+#[tokio::test]
+async fn logs_hold_no_token_cookie_or_claim() {
+    let s = stack().env("BFF_LOG_FORMAT", "json").run().await;
+    let user = VirtualUser::new(Some("grace"));
+    user.login(&s.url(0)).await.unwrap();
+    user.me(&s.url(0)).await.unwrap();
+    let cookie = session_cookie(&user);
+    user.logout(&s.url(0)).await.unwrap();
+    let bad = VirtualUser::new(None);
+    crate::login::set_session_cookie(&bad, &s.url(0), &cookie);
+    bad.me(&s.url(0)).await.unwrap();
+
+    let logs = s.nodes[0].logs().join("\n");
+    assert!(logs.contains("session created") && logs.contains("request_id"), "json logs with request ids:\n{logs}");
+    let mut secrets = s.issuer.issued_access_tokens();
+    secrets.extend(s.issuer.issued_refresh_tokens());
+    secrets.extend([cookie, "grace@example.test".into(), "User grace".into(), "eyJ".into()]);
+    for secret in secrets {
+        assert!(!logs.contains(&secret), "the log holds {secret}");
+    }
+}

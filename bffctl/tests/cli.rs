@@ -1,0 +1,121 @@
+//! `bffctl` as a user runs it: `up` in one process, the control commands from others, exit codes,
+//! and nothing left running after `down`. Uses the process backend (the Docker backend has its
+//! own tests in the harness).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BFFCTL: &str = env!("CARGO_BIN_EXE_bffctl");
+
+fn bffctl(state: &Path, args: &[&str]) -> Output {
+    Command::new(BFFCTL).env("BFFCTL_STATE", state).args(args).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn bff_built() {
+    let bff = PathBuf::from(BFFCTL).with_file_name("bff");
+    assert!(bff.is_file(), "build the gateway first: cargo build -p bff");
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[test]
+fn up_control_commands_and_down() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.json");
+
+    let none = bffctl(&state, &["status"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(text(&none).contains("no cluster is up"), "{}", text(&none));
+
+    let mut up = Command::new(BFFCTL)
+        .env("BFFCTL_STATE", &state)
+        .args(["up", "--nodes", "2", "--backend", "process"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the state file", Duration::from_secs(30), || state.exists());
+
+    let status = bffctl(&state, &["status", "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let components = json["components"].as_array().unwrap();
+    let names: Vec<&str> = components.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["issuer", "lb", "redis", "node-1", "node-2"]);
+    let pids: Vec<u32> = components
+        .iter()
+        .filter_map(|c| c["id"].as_str()?.strip_prefix("pid ")?.parse().ok())
+        .filter(|pid| *pid != up.id())
+        .collect();
+    assert_eq!(pids.len(), 3, "redis and two nodes: {pids:?}");
+
+    assert!(bffctl(&state, &["restart-node", "2"]).status.success());
+    let unknown = bffctl(&state, &["restart-node", "9"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown).contains("no node 9"), "{}", text(&unknown));
+    assert!(bffctl(&state, &["kill-node", "1"]).status.success());
+    assert!(bffctl(&state, &["start-node", "1"]).status.success());
+    assert!(bffctl(&state, &["restart-redis"]).status.success());
+
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/logout-everywhere.toml");
+    let attached = bffctl(&state, &["run", scenario, "--attach", "--users", "4"]);
+    assert!(attached.status.success(), "{}", text(&attached));
+
+    let down = bffctl(&state, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let exit = up.wait().unwrap();
+    assert!(exit.success());
+    assert!(!state.exists());
+    let current: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(current.is_empty(), "left running after down: {current:?}");
+}
+
+#[test]
+fn verify_scaling_passes_redis_and_fails_the_memory_store() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.json");
+    let report = dir.path().join("report.xml");
+    let good = bffctl(&state, &["verify-scaling", "--backend", "process", "--users", "5", "--iterations", "1"]);
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good));
+    assert!(text(&good).contains("PASS verify-scaling"));
+
+    let bad = bffctl(
+        &state,
+        &[
+            "verify-scaling",
+            "--backend",
+            "process",
+            "--users",
+            "5",
+            "--session-store",
+            "memory",
+            "--report",
+            "junit",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("FAIL verify-scaling") && text(&bad).contains("first failing step: login"));
+    let junit = std::fs::read_to_string(&report).unwrap();
+    assert!(junit.contains("<failure"), "{junit}");
+
+    let tool_error = bffctl(&state, &["run", "/nonexistent.toml"]);
+    assert_eq!(tool_error.status.code(), Some(2));
+}
