@@ -48,19 +48,22 @@ impl RedisLink {
             .set_max_delay(Duration::from_millis(500))
     }
 
-    /// Tries to connect until it succeeds; returns at once when already connected.
+    /// Tries to connect until it succeeds; returns at once when already connected. Concurrent
+    /// callers share one attempt.
     pub async fn connect(&self) {
         let mut delay = Duration::from_millis(100);
         loop {
-            if self.manager.initialized() {
-                return;
-            }
-            match ConnectionManager::new_with_config(self.client.clone(), self.manager_config()).await {
-                Ok(manager) => {
-                    let _ = self.manager.set(manager);
+            let attempt = self
+                .manager
+                .get_or_try_init(|| async {
+                    let manager =
+                        ConnectionManager::new_with_config(self.client.clone(), self.manager_config()).await?;
                     tracing::info!("connected to redis");
-                    return;
-                }
+                    Ok::<_, redis::RedisError>(manager)
+                })
+                .await;
+            match attempt {
+                Ok(_) => return,
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?delay, "redis unreachable");
                     tokio::time::sleep(delay).await;
@@ -84,21 +87,19 @@ impl RedisLink {
     /// Runs one command with the shared connection, mapping every failure to `Unavailable`.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        cmd.query_async(&mut conn).await.map_err(|error| {
-            self.trouble.store(true, Ordering::Relaxed);
-            self.trouble_seen.notify_waiters();
-            StoreError::from(error)
-        })
+        cmd.query_async(&mut conn).await.map_err(|error| self.failed(error))
     }
 
     /// Runs a pipeline (one round trip) with the shared connection.
     pub async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        pipe.query_async(&mut conn).await.map_err(|error| {
-            self.trouble.store(true, Ordering::Relaxed);
-            self.trouble_seen.notify_waiters();
-            StoreError::from(error)
-        })
+        pipe.query_async(&mut conn).await.map_err(|error| self.failed(error))
+    }
+
+    fn failed(&self, error: redis::RedisError) -> StoreError {
+        self.trouble.store(true, Ordering::Relaxed);
+        self.trouble_seen.notify_waiters();
+        StoreError::from(error)
     }
 
     /// Waits until a command fails (returns at once if one failed since the last call), and

@@ -294,6 +294,8 @@ impl KeyRing {
         let Some(shared) = &self.shared else { return };
         let (ring, link) = (self.clone(), shared.link.clone());
         tokio::spawn(async move {
+            // The first load waits for the connection instead of failing and backing off.
+            link.connect().await;
             loop {
                 let result = ring.reload().await;
                 if let Err(error) = &result {
@@ -302,7 +304,7 @@ impl KeyRing {
                 let ok = result.is_ok() && ring.is_loaded();
                 ring.synced.store(ok, Ordering::Relaxed);
                 if !ok {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
                 tokio::select! {

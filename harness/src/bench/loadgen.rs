@@ -108,7 +108,6 @@ pub async fn oha_open_loop(
         .arg("--output-format")
         .arg("json")
         .arg("--latency-correction")
-        .arg("--disable-keepalive=false")
         .arg("-z")
         .arg(format!("{}s", duration.as_secs().max(1)))
         .arg("-q")
@@ -122,7 +121,10 @@ pub async fn oha_open_loop(
     let out = cmd.output().await.map_err(|e| LoadError { tool: "oha", reason: e.to_string() })?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| LoadError {
         tool: "oha",
-        reason: format!("unreadable output ({e}): {}", String::from_utf8_lossy(&out.stderr)),
+        reason: format!(
+            "unreadable output ({e}): {}",
+            String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or_default()
+        ),
     })?;
     let pct = |p: &str| json["latencyPercentiles"][p].as_f64().unwrap_or_default() * 1000.0;
     let ok: u64 = json["statusCodeDistribution"]
