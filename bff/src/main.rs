@@ -20,6 +20,11 @@ struct Args {
     check: bool,
 }
 
+/// mimalloc: the request path allocates and frees many small buffers across threads, where
+/// glibc's allocator spends measurable time consolidating (see the benchmark notes).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
@@ -40,7 +45,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     bff::telemetry::init(config.log_format, &config.log_filter);
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build().expect("tokio runtime");
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -12,8 +12,19 @@ use crate::session::{MemoryStore, RedisStore, Refresher, SessionStore, Sessions}
 pub type UpstreamClient =
     hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, axum::body::Body>;
 
+/// Shared by every request: cloning it (axum does, per request) is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     /// Sealed sessions and pending logins.
     pub sessions: Arc<Sessions>,
@@ -70,7 +81,15 @@ impl AppState {
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .build_http();
         let route_counters = Arc::new(config.routes.iter().map(|_| Default::default()).collect());
-        Ok(AppState { config: Arc::new(config), sessions, oidc, redis, refresher, upstream, route_counters })
+        Ok(AppState(Arc::new(Shared {
+            config: Arc::new(config),
+            sessions,
+            oidc,
+            redis,
+            refresher,
+            upstream,
+            route_counters,
+        })))
     }
 
     /// Connects Redis, loads the key ring and the issuer's metadata, each retried until it works.

@@ -48,6 +48,7 @@ pub const KEYS: &[Key] = &[
     ),
     key("session.same_site", "BFF_SESSION_SAME_SITE", Some("lax"), "lax or strict"),
     key("session.login_timeout", "BFF_SESSION_LOGIN_TIMEOUT", Some("10m"), "time allowed between login and callback"),
+    key("worker_threads", "BFF_WORKER_THREADS", None, "threads serving requests (default: one per CPU core)"),
     key(
         "routes",
         "BFF_ROUTES",

@@ -159,6 +159,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
+    /// Runtime worker threads; `None` = one per core.
+    pub worker_threads: Option<usize>,
 }
 
 impl Config {
@@ -282,6 +284,13 @@ impl Config {
             log_filter: src.string_or("log_level"),
             shutdown_timeout: src.duration("shutdown_timeout")?,
             redis_timeout: src.duration("redis_timeout")?,
+            worker_threads: match src.string("worker_threads") {
+                None => None,
+                Some(_) => Some(src.parse("worker_threads", |s| match s.parse::<usize>() {
+                    Ok(n) if (1..=512).contains(&n) => Ok(n),
+                    _ => Err(format!("expected a number of threads from 1 to 512, got {s:?}")),
+                })?),
+            },
         })
     }
 
