@@ -1,8 +1,7 @@
 //! The account endpoints of the seed: `login`, `login/callback`, `me`, `end-session`.
 
-use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -102,7 +101,7 @@ pub async fn callback(
     let now = now_secs();
     let session = Session {
         created_at: now,
-        claims,
+        claims: serde_json::value::to_raw_value(&claims).expect("claims serialise"),
         id_token,
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
@@ -123,9 +122,8 @@ pub async fn callback(
 
 /// The user's id_token claims, or 404 without a session.
 pub async fn me(current: CurrentSession) -> Response {
-    let mut response = Json(current.session.claims).into_response();
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    let headers = [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")];
+    (headers, current.session.claims.get().to_owned()).into_response()
 }
 
 /// Deletes the session in the store (every node sees it gone), clears the cookie and sends the

@@ -94,7 +94,8 @@ impl Sessions {
         Ok(id)
     }
 
-    fn indexes_of(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    fn indexes_of(claims: &serde_json::value::RawValue) -> Vec<String> {
+        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(claims.get()).unwrap_or_default();
         let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default();
         ["sid", "sub"]
             .into_iter()

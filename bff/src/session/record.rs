@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 pub struct Session {
     /// Unix seconds; the absolute lifetime counts from here.
     pub created_at: u64,
-    /// The validated id_token's claims, as `/account/me` returns them.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The validated id_token's claims, as `/account/me` returns them: kept as raw JSON, so the
+    /// hot path (every proxied call reads the session) does not build a map it does not use.
+    pub claims: Box<serde_json::value::RawValue>,
     /// Kept for `id_token_hint` at logout.
     pub id_token: String,
     pub access_token: String,
