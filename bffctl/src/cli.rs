@@ -54,7 +54,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub connections: u32,
     /// Interleaved rounds per configuration (medians reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Cold starts to time.
     #[arg(long, default_value_t = 20)]

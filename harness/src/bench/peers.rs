@@ -15,31 +15,44 @@ pub fn body_1kb() -> String {
     format!(r#"{{"status":"ok","filler":"{filler}"}}"#)
 }
 
-/// Serves the 1 KB body on every path until dropped.
+/// Serves the 1 KB body on every path until dropped, on a thread and runtime of its own (one
+/// thread, like an nginx worker), so the benchmark's own tasks do not share its scheduler.
 pub struct Upstream {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Upstream {
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let body = body_1kb();
-        let app = axum::Router::new().fallback(move || {
-            let body = body.clone();
-            async move { ([("content-type", "application/json")], body) }
-        });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Upstream { addr, task })
+        std::thread::Builder::new().name("bench-upstream".into()).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("upstream runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("upstream listener");
+                let app = axum::Router::new().fallback(move || {
+                    let body = body.clone();
+                    async move { ([("content-type", "application/json")], body) }
+                });
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        })?;
+        Ok(Upstream { addr, stop: Some(stop) })
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
