@@ -157,8 +157,9 @@ async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response 
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
     let mut tried = None;
-    // A node that refuses the connection (it just died) costs one retry on another node, as an
-    // L4 balancer with passive health checks does; a node that answered is never retried.
+    // A node that refuses the connection (it just died), or drops an idempotent request on a
+    // connection it is closing, costs one retry on another node, as nginx and L4 balancers with
+    // passive health checks do; a node that answered is never retried.
     for _ in 0..2 {
         let Some((index, addr)) = table.pick(pinned, tried) else {
             return no_node("no live node behind the load balancer");
@@ -181,7 +182,10 @@ async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response 
                 }
                 return relayed;
             }
-            Err(error) if error.is_connect() => tried = Some(index),
+            // Refused, or a kept-alive connection the node closed as it drained or restarted:
+            // an idempotent request goes to another node, as nginx's `proxy_next_upstream
+            // error` does.
+            Err(error) if error.is_connect() || parts.method.is_idempotent() => tried = Some(index),
             Err(error) => {
                 let mut r = (StatusCode::BAD_GATEWAY, format!("{} failed: {error}", node_name(index))).into_response();
                 r.headers_mut().insert(NODE_HEADER, HeaderValue::from_str(&node_name(index)).expect("node name"));
