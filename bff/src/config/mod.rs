@@ -161,6 +161,8 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// Runtime worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
+    /// Session and login-binding cookie names, worked out once: every request reads them.
+    cookie_names: (String, String),
 }
 
 impl Config {
@@ -264,7 +266,15 @@ impl Config {
         let refresh =
             RefreshConfig { skew: src.duration("refresh.skew")?, lock_lease: src.duration("refresh.lock_lease")? };
 
+        let session_cookie = if public_url.scheme() == "https" {
+            format!("__Host-{}", session.cookie_name)
+        } else {
+            session.cookie_name.clone()
+        };
+        let cookie_names = (session_cookie.clone(), format!("{session_cookie}-login"));
+
         Ok(Config {
+            cookie_names,
             routes,
             upstream_timeout: src.duration("upstream_timeout")?,
             csrf,
@@ -299,14 +309,14 @@ impl Config {
         self.public_url.scheme() == "https"
     }
 
-    /// The session cookie's name as sent to browsers.
-    pub fn cookie_name(&self) -> String {
-        if self.is_https() { format!("__Host-{}", self.session.cookie_name) } else { self.session.cookie_name.clone() }
+    /// The session cookie's name as sent to browsers (`__Host-` prefixed over https).
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_names.0
     }
 
     /// The name of the short-lived cookie that binds a login in progress to its browser.
-    pub fn login_cookie_name(&self) -> String {
-        format!("{}-login", self.cookie_name())
+    pub fn login_cookie_name(&self) -> &str {
+        &self.cookie_names.1
     }
 
     /// `public_url` + `path`, for redirect URIs and the like.

@@ -214,7 +214,8 @@ impl KeyRing {
                 .collect()
         };
         for (id, encoded) in &lost {
-            let cmd = redis::cmd("HSETNX").arg(&shared.hash_key).arg(hex::encode(id)).arg(encoded).clone();
+            let mut cmd = redis::cmd("HSETNX");
+            cmd.arg(&shared.hash_key).arg(hex::encode(id)).arg(encoded);
             shared.link.query::<()>(&cmd).await?;
             tracing::warn!(key_id = %hex::encode(id), "redis had lost a key of the ring; published it again");
         }
@@ -236,7 +237,8 @@ impl KeyRing {
     }
 
     async fn try_lock(&self, shared: &Shared) -> Result<bool, KeyRingError> {
-        let cmd = redis::cmd("SET").arg(&shared.lock_key).arg(1).arg("NX").arg("PX").arg(5000).clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&shared.lock_key).arg(1).arg("NX").arg("PX").arg(5000);
         let got: Option<String> = shared.link.query(&cmd).await?;
         Ok(got.is_some())
     }
@@ -244,7 +246,8 @@ impl KeyRing {
     async fn add_key(&self, shared: &Shared, now: u64) -> Result<(), KeyRingError> {
         let id: KeyId = sealing::random();
         let stored = StoredKey::new(sealing::random(), now, self.kek.as_ref(), &id);
-        let cmd = redis::cmd("HSETNX").arg(&shared.hash_key).arg(hex::encode(id)).arg(stored.encode()).clone();
+        let mut cmd = redis::cmd("HSETNX");
+        cmd.arg(&shared.hash_key).arg(hex::encode(id)).arg(stored.encode());
         shared.link.query::<()>(&cmd).await?;
         tracing::info!(key_id = %hex::encode(id), wrapped = self.kek.is_some(), "added a key to the shared key ring");
         Ok(())

@@ -44,7 +44,7 @@ pub async fn login(
         Some(raw) => landing_page::validate(raw).map_err(AppError::bad_request)?,
     };
     // Reuse the browser's binding across parallel logins in several tabs.
-    let binding = cookies::read(&headers, &state.config.login_cookie_name())
+    let binding = cookies::read(&headers, state.config.login_cookie_name())
         .filter(|v| v.len() == 43)
         .unwrap_or_else(crate::session::random_token);
     let login_state = crate::session::random_token();
@@ -79,7 +79,7 @@ pub async fn callback(
         .take_login(&login_state)
         .await?
         .ok_or_else(|| AppError::bad_request("unknown, expired or already used login state"))?;
-    let binding = cookies::read(&headers, &state.config.login_cookie_name());
+    let binding = cookies::read(&headers, state.config.login_cookie_name());
     if binding.as_deref() != Some(pending.browser_binding.as_str()) {
         return Err(AppError::bad_request("this login was started in another browser"));
     }
@@ -129,7 +129,7 @@ pub async fn me(current: CurrentSession) -> Response {
 /// Deletes the session in the store (every node sees it gone), clears the cookie and sends the
 /// browser to the issuer's logout when it has one.
 pub async fn end_session(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let id = cookies::read(&headers, &state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
+    let id = cookies::read(&headers, state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
     let mut id_token = None;
     if let Some(id) = id {
         if let Some(session) = state.sessions.load(&id).await? {

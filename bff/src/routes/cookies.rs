@@ -20,7 +20,7 @@ pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|c| c.value().to_owned())
 }
 
-fn build(config: &Config, name: String, value: String, max_age: Option<CookieDuration>) -> String {
+fn build(config: &Config, name: &str, value: String, max_age: Option<CookieDuration>) -> String {
     let same_site = match config.session.same_site {
         SameSite::Lax => cookie::SameSite::Lax,
         SameSite::Strict => cookie::SameSite::Strict,
@@ -44,7 +44,7 @@ pub fn clear_session(config: &Config) -> String {
 /// The login binding cookie must survive the top-level redirect back from the issuer, so it is
 /// always SameSite=Lax, whatever the session cookie uses.
 pub fn login_binding(config: &Config, value: String) -> String {
-    let mut cookie = Cookie::build((config.login_cookie_name(), value))
+    let mut cookie = Cookie::build((config.login_cookie_name().to_owned(), value))
         .path("/")
         .http_only(true)
         .secure(config.is_https())

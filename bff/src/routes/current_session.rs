@@ -18,7 +18,7 @@ impl FromRequestParts<AppState> for CurrentSession {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let id = cookies::read(&parts.headers, &state.config.cookie_name())
+        let id = cookies::read(&parts.headers, state.config.cookie_name())
             .and_then(|v| SessionId::parse(&v))
             .ok_or(AppError::NoSession)?;
         let session = state.sessions.load(&id).await?.ok_or(AppError::NoSession)?;

@@ -62,14 +62,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The request's cookies minus the gateway's own.
-fn foreign_cookies(headers: &HeaderMap, own: &[String]) -> Option<HeaderValue> {
+fn foreign_cookies(headers: &HeaderMap, own: &[&str]) -> Option<HeaderValue> {
     let kept: Vec<&str> = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && !own.iter().any(|name| c.split('=').next() == Some(name.as_str())))
+        .filter(|c| !c.is_empty() && !own.iter().any(|name| c.split('=').next() == Some(*name)))
         .collect();
     if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
 }
@@ -115,7 +115,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
 
     let mut bearer = None;
     if route.auth != RouteAuth::None {
-        let id = cookies::read(request.headers(), &config.cookie_name()).and_then(|v| SessionId::parse(&v));
+        let id = cookies::read(request.headers(), config.cookie_name()).and_then(|v| SessionId::parse(&v));
         let loaded = match &id {
             Some(id) => match state.sessions.load(id).await {
                 Ok(found) => found,

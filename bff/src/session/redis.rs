@@ -43,12 +43,14 @@ fn seconds(ttl: Duration) -> u64 {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        let cmd = redis::cmd("SET").arg(self.key(key)).arg(value).arg("EX").arg(seconds(ttl)).clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value).arg("EX").arg(seconds(ttl));
         self.link.query::<()>(&cmd).await
     }
 
     async fn get_and_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError> {
-        let cmd = redis::cmd("GETEX").arg(self.key(key)).arg("EX").arg(seconds(ttl)).clone();
+        let mut cmd = redis::cmd("GETEX");
+        cmd.arg(self.key(key)).arg("EX").arg(seconds(ttl));
         self.link.query(&cmd).await
     }
 
@@ -57,7 +59,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
-        let cmd = redis::cmd("SET").arg(self.key(key)).arg(value).arg("XX").arg("EX").arg(seconds(ttl)).clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value).arg("XX").arg("EX").arg(seconds(ttl));
         Ok(self.link.query::<Option<String>>(&cmd).await?.is_some())
     }
 
@@ -77,24 +80,20 @@ impl SessionStore for RedisStore {
     }
 
     async fn try_lock(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
-        let cmd =
-            redis::cmd("SET").arg(self.key(key)).arg(holder).arg("NX").arg("PX").arg(lease.as_millis() as u64).clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(holder).arg("NX").arg("PX").arg(lease.as_millis() as u64);
         Ok(self.link.query::<Option<String>>(&cmd).await?.is_some())
     }
 
     async fn extend_lock(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
-        let cmd = redis::cmd("EVAL")
-            .arg(EXTEND_IF_HELD)
-            .arg(1)
-            .arg(self.key(key))
-            .arg(holder)
-            .arg(lease.as_millis() as u64)
-            .clone();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(EXTEND_IF_HELD).arg(1).arg(self.key(key)).arg(holder).arg(lease.as_millis() as u64);
         Ok(self.link.query::<i64>(&cmd).await? == 1)
     }
 
     async fn unlock(&self, key: &str, holder: &str) -> Result<(), StoreError> {
-        let cmd = redis::cmd("EVAL").arg(DELETE_IF_HELD).arg(1).arg(self.key(key)).arg(holder).clone();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(DELETE_IF_HELD).arg(1).arg(self.key(key)).arg(holder);
         self.link.query::<()>(&cmd).await
     }
 

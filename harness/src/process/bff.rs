@@ -104,32 +104,15 @@ impl BffProcess {
     pub async fn start(&mut self) -> Result<(), ProcessError> {
         let mut child = Supervised::spawn(&self.binary, &[], &self.env, self.output.clone())?;
         let probe = if self.wait_ready { "/ready" } else { "/health" };
-        let deadline = tokio::time::Instant::now() + self.ready_timeout;
-        loop {
-            if let Ok(r) = self.http.get(format!("{}{probe}", self.url())).send().await
-                && r.status().is_success()
-            {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if let Some(status) = child.exited() {
-                return Err(ProcessError::ExitedEarly {
-                    program: child.program.clone(),
-                    status,
-                    output: self.output.tail(20),
-                });
-            }
-            if tokio::time::Instant::now() > deadline {
-                let program = child.program.clone();
-                child.kill().await;
-                return Err(ProcessError::NotReady {
-                    program,
-                    waited: self.ready_timeout,
-                    output: self.output.tail(20),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let url = format!("{}{probe}", self.url());
+        let http = &self.http;
+        child
+            .wait_until_ready(&self.output, self.ready_timeout, || async {
+                http.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+            })
+            .await?;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Graceful stop (SIGTERM); returns the exit status.

@@ -96,6 +96,42 @@ impl Supervised {
         self.child.try_wait().ok().flatten().map(|s| s.to_string())
     }
 
+    /// Polls `ready` until it answers true; fails (and kills the child) if the child exits
+    /// first or `timeout` passes, quoting the child's last output.
+    pub async fn wait_until_ready<F, Fut>(
+        &mut self,
+        output: &OutputTail,
+        timeout: Duration,
+        mut ready: F,
+    ) -> Result<(), ProcessError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if ready().await {
+                return Ok(());
+            }
+            if let Some(status) = self.exited() {
+                return Err(ProcessError::ExitedEarly {
+                    program: self.program.clone(),
+                    status,
+                    output: output.tail(20),
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.kill().await;
+                return Err(ProcessError::NotReady {
+                    program: self.program.clone(),
+                    waited: timeout,
+                    output: output.tail(20),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status.
     pub async fn stop(&mut self, grace: Duration) -> String {
         if let Some(pid) = self.child.id() {

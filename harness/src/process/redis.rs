@@ -79,28 +79,10 @@ impl RedisProcess {
     /// Starts it again on the same port (after [`RedisProcess::stop`]).
     pub async fn start_again(&mut self) -> Result<(), ProcessError> {
         let mut child = Supervised::spawn(&self.program, &self.args(), &[], self.output.clone())?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if ping(self.port).await {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if let Some(status) = child.exited() {
-                return Err(ProcessError::ExitedEarly {
-                    program: "redis-server".into(),
-                    status,
-                    output: self.output.tail(20),
-                });
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(ProcessError::NotReady {
-                    program: "redis-server".into(),
-                    waited: Duration::from_secs(10),
-                    output: self.output.tail(20),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let port = self.port;
+        child.wait_until_ready(&self.output, Duration::from_secs(10), || ping(port)).await?;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Stops it (SIGTERM; it saves when persistent).
