@@ -45,11 +45,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     bff::telemetry::init(config.log_format, &config.log_filter);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.worker_threads {
-        runtime.worker_threads(threads);
-    }
-    let runtime = runtime.enable_all().build().expect("tokio runtime");
+    // This thread is the first of the serving threads; `run` starts the others (see `server`).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

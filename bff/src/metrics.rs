@@ -1,12 +1,15 @@
 //! Prometheus metrics at `/metrics`: requests by route and status, latency, sessions created and
 //! ended, token refreshes (done, waited, failed), store and upstream errors.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::routes::RouteLabel;
@@ -34,13 +37,42 @@ pub async fn render() -> String {
 /// route's prefix) and status.
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let matched = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    let route = matched
-        .or_else(|| response.extensions().get::<RouteLabel>().map(|l| l.0.clone()))
-        .unwrap_or_else(|| "unmatched".into());
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("bff_requests_total", "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("bff_request_duration_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    let route = match (&matched, response.extensions().get::<RouteLabel>()) {
+        (Some(path), _) => path.as_str(),
+        (None, Some(label)) => label.0.as_str(),
+        (None, None) => "unmatched",
+    };
+    record(route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
+}
+
+/// A route's metric handles: looking a labelled metric up in the registry hashes its labels,
+/// so each serving thread keeps the handles it has used.
+struct RouteHandles {
+    duration: Histogram,
+    requests_by_status: HashMap<u16, Counter>,
+}
+
+thread_local! {
+    static HANDLES: RefCell<HashMap<String, RouteHandles>> = RefCell::new(HashMap::new());
+}
+
+fn record(route: &str, status: u16, seconds: f64) {
+    HANDLES.with_borrow_mut(|routes| {
+        if !routes.contains_key(route) {
+            let duration = metrics::histogram!("bff_request_duration_seconds", "route" => route.to_owned());
+            routes.insert(route.to_owned(), RouteHandles { duration, requests_by_status: HashMap::new() });
+        }
+        let handles = routes.get_mut(route).expect("inserted above");
+        handles
+            .requests_by_status
+            .entry(status)
+            .or_insert_with(
+                || metrics::counter!("bff_requests_total", "route" => route.to_owned(), "status" => status.to_string()),
+            )
+            .increment(1);
+        handles.duration.record(seconds);
+    });
 }

@@ -73,6 +73,16 @@ impl RedisLink {
         }
     }
 
+    /// The client, for connections of their own (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The bound on every command.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn connect_in_background(self: &Arc<Self>) {
         let link = self.clone();
         tokio::spawn(async move { link.connect().await });

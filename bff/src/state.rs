@@ -6,11 +6,28 @@ use crate::config::{Config, KeyRingMode, StoreConfig};
 use crate::keyring::KeyRing;
 use crate::oidc::Oidc;
 use crate::redis_link::RedisLink;
-use crate::session::{MemoryStore, RedisStore, Refresher, SessionStore, Sessions};
+use crate::session::{MemoryStore, NodeCache, RedisStore, Refresher, SessionStore, Sessions};
 
 /// The HTTP client for upstreams: keeps connections alive, streams bodies.
 pub type UpstreamClient =
     hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, axum::body::Body>;
+
+thread_local! {
+    /// One upstream connection pool per serving thread: a request's upstream connection is
+    /// driven by the thread that serves the request, so no other thread has to be woken.
+    static UPSTREAM: UpstreamClient = {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(connector)
+    };
+}
+
+/// Sends `request` upstream with this thread's connection pool.
+pub fn send_upstream(request: axum::http::Request<axum::body::Body>) -> hyper_util::client::legacy::ResponseFuture {
+    UPSTREAM.with(|client| client.request(request))
+}
 
 /// Shared by every request: cloning it (axum does, per request) is one reference count.
 #[derive(Clone)]
@@ -33,7 +50,6 @@ pub struct Shared {
     pub redis: Option<Arc<RedisLink>>,
     /// One access-token refresh per session at a time, across nodes.
     pub refresher: Arc<Refresher>,
-    pub upstream: UpstreamClient,
     /// Round-robin position of each route.
     pub route_counters: Arc<Vec<std::sync::atomic::AtomicUsize>>,
 }
@@ -73,29 +89,27 @@ impl AppState {
             config.session.absolute_lifetime,
             config.session.login_timeout,
         );
+        let sessions = match (&config.store, &redis, config.session.cache_max_age) {
+            (StoreConfig::Redis { key_prefix, .. }, Some(link), Some(max_age)) => {
+                sessions.with_cache(NodeCache::new(link.clone(), key_prefix, max_age, config.session.cache_capacity))
+            }
+            _ => sessions,
+        };
         let oidc = Oidc::new(config.oidc.clone(), config.redirect_uri());
         let sessions = Arc::new(sessions);
         let refresher =
             Arc::new(Refresher::new(sessions.clone(), oidc.clone(), config.refresh.skew, config.refresh.lock_lease));
-        let upstream = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build_http();
         let route_counters = Arc::new(config.routes.iter().map(|_| Default::default()).collect());
-        Ok(AppState(Arc::new(Shared {
-            config: Arc::new(config),
-            sessions,
-            oidc,
-            redis,
-            refresher,
-            upstream,
-            route_counters,
-        })))
+        Ok(AppState(Arc::new(Shared { config: Arc::new(config), sessions, oidc, redis, refresher, route_counters })))
     }
 
     /// Connects Redis, loads the key ring and the issuer's metadata, each retried until it works.
     pub fn start_background_tasks(&self) {
         if let Some(link) = &self.redis {
             link.connect_in_background();
+        }
+        if let Some(cache) = self.sessions.cache() {
+            cache.listen_in_background();
         }
         self.sessions.key_ring().maintain_in_background(self.config.key_ring.refresh);
         self.oidc.discover_in_background();

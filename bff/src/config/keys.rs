@@ -46,6 +46,18 @@ pub const KEYS: &[Key] = &[
         Some("12h"),
         "lifetime of a session however active",
     ),
+    key(
+        "session.cache_max_age",
+        "BFF_SESSION_CACHE_MAX_AGE",
+        Some("5s"),
+        "Redis store: how long a node serves a session from memory before reading Redis again; ends and refreshes reach every node at once (pub/sub); off to read Redis on every request",
+    ),
+    key(
+        "session.cache_capacity",
+        "BFF_SESSION_CACHE_CAPACITY",
+        Some("10000"),
+        "sessions each node keeps in memory at most",
+    ),
     key("session.same_site", "BFF_SESSION_SAME_SITE", Some("lax"), "lax or strict"),
     key("session.login_timeout", "BFF_SESSION_LOGIN_TIMEOUT", Some("10m"), "time allowed between login and callback"),
     key("worker_threads", "BFF_WORKER_THREADS", None, "threads serving requests (default: one per CPU core)"),

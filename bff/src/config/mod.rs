@@ -108,6 +108,9 @@ pub struct SessionConfig {
     pub same_site: SameSite,
     /// How long a started login may take before its callback is refused.
     pub login_timeout: Duration,
+    /// How long a node may serve a session from its memory (Redis store); `None`: never.
+    pub cache_max_age: Option<Duration>,
+    pub cache_capacity: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -237,7 +240,18 @@ impl Config {
                 _ => Err(format!("expected \"lax\" or \"strict\", got {s:?}")),
             })?,
             login_timeout: src.duration("session.login_timeout")?,
+            cache_max_age: match src.string_or("session.cache_max_age").as_str() {
+                "off" | "0" => None,
+                _ => Some(src.duration("session.cache_max_age")?),
+            },
+            cache_capacity: src.parse("session.cache_capacity", |s| match s.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("expected a number of sessions greater than zero, got {s:?}")),
+            })?,
         };
+        if session.cache_max_age.is_some_and(|age| age >= session.idle_timeout) {
+            return Err(src.invalid("session.cache_max_age", "must be shorter than session.idle_timeout".into()));
+        }
         if session.absolute_lifetime < session.idle_timeout {
             return Err(
                 src.invalid("session.absolute_lifetime", "must not be shorter than session.idle_timeout".into())

@@ -181,7 +181,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     let outgoing = axum::http::Request::from_parts(parts, body);
 
     let timeout = route.timeout.unwrap_or(config.upstream_timeout);
-    let mut response = match tokio::time::timeout(timeout, state.upstream.request(outgoing)).await {
+    let mut response = match tokio::time::timeout(timeout, crate::state::send_upstream(outgoing)).await {
         Ok(Ok(response)) => response.map(Body::new),
         Ok(Err(error)) => {
             metrics::counter!("bff_upstream_errors_total", "kind" => "unreachable").increment(1);

@@ -5,6 +5,7 @@
 //! sealed blob's associated data: whoever reads the store learns neither a usable cookie nor a
 //! token, and cannot move a blob from one session to another.
 
+mod cache;
 mod id;
 mod memory;
 mod record;
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest::{SHA256, digest};
 
+pub use cache::NodeCache;
 pub use id::{SessionId, random_token};
 pub use memory::MemoryStore;
 pub use record::{PendingLogin, Session};
@@ -47,6 +49,8 @@ pub struct Sessions {
     idle_timeout: Duration,
     absolute_lifetime: Duration,
     login_timeout: Duration,
+    /// Sessions this node read recently, when enabled (Redis store only).
+    cache: Option<Arc<NodeCache>>,
 }
 
 fn store_key(kind: &str, secret: &[u8]) -> String {
@@ -61,7 +65,25 @@ impl Sessions {
         absolute_lifetime: Duration,
         login_timeout: Duration,
     ) -> Self {
-        Sessions { store, ring, idle_timeout, absolute_lifetime, login_timeout }
+        Sessions { store, ring, idle_timeout, absolute_lifetime, login_timeout, cache: None }
+    }
+
+    /// Serves sessions from `cache` while it is live (see [`NodeCache`]).
+    pub fn with_cache(mut self, cache: Arc<NodeCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn cache(&self) -> Option<&Arc<NodeCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Tells every node's cache that these sessions changed or ended.
+    async fn changed(&self, keys: &[String]) -> Result<(), SessionError> {
+        match &self.cache {
+            Some(cache) => Ok(cache.changed(keys).await?),
+            None => Ok(()),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -121,6 +143,7 @@ impl Sessions {
             keys.extend(self.store.index_take(&Self::index_key("sub", iss, sub)).await?);
         }
         self.store.delete_many(&keys).await?;
+        self.changed(&keys).await?;
         Ok(keys.len())
     }
 
@@ -129,7 +152,9 @@ impl Sessions {
     pub async fn save(&self, id: &SessionId, session: &Session) -> Result<bool, SessionError> {
         let key = store_key("s", id.as_bytes());
         let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(session).expect("session serialises"))?;
-        Ok(self.store.replace(&key, sealed, self.idle_timeout).await?)
+        let stored = self.store.replace(&key, sealed, self.idle_timeout).await?;
+        self.changed(&[key]).await?;
+        Ok(stored)
     }
 
     /// The store key of a session's refresh lock.
@@ -137,10 +162,39 @@ impl Sessions {
         store_key("r", id.as_bytes())
     }
 
-    /// Loads a session and slides its idle timeout, in one store operation. A session that does
-    /// not open (tampered, unknown key) or is past its absolute lifetime counts as absent.
+    /// The session, from this node's cache when it holds it (see [`NodeCache`]), else from the
+    /// store, which slides its idle timeout. A session that does not open (tampered, unknown
+    /// key) or is past its absolute lifetime counts as absent.
     pub async fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
         let key = store_key("s", id.as_bytes());
+        let Some(cache) = &self.cache else {
+            return self.load_from_store(key).await;
+        };
+        if let Some(session) = cache.get(&key)
+            && !self.past_lifetime(&session)
+        {
+            return Ok(Some(session));
+        }
+        let seen = cache.generation();
+        let loaded = self.load_from_store(key.clone()).await?;
+        if let Some(session) = &loaded {
+            cache.keep(&key, session, seen);
+        }
+        Ok(loaded)
+    }
+
+    /// The session as the store holds it now, never from a cache (the token refresh compares
+    /// tokens across nodes with it).
+    pub async fn load_latest(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        self.load_from_store(store_key("s", id.as_bytes())).await
+    }
+
+    fn past_lifetime(&self, session: &Session) -> bool {
+        now_secs().saturating_sub(session.created_at) > self.absolute_lifetime.as_secs()
+    }
+
+    /// Reads a session and slides its idle timeout, in one store operation.
+    async fn load_from_store(&self, key: String) -> Result<Option<Session>, SessionError> {
         let Some(blob) = self.store.get_and_touch(&key, self.idle_timeout).await? else {
             return Ok(None);
         };
@@ -158,8 +212,9 @@ impl Sessions {
                 return Ok(None);
             }
         };
-        if now_secs().saturating_sub(session.created_at) > self.absolute_lifetime.as_secs() {
+        if self.past_lifetime(&session) {
             self.store.delete(&key).await?;
+            self.changed(&[key]).await?;
             return Ok(None);
         }
         Ok(Some(session))
@@ -167,7 +222,9 @@ impl Sessions {
 
     /// Deletes a session everywhere: every node sees it gone at once.
     pub async fn end(&self, id: &SessionId) -> Result<(), SessionError> {
-        Ok(self.store.delete(&store_key("s", id.as_bytes())).await?)
+        let key = store_key("s", id.as_bytes());
+        self.store.delete(&key).await?;
+        self.changed(&[key]).await
     }
 
     /// Keeps a login in progress under its `state`, so the callback can land on any node.

@@ -72,7 +72,7 @@ impl Refresher {
         let deadline = Instant::now() + self.lease * 2 + self.oidc.config().http_timeout;
         let mut waited = false;
         loop {
-            let current = self.sessions.load(id).await?.ok_or(RefreshError::Ended)?;
+            let current = self.sessions.load_latest(id).await?.ok_or(RefreshError::Ended)?;
             if !self.needs_refresh(&current) || current.access_token != stale_token {
                 if waited {
                     metrics::counter!("bff_token_refresh_total", "result" => "waited").increment(1);
@@ -82,7 +82,7 @@ impl Refresher {
             let holder = random_token();
             if self.sessions.store().try_lock(&lock_key, &holder, self.lease).await.map_err(SessionError::from)? {
                 // Another node may have refreshed between our read and our lock: read again.
-                let current = match self.sessions.load(id).await {
+                let current = match self.sessions.load_latest(id).await {
                     Ok(Some(current)) => current,
                     other => {
                         let _ = self.sessions.store().unlock(&lock_key, &holder).await;

@@ -81,7 +81,8 @@ async fn a_blob_changed_in_redis_is_no_session() {
 
 #[tokio::test]
 async fn sessions_slide_with_one_redis_command_per_request() {
-    let s = stack().run().await;
+    // Without the node cache (`tests/gateway/node_cache.rs` covers it), every request reads Redis.
+    let s = stack().env("BFF_SESSION_CACHE_MAX_AGE", "off").run().await;
     let user = VirtualUser::new(None);
     user.login(&s.url(0)).await.unwrap();
     let port = s.redis().port();

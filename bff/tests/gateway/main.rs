@@ -5,6 +5,7 @@ mod api;
 mod at_rest;
 mod lifecycle;
 mod login;
+mod node_cache;
 mod redis_outage;
 mod refusals;
 mod stack;

@@ -1,0 +1,113 @@
+//! The node cache: with it a request in steady state costs no Redis command, the idle timeout
+//! still slides in Redis, and a session ended on one node stops being served by every other
+//! node at once, however long the cache would otherwise keep it.
+
+use std::time::Duration;
+
+use harness::VirtualUser;
+
+use crate::stack::{Stack, eventually, redis_cmd, stack};
+
+/// How many requests `node` has answered from its memory (its `/metrics`).
+async fn cache_hits(s: &Stack, node: usize) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", s.url(node))).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("bff_session_cache_total{result=\"hit\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .map(|v| v.parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+/// Calls `/account/me` on `node` until the node answers it from memory.
+async fn until_served_from_memory(s: &Stack, user: &VirtualUser, node: usize) {
+    eventually(&format!("node {node} serves the session from memory"), Duration::from_secs(5), || async {
+        let before = cache_hits(s, node).await;
+        assert_eq!(user.me(&s.url(node)).await.unwrap().status, 200);
+        cache_hits(s, node).await > before
+    })
+    .await;
+}
+
+async fn redis_calls(port: u16, command: &str) -> u64 {
+    let info = match redis_cmd(port, &["INFO", "commandstats"]).await {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("{other:?}"),
+    };
+    info.lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.parse::<u64>().unwrap())
+        .unwrap_or(0)
+}
+
+async fn session_ttl(port: u16) -> i64 {
+    let keys = match redis_cmd(port, &["KEYS", "bff:s:*"]).await {
+        redis::Value::Array(keys) => keys,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keys.len(), 1, "one session: {keys:?}");
+    let redis::Value::BulkString(key) = &keys[0] else { panic!("{keys:?}") };
+    match redis_cmd(port, &["TTL", std::str::from_utf8(key).unwrap()]).await {
+        redis::Value::Int(ttl) => ttl,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn steady_state_costs_no_redis_command_and_the_idle_timeout_still_slides() {
+    let s = stack().env("BFF_SESSION_IDLE_TIMEOUT", "10s").env("BFF_SESSION_CACHE_MAX_AGE", "1s").run().await;
+    let user = VirtualUser::new(None);
+    user.login(&s.url(0)).await.unwrap();
+    until_served_from_memory(&s, &user, 0).await;
+    let port = s.redis().port();
+
+    let _ = redis_cmd(port, &["CONFIG", "RESETSTAT"]).await;
+    for _ in 0..20 {
+        assert_eq!(user.me(&s.url(0)).await.unwrap().status, 200);
+    }
+    assert!(redis_calls(port, "getex").await <= 1, "at most one read when the entry's age ran out");
+
+    // Three seconds of activity: the session is read again every second, which slides its
+    // idle timeout; served from memory alone, its TTL would be down to about 7.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(user.me(&s.url(0)).await.unwrap().status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ttl = session_ttl(port).await;
+    assert!(ttl >= 8, "the idle timeout slid: TTL {ttl}");
+    assert!(redis_calls(port, "getex").await >= 2);
+}
+
+#[tokio::test]
+async fn a_session_ended_on_one_node_is_not_served_from_another_nodes_memory() {
+    let s = stack().nodes(3).env("BFF_SESSION_CACHE_MAX_AGE", "10m").run().await;
+    let user = VirtualUser::new(Some("erin"));
+    let other = VirtualUser::new(Some("frank"));
+    user.login(&s.url(0)).await.unwrap();
+    other.login(&s.url(0)).await.unwrap();
+    for node in 0..3 {
+        until_served_from_memory(&s, &user, node).await;
+        until_served_from_memory(&s, &other, node).await;
+    }
+
+    // The identity provider ends erin's session through node 2 (back-channel logout): her
+    // browser still holds its cookie, so only the nodes' memories stand between it and a 200.
+    let token = s.issuer.logout_token(Some(&s.issuer.last_sid("erin").unwrap()), None);
+    let ended = reqwest::Client::new()
+        .post(format!("{}/account/backchannel-logout", s.url(2)))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    for node in 0..3 {
+        eventually(&format!("node {node} forgets the ended session"), Duration::from_secs(2), || async {
+            user.me(&s.url(node)).await.unwrap().status == 404
+        })
+        .await;
+        assert_eq!(other.me(&s.url(node)).await.unwrap().status, 200, "other sessions stay served");
+    }
+}
