@@ -8,7 +8,7 @@
 //! and without the gateway's own cookies, with `X-Forwarded-*` set, and the response streamed
 //! back. An unreachable upstream is a 502, a slow one a 504.
 
-use std::net::SocketAddr;
+use crate::server::ClientAddr;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
@@ -151,7 +151,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     let Some(uri) = upstream_uri(&state, index, route, request.uri()) else {
         return refuse(StatusCode::BAD_GATEWAY, "bad upstream address", label);
     };
-    let client_ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let client_ip = request.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0.0.ip().to_string());
     let (mut parts, body) = request.into_parts();
     let host = parts.headers.get(HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);

@@ -74,6 +74,7 @@ fn print(report: &BenchReport) {
         "errors",
         "open-loop p99 ms",
         "added p99 ms",
+        "redis cmd/req",
     ]);
     for c in &report.configs {
         table.add_row(vec![
@@ -86,12 +87,12 @@ fn print(report: &BenchReport) {
             c.errors.to_string(),
             c.open_loop.as_ref().map(|o| format!("{:.2}", o.p99_ms)).unwrap_or_else(|| "-".into()),
             c.added_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+            c.redis_commands_per_request.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
         ]);
     }
     println!("{table}");
     println!(
-        "redis commands per request (bff-auth-redis): {} · cold start to ready (median): {} · gateway RSS idle {} / loaded {} · nginx RSS {}",
-        opt(report.redis_commands_per_request, ""),
+        "cold start to ready (median): {} · gateway RSS idle {} / loaded {} · nginx RSS {}",
         opt(report.cold_start_ms_median, " ms"),
         opt(report.idle_rss_mb, " MB"),
         opt(report.loaded_rss_mb, " MB"),

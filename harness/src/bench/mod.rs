@@ -41,6 +41,8 @@ pub struct ConfigResult {
     pub vs_direct: f64,
     pub vs_nginx: f64,
     pub errors: u64,
+    /// Redis commands per request (`INFO commandstats` deltas), for the configurations on Redis.
+    pub redis_commands_per_request: Option<f64>,
     /// Latency at 50 % of this configuration's measured maximum rate, open loop.
     pub open_loop: Option<LoadResult>,
     /// Open-loop p99 minus the direct upstream's, in ms.
@@ -54,7 +56,6 @@ pub struct BenchReport {
     pub versions: Vec<(String, String)>,
     pub options: String,
     pub configs: Vec<ConfigResult>,
-    pub redis_commands_per_request: Option<f64>,
     pub cold_start_ms_median: Option<f64>,
     pub idle_rss_mb: Option<f64>,
     pub loaded_rss_mb: Option<f64>,
@@ -134,7 +135,7 @@ async fn logged_in_cookie(base: &str) -> Result<String, BenchError> {
 
 /// Runs the whole benchmark; `progress` hears each step.
 pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<BenchReport, BenchError> {
-    progress("starting upstream, nginx, redis, issuer and two gateways");
+    progress("starting upstream, nginx, redis, issuer and three gateways");
     let upstream = peers::Upstream::start().await.map_err(|e| fail("upstream")(e.to_string()))?;
     let nginx = peers::Nginx::start(upstream.addr).await.map_err(fail("nginx"))?;
     let redis = RedisProcess::start(false).await.map_err(|e| fail("redis")(e.to_string()))?;
@@ -154,6 +155,16 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         .run()
         .await
         .map_err(|e| fail("bff (redis)")(e.to_string()))?;
+    let uncached_port = crate::process::free_port();
+    let uncached_url = format!("http://127.0.0.1:{uncached_port}");
+    let bff_uncached = bff_env(BffProcess::builder(&options.bff_binary), &issuer, &up_url)
+        .port(uncached_port)
+        .env("BFF_PUBLIC_URL", uncached_url.clone())
+        .env("BFF_REDIS_URL", redis.url())
+        .env("BFF_SESSION_CACHE_MAX_AGE", "off")
+        .run()
+        .await
+        .map_err(|e| fail("bff (redis, no node cache)")(e.to_string()))?;
     let memory_port = crate::process::free_port();
     let memory_url = format!("http://127.0.0.1:{memory_port}");
     let bff_memory = bff_env(BffProcess::builder(&options.bff_binary), &issuer, &up_url)
@@ -172,21 +183,24 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         ("nginx", Target { url: format!("http://{}/data", nginx.addr), headers: vec![] }),
         ("bff-anon", Target { url: format!("{redis_url}/public/data"), headers: vec![] }),
         ("bff-auth-redis", Target { url: format!("{redis_url}/api/data"), headers: auth(&redis_cookie) }),
+        // The same session (the nodes share Redis), read from Redis on every request.
+        ("bff-auth-redis-uncached", Target { url: format!("{uncached_url}/api/data"), headers: auth(&redis_cookie) }),
         ("bff-auth-memory", Target { url: format!("{memory_url}/api/data"), headers: auth(&memory_cookie) }),
     ];
 
     let mut runs: Vec<Vec<LoadResult>> = vec![Vec::new(); configs.len()];
-    let mut redis_per_request = Vec::new();
+    let mut redis_per_request: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..options.rounds {
         for (i, (name, target)) in configs.iter().enumerate() {
             progress(&format!("round {}/{} · {name}", round + 1, options.rounds));
-            let before = if *name == "bff-auth-redis" { Some(redis_total_calls(redis.port()).await) } else { None };
+            let on_redis = name.starts_with("bff-auth-redis");
+            let before = if on_redis { Some(redis_total_calls(redis.port()).await) } else { None };
             let result = loadgen::wrk(target, options.connections, options.duration)
                 .await
                 .map_err(|e| BenchError(e.to_string()))?;
             if let Some(before) = before {
                 let calls = redis_total_calls(redis.port()).await.saturating_sub(before);
-                redis_per_request.push(calls as f64 / result.requests.max(1) as f64);
+                redis_per_request[i].push(calls as f64 / result.requests.max(1) as f64);
             }
             runs[i].push(result);
         }
@@ -197,12 +211,14 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     let mut results: Vec<ConfigResult> = configs
         .iter()
         .zip(runs)
-        .map(|((name, _), runs)| ConfigResult {
+        .zip(redis_per_request)
+        .map(|(((name, _), runs), redis_per_request)| ConfigResult {
             name: (*name).to_owned(),
             requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
             p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
             p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
             errors: runs.iter().map(|r| r.errors).sum(),
+            redis_commands_per_request: (!redis_per_request.is_empty()).then(|| median(redis_per_request)),
             runs,
             vs_direct: 0.0,
             vs_nginx: 0.0,
@@ -290,7 +306,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             command_output(oha.to_str().unwrap_or("oha"), &["--version"]).await.trim().to_owned(),
         ));
     }
-    drop((bff_redis, bff_memory, nginx));
+    drop((bff_redis, bff_uncached, bff_memory, nginx));
     Ok(BenchReport {
         date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).await.trim().to_owned(),
         machine: format!(
@@ -306,7 +322,6 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             options.rounds
         ),
         configs: results,
-        redis_commands_per_request: (!redis_per_request.is_empty()).then(|| median(redis_per_request)),
         cold_start_ms_median,
         idle_rss_mb,
         loaded_rss_mb,

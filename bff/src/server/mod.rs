@@ -2,18 +2,22 @@
 //! accepting and give in-flight requests up to `shutdown_timeout` to finish.
 //!
 //! A node serves on one thread per core (`worker_threads`), each with a single-threaded runtime
-//! of its own that accepts from the shared listener, like nginx workers. A connection, its
+//! of its own, like nginx workers; connections are handed to them in turn ([`handoff`]). A
+//! connection, its
 //! requests and their upstream connections then stay on one thread: no task moves between
 //! threads and no thread wakes another on the request path, which on two cores is worth about
 //! a third more requests per second than one work-stealing runtime (see the benchmark notes).
 //! The calling runtime is one of the serving threads and also runs the background tasks.
 
-use std::future::Future;
-use std::net::SocketAddr;
+mod handoff;
 
-use axum::serve::ListenerExt;
+use std::future::Future;
+
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+
+pub use handoff::ClientAddr;
+use handoff::Handoff;
 
 use crate::config::{Config, StoreConfig};
 use crate::state::{AppState, StateError};
@@ -55,17 +59,20 @@ pub async fn run(
     );
 
     let (stop, stopped) = watch::channel(false);
+    let (senders, mut queues) = handoff::queues(&listener, threads)?;
+    let mine = queues.remove(0);
     let mut other_threads = Vec::with_capacity(threads - 1);
-    for n in 1..threads {
-        other_threads.push(serve_on_own_thread(n, &listener, state.clone(), stopped.clone())?);
+    for (n, queue) in queues.into_iter().enumerate() {
+        other_threads.push(serve_on_own_thread(n + 1, queue, state.clone(), stopped.clone())?);
     }
+    tokio::spawn(handoff::hand_out(listener, senders, stopped.clone()));
     let signal = async move {
         shutdown.await;
         tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
         let _ = stop.send(true);
     };
     let servers = async {
-        let (mine, theirs) = tokio::join!(serve(listener, state, stopped.clone()), async {
+        let (mine, theirs) = tokio::join!(serve(mine, state, stopped.clone()), async {
             let mut results = Vec::with_capacity(other_threads.len());
             for done in other_threads {
                 results.push(done.await.unwrap_or(Ok(())));
@@ -90,32 +97,30 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves `listener` (a shared copy of it) on a new thread with a runtime of its own; the
+/// Serves the connections handed to `queue` on a new thread with a runtime of its own; the
 /// receiver answers when that thread stopped serving.
 fn serve_on_own_thread(
     n: usize,
-    listener: &TcpListener,
+    queue: Handoff,
     state: AppState,
     stopped: watch::Receiver<bool>,
 ) -> std::io::Result<oneshot::Receiver<std::io::Result<()>>> {
-    let shared = std::net::TcpListener::from(std::os::fd::AsFd::as_fd(listener).try_clone_to_owned()?);
     let (done, finished) = oneshot::channel();
     std::thread::Builder::new().name(format!("bff-serve-{n}")).spawn(move || {
-        let result = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|runtime| {
-            runtime.block_on(async move { serve(TcpListener::from_std(shared)?, state, stopped).await })
-        });
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|runtime| runtime.block_on(serve(queue, state, stopped)));
         let _ = done.send(result);
     })?;
     Ok(finished)
 }
 
-/// Accepts and serves connections until `stopped` turns true, then finishes in-flight requests.
-async fn serve(listener: TcpListener, state: AppState, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = crate::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+/// Serves the connections handed to `queue` until `stopped` turns true, then finishes in-flight
+/// requests.
+async fn serve(queue: Handoff, state: AppState, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
+    let app = crate::app(state).into_make_service_with_connect_info::<ClientAddr>();
+    axum::serve(queue, app)
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         })
