@@ -105,6 +105,15 @@ impl VirtualUser {
         self.post(&format!("{}/account/end-session", base.trim_end_matches('/'))).await
     }
 
+    /// Logs out like [`VirtualUser::logout`], then puts the cookies back as they were: a copied
+    /// cookie (another tab, a stolen one) must not outlive the session on any node.
+    pub async fn logout_keeping_cookie(&self, base: &str) -> Result<Reply, ClientError> {
+        let saved = self.jar.lock().expect("cookie jar").clone();
+        let reply = self.logout(base).await;
+        *self.jar.lock().expect("cookie jar") = saved;
+        reply
+    }
+
     /// The whole login: `/account/login` on `base` → issuer `authorize` → `login/callback`.
     /// Returns the callback's reply (a 302 to the landing page when it worked).
     pub async fn login(&self, base: &str) -> Result<Reply, ClientError> {

@@ -189,6 +189,14 @@ pub struct Step {
     pub expect: Expect,
     /// User steps: repeat while this cluster step runs.
     pub during: Option<Box<Step>>,
+    /// `logout`: the browser keeps a copy of its session cookie (another tab, a stolen copy), so
+    /// the steps after it prove the session ended on every node, not only in the browser.
+    #[serde(default)]
+    pub keep_cookie: bool,
+    /// User steps: repeat the request until its expectation holds, for at most this many
+    /// milliseconds (how fast a change must reach every node); the latency reported is the time
+    /// until it held.
+    pub within_ms: Option<u64>,
 }
 
 impl Step {

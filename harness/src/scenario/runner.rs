@@ -180,19 +180,28 @@ async fn user_step(
             let label = &label;
             async move {
                 let started = Instant::now();
-                let result = match step.action {
-                    Action::Login => user.login(&base).await,
-                    Action::Me => user.me(&base).await,
-                    Action::Logout => user.logout(&base).await,
-                    Action::Get => {
-                        user.api(&format!("{}{}", base.trim_end_matches('/'), step.path.as_deref().unwrap_or("/")))
-                            .await
+                let deadline = started + Duration::from_millis(step.within_ms.unwrap_or(0));
+                loop {
+                    let result = match step.action {
+                        Action::Login => user.login(&base).await,
+                        Action::Me => user.me(&base).await,
+                        Action::Logout if step.keep_cookie => user.logout_keeping_cookie(&base).await,
+                        Action::Logout => user.logout(&base).await,
+                        Action::Get => {
+                            let url = format!("{}{}", base.trim_end_matches('/'), step.path.as_deref().unwrap_or("/"));
+                            user.api(&url).await
+                        }
+                        _ => unreachable!("cluster steps are not user steps"),
+                    };
+                    let (outcome, status, node, detail) = classify(step, &result, name, fault);
+                    if outcome != Outcome::Ok && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
                     }
-                    _ => unreachable!("cluster steps are not user steps"),
-                };
-                let latency = started.elapsed().as_secs_f64() * 1000.0;
-                let (outcome, status, node, detail) = classify(step, &result, name, fault);
-                record(ctx, label, direct_node.or(node), outcome, status, latency, detail).await;
+                    let latency = started.elapsed().as_secs_f64() * 1000.0;
+                    record(ctx, label, direct_node.or(node), outcome, status, latency, detail).await;
+                    return;
+                }
             }
         };
         futures::future::join_all((0..copies).map(|_| one(base.clone(), direct_node.clone()))).await;
