@@ -6,11 +6,16 @@
 //! while Redis is unreachable, so [`RedisLink`] keeps trying to build it in the background and
 //! answers [`StoreError::Unavailable`] until it exists. Every command is bounded by
 //! `redis_timeout`, so an outage costs a request a 503, never a hang.
+//!
+//! Once that first connection exists, each serving thread opens one of its own on first use
+//! (see `server`): a request's Redis round trip is then driven by the thread serving it, and no
+//! other thread has to be woken twice per command.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Notify, OnceCell};
@@ -18,6 +23,8 @@ use tokio::sync::{Notify, OnceCell};
 use crate::session::StoreError;
 
 pub struct RedisLink {
+    /// Tells this link's per-thread connections from another link's.
+    id: usize,
     client: redis::Client,
     timeout: Duration,
     manager: OnceCell<ConnectionManager>,
@@ -30,7 +37,9 @@ pub struct RedisLink {
 impl RedisLink {
     /// Parses the URL; connecting happens in [`RedisLink::connect_in_background`].
     pub fn new(url: &str, timeout: Duration) -> Result<Arc<Self>, redis::RedisError> {
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         Ok(Arc::new(RedisLink {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             client: redis::Client::open(url)?,
             timeout,
             manager: OnceCell::new(),
@@ -94,22 +103,46 @@ impl RedisLink {
         self.manager.get().cloned().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
 
-    /// Runs one command with the shared connection, mapping every failure to `Unavailable`.
+    /// This thread's own connection, opened on first use once the shared one exists; the
+    /// shared one while it cannot be opened.
+    async fn conn_here(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(own) = OWN_CONNECTIONS.with_borrow(|own| own.get(&self.id).cloned()) {
+            return Ok(own);
+        }
+        let shared = self.conn()?;
+        let config = self.manager_config();
+        match tokio::time::timeout(self.timeout, ConnectionManager::new_with_config(self.client.clone(), config)).await
+        {
+            Ok(Ok(own)) => {
+                OWN_CONNECTIONS.with_borrow_mut(|connections| connections.insert(self.id, own.clone()));
+                Ok(own)
+            }
+            _ => Ok(shared),
+        }
+    }
+
+    /// Runs one command, mapping every failure to `Unavailable`.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.conn_here().await?;
         cmd.query_async(&mut conn).await.map_err(|error| self.failed(error))
     }
 
-    /// Runs a pipeline (one round trip) with the shared connection.
+    /// Runs a pipeline (one round trip).
     pub async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.conn_here().await?;
         pipe.query_async(&mut conn).await.map_err(|error| self.failed(error))
     }
 
     fn failed(&self, error: redis::RedisError) -> StoreError {
+        self.report_trouble();
+        StoreError::from(error)
+    }
+
+    /// Wakes whoever waits in [`RedisLink::trouble`]: Redis may have lost what this node keeps
+    /// there.
+    pub fn report_trouble(&self) {
         self.trouble.store(true, Ordering::Relaxed);
         self.trouble_seen.notify_waiters();
-        StoreError::from(error)
     }
 
     /// Waits until a command fails (returns at once if one failed since the last call), and
@@ -123,6 +156,11 @@ impl RedisLink {
             seen.await;
         }
     }
+}
+
+thread_local! {
+    /// Each thread's own connection, per link.
+    static OWN_CONNECTIONS: RefCell<HashMap<usize, ConnectionManager>> = RefCell::new(HashMap::new());
 }
 
 impl From<redis::RedisError> for StoreError {

@@ -123,6 +123,21 @@ impl KeyRing {
         self.is_loaded() && self.synced.load(Ordering::Relaxed)
     }
 
+    /// For the readiness probe: the shared ring is still in Redis. A Redis that came back empty
+    /// is not always seen as a failed command (a connection opened after the restart never
+    /// fails), so the probe looks; when the ring is gone, the node turns not-ready and publishes
+    /// its keys again.
+    pub async fn check_published(&self) -> Result<(), KeyRingError> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        let present: bool = shared.link.query(redis::cmd("EXISTS").arg(&shared.hash_key)).await?;
+        if !present {
+            self.synced.store(false, Ordering::Relaxed);
+            shared.link.report_trouble();
+            return Err(KeyRingError::NotLoaded);
+        }
+        Ok(())
+    }
+
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
     }

@@ -97,6 +97,7 @@ impl Sessions {
     /// Ready when the store answers and the key ring is loaded.
     pub async fn check_ready(&self) -> Result<(), SessionError> {
         self.store.ping().await?;
+        self.ring.check_published().await?;
         if !self.ring.is_ready() {
             return Err(KeyRingError::NotLoaded.into());
         }
