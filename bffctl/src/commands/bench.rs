@@ -73,6 +73,7 @@ fn print(report: &BenchReport) {
         "× nginx",
         "errors",
         "open-loop p99 ms",
+        "direct p99 same rate",
         "added p99 ms",
         "redis cmd/req",
     ]);
@@ -85,7 +86,8 @@ fn print(report: &BenchReport) {
             format!("{:.2}", c.vs_direct),
             format!("{:.2}", c.vs_nginx),
             c.errors.to_string(),
-            c.open_loop.as_ref().map(|o| format!("{:.2}", o.p99_ms)).unwrap_or_else(|| "-".into()),
+            c.open_loop_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+            c.direct_same_rate_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
             c.added_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
             c.redis_commands_per_request.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
         ]);

@@ -43,9 +43,13 @@ pub struct ConfigResult {
     pub errors: u64,
     /// Redis commands per request (`INFO commandstats` deltas), for the configurations on Redis.
     pub redis_commands_per_request: Option<f64>,
-    /// Latency at 50 % of this configuration's measured maximum rate, open loop.
-    pub open_loop: Option<LoadResult>,
-    /// Open-loop p99 minus the direct upstream's, in ms.
+    /// Open-loop runs at 50 % of this configuration's measured maximum rate.
+    pub open_loop: Vec<LoadResult>,
+    /// Their median p99, in ms.
+    pub open_loop_p99_ms: Option<f64>,
+    /// Median p99 of the direct upstream at the same rate, each run right after this one's.
+    pub direct_same_rate_p99_ms: Option<f64>,
+    /// What this configuration adds to the direct upstream's p99 at the same rate, in ms.
     pub added_p99_ms: Option<f64>,
 }
 
@@ -222,7 +226,9 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             runs,
             vs_direct: 0.0,
             vs_nginx: 0.0,
-            open_loop: None,
+            open_loop: Vec::new(),
+            open_loop_p99_ms: None,
+            direct_same_rate_p99_ms: None,
             added_p99_ms: None,
         })
         .collect();
@@ -236,18 +242,36 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     let mut notes = Vec::new();
     if options.open_loop {
         if loadgen::oha_binary().is_some() {
-            for (i, (name, target)) in configs.iter().enumerate() {
-                progress(&format!("open loop at 50 % of max · {name}"));
-                let rate = results[i].requests_per_s * 0.5;
-                match loadgen::oha_open_loop(target, rate, options.connections, options.duration).await {
-                    Ok(r) => results[i].open_loop = Some(r),
-                    Err(e) => notes.push(format!("open loop {name}: {e}")),
+            // Latency without coordinated omission: each configuration at half its own maximum,
+            // and the direct upstream at that same rate right after it, so the difference is
+            // what the proxy adds at that load (the load generator's own limits cancel out).
+            let rounds = options.rounds.clamp(1, 3);
+            let mut direct_p99: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+            for round in 0..rounds {
+                for (i, (name, target)) in configs.iter().enumerate().skip(1) {
+                    progress(&format!("open loop at 50 % of max, round {}/{rounds} · {name}", round + 1));
+                    let rate = results[i].requests_per_s * 0.5;
+                    let measured = loadgen::oha_open_loop(target, rate, options.connections, options.duration).await;
+                    let direct =
+                        loadgen::oha_open_loop(&configs[0].1, rate, options.connections, options.duration).await;
+                    match (measured, direct) {
+                        (Ok(measured), Ok(direct)) => {
+                            results[i].open_loop.push(measured);
+                            direct_p99[i].push(direct.p99_ms);
+                        }
+                        (Err(e), _) | (_, Err(e)) => notes.push(format!("open loop {name}: {e}")),
+                    }
                 }
             }
-            if let Some(direct_p99) = results[0].open_loop.as_ref().map(|r| r.p99_ms) {
-                for r in &mut results {
-                    r.added_p99_ms = r.open_loop.as_ref().map(|o| o.p99_ms - direct_p99);
+            for (r, direct) in results.iter_mut().zip(direct_p99).skip(1) {
+                if r.open_loop.is_empty() || direct.is_empty() {
+                    continue;
                 }
+                let p99 = median(r.open_loop.iter().map(|o| o.p99_ms).collect());
+                let direct = median(direct);
+                r.open_loop_p99_ms = Some(p99);
+                r.direct_same_rate_p99_ms = Some(direct);
+                r.added_p99_ms = Some(p99 - direct);
             }
         } else {
             notes.push("open-loop pass skipped: oha not installed (cargo install oha)".into());
