@@ -6,15 +6,9 @@
 //! while Redis is unreachable, so [`RedisLink`] keeps trying to build it in the background and
 //! answers [`StoreError::Unavailable`] until it exists. Every command is bounded by
 //! `redis_timeout`, so an outage costs a request a 503, never a hang.
-//!
-//! Once that first connection exists, each serving thread opens one of its own on first use
-//! (see `server`): a request's Redis round trip is then driven by the thread serving it, and no
-//! other thread has to be woken twice per command.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -23,8 +17,6 @@ use tokio::sync::{Notify, OnceCell};
 use crate::session::StoreError;
 
 pub struct RedisLink {
-    /// Tells this link's per-thread connections from another link's.
-    id: usize,
     client: redis::Client,
     timeout: Duration,
     manager: OnceCell<ConnectionManager>,
@@ -37,9 +29,7 @@ pub struct RedisLink {
 impl RedisLink {
     /// Parses the URL; connecting happens in [`RedisLink::connect_in_background`].
     pub fn new(url: &str, timeout: Duration) -> Result<Arc<Self>, redis::RedisError> {
-        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         Ok(Arc::new(RedisLink {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             client: redis::Client::open(url)?,
             timeout,
             manager: OnceCell::new(),
@@ -103,33 +93,15 @@ impl RedisLink {
         self.manager.get().cloned().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
 
-    /// This thread's own connection, opened on first use once the shared one exists; the
-    /// shared one while it cannot be opened.
-    async fn conn_here(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(own) = OWN_CONNECTIONS.with_borrow(|own| own.get(&self.id).cloned()) {
-            return Ok(own);
-        }
-        let shared = self.conn()?;
-        let config = self.manager_config();
-        match tokio::time::timeout(self.timeout, ConnectionManager::new_with_config(self.client.clone(), config)).await
-        {
-            Ok(Ok(own)) => {
-                OWN_CONNECTIONS.with_borrow_mut(|connections| connections.insert(self.id, own.clone()));
-                Ok(own)
-            }
-            _ => Ok(shared),
-        }
-    }
-
     /// Runs one command, mapping every failure to `Unavailable`.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn_here().await?;
+        let mut conn = self.conn()?;
         cmd.query_async(&mut conn).await.map_err(|error| self.failed(error))
     }
 
     /// Runs a pipeline (one round trip).
     pub async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
-        let mut conn = self.conn_here().await?;
+        let mut conn = self.conn()?;
         pipe.query_async(&mut conn).await.map_err(|error| self.failed(error))
     }
 
@@ -156,11 +128,6 @@ impl RedisLink {
             seen.await;
         }
     }
-}
-
-thread_local! {
-    /// Each thread's own connection, per link.
-    static OWN_CONNECTIONS: RefCell<HashMap<usize, ConnectionManager>> = RefCell::new(HashMap::new());
 }
 
 impl From<redis::RedisError> for StoreError {

@@ -188,3 +188,60 @@ impl NodeCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            created_at: 0,
+            claims: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            id_token: "id".into(),
+            access_token: "at".into(),
+            refresh_token: None,
+            access_token_expires_at: None,
+        }
+    }
+
+    fn cache(max_age: Duration) -> Arc<NodeCache> {
+        // No I/O happens until the listener starts, which these tests do not do.
+        let link = RedisLink::new("redis://127.0.0.1:1", Duration::from_secs(1)).unwrap();
+        let cache = NodeCache::new(link, "test", max_age, 10);
+        cache.switch(true);
+        cache
+    }
+
+    #[tokio::test]
+    async fn serves_what_it_kept_until_a_notice_or_its_age_runs_out() {
+        let cache = cache(Duration::from_secs(60));
+        cache.keep("s:a", &session(), cache.generation());
+        assert!(cache.get("s:a").is_some());
+        cache.forget("s:a");
+        assert!(cache.get("s:a").is_none());
+
+        let short = self::cache(Duration::from_millis(1));
+        short.keep("s:a", &session(), short.generation());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(short.get("s:a").is_none(), "older than max_age");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_raced_with_a_notice_is_not_kept() {
+        let cache = cache(Duration::from_secs(60));
+        let seen = cache.generation();
+        cache.forget("s:other"); // a notice arrives while the session is read from the store
+        cache.keep("s:a", &session(), seen);
+        assert!(cache.get("s:a").is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_served_while_not_subscribed() {
+        let cache = cache(Duration::from_secs(60));
+        cache.keep("s:a", &session(), cache.generation());
+        cache.switch(false);
+        assert!(cache.get("s:a").is_none());
+        cache.switch(true);
+        assert!(cache.get("s:a").is_none(), "switching empties the cache");
+    }
+}
