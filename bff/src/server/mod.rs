@@ -3,11 +3,12 @@
 //!
 //! A node serves on one thread per core (`worker_threads`), each with a single-threaded runtime
 //! of its own, like nginx workers; connections are handed to them in turn ([`handoff`]). A
-//! connection, its
-//! requests and their upstream connections then stay on one thread: no task moves between
-//! threads and no thread wakes another on the request path, which on two cores is worth about
-//! a third more requests per second than one work-stealing runtime (see the benchmark notes).
-//! The calling runtime is one of the serving threads and also runs the background tasks.
+//! connection, its requests and their upstream connections then stay on one thread: no task
+//! moves between threads and nothing on the proxied path wakes another thread, which on two
+//! cores gave about 40 % more requests per second than one work-stealing runtime (see the
+//! benchmark notes in the README). Redis commands, when the node cache misses, go through the
+//! node's one shared connection (see `redis_link`). The calling runtime is one of the serving
+//! threads and also runs the background tasks.
 
 mod handoff;
 
