@@ -64,20 +64,23 @@ async fn steady_state_costs_no_redis_command_and_the_idle_timeout_still_slides()
     let port = s.redis().port();
 
     let _ = redis_cmd(port, &["CONFIG", "RESETSTAT"]).await;
+    let started = tokio::time::Instant::now();
     for _ in 0..20 {
         assert_eq!(user.me(&s.url(0)).await.unwrap().status, 200);
     }
-    assert!(redis_calls(port, "getex").await <= 1, "at most one read when the entry's age ran out");
+    // One read each time the entry's age (1 s) ran out, however slow this machine is.
+    let allowed = started.elapsed().as_secs() + 1;
+    assert!(redis_calls(port, "getex").await <= allowed, "20 requests, at most {allowed} reads");
 
-    // Three seconds of activity: the session is read again every second, which slides its
-    // idle timeout; served from memory alone, its TTL would be down to about 7.
-    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    // Four seconds of activity: the session is read again every second, which slides its idle
+    // timeout (TTL about 9); served from memory alone, its TTL would be down to about 6.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
     while tokio::time::Instant::now() < until {
         assert_eq!(user.me(&s.url(0)).await.unwrap().status, 200);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ttl = session_ttl(port).await;
-    assert!(ttl >= 8, "the idle timeout slid: TTL {ttl}");
+    assert!(ttl >= 7, "the idle timeout slid: TTL {ttl}");
     assert!(redis_calls(port, "getex").await >= 2);
 }
 
