@@ -1,6 +1,6 @@
-//! Hands accepted connections to the serving threads in turn, so that every thread gets its
-//! share. Threads that each accepted from the shared socket got very uneven shares when many
-//! connections arrived at once (whichever thread was awake took most), leaving a core idle.
+//! Hands accepted connections to the serving threads in turn, so that every thread gets an equal
+//! share of the connections. When every thread accepts from the shared socket, whichever thread
+//! is awake when a burst of connections arrives takes them, and the shares depend on timing.
 
 use std::net::SocketAddr;
 
