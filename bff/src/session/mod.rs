@@ -169,7 +169,7 @@ impl Sessions {
     pub async fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
         let key = store_key("s", id.as_bytes());
         let Some(cache) = &self.cache else {
-            return self.load_from_store(key).await;
+            return self.load_from_store(&key).await;
         };
         if let Some(session) = cache.get(&key)
             && !self.past_lifetime(&session)
@@ -177,7 +177,7 @@ impl Sessions {
             return Ok(Some(session));
         }
         let seen = cache.generation();
-        let loaded = self.load_from_store(key.clone()).await?;
+        let loaded = self.load_from_store(&key).await?;
         if let Some(session) = &loaded {
             cache.keep(&key, session, seen);
         }
@@ -187,7 +187,7 @@ impl Sessions {
     /// The session as the store holds it now, never from a cache (the token refresh compares
     /// tokens across nodes with it).
     pub async fn load_latest(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
-        self.load_from_store(store_key("s", id.as_bytes())).await
+        self.load_from_store(&store_key("s", id.as_bytes())).await
     }
 
     fn past_lifetime(&self, session: &Session) -> bool {
@@ -195,8 +195,8 @@ impl Sessions {
     }
 
     /// Reads a session and slides its idle timeout, in one store operation.
-    async fn load_from_store(&self, key: String) -> Result<Option<Session>, SessionError> {
-        let Some(blob) = self.store.get_and_touch(&key, self.idle_timeout).await? else {
+    async fn load_from_store(&self, key: &str) -> Result<Option<Session>, SessionError> {
+        let Some(blob) = self.store.get_and_touch(key, self.idle_timeout).await? else {
             return Ok(None);
         };
         let plain = match self.ring.open(key.as_bytes(), &blob).await {
@@ -214,8 +214,8 @@ impl Sessions {
             }
         };
         if self.past_lifetime(&session) {
-            self.store.delete(&key).await?;
-            self.changed(&[key]).await?;
+            self.store.delete(key).await?;
+            self.changed(&[key.to_owned()]).await?;
             return Ok(None);
         }
         Ok(Some(session))

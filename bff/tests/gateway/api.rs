@@ -9,7 +9,7 @@ use harness::{MockIssuer, TokenFaults, VirtualUser};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::stack::{Stack, eventually, stack};
+use crate::stack::{Stack, backchannel_logout, eventually, stack};
 
 fn routes(upstream: &str) -> String {
     format!(
@@ -233,23 +233,11 @@ async fn backchannel_logout_ends_the_session_on_every_node() {
     let bystander = VirtualUser::new(Some("frank"));
     bystander.login(&s.url(0)).await.unwrap();
 
-    let bad = http()
-        .post(format!("{}/account/backchannel-logout", s.url(1)))
-        .form(&[("logout_token", "not.a.jwt")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(backchannel_logout(&s.url(1), "not.a.jwt").await, 400);
 
     let sid = s.issuer.last_sid("erin").unwrap();
     let token = s.issuer.logout_token(Some(&sid), None);
-    let ok = http()
-        .post(format!("{}/account/backchannel-logout", s.url(1)))
-        .form(&[("logout_token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    assert_eq!(backchannel_logout(&s.url(1), &token).await, 200);
     for node in 0..3 {
         assert_eq!(user.me(&s.url(node)).await.unwrap().status, 404, "node {node}");
         assert_eq!(bystander.me(&s.url(node)).await.unwrap().status, 200);

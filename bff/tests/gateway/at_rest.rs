@@ -7,7 +7,7 @@ use std::time::Duration;
 use harness::VirtualUser;
 
 use crate::login::session_cookie;
-use crate::stack::{eventually, node_builder, redis_cmd, stack};
+use crate::stack::{eventually, node_builder, redis_cmd, redis_command_calls, stack};
 
 async fn dump(port: u16) -> Vec<(String, Vec<u8>)> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
@@ -90,21 +90,10 @@ async fn sessions_slide_with_one_redis_command_per_request() {
     for _ in 0..10 {
         assert_eq!(user.me(&s.url(0)).await.unwrap().status, 200);
     }
-    let info = match redis_cmd(port, &["INFO", "commandstats"]).await {
-        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
-        redis::Value::VerbatimString { text, .. } => text,
-        other => panic!("{other:?}"),
-    };
-    let calls = |cmd: &str| {
-        info.lines()
-            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
-            .and_then(|l| l.split("calls=").nth(1))
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.parse::<u64>().unwrap())
-            .unwrap_or(0)
-    };
-    assert_eq!(calls("getex"), 10, "{info}");
-    assert_eq!(calls("get") + calls("set") + calls("expire"), 0, "no read-then-write: {info}");
+    let stats = redis_command_calls(port).await;
+    let calls = |cmd: &str| stats.get(cmd).copied().unwrap_or(0);
+    assert_eq!(calls("getex"), 10, "{stats:?}");
+    assert_eq!(calls("get") + calls("set") + calls("expire"), 0, "no read-then-write: {stats:?}");
 }
 
 #[tokio::test]

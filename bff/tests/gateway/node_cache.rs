@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use harness::VirtualUser;
 
-use crate::stack::{Stack, eventually, redis_cmd, stack};
+use crate::stack::{Stack, backchannel_logout, eventually, redis_cmd, redis_command_calls, stack};
 
 /// How many requests `node` has answered from its memory (its `/metrics`).
 async fn cache_hits(s: &Stack, node: usize) -> u64 {
@@ -29,17 +29,7 @@ async fn until_served_from_memory(s: &Stack, user: &VirtualUser, node: usize) {
 }
 
 async fn redis_calls(port: u16, command: &str) -> u64 {
-    let info = match redis_cmd(port, &["INFO", "commandstats"]).await {
-        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
-        redis::Value::VerbatimString { text, .. } => text,
-        other => panic!("{other:?}"),
-    };
-    info.lines()
-        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
-        .and_then(|l| l.split("calls=").nth(1))
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.parse::<u64>().unwrap())
-        .unwrap_or(0)
+    redis_command_calls(port).await.get(command).copied().unwrap_or(0)
 }
 
 async fn session_ttl(port: u16) -> i64 {
@@ -99,13 +89,7 @@ async fn a_session_ended_on_one_node_is_not_served_from_another_nodes_memory() {
     // The identity provider ends erin's session through node 2 (back-channel logout): her
     // browser still holds its cookie, so only the nodes' memories stand between it and a 200.
     let token = s.issuer.logout_token(Some(&s.issuer.last_sid("erin").unwrap()), None);
-    let ended = reqwest::Client::new()
-        .post(format!("{}/account/backchannel-logout", s.url(2)))
-        .form(&[("logout_token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ended.status(), 200);
+    assert_eq!(backchannel_logout(&s.url(2), &token).await, 200);
     for node in 0..3 {
         eventually(&format!("node {node} forgets the ended session"), Duration::from_secs(2), || async {
             user.me(&s.url(node)).await.unwrap().status == 404

@@ -137,3 +137,30 @@ pub async fn redis_cmd(port: u16, args: &[&str]) -> redis::Value {
     }
     cmd.query_async(&mut conn).await.unwrap()
 }
+
+/// How many times Redis ran each command since its stats were last reset (`INFO commandstats`).
+pub async fn redis_command_calls(port: u16) -> std::collections::BTreeMap<String, u64> {
+    let info = match redis_cmd(port, &["INFO", "commandstats"]).await {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("{other:?}"),
+    };
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split("calls=").nth(1)?.split(',').next()?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Posts a back-channel logout token to `base` as the identity provider would.
+pub async fn backchannel_logout(base: &str, token: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("{base}/account/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}

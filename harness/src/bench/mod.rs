@@ -125,6 +125,25 @@ fn bff_env(
         .env("BFF_LOG_LEVEL", "warn")
 }
 
+/// Starts a gateway with the benchmark's routes and `env` on a free port; returns it and its URL.
+async fn start_gateway(
+    binary: &std::path::Path,
+    issuer: &MockIssuer,
+    upstream: &str,
+    env: Vec<(&'static str, String)>,
+    what: &'static str,
+) -> Result<(BffProcess, String), BenchError> {
+    let port = crate::process::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut builder =
+        bff_env(BffProcess::builder(binary), issuer, upstream).port(port).env("BFF_PUBLIC_URL", url.clone());
+    for (key, value) in env {
+        builder = builder.env(key, value);
+    }
+    let node = builder.run().await.map_err(|e| fail(what)(e.to_string()))?;
+    Ok((node, url))
+}
+
 async fn logged_in_cookie(base: &str) -> Result<String, BenchError> {
     let user = VirtualUser::new(Some("bench-user"));
     let reply = user.login(base).await.map_err(|e| BenchError(format!("login on {base}: {e}")))?;
@@ -150,33 +169,16 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         .map_err(|e| fail("issuer")(e.to_string()))?;
     let up_url = format!("http://{}", upstream.addr);
 
-    let redis_port = crate::process::free_port();
-    let redis_url = format!("http://127.0.0.1:{redis_port}");
-    let bff_redis = bff_env(BffProcess::builder(&options.bff_binary), &issuer, &up_url)
-        .port(redis_port)
-        .env("BFF_PUBLIC_URL", redis_url.clone())
-        .env("BFF_REDIS_URL", redis.url())
-        .run()
-        .await
-        .map_err(|e| fail("bff (redis)")(e.to_string()))?;
-    let uncached_port = crate::process::free_port();
-    let uncached_url = format!("http://127.0.0.1:{uncached_port}");
-    let bff_uncached = bff_env(BffProcess::builder(&options.bff_binary), &issuer, &up_url)
-        .port(uncached_port)
-        .env("BFF_PUBLIC_URL", uncached_url.clone())
-        .env("BFF_REDIS_URL", redis.url())
-        .env("BFF_SESSION_CACHE_MAX_AGE", "off")
-        .run()
-        .await
-        .map_err(|e| fail("bff (redis, no node cache)")(e.to_string()))?;
-    let memory_port = crate::process::free_port();
-    let memory_url = format!("http://127.0.0.1:{memory_port}");
-    let bff_memory = bff_env(BffProcess::builder(&options.bff_binary), &issuer, &up_url)
-        .port(memory_port)
-        .env("BFF_PUBLIC_URL", memory_url.clone())
-        .run()
-        .await
-        .map_err(|e| fail("bff (memory)")(e.to_string()))?;
+    let gateway = |env: Vec<(&'static str, String)>, what: &'static str| {
+        start_gateway(&options.bff_binary, &issuer, &up_url, env, what)
+    };
+    let (bff_redis, redis_url) = gateway(vec![("BFF_REDIS_URL", redis.url())], "bff (redis)").await?;
+    let (bff_uncached, uncached_url) = gateway(
+        vec![("BFF_REDIS_URL", redis.url()), ("BFF_SESSION_CACHE_MAX_AGE", "off".into())],
+        "bff (redis, no node cache)",
+    )
+    .await?;
+    let (bff_memory, memory_url) = gateway(Vec::new(), "bff (memory)").await?;
     let idle_rss_mb = rss_mb(bff_redis.pid());
 
     let redis_cookie = logged_in_cookie(&redis_url).await?;
