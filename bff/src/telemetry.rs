@@ -13,10 +13,14 @@ use crate::config::LogFormat;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Installs the global subscriber (text or JSON on stderr).
+/// Installs the global subscriber (text or JSON on stderr). Colours only on a terminal, and never
+/// with `NO_COLOR` set (<https://no-color.org>): a log file or a log collector gets plain text.
 pub fn init(format: LogFormat, filter: &str) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // `NO_COLOR` is a convention of every terminal program, not a gateway setting: read here.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

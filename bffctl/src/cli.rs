@@ -33,8 +33,12 @@ pub enum Command {
     RestartRedis(OutputArgs),
     /// Stop the running cluster and remove everything it started.
     Down,
-    /// Build the local Docker images (bff and redis, FROM scratch; no registry needed).
+    /// Build the local Docker images (bff and redis, FROM scratch; no registry needed) ahead of time
+    /// (the docker backend builds them itself when they are missing or older than the bff binary).
     Images(ImagesArgs),
+    /// Show a node's output (its log file in the run directory): of the cluster `up` runs, else of
+    /// the latest run.
+    Logs(LogsArgs),
     /// Run the seed's test (log in, me, restart every node, me) on a fresh cluster and tear it down.
     VerifyScaling(VerifyArgs),
     /// Run scenario files (a file or every *.toml in a directory).
@@ -123,8 +127,26 @@ pub struct RunArgs {
     pub bff_image: String,
     #[arg(long, default_value = "bff-local/redis:latest")]
     pub redis_image: String,
+    /// How long a node may take to become ready (default 15s for processes, 30s for containers).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ready_timeout: Option<std::time::Duration>,
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// `node-2` (or `2`).
+    pub node: String,
+    /// Keep printing what the node writes, until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<usize>,
+    /// The run directory (default: the running `bffctl up`, else the latest run).
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -199,6 +221,14 @@ pub struct ClusterArgs {
     /// The `bff` binary for the process backend (default: next to bffctl, then PATH).
     #[arg(long, env = "BFF_BIN")]
     pub bff_binary: Option<PathBuf>,
+    /// How long a node may take to become ready (default 15s for processes, 30s for containers);
+    /// a node that does not is a FAIL, with its last /ready answer and log.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ready_timeout: Option<std::time::Duration>,
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 500ms)"))
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -236,6 +266,8 @@ impl ClusterArgs {
             access_token_lifetime_secs: None,
             images: harness::cluster::Images { bff: self.bff_image.clone(), redis: self.redis_image.clone() },
             bff_binary: self.bff_binary.clone(),
+            ready_timeout_secs: self.ready_timeout.map(|d| d.as_secs().max(1)),
+            run_dir: None,
         }
     }
 }

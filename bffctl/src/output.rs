@@ -81,7 +81,9 @@ pub fn report(report: &harness::scenario::RunReport) {
             Cell::new(format!("{:.1}", row.p95_ms)),
         ]);
     }
-    println!("{table}");
+    if !report.rows.is_empty() {
+        println!("{table}");
+    }
     if !report.failures.is_empty() {
         let mut failures = Table::new();
         failures.load_preset(UTF8_FULL_CONDENSED).set_header(["count", "step", "node", "status", "what was wrong"]);
@@ -107,6 +109,19 @@ pub fn report(report: &harness::scenario::RunReport) {
     }
     if !report.cluster_events.is_empty() {
         println!("Cluster events: {}", report.cluster_events.join(", "));
+    }
+    for log in &report.node_logs {
+        let what = match &log.reason {
+            Some(reason) => format!("{} never became ready: {reason}", log.node),
+            None => format!("{} failed requests", log.node),
+        };
+        match &log.path {
+            Some(path) => println!("{what}. Its log: {} (bffctl logs {}); last lines:", path.display(), log.node),
+            None => println!("{what}. Its log is not readable from here; last lines:"),
+        }
+        for line in &log.last_lines {
+            println!("    {line}");
+        }
     }
     let verdict = if report.passed {
         Cell::new(&report.verdict).fg(Color::Green)

@@ -119,3 +119,48 @@ fn verify_scaling_passes_redis_and_fails_the_memory_store() {
     let tool_error = bffctl(&state, &["run", "/nonexistent.toml"]);
     assert_eq!(tool_error.status.code(), Some(2));
 }
+
+#[test]
+fn a_node_that_never_becomes_ready_is_a_fail_quoting_its_log_not_pouring_it() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.json");
+    let runs = dir.path().join("runs");
+    // An issuer nobody answers for: the node starts, and its /ready says why it is not ready.
+    let out = Command::new(BFFCTL)
+        .env("BFFCTL_STATE", &state)
+        .env("BFFCTL_RUNS", &runs)
+        .args(["verify-scaling", "--backend", "process", "--nodes", "2", "--users", "2", "--ready-timeout", "2s"])
+        .args(["--bff-env", "BFF_OIDC_AUTHORITY=http://127.0.0.1:9", "--bff-env", "BFF_LOG_LEVEL=debug"])
+        .output()
+        .unwrap();
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(1), "a deployment failure, not a tool failure:\n{printed}");
+    assert!(printed.contains("FAIL verify-scaling: node-1 never became ready at start"), "{printed}");
+    assert!(printed.contains("its /ready answered 503"), "the node's own reason: {printed}");
+
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().contains("-verify-scaling-"))
+        .expect("a run directory");
+    let log = run.join("node-1.log");
+    assert!(printed.contains(log.to_str().unwrap()), "the report names the log file: {printed}");
+    let logged: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect();
+    assert!(logged.len() > 20, "the node logged its probes into its file: {} lines", logged.len());
+    let echoed = printed.lines().filter(|l| logged.iter().any(|g| !g.trim().is_empty() && l.trim() == g.trim())).count();
+    assert!(echoed >= 1, "the report quotes the node's last lines: {printed}");
+    assert!(echoed <= 8, "{echoed} of the node's lines reached bffctl's terminal:\n{printed}");
+    assert!(!printed.contains('\u{1b}') || !logged.iter().any(|l| l.contains('\u{1b}')), "escape codes");
+    assert!(logged.iter().all(|l| !l.contains('\u{1b}')), "the node wrote escape codes into a file");
+
+    // `bffctl logs` finds the latest run by itself.
+    let logs = Command::new(BFFCTL)
+        .env("BFFCTL_STATE", &state)
+        .env("BFFCTL_RUNS", &runs)
+        .args(["logs", "node-1", "--tail", "3"])
+        .output()
+        .unwrap();
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert_eq!(String::from_utf8_lossy(&logs.stdout).lines().count(), 3, "{}", text(&logs));
+}

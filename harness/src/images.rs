@@ -9,6 +9,12 @@
 //!   arguments a container starts with (see [`redis_args`]), which the stock `redis:7` image
 //!   accepts as well.
 //!
+//! The docker backend builds them itself ([`ensure_images`]) when they are missing, and rebuilds
+//! the `bff` image when its binary changed: the image carries a label naming the binary it was
+//! built from (path, size and modification time), so a fresh `cargo build` is never shadowed by
+//! an old image. Only images named under `bff-local/` are built; any other name (a registry's
+//! `redis:7`, a team's own `bff` image) must already be present.
+//!
 //! Everything goes through the `docker` CLI (`docker build`, `docker image inspect`, `docker
 //! info`): it negotiates the API version with any daemon, and the builder needs it anyway.
 
@@ -34,7 +40,7 @@ pub enum ImageError {
     Context { image: String, reason: String },
     #[error("docker build {image} failed: {output}")]
     Build { image: String, output: String },
-    #[error("image {0} not found: build it with `bffctl images` (or `just images`)")]
+    #[error("image {0} not found locally and not one bffctl builds (`bff-local/…`): build or load it first")]
     NotFound(String),
 }
 
@@ -49,6 +55,11 @@ impl From<ImageError> for ClusterError {
         }
     }
 }
+
+/// Images under this name are built here; others are only used.
+pub const LOCAL_PREFIX: &str = "bff-local/";
+/// The label naming the binary a local `bff` image was built from.
+pub const SOURCE_LABEL: &str = "bff-local.source";
 
 /// Where the `bff` image listens; nodes publish this port.
 pub const BFF_PORT: u16 = 8080;
@@ -67,6 +78,91 @@ pub fn redis_args(persistent: bool) -> Vec<String> {
         &["--save", "", "--appendonly", "no"]
     };
     args.iter().map(|a| a.to_string()).collect()
+}
+
+/// What [`ensure_images`] did to one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageAction {
+    /// Present and current.
+    Kept,
+    /// Built, and why (`not found locally`, `older than …`).
+    Built(String),
+}
+
+/// Makes sure the images a docker run needs exist and the `bff` image holds `bff_binary`:
+/// builds what is missing or stale (local names only, see the module docs). `notice` hears one
+/// line before each build. Builds within one process take turns.
+pub async fn ensure_images(
+    images: &Images,
+    bff_binary: Option<&Path>,
+    needs_redis: bool,
+    notice: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Vec<(String, ImageAction)>, ImageError> {
+    static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = BUILDING.lock().await;
+    if !docker_available().await {
+        return Err(ImageError::DockerUnavailable("no daemon answers `docker info`".into()));
+    }
+    let mut done = Vec::new();
+    let bff_action = match (images.bff.starts_with(LOCAL_PREFIX), bff_binary) {
+        (true, Some(binary)) => {
+            let wanted = source_stamp(binary)?;
+            let why = match image_label(&images.bff, SOURCE_LABEL).await {
+                None => Some("not found locally".to_owned()),
+                Some(found) if found != wanted => Some(format!("older than {}", binary.display())),
+                Some(_) => None,
+            };
+            match why {
+                Some(why) => {
+                    notice(&format!("building image {} from {} ({why})", images.bff, binary.display()));
+                    build_bff_image(binary, &images.bff).await?;
+                    ImageAction::Built(why)
+                }
+                None => ImageAction::Kept,
+            }
+        }
+        _ => {
+            require_images(&[&images.bff]).await?;
+            ImageAction::Kept
+        }
+    };
+    done.push((images.bff.clone(), bff_action));
+    if needs_redis {
+        let action = if image_exists(&images.redis).await {
+            ImageAction::Kept
+        } else if images.redis.starts_with(LOCAL_PREFIX) {
+            let redis_server =
+                crate::cluster::process::on_path("redis-server").ok_or(ImageError::RedisServerMissing)?;
+            notice(&format!("building image {} from {} (not found locally)", images.redis, redis_server.display()));
+            build_redis_image(&redis_server, &images.redis).await?;
+            ImageAction::Built("not found locally".into())
+        } else {
+            return Err(ImageError::NotFound(images.redis.clone()));
+        };
+        done.push((images.redis.clone(), action));
+    }
+    Ok(done)
+}
+
+/// What identifies a binary for [`SOURCE_LABEL`]: its absolute path, size and modification time.
+fn source_stamp(binary: &Path) -> Result<String, ImageError> {
+    let meta = std::fs::metadata(binary).map_err(|_| ImageError::BffMissing(binary.to_owned()))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let path = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_owned());
+    Ok(format!("{}:{}:{modified}", path.display(), meta.len()))
+}
+
+/// The value of `label` on a local image; `None` when the image (or the label) is absent.
+async fn image_label(image: &str, label: &str) -> Option<String> {
+    let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
+    let value = docker(&["image", "inspect", "--format", &format, image], Duration::from_secs(10)).await.ok()?;
+    let value = value.trim();
+    (!value.is_empty() && value != "<no value>").then(|| value.to_owned())
 }
 
 /// Builds both images: `bff` from `bff_binary`, `redis` from the `redis-server` on PATH.
@@ -88,9 +184,11 @@ pub async fn build_bff_image(bff_binary: &Path, name: &str) -> Result<(), ImageE
     if !bff_binary.is_file() {
         return Err(ImageError::BffMissing(bff_binary.to_owned()));
     }
+    let source = source_stamp(bff_binary)?;
     let dockerfile = format!(
         "FROM scratch\n\
          COPY rootfs/ /\n\
+         LABEL {SOURCE_LABEL}=\"{source}\"\n\
          ENV BFF_LISTEN=0.0.0.0:{BFF_PORT}\n\
          EXPOSE {BFF_PORT}\n\
          ENTRYPOINT [\"/bff\"]\n"

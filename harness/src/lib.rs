@@ -4,7 +4,8 @@
 //! - [`process`]: `redis-server` and `bff` as local child processes;
 //! - [`cluster`]: Redis + N nodes (Docker containers or processes) behind a load balancer;
 //! - [`images`]: builds the local Docker images (no registry needed);
-//! - [`client`]: a browser-like virtual user.
+//! - [`client`]: a browser-like virtual user;
+//! - [`run_dir`]: where a run's files (each node's log) go.
 
 pub mod bench;
 pub mod client;
@@ -12,6 +13,7 @@ pub mod cluster;
 pub mod images;
 pub mod issuer;
 pub mod process;
+pub mod run_dir;
 pub mod scenario;
 
 pub use client::{Reply, VirtualUser};

@@ -1,10 +1,11 @@
 //! The Docker backend end to end: images built here from the debug `bff` binary and the host's
 //! `redis-server`, two real `bff` containers on a real Redis container in a run-private network,
 //! the mock issuer on the host reached through the host gateway. A login on node 1 is seen on
-//! node 2; node restarts (new host ports), a Redis restart with persistence and a kill keep the
-//! session; teardown (or merely dropping the backend) leaves no container and no network; a node
-//! that cannot start says why; a missing image is one line saying how to build it, never a pull
-//! error.
+//! node 2; node restarts (same host port), a Redis restart with persistence and a kill keep the
+//! session; each node's output lands in its log file; teardown (or merely dropping the backend)
+//! leaves no container and no network; a node that cannot start says why; a local image is built
+//! when missing and rebuilt when its binary changed; a missing image that is not ours is one line,
+//! never a pull error.
 //!
 //! Needs a Docker daemon and `target/debug/bff` (`cargo build -p bff`). testcontainers removes
 //! containers while blocking in place, hence the multi-threaded runtimes; and it shares one
@@ -19,7 +20,7 @@ use harness::cluster::docker::{DockerBackend, RUN_LABEL};
 use harness::cluster::{
     Backend, BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterError, ClusterSpec, DOCKER_ISSUER_HOST, Images, StoreKind,
 };
-use harness::images::{build_images, docker_available};
+use harness::images::{ImageAction, docker_available, ensure_images};
 use harness::{MockIssuer, Reply, VirtualUser};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
@@ -40,11 +41,16 @@ async fn docker_with_images() -> MutexGuard<'static, bool> {
         let bff = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/bff");
         assert!(bff.is_file(), "{} is missing: run `cargo build -p bff` first", bff.display());
         let building = Instant::now();
-        build_images(&bff, &Images::default(), |step| eprintln!("{step}")).await.unwrap();
-        eprintln!("images built in {:?}", building.elapsed());
+        ensure_images(&Images::default(), Some(&bff), true, &|step: &str| eprintln!("{step}")).await.unwrap();
+        eprintln!("images ready in {:?}", building.elapsed());
         *built = true;
     }
     built
+}
+
+/// A run directory for one test, and a starter that puts node logs there.
+async fn start(spec: &ClusterSpec, issuer: &MockIssuer, run: &tempfile::TempDir) -> Result<DockerBackend, ClusterError> {
+    DockerBackend::start(spec, issuer.url(), PUBLIC_URL, run.path(), &|_: &str| {}).await
 }
 
 async fn issuer() -> MockIssuer {
@@ -120,7 +126,8 @@ async fn two_nodes_share_sessions_through_restarts_and_leave_nothing_behind() {
         ..ClusterSpec::default()
     };
     let starting = Instant::now();
-    let mut backend = DockerBackend::start(&spec, issuer.url(), PUBLIC_URL).await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut backend = start(&spec, &issuer, &logs).await.unwrap();
     let run = backend.run_id().to_owned();
     let network = backend.network().to_owned();
     let node1 = backend.start_node(0).await.unwrap();
@@ -140,10 +147,10 @@ async fn two_nodes_share_sessions_through_restarts_and_leave_nothing_behind() {
     assert_eq!(on_node2.status, 200, "the session lives in Redis: {on_node2:?}");
     assert_eq!(on_node2.json().unwrap()["sub"], sub);
 
-    // A graceful restart: the same container, a new host port, the same session.
+    // A graceful restart: the same container, the same host port, the same session.
     backend.stop_node(0).await.unwrap();
     assert_eq!(state(&backend, "node-1"), "stopped");
-    let node1 = backend.start_node(0).await.unwrap();
+    assert_eq!(backend.start_node(0).await.unwrap(), node1, "a restarted node keeps its address");
     assert_eq!(me(&user, node1).await.status, 200);
 
     // Redis restarts under its container name with its append-only file; nodes reconnect.
@@ -154,9 +161,15 @@ async fn two_nodes_share_sessions_through_restarts_and_leave_nothing_behind() {
     backend.kill_node(1).await.unwrap();
     assert_eq!(state(&backend, "node-2"), "killed");
     assert!(user.me(&format!("http://{node2}")).await.map_or(true, |r| r.status != 200), "a killed node answers");
-    let node2 = backend.start_node(1).await.unwrap();
+    assert_eq!(backend.start_node(1).await.unwrap(), node2, "a node started after a kill keeps its address");
     assert_eq!(me(&user, node2).await.status, 200);
-    assert!(!backend.node_logs(1).await.is_empty(), "node logs");
+    // Every start's output, once: the first start's lines are not repeated after the restart.
+    let log = backend.node_log(0).unwrap();
+    assert_eq!(log, logs.path().join("node-1.log"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let starts = text.lines().filter(|l| l.contains("listening")).count();
+    assert_eq!(starts, 2, "two starts of node-1, each logged once:\n{text}");
+    assert!(!text.contains('\u{1b}'), "no terminal escape codes in a log file");
 
     backend.teardown().await.unwrap();
     backend.teardown().await.unwrap();
@@ -169,7 +182,8 @@ async fn dropping_the_backend_removes_its_containers_and_network() {
     let _docker = docker_with_images().await;
     let issuer = issuer().await;
     let spec = ClusterSpec { nodes: 1, session_store: StoreKind::Memory, ..ClusterSpec::default() };
-    let mut backend = DockerBackend::start(&spec, issuer.url(), PUBLIC_URL).await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut backend = start(&spec, &issuer, &logs).await.unwrap();
     backend.start_node(0).await.unwrap();
     let (run, network) = (backend.run_id().to_owned(), backend.network().to_owned());
     assert_eq!(run_containers(&run).len(), 1);
@@ -188,34 +202,66 @@ async fn a_node_that_cannot_start_says_why() {
         bff_env: vec![("BFF_LISTEN".into(), "not-an-address".into())],
         ..ClusterSpec::default()
     };
-    let mut backend = DockerBackend::start(&spec, issuer.url(), PUBLIC_URL).await.unwrap();
-    let error = backend.start_node(0).await.unwrap_err().to_string();
-    assert!(error.starts_with("node-1: exited before it was ready"), "{error}");
-    assert!(error.contains("BFF_LISTEN"), "the node's own words: {error}");
+    let logs = tempfile::tempdir().unwrap();
+    let mut backend = start(&spec, &issuer, &logs).await.unwrap();
+    let error = backend.start_node(0).await.unwrap_err();
+    let ClusterError::NodeNotReady { node, reason, log, last_lines } = &error else {
+        panic!("a node that exits is a node that never became ready: {error:?}")
+    };
+    assert_eq!((node.as_str(), reason.as_str()), ("node-1", "its container exited before it was ready"));
+    assert_eq!(log.as_deref(), Some(logs.path().join("node-1.log").as_path()));
+    assert!(last_lines.iter().any(|l| l.contains("BFF_LISTEN")), "the node's own words: {last_lines:?}");
     assert_eq!(backend.components()[0].state, "stopped");
     backend.teardown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_image_is_one_line_saying_how_to_build_it() {
+async fn a_missing_image_that_is_not_ours_is_one_line_never_a_pull() {
     assert!(docker_available().await, "this test needs a Docker daemon");
     // No lock: it never reaches testcontainers.
     let spec = ClusterSpec {
         nodes: 1,
         backend: BackendKind::Docker,
-        images: Images {
-            bff: "bff-local/does-not-exist:latest".into(),
-            redis: "bff-local/does-not-exist-either:latest".into(),
-        },
+        images: Images { bff: "example.invalid/bff:1".into(), redis: "example.invalid/redis:1".into() },
         ..ClusterSpec::default()
     };
-    let error = DockerBackend::start(&spec, "http://issuer.localhost:1", PUBLIC_URL)
+    let logs = tempfile::tempdir().unwrap();
+    let error = DockerBackend::start(&spec, "http://issuer.localhost:1", PUBLIC_URL, logs.path(), &|_: &str| {})
         .await
         .err()
         .expect("no backend without its image");
     assert!(matches!(error, ClusterError::Unavailable(_)), "{error:?}");
     assert_eq!(
         error.to_string(),
-        "image bff-local/does-not-exist:latest not found: build it with `bffctl images` (or `just images`)"
+        "image example.invalid/bff:1 not found locally and not one bffctl builds (`bff-local/…`): build or load it first"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_image_is_built_when_missing_and_rebuilt_when_its_binary_changes() {
+    let _docker = docker_with_images().await;
+    let name = format!("bff-local/bff-autobuild-{:08x}:latest", rand::random::<u32>());
+    let images = Images { bff: name.clone(), redis: Images::default().redis };
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("bff");
+    std::fs::copy(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/bff"), &binary).unwrap();
+    let notices = std::sync::Mutex::new(Vec::new());
+    let notice = |line: &str| notices.lock().unwrap().push(line.to_owned());
+
+    let first = ensure_images(&images, Some(&binary), false, &notice).await.unwrap();
+    assert_eq!(first, [(name.clone(), ImageAction::Built("not found locally".into()))]);
+    let again = ensure_images(&images, Some(&binary), false, &notice).await.unwrap();
+    assert_eq!(again, [(name.clone(), ImageAction::Kept)], "a current image is kept");
+
+    // A new build of the binary: the image is older than it, and is rebuilt.
+    let file = std::fs::OpenOptions::new().write(true).open(&binary).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    drop(file);
+    let rebuilt = ensure_images(&images, Some(&binary), false, &notice).await.unwrap();
+    assert!(matches!(&rebuilt[0].1, ImageAction::Built(why) if why.starts_with("older than")), "{rebuilt:?}");
+    let notices = notices.into_inner().unwrap();
+    assert_eq!(notices.len(), 2, "one line per build: {notices:?}");
+    assert!(notices[0].starts_with(&format!("building image {name} from ")), "{notices:?}");
+
+    Command::new("docker").args(["rmi", "-f", &name]).output().unwrap();
 }

@@ -82,3 +82,43 @@ async fn sigterm_finishes_in_flight_requests_and_exits_0() {
     let (reply, _) = in_flight.await.unwrap();
     assert_eq!(reply.unwrap().status, 302, "the in-flight login completed");
 }
+
+#[test]
+fn logs_are_plain_text_when_not_written_to_a_terminal() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BFF)
+        .env_clear()
+        .envs([
+            ("BFF_LISTEN", "127.0.0.1:0"),
+            ("BFF_PUBLIC_URL", "http://localhost:8080"),
+            ("BFF_OIDC_AUTHORITY", "http://127.0.0.1:9"),
+            ("BFF_OIDC_CLIENT_ID", "c"),
+            ("BFF_OIDC_CLIENT_SECRET", "s"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The in-memory store's warning and the first failed discovery: a few lines at start-up.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 2 && std::time::Instant::now() < deadline {
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(100)) {
+            seen.push(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.len() >= 2, "the gateway logged at start-up: {seen:?}");
+    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "escape codes in a log that is not a terminal: {seen:?}");
+    assert!(seen.iter().any(|l| l.contains("WARN") || l.contains("INFO")), "{seen:?}");
+}

@@ -1,11 +1,13 @@
 //! `bffctl images`: build the local Docker images the docker backend runs: `bff` and `redis`,
 //! each `FROM scratch` with the binary and the shared libraries it needs, so no registry is
-//! needed.
+//! needed. [`ensure_for`] does the same on demand before `up`, `verify-scaling` and `run`.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use harness::cluster::{ClusterSpec, Images};
+use harness::cluster::{BackendKind, ClusterSpec, Images};
+use harness::images::ImageAction;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::ImagesArgs;
 
@@ -23,4 +25,29 @@ pub async fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
         binary.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// When `spec` runs on Docker, builds its images if they are missing or older than the `bff`
+/// binary it runs: a spinner while building, then one line per image built.
+pub async fn ensure_for(spec: &ClusterSpec) -> anyhow::Result<()> {
+    if harness::cluster::resolve_backend(spec).await? != BackendKind::Docker {
+        return Ok(());
+    }
+    let binary = harness::cluster::process::find_bff_binary(spec).ok();
+    let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let notice = {
+        let spinner = spinner.clone();
+        move |line: &str| spinner.set_message(line.to_owned())
+    };
+    let started = Instant::now();
+    let uses_redis = spec.session_store == harness::cluster::StoreKind::Redis;
+    let done = harness::images::ensure_images(&spec.images, binary.as_deref(), uses_redis, &notice).await;
+    spinner.finish_and_clear();
+    for (image, action) in done? {
+        if let ImageAction::Built(why) = action {
+            eprintln!("built image {image} ({why}) in {:.1} s", started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod control;
 mod images;
+mod logs;
 mod up;
 mod verify;
 
@@ -22,6 +23,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RestartRedis(out) => control::restart_redis(&state, out.json).await,
         Command::Down => control::down(&state).await,
         Command::Images(args) => images::run(args).await,
+        Command::Logs(args) => logs::run(args, &state).await,
         Command::VerifyScaling(args) => verify::verify_scaling(args).await,
         Command::Run(args) => verify::run(args, &state).await,
         Command::Scenarios(args) => verify::list(args),

@@ -23,6 +23,9 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
             existing.file.lb_url
         );
     }
+    let mut spec = args.cluster.spec();
+    spec.run_dir = Some(harness::run_dir::create(&harness::run_dir::runs_root(), "up")?);
+    super::images::ensure_for(&spec).await?;
     let started = Instant::now();
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
     spinner.enable_steady_tick(Duration::from_millis(100));
@@ -30,7 +33,7 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
         let spinner = spinner.clone();
         move |step: &str| spinner.set_message(step.to_owned())
     };
-    let cluster = Cluster::start(args.cluster.spec(), &progress).await;
+    let cluster = Cluster::start(spec, &progress).await;
     spinner.finish_and_clear();
     let cluster = cluster?;
     let took = started.elapsed();
@@ -43,6 +46,7 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
         nodes: cluster.node_count(),
         pid: std::process::id(),
         resolve: cluster.resolve().to_vec(),
+        run_dir: Some(cluster.run_dir().to_owned()),
     };
     let status = control::status_of(&cluster);
     let cluster = Arc::new(Mutex::new(cluster));
@@ -66,8 +70,9 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
             println!("(the issuer is at {}: browsers resolve *.localhost to this machine)", file.issuer_url);
         }
         println!(
-            "From another terminal: bffctl status | restart-node 2 | kill-node 2 | start-node 2 | restart-redis | down. Ctrl-C stops everything."
+            "From another terminal: bffctl status | logs node-2 [--follow] | restart-node 2 | kill-node 2 | start-node 2 | restart-redis | down. Ctrl-C stops everything."
         );
+        println!("Node logs: {}", cluster.lock().await.run_dir().display());
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

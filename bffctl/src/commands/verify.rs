@@ -52,11 +52,15 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
         }
         let mode = match &attached {
             Some(client) => RunMode::Attached(client.clone()),
-            None => RunMode::Fresh(
-                scenario
+            None => {
+                let mut spec = scenario
                     .cluster
-                    .spec(harness::cluster::Images { bff: args.bff_image.clone(), redis: args.redis_image.clone() }),
-            ),
+                    .spec(harness::cluster::Images { bff: args.bff_image.clone(), redis: args.redis_image.clone() });
+                if let Some(bound) = args.ready_timeout {
+                    spec.ready_timeout_secs = Some(bound.as_secs().max(1));
+                }
+                RunMode::Fresh(spec)
+            }
         };
         reports.push(run_one(&scenario, mode, args.report.json).await?);
     }
@@ -70,6 +74,14 @@ pub fn list(args: ScenariosArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Result<RunReport> {
+    let mode = match mode {
+        RunMode::Fresh(mut spec) => {
+            spec.run_dir = Some(harness::run_dir::create(&harness::run_dir::runs_root(), &scenario.name)?);
+            super::images::ensure_for(&spec).await?;
+            RunMode::Fresh(spec)
+        }
+        attached => attached,
+    };
     let progress = Arc::new(Progress::default());
     let bar =
         ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")?);

@@ -2,6 +2,7 @@
 //! keeps the load balancer in step; the backends only start and stop things.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -14,6 +15,17 @@ pub enum ClusterError {
     Unavailable(String),
     #[error("no node {0}")]
     NoSuchNode(usize),
+    /// A node did not become ready: the deployment's fault (a verdict), not the tool's.
+    #[error("{node} never became ready: {reason}{}", log.as_ref().map(|p| format!(" (its log: {})", p.display())).unwrap_or_default())]
+    NodeNotReady {
+        node: String,
+        /// What the node's `/ready` said last, or how it exited.
+        reason: String,
+        /// The node's log file.
+        log: Option<PathBuf>,
+        /// Its last lines.
+        last_lines: Vec<String>,
+    },
     #[error("{what}: {reason}")]
     Failed { what: String, reason: String },
 }
@@ -22,7 +34,16 @@ impl ClusterError {
     pub fn failed(what: impl Into<String>, reason: impl ToString) -> Self {
         ClusterError::Failed { what: what.into(), reason: reason.to_string() }
     }
+
+    /// Node `node` did not become ready for `reason`; quotes the end of its log file.
+    pub fn not_ready(node: impl Into<String>, reason: impl Into<String>, log: Option<PathBuf>) -> Self {
+        let last_lines = log.as_deref().map(|p| crate::run_dir::quoted_lines(p, QUOTED_LINES)).unwrap_or_default();
+        ClusterError::NodeNotReady { node: node.into(), reason: reason.into(), log, last_lines }
+    }
 }
+
+/// How many of a failed node's last log lines a report quotes.
+pub const QUOTED_LINES: usize = 8;
 
 /// The state of one component, for `bffctl status`.
 #[derive(Debug, Clone, Serialize)]
@@ -62,8 +83,8 @@ pub trait Backend: Send + Sync {
     /// Redis and every node, for status tables.
     fn components(&self) -> Vec<Component>;
 
-    /// The last lines node `index` logged.
-    async fn node_logs(&self, index: usize) -> Vec<String>;
+    /// The file node `index` writes its output to (the same file across restarts).
+    fn node_log(&self, index: usize) -> Option<PathBuf>;
 
     /// Stops and removes everything the backend created (containers, networks, processes,
     /// temporary files). Idempotent.

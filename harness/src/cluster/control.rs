@@ -27,6 +27,9 @@ pub struct ControlFile {
     pub pid: u32,
     /// Host names the issuer URL needs mapped on the host (`issuer.localhost` → loopback).
     pub resolve: Vec<(String, std::net::SocketAddr)>,
+    /// The run directory: each node's log (`bffctl logs node-2`).
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
 }
 
 /// Where the state file lives: `$BFFCTL_STATE`, else `<tmp>/bffctl/cluster.json`.

@@ -2,7 +2,11 @@
 //! built images ([`crate::images`]), on a user-defined network unique to the run
 //! (`bff-run-<id>`). Nodes reach Redis by its container name, which survives its restarts, and the
 //! mock issuer by its host name, mapped to the host gateway. The host reaches every container on a
-//! published loopback port, which changes each time a container starts again.
+//! host port chosen once and bound explicitly, so a restarted node keeps its address, as a
+//! process node does.
+//!
+//! The images are built here when missing or stale ([`images::ensure_images`]). Each node's output
+//! is followed (`docker logs --follow`, from each start on) into `<run dir>/node-N.log`.
 //!
 //! Every container carries the label `bff.run=<id>`. Dropping the backend removes its containers
 //! (testcontainers does on drop; the network goes with the last of them); [`Backend::teardown`]
@@ -10,7 +14,9 @@
 //! tokio runtime (testcontainers blocks in place while it removes).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use testcontainers::core::{Host, IntoContainerPort};
@@ -29,12 +35,10 @@ pub const RUN_LABEL: &str = "bff.run";
 /// The label naming the component (`redis`, `node-1`, …).
 pub const COMPONENT_LABEL: &str = "bff.component";
 
-/// How long a node may take to answer `/ready`, and Redis to answer PING.
+/// How long Redis may take to answer PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful stop waits before Docker kills (a node drains within 5 s).
 const STOP_TIMEOUT_SECS: i32 = 10;
-/// How many log lines [`Backend::node_logs`] returns.
-const LOG_LINES: usize = 200;
 /// Between two readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -44,6 +48,11 @@ type Container = ContainerAsync<GenericImage>;
 struct NodeSlot {
     container_name: String,
     env: Vec<(String, String)>,
+    /// The host port, the same across restarts.
+    host_port: u16,
+    log: PathBuf,
+    /// `docker logs --follow` into `log`, since the last start.
+    follower: Option<tokio::process::Child>,
     container: Option<Container>,
     /// Where the host reaches it while it runs.
     address: Option<SocketAddr>,
@@ -66,24 +75,29 @@ pub struct DockerBackend {
     issuer_host: Option<String>,
     redis: Option<RedisSlot>,
     nodes: Vec<NodeSlot>,
+    ready_timeout: Duration,
     http: reqwest::Client,
 }
 
 impl DockerBackend {
-    /// Checks that Docker answers and the images exist, creates the run's network and starts
-    /// Redis (when the spec uses it); nodes start with [`Backend::start_node`].
-    pub async fn start(spec: &ClusterSpec, issuer_url: &str, public_url: &str) -> Result<Self, ClusterError> {
+    /// Checks that Docker answers, builds the images when missing or stale (`progress` hears
+    /// it), creates the run's network and starts Redis (when the spec uses it); nodes start with
+    /// [`Backend::start_node`] and write their output to `<run_dir>/node-N.log`.
+    pub async fn start(
+        spec: &ClusterSpec,
+        issuer_url: &str,
+        public_url: &str,
+        run_dir: &Path,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Self, ClusterError> {
         if !images::docker_available().await {
             return Err(ClusterError::Unavailable(
                 "no Docker daemon answers `docker info`: start Docker, or use --backend process".into(),
             ));
         }
         let uses_redis = spec.session_store == StoreKind::Redis;
-        let mut needed = vec![spec.images.bff.as_str()];
-        if uses_redis {
-            needed.push(spec.images.redis.as_str());
-        }
-        images::require_images(&needed).await?;
+        let binary = super::process::find_bff_binary(spec).ok();
+        images::ensure_images(&spec.images, binary.as_deref(), uses_redis, progress).await?;
         let issuer_host = match url::Url::parse(issuer_url).map(|u| u.host().map(|h| h.to_owned())) {
             Ok(Some(url::Host::Domain(name))) => Some(name),
             Ok(Some(_)) => None,
@@ -97,6 +111,9 @@ impl DockerBackend {
             .map(|i| NodeSlot {
                 container_name: format!("{network}-{}", node_name(i)),
                 env: spec.node_env(i, issuer_url, public_url, uses_redis.then_some(redis_url.as_str())),
+                host_port: crate::process::free_port(),
+                log: crate::run_dir::log_path(run_dir, &node_name(i)),
+                follower: None,
                 container: None,
                 address: None,
                 state: "stopped",
@@ -109,6 +126,7 @@ impl DockerBackend {
             issuer_host,
             redis: None,
             nodes,
+            ready_timeout: spec.ready_timeout(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .no_proxy()
@@ -140,6 +158,7 @@ impl DockerBackend {
         let (name, tag) = split_image(image);
         let container = GenericImage::new(name, tag)
             .with_exposed_port(REDIS_PORT.tcp())
+            .with_mapped_port(crate::process::free_port(), REDIS_PORT.tcp())
             .with_network(&self.network)
             .with_container_name(format!("{}-redis", self.network))
             .with_labels(self.labels("redis"))
@@ -160,6 +179,7 @@ impl DockerBackend {
         let (name, tag) = split_image(&self.bff_image);
         let mut request = GenericImage::new(name, tag)
             .with_exposed_port(BFF_PORT.tcp())
+            .with_mapped_port(slot.host_port, BFF_PORT.tcp())
             .with_network(&self.network)
             .with_container_name(&slot.container_name)
             .with_labels(self.labels(&node_name(index)));
@@ -175,6 +195,24 @@ impl DockerBackend {
     fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
         self.nodes.get_mut(index).ok_or(ClusterError::NoSuchNode(index))
     }
+}
+
+/// Appends the container's output from `since` on (all of it for `None`) to `log`, until the
+/// container stops; the child is killed when dropped.
+fn follow_logs(container: &Container, since: Option<SystemTime>, log: &Path) -> std::io::Result<tokio::process::Child> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut command = tokio::process::Command::new("docker");
+    command.arg("logs").arg("--follow");
+    if let Some(since) = since.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()) {
+        command.arg("--since").arg(format!("{}.{:09}", since.as_secs(), since.subsec_nanos()));
+    }
+    command
+        .arg(container.id())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file.try_clone()?))
+        .stderr(Stdio::from(file))
+        .kill_on_drop(true)
+        .spawn()
 }
 
 /// Removes every container labelled with the run id (any run's, for `None`) and the run's
@@ -218,8 +256,8 @@ fn short_id(container: &Container) -> String {
     container.id().chars().take(12).collect()
 }
 
-/// The loopback address the host reaches `port` of the container on (new after each start). A
-/// container that exited has no ports: then the error says so, with its last log lines.
+/// The loopback address the host reaches `port` of the container on. A container that exited has
+/// no ports: then the error says so, with its last log lines.
 async fn host_address(container: &Container, port: u16, what: &str) -> Result<SocketAddr, ClusterError> {
     match container.get_host_port_ipv4(port.tcp()).await {
         Ok(host_port) => Ok(SocketAddr::from(([127, 0, 0, 1], host_port))),
@@ -264,28 +302,36 @@ async fn ping(address: SocketAddr) -> bool {
     tokio::time::timeout(Duration::from_millis(500), attempt).await.ok().flatten().unwrap_or(false)
 }
 
-/// Waits until the node answers `/ready` with 200 on its published port (testcontainers does not
-/// re-run ready conditions when a container starts again, so this polls itself).
+/// Waits until the node answers `/ready` with 200 on its host port (testcontainers does not re-run
+/// ready conditions when a container starts again, so this polls itself). A node that exits or
+/// stays unready is [`ClusterError::NodeNotReady`], with its last `/ready` answer and log file.
 async fn wait_for_node(
     http: &reqwest::Client,
     container: &Container,
     index: usize,
-) -> Result<SocketAddr, ClusterError> {
-    let address = host_address(container, BFF_PORT, &node_name(index)).await?;
+    address: SocketAddr,
+    bound: Duration,
+    log: &Path,
+) -> Result<(), ClusterError> {
     let url = format!("http://{address}/ready");
-    let deadline = Instant::now() + READY_TIMEOUT;
+    let deadline = Instant::now() + bound;
     loop {
-        if http.get(&url).send().await.is_ok_and(|r| r.status().as_u16() == 200) {
-            return Ok(address);
-        }
+        let reason = match crate::process::probe_ready(http, &url).await {
+            Ok(()) => return Ok(()),
+            Err(reason) => reason,
+        };
         if !container.is_running().await.unwrap_or(false) {
-            return Err(exited(container, &node_name(index)).await);
+            return Err(ClusterError::not_ready(
+                node_name(index),
+                "its container exited before it was ready",
+                Some(log.to_owned()),
+            ));
         }
         if Instant::now() > deadline {
-            let logs = tail(container, 5).await;
-            return Err(ClusterError::failed(
+            return Err(ClusterError::not_ready(
                 node_name(index),
-                format!("not ready within {READY_TIMEOUT:?}; last log lines: {logs}"),
+                format!("not ready within {bound:?}: {reason}"),
+                Some(log.to_owned()),
             ));
         }
         tokio::time::sleep(POLL_INTERVAL).await;
@@ -317,7 +363,9 @@ impl Backend for DockerBackend {
     }
 
     async fn start_node(&mut self, index: usize) -> Result<SocketAddr, ClusterError> {
-        if self.slot(index)?.container.is_none() {
+        let since = SystemTime::now();
+        let restart = self.slot(index)?.container.is_some();
+        if !restart {
             let container = self.create_node(index).await?;
             self.nodes[index].container = Some(container);
         } else if let Some(container) = &self.nodes[index].container {
@@ -325,8 +373,13 @@ impl Backend for DockerBackend {
         }
         let slot = &mut self.nodes[index];
         let container = slot.container.as_ref().expect("created above");
-        match wait_for_node(&self.http, container, index).await {
-            Ok(address) => {
+        // The output of this start on: a restart's follower would repeat the earlier ones.
+        slot.follower = follow_logs(container, restart.then_some(since), &slot.log)
+            .map_err(|e| ClusterError::failed(node_name(index), format!("log file {}: {e}", slot.log.display())))
+            .map(Some)?;
+        let address = SocketAddr::from(([127, 0, 0, 1], slot.host_port));
+        match wait_for_node(&self.http, container, index, address, self.ready_timeout, &slot.log).await {
+            Ok(()) => {
                 slot.address = Some(address);
                 slot.state = "running";
                 Ok(address)
@@ -334,9 +387,16 @@ impl Backend for DockerBackend {
             Err(error) => {
                 // Not half-running: stopped, so a later start begins from a clean state.
                 let _ = container.stop_with_timeout(Some(0)).await;
+                if let Some(follower) = &mut slot.follower {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), follower.wait()).await;
+                }
                 slot.address = None;
                 slot.state = "stopped";
-                Err(error)
+                Err(match error {
+                    // Quoted once the follower has written what the container printed last.
+                    ClusterError::NodeNotReady { node, reason, log, .. } => ClusterError::not_ready(node, reason, log),
+                    other => other,
+                })
             }
         }
     }
@@ -407,11 +467,8 @@ impl Backend for DockerBackend {
         out
     }
 
-    async fn node_logs(&self, index: usize) -> Vec<String> {
-        match self.nodes.get(index).and_then(|s| s.container.as_ref()) {
-            Some(container) => logs(container, LOG_LINES).await,
-            None => Vec::new(),
-        }
+    fn node_log(&self, index: usize) -> Option<PathBuf> {
+        self.nodes.get(index).map(|s| s.log.clone())
     }
 
     async fn teardown(&mut self) -> Result<(), ClusterError> {

@@ -13,8 +13,9 @@ pub mod process;
 mod spec;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
-pub use backend::{Backend, ClusterError, Component};
+pub use backend::{Backend, ClusterError, Component, QUOTED_LINES};
 pub use load_balancer::{LoadBalancer, NODE_HEADER};
 pub use spec::{BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, LbPolicy, StoreKind, node_name};
 
@@ -31,6 +32,8 @@ pub struct Cluster {
     backend: Box<dyn Backend>,
     lb: LoadBalancer,
     resolve: Vec<(String, SocketAddr)>,
+    /// Where this run's files go (each node's log).
+    run_dir: PathBuf,
     /// The mock API behind `/api/`, when the spec asks for one.
     _upstream: Option<wiremock::MockServer>,
 }
@@ -73,6 +76,11 @@ impl Cluster {
         }
         spec.backend = resolve_backend(&spec).await?;
         let docker = spec.backend == BackendKind::Docker;
+        let run_dir = match &spec.run_dir {
+            Some(dir) => std::fs::create_dir_all(dir).map(|()| dir.clone()),
+            None => crate::run_dir::create(&crate::run_dir::runs_root(), "cluster"),
+        }
+        .map_err(|e| ClusterError::failed("run directory", e))?;
 
         progress("starting the mock issuer");
         let issuer = if docker {
@@ -112,11 +120,11 @@ impl Cluster {
 
         progress(if spec.session_store == StoreKind::Redis { "starting redis" } else { "preparing nodes" });
         let backend: Box<dyn Backend> = if docker {
-            Box::new(docker::DockerBackend::start(&spec, issuer.url(), &lb.url()).await?)
+            Box::new(docker::DockerBackend::start(&spec, issuer.url(), &lb.url(), &run_dir, progress).await?)
         } else {
-            Box::new(process::ProcessBackend::start(&spec, issuer.url(), &lb.url()).await?)
+            Box::new(process::ProcessBackend::start(&spec, issuer.url(), &lb.url(), &run_dir).await?)
         };
-        let mut cluster = Cluster { spec, issuer, backend, lb, resolve, _upstream: upstream };
+        let mut cluster = Cluster { spec, issuer, backend, lb, resolve, run_dir, _upstream: upstream };
         for i in 0..cluster.spec.nodes {
             progress(&format!("starting {}", node_name(i)));
             if let Err(error) = cluster.start_node(i).await {
@@ -220,8 +228,19 @@ impl Cluster {
         Ok(())
     }
 
-    pub async fn node_logs(&self, index: usize) -> Vec<String> {
-        self.backend.node_logs(index).await
+    /// Where this run's files go.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The file node `index` writes its output to.
+    pub fn node_log(&self, index: usize) -> Option<PathBuf> {
+        self.backend.node_log(index)
+    }
+
+    /// The last `n` lines node `index` logged.
+    pub fn node_log_tail(&self, index: usize, n: usize) -> Vec<String> {
+        self.node_log(index).map(|p| crate::run_dir::last_lines(&p, n)).unwrap_or_default()
     }
 
     /// Every component: issuer, load balancer, Redis, nodes.

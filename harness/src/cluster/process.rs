@@ -13,6 +13,7 @@ use crate::process::{BffProcess, RedisProcess, free_port};
 
 struct NodeSlot {
     port: u16,
+    log: PathBuf,
     env: Vec<(String, String)>,
     process: Option<BffProcess>,
     state: &'static str,
@@ -20,6 +21,7 @@ struct NodeSlot {
 
 pub struct ProcessBackend {
     binary: PathBuf,
+    ready_timeout: std::time::Duration,
     redis: Option<RedisProcess>,
     nodes: Vec<NodeSlot>,
 }
@@ -51,8 +53,14 @@ pub fn on_path(program: &str) -> Option<PathBuf> {
 }
 
 impl ProcessBackend {
-    /// Starts Redis (when the spec uses it); nodes start with [`Backend::start_node`].
-    pub async fn start(spec: &ClusterSpec, issuer_url: &str, public_url: &str) -> Result<Self, ClusterError> {
+    /// Starts Redis (when the spec uses it); nodes start with [`Backend::start_node`] and write
+    /// their output to `<run_dir>/node-N.log`.
+    pub async fn start(
+        spec: &ClusterSpec,
+        issuer_url: &str,
+        public_url: &str,
+        run_dir: &Path,
+    ) -> Result<Self, ClusterError> {
         let binary = find_bff_binary(spec)?;
         let redis = match spec.session_store {
             StoreKind::Redis => {
@@ -69,12 +77,13 @@ impl ProcessBackend {
         let nodes = (0..spec.nodes)
             .map(|i| NodeSlot {
                 port: free_port(),
+                log: crate::run_dir::log_path(run_dir, &node_name(i)),
                 env: spec.node_env(i, issuer_url, public_url, redis_url.as_deref()),
                 process: None,
                 state: "stopped",
             })
             .collect();
-        Ok(ProcessBackend { binary, redis, nodes })
+        Ok(ProcessBackend { binary, ready_timeout: spec.ready_timeout(), redis, nodes })
     }
 
     fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
@@ -93,19 +102,26 @@ impl Backend for ProcessBackend {
     }
 
     async fn start_node(&mut self, index: usize) -> Result<SocketAddr, ClusterError> {
-        let binary = self.binary.clone();
+        let (binary, ready_timeout) = (self.binary.clone(), self.ready_timeout);
         let slot = self.slot(index)?;
         let result = match &mut slot.process {
             Some(process) => process.start().await,
             None => {
-                let mut builder = BffProcess::builder(&binary).port(slot.port);
+                let mut builder =
+                    BffProcess::builder(&binary).port(slot.port).log_file(&slot.log).ready_timeout(ready_timeout);
                 for (k, v) in &slot.env {
                     builder = builder.env(k, v.clone());
                 }
                 builder.run().await.map(|p| slot.process = Some(p))
             }
         };
-        result.map_err(|e| ClusterError::failed(node_name(index), e))?;
+        if let Err(error) = result {
+            slot.state = "stopped";
+            return Err(match error.readiness_reason() {
+                Some(reason) => ClusterError::not_ready(node_name(index), reason, Some(slot.log.clone())),
+                None => ClusterError::failed(node_name(index), error),
+            });
+        }
         slot.state = "running";
         Ok(SocketAddr::from(([127, 0, 0, 1], slot.port)))
     }
@@ -156,8 +172,8 @@ impl Backend for ProcessBackend {
         out
     }
 
-    async fn node_logs(&self, index: usize) -> Vec<String> {
-        self.nodes.get(index).and_then(|s| s.process.as_ref()).map(BffProcess::logs).unwrap_or_default()
+    fn node_log(&self, index: usize) -> Option<PathBuf> {
+        self.nodes.get(index).map(|s| s.log.clone())
     }
 
     async fn teardown(&mut self) -> Result<(), ClusterError> {

@@ -72,6 +72,13 @@ pub struct ClusterSpec {
     pub images: Images,
     /// The `bff` binary for the process backend (default: next to the running executable, then PATH).
     pub bff_binary: Option<PathBuf>,
+    /// How long a node may take to answer `/ready` with 200 (default 15 s for processes, 30 s for
+    /// containers).
+    pub ready_timeout_secs: Option<u64>,
+    /// Where the run's files go (each node's log); default: a new directory under
+    /// [`crate::run_dir::runs_root`].
+    #[serde(skip)]
+    pub run_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterSpec {
@@ -88,6 +95,8 @@ impl Default for ClusterSpec {
             access_token_lifetime_secs: None,
             images: Images::default(),
             bff_binary: None,
+            ready_timeout_secs: None,
+            run_dir: None,
         }
     }
 }
@@ -97,6 +106,12 @@ pub const CLIENT_ID: &str = "bff-client";
 pub const CLIENT_SECRET: &str = "bff-secret";
 
 impl ClusterSpec {
+    /// How long a node may take to become ready on this spec's backend.
+    pub fn ready_timeout(&self) -> std::time::Duration {
+        let default = if self.backend == BackendKind::Docker { 30 } else { 15 };
+        std::time::Duration::from_secs(self.ready_timeout_secs.unwrap_or(default))
+    }
+
     /// The environment of node `index` (0-based), given where Redis and the issuer are as the
     /// node sees them.
     pub fn node_env(

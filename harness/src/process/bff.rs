@@ -1,5 +1,6 @@
 //! A `bff` node as a child process on a fixed loopback port. `run()` waits until `/ready`
-//! answers 200; a restart keeps the port and the environment.
+//! answers 200; a restart keeps the port and the environment. The node's output goes to its log
+//! file when it has one (appended across restarts), and its last lines are kept in memory.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,9 +13,16 @@ pub struct BffProcessBuilder {
     env: Vec<(String, String)>,
     ready_timeout: Duration,
     wait_ready: bool,
+    log_file: Option<PathBuf>,
 }
 
 impl BffProcessBuilder {
+    /// Appends the node's output to `path`.
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
+        self
+    }
+
     /// Sets a `BFF_*` variable (or any other) for the child.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_owned(), value.into()));
@@ -41,6 +49,13 @@ impl BffProcessBuilder {
         let port = self.port.unwrap_or_else(super::free_port);
         let mut env = self.env;
         env.push(("BFF_LISTEN".into(), format!("127.0.0.1:{port}")));
+        let output = match &self.log_file {
+            Some(path) => OutputTail::to_file(path).map_err(|e| ProcessError::Spawn {
+                program: self.binary.display().to_string(),
+                reason: format!("log file {}: {e}", path.display()),
+            })?,
+            None => OutputTail::default(),
+        };
         let mut node = BffProcess {
             binary: self.binary,
             port,
@@ -48,7 +63,7 @@ impl BffProcessBuilder {
             ready_timeout: self.ready_timeout,
             wait_ready: self.wait_ready,
             child: None,
-            output: OutputTail::default(),
+            output,
             http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client"),
         };
         node.start().await?;
@@ -75,6 +90,7 @@ impl BffProcess {
             env: Vec::new(),
             ready_timeout: Duration::from_secs(15),
             wait_ready: true,
+            log_file: None,
         }
     }
 
@@ -100,6 +116,11 @@ impl BffProcess {
         self.output.lines()
     }
 
+    /// The file the node's output is appended to, when it has one.
+    pub fn log_file(&self) -> Option<&std::path::Path> {
+        self.output.path()
+    }
+
     /// Starts the node (again) and waits for `/ready` (or `/health`).
     pub async fn start(&mut self) -> Result<(), ProcessError> {
         let mut child = Supervised::spawn(&self.binary, &[], &self.env, self.output.clone())?;
@@ -107,9 +128,7 @@ impl BffProcess {
         let url = format!("{}{probe}", self.url());
         let http = &self.http;
         child
-            .wait_until_ready(&self.output, self.ready_timeout, || async {
-                http.get(&url).send().await.is_ok_and(|r| r.status().is_success())
-            })
+            .wait_until_ready(&self.output, self.ready_timeout, || probe_ready(http, &url))
             .await?;
         self.child = Some(child);
         Ok(())
@@ -131,4 +150,23 @@ impl BffProcess {
         self.stop().await;
         self.start().await
     }
+}
+
+/// `Ok` when `url` answers 2xx; else why not, as the node said it (`503 {"reason": …}`) or as the
+/// connection failed.
+pub(crate) async fn probe_ready(http: &reqwest::Client, url: &str) -> Result<(), String> {
+    let response = http.get(url).send().await.map_err(|e| match e.is_connect() {
+        true => "not listening yet".to_owned(),
+        false => format!("no answer: {e}"),
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    let reason = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    Err(format!("its /ready answered {}: {reason}", status.as_u16()))
 }

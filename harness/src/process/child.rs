@@ -1,4 +1,5 @@
-//! One supervised child process: spawned with captured output, stopped with SIGTERM (then
+//! One supervised child process: spawned with captured output (kept in memory, and appended to a
+//! log file when it has one, never copied to the parent's terminal), stopped with SIGTERM (then
 //! SIGKILL after a bound), killed on drop.
 
 use std::collections::VecDeque;
@@ -16,34 +17,74 @@ use tokio::process::{Child, Command};
 pub enum ProcessError {
     #[error("cannot start {program}: {reason}")]
     Spawn { program: String, reason: String },
-    #[error("{program} exited before it was ready ({status}); last output:\n{output}")]
+    #[error("{program} exited before it was ready ({status}); {output}")]
     ExitedEarly { program: String, status: String, output: String },
-    #[error("{program} was not ready within {waited:?}; last output:\n{output}")]
-    NotReady { program: String, waited: Duration, output: String },
+    #[error("{program} was not ready within {waited:?} ({reason}); {output}")]
+    NotReady { program: String, waited: Duration, reason: String, output: String },
+}
+
+impl ProcessError {
+    /// Why the program did not become ready, when that is what happened (it exited, or its
+    /// readiness probe never passed), as opposed to not starting at all.
+    pub fn readiness_reason(&self) -> Option<String> {
+        match self {
+            ProcessError::Spawn { .. } => None,
+            ProcessError::ExitedEarly { status, .. } => Some(format!("it exited before it was ready ({status})")),
+            ProcessError::NotReady { waited, reason, .. } => Some(format!("not ready within {waited:?}: {reason}")),
+        }
+    }
 }
 
 const KEEP_LINES: usize = 400;
+/// How many lines an error quotes.
+const QUOTED_LINES: usize = 5;
 
-/// The last lines a child wrote (stdout and stderr interleaved).
+/// The last lines a child wrote (stdout and stderr interleaved), and the file that has them all.
 #[derive(Clone, Default)]
-pub struct OutputTail(Arc<Mutex<VecDeque<String>>>);
+pub struct OutputTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    file: Option<Arc<Mutex<std::fs::File>>>,
+    path: Option<PathBuf>,
+}
 
 impl OutputTail {
+    /// Also appends every line to `path` (created when missing).
+    pub fn to_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(OutputTail { lines: Arc::default(), file: Some(Arc::new(Mutex::new(file))), path: Some(path.to_owned()) })
+    }
+
+    /// The log file, when there is one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
     fn push(&self, line: String) {
-        let mut lines = self.0.lock().expect("output lock");
+        if let Some(file) = &self.file {
+            use std::io::Write;
+            let _ = writeln!(file.lock().expect("log file lock"), "{line}");
+        }
+        let mut lines = self.lines.lock().expect("output lock");
         if lines.len() == KEEP_LINES {
             lines.pop_front();
         }
         lines.push_back(line);
     }
 
-    pub fn lines(&self) -> Vec<String> {
-        self.0.lock().expect("output lock").iter().cloned().collect()
+    /// Where the output is and its last lines, as an error quotes them.
+    pub fn quote(&self) -> String {
+        let lines = self.lines();
+        let last = &lines[lines.len().saturating_sub(QUOTED_LINES)..];
+        let quoted: String =
+            last.iter().map(|l| format!("\n    {}", crate::run_dir::strip_escapes(l))).collect();
+        match &self.path {
+            Some(path) => format!("its log: {}; last lines:{quoted}", path.display()),
+            None => format!("last output:{quoted}"),
+        }
     }
 
-    pub fn tail(&self, n: usize) -> String {
-        let lines = self.lines();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("output lock").iter().cloned().collect()
     }
 }
 
@@ -61,6 +102,13 @@ impl Supervised {
     ) -> Result<Self, ProcessError> {
         let name = program.display().to_string();
         let mut cmd = Command::new(program);
+        // Exactly the gateway settings it is given: none inherited from the parent's environment,
+        // where a stray variable would change the node under test.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("BFF_")) {
+                cmd.env_remove(key);
+            }
+        }
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -96,8 +144,8 @@ impl Supervised {
         self.child.try_wait().ok().flatten().map(|s| s.to_string())
     }
 
-    /// Polls `ready` until it answers true; fails (and kills the child) if the child exits
-    /// first or `timeout` passes, quoting the child's last output.
+    /// Polls `ready` until it answers `Ok`; fails (and kills the child) if the child exits
+    /// first or `timeout` passes, with the last reason `ready` gave and the child's last output.
     pub async fn wait_until_ready<F, Fut>(
         &mut self,
         output: &OutputTail,
@@ -106,26 +154,24 @@ impl Supervised {
     ) -> Result<(), ProcessError>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
+        Fut: std::future::Future<Output = Result<(), String>>,
     {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if ready().await {
-                return Ok(());
-            }
+            let reason = match ready().await {
+                Ok(()) => return Ok(()),
+                Err(reason) => reason,
+            };
             if let Some(status) = self.exited() {
-                return Err(ProcessError::ExitedEarly {
-                    program: self.program.clone(),
-                    status,
-                    output: output.tail(20),
-                });
+                return Err(ProcessError::ExitedEarly { program: self.program.clone(), status, output: output.quote() });
             }
             if tokio::time::Instant::now() > deadline {
                 self.kill().await;
                 return Err(ProcessError::NotReady {
                     program: self.program.clone(),
                     waited: timeout,
-                    output: output.tail(20),
+                    reason,
+                    output: output.quote(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -6,6 +6,7 @@ mod bff;
 mod child;
 mod redis;
 
+pub(crate) use bff::probe_ready;
 pub use bff::{BffProcess, BffProcessBuilder};
 pub use child::ProcessError;
 pub use redis::RedisProcess;

@@ -80,7 +80,11 @@ impl RedisProcess {
     pub async fn start_again(&mut self) -> Result<(), ProcessError> {
         let mut child = Supervised::spawn(&self.program, &self.args(), &[], self.output.clone())?;
         let port = self.port;
-        child.wait_until_ready(&self.output, Duration::from_secs(10), || ping(port)).await?;
+        child
+            .wait_until_ready(&self.output, Duration::from_secs(10), || async move {
+                if ping(port).await { Ok(()) } else { Err("no PONG yet".to_owned()) }
+            })
+            .await?;
         self.child = Some(child);
         Ok(())
     }

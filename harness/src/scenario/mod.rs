@@ -12,11 +12,11 @@ pub use model::{
     Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError, Step,
     Thresholds, Verdict, Via,
 };
-pub use report::{FailureGroup, Outcome, Record, Row, RunReport, junit};
-pub use runner::{Progress, StepError};
+pub use report::{FailureGroup, NodeLog, Outcome, Record, Row, RunReport, junit};
+pub use runner::{Execution, Progress, StepError};
 pub use target::{OwnedCluster, Target};
 
-use crate::cluster::{Cluster, ClusterError, ClusterSpec};
+use crate::cluster::{Cluster, ClusterError, ClusterSpec, QUOTED_LINES};
 
 /// The tool could not run the scenario (exit code 2), as opposed to the scenario finding
 /// failures (exit code 1).
@@ -31,9 +31,33 @@ pub enum RunError {
 /// Runs the scenario against `target`.
 pub async fn run_on(scenario: &Scenario, target: &dyn Target, progress: &Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let (records, events) = runner::execute(scenario, target, progress).await?;
+    let execution = runner::execute(scenario, target, progress).await?;
     let refreshes = target.issuer_calls("refresh").await;
-    Ok(RunReport::build(scenario, target.backend(), &records, events, refreshes, started.elapsed()))
+    Ok(report_of(scenario, target, execution, refreshes, started).await)
+}
+
+/// The report of an execution, quoting the log of every node that failed.
+async fn report_of(
+    scenario: &Scenario,
+    target: &dyn Target,
+    execution: Execution,
+    refreshes: Option<u64>,
+    started: Instant,
+) -> RunReport {
+    let mut report =
+        RunReport::build(scenario, target.backend(), &execution.records, execution.events, refreshes, started.elapsed());
+    for node in report.failed_nodes() {
+        let Some(index) = node.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) else {
+            continue;
+        };
+        let path = target.node_log(index - 1).await;
+        let last_lines = path.as_deref().map(|p| crate::run_dir::quoted_lines(p, QUOTED_LINES)).unwrap_or_default();
+        report.node_logs.push(NodeLog { node, reason: None, path, last_lines });
+    }
+    if let Some((step, log)) = execution.stopped {
+        report.stopped_at(Some(&step), log);
+    }
+    report
 }
 
 /// Starts a fresh cluster from `spec`, runs the scenario, tears the cluster down.
@@ -44,12 +68,25 @@ pub async fn run_fresh(
     on_step: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let cluster = Cluster::start(spec, on_step).await?;
+    let backend = format!("{:?}", spec.backend).to_lowercase();
+    let cluster = match Cluster::start(spec, on_step).await {
+        Ok(cluster) => cluster,
+        Err(ClusterError::NodeNotReady { node, reason, log, last_lines }) => {
+            let mut report = RunReport::build(scenario, backend, &[], Vec::new(), None, started.elapsed());
+            report.stopped_at(None, NodeLog { node, reason: Some(reason), path: log, last_lines });
+            return Ok(report);
+        }
+        Err(error) => return Err(error.into()),
+    };
     let target = OwnedCluster::new(cluster);
     let result = runner::execute(scenario, &target, progress).await;
     let refreshes = target.issuer_calls("refresh").await;
+    let report = match result {
+        Ok(execution) => Ok(report_of(scenario, &target, execution, refreshes, started).await),
+        Err(error) => Err(error),
+    };
     let teardown = target.cluster.lock().await.teardown().await;
-    let (records, events) = result?;
+    let report = report?;
     teardown?;
-    Ok(RunReport::build(scenario, target.backend(), &records, events, refreshes, started.elapsed()))
+    Ok(report)
 }

@@ -87,7 +87,7 @@ impl ClusterSection {
             api_upstream: self.api_upstream,
             access_token_lifetime_secs: self.access_token_lifetime,
             images,
-            bff_binary: None,
+            ..ClusterSpec::default()
         }
     }
 }

@@ -52,6 +52,16 @@ pub struct FailureGroup {
     pub count: u64,
 }
 
+/// A node's log file, quoted in a report because that node failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeLog {
+    pub node: String,
+    /// Why it failed when it never became ready (its last `/ready` answer, or how it exited).
+    pub reason: Option<String>,
+    pub path: Option<std::path::PathBuf>,
+    pub last_lines: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub scenario: String,
@@ -67,6 +77,10 @@ pub struct RunReport {
     pub rows: Vec<Row>,
     pub failures: Vec<FailureGroup>,
     pub cluster_events: Vec<String>,
+    /// The node that never became ready, and the step it was in; the run stopped there.
+    pub never_ready: Option<String>,
+    /// The log of every node that failed: its file and last lines.
+    pub node_logs: Vec<NodeLog>,
     /// refresh_token grants the mock issuer saw (when this process ran it).
     pub token_refreshes: Option<u64>,
     /// True when the scenario's expectation is met (for a negative control: failures found).
@@ -148,12 +162,35 @@ impl RunReport {
             rows,
             failures,
             cluster_events: events,
+            never_ready: None,
+            node_logs: Vec::new(),
             token_refreshes,
             passed: false,
             verdict: String::new(),
         };
         (report.passed, report.verdict) = report.judge(scenario);
         report
+    }
+
+    /// The run stopped because `log.node` never became ready (at start, or in `step`): a FAIL,
+    /// for negative controls too (they test a running cluster, not one that never came up).
+    pub fn stopped_at(&mut self, step: Option<&str>, log: NodeLog) {
+        let when = step.map(|s| format!(" at step {s}")).unwrap_or_else(|| " at start".into());
+        let reason = log.reason.clone().unwrap_or_default();
+        self.passed = false;
+        self.verdict = format!("FAIL {}: {} never became ready{when}: {reason}", self.scenario, log.node);
+        self.never_ready = Some(format!("{}{when}", log.node));
+        self.node_logs.retain(|l| l.node != log.node);
+        self.node_logs.insert(0, log);
+    }
+
+    /// The nodes that answered a failed request (by name, `node-N`).
+    pub fn failed_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> =
+            self.failures.iter().map(|f| f.node.clone()).filter(|n| n.starts_with("node-")).collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
     }
 
     fn judge(&self, scenario: &Scenario) -> (bool, String) {

@@ -14,10 +14,10 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::model::{Action, Expect, NodeSelector, Scenario, Step, Via};
-use super::report::{Outcome, Record};
+use super::report::{NodeLog, Outcome, Record};
 use super::target::Target;
 use crate::client::{ClientError, Reply, VirtualUser};
-use crate::cluster::node_name;
+use crate::cluster::{ClusterError, node_name};
 
 /// Live counters for a progress display.
 #[derive(Default)]
@@ -38,12 +38,21 @@ impl Progress {
     }
 }
 
-/// The tool could not carry out a cluster step (a node never became ready, no such node).
+/// The tool could not carry out a cluster step (no such node, Docker failed).
 #[derive(Debug, thiserror::Error)]
 #[error("cluster step {step} failed: {reason}")]
 pub struct StepError {
     pub step: String,
     pub reason: String,
+}
+
+/// What a run recorded. A node that did not come back from a cluster step ends the run early: a
+/// verdict on the deployment, not a tool error.
+pub struct Execution {
+    pub records: Vec<Record>,
+    pub events: Vec<String>,
+    /// The step, and the node that never became ready in it.
+    pub stopped: Option<(String, NodeLog)>,
 }
 
 struct Ctx<'a> {
@@ -54,11 +63,30 @@ struct Ctx<'a> {
 }
 
 /// Runs every iteration of the scenario; returns the raw records and the cluster events.
-pub async fn execute(
+pub async fn execute(scenario: &Scenario, target: &dyn Target, progress: &Progress) -> Result<Execution, StepError> {
+    let mut events = Vec::new();
+    let ctx = match replay(scenario, target, progress, &mut events).await {
+        Ok(ctx) => ctx,
+        Err(Stop::Tool(error)) => return Err(error),
+        Err(Stop::NotReady { step, log, records }) => {
+            return Ok(Execution { records, events, stopped: Some((step, log)) });
+        }
+    };
+    Ok(Execution { records: ctx.records.into_inner(), events, stopped: None })
+}
+
+/// Why a replay ended before its last step.
+enum Stop {
+    Tool(StepError),
+    NotReady { step: String, log: NodeLog, records: Vec<Record> },
+}
+
+async fn replay<'a>(
     scenario: &Scenario,
-    target: &dyn Target,
-    progress: &Progress,
-) -> Result<(Vec<Record>, Vec<String>), StepError> {
+    target: &'a dyn Target,
+    progress: &'a Progress,
+    events: &mut Vec<String>,
+) -> Result<Ctx<'a>, Stop> {
     let ctx = Ctx {
         target,
         progress,
@@ -72,7 +100,6 @@ pub async fn execute(
             (name, client)
         })
         .collect();
-    let mut events = Vec::new();
     let mut node_urls = target.node_urls().await;
     for iteration in 0..scenario.load.iterations.max(1) {
         for step in &scenario.steps {
@@ -98,27 +125,40 @@ pub async fn execute(
                             }
                         });
                         let fault_run = async {
-                            let result = cluster_step(&ctx, fault, &mut events).await;
+                            let result = cluster_step(&ctx, fault, events).await;
                             done.store(true, Ordering::Relaxed);
                             result
                         };
                         let (result, _) = tokio::join!(fault_run, futures::future::join_all(loops));
-                        result?;
+                        stop_on(result, fault, &ctx).await?;
                         node_urls = target.node_urls().await;
                     }
                 }
             } else {
                 progress.set_current(format!("iteration {} · {}", iteration + 1, step.label()));
-                cluster_step(&ctx, step, &mut events).await?;
+                let result = cluster_step(&ctx, step, events).await;
+                stop_on(result, step, &ctx).await?;
                 node_urls = target.node_urls().await;
             }
         }
     }
-    Ok((ctx.records.into_inner(), events))
+    Ok(ctx)
 }
 
-async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> Result<(), StepError> {
-    let fail = |reason: String| StepError { step: step.label(), reason };
+/// Whether the replay goes on after a cluster step, and if not why (with what it recorded).
+async fn stop_on(result: Result<(), ClusterError>, step: &Step, ctx: &Ctx<'_>) -> Result<(), Stop> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(ClusterError::NodeNotReady { node, reason, log, last_lines }) => Err(Stop::NotReady {
+            step: step.label(),
+            log: NodeLog { node, reason: Some(reason), path: log, last_lines },
+            records: std::mem::take(&mut *ctx.records.lock().await),
+        }),
+        Err(error) => Err(Stop::Tool(StepError { step: step.label(), reason: error.to_string() })),
+    }
+}
+
+async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> Result<(), ClusterError> {
     let count = ctx.target.node_count();
     let indexes: Vec<usize> = match &step.node {
         None => vec![],
@@ -136,13 +176,13 @@ async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> R
             };
             for index in indexes {
                 ctx.progress.set_current(format!("{action} {}", node_name(index)));
-                ctx.target.node(index, action).await.map_err(fail)?;
+                ctx.target.node(index, action).await?;
                 events.push(format!("{action} {} ({:.1} s)", node_name(index), started.elapsed().as_secs_f64()));
             }
         }
         Action::RestartRedis => {
             ctx.progress.set_current("restart redis".into());
-            ctx.target.restart_redis().await.map_err(fail)?;
+            ctx.target.restart_redis().await?;
             events.push(format!("restart redis ({:.1} s)", started.elapsed().as_secs_f64()));
         }
         Action::Pause => tokio::time::sleep(Duration::from_millis(step.millis.unwrap_or(0))).await,

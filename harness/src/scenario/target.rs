@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::client::VirtualUser;
 use crate::cluster::control::ControlClient;
-use crate::cluster::{Cluster, node_name};
+use crate::cluster::{Cluster, ClusterError, node_name};
 
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -18,9 +18,12 @@ pub trait Target: Send + Sync {
     fn backend(&self) -> String;
     /// The direct URL of each node, `None` for nodes that are down.
     async fn node_urls(&self) -> Vec<Option<String>>;
-    /// `action` is restart, stop, kill or start; `index` is 0-based.
-    async fn node(&self, index: usize, action: &str) -> Result<(), String>;
-    async fn restart_redis(&self) -> Result<(), String>;
+    /// `action` is restart, stop, kill or start; `index` is 0-based. A node that does not come
+    /// back is [`ClusterError::NodeNotReady`].
+    async fn node(&self, index: usize, action: &str) -> Result<(), ClusterError>;
+    async fn restart_redis(&self) -> Result<(), ClusterError>;
+    /// The log file of node `index`, when this process can read it.
+    async fn node_log(&self, index: usize) -> Option<std::path::PathBuf>;
     fn user(&self, login_hint: &str) -> VirtualUser;
     /// How often the mock issuer's endpoint was called, when this process runs the issuer.
     async fn issuer_calls(&self, endpoint: &str) -> Option<u64>;
@@ -66,20 +69,23 @@ impl Target for OwnedCluster {
         (0..self.nodes).map(|i| cluster.node_url(i)).collect()
     }
 
-    async fn node(&self, index: usize, action: &str) -> Result<(), String> {
+    async fn node(&self, index: usize, action: &str) -> Result<(), ClusterError> {
         let mut cluster = self.cluster.lock().await;
-        let result = match action {
+        match action {
             "restart" => cluster.restart_node(index).await,
             "stop" => cluster.stop_node(index).await,
             "kill" => cluster.kill_node(index).await,
             "start" => cluster.start_node(index).await,
-            other => return Err(format!("unknown node action {other}")),
-        };
-        result.map_err(|e| e.to_string())
+            other => Err(ClusterError::failed("node", format!("unknown node action {other}"))),
+        }
     }
 
-    async fn restart_redis(&self) -> Result<(), String> {
-        self.cluster.lock().await.restart_redis().await.map_err(|e| e.to_string())
+    async fn restart_redis(&self) -> Result<(), ClusterError> {
+        self.cluster.lock().await.restart_redis().await
+    }
+
+    async fn node_log(&self, index: usize) -> Option<std::path::PathBuf> {
+        self.cluster.lock().await.node_log(index)
     }
 
     fn user(&self, login_hint: &str) -> VirtualUser {
@@ -118,12 +124,17 @@ impl Target for ControlClient {
             .collect()
     }
 
-    async fn node(&self, index: usize, action: &str) -> Result<(), String> {
-        ControlClient::node(self, index + 1, action).await.map(|_| ()).map_err(|e| e.to_string())
+    async fn node(&self, index: usize, action: &str) -> Result<(), ClusterError> {
+        ControlClient::node(self, index + 1, action).await.map(|_| ()).map_err(|e| ClusterError::failed("control", e))
     }
 
-    async fn restart_redis(&self) -> Result<(), String> {
-        ControlClient::restart_redis(self).await.map(|_| ()).map_err(|e| e.to_string())
+    async fn restart_redis(&self) -> Result<(), ClusterError> {
+        ControlClient::restart_redis(self).await.map(|_| ()).map_err(|e| ClusterError::failed("control", e))
+    }
+
+    async fn node_log(&self, index: usize) -> Option<std::path::PathBuf> {
+        let dir = self.file.run_dir.as_ref()?;
+        Some(crate::run_dir::log_path(dir, &node_name(index)))
     }
 
     fn user(&self, login_hint: &str) -> VirtualUser {
