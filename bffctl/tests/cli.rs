@@ -148,7 +148,8 @@ fn a_node_that_never_becomes_ready_is_a_fail_quoting_its_log_not_pouring_it() {
     assert!(printed.contains(log.to_str().unwrap()), "the report names the log file: {printed}");
     let logged: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect();
     assert!(logged.len() > 20, "the node logged its probes into its file: {} lines", logged.len());
-    let echoed = printed.lines().filter(|l| logged.iter().any(|g| !g.trim().is_empty() && l.trim() == g.trim())).count();
+    let echoed =
+        printed.lines().filter(|l| logged.iter().any(|g| !g.trim().is_empty() && l.trim() == g.trim())).count();
     assert!(echoed >= 1, "the report quotes the node's last lines: {printed}");
     assert!(echoed <= 8, "{echoed} of the node's lines reached bffctl's terminal:\n{printed}");
     assert!(!printed.contains('\u{1b}') || !logged.iter().any(|l| l.contains('\u{1b}')), "escape codes");

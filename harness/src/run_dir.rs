@@ -17,9 +17,7 @@ const LATEST: &str = "latest";
 
 /// `$BFFCTL_RUNS`, else `<tmp>/bffctl/runs`.
 pub fn runs_root() -> PathBuf {
-    std::env::var_os(RUNS_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("bffctl").join("runs"))
+    std::env::var_os(RUNS_ENV).map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("bffctl").join("runs"))
 }
 
 /// Creates a new run directory under `root`, points `latest` at it and prunes old runs.

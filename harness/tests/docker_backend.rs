@@ -49,7 +49,11 @@ async fn docker_with_images() -> MutexGuard<'static, bool> {
 }
 
 /// A run directory for one test, and a starter that puts node logs there.
-async fn start(spec: &ClusterSpec, issuer: &MockIssuer, run: &tempfile::TempDir) -> Result<DockerBackend, ClusterError> {
+async fn start(
+    spec: &ClusterSpec,
+    issuer: &MockIssuer,
+    run: &tempfile::TempDir,
+) -> Result<DockerBackend, ClusterError> {
     DockerBackend::start(spec, issuer.url(), PUBLIC_URL, run.path(), &|_: &str| {}).await
 }
 

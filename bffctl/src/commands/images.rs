@@ -44,10 +44,15 @@ pub async fn ensure_for(spec: &ClusterSpec) -> anyhow::Result<()> {
     let uses_redis = spec.session_store == harness::cluster::StoreKind::Redis;
     let done = harness::images::ensure_images(&spec.images, binary.as_deref(), uses_redis, &notice).await;
     spinner.finish_and_clear();
-    for (image, action) in done? {
-        if let ImageAction::Built(why) = action {
-            eprintln!("built image {image} ({why}) in {:.1} s", started.elapsed().as_secs_f64());
-        }
+    let built: Vec<String> = done?
+        .into_iter()
+        .filter_map(|(image, action)| match action {
+            ImageAction::Built(why) => Some(format!("{image} ({why})")),
+            ImageAction::Kept => None,
+        })
+        .collect();
+    if !built.is_empty() {
+        eprintln!("built {} in {:.1} s", built.join(" and "), started.elapsed().as_secs_f64());
     }
     Ok(())
 }

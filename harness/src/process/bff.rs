@@ -127,9 +127,7 @@ impl BffProcess {
         let probe = if self.wait_ready { "/ready" } else { "/health" };
         let url = format!("{}{probe}", self.url());
         let http = &self.http;
-        child
-            .wait_until_ready(&self.output, self.ready_timeout, || probe_ready(http, &url))
-            .await?;
+        child.wait_until_ready(&self.output, self.ready_timeout, || probe_ready(http, &url)).await?;
         self.child = Some(child);
         Ok(())
     }

@@ -75,8 +75,7 @@ impl OutputTail {
     pub fn quote(&self) -> String {
         let lines = self.lines();
         let last = &lines[lines.len().saturating_sub(QUOTED_LINES)..];
-        let quoted: String =
-            last.iter().map(|l| format!("\n    {}", crate::run_dir::strip_escapes(l))).collect();
+        let quoted: String = last.iter().map(|l| format!("\n    {}", crate::run_dir::strip_escapes(l))).collect();
         match &self.path {
             Some(path) => format!("its log: {}; last lines:{quoted}", path.display()),
             None => format!("last output:{quoted}"),
@@ -163,7 +162,11 @@ impl Supervised {
                 Err(reason) => reason,
             };
             if let Some(status) = self.exited() {
-                return Err(ProcessError::ExitedEarly { program: self.program.clone(), status, output: output.quote() });
+                return Err(ProcessError::ExitedEarly {
+                    program: self.program.clone(),
+                    status,
+                    output: output.quote(),
+                });
             }
             if tokio::time::Instant::now() > deadline {
                 self.kill().await;

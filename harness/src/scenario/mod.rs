@@ -44,8 +44,14 @@ async fn report_of(
     refreshes: Option<u64>,
     started: Instant,
 ) -> RunReport {
-    let mut report =
-        RunReport::build(scenario, target.backend(), &execution.records, execution.events, refreshes, started.elapsed());
+    let mut report = RunReport::build(
+        scenario,
+        target.backend(),
+        &execution.records,
+        execution.events,
+        refreshes,
+        started.elapsed(),
+    );
     for node in report.failed_nodes() {
         let Some(index) = node.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) else {
             continue;
