@@ -212,6 +212,16 @@ pub struct ClusterArgs {
     /// Extra gateway setting for every node, e.g. --bff-env BFF_KEY_RING=local (repeatable).
     #[arg(long = "bff-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub bff_env: Vec<(String, String)>,
+    /// A setting of one node only, over every node's: --node-env 2:BFF_SESSION_COOKIE_NAME=other
+    /// (repeatable; an empty value removes the variable from that node).
+    #[arg(long = "node-env", value_name = "N:KEY=VALUE", value_parser = parse_node_pair)]
+    pub node_env: Vec<(usize, (String, String))>,
+    /// Another `bff` binary for one node (version skew): --node-bff-binary 3:/path/to/old/bff.
+    #[arg(long = "node-bff-binary", value_name = "N:PATH", value_parser = parse_node_value)]
+    pub node_bff_binary: Vec<(usize, String)>,
+    /// Another image for one node (Docker backend): --node-image 3:myorg/bff:1.2.
+    #[arg(long = "node-image", value_name = "N:IMAGE", value_parser = parse_node_value)]
+    pub node_image: Vec<(usize, String)>,
     /// Docker image of the gateway.
     #[arg(long, default_value = "bff-local/bff:latest")]
     pub bff_image: String,
@@ -231,6 +241,18 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 500ms)"))
 }
 
+/// `2:VALUE` → (2, VALUE).
+fn parse_node_value(s: &str) -> Result<(usize, String), String> {
+    let (node, value) = s.split_once(':').ok_or_else(|| format!("expected N:VALUE, got {s:?}"))?;
+    let node = node.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{node:?} is not a node number (1, 2, …)"))?;
+    Ok((node, value.to_owned()))
+}
+
+fn parse_node_pair(s: &str) -> Result<(usize, (String, String)), String> {
+    let (node, pair) = parse_node_value(s)?;
+    Ok((node, parse_pair(&pair)?))
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
@@ -246,6 +268,20 @@ impl BackendArg {
 }
 
 impl ClusterArgs {
+    fn node_settings(&self) -> std::collections::BTreeMap<usize, harness::cluster::NodeSettings> {
+        let mut nodes: std::collections::BTreeMap<usize, harness::cluster::NodeSettings> = Default::default();
+        for (n, (key, value)) in &self.node_env {
+            nodes.entry(*n).or_default().env.insert(key.clone(), value.clone());
+        }
+        for (n, binary) in &self.node_bff_binary {
+            nodes.entry(*n).or_default().binary = Some(PathBuf::from(binary));
+        }
+        for (n, image) in &self.node_image {
+            nodes.entry(*n).or_default().image = Some(image.clone());
+        }
+        nodes
+    }
+
     pub fn spec(&self) -> ClusterSpec {
         ClusterSpec {
             nodes: self.nodes,
@@ -262,6 +298,7 @@ impl ClusterArgs {
             redis_persistence: self.redis_persistence,
             redis_db_per_node: false,
             bff_env: self.bff_env.clone(),
+            node_settings: self.node_settings(),
             api_upstream: false,
             access_token_lifetime_secs: None,
             images: harness::cluster::Images { bff: self.bff_image.clone(), redis: self.redis_image.clone() },

@@ -47,6 +47,8 @@ type Container = ContainerAsync<GenericImage>;
 /// One node: its container once created (a restart starts the same container again).
 struct NodeSlot {
     container_name: String,
+    /// The cluster's image, or this node's own.
+    image: String,
     env: Vec<(String, String)>,
     /// The host port, the same across restarts.
     host_port: u16,
@@ -70,7 +72,6 @@ struct RedisSlot {
 pub struct DockerBackend {
     run_id: String,
     network: String,
-    bff_image: String,
     /// The issuer's host name, mapped to the host gateway in every node (none for an IP).
     issuer_host: Option<String>,
     redis: Option<RedisSlot>,
@@ -98,6 +99,21 @@ impl DockerBackend {
         let uses_redis = spec.session_store == StoreKind::Redis;
         let binary = super::process::find_bff_binary(spec).ok();
         images::ensure_images(&spec.images, binary.as_deref(), uses_redis, progress).await?;
+        let mut node_images = Vec::new();
+        for i in 0..spec.nodes {
+            let settings = spec.node(i).cloned().unwrap_or_default();
+            let image = match (&settings.image, &settings.binary) {
+                (Some(image), _) => image.clone(),
+                // Another build for this node: an image of its own.
+                (None, Some(_)) => format!("{}bff-{}:latest", images::LOCAL_PREFIX, node_name(i)),
+                (None, None) => spec.images.bff.clone(),
+            };
+            if settings.image.is_some() || settings.binary.is_some() {
+                let own = super::spec::Images { bff: image.clone(), redis: spec.images.redis.clone() };
+                images::ensure_images(&own, settings.binary.as_deref(), false, progress).await?;
+            }
+            node_images.push(image);
+        }
         let issuer_host = match url::Url::parse(issuer_url).map(|u| u.host().map(|h| h.to_owned())) {
             Ok(Some(url::Host::Domain(name))) => Some(name),
             Ok(Some(_)) => None,
@@ -110,6 +126,7 @@ impl DockerBackend {
         let nodes = (0..spec.nodes)
             .map(|i| NodeSlot {
                 container_name: format!("{network}-{}", node_name(i)),
+                image: node_images[i].clone(),
                 env: spec.node_env(i, issuer_url, public_url, uses_redis.then_some(redis_url.as_str())),
                 host_port: crate::process::free_port(),
                 log: crate::run_dir::log_path(run_dir, &node_name(i)),
@@ -122,7 +139,6 @@ impl DockerBackend {
         let mut backend = DockerBackend {
             run_id,
             network,
-            bff_image: spec.images.bff.clone(),
             issuer_host,
             redis: None,
             nodes,
@@ -176,7 +192,7 @@ impl DockerBackend {
 
     async fn create_node(&self, index: usize) -> Result<Container, ClusterError> {
         let slot = &self.nodes[index];
-        let (name, tag) = split_image(&self.bff_image);
+        let (name, tag) = split_image(&slot.image);
         let mut request = GenericImage::new(name, tag)
             .with_exposed_port(BFF_PORT.tcp())
             .with_mapped_port(slot.host_port, BFF_PORT.tcp())

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub use backend::{Backend, ClusterError, Component, QUOTED_LINES};
 pub use load_balancer::{LoadBalancer, NODE_HEADER};
-pub use spec::{BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, LbPolicy, StoreKind, node_name};
+pub use spec::{
+    BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, LbPolicy, NodeSettings, StoreKind, node_name,
+};
 
 use crate::client::VirtualUser;
 use crate::issuer::MockIssuer;
@@ -74,6 +76,7 @@ impl Cluster {
         if spec.nodes == 0 {
             return Err(ClusterError::failed("cluster", "needs at least one node"));
         }
+        spec.check_nodes().map_err(|e| ClusterError::failed("cluster", e))?;
         spec.backend = resolve_backend(&spec).await?;
         let docker = spec.backend == BackendKind::Docker;
         let run_dir = match &spec.run_dir {

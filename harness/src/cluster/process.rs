@@ -12,6 +12,7 @@ use super::spec::{ClusterSpec, StoreKind, node_name};
 use crate::process::{BffProcess, RedisProcess, free_port};
 
 struct NodeSlot {
+    binary: PathBuf,
     port: u16,
     log: PathBuf,
     env: Vec<(String, String)>,
@@ -20,7 +21,6 @@ struct NodeSlot {
 }
 
 pub struct ProcessBackend {
-    binary: PathBuf,
     ready_timeout: std::time::Duration,
     redis: Option<RedisProcess>,
     nodes: Vec<NodeSlot>,
@@ -76,6 +76,7 @@ impl ProcessBackend {
         let redis_url = redis.as_ref().map(|r| r.url());
         let nodes = (0..spec.nodes)
             .map(|i| NodeSlot {
+                binary: spec.node(i).and_then(|n| n.binary.clone()).unwrap_or_else(|| binary.clone()),
                 port: free_port(),
                 log: crate::run_dir::log_path(run_dir, &node_name(i)),
                 env: spec.node_env(i, issuer_url, public_url, redis_url.as_deref()),
@@ -83,7 +84,7 @@ impl ProcessBackend {
                 state: "stopped",
             })
             .collect();
-        Ok(ProcessBackend { binary, ready_timeout: spec.ready_timeout(), redis, nodes })
+        Ok(ProcessBackend { ready_timeout: spec.ready_timeout(), redis, nodes })
     }
 
     fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
@@ -102,8 +103,9 @@ impl Backend for ProcessBackend {
     }
 
     async fn start_node(&mut self, index: usize) -> Result<SocketAddr, ClusterError> {
-        let (binary, ready_timeout) = (self.binary.clone(), self.ready_timeout);
+        let ready_timeout = self.ready_timeout;
         let slot = self.slot(index)?;
+        let binary = slot.binary.clone();
         let result = match &mut slot.process {
             Some(process) => process.start().await,
             None => {

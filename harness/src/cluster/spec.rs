@@ -1,5 +1,6 @@
 //! [`ClusterSpec`]: what to bring up. Scenario files and `bffctl` flags both end up here.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,20 @@ impl Default for Images {
     }
 }
 
+/// What one node does differently from the others: the one replica with another secret, prefix,
+/// timeout or version that a real scale-out bug comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// `BFF_*` settings of this node only, over the cluster's; an empty value removes the
+    /// variable (a replica that lacks a setting).
+    pub env: BTreeMap<String, String>,
+    /// Another `bff` binary for this node (process backend; on Docker an image is built from it).
+    pub binary: Option<PathBuf>,
+    /// Another image for this node (Docker backend).
+    pub image: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSpec {
@@ -64,6 +79,8 @@ pub struct ClusterSpec {
     pub redis_db_per_node: bool,
     /// Extra `BFF_*` settings for every node, e.g. `BFF_KEY_RING = "local"`.
     pub bff_env: Vec<(String, String)>,
+    /// Per-node differences, by 1-based node number.
+    pub node_settings: BTreeMap<usize, NodeSettings>,
     /// Start a mock API upstream and route `/api/` to it (auth required), to exercise the
     /// gateway's bearer forwarding and token refresh.
     pub api_upstream: bool,
@@ -91,6 +108,7 @@ impl Default for ClusterSpec {
             redis_persistence: false,
             redis_db_per_node: false,
             bff_env: Vec::new(),
+            node_settings: BTreeMap::new(),
             api_upstream: false,
             access_token_lifetime_secs: None,
             images: Images::default(),
@@ -133,7 +151,28 @@ impl ClusterSpec {
             env.push(("BFF_REDIS_URL".into(), url));
         }
         env.extend(self.bff_env.iter().cloned());
+        if let Some(node) = self.node_settings.get(&(index + 1)) {
+            for (key, value) in &node.env {
+                env.retain(|(k, _)| k != key);
+                if !value.is_empty() {
+                    env.push((key.clone(), value.clone()));
+                }
+            }
+        }
         env
+    }
+
+    /// The settings of node `index` (0-based) that differ from the cluster's.
+    pub fn node(&self, index: usize) -> Option<&NodeSettings> {
+        self.node_settings.get(&(index + 1))
+    }
+
+    /// Checks that every per-node setting names a node of the cluster.
+    pub fn check_nodes(&self) -> Result<(), String> {
+        match self.node_settings.keys().find(|n| **n == 0 || **n > self.nodes) {
+            Some(n) => Err(format!("node {n} does not exist (nodes are 1 to {})", self.nodes)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{BackendKind, ClusterSpec, Images, LbPolicy, StoreKind};
+use crate::cluster::{BackendKind, ClusterSpec, Images, LbPolicy, NodeSettings, StoreKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -55,6 +55,8 @@ pub struct ClusterSection {
     pub api_upstream: bool,
     /// Lifetime of the issuer's access tokens, in seconds.
     pub access_token_lifetime: Option<u64>,
+    /// What one node does differently: `[cluster.node.2]` with `env`, `binary` or `image`.
+    pub node: BTreeMap<String, NodeSettings>,
 }
 
 impl Default for ClusterSection {
@@ -70,6 +72,7 @@ impl Default for ClusterSection {
             bff: BTreeMap::new(),
             api_upstream: false,
             access_token_lifetime: None,
+            node: BTreeMap::new(),
         }
     }
 }
@@ -86,6 +89,7 @@ impl ClusterSection {
             bff_env: self.bff.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             api_upstream: self.api_upstream,
             access_token_lifetime_secs: self.access_token_lifetime,
+            node_settings: self.node.iter().filter_map(|(n, s)| Some((n.parse().ok()?, s.clone()))).collect(),
             images,
             ..ClusterSpec::default()
         }
@@ -298,6 +302,36 @@ impl Scenario {
         }
     }
 
+    /// Every node number the scenario names (`[cluster.node.N]`, `node = N`, `via = "node-N"`)
+    /// exists: a scenario error before the run, never "unavailable" during it. Called again when
+    /// a command line changes the number of nodes.
+    pub fn check_node_numbers(&self) -> Result<(), String> {
+        let nodes = self.cluster.nodes;
+        let exists = |n: usize| n >= 1 && n <= nodes;
+        for key in self.cluster.node.keys() {
+            match key.parse::<usize>() {
+                Ok(n) if exists(n) => {}
+                _ => return Err(format!("[cluster.node.{key}]: no such node (nodes are 1 to {nodes})")),
+            }
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = format!("steps[{i}] ({})", step.action.name());
+            for s in std::iter::once(step).chain(step.during.as_deref()) {
+                if let Some(NodeSelector::Index(n)) = &s.node
+                    && !exists(*n)
+                {
+                    return Err(format!("{at}: node {n} does not exist (nodes are 1 to {nodes})"));
+                }
+                if let Via::Node(n) = &s.via
+                    && !exists(*n)
+                {
+                    return Err(format!("{at}: via node-{n}, which does not exist (nodes are 1 to {nodes})"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.steps.is_empty() {
             return Err("a scenario needs at least one step".into());
@@ -305,6 +339,7 @@ impl Scenario {
         if self.cluster.nodes == 0 {
             return Err("cluster.nodes must be at least 1".into());
         }
+        self.check_node_numbers()?;
         for (i, step) in self.steps.iter().enumerate() {
             let at = format!("steps[{i}] ({})", step.action.name());
             if step.action == Action::Get && step.path.is_none() {
@@ -316,11 +351,6 @@ impl Scenario {
             if matches!(step.action, Action::RestartNode | Action::KillNode | Action::StartNode) && step.node.is_none()
             {
                 return Err(format!("{at}: needs node = \"random\", \"all\" or a number"));
-            }
-            if let Some(NodeSelector::Index(n)) = &step.node
-                && (*n == 0 || *n > self.cluster.nodes)
-            {
-                return Err(format!("{at}: node {n} does not exist (nodes are 1 to {})", self.cluster.nodes));
             }
             if let Some(during) = &step.during {
                 if !step.action.is_user_step() {
