@@ -30,6 +30,12 @@ pub const KEYS: &[Key] = &[
     key("key_encryption_key", "BFF_KEY_ENCRYPTION_KEY", None, "base64 of 32 bytes that wrap the key ring in Redis"),
     key("key_encryption_key_file", "BFF_KEY_ENCRYPTION_KEY_FILE", None, "file holding key_encryption_key"),
     key("account_prefix", "BFF_ACCOUNT_PREFIX", Some("/account"), "path prefix of login, me, end-session"),
+    key(
+        "ops_token",
+        "BFF_OPS_TOKEN",
+        None,
+        "bearer token for GET /ops/fingerprint (settings every node must share, secrets as keyed digests); unset = 404",
+    ),
     key("log_format", "BFF_LOG_FORMAT", Some("text"), "text or json"),
     key("log_level", "BFF_LOG_LEVEL", Some("info"), "tracing filter, e.g. info or bff=debug"),
     key("shutdown_timeout", "BFF_SHUTDOWN_TIMEOUT", Some("10s"), "bound on finishing in-flight requests at SIGTERM"),

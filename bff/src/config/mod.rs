@@ -6,6 +6,7 @@
 //! the variables in, so tests hand over a map. Any problem is a [`ConfigError`] naming the key, and
 //! the binary turns it into exit code 64 before the node binds anything.
 
+pub mod fingerprint;
 mod keys;
 mod routes;
 mod source;
@@ -164,6 +165,8 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// Runtime worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
+    /// Bearer token that opens `/ops/fingerprint`; `None`: the endpoint does not exist.
+    pub ops_token: Option<String>,
     /// Session and login-binding cookie names, worked out once: every request reads them.
     cookie_names: (String, String),
 }
@@ -287,7 +290,16 @@ impl Config {
         };
         let cookie_names = (session_cookie.clone(), format!("{session_cookie}-login"));
 
+        let ops_token = match src.string("ops_token") {
+            None => None,
+            Some(token) if token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic()) => Some(token),
+            Some(_) => {
+                return Err(src.invalid("ops_token", "use at least 16 printable characters (openssl rand -hex 16)".into()));
+            }
+        };
+
         Ok(Config {
+            ops_token,
             cookie_names,
             routes,
             upstream_timeout: src.duration("upstream_timeout")?,

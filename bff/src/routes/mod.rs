@@ -4,6 +4,7 @@ mod account;
 mod backchannel;
 mod cookies;
 mod current_session;
+mod ops;
 mod probes;
 mod proxy;
 
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
         .route("/metrics", get(crate::metrics::render))
+        .route("/ops/fingerprint", get(ops::fingerprint))
         .fallback(proxy::proxy)
         .with_state(state)
 }

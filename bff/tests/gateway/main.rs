@@ -3,6 +3,7 @@
 
 mod api;
 mod at_rest;
+mod fingerprint;
 mod lifecycle;
 mod login;
 mod node_cache;

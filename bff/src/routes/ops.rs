@@ -1,0 +1,50 @@
+//! `GET /ops/fingerprint`: the settings this node must share with every other node
+//! ([`crate::config::fingerprint`]), for a verifier that compares the nodes of a deployment.
+//!
+//! Operators only: it exists when `ops_token` is set (else 404, as any unknown path) and answers
+//! only `Authorization: Bearer <ops_token>` (401 otherwise, compared in constant time). The
+//! caller sends a fresh `nonce` (16 to 128 hex digits) that keys the secrets' digests.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::fingerprint;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct FingerprintQuery {
+    nonce: Option<String>,
+}
+
+pub async fn fingerprint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<FingerprintQuery>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let Some(token) = state.config.ops_token.as_deref() else {
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": "not found" })));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), token.as_bytes()).is_err() {
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": "the ops token is missing or wrong" })));
+    }
+    let nonce = match query.nonce {
+        Some(n) if (16..=128).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_hexdigit()) => n,
+        _ => {
+            return (StatusCode::BAD_REQUEST, Json(json!({ "error": "nonce: 16 to 128 hex digits, fresh per request" })));
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let settings = fingerprint::settings(&state.config, token, &nonce);
+    (StatusCode::OK, Json(json!({ "time_ms": now_ms, "settings": settings })))
+}
