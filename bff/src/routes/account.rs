@@ -36,17 +36,15 @@ pub struct LoginParams {
 /// issuer.
 pub async fn login(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(params): Query<LoginParams>,
 ) -> Result<Response, AppError> {
     let landing_page = match params.landingpage.as_deref() {
         None => "/".to_owned(),
         Some(raw) => landing_page::validate(raw).map_err(AppError::bad_request)?,
     };
-    // Reuse the browser's binding across parallel logins in several tabs.
-    let binding = cookies::read(&headers, state.config.login_cookie_name())
-        .filter(|v| v.len() == 43)
-        .unwrap_or_else(crate::session::random_token);
+    // A fresh binding for every login: a value planted in the browser beforehand (by a sibling
+    // domain, say) must not be what a callback is checked against.
+    let binding = crate::session::random_token();
     let login_state = crate::session::random_token();
     let pending = PendingLogin {
         verifier: crate::session::random_token(),
@@ -127,9 +125,22 @@ pub async fn me(current: CurrentSession) -> Response {
 }
 
 /// Deletes the session in the store (every node sees it gone), clears the cookie and sends the
-/// browser to the issuer's logout when it has one.
-pub async fn end_session(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let id = cookies::read(&headers, state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
+/// browser to the issuer's logout when it has one. When the store is down the answer is a 503,
+/// and it still clears the cookie: the browser forgets the session whatever the store does.
+pub async fn end_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match end_session_in_store(&state, &headers).await {
+        Ok(response) => response,
+        Err(error) => {
+            let mut response = error.into_response();
+            let clear = HeaderValue::from_str(&cookies::clear_session(&state.config)).expect("cookie is a valid header");
+            response.headers_mut().append(SET_COOKIE, clear);
+            response
+        }
+    }
+}
+
+async fn end_session_in_store(state: &AppState, headers: &HeaderMap) -> Result<Response, AppError> {
+    let id = cookies::read(headers, state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
     let mut id_token = None;
     if let Some(id) = id {
         if let Some(session) = state.sessions.load(&id).await? {

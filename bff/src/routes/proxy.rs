@@ -4,16 +4,17 @@
 //! In order: the route is matched (longest prefix); the CSRF header is required on routes that
 //! carry the session (a cross-site form cannot send it); the session is loaded (`required`
 //! without one: 401, an API gets no login redirect); the access token is refreshed when it
-//! is about to expire; then the request is streamed to the upstream without hop-by-hop headers
-//! and without the gateway's own cookies, with `X-Forwarded-*` set, and the response streamed
-//! back. An unreachable upstream is a 502, a slow one a 504.
+//! is about to expire; then the request is streamed to the upstream without hop-by-hop headers,
+//! without the gateway's own cookies and without the browser's own `Authorization`, with
+//! `X-Forwarded-*` set, and the response streamed back without any `Set-Cookie` for the
+//! gateway's cookies. An unreachable upstream is a 502, a slow one a 504.
 
 use crate::server::ClientAddr;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE, HOST};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -61,17 +62,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request's cookies minus the gateway's own.
-fn foreign_cookies(headers: &HeaderMap, own: &[&str]) -> Option<HeaderValue> {
-    let kept: Vec<&str> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && !own.iter().any(|name| c.split('=').next() == Some(*name)))
-        .collect();
-    if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
+/// An upstream must not set, overwrite or delete the gateway's own cookies (the session cookie
+/// above all): its `Set-Cookie` headers for them are dropped.
+fn drop_own_set_cookies(headers: &mut HeaderMap, config: &crate::config::Config) {
+    let all: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+    if all.iter().any(|v| cookies::is_own(config, &cookies::set_cookie_name(v))) {
+        headers.remove(SET_COOKIE);
+        for value in all.into_iter().filter(|v| !cookies::is_own(config, &cookies::set_cookie_name(v))) {
+            headers.append(SET_COOKIE, value);
+        }
+    }
 }
 
 fn upstream_uri(state: &AppState, index: usize, route: &Route, uri: &Uri) -> Option<Uri> {
@@ -156,13 +156,17 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     let host = parts.headers.get(HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(HOST);
-    let own = [config.cookie_name(), config.login_cookie_name()];
-    match foreign_cookies(&parts.headers, &own) {
+    match cookies::foreign(&parts.headers, config) {
         Some(cookie) => parts.headers.insert(COOKIE, cookie),
         None => parts.headers.remove(COOKIE),
     };
+    // Only the gateway speaks for the user upstream: a browser's own Authorization never passes.
+    parts.headers.remove(AUTHORIZATION);
     if let Some(token) = &bearer {
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("tokens are header-safe");
+        let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+            tracing::warn!(route = label, "the access token is not a valid header value");
+            return refuse(StatusCode::BAD_GATEWAY, "unusable access token from the identity provider", label);
+        };
         parts.headers.insert(AUTHORIZATION, value);
     }
     if let Some(ip) = client_ip {
@@ -195,6 +199,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         }
     };
     strip_hop_by_hop(response.headers_mut());
+    drop_own_set_cookies(response.headers_mut(), config);
     response.extensions_mut().insert(RouteLabel(label.to_owned()));
     response
 }

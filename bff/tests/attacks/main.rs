@@ -7,4 +7,5 @@
 mod stack;
 
 mod fixture;
+mod cookies;
 mod refresh;
