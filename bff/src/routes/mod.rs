@@ -6,6 +6,7 @@ mod cookies;
 mod current_session;
 mod probes;
 mod proxy;
+pub mod request_path;
 
 use axum::Router;
 use axum::routing::get;

@@ -1,7 +1,8 @@
 //! The API gateway: requests under a configured route go to one of its upstreams, with the
 //! session's access token as a bearer token.
 //!
-//! In order: the route is matched (longest prefix); the CSRF header is required on routes that
+//! In order: the path is normalised or refused (see [`request_path`]) and the route matched
+//! (longest prefix, on segment boundaries); the CSRF header is required on routes that
 //! carry the session (a cross-site form cannot send it); the session is loaded (`required`
 //! without one: 401, an API gets no login redirect); the access token is refreshed when it
 //! is about to expire; then the request is streamed to the upstream without hop-by-hop headers,
@@ -19,7 +20,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
-use super::cookies;
+use super::{cookies, request_path};
 use crate::config::{Balance, Route, RouteAuth};
 use crate::session::{RefreshError, SessionId};
 use crate::state::AppState;
@@ -74,7 +75,8 @@ fn drop_own_set_cookies(headers: &mut HeaderMap, config: &crate::config::Config)
     }
 }
 
-fn upstream_uri(state: &AppState, index: usize, route: &Route, uri: &Uri) -> Option<Uri> {
+/// `rest` is what follows the route's prefix in the normalised path (empty or `/...`).
+fn upstream_uri(state: &AppState, index: usize, route: &Route, rest: &str, uri: &Uri) -> Option<Uri> {
     let upstream = match route.balance {
         Balance::Random => &route.upstreams[rand::rng().random_range(0..route.upstreams.len())],
         Balance::RoundRobin => {
@@ -82,7 +84,6 @@ fn upstream_uri(state: &AppState, index: usize, route: &Route, uri: &Uri) -> Opt
             &route.upstreams[n % route.upstreams.len()]
         }
     };
-    let rest = &uri.path()[route.path.len()..];
     let rewritten = match (route.rewrite.ends_with('/'), rest.starts_with('/')) {
         (true, true) => format!("{}{}", route.rewrite, &rest[1..]),
         (false, false) if !rest.is_empty() => format!("{}/{rest}", route.rewrite),
@@ -98,8 +99,17 @@ fn upstream_uri(state: &AppState, index: usize, route: &Route, uri: &Uri) -> Opt
 }
 
 pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    let Some((index, route)) = state.config.routes.iter().enumerate().find(|(_, r)| path.starts_with(&r.path)) else {
+    let path = match request_path::normalise(request.uri().path()) {
+        Ok(path) => path,
+        Err(refusal) => return refuse(StatusCode::BAD_REQUEST, &refusal.to_string(), "unmatched"),
+    };
+    let Some((index, route, rest)) = state
+        .config
+        .routes
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| request_path::under_prefix(&path, &r.path).map(|rest| (i, r, rest)))
+    else {
         return refuse(StatusCode::NOT_FOUND, "not found", "unmatched");
     };
     let label = route.path.as_str();
@@ -148,7 +158,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         }
     }
 
-    let Some(uri) = upstream_uri(&state, index, route, request.uri()) else {
+    let Some(uri) = upstream_uri(&state, index, route, rest, request.uri()) else {
         return refuse(StatusCode::BAD_GATEWAY, "bad upstream address", label);
     };
     let client_ip = request.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0.0.ip().to_string());

@@ -8,7 +8,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::stack::{Stack, stack};
 
-/// Routes: `/api` (session required, rewritten to `/v1`), `/public/` (no session).
+/// Routes: `/api` (session required, rewritten to `/v1`), `/public/` and everything else `/`
+/// (no session): a path that escapes `/api` lands on a weaker route.
 pub fn routes(upstream: &str) -> String {
     format!(
         r#"
@@ -20,6 +21,11 @@ rewrite = "/v1"
 
 [[routes]]
 path = "/public/"
+upstreams = ["{upstream}"]
+auth = "none"
+
+[[routes]]
+path = "/"
 upstreams = ["{upstream}"]
 auth = "none"
 "#
@@ -93,4 +99,18 @@ pub async fn redis_keys(port: u16, pattern: &str) -> Vec<String> {
             .collect(),
         other => panic!("{other:?}"),
     }
+}
+
+/// Sends `GET {target}` as written, byte for byte (HTTP clients normalise `..` away), and
+/// returns the status code.
+pub async fn raw_get(base: &str, target: &str, extra_headers: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"))
 }

@@ -9,3 +9,4 @@ mod stack;
 mod fixture;
 mod cookies;
 mod refresh;
+mod routes;
