@@ -147,6 +147,19 @@ impl SessionStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("memory store lock");
+        if entries.get(key).is_some_and(|(_, expires)| *expires > now) {
+            return Ok(false);
+        }
+        if entries.len() >= 1024 && entries.len().is_power_of_two() {
+            Self::purge_expired(&mut entries, now);
+        }
+        entries.insert(key.to_owned(), (Vec::new(), now + ttl));
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

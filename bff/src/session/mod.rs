@@ -158,6 +158,13 @@ impl Sessions {
         Ok(keys.len())
     }
 
+    /// Records that the issuer `iss` used the logout token id `jti`, until `ttl` from now (the
+    /// token's expiry); returns false when it was seen before, on any node (a replay).
+    pub async fn first_use_of_logout_token(&self, iss: &str, jti: &str, ttl: Duration) -> Result<bool, SessionError> {
+        let key = store_key("j", format!("{iss}\0{jti}").as_bytes());
+        Ok(self.store.insert_new(&key, ttl).await?)
+    }
+
     /// Stores an updated session (new tokens) unless it ended meanwhile; returns whether it
     /// was stored.
     pub async fn save(&self, id: &SessionId, session: &Session) -> Result<bool, SessionError> {

@@ -7,6 +7,7 @@
 mod stack;
 
 mod fixture;
+mod backchannel;
 mod cookies;
 mod refresh;
 mod routes;
