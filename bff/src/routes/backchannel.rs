@@ -24,9 +24,8 @@ pub async fn backchannel_logout(State(state): State<AppState>, body: Bytes) -> R
         .filter(|token| !token.is_empty())
         .ok_or_else(|| AppError::bad_request("missing logout_token"))?;
     let request = state.oidc.validate_logout_token(&token).await?;
-    let remember_for = std::time::Duration::from_secs(
-        request.exp.saturating_sub(now_secs()) + state.config.oidc.clock_skew.as_secs(),
-    );
+    let remember_for =
+        std::time::Duration::from_secs(request.exp.saturating_sub(now_secs()) + state.config.oidc.clock_skew.as_secs());
     if !state.sessions.first_use_of_logout_token(&request.iss, &request.jti, remember_for).await? {
         return Err(AppError::bad_request("invalid logout_token: already used"));
     }

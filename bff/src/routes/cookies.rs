@@ -13,12 +13,7 @@ use crate::config::{Config, SameSite};
 /// request is forwarded: were they to disagree (`bff-session =<id>`), a session id could be
 /// accepted here and still reach an upstream.
 fn parsed(headers: &HeaderMap) -> impl Iterator<Item = Cookie<'_>> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
+    headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(Cookie::split_parse).filter_map(Result::ok)
 }
 
 /// The value of cookie `name` in the request, if any.

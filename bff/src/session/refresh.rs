@@ -95,9 +95,9 @@ impl Refresher {
                     lease: self.lease,
                     skew: self.skew,
                 };
-                return tokio::spawn(job.run()).await.unwrap_or_else(|error| {
-                    Err(RefreshError::Unavailable(format!("refresh task failed: {error}")))
-                });
+                return tokio::spawn(job.run())
+                    .await
+                    .unwrap_or_else(|error| Err(RefreshError::Unavailable(format!("refresh task failed: {error}"))));
             }
             waited = true;
             if Instant::now() > deadline {
@@ -111,7 +111,8 @@ impl Refresher {
 
 /// Whether the session has a refresh token and its access token expires within `skew`.
 fn due(session: &Session, skew: Duration) -> bool {
-    session.refresh_token.is_some() && session.access_token_expires_at.is_some_and(|at| at <= now_secs() + skew.as_secs())
+    session.refresh_token.is_some()
+        && session.access_token_expires_at.is_some_and(|at| at <= now_secs() + skew.as_secs())
 }
 
 /// A refresh that holds the store lock: everything it needs is owned, so it can run as a task
@@ -189,7 +190,9 @@ impl LockedRefresh {
                 Ok(true) => {}
                 Ok(false) => return RefreshError::Unavailable("the refresh lock was lost; refresh abandoned".into()),
                 Err(error) => {
-                    return RefreshError::Unavailable(format!("cannot renew the refresh lock ({error}); refresh abandoned"));
+                    return RefreshError::Unavailable(format!(
+                        "cannot renew the refresh lock ({error}); refresh abandoned"
+                    ));
                 }
             }
         }

@@ -6,8 +6,9 @@
 #[path = "../gateway/stack.rs"]
 mod stack;
 
-mod fixture;
 mod backchannel;
 mod cookies;
+mod fixture;
+mod logout;
 mod refresh;
 mod routes;
