@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 
 pub use backend::{Backend, ClusterError, Component};
 pub use load_balancer::{LoadBalancer, NODE_HEADER};
+pub use spec::KEY_ENCRYPTION_KEY;
 pub use spec::{BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, LbPolicy, StoreKind, node_name};
 
 use crate::client::VirtualUser;
