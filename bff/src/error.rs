@@ -17,6 +17,9 @@ pub enum AppError {
     NoSession,
     #[error("{0}")]
     BadRequest(String),
+    /// A request that might have been forged by another site.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -32,6 +35,7 @@ impl AppError {
         match self {
             AppError::NoSession => (StatusCode::NOT_FOUND, "no session".into()),
             AppError::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
+            AppError::Forbidden(message) => (StatusCode::FORBIDDEN, message.clone()),
             AppError::Session(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable, try again shortly".into())
             }

@@ -61,6 +61,18 @@ pub enum StateError {
     RedisUrl(#[from] redis::RedisError),
 }
 
+/// The secret that keys the back-channel logout indexes: derived from the key-encryption key
+/// when there is one, else from the client secret. Every node of a deployment has both, and
+/// neither is in Redis.
+fn index_secret(config: &Config) -> Vec<u8> {
+    let mut material = b"bff back-channel index\0".to_vec();
+    match &config.key_ring.key_encryption_key {
+        Some(kek) => material.extend_from_slice(kek),
+        None => material.extend_from_slice(config.oidc.client_secret.as_bytes()),
+    }
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &material).as_ref().to_vec()
+}
+
 impl AppState {
     /// Builds the state without any I/O; [`AppState::start_background_tasks`] connects things.
     pub fn new(config: Config) -> Result<Self, StateError> {
@@ -88,6 +100,7 @@ impl AppState {
             config.session.idle_timeout,
             config.session.absolute_lifetime,
             config.session.login_timeout,
+            &index_secret(&config),
         );
         let sessions = match (&config.store, &redis, config.session.cache_max_age) {
             (StoreConfig::Redis { key_prefix, .. }, Some(link), Some(max_age)) => {

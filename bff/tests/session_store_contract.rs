@@ -92,6 +92,13 @@ async fn index_collects_and_is_taken_once(store: Arc<dyn SessionStore>) {
     assert_eq!(store.get_and_touch("s:2", LONG).await.unwrap(), None);
 }
 
+async fn insert_new_admits_one_of_many(store: Arc<dyn SessionStore>) {
+    let tries = futures::future::join_all((0..8).map(|_| store.insert_new("j:x", LONG))).await;
+    assert_eq!(tries.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1, "exactly one caller is first");
+    assert!(!store.insert_new("j:x", LONG).await.unwrap());
+    assert!(store.insert_new("j:y", LONG).await.unwrap());
+}
+
 async fn memory() -> (Arc<dyn SessionStore>, Option<RedisProcess>) {
     (Arc::new(MemoryStore::new()), None)
 }
@@ -124,6 +131,7 @@ contract!(
     replace_only_touches_what_exists,
     one_lock_holder_at_a_time,
     index_collects_and_is_taken_once,
+    insert_new_admits_one_of_many,
 );
 
 #[tokio::test]

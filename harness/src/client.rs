@@ -100,9 +100,11 @@ impl VirtualUser {
         self.get(&format!("{}/account/me", base.trim_end_matches('/'))).await
     }
 
-    /// `POST {base}/account/end-session`, without following the redirect.
+    /// `POST {base}/account/end-session` with `X-CSRF: 1`, as a single-page app logs out, without
+    /// following the redirect.
     pub async fn logout(&self, base: &str) -> Result<Reply, ClientError> {
-        self.post(&format!("{}/account/end-session", base.trim_end_matches('/'))).await
+        let url = format!("{}/account/end-session", base.trim_end_matches('/'));
+        self.send(self.http.post(&url).header("x-csrf", "1"), &url).await
     }
 
     /// Logs out like [`VirtualUser::logout`], then puts the cookies back as they were: a copied

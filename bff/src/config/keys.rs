@@ -27,8 +27,19 @@ pub const KEYS: &[Key] = &[
     key("key_ring", "BFF_KEY_RING", None, "redis (shared, default with Redis) or local (this node only)"),
     key("key_rotation", "BFF_KEY_ROTATION", Some("7d"), "age at which a new sealing key becomes current"),
     key("key_ring_refresh", "BFF_KEY_RING_REFRESH", Some("60s"), "how often a node re-reads the shared key ring"),
-    key("key_encryption_key", "BFF_KEY_ENCRYPTION_KEY", None, "base64 of 32 bytes that wrap the key ring in Redis"),
+    key(
+        "key_encryption_key",
+        "BFF_KEY_ENCRYPTION_KEY",
+        None,
+        "base64 of 32 bytes that wrap the key ring in Redis (required with key_ring = redis)",
+    ),
     key("key_encryption_key_file", "BFF_KEY_ENCRYPTION_KEY_FILE", None, "file holding key_encryption_key"),
+    key(
+        "key_ring_plaintext_insecure",
+        "BFF_KEY_RING_PLAINTEXT_INSECURE",
+        Some("false"),
+        "true: let key_ring = redis run without a key-encryption key (whoever reads Redis opens every session)",
+    ),
     key("account_prefix", "BFF_ACCOUNT_PREFIX", Some("/account"), "path prefix of login, me, end-session"),
     key(
         "ops_token",

@@ -119,8 +119,11 @@ pub struct KeyRingConfig {
     pub mode: KeyRingMode,
     /// A new key becomes current when the newest one is this old.
     pub rotation: Duration,
-    /// Optional key-encryption key (32 bytes) that wraps the ring in Redis.
+    /// Key-encryption key (32 bytes) that wraps the ring in Redis; required for the shared ring
+    /// unless `plaintext_insecure`.
     pub key_encryption_key: Option<[u8; 32]>,
+    /// The operator accepts a shared ring in Redis without a key-encryption key.
+    pub plaintext_insecure: bool,
     /// How often a node re-reads the shared ring.
     pub refresh: Duration,
 }
@@ -224,8 +227,16 @@ impl Config {
             },
             rotation: src.duration("key_rotation")?,
             key_encryption_key: read_kek(src)?,
+            plaintext_insecure: src.parse("key_ring_plaintext_insecure", parse_bool)?,
             refresh: src.duration("key_ring_refresh")?,
         };
+        if key_ring.mode == KeyRingMode::Redis && key_ring.key_encryption_key.is_none() && !key_ring.plaintext_insecure
+        {
+            return Err(src.missing(
+                "key_encryption_key",
+                "the shared key ring in Redis must be wrapped: set it (openssl rand -base64 32) or key_encryption_key_file, or key_ring_plaintext_insecure = true",
+            ));
+        }
 
         let session = SessionConfig {
             cookie_name: src.parse("session.cookie_name", |s| {

@@ -32,10 +32,29 @@ fn minimal_environment_gives_defaults() {
     assert_eq!(c.cookie_name(), "bff-session");
 }
 
+const KEK: &str = "YmZmLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA=";
+
+#[test]
+fn the_shared_ring_needs_a_key_encryption_key_or_an_explicit_opt_out() {
+    let mut vars = minimal();
+    vars.insert("BFF_REDIS_URL".into(), "redis://127.0.0.1:6379/2".into());
+    let msg = error_of(vars.clone());
+    assert!(msg.starts_with("key_encryption_key (BFF_KEY_ENCRYPTION_KEY): missing"), "{msg}");
+    vars.insert("BFF_KEY_RING_PLAINTEXT_INSECURE".into(), "maybe".into());
+    assert!(error_of(vars.clone()).starts_with("key_ring_plaintext_insecure"));
+    vars.insert("BFF_KEY_RING_PLAINTEXT_INSECURE".into(), "true".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert!(c.key_ring.plaintext_insecure && c.key_ring.key_encryption_key.is_none());
+    vars.remove("BFF_KEY_RING_PLAINTEXT_INSECURE");
+    vars.insert("BFF_KEY_RING".into(), "local".into());
+    assert!(Config::from_env_map(&vars).is_ok(), "a local ring never reaches Redis");
+}
+
 #[test]
 fn redis_url_selects_shared_store_and_ring() {
     let mut vars = minimal();
     vars.insert("BFF_REDIS_URL".into(), "redis://127.0.0.1:6379/2".into());
+    vars.insert("BFF_KEY_ENCRYPTION_KEY".into(), KEK.into());
     let c = Config::from_env_map(&vars).unwrap();
     assert!(matches!(c.store, StoreConfig::Redis { ref key_prefix, .. } if key_prefix == "bff"));
     assert_eq!(c.key_ring.mode, KeyRingMode::Redis);
@@ -100,6 +119,7 @@ fn file_is_read_and_environment_overrides_it() {
         r#"
 public_url = "http://from-file:1"
 redis_url = "redis://127.0.0.1:1"
+key_encryption_key = "YmZmLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA="
 [session]
 idle_timeout = "5m"
 [oidc]

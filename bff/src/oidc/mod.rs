@@ -138,7 +138,8 @@ impl Oidc {
         .await
     }
 
-    /// Uses a refresh token. A refusal (`invalid_grant`) is [`OidcError::CodeRefused`].
+    /// Uses a refresh token. Only `invalid_grant` is [`OidcError::CodeRefused`]; every other
+    /// failure is [`OidcError::Unreachable`].
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, OidcError> {
         self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
     }
@@ -154,13 +155,10 @@ impl Oidc {
             .await
             .map_err(|e| OidcError::Unreachable(format!("token endpoint: {e}")))?;
         let status = response.status();
-        if status.is_client_error() {
+        if !status.is_success() {
             let body: serde_json::Value = response.json().await.unwrap_or_default();
             let error = body.get("error").and_then(|v| v.as_str()).unwrap_or("unknown error");
-            return Err(OidcError::CodeRefused(format!("{status}: {error}")));
-        }
-        if !status.is_success() {
-            return Err(OidcError::Unreachable(format!("token endpoint answered {status}")));
+            return Err(token_error(status, error));
         }
         response.json().await.map_err(|e| OidcError::BadIssuerResponse(format!("token response: {e}")))
     }
@@ -222,6 +220,17 @@ impl Oidc {
             return Some(url);
         }
         None
+    }
+}
+
+/// What a token endpoint's refusal means. Only `invalid_grant` says the code or refresh token
+/// is dead (RFC 6749 §5.2); anything else (429, `invalid_client` while a secret rotates, a 5xx)
+/// is the issuer or this client's registration being unavailable, and must not end sessions.
+fn token_error(status: reqwest::StatusCode, error: &str) -> OidcError {
+    if status == reqwest::StatusCode::BAD_REQUEST && error == "invalid_grant" {
+        OidcError::CodeRefused(format!("{status}: {error}"))
+    } else {
+        OidcError::Unreachable(format!("token endpoint answered {status}: {error:.64}"))
     }
 }
 

@@ -34,19 +34,14 @@ pub struct LoginParams {
 
 /// Starts a login: stores the pending login under a fresh `state` and sends the browser to the
 /// issuer.
-pub async fn login(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(params): Query<LoginParams>,
-) -> Result<Response, AppError> {
+pub async fn login(State(state): State<AppState>, Query(params): Query<LoginParams>) -> Result<Response, AppError> {
     let landing_page = match params.landingpage.as_deref() {
         None => "/".to_owned(),
         Some(raw) => landing_page::validate(raw).map_err(AppError::bad_request)?,
     };
-    // Reuse the browser's binding across parallel logins in several tabs.
-    let binding = cookies::read(&headers, state.config.login_cookie_name())
-        .filter(|v| v.len() == 43)
-        .unwrap_or_else(crate::session::random_token);
+    // A fresh binding for every login: a value planted in the browser beforehand (by a sibling
+    // domain, say) must not be what a callback is checked against.
+    let binding = crate::session::random_token();
     let login_state = crate::session::random_token();
     let pending = PendingLogin {
         verifier: crate::session::random_token(),
@@ -126,10 +121,42 @@ pub async fn me(current: CurrentSession) -> Response {
     (headers, current.session.claims.get().to_owned()).into_response()
 }
 
-/// Deletes the session in the store (every node sees it gone), clears the cookie and sends the
-/// browser to the issuer's logout when it has one.
-pub async fn end_session(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let id = cookies::read(&headers, state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
+/// Whether a logout request comes from the gateway's own site, not a cross-site link or form:
+/// it carries the CSRF header (which another site cannot send without CORS), or the browser says
+/// the request is same-origin (`Sec-Fetch-Site`), or its `Origin` is the public URL's.
+fn is_same_site_logout(state: &AppState, headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let csrf = &state.config.csrf;
+    header(csrf.header.as_str()) == Some(csrf.value.as_str())
+        || header("sec-fetch-site") == Some("same-origin")
+        || header("origin").is_some_and(|origin| origin == state.config.public_url.origin().ascii_serialization())
+}
+
+/// `POST` only: deletes the session in the store (every node sees it gone), clears the cookie and
+/// sends the browser to the issuer's logout when it has one. A request that may come from another
+/// site (no CSRF header, not same-origin) is refused with 403 and ends nothing: a cross-site link
+/// or form must not log the user out (and, through the issuer, out of single sign-on). When the
+/// store is down the answer is a 503, and it still clears the cookie: the browser forgets the
+/// session whatever the store does.
+pub async fn end_session(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !is_same_site_logout(&state, &headers) {
+        let message = format!("logout needs the {} header or a same-origin request", state.config.csrf.header.as_str());
+        return AppError::Forbidden(message).into_response();
+    }
+    match end_session_in_store(&state, &headers).await {
+        Ok(response) => response,
+        Err(error) => {
+            let mut response = error.into_response();
+            let clear =
+                HeaderValue::from_str(&cookies::clear_session(&state.config)).expect("cookie is a valid header");
+            response.headers_mut().append(SET_COOKIE, clear);
+            response
+        }
+    }
+}
+
+async fn end_session_in_store(state: &AppState, headers: &HeaderMap) -> Result<Response, AppError> {
+    let id = cookies::read(headers, state.config.cookie_name()).and_then(|v| SessionId::parse(&v));
     let mut id_token = None;
     if let Some(id) = id {
         if let Some(session) = state.sessions.load(&id).await? {

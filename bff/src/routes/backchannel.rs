@@ -1,28 +1,34 @@
 //! `POST /account/backchannel-logout` (OpenID Connect Back-Channel Logout 1.0): the issuer says a
 //! user's session ended; every session of that `sid` (or, without one, of that `sub`) is deleted
 //! from the shared store, so every node answers 404 on `me` at once.
+//!
+//! The body is read as a form whatever its content type: a request without a `logout_token` is a
+//! 400 (the specification's answer), not the 415 a strict form extractor gives. A token's `jti`
+//! is kept in the store until the token expires (`SET NX`, shared by all nodes): a replay is a
+//! 400 and ends nothing.
 
-use axum::Form;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CACHE_CONTROL;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use crate::error::AppError;
+use crate::session::now_secs;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
-pub struct LogoutForm {
-    logout_token: Option<String>,
-}
-
-pub async fn backchannel_logout(
-    State(state): State<AppState>,
-    Form(form): Form<LogoutForm>,
-) -> Result<Response, AppError> {
-    let token = form.logout_token.ok_or_else(|| AppError::bad_request("missing logout_token"))?;
+pub async fn backchannel_logout(State(state): State<AppState>, body: Bytes) -> Result<Response, AppError> {
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "logout_token")
+        .map(|(_, value)| value.into_owned())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| AppError::bad_request("missing logout_token"))?;
     let request = state.oidc.validate_logout_token(&token).await?;
+    let remember_for =
+        std::time::Duration::from_secs(request.exp.saturating_sub(now_secs()) + state.config.oidc.clock_skew.as_secs());
+    if !state.sessions.first_use_of_logout_token(&request.iss, &request.jti, remember_for).await? {
+        return Err(AppError::bad_request("invalid logout_token: already used"));
+    }
     let ended = state.sessions.end_all(&request.iss, request.sid.as_deref(), request.sub.as_deref()).await?;
     metrics::counter!("bff_sessions_ended_total", "how" => "backchannel").increment(ended as u64);
     tracing::info!(sessions = ended, "back-channel logout");

@@ -1,23 +1,56 @@
 //! The gateway's cookies: the session cookie and the short-lived login binding cookie. Both are
 //! HttpOnly with the configured SameSite; over https they are `Secure` and `__Host-` prefixed.
 
-use axum::http::HeaderMap;
 use axum::http::header::COOKIE;
+use axum::http::{HeaderMap, HeaderValue};
 use cookie::Cookie;
 use cookie::time::Duration as CookieDuration;
 
 use crate::config::{Config, SameSite};
 
+/// The request's cookies, parsed by the `cookie` crate (names and values trimmed). This one
+/// parser decides both which cookie is the session and which cookies are stripped before a
+/// request is forwarded: were they to disagree (`bff-session =<id>`), a session id could be
+/// accepted here and still reach an upstream.
+fn parsed(headers: &HeaderMap) -> impl Iterator<Item = Cookie<'_>> {
+    headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(Cookie::split_parse).filter_map(Result::ok)
+}
+
 /// The value of cookie `name` in the request, if any.
 pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(COOKIE)
+    parsed(headers).find(|c| c.name() == name).map(|c| c.value().to_owned())
+}
+
+/// Whether a cookie called `name` is one of the gateway's own (the session or login binding
+/// cookie, with or without a `__Host-`/`__Secure-` prefix, in any letter case): such cookies
+/// never travel to or from an upstream.
+pub fn is_own(config: &Config, name: &str) -> bool {
+    let name = name.trim();
+    let bare = ["__Host-", "__Secure-"]
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
+        .find_map(|prefix| {
+            name.get(..prefix.len()).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &name[prefix.len()..])
+        })
+        .unwrap_or(name);
+    let session = config.session.cookie_name.as_str();
+    bare.eq_ignore_ascii_case(session)
+        || bare.len() == session.len() + "-login".len()
+            && bare.get(..session.len()).is_some_and(|s| s.eq_ignore_ascii_case(session))
+            && bare[session.len()..].eq_ignore_ascii_case("-login")
+}
+
+/// The request's `Cookie` header without the gateway's own cookies, or `None` when nothing is
+/// left. Pieces the parser refuses are dropped too.
+pub fn foreign(headers: &HeaderMap, config: &Config) -> Option<HeaderValue> {
+    let kept: Vec<String> =
+        parsed(headers).filter(|c| !is_own(config, c.name())).map(|c| format!("{}={}", c.name(), c.value())).collect();
+    if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
+}
+
+/// The name a browser would give the cookie a `Set-Cookie` value sets.
+pub fn set_cookie_name(value: &HeaderValue) -> String {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    text.split(';').next().unwrap_or_default().split('=').next().unwrap_or_default().trim().to_owned()
 }
 
 fn build(config: &Config, name: &str, value: String, max_age: Option<CookieDuration>) -> String {

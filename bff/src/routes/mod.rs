@@ -7,6 +7,7 @@ mod current_session;
 mod ops;
 mod probes;
 mod proxy;
+pub mod request_path;
 
 use axum::Router;
 use axum::routing::get;
@@ -22,7 +23,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(account::login))
         .route("/login/callback", get(account::callback))
         .route("/me", get(account::me))
-        .route("/end-session", get(account::end_session).post(account::end_session))
+        .route("/end-session", axum::routing::post(account::end_session))
         .route("/backchannel-logout", axum::routing::post(backchannel::backchannel_logout));
     Router::new()
         .nest(&prefix, account)

@@ -1,24 +1,26 @@
 //! The API gateway: requests under a configured route go to one of its upstreams, with the
 //! session's access token as a bearer token.
 //!
-//! In order: the route is matched (longest prefix); the CSRF header is required on routes that
+//! In order: the path is normalised or refused (see [`request_path`]) and the route matched
+//! (longest prefix, on segment boundaries); the CSRF header is required on routes that
 //! carry the session (a cross-site form cannot send it); the session is loaded (`required`
 //! without one: 401, an API gets no login redirect); the access token is refreshed when it
-//! is about to expire; then the request is streamed to the upstream without hop-by-hop headers
-//! and without the gateway's own cookies, with `X-Forwarded-*` set, and the response streamed
-//! back. An unreachable upstream is a 502, a slow one a 504.
+//! is about to expire; then the request is streamed to the upstream without hop-by-hop headers,
+//! without the gateway's own cookies and without the browser's own `Authorization`, with
+//! `X-Forwarded-*` set, and the response streamed back without any `Set-Cookie` for the
+//! gateway's cookies. An unreachable upstream is a 502, a slow one a 504.
 
 use crate::server::ClientAddr;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE, HOST};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
-use super::cookies;
+use super::{cookies, request_path};
 use crate::config::{Balance, Route, RouteAuth};
 use crate::session::{RefreshError, SessionId};
 use crate::state::AppState;
@@ -61,20 +63,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request's cookies minus the gateway's own.
-fn foreign_cookies(headers: &HeaderMap, own: &[&str]) -> Option<HeaderValue> {
-    let kept: Vec<&str> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && !own.iter().any(|name| c.split('=').next() == Some(*name)))
-        .collect();
-    if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
+/// An upstream must not set, overwrite or delete the gateway's own cookies (the session cookie
+/// above all): its `Set-Cookie` headers for them are dropped.
+fn drop_own_set_cookies(headers: &mut HeaderMap, config: &crate::config::Config) {
+    let all: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+    if all.iter().any(|v| cookies::is_own(config, &cookies::set_cookie_name(v))) {
+        headers.remove(SET_COOKIE);
+        for value in all.into_iter().filter(|v| !cookies::is_own(config, &cookies::set_cookie_name(v))) {
+            headers.append(SET_COOKIE, value);
+        }
+    }
 }
 
-fn upstream_uri(state: &AppState, index: usize, route: &Route, uri: &Uri) -> Option<Uri> {
+/// `rest` is what follows the route's prefix in the normalised path (empty or `/...`).
+fn upstream_uri(state: &AppState, index: usize, route: &Route, rest: &str, uri: &Uri) -> Option<Uri> {
     let upstream = match route.balance {
         Balance::Random => &route.upstreams[rand::rng().random_range(0..route.upstreams.len())],
         Balance::RoundRobin => {
@@ -82,7 +84,6 @@ fn upstream_uri(state: &AppState, index: usize, route: &Route, uri: &Uri) -> Opt
             &route.upstreams[n % route.upstreams.len()]
         }
     };
-    let rest = &uri.path()[route.path.len()..];
     let rewritten = match (route.rewrite.ends_with('/'), rest.starts_with('/')) {
         (true, true) => format!("{}{}", route.rewrite, &rest[1..]),
         (false, false) if !rest.is_empty() => format!("{}/{rest}", route.rewrite),
@@ -98,8 +99,17 @@ fn upstream_uri(state: &AppState, index: usize, route: &Route, uri: &Uri) -> Opt
 }
 
 pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    let Some((index, route)) = state.config.routes.iter().enumerate().find(|(_, r)| path.starts_with(&r.path)) else {
+    let path = match request_path::normalise(request.uri().path()) {
+        Ok(path) => path,
+        Err(refusal) => return refuse(StatusCode::BAD_REQUEST, &refusal.to_string(), "unmatched"),
+    };
+    let Some((index, route, rest)) = state
+        .config
+        .routes
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| request_path::under_prefix(&path, &r.path).map(|rest| (i, r, rest)))
+    else {
         return refuse(StatusCode::NOT_FOUND, "not found", "unmatched");
     };
     let label = route.path.as_str();
@@ -148,7 +158,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         }
     }
 
-    let Some(uri) = upstream_uri(&state, index, route, request.uri()) else {
+    let Some(uri) = upstream_uri(&state, index, route, rest, request.uri()) else {
         return refuse(StatusCode::BAD_GATEWAY, "bad upstream address", label);
     };
     let client_ip = request.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0.0.ip().to_string());
@@ -156,13 +166,17 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     let host = parts.headers.get(HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(HOST);
-    let own = [config.cookie_name(), config.login_cookie_name()];
-    match foreign_cookies(&parts.headers, &own) {
+    match cookies::foreign(&parts.headers, config) {
         Some(cookie) => parts.headers.insert(COOKIE, cookie),
         None => parts.headers.remove(COOKIE),
     };
+    // Only the gateway speaks for the user upstream: a browser's own Authorization never passes.
+    parts.headers.remove(AUTHORIZATION);
     if let Some(token) = &bearer {
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("tokens are header-safe");
+        let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+            tracing::warn!(route = label, "the access token is not a valid header value");
+            return refuse(StatusCode::BAD_GATEWAY, "unusable access token from the identity provider", label);
+        };
         parts.headers.insert(AUTHORIZATION, value);
     }
     if let Some(ip) = client_ip {
@@ -195,6 +209,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         }
     };
     strip_hop_by_hop(response.headers_mut());
+    drop_own_set_cookies(response.headers_mut(), config);
     response.extensions_mut().insert(RouteLabel(label.to_owned()));
     response
 }

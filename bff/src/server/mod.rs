@@ -48,6 +48,11 @@ pub async fn run(
             "no redis_url: sessions live in this process only; they are lost on restart and other nodes cannot see them. Do not run more than one node like this."
         );
     }
+    if config.key_ring.mode == crate::config::KeyRingMode::Redis && config.key_ring.key_encryption_key.is_none() {
+        tracing::warn!(
+            "key_ring_plaintext_insecure: the shared key ring is stored in Redis unwrapped; whoever reads Redis (a dump, a replica, the network) can open every session"
+        );
+    }
     let state = AppState::new(config)?;
     state.start_background_tasks();
     tracing::info!(

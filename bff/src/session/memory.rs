@@ -92,6 +92,9 @@ impl SessionStore for MemoryStore {
     async fn try_lock(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut locks = self.locks.lock().expect("memory store lock");
+        if locks.len() >= 1024 && locks.len().is_power_of_two() {
+            locks.retain(|_, (_, until)| *until > now);
+        }
         match locks.get(key) {
             Some((_, expires)) if *expires > now => Ok(false),
             _ => {
@@ -122,8 +125,13 @@ impl SessionStore for MemoryStore {
     }
 
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
-        let expires = Instant::now() + ttl;
+        let now = Instant::now();
+        let expires = now + ttl;
         let mut indexes = self.indexes.lock().expect("memory store lock");
+        // Amortised clean-up, as for sessions: sid/sub indexes of sessions long gone must not pile up.
+        if indexes.len() >= 1024 && indexes.len().is_power_of_two() {
+            indexes.retain(|_, (_, until)| *until > now);
+        }
         let entry = indexes.entry(index.to_owned()).or_insert_with(|| (HashSet::new(), expires));
         entry.0.insert(member.to_owned());
         entry.1 = expires;
@@ -139,11 +147,43 @@ impl SessionStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("memory store lock");
+        if entries.get(key).is_some_and(|(_, expires)| *expires > now) {
+            return Ok(false);
+        }
+        if entries.len() >= 1024 && entries.len().is_power_of_two() {
+            Self::purge_expired(&mut entries, now);
+        }
+        entries.insert(key.to_owned(), (Vec::new(), now + ttl));
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_indexes_and_locks_are_purged() {
+        let store = MemoryStore::new();
+        for round in 0..4 {
+            for i in 0..3000 {
+                store.index_add(&format!("i:{round}:{i}"), "s:x", Duration::from_secs(1)).await.unwrap();
+                store.try_lock(&format!("r:{round}:{i}"), "me", Duration::from_secs(1)).await.unwrap();
+            }
+            tokio::time::advance(Duration::from_secs(2)).await;
+        }
+        assert!(store.indexes.lock().unwrap().len() < 6000, "indexes of ended sessions pile up");
+        assert!(store.locks.lock().unwrap().len() < 6000, "expired locks pile up");
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Store keys are SHA-256 hashes of the id (or of the login `state`), and the hash is also the
 //! sealed blob's associated data: whoever reads the store learns neither a usable cookie nor a
-//! token, and cannot move a blob from one session to another.
+//! token, and cannot move a blob from one session to another. The back-channel logout indexes
+//! (`iss` + `sid`/`sub` → sessions) are keyed hashes (HMAC-SHA256 under a secret every node shares,
+//! see [`Sessions::new`]): a plain hash would let whoever reads the store test who is logged in.
 
 mod cache;
 mod id;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::hmac;
 
 pub use cache::NodeCache;
 pub use id::{SessionId, random_token};
@@ -51,6 +54,8 @@ pub struct Sessions {
     login_timeout: Duration,
     /// Sessions this node read recently, when enabled (Redis store only).
     cache: Option<Arc<NodeCache>>,
+    /// Keys the back-channel logout indexes.
+    index_key: hmac::Key,
 }
 
 fn store_key(kind: &str, secret: &[u8]) -> String {
@@ -58,14 +63,18 @@ fn store_key(kind: &str, secret: &[u8]) -> String {
 }
 
 impl Sessions {
+    /// `index_secret` keys the back-channel logout indexes: every node must be given the same
+    /// one, and it must not be readable from the store.
     pub fn new(
         store: Arc<dyn SessionStore>,
         ring: Arc<KeyRing>,
         idle_timeout: Duration,
         absolute_lifetime: Duration,
         login_timeout: Duration,
+        index_secret: &[u8],
     ) -> Self {
-        Sessions { store, ring, idle_timeout, absolute_lifetime, login_timeout, cache: None }
+        let index_key = hmac::Key::new(hmac::HMAC_SHA256, index_secret);
+        Sessions { store, ring, idle_timeout, absolute_lifetime, login_timeout, cache: None, index_key }
     }
 
     /// Serves sessions from `cache` while it is live (see [`NodeCache`]).
@@ -111,26 +120,27 @@ impl Sessions {
         let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(session).expect("session serialises"))?;
         self.store.put(&key, sealed, self.idle_timeout).await?;
         // Indexes for back-channel logout: hashed, so Redis holds no `sid` or `sub`.
-        for index in Self::indexes_of(&session.claims) {
+        for index in self.indexes_of(&session.claims) {
             self.store.index_add(&index, &key, self.absolute_lifetime).await?;
         }
         Ok(id)
     }
 
-    fn indexes_of(claims: &serde_json::value::RawValue) -> Vec<String> {
+    fn indexes_of(&self, claims: &serde_json::value::RawValue) -> Vec<String> {
         let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(claims.get()).unwrap_or_default();
         let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default();
         ["sid", "sub"]
             .into_iter()
             .filter_map(|claim| {
                 let value = claims.get(claim)?.as_str()?;
-                Some(Self::index_key(claim, iss, value))
+                Some(self.index_key(claim, iss, value))
             })
             .collect()
     }
 
-    fn index_key(claim: &str, iss: &str, value: &str) -> String {
-        store_key(&format!("i:{claim}"), format!("{iss}\0{value}").as_bytes())
+    fn index_key(&self, claim: &str, iss: &str, value: &str) -> String {
+        let tag = hmac::sign(&self.index_key, format!("{claim}\0{iss}\0{value}").as_bytes());
+        format!("i:{claim}:{}", hex::encode(tag.as_ref()))
     }
 
     /// Ends every session of the issuer's session id `sid`, or of the user `sub` (back-channel
@@ -138,14 +148,21 @@ impl Sessions {
     pub async fn end_all(&self, iss: &str, sid: Option<&str>, sub: Option<&str>) -> Result<usize, SessionError> {
         let mut keys = Vec::new();
         if let Some(sid) = sid {
-            keys.extend(self.store.index_take(&Self::index_key("sid", iss, sid)).await?);
+            keys.extend(self.store.index_take(&self.index_key("sid", iss, sid)).await?);
         }
         if let (Some(sub), None) = (sub, sid) {
-            keys.extend(self.store.index_take(&Self::index_key("sub", iss, sub)).await?);
+            keys.extend(self.store.index_take(&self.index_key("sub", iss, sub)).await?);
         }
         self.store.delete_many(&keys).await?;
         self.changed(&keys).await?;
         Ok(keys.len())
+    }
+
+    /// Records that the issuer `iss` used the logout token id `jti`, until `ttl` from now (the
+    /// token's expiry); returns false when it was seen before, on any node (a replay).
+    pub async fn first_use_of_logout_token(&self, iss: &str, jti: &str, ttl: Duration) -> Result<bool, SessionError> {
+        let key = store_key("j", format!("{iss}\0{jti}").as_bytes());
+        Ok(self.store.insert_new(&key, ttl).await?)
     }
 
     /// Stores an updated session (new tokens) unless it ended meanwhile; returns whether it

@@ -112,6 +112,12 @@ impl SessionStore for RedisStore {
         Ok(members)
     }
 
+    async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(1).arg("NX").arg("EX").arg(seconds(ttl));
+        Ok(self.link.query::<Option<String>>(&cmd).await?.is_some())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.link.query::<()>(&redis::cmd("PING")).await
     }

@@ -4,8 +4,10 @@
 //! single-flight inside the node lets one request per session go on, and a lock in the store
 //! (its lease renewed while the token endpoint works, so a slow issuer cannot outlive it) lets one
 //! node refresh. Everyone else polls the session until its tokens changed and uses the new ones,
-//! never calling the token endpoint. `invalid_grant` ends the session; an issuer that is down
-//! keeps it.
+//! never calling the token endpoint. Only `invalid_grant` ends the session; any other failure
+//! (an issuer that is down, rate-limits, or refuses this client while its secret rotates) keeps
+//! it. A lease that cannot be renewed stops the refresh. The refresh that holds the lock runs as
+//! a task of its own, so a caller that disconnects neither cancels it nor leaves the lock renewed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -45,8 +47,7 @@ impl Refresher {
     }
 
     pub fn needs_refresh(&self, session: &Session) -> bool {
-        session.refresh_token.is_some()
-            && session.access_token_expires_at.is_some_and(|at| at <= now_secs() + self.skew.as_secs())
+        due(session, self.skew)
     }
 
     fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -81,24 +82,22 @@ impl Refresher {
             }
             let holder = random_token();
             if self.sessions.store().try_lock(&lock_key, &holder, self.lease).await.map_err(SessionError::from)? {
-                // Another node may have refreshed between our read and our lock: read again.
-                let current = match self.sessions.load_latest(id).await {
-                    Ok(Some(current)) => current,
-                    other => {
-                        let _ = self.sessions.store().unlock(&lock_key, &holder).await;
-                        return match other {
-                            Err(error) => Err(error.into()),
-                            _ => Err(RefreshError::Ended),
-                        };
-                    }
+                // The refresh runs as a task of its own: a caller that goes away (the browser
+                // closed the connection) does not cancel it, so the new tokens are stored and the
+                // lock released; this caller (and the node's other waiters) just join it.
+                let job = LockedRefresh {
+                    sessions: self.sessions.clone(),
+                    oidc: self.oidc.clone(),
+                    id: id.clone(),
+                    stale_token,
+                    lock_key,
+                    holder,
+                    lease: self.lease,
+                    skew: self.skew,
                 };
-                if !self.needs_refresh(&current) || current.access_token != stale_token {
-                    let _ = self.sessions.store().unlock(&lock_key, &holder).await;
-                    return Ok(current);
-                }
-                let result = self.refresh_holding_lock(id, current, &lock_key, &holder).await;
-                let _ = self.sessions.store().unlock(&lock_key, &holder).await;
-                return result;
+                return tokio::spawn(job.run())
+                    .await
+                    .unwrap_or_else(|error| Err(RefreshError::Unavailable(format!("refresh task failed: {error}"))));
             }
             waited = true;
             if Instant::now() > deadline {
@@ -108,30 +107,52 @@ impl Refresher {
             tokio::time::sleep(POLL).await;
         }
     }
+}
 
-    async fn refresh_holding_lock(
-        &self,
-        id: &SessionId,
-        current: Session,
-        lock_key: &str,
-        holder: &str,
-    ) -> Result<Session, RefreshError> {
-        // Keep the lease alive while the token endpoint works, however slow it is.
-        let renew = {
-            let (store, key, holder, lease) =
-                (self.sessions.store().clone(), lock_key.to_owned(), holder.to_owned(), self.lease);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(lease / 3).await;
-                    if !store.extend_lock(&key, &holder, lease).await.unwrap_or(false) {
-                        return;
-                    }
-                }
-            })
-        };
+/// Whether the session has a refresh token and its access token expires within `skew`.
+fn due(session: &Session, skew: Duration) -> bool {
+    session.refresh_token.is_some()
+        && session.access_token_expires_at.is_some_and(|at| at <= now_secs() + skew.as_secs())
+}
+
+/// A refresh that holds the store lock: everything it needs is owned, so it can run as a task
+/// of its own.
+struct LockedRefresh {
+    sessions: Arc<Sessions>,
+    oidc: Arc<Oidc>,
+    id: SessionId,
+    stale_token: String,
+    lock_key: String,
+    holder: String,
+    lease: Duration,
+    skew: Duration,
+}
+
+impl LockedRefresh {
+    async fn run(self) -> Result<Session, RefreshError> {
+        let result = self.refresh().await;
+        let _ = self.sessions.store().unlock(&self.lock_key, &self.holder).await;
+        result
+    }
+
+    async fn refresh(&self) -> Result<Session, RefreshError> {
+        // Another node may have refreshed between our read and our lock: read again.
+        let current = self.sessions.load_latest(&self.id).await?.ok_or(RefreshError::Ended)?;
+        if !due(&current, self.skew) || current.access_token != self.stale_token {
+            return Ok(current);
+        }
         let refresh_token = current.refresh_token.clone().unwrap_or_default();
-        let result = self.oidc.refresh(&refresh_token).await;
-        renew.abort();
+        // The lease is renewed while the token endpoint works, however slow it is; when it
+        // cannot be renewed, the refresh stops: without the lock another node may be replaying
+        // the same (rotating) refresh token. Both futures live in this one `select!`, so the
+        // renewal never outlives the refresh.
+        let result = tokio::select! {
+            result = self.oidc.refresh(&refresh_token) => result,
+            lost = self.keep_lease() => {
+                metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
+                return Err(lost);
+            }
+        };
         match result {
             Ok(tokens) => {
                 let now = now_secs();
@@ -141,7 +162,7 @@ impl Refresher {
                     access_token_expires_at: tokens.expires_in.map(|s| now + s),
                     ..current
                 };
-                if !self.sessions.save(id, &updated).await? {
+                if !self.sessions.save(&self.id, &updated).await? {
                     return Err(RefreshError::Ended);
                 }
                 metrics::counter!("bff_token_refresh_total", "result" => "done").increment(1);
@@ -151,12 +172,28 @@ impl Refresher {
             Err(OidcError::CodeRefused(reason)) => {
                 metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
                 tracing::info!(%reason, "refresh token refused; ending the session");
-                self.sessions.end(id).await?;
+                self.sessions.end(&self.id).await?;
                 Err(RefreshError::Ended)
             }
             Err(error) => {
                 metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
                 Err(RefreshError::Unavailable(error.to_string()))
+            }
+        }
+    }
+
+    /// Renews the lease every third of it; returns (as the reason to stop) once it cannot.
+    async fn keep_lease(&self) -> RefreshError {
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            match self.sessions.store().extend_lock(&self.lock_key, &self.holder, self.lease).await {
+                Ok(true) => {}
+                Ok(false) => return RefreshError::Unavailable("the refresh lock was lost; refresh abandoned".into()),
+                Err(error) => {
+                    return RefreshError::Unavailable(format!(
+                        "cannot renew the refresh lock ({error}); refresh abandoned"
+                    ));
+                }
             }
         }
     }

@@ -50,6 +50,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Removes the set `index` and returns its members.
     async fn index_take(&self, index: &str) -> Result<Vec<String>, StoreError>;
 
+    /// Puts a marker under `key` for `ttl` unless one is there; returns whether it was new.
+    /// Atomic across nodes: of concurrent callers, exactly one gets `true` (replay detection).
+    async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+
     /// Answers when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -94,6 +94,7 @@ pub fn node_builder(
         .env("BFF_OIDC_AUTHORITY", issuer.url())
         .env("BFF_OIDC_CLIENT_ID", "bff-client")
         .env("BFF_OIDC_CLIENT_SECRET", "bff-secret")
+        .env("BFF_KEY_ENCRYPTION_KEY", harness::cluster::KEY_ENCRYPTION_KEY)
         .env("BFF_LOG_LEVEL", "bff=debug,info");
     if let Some(redis) = redis {
         b = b.env("BFF_REDIS_URL", redis.url());

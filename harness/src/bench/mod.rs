@@ -121,6 +121,7 @@ fn bff_env(
         .env("BFF_OIDC_AUTHORITY", issuer.url())
         .env("BFF_OIDC_CLIENT_ID", crate::cluster::CLIENT_ID)
         .env("BFF_OIDC_CLIENT_SECRET", crate::cluster::CLIENT_SECRET)
+        .env("BFF_KEY_ENCRYPTION_KEY", crate::cluster::KEY_ENCRYPTION_KEY)
         .env("BFF_ROUTES", routes)
         .env("BFF_LOG_LEVEL", "warn")
 }

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 pub use backend::{Backend, ClusterError, Component, QUOTED_LINES};
 pub use load_balancer::{LoadBalancer, NODE_HEADER};
 pub use spec::{
-    BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, LbPolicy, NodeSettings, StoreKind, node_name,
+    BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, KEY_ENCRYPTION_KEY, LbPolicy, NodeSettings, StoreKind,
+    node_name,
 };
 
 use crate::client::VirtualUser;

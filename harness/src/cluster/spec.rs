@@ -122,6 +122,8 @@ impl Default for ClusterSpec {
 /// The client registration every node and the mock issuer share.
 pub const CLIENT_ID: &str = "bff-client";
 pub const CLIENT_SECRET: &str = "bff-secret";
+/// The key-encryption key every test node shares (a shared key ring in Redis needs one).
+pub const KEY_ENCRYPTION_KEY: &str = "YmZmLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA=";
 
 impl ClusterSpec {
     /// How long a node may take to become ready on this spec's backend.
@@ -145,6 +147,7 @@ impl ClusterSpec {
             ("BFF_OIDC_CLIENT_ID".into(), CLIENT_ID.into()),
             ("BFF_OIDC_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
             ("BFF_SHUTDOWN_TIMEOUT".into(), "5s".into()),
+            ("BFF_KEY_ENCRYPTION_KEY".into(), KEY_ENCRYPTION_KEY.into()),
         ];
         if let (StoreKind::Redis, Some(url)) = (self.session_store, redis_url) {
             let url = if self.redis_db_per_node { format!("{url}/{}", index % 16) } else { url.to_owned() };

@@ -1,0 +1,15 @@
+//! The attack suite: one test per defect a security review of the gateway found, each written to
+//! fail before its fix. Real `bff` processes, a real `redis-server` and the harness's mock
+//! issuer, through the gateway tests' own fixture.
+
+#[allow(dead_code)]
+#[path = "../gateway/stack.rs"]
+mod stack;
+
+mod backchannel;
+mod cookies;
+mod fixture;
+mod key_ring;
+mod logout;
+mod refresh;
+mod routes;
