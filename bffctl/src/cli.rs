@@ -93,6 +93,10 @@ pub struct VerifyArgs {
     /// Give each node its own Redis database (nodes that do not share data; must be caught).
     #[arg(long)]
     pub redis_db_per_node: bool,
+    /// Skip comparing the nodes' must-agree settings (/ops/fingerprint) before the users run:
+    /// what behaviour alone catches.
+    #[arg(long)]
+    pub no_drift_check: bool,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -244,7 +248,11 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 /// `2:VALUE` → (2, VALUE).
 fn parse_node_value(s: &str) -> Result<(usize, String), String> {
     let (node, value) = s.split_once(':').ok_or_else(|| format!("expected N:VALUE, got {s:?}"))?;
-    let node = node.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{node:?} is not a node number (1, 2, …)"))?;
+    let node = node
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{node:?} is not a node number (1, 2, …)"))?;
     Ok((node, value.to_owned()))
 }
 
@@ -304,7 +312,7 @@ impl ClusterArgs {
             images: harness::cluster::Images { bff: self.bff_image.clone(), redis: self.redis_image.clone() },
             bff_binary: self.bff_binary.clone(),
             ready_timeout_secs: self.ready_timeout.map(|d| d.as_secs().max(1)),
-            run_dir: None,
+            ..ClusterSpec::default()
         }
     }
 }

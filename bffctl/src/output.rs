@@ -110,6 +110,14 @@ pub fn report(report: &harness::scenario::RunReport) {
     if !report.cluster_events.is_empty() {
         println!("Cluster events: {}", report.cluster_events.join(", "));
     }
+    if let Some(drift) = &report.drift {
+        drift_table(drift);
+    }
+    if let Some(matrix) = &report.matrix
+        && matrix.diagnosis.is_some()
+    {
+        matrix_table(matrix);
+    }
     for log in &report.node_logs {
         let what = match &log.reason {
             Some(reason) => format!("{} never became ready: {reason}", log.node),
@@ -129,4 +137,65 @@ pub fn report(report: &harness::scenario::RunReport) {
         Cell::new(&report.verdict).fg(Color::Red)
     };
     println!("{}", verdict.content());
+}
+
+/// Setting × node, the odd node's value in red; secrets as "same"/"differs" only.
+fn drift_table(drift: &harness::drift::DriftReport) {
+    if drift.skipped {
+        println!("Drift check skipped: no node serves /ops/fingerprint ({})", drift.problems.join("; "));
+        return;
+    }
+    if !drift.found_drift() {
+        println!("Drift check: {} settings agree on every node", drift.rows.len());
+        return;
+    }
+    let mut table = Table::new();
+    let mut header = vec!["setting".to_owned()];
+    header.extend(drift.nodes.iter().cloned());
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
+    table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    for row in &drift.rows {
+        let mut cells = vec![Cell::new(&row.setting)];
+        for (i, value) in row.values.iter().enumerate() {
+            let odd = row.odd.contains(&i);
+            let shown = match (value, row.secret) {
+                (None, _) => "-".to_owned(),
+                (Some(_), true) if odd => "differs".to_owned(),
+                (Some(_), true) => "same".to_owned(),
+                (Some(v), false) => v.clone(),
+            };
+            cells.push(if odd { Cell::new(format!("≠ {shown}")).fg(Color::Red) } else { Cell::new(shown) });
+        }
+        if !row.odd.is_empty() {
+            table.add_row(cells);
+        }
+    }
+    println!("Settings that differ between nodes (≠ marks the odd node):\n{table}");
+    for problem in &drift.problems {
+        println!("  {problem}");
+    }
+}
+
+/// Created on × read on: reads that worked out of reads made, and the diagnosis.
+fn matrix_table(matrix: &harness::scenario::Matrix) {
+    let mut table = Table::new();
+    let mut header = vec!["created on \\ read on".to_owned()];
+    header.extend(matrix.nodes.iter().cloned());
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
+    for (created, row) in matrix.cells.iter().enumerate() {
+        let mut cells = vec![Cell::new(&matrix.nodes[created])];
+        for cell in row {
+            let text = format!("{}/{}", cell.ok, cell.total);
+            cells.push(match (cell.total, cell.ok == cell.total) {
+                (0, _) => Cell::new("-"),
+                (_, true) => Cell::new(text).fg(Color::Green),
+                (_, false) => Cell::new(text).fg(Color::Red),
+            });
+        }
+        table.add_row(cells);
+    }
+    println!("Sessions read (ok/asked), by the node that created them:\n{table}");
+    if let Some(diagnosis) = &matrix.diagnosis {
+        println!("Diagnosis: {diagnosis}");
+    }
 }

@@ -13,8 +13,14 @@ use serde::Serialize;
 
 use super::{Config, KeyRingMode, SameSite, StoreConfig};
 
-/// The version every node reports; a canary on another release shows here.
-pub const BUILD: &str = env!("CARGO_PKG_VERSION");
+/// The version every node reports, a canary on another release shows here; behind a marker
+/// that finds it in a binary.
+const BUILD: &str = concat!("bff-version:", env!("CARGO_PKG_VERSION"));
+
+/// This build's version.
+pub fn version() -> &'static str {
+    BUILD.trim_start_matches("bff-version:")
+}
 
 /// One must-agree setting.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -44,7 +50,7 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
     let plain = |name: &'static str, value: String| Setting { name, value, secret: false };
     let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
 
-    let mut out = vec![plain("version", BUILD.to_owned())];
+    let mut out = vec![plain("version", version().to_owned())];
     match &config.store {
         StoreConfig::Memory => out.push(plain("store", "memory".into())),
         StoreConfig::Redis { url, key_prefix } => {
@@ -53,10 +59,7 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
                 .as_ref()
                 .map(|u| format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or(""), u.port().unwrap_or(6379)))
                 .unwrap_or_default();
-            let db = parsed
-                .as_ref()
-                .and_then(|u| u.path().trim_start_matches('/').parse::<u32>().ok())
-                .unwrap_or(0);
+            let db = parsed.as_ref().and_then(|u| u.path().trim_start_matches('/').parse::<u32>().ok()).unwrap_or(0);
             let password = parsed.as_ref().and_then(|u| u.password().map(|p| p.as_bytes().to_vec()));
             out.push(plain("store", "redis".into()));
             out.push(plain("redis.address", address));

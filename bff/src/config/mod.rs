@@ -305,7 +305,9 @@ impl Config {
             None => None,
             Some(token) if token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic()) => Some(token),
             Some(_) => {
-                return Err(src.invalid("ops_token", "use at least 16 printable characters (openssl rand -hex 16)".into()));
+                return Err(
+                    src.invalid("ops_token", "use at least 16 printable characters (openssl rand -hex 16)".into())
+                );
             }
         };
 

@@ -38,7 +38,10 @@ pub async fn fingerprint(
     let nonce = match query.nonce {
         Some(n) if (16..=128).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_hexdigit()) => n,
         _ => {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "error": "nonce: 16 to 128 hex digits, fresh per request" })));
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": "nonce: 16 to 128 hex digits, fresh per request" })),
+            );
         }
     };
     let now_ms = std::time::SystemTime::now()

@@ -17,7 +17,12 @@ async fn fingerprint(base: &str, token: Option<&str>, nonce: &str) -> (u16, serd
 }
 
 fn setting<'a>(answer: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    answer["settings"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name} in {answer}"))
+    answer["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {answer}"))
 }
 
 #[tokio::test]

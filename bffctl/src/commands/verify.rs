@@ -24,14 +24,15 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     scenario.load.users = args.users;
     scenario.load.iterations = args.iterations;
     scenario.cluster.nodes = args.cluster.nodes;
+    scenario.cluster.drift_check = !args.no_drift_check;
     let mut spec = args.cluster.spec();
     spec.redis_db_per_node = args.redis_db_per_node;
-    let report = run_one(&scenario, RunMode::Fresh(spec), args.report.json).await?;
+    let report = run_one(&scenario, RunMode::Fresh(Box::new(spec)), args.report.json).await?;
     finish(&[report], &args.report)
 }
 
 enum RunMode {
-    Fresh(harness::cluster::ClusterSpec),
+    Fresh(Box<harness::cluster::ClusterSpec>),
     Attached(Arc<ControlClient>),
 }
 
@@ -59,7 +60,7 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
                 if let Some(bound) = args.ready_timeout {
                     spec.ready_timeout_secs = Some(bound.as_secs().max(1));
                 }
-                RunMode::Fresh(spec)
+                RunMode::Fresh(Box::new(spec))
             }
         };
         reports.push(run_one(&scenario, mode, args.report.json).await?);
@@ -107,7 +108,7 @@ async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Resu
         move |step: &str| *progress.current.lock().expect("progress lock") = step.to_owned()
     };
     let result = match mode {
-        RunMode::Fresh(spec) => scenario::run_fresh(scenario, spec, &progress, &on_step).await,
+        RunMode::Fresh(spec) => scenario::run_fresh(scenario, *spec, &progress, &on_step).await,
         RunMode::Attached(client) => scenario::run_on(scenario, client.as_ref(), &progress).await,
     };
     ticker.abort();

@@ -77,6 +77,7 @@ pub struct DockerBackend {
     redis: Option<RedisSlot>,
     nodes: Vec<NodeSlot>,
     ready_timeout: Duration,
+    keep_unready: bool,
     http: reqwest::Client,
 }
 
@@ -143,6 +144,7 @@ impl DockerBackend {
             redis: None,
             nodes,
             ready_timeout: spec.ready_timeout(),
+            keep_unready: spec.keep_unready,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .no_proxy()
@@ -399,6 +401,12 @@ impl Backend for DockerBackend {
                 slot.address = Some(address);
                 slot.state = "running";
                 Ok(address)
+            }
+            Err(error) if self.keep_unready && container.is_running().await.unwrap_or(false) => {
+                // Kept running, out of the load balancer, to be asked why.
+                slot.address = Some(address);
+                slot.state = "not ready";
+                Err(error)
             }
             Err(error) => {
                 // Not half-running: stopped, so a later start begins from a clean state.

@@ -37,6 +37,8 @@ pub struct Cluster {
     resolve: Vec<(String, SocketAddr)>,
     /// Where this run's files go (each node's log).
     run_dir: PathBuf,
+    /// Nodes that did not become ready at start and were kept running (`spec.keep_unready`).
+    unready: Vec<ClusterError>,
     /// The mock API behind `/api/`, when the spec asks for one.
     _upstream: Option<wiremock::MockServer>,
 }
@@ -128,12 +130,19 @@ impl Cluster {
         } else {
             Box::new(process::ProcessBackend::start(&spec, issuer.url(), &lb.url(), &run_dir).await?)
         };
-        let mut cluster = Cluster { spec, issuer, backend, lb, resolve, run_dir, _upstream: upstream };
+        let mut cluster =
+            Cluster { spec, issuer, backend, lb, resolve, run_dir, unready: Vec::new(), _upstream: upstream };
         for i in 0..cluster.spec.nodes {
             progress(&format!("starting {}", node_name(i)));
-            if let Err(error) = cluster.start_node(i).await {
-                let _ = cluster.teardown().await;
-                return Err(error);
+            match cluster.start_node(i).await {
+                Ok(()) => {}
+                Err(error @ ClusterError::NodeNotReady { .. }) if cluster.spec.keep_unready => {
+                    cluster.unready.push(error)
+                }
+                Err(error) => {
+                    let _ = cluster.teardown().await;
+                    return Err(error);
+                }
             }
         }
         Ok(cluster)
@@ -167,6 +176,20 @@ impl Cluster {
 
     pub fn node_count(&self) -> usize {
         self.spec.nodes
+    }
+
+    /// Nodes that did not become ready at start but still run (with `spec.keep_unready`).
+    pub fn unready(&self) -> &[ClusterError] {
+        &self.unready
+    }
+
+    /// Node `index` directly, while its process or container runs, ready or not.
+    pub fn node_url_even_unready(&self, index: usize) -> Option<String> {
+        self.components()
+            .into_iter()
+            .find(|c| c.name == node_name(index) && (c.state == "running" || c.state == "not ready"))
+            .and_then(|c| c.address)
+            .map(|a| format!("http://{a}"))
     }
 
     /// A virtual user that logs in as `login_hint` and resolves the issuer's host name.

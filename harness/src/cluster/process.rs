@@ -21,6 +21,7 @@ struct NodeSlot {
 }
 
 pub struct ProcessBackend {
+    keep_unready: bool,
     ready_timeout: std::time::Duration,
     redis: Option<RedisProcess>,
     nodes: Vec<NodeSlot>,
@@ -84,7 +85,7 @@ impl ProcessBackend {
                 state: "stopped",
             })
             .collect();
-        Ok(ProcessBackend { ready_timeout: spec.ready_timeout(), redis, nodes })
+        Ok(ProcessBackend { keep_unready: spec.keep_unready, ready_timeout: spec.ready_timeout(), redis, nodes })
     }
 
     fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
@@ -103,7 +104,7 @@ impl Backend for ProcessBackend {
     }
 
     async fn start_node(&mut self, index: usize) -> Result<SocketAddr, ClusterError> {
-        let ready_timeout = self.ready_timeout;
+        let (ready_timeout, keep_unready) = (self.ready_timeout, self.keep_unready);
         let slot = self.slot(index)?;
         let binary = slot.binary.clone();
         let result = match &mut slot.process {
@@ -111,14 +112,21 @@ impl Backend for ProcessBackend {
             None => {
                 let mut builder =
                     BffProcess::builder(&binary).port(slot.port).log_file(&slot.log).ready_timeout(ready_timeout);
+                if keep_unready {
+                    builder = builder.keep_when_unready();
+                }
                 for (k, v) in &slot.env {
                     builder = builder.env(k, v.clone());
                 }
-                builder.run().await.map(|p| slot.process = Some(p))
+                match builder.build() {
+                    Ok(process) => slot.process.insert(process).start().await,
+                    Err(error) => Err(error),
+                }
             }
         };
         if let Err(error) = result {
-            slot.state = "stopped";
+            let kept = slot.process.as_ref().is_some_and(BffProcess::is_running);
+            slot.state = if kept { "not ready" } else { "stopped" };
             return Err(match error.readiness_reason() {
                 Some(reason) => ClusterError::not_ready(node_name(index), reason, Some(slot.log.clone())),
                 None => ClusterError::failed(node_name(index), error),
@@ -167,7 +175,7 @@ impl Backend for ProcessBackend {
             out.push(Component {
                 name: node_name(i),
                 address: Some(format!("127.0.0.1:{}", slot.port)),
-                state: if running { "running" } else { slot.state }.into(),
+                state: if running && slot.state != "not ready" { "running" } else { slot.state }.into(),
                 id: slot.process.as_ref().and_then(BffProcess::pid).map(|p| format!("pid {p}")),
             });
         }

@@ -57,7 +57,8 @@ impl Default for Images {
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSettings {
     /// `BFF_*` settings of this node only, over the cluster's; an empty value removes the
-    /// variable (a replica that lacks a setting).
+    /// variable (a replica that lacks a setting). `{redis_url}`, `{issuer_url}` and
+    /// `{public_url}` in a value are the cluster's, as the node reaches them.
     pub env: BTreeMap<String, String>,
     /// Another `bff` binary for this node (process backend; on Docker an image is built from it).
     pub binary: Option<PathBuf>,
@@ -79,6 +80,9 @@ pub struct ClusterSpec {
     pub redis_db_per_node: bool,
     /// Extra `BFF_*` settings for every node, e.g. `BFF_KEY_RING = "local"`.
     pub bff_env: Vec<(String, String)>,
+    /// The `ops_token` every node gets, which opens `/ops/fingerprint` for the drift check (a
+    /// random one per spec).
+    pub ops_token: String,
     /// Per-node differences, by 1-based node number.
     pub node_settings: BTreeMap<usize, NodeSettings>,
     /// Start a mock API upstream and route `/api/` to it (auth required), to exercise the
@@ -96,6 +100,11 @@ pub struct ClusterSpec {
     /// [`crate::run_dir::runs_root`].
     #[serde(skip)]
     pub run_dir: Option<PathBuf>,
+    /// A node that does not become ready at start keeps running (out of the load balancer) so
+    /// that it can be asked why (its fingerprint); [`crate::cluster::Cluster::unready`] lists it.
+    /// By default the start fails at the first such node.
+    #[serde(skip)]
+    pub keep_unready: bool,
 }
 
 impl Default for ClusterSpec {
@@ -108,6 +117,7 @@ impl Default for ClusterSpec {
             redis_persistence: false,
             redis_db_per_node: false,
             bff_env: Vec::new(),
+            ops_token: hex::encode(rand::random::<[u8; 16]>()),
             node_settings: BTreeMap::new(),
             api_upstream: false,
             access_token_lifetime_secs: None,
@@ -115,6 +125,7 @@ impl Default for ClusterSpec {
             bff_binary: None,
             ready_timeout_secs: None,
             run_dir: None,
+            keep_unready: false,
         }
     }
 }
@@ -147,6 +158,7 @@ impl ClusterSpec {
             ("BFF_OIDC_CLIENT_ID".into(), CLIENT_ID.into()),
             ("BFF_OIDC_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
             ("BFF_SHUTDOWN_TIMEOUT".into(), "5s".into()),
+            ("BFF_OPS_TOKEN".into(), self.ops_token.clone()),
             ("BFF_KEY_ENCRYPTION_KEY".into(), KEY_ENCRYPTION_KEY.into()),
         ];
         if let (StoreKind::Redis, Some(url)) = (self.session_store, redis_url) {
@@ -158,7 +170,12 @@ impl ClusterSpec {
             for (key, value) in &node.env {
                 env.retain(|(k, _)| k != key);
                 if !value.is_empty() {
-                    env.push((key.clone(), value.clone()));
+                    // Addresses only the cluster knows: `{redis_url}/5` is another database.
+                    let value = value
+                        .replace("{redis_url}", redis_url.unwrap_or_default())
+                        .replace("{issuer_url}", issuer_url)
+                        .replace("{public_url}", public_url);
+                    env.push((key.clone(), value));
                 }
             }
         }

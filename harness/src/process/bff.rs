@@ -13,10 +13,18 @@ pub struct BffProcessBuilder {
     env: Vec<(String, String)>,
     ready_timeout: Duration,
     wait_ready: bool,
+    keep_unready: bool,
     log_file: Option<PathBuf>,
 }
 
 impl BffProcessBuilder {
+    /// A node that does not become ready in time keeps running (not ready), so that it can be
+    /// asked why; by default it is killed.
+    pub fn keep_when_unready(mut self) -> Self {
+        self.keep_unready = true;
+        self
+    }
+
     /// Appends the node's output to `path`.
     pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.log_file = Some(path.into());
@@ -45,7 +53,8 @@ impl BffProcessBuilder {
         self
     }
 
-    pub async fn run(self) -> Result<BffProcess, ProcessError> {
+    /// The node, not started yet.
+    pub fn build(self) -> Result<BffProcess, ProcessError> {
         let port = self.port.unwrap_or_else(super::free_port);
         let mut env = self.env;
         env.push(("BFF_LISTEN".into(), format!("127.0.0.1:{port}")));
@@ -56,16 +65,23 @@ impl BffProcessBuilder {
             })?,
             None => OutputTail::default(),
         };
-        let mut node = BffProcess {
+        let node = BffProcess {
             binary: self.binary,
             port,
             env,
             ready_timeout: self.ready_timeout,
             wait_ready: self.wait_ready,
+            keep_unready: self.keep_unready,
             child: None,
             output,
             http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client"),
         };
+        Ok(node)
+    }
+
+    /// Starts the node and waits until it is ready.
+    pub async fn run(self) -> Result<BffProcess, ProcessError> {
+        let mut node = self.build()?;
         node.start().await?;
         Ok(node)
     }
@@ -77,6 +93,7 @@ pub struct BffProcess {
     env: Vec<(String, String)>,
     ready_timeout: Duration,
     wait_ready: bool,
+    keep_unready: bool,
     child: Option<Supervised>,
     output: OutputTail,
     http: reqwest::Client,
@@ -90,6 +107,7 @@ impl BffProcess {
             env: Vec::new(),
             ready_timeout: Duration::from_secs(15),
             wait_ready: true,
+            keep_unready: false,
             log_file: None,
         }
     }
@@ -127,9 +145,20 @@ impl BffProcess {
         let probe = if self.wait_ready { "/ready" } else { "/health" };
         let url = format!("{}{probe}", self.url());
         let http = &self.http;
-        child.wait_until_ready(&self.output, self.ready_timeout, || probe_ready(http, &url)).await?;
-        self.child = Some(child);
-        Ok(())
+        match child.wait_until_ready(&self.output, self.ready_timeout, || probe_ready(http, &url)).await {
+            Ok(()) => {
+                self.child = Some(child);
+                Ok(())
+            }
+            Err(error @ ProcessError::NotReady { .. }) if self.keep_unready => {
+                self.child = Some(child);
+                Err(error)
+            }
+            Err(error) => {
+                child.kill().await;
+                Err(error)
+            }
+        }
     }
 
     /// Graceful stop (SIGTERM); returns the exit status.

@@ -143,7 +143,7 @@ impl Supervised {
         self.child.try_wait().ok().flatten().map(|s| s.to_string())
     }
 
-    /// Polls `ready` until it answers `Ok`; fails (and kills the child) if the child exits
+    /// Polls `ready` until it answers `Ok`; fails if the child exits
     /// first or `timeout` passes, with the last reason `ready` gave and the child's last output.
     pub async fn wait_until_ready<F, Fut>(
         &mut self,
@@ -169,7 +169,7 @@ impl Supervised {
                 });
             }
             if tokio::time::Instant::now() > deadline {
-                self.kill().await;
+                // Still running: the caller kills it, or keeps it to ask it more.
                 return Err(ProcessError::NotReady {
                     program: self.program.clone(),
                     waited: timeout,

@@ -1,6 +1,7 @@
 //! Scenarios: files that describe a cluster, virtual users and steps (log in, `me`, restart
 //! nodes, …) with expectations; the runner that replays them; the report that says what broke.
 
+mod matrix;
 mod model;
 mod report;
 mod runner;
@@ -8,6 +9,7 @@ mod target;
 
 use std::time::Instant;
 
+pub use matrix::{Cell, Matrix};
 pub use model::{
     Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError, Step,
     Thresholds, Verdict, Via,
@@ -52,7 +54,15 @@ async fn report_of(
         refreshes,
         started.elapsed(),
     );
-    for node in report.failed_nodes() {
+    // The node a diagnosis names first (the odd one), else every node that failed requests.
+    let odd = report.matrix.as_ref().and_then(|m| m.diagnosis.as_deref()).and_then(|d| {
+        d.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).find(|w| w.starts_with("node-")).map(str::to_owned)
+    });
+    let quoted = match odd {
+        Some(node) if report.failed_nodes().contains(&node) => vec![node],
+        _ => report.failed_nodes(),
+    };
+    for node in quoted {
         let Some(index) = node.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) else {
             continue;
         };
@@ -74,8 +84,10 @@ pub async fn run_fresh(
     on_step: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let backend = format!("{:?}", spec.backend).to_lowercase();
-    let cluster = match Cluster::start(spec, on_step).await {
+    let backend = format!("{:?}", crate::cluster::resolve_backend(&spec).await?).to_lowercase();
+    // A node that is not ready stays up long enough to give its fingerprint.
+    let spec = ClusterSpec { keep_unready: scenario.cluster.drift_check, ..spec };
+    let mut cluster = match Cluster::start(spec, on_step).await {
         Ok(cluster) => cluster,
         Err(ClusterError::NodeNotReady { node, reason, log, last_lines }) => {
             let mut report = RunReport::build(scenario, backend, &[], Vec::new(), None, started.elapsed());
@@ -84,11 +96,37 @@ pub async fn run_fresh(
         }
         Err(error) => return Err(error.into()),
     };
+    let drift = match scenario.cluster.drift_check {
+        true => {
+            on_step("comparing the nodes' settings");
+            let nodes: Vec<(String, Option<String>)> = (0..cluster.node_count())
+                .map(|i| (crate::cluster::node_name(i), cluster.node_url_even_unready(i)))
+                .collect();
+            Some(crate::drift::check(&nodes, &cluster.spec().ops_token).await)
+        }
+        false => None,
+    };
+    let unready = cluster.unready().first().map(|e| match e {
+        ClusterError::NodeNotReady { node, reason, log, .. } => (node.clone(), reason.clone(), log.clone()),
+        other => (String::new(), other.to_string(), None),
+    });
+    if let Some((node, reason, log)) = unready {
+        let teardown = cluster.teardown().await;
+        // Quoted after the teardown: the node's last words are in its log by then.
+        let last_lines = log.as_deref().map(|p| crate::run_dir::quoted_lines(p, QUOTED_LINES)).unwrap_or_default();
+        let mut report =
+            RunReport::build(scenario, backend, &[], Vec::new(), None, started.elapsed()).with_drift(scenario, drift);
+        report.stopped_at(None, NodeLog { node, reason: Some(reason), path: log, last_lines });
+        teardown?;
+        return Ok(report);
+    }
     let target = OwnedCluster::new(cluster);
     let result = runner::execute(scenario, &target, progress).await;
     let refreshes = target.issuer_calls("refresh").await;
     let report = match result {
-        Ok(execution) => Ok(report_of(scenario, &target, execution, refreshes, started).await),
+        Ok(execution) => {
+            Ok(report_of(scenario, &target, execution, refreshes, started).await.with_drift(scenario, drift))
+        }
         Err(error) => Err(error),
     };
     let teardown = target.cluster.lock().await.teardown().await;

@@ -57,6 +57,8 @@ pub struct ClusterSection {
     pub access_token_lifetime: Option<u64>,
     /// What one node does differently: `[cluster.node.2]` with `env`, `binary` or `image`.
     pub node: BTreeMap<String, NodeSettings>,
+    /// Compare every node's must-agree settings before any user runs (default on).
+    pub drift_check: bool,
 }
 
 impl Default for ClusterSection {
@@ -73,6 +75,7 @@ impl Default for ClusterSection {
             api_upstream: false,
             access_token_lifetime: None,
             node: BTreeMap::new(),
+            drift_check: true,
         }
     }
 }
@@ -268,6 +271,10 @@ pub struct Verdict {
     pub outcome: Outcome,
     /// Negative controls: the step (label prefix) where failures must show up.
     pub failing_step: Option<String>,
+    /// Negative controls: settings the drift check must find differing (`session.cookie_name`).
+    pub drift: Vec<String>,
+    /// Negative controls: words the cross-node diagnosis must contain (`node-2 is an island`).
+    pub diagnosis: Option<String>,
 }
 
 impl Scenario {
@@ -340,6 +347,15 @@ impl Scenario {
             return Err("cluster.nodes must be at least 1".into());
         }
         self.check_node_numbers()?;
+        if self.expect.outcome == Outcome::Fail
+            && self.expect.failing_step.is_none()
+            && self.expect.drift.is_empty()
+            && self.expect.diagnosis.is_none()
+        {
+            return Err(
+                "a negative control says what must fail: expect.failing_step, expect.drift or expect.diagnosis".into(),
+            );
+        }
         for (i, step) in self.steps.iter().enumerate() {
             let at = format!("steps[{i}] ({})", step.action.name());
             if step.action == Action::Get && step.path.is_none() {

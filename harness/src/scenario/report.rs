@@ -23,6 +23,8 @@ pub enum Outcome {
 pub struct Record {
     pub step: String,
     pub node: Option<String>,
+    /// For reads of a session: the node that created it (answered the login callback).
+    pub created_on: Option<String>,
     pub outcome: Outcome,
     pub status: Option<u16>,
     pub latency_ms: f64,
@@ -77,6 +79,10 @@ pub struct RunReport {
     pub rows: Vec<Row>,
     pub failures: Vec<FailureGroup>,
     pub cluster_events: Vec<String>,
+    /// The drift check's comparison of the nodes' must-agree settings, when it ran.
+    pub drift: Option<crate::drift::DriftReport>,
+    /// Which node created each session against which nodes could read it, and a diagnosis.
+    pub matrix: Option<super::matrix::Matrix>,
     /// The node that never became ready, and the step it was in; the run stopped there.
     pub never_ready: Option<String>,
     /// The log of every node that failed: its file and last lines.
@@ -162,6 +168,8 @@ impl RunReport {
             rows,
             failures,
             cluster_events: events,
+            drift: None,
+            matrix: super::matrix::Matrix::from_records(records, scenario.cluster.nodes),
             never_ready: None,
             node_logs: Vec::new(),
             token_refreshes,
@@ -172,13 +180,26 @@ impl RunReport {
         report
     }
 
+    /// Adds the drift check's findings and judges again.
+    pub fn with_drift(mut self, scenario: &Scenario, drift: Option<crate::drift::DriftReport>) -> Self {
+        self.drift = drift;
+        (self.passed, self.verdict) = self.judge(scenario);
+        self
+    }
+
     /// The run stopped because `log.node` never became ready (at start, or in `step`): a FAIL,
     /// for negative controls too (they test a running cluster, not one that never came up).
     pub fn stopped_at(&mut self, step: Option<&str>, log: NodeLog) {
         let when = step.map(|s| format!(" at step {s}")).unwrap_or_else(|| " at start".into());
         let reason = log.reason.clone().unwrap_or_default();
         self.passed = false;
-        self.verdict = format!("FAIL {}: {} never became ready{when}: {reason}", self.scenario, log.node);
+        let drift = self.drift.as_ref().filter(|d| d.found_drift()).map(|d| format!("; {}", d.summary()));
+        self.verdict = format!(
+            "FAIL {}: {} never became ready{when}: {reason}{}",
+            self.scenario,
+            log.node,
+            drift.unwrap_or_default()
+        );
         self.never_ready = Some(format!("{}{when}", log.node));
         self.node_logs.retain(|l| l.node != log.node);
         self.node_logs.insert(0, log);
@@ -225,6 +246,16 @@ impl RunReport {
         if self.requests == 0 {
             broken.push("no request was made".into());
         }
+        let drift = self.drift.as_ref().filter(|d| d.found_drift());
+        if let Some(drift) = drift {
+            broken.push(drift.summary());
+        }
+        let diagnosis = self.matrix.as_ref().and_then(|m| m.diagnosis.clone());
+        if let Some(diagnosis) = &diagnosis
+            && !broken.is_empty()
+        {
+            broken.push(format!("diagnosis: {diagnosis}"));
+        }
         let first_failing = self.failures.first().map(|f| f.step.clone());
         match scenario.expect.outcome {
             Expected::Pass if broken.is_empty() => (
@@ -244,34 +275,57 @@ impl RunReport {
                 ),
             ),
             Expected::Fail => {
-                let at_step = match &scenario.expect.failing_step {
-                    None => self.failed > 0,
-                    Some(step) => self.failures.iter().any(|f| f.step.starts_with(step.as_str())),
-                };
-                if self.failed > 0 && at_step {
+                let expect = &scenario.expect;
+                let mut missed = Vec::new();
+                if let Some(step) = &expect.failing_step
+                    && !self.failures.iter().any(|f| f.step.starts_with(step.as_str()))
+                {
+                    missed.push(format!("failures at step {step} (found {})", self.failed));
+                }
+                let drifted = drift.map(|d| d.drifted()).unwrap_or_default();
+                for setting in &expect.drift {
+                    if !drifted.iter().any(|d| d.starts_with(&format!("{setting} ("))) {
+                        missed.push(format!("drift in {setting} (found: {})", list_or_none(&drifted)));
+                    }
+                }
+                if let Some(words) = &expect.diagnosis
+                    && !diagnosis.as_deref().is_some_and(|d| d.contains(words.as_str()))
+                {
+                    missed.push(format!("the diagnosis {words:?} (found: {})", diagnosis.as_deref().unwrap_or("none")));
+                }
+                if missed.is_empty() {
+                    let mut caught = Vec::new();
+                    if self.failed > 0 {
+                        caught.push(format!(
+                            "{} failed requests, first at step {}",
+                            self.failed,
+                            first_failing.unwrap_or_default()
+                        ));
+                    }
+                    if !drifted.is_empty() {
+                        caught.push(format!("drift in {}", drifted.join(", ")));
+                    }
+                    if let Some(diagnosis) = &diagnosis {
+                        caught.push(diagnosis.clone());
+                    }
                     (
                         true,
                         format!(
-                            "PASS {} (negative control): the verifier caught it, {} failed requests, first at step {}",
+                            "PASS {} (negative control): the verifier caught it: {}",
                             self.scenario,
-                            self.failed,
-                            first_failing.unwrap_or_default()
+                            caught.join("; ")
                         ),
                     )
                 } else {
-                    (
-                        false,
-                        format!(
-                            "FAIL {} (negative control): expected failures{} but the run found {}",
-                            self.scenario,
-                            scenario.expect.failing_step.as_ref().map(|s| format!(" at step {s}")).unwrap_or_default(),
-                            self.failed
-                        ),
-                    )
+                    (false, format!("FAIL {} (negative control): expected {}", self.scenario, missed.join("; ")))
                 }
             }
         }
     }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
 }
 
 /// A JUnit XML document: one test suite per scenario, one test case per step.

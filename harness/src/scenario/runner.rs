@@ -59,6 +59,8 @@ struct Ctx<'a> {
     target: &'a dyn Target,
     progress: &'a Progress,
     records: Mutex<Vec<Record>>,
+    /// The node that created each user's current session (answered its login callback).
+    created_on: std::sync::Mutex<std::collections::HashMap<String, String>>,
     run_id: String,
 }
 
@@ -91,6 +93,7 @@ async fn replay<'a>(
         target,
         progress,
         records: Mutex::new(Vec::new()),
+        created_on: Default::default(),
         run_id: format!("{:04x}", rand::rng().random::<u16>()),
     };
     let users: Vec<(String, VirtualUser)> = (0..scenario.load.users.max(1))
@@ -208,8 +211,16 @@ async fn user_step(
         Via::Node(n) => match node_urls.get(n - 1).cloned().flatten() {
             Some(u) => vec![(u, Some(node_name(n - 1)))],
             None => {
-                record(ctx, &label, Some(node_name(n - 1)), Outcome::Unavailable, None, 0.0, "node is down".into())
-                    .await;
+                let down = Record {
+                    step: label.clone(),
+                    node: Some(node_name(n - 1)),
+                    created_on: None,
+                    outcome: Outcome::Unavailable,
+                    status: None,
+                    latency_ms: 0.0,
+                    detail: "node is down".into(),
+                };
+                record(ctx, down).await;
                 return;
             }
         },
@@ -238,8 +249,22 @@ async fn user_step(
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
-                    let latency = started.elapsed().as_secs_f64() * 1000.0;
-                    record(ctx, label, direct_node.or(node), outcome, status, latency, detail).await;
+                    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    let node = direct_node.or(node);
+                    let created_on = match step.action {
+                        Action::Login => {
+                            let mut created = ctx.created_on.lock().expect("created-on lock");
+                            match (outcome, &node) {
+                                (Outcome::Ok, Some(node)) => created.insert(name.to_owned(), node.clone()),
+                                _ => created.remove(name),
+                            };
+                            None
+                        }
+                        Action::Me | Action::Get => ctx.created_on.lock().expect("created-on lock").get(name).cloned(),
+                        _ => None,
+                    };
+                    let step = label.clone();
+                    record(ctx, Record { step, node, created_on, outcome, status, latency_ms, detail }).await;
                     return;
                 }
             }
@@ -248,22 +273,14 @@ async fn user_step(
     }
 }
 
-async fn record(
-    ctx: &Ctx<'_>,
-    step: &str,
-    node: Option<String>,
-    outcome: Outcome,
-    status: Option<u16>,
-    latency_ms: f64,
-    detail: String,
-) {
+async fn record(ctx: &Ctx<'_>, record: Record) {
     ctx.progress.requests.fetch_add(1, Ordering::Relaxed);
-    match outcome {
+    match record.outcome {
         Outcome::Failed => ctx.progress.failures.fetch_add(1, Ordering::Relaxed),
         Outcome::Unavailable => ctx.progress.unavailable.fetch_add(1, Ordering::Relaxed),
         Outcome::Ok => 0,
     };
-    ctx.records.lock().await.push(Record { step: step.to_owned(), node, outcome, status, latency_ms, detail });
+    ctx.records.lock().await.push(record);
 }
 
 fn default_status(action: Action) -> u16 {
