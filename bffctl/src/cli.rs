@@ -93,6 +93,10 @@ pub struct VerifyArgs {
     /// Give each node its own Redis database (nodes that do not share data; must be caught).
     #[arg(long)]
     pub redis_db_per_node: bool,
+    /// Reproducible run: drives the load balancer, the random nodes and the user names (every
+    /// report prints the seed it used).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Skip comparing the nodes' must-agree settings (/ops/fingerprint) before the users run:
     /// what behaviour alone catches.
     #[arg(long)]
@@ -134,6 +138,9 @@ pub struct RunArgs {
     /// How long a node may take to become ready (default 15s for processes, 30s for containers).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ready_timeout: Option<std::time::Duration>,
+    /// Reproducible runs: the seed of every scenario (default: each its own, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
     #[command(flatten)]
     pub report: ReportArgs,
 }

@@ -52,8 +52,8 @@ pub fn scenarios(scenarios: &[harness::scenario::Scenario], json: bool) {
 
 pub fn report(report: &harness::scenario::RunReport) {
     println!(
-        "\n{} — {} node(s) on {}, {} user(s) × {} iteration(s), {:.1} s",
-        report.scenario, report.nodes, report.backend, report.users, report.iterations, report.duration_s
+        "\n{} — {} node(s) on {}, {} user(s) × {} iteration(s), {:.1} s, seed {}",
+        report.scenario, report.nodes, report.backend, report.users, report.iterations, report.duration_s, report.seed
     );
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([

@@ -39,6 +39,8 @@ pub struct VirtualUser {
     http: reqwest::Client,
     jar: Arc<CookieStoreMutex>,
     login_hint: Option<String>,
+    /// Sent as `x-bffctl-route: key/n` on the n-th request, for a seeded load balancer.
+    route_key: Option<(String, std::sync::atomic::AtomicU64)>,
 }
 
 impl VirtualUser {
@@ -58,7 +60,19 @@ impl VirtualUser {
         for (name, addr) in resolve {
             builder = builder.resolve(name, *addr);
         }
-        VirtualUser { http: builder.build().expect("http client"), jar, login_hint: login_hint.map(str::to_owned) }
+        VirtualUser {
+            http: builder.build().expect("http client"),
+            jar,
+            login_hint: login_hint.map(str::to_owned),
+            route_key: None,
+        }
+    }
+
+    /// Asks a seeded load balancer to route this user's requests reproducibly: each one carries
+    /// `key` and its sequence number.
+    pub fn with_route_key(mut self, key: &str) -> Self {
+        self.route_key = Some((key.to_owned(), std::sync::atomic::AtomicU64::new(0)));
+        self
     }
 
     /// The cookie jar (tests read or tamper with the session cookie).
@@ -79,7 +93,11 @@ impl VirtualUser {
         self.send(self.http.post(url), url).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<Reply, ClientError> {
+    async fn send(&self, mut request: reqwest::RequestBuilder, url: &str) -> Result<Reply, ClientError> {
+        if let Some((key, sequence)) = &self.route_key {
+            let n = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            request = request.header(crate::cluster::ROUTE_HEADER, format!("{key}/{n}"));
+        }
         let response = request
             .send()
             .await

@@ -25,6 +25,7 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     scenario.load.iterations = args.iterations;
     scenario.cluster.nodes = args.cluster.nodes;
     scenario.cluster.drift_check = !args.no_drift_check;
+    scenario.load.seed = args.seed;
     let mut spec = args.cluster.spec();
     spec.redis_db_per_node = args.redis_db_per_node;
     let report = run_one(&scenario, RunMode::Fresh(Box::new(spec)), args.report.json).await?;
@@ -47,6 +48,9 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
         }
         if let Some(iterations) = args.iterations {
             scenario.load.iterations = iterations;
+        }
+        if args.seed.is_some() {
+            scenario.load.seed = args.seed;
         }
         if let Some(backend) = args.backend {
             scenario.cluster.backend = backend.kind();

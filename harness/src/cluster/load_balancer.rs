@@ -2,6 +2,11 @@
 //! chosen by the policy (random by default, as Kubernetes Services and Azure Container Apps do),
 //! and the response says which node served it (`x-bff-node`). The cluster takes a node out of
 //! the table before stopping it, so a draining node gets no new requests.
+//!
+//! With a seed, routing is reproducible: a request that carries [`ROUTE_HEADER`] (the harness's
+//! virtual users send `user/sequence number`) goes to the node a hash of the seed and that key
+//! picks among the live nodes, whatever order concurrent users arrive in; other requests draw
+//! from a generator seeded with it. The header never reaches a node.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +25,8 @@ use super::spec::{LbPolicy, node_name};
 
 /// Header naming the node that served a response.
 pub const NODE_HEADER: &str = "x-bff-node";
+/// Header with which a client asks for reproducible routing: its value and the seed pick the node.
+pub const ROUTE_HEADER: &str = "x-bffctl-route";
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -38,6 +45,9 @@ struct Table {
     nodes: RwLock<Vec<Option<SocketAddr>>>,
     policy: LbPolicy,
     next: AtomicUsize,
+    seed: Option<u64>,
+    /// Draws for requests without a route key, seeded when the balancer is.
+    rng: std::sync::Mutex<rand::rngs::StdRng>,
     http: reqwest::Client,
 }
 
@@ -47,7 +57,12 @@ impl Table {
         nodes.iter().enumerate().filter_map(|(i, a)| a.map(|a| (i, a))).collect()
     }
 
-    fn pick(&self, affinity: Option<usize>, exclude: Option<usize>) -> Option<(usize, SocketAddr)> {
+    fn pick(
+        &self,
+        affinity: Option<usize>,
+        exclude: Option<usize>,
+        route: Option<&str>,
+    ) -> Option<(usize, SocketAddr)> {
         let live: Vec<_> = self.live().into_iter().filter(|(i, _)| Some(*i) != exclude).collect();
         if live.is_empty() {
             return None;
@@ -57,9 +72,15 @@ impl Table {
         {
             return Some(*pinned);
         }
-        let at = match self.policy {
-            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
-            _ => rand::rng().random_range(0..live.len()),
+        let at = match (self.policy, self.seed, route) {
+            (LbPolicy::RoundRobin, _, _) => self.next.fetch_add(1, Ordering::Relaxed),
+            (_, Some(seed), Some(route)) => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::hash::DefaultHasher::new();
+                (seed, route, exclude).hash(&mut hasher);
+                hasher.finish() as usize
+            }
+            _ => self.rng.lock().expect("lb rng lock").random_range(0..live.len()),
         };
         Some(live[at % live.len()])
     }
@@ -72,14 +93,20 @@ pub struct LoadBalancer {
 }
 
 impl LoadBalancer {
-    /// Binds `127.0.0.1:port` (0 = any) and starts serving with no live node yet.
-    pub async fn start(port: u16, node_count: usize, policy: LbPolicy) -> std::io::Result<Self> {
+    /// Binds `127.0.0.1:port` (0 = any) and starts serving with no live node yet; `seed` makes
+    /// the routing reproducible (see the module docs).
+    pub async fn start(port: u16, node_count: usize, policy: LbPolicy, seed: Option<u64>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let table = Arc::new(Table {
             nodes: RwLock::new(vec![None; node_count]),
             policy,
             next: AtomicUsize::new(0),
+            seed,
+            rng: std::sync::Mutex::new(match seed {
+                Some(seed) => rand::SeedableRng::seed_from_u64(seed),
+                None => rand::SeedableRng::from_os_rng(),
+            }),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
@@ -151,6 +178,7 @@ fn no_node(message: &str) -> Response {
 
 async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response {
     let pinned = affinity(&request);
+    let route = request.headers().get(ROUTE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
@@ -161,12 +189,12 @@ async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response 
     // connection it is closing, costs one retry on another node, as nginx and L4 balancers with
     // passive health checks do; a node that answered is never retried.
     for _ in 0..2 {
-        let Some((index, addr)) = table.pick(pinned, tried) else {
+        let Some((index, addr)) = table.pick(pinned, tried, route.as_deref()) else {
             return no_node("no live node behind the load balancer");
         };
         let mut outgoing = table.http.request(parts.method.clone(), format!("http://{addr}{path}"));
         for (name, value) in &parts.headers {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
+            if !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != ROUTE_HEADER {
                 outgoing = outgoing.header(name, value);
             }
         }

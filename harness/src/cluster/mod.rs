@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use backend::{Backend, ClusterError, Component, QUOTED_LINES};
-pub use load_balancer::{LoadBalancer, NODE_HEADER};
+pub use load_balancer::{LoadBalancer, NODE_HEADER, ROUTE_HEADER};
 pub use spec::{
     BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, KEY_ENCRYPTION_KEY, LbPolicy, NodeSettings, StoreKind,
     node_name,
@@ -121,8 +121,9 @@ impl Cluster {
         };
 
         progress("starting the load balancer");
-        let lb =
-            LoadBalancer::start(0, spec.nodes, spec.lb).await.map_err(|e| ClusterError::failed("load balancer", e))?;
+        let lb = LoadBalancer::start(0, spec.nodes, spec.lb, spec.seed)
+            .await
+            .map_err(|e| ClusterError::failed("load balancer", e))?;
 
         progress(if spec.session_store == StoreKind::Redis { "starting redis" } else { "preparing nodes" });
         let backend: Box<dyn Backend> = if docker {

@@ -83,6 +83,8 @@ pub struct ClusterSpec {
     /// The `ops_token` every node gets, which opens `/ops/fingerprint` for the drift check (a
     /// random one per spec).
     pub ops_token: String,
+    /// Makes the load balancer's choices reproducible.
+    pub seed: Option<u64>,
     /// Per-node differences, by 1-based node number.
     pub node_settings: BTreeMap<usize, NodeSettings>,
     /// Start a mock API upstream and route `/api/` to it (auth required), to exercise the
@@ -119,6 +121,7 @@ impl Default for ClusterSpec {
             bff_env: Vec::new(),
             ops_token: hex::encode(rand::random::<[u8; 16]>()),
             node_settings: BTreeMap::new(),
+            seed: None,
             api_upstream: false,
             access_token_lifetime_secs: None,
             images: Images::default(),

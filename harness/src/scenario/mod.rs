@@ -33,9 +33,10 @@ pub enum RunError {
 /// Runs the scenario against `target`.
 pub async fn run_on(scenario: &Scenario, target: &dyn Target, progress: &Progress) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let execution = runner::execute(scenario, target, progress).await?;
+    let seed = scenario.load.seed.unwrap_or_else(rand::random);
+    let execution = runner::execute(scenario, target, progress, seed).await?;
     let refreshes = target.issuer_calls("refresh").await;
-    Ok(report_of(scenario, target, execution, refreshes, started).await)
+    Ok(report_of(scenario, target, execution, refreshes, started).await.with_seed(seed))
 }
 
 /// The report of an execution, quoting the log of every node that failed.
@@ -86,13 +87,14 @@ pub async fn run_fresh(
     let started = Instant::now();
     let backend = format!("{:?}", crate::cluster::resolve_backend(&spec).await?).to_lowercase();
     // A node that is not ready stays up long enough to give its fingerprint.
-    let spec = ClusterSpec { keep_unready: scenario.cluster.drift_check, ..spec };
+    let seed = scenario.load.seed.unwrap_or_else(rand::random);
+    let spec = ClusterSpec { keep_unready: scenario.cluster.drift_check, seed: Some(seed), ..spec };
     let mut cluster = match Cluster::start(spec, on_step).await {
         Ok(cluster) => cluster,
         Err(ClusterError::NodeNotReady { node, reason, log, last_lines }) => {
             let mut report = RunReport::build(scenario, backend, &[], Vec::new(), None, started.elapsed());
             report.stopped_at(None, NodeLog { node, reason: Some(reason), path: log, last_lines });
-            return Ok(report);
+            return Ok(report.with_seed(seed));
         }
         Err(error) => return Err(error.into()),
     };
@@ -118,15 +120,16 @@ pub async fn run_fresh(
             RunReport::build(scenario, backend, &[], Vec::new(), None, started.elapsed()).with_drift(scenario, drift);
         report.stopped_at(None, NodeLog { node, reason: Some(reason), path: log, last_lines });
         teardown?;
-        return Ok(report);
+        return Ok(report.with_seed(seed));
     }
     let target = OwnedCluster::new(cluster);
-    let result = runner::execute(scenario, &target, progress).await;
+    let result = runner::execute(scenario, &target, progress, seed).await;
     let refreshes = target.issuer_calls("refresh").await;
     let report = match result {
-        Ok(execution) => {
-            Ok(report_of(scenario, &target, execution, refreshes, started).await.with_drift(scenario, drift))
-        }
+        Ok(execution) => Ok(report_of(scenario, &target, execution, refreshes, started)
+            .await
+            .with_drift(scenario, drift)
+            .with_seed(seed)),
         Err(error) => Err(error),
     };
     let teardown = target.cluster.lock().await.teardown().await;

@@ -92,6 +92,7 @@ impl ClusterSection {
             bff_env: self.bff.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             api_upstream: self.api_upstream,
             access_token_lifetime_secs: self.access_token_lifetime,
+            seed: None,
             node_settings: self.node.iter().filter_map(|(n, s)| Some((n.parse().ok()?, s.clone()))).collect(),
             images,
             ..ClusterSpec::default()
@@ -106,11 +107,14 @@ pub struct Load {
     pub users: usize,
     /// How many times each user runs the whole list of steps.
     pub iterations: usize,
+    /// Drives the load balancer, the random nodes of cluster steps and the user names: the
+    /// same seed on the same cluster routes the same way. Unset: a random one (reported).
+    pub seed: Option<u64>,
 }
 
 impl Default for Load {
     fn default() -> Self {
-        Load { users: 10, iterations: 1 }
+        Load { users: 10, iterations: 1, seed: None }
     }
 }
 

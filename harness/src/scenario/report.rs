@@ -79,6 +79,8 @@ pub struct RunReport {
     pub rows: Vec<Row>,
     pub failures: Vec<FailureGroup>,
     pub cluster_events: Vec<String>,
+    /// The seed of the run: `--seed` with it routes the same way again.
+    pub seed: u64,
     /// The drift check's comparison of the nodes' must-agree settings, when it ran.
     pub drift: Option<crate::drift::DriftReport>,
     /// Which node created each session against which nodes could read it, and a diagnosis.
@@ -168,6 +170,7 @@ impl RunReport {
             rows,
             failures,
             cluster_events: events,
+            seed: 0,
             drift: None,
             matrix: super::matrix::Matrix::from_records(records, scenario.cluster.nodes),
             never_ready: None,
@@ -178,6 +181,12 @@ impl RunReport {
         };
         (report.passed, report.verdict) = report.judge(scenario);
         report
+    }
+
+    /// Records the run's seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
     }
 
     /// Adds the drift check's findings and judges again.

@@ -61,13 +61,21 @@ struct Ctx<'a> {
     records: Mutex<Vec<Record>>,
     /// The node that created each user's current session (answered its login callback).
     created_on: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The random nodes of cluster steps, from the run's seed.
+    rng: std::sync::Mutex<rand::rngs::StdRng>,
     run_id: String,
 }
 
-/// Runs every iteration of the scenario; returns the raw records and the cluster events.
-pub async fn execute(scenario: &Scenario, target: &dyn Target, progress: &Progress) -> Result<Execution, StepError> {
+/// Runs every iteration of the scenario; returns the raw records and the cluster events. `seed`
+/// draws the user names and the random nodes of cluster steps.
+pub async fn execute(
+    scenario: &Scenario,
+    target: &dyn Target,
+    progress: &Progress,
+    seed: u64,
+) -> Result<Execution, StepError> {
     let mut events = Vec::new();
-    let ctx = match replay(scenario, target, progress, &mut events).await {
+    let ctx = match replay(scenario, target, progress, &mut events, seed).await {
         Ok(ctx) => ctx,
         Err(Stop::Tool(error)) => return Err(error),
         Err(Stop::NotReady { step, log, records }) => {
@@ -88,13 +96,17 @@ async fn replay<'a>(
     target: &'a dyn Target,
     progress: &'a Progress,
     events: &mut Vec<String>,
+    seed: u64,
 ) -> Result<Ctx<'a>, Stop> {
+    let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(seed);
+    let run_id = format!("{:04x}", rng.random::<u16>());
     let ctx = Ctx {
         target,
         progress,
         records: Mutex::new(Vec::new()),
         created_on: Default::default(),
-        run_id: format!("{:04x}", rand::rng().random::<u16>()),
+        rng: std::sync::Mutex::new(rng),
+        run_id,
     };
     let users: Vec<(String, VirtualUser)> = (0..scenario.load.users.max(1))
         .map(|i| {
@@ -166,7 +178,7 @@ async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> R
     let indexes: Vec<usize> = match &step.node {
         None => vec![],
         Some(NodeSelector::All) => (0..count).collect(),
-        Some(NodeSelector::Random) => vec![rand::rng().random_range(0..count)],
+        Some(NodeSelector::Random) => vec![ctx.rng.lock().expect("rng lock").random_range(0..count)],
         Some(NodeSelector::Index(n)) => vec![n - 1],
     };
     let started = Instant::now();

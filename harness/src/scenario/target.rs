@@ -89,7 +89,7 @@ impl Target for OwnedCluster {
     }
 
     fn user(&self, login_hint: &str) -> VirtualUser {
-        VirtualUser::with_resolver(Some(login_hint), &self.resolve)
+        VirtualUser::with_resolver(Some(login_hint), &self.resolve).with_route_key(login_hint)
     }
 
     async fn issuer_calls(&self, endpoint: &str) -> Option<u64> {
