@@ -165,3 +165,42 @@ fn a_node_that_never_becomes_ready_is_a_fail_quoting_its_log_not_pouring_it() {
     assert!(logs.status.success(), "{}", text(&logs));
     assert_eq!(String::from_utf8_lossy(&logs.stdout).lines().count(), 3, "{}", text(&logs));
 }
+
+#[test]
+fn the_same_seed_routes_the_same_way() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.json");
+    let routing = |seed: &str| {
+        let out = bffctl(&state, &["verify-scaling", "--backend", "process", "--users", "8", "--seed", seed, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report[0]["seed"].to_string(), seed);
+        let rows: Vec<(String, String, u64)> = report[0]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !r["step"].as_str().unwrap().contains("each-node"))
+            .map(|r| (r["step"].to_string(), r["node"].to_string(), r["requests"].as_u64().unwrap()))
+            .collect();
+        rows
+    };
+    let first = routing("7");
+    assert_eq!(routing("7"), first, "the same seed, the same routing");
+    let others: Vec<_> = ["8", "9", "10"].iter().map(|s| routing(s)).collect();
+    assert!(others.iter().any(|o| *o != first), "other seeds route otherwise: {first:?}");
+}
+
+#[test]
+fn a_node_a_scenario_names_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("bad.toml");
+    std::fs::write(
+        &scenario,
+        "description = \"x\"\n[cluster]\nnodes = 2\n[[steps]]\naction = \"me\"\nvia = 3\n",
+    )
+    .unwrap();
+    let out = bffctl(&dir.path().join("cluster.json"), &["run", scenario.to_str().unwrap(), "--backend", "process"]);
+    assert_eq!(out.status.code(), Some(2), "a scenario error, before any run: {}", text(&out));
+    assert!(text(&out).contains("via node-3, which does not exist (nodes are 1 to 2)"), "{}", text(&out));
+}
