@@ -107,7 +107,8 @@ pub struct VerifyArgs {
 
 #[derive(Args)]
 pub struct ReportArgs {
-    /// Write a report: `--report json FILE` or `--report junit FILE` (repeatable).
+    /// Write a report: `--report json FILE`, `--report junit FILE` or `--report html FILE` (one
+    /// self-contained page: verdict, drift table, matrix, latency timeline, failures); repeatable.
     #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"], action = clap::ArgAction::Append)]
     pub report: Vec<String>,
     /// Print the report as JSON instead of tables.

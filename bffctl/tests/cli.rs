@@ -195,11 +195,8 @@ fn the_same_seed_routes_the_same_way() {
 fn a_node_a_scenario_names_must_exist() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("bad.toml");
-    std::fs::write(
-        &scenario,
-        "description = \"x\"\n[cluster]\nnodes = 2\n[[steps]]\naction = \"me\"\nvia = 3\n",
-    )
-    .unwrap();
+    std::fs::write(&scenario, "description = \"x\"\n[cluster]\nnodes = 2\n[[steps]]\naction = \"me\"\nvia = 3\n")
+        .unwrap();
     let out = bffctl(&dir.path().join("cluster.json"), &["run", scenario.to_str().unwrap(), "--backend", "process"]);
     assert_eq!(out.status.code(), Some(2), "a scenario error, before any run: {}", text(&out));
     assert!(text(&out).contains("via node-3, which does not exist (nodes are 1 to 2)"), "{}", text(&out));

@@ -99,3 +99,30 @@ fn a_good_cluster_passes_20_runs_out_of_20() {
         assert!(text(&out).contains("settings agree on every node"), "{}", text(&out));
     }
 }
+
+#[test]
+fn the_html_report_shows_the_verdict_drift_matrix_timeline_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    let out = verify(
+        &dir.path().join("runs"),
+        &["--node-env", "2:BFF_REDIS_KEY_PREFIX=old", "--report", "html", page.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    for tag in ["table", "tr", "svg", "p", "h2", "h3"] {
+        let opened = html.matches(&format!("<{tag}>")).count() + html.matches(&format!("<{tag} ")).count();
+        assert_eq!(opened, html.matches(&format!("</{tag}>")).count(), "<{tag}> balanced");
+    }
+    assert!(html.contains("verdict fail") && html.contains("FAIL verify-scaling"), "the verdict");
+    assert!(html.contains("<td class=\"odd\">≠ old</td>"), "the drifted setting on the odd node");
+    let diagnosis = html.split("Diagnosis:</strong>").nth(1).expect("a diagnosis").split("</p>").next().unwrap();
+    assert!(diagnosis.contains("node-2"), "the diagnosis names node-2: {diagnosis}");
+    assert!(html.contains("created on \\ read on"), "the matrix");
+    assert_eq!(html.matches("<svg").count(), 1, "one inline timeline");
+    assert!(html.matches("<circle").count() > 10, "requests drawn as points");
+    assert!(html.contains("node-1") && html.contains("seconds into the run"), "a legend and axes");
+    assert!(html.contains("<h3>Failures</h3>"), "the failures");
+    assert!(!html.contains("<script") && !html.contains("src=\"http"), "self-contained");
+}

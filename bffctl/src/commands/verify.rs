@@ -130,7 +130,8 @@ fn finish(reports: &[RunReport], args: &ReportArgs) -> anyhow::Result<ExitCode> 
         let text = match format.as_str() {
             "json" => serde_json::to_string_pretty(reports)?,
             "junit" => scenario::junit(reports),
-            other => anyhow::bail!("unknown report format {other:?}: use json or junit"),
+            "html" => scenario::html(reports),
+            other => anyhow::bail!("unknown report format {other:?}: use json, junit or html"),
         };
         if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;

@@ -1,6 +1,7 @@
 //! Scenarios: files that describe a cluster, virtual users and steps (log in, `me`, restart
 //! nodes, …) with expectations; the runner that replays them; the report that says what broke.
 
+mod html;
 mod matrix;
 mod model;
 mod report;
@@ -9,12 +10,13 @@ mod target;
 
 use std::time::Instant;
 
+pub use html::html;
 pub use matrix::{Cell, Matrix};
 pub use model::{
     Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError, Step,
     Thresholds, Verdict, Via,
 };
-pub use report::{FailureGroup, NodeLog, Outcome, Record, Row, RunReport, junit};
+pub use report::{FailureGroup, FaultWindow, NodeLog, Outcome, Record, Row, RunReport, junit};
 pub use runner::{Execution, Progress, StepError};
 pub use target::{OwnedCluster, Target};
 
@@ -55,6 +57,7 @@ async fn report_of(
         refreshes,
         started.elapsed(),
     );
+    report.faults = execution.faults;
     // The node a diagnosis names first (the odd one), else every node that failed requests.
     let odd = report.matrix.as_ref().and_then(|m| m.diagnosis.as_deref()).and_then(|d| {
         d.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).find(|w| w.starts_with("node-")).map(str::to_owned)

@@ -27,8 +27,18 @@ pub struct Record {
     pub created_on: Option<String>,
     pub outcome: Outcome,
     pub status: Option<u16>,
+    /// When the request was sent, from the start of the run.
+    pub at_ms: f64,
     pub latency_ms: f64,
     pub detail: String,
+}
+
+/// When a cluster step (a fault: a restart, a kill, a Redis restart) ran, from the start of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultWindow {
+    pub label: String,
+    pub start_ms: f64,
+    pub end_ms: f64,
 }
 
 /// One line of the step × node table.
@@ -79,6 +89,11 @@ pub struct RunReport {
     pub rows: Vec<Row>,
     pub failures: Vec<FailureGroup>,
     pub cluster_events: Vec<String>,
+    /// Every request (for timelines), in the order they completed; not in JSON reports.
+    #[serde(skip)]
+    pub records: Vec<Record>,
+    /// When each cluster step ran.
+    pub faults: Vec<FaultWindow>,
     /// The seed of the run: `--seed` with it routes the same way again.
     pub seed: u64,
     /// The drift check's comparison of the nodes' must-agree settings, when it ran.
@@ -170,6 +185,8 @@ impl RunReport {
             rows,
             failures,
             cluster_events: events,
+            records: records.to_vec(),
+            faults: Vec::new(),
             seed: 0,
             drift: None,
             matrix: super::matrix::Matrix::from_records(records, scenario.cluster.nodes),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::model::{Action, Expect, NodeSelector, Scenario, Step, Via};
-use super::report::{NodeLog, Outcome, Record};
+use super::report::{FaultWindow, NodeLog, Outcome, Record};
 use super::target::Target;
 use crate::client::{ClientError, Reply, VirtualUser};
 use crate::cluster::{ClusterError, node_name};
@@ -51,6 +51,8 @@ pub struct StepError {
 pub struct Execution {
     pub records: Vec<Record>,
     pub events: Vec<String>,
+    /// When each cluster step ran, on the records' clock.
+    pub faults: Vec<FaultWindow>,
     /// The step, and the node that never became ready in it.
     pub stopped: Option<(String, NodeLog)>,
 }
@@ -63,6 +65,10 @@ struct Ctx<'a> {
     created_on: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The random nodes of cluster steps, from the run's seed.
     rng: std::sync::Mutex<rand::rngs::StdRng>,
+    /// When the run began: records and fault windows are placed on this clock.
+    began: Instant,
+    /// Each cluster step's span, for the report's timeline.
+    faults: std::sync::Mutex<Vec<FaultWindow>>,
     run_id: String,
 }
 
@@ -78,17 +84,18 @@ pub async fn execute(
     let ctx = match replay(scenario, target, progress, &mut events, seed).await {
         Ok(ctx) => ctx,
         Err(Stop::Tool(error)) => return Err(error),
-        Err(Stop::NotReady { step, log, records }) => {
-            return Ok(Execution { records, events, stopped: Some((step, log)) });
+        Err(Stop::NotReady { step, log, records, faults }) => {
+            return Ok(Execution { records, events, faults, stopped: Some((step, log)) });
         }
     };
-    Ok(Execution { records: ctx.records.into_inner(), events, stopped: None })
+    let faults = ctx.faults.into_inner().expect("faults lock");
+    Ok(Execution { records: ctx.records.into_inner(), events, faults, stopped: None })
 }
 
 /// Why a replay ended before its last step.
 enum Stop {
     Tool(StepError),
-    NotReady { step: String, log: NodeLog, records: Vec<Record> },
+    NotReady { step: String, log: NodeLog, records: Vec<Record>, faults: Vec<FaultWindow> },
 }
 
 async fn replay<'a>(
@@ -106,6 +113,8 @@ async fn replay<'a>(
         records: Mutex::new(Vec::new()),
         created_on: Default::default(),
         rng: std::sync::Mutex::new(rng),
+        began: Instant::now(),
+        faults: Default::default(),
         run_id,
     };
     let users: Vec<(String, VirtualUser)> = (0..scenario.load.users.max(1))
@@ -168,6 +177,7 @@ async fn stop_on(result: Result<(), ClusterError>, step: &Step, ctx: &Ctx<'_>) -
             step: step.label(),
             log: NodeLog { node, reason: Some(reason), path: log, last_lines },
             records: std::mem::take(&mut *ctx.records.lock().await),
+            faults: std::mem::take(&mut *ctx.faults.lock().expect("faults lock")),
         }),
         Err(error) => Err(Stop::Tool(StepError { step: step.label(), reason: error.to_string() })),
     }
@@ -182,6 +192,22 @@ async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> R
         Some(NodeSelector::Index(n)) => vec![n - 1],
     };
     let started = Instant::now();
+    let result = apply(ctx, step, events, &indexes, started).await;
+    if step.action != Action::Pause {
+        let at = |t: Instant| t.duration_since(ctx.began).as_secs_f64() * 1000.0;
+        let window = FaultWindow { label: step.label(), start_ms: at(started), end_ms: at(Instant::now()) };
+        ctx.faults.lock().expect("faults lock").push(window);
+    }
+    result
+}
+
+async fn apply(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    events: &mut Vec<String>,
+    indexes: &[usize],
+    started: Instant,
+) -> Result<(), ClusterError> {
     match step.action {
         Action::RestartNode | Action::KillNode | Action::StartNode => {
             let action = match step.action {
@@ -189,7 +215,7 @@ async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> R
                 Action::KillNode => "kill",
                 _ => "start",
             };
-            for index in indexes {
+            for &index in indexes {
                 ctx.progress.set_current(format!("{action} {}", node_name(index)));
                 ctx.target.node(index, action).await?;
                 events.push(format!("{action} {} ({:.1} s)", node_name(index), started.elapsed().as_secs_f64()));
@@ -229,6 +255,7 @@ async fn user_step(
                     created_on: None,
                     outcome: Outcome::Unavailable,
                     status: None,
+                    at_ms: ctx.began.elapsed().as_secs_f64() * 1000.0,
                     latency_ms: 0.0,
                     detail: "node is down".into(),
                 };
@@ -262,6 +289,7 @@ async fn user_step(
                         continue;
                     }
                     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    let at_ms = started.duration_since(ctx.began).as_secs_f64() * 1000.0;
                     let node = direct_node.or(node);
                     let created_on = match step.action {
                         Action::Login => {
@@ -276,7 +304,7 @@ async fn user_step(
                         _ => None,
                     };
                     let step = label.clone();
-                    record(ctx, Record { step, node, created_on, outcome, status, latency_ms, detail }).await;
+                    record(ctx, Record { step, node, created_on, outcome, status, at_ms, latency_ms, detail }).await;
                     return;
                 }
             }

@@ -1,0 +1,210 @@
+//! `--report html FILE`: one self-contained page per run for a person (a CI artefact, a link in
+//! a review): the verdict, the drift table, the created-on × read-on matrix, each node's latency
+//! over time with the faults (restarts) drawn as bands, and the failures. No script, no external
+//! file: inline CSS and an inline SVG drawn with plotters.
+
+use std::fmt::Write;
+
+use plotters::prelude::*;
+
+use super::report::{Outcome, RunReport};
+
+/// Colours of node-1, node-2, … in the timeline.
+const NODE_COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+];
+
+/// The page for every report of a run (`bffctl run scenarios/` writes several).
+pub fn html(reports: &[RunReport]) -> String {
+    let mut page = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bffctl report</title>\n<style>\n\
+         body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}\n\
+         h1{font-size:1.4em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}\n\
+         .verdict{padding:.6em 1em;border-radius:6px;font-weight:600}\n\
+         .pass{background:#e6f4ea;color:#137333} .fail{background:#fce8e6;color:#a50e0e}\n\
+         table{border-collapse:collapse;margin:.8em 0;font-size:.9em} td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\n\
+         th{background:#f5f5f5} td.odd,td.bad{background:#fce8e6;color:#a50e0e;font-weight:600} td.good{background:#e6f4ea}\n\
+         .meta{color:#666} pre{background:#f8f8f8;padding:.6em;overflow-x:auto;font-size:.8em}\n\
+         </style></head><body>\n<h1>bffctl report</h1>\n",
+    );
+    for report in reports {
+        section(&mut page, report);
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn section(page: &mut String, r: &RunReport) {
+    let class = if r.passed { "pass" } else { "fail" };
+    let _ = write!(
+        page,
+        "<h2>{}</h2>\n<p class=\"meta\">{} · {} node(s) on {} · {} user(s) × {} iteration(s) · {:.1} s · seed {}</p>\n\
+         <p class=\"verdict {class}\">{}</p>\n",
+        esc(&r.scenario),
+        esc(&r.description),
+        r.nodes,
+        esc(&r.backend),
+        r.users,
+        r.iterations,
+        r.duration_s,
+        r.seed,
+        esc(&r.verdict)
+    );
+    if let Some(drift) = &r.drift {
+        if drift.skipped {
+            let _ = writeln!(page, "<p>Drift check skipped: {}</p>", esc(&drift.problems.join("; ")));
+        } else {
+            let _ = write!(page, "<h3>Settings across nodes</h3>\n<table><tr><th>setting</th>");
+            for node in &drift.nodes {
+                let _ = write!(page, "<th>{}</th>", esc(node));
+            }
+            page.push_str("</tr>\n");
+            for row in &drift.rows {
+                let _ = write!(page, "<tr><td>{}</td>", esc(&row.setting));
+                for (i, value) in row.values.iter().enumerate() {
+                    let odd = row.odd.contains(&i);
+                    let shown = match (value, row.secret) {
+                        (None, _) => "-".to_owned(),
+                        (Some(_), true) if odd => "differs".to_owned(),
+                        (Some(_), true) => "same".to_owned(),
+                        (Some(v), false) => v.clone(),
+                    };
+                    let class = if odd { " class=\"odd\"" } else { "" };
+                    let _ = write!(page, "<td{class}>{}{}</td>", if odd { "≠ " } else { "" }, esc(&shown));
+                }
+                page.push_str("</tr>\n");
+            }
+            page.push_str("</table>\n");
+            for problem in &drift.problems {
+                let _ = writeln!(page, "<p>{}</p>", esc(problem));
+            }
+        }
+    }
+    if let Some(matrix) = &r.matrix {
+        let _ = write!(
+            page,
+            "<h3>Sessions read (ok/asked) by the node that created them</h3>\n<table><tr><th>created on \\ read on</th>"
+        );
+        for node in &matrix.nodes {
+            let _ = write!(page, "<th>{}</th>", esc(node));
+        }
+        page.push_str("</tr>\n");
+        for (created, row) in matrix.cells.iter().enumerate() {
+            let _ = write!(page, "<tr><th>{}</th>", esc(&matrix.nodes[created]));
+            for cell in row {
+                let (class, text) = match cell.total {
+                    0 => ("", "-".to_owned()),
+                    _ if cell.ok == cell.total => ("good", format!("{}/{}", cell.ok, cell.total)),
+                    _ => ("bad", format!("{}/{}", cell.ok, cell.total)),
+                };
+                let _ = write!(page, "<td class=\"{class}\">{text}</td>");
+            }
+            page.push_str("</tr>\n");
+        }
+        page.push_str("</table>\n");
+        if let Some(diagnosis) = &matrix.diagnosis {
+            let _ = writeln!(page, "<p><strong>Diagnosis:</strong> {}</p>", esc(diagnosis));
+        }
+    }
+    if !r.records.is_empty() {
+        let _ = writeln!(
+            page,
+            "<h3>Latency per node over time</h3>\n<p class=\"meta\">Each dot is one request; failed requests are crosses; \
+             shaded bands are cluster steps (restarts, kills).</p>\n{}",
+            timeline(r)
+        );
+    }
+    if !r.failures.is_empty() {
+        page.push_str("<h3>Failures</h3>\n<table><tr><th>count</th><th>step</th><th>node</th><th>status</th><th>what was wrong</th></tr>\n");
+        for f in &r.failures {
+            let status = f.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{status}</td><td>{}</td></tr>",
+                f.count,
+                esc(&f.step),
+                esc(&f.node),
+                esc(&f.detail)
+            );
+        }
+        page.push_str("</table>\n");
+    }
+    for log in &r.node_logs {
+        let path = log.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let _ = writeln!(
+            page,
+            "<h3>{} log</h3><p class=\"meta\">{}{}</p><pre>{}</pre>",
+            esc(&log.node),
+            log.reason.as_deref().map(|r| format!("{}; ", esc(r))).unwrap_or_default(),
+            esc(&path),
+            esc(&log.last_lines.join("\n"))
+        );
+    }
+}
+
+/// Per-node latency over the run as an SVG: one series per node, fault windows as bands.
+fn timeline(r: &RunReport) -> String {
+    let mut svg = String::new();
+    {
+        let end_s = r
+            .records
+            .iter()
+            .map(|x| (x.at_ms + x.latency_ms) / 1000.0)
+            .chain(r.faults.iter().map(|f| f.end_ms / 1000.0))
+            .fold(0.1_f64, f64::max);
+        let top_ms = r.records.iter().map(|x| x.latency_ms).fold(1.0_f64, f64::max) * 1.1;
+        let root = SVGBackend::with_string(&mut svg, (960, 360)).into_drawing_area();
+        let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(52)
+                .build_cartesian_2d(0.0..end_s, 0.0..top_ms)?;
+            chart
+                .configure_mesh()
+                .x_desc("seconds into the run")
+                .y_desc("latency (ms)")
+                .light_line_style(WHITE.mix(0.0))
+                .draw()?;
+            for fault in &r.faults {
+                let band = [(fault.start_ms / 1000.0, 0.0), (fault.end_ms.max(fault.start_ms + 20.0) / 1000.0, top_ms)];
+                chart.draw_series(std::iter::once(Rectangle::new(band, RGBColor(255, 200, 0).mix(0.25).filled())))?;
+            }
+            for (i, node) in (0..r.nodes).map(crate::cluster::node_name).enumerate() {
+                let colour = NODE_COLOURS[i % NODE_COLOURS.len()];
+                let mine = || r.records.iter().filter(|x| x.node.as_deref() == Some(node.as_str()));
+                chart
+                    .draw_series(
+                        mine()
+                            .filter(|x| x.outcome == Outcome::Ok)
+                            .map(|x| Circle::new((x.at_ms / 1000.0, x.latency_ms), 2, colour.filled())),
+                    )?
+                    .label(node.clone())
+                    .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
+                chart.draw_series(
+                    mine()
+                        .filter(|x| x.outcome == Outcome::Failed)
+                        .map(|x| Cross::new((x.at_ms / 1000.0, x.latency_ms), 4, colour.stroke_width(2))),
+                )?;
+            }
+            chart.configure_series_labels().border_style(BLACK.mix(0.3)).background_style(WHITE.mix(0.9)).draw()?;
+            root.present()?;
+            Ok(())
+        })();
+        if let Err(error) = drawn {
+            return format!("<p>(no timeline: {})</p>", esc(&error.to_string()));
+        }
+    }
+    svg
+}
+
+/// HTML-escapes text.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
