@@ -28,5 +28,14 @@ pub use state::AppState;
 /// The complete router with its middleware (request ids, tracing).
 pub fn app(state: AppState) -> axum::Router {
     let _ = metrics::handle();
-    telemetry::layer(routes::router(state).layer(axum::middleware::from_fn(metrics::track)))
+    let node_name = state.config.node_name.clone();
+    let router = telemetry::layer(routes::router(state).layer(axum::middleware::from_fn(metrics::track)));
+    match node_name {
+        // A verifier behind someone else's load balancer learns which node answered.
+        Some(name) => router.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::HeaderName::from_static("x-bff-node"),
+            axum::http::HeaderValue::from_str(&name).expect("node_name is checked to be a header value"),
+        )),
+        None => router,
+    }
 }

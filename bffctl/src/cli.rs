@@ -102,7 +102,47 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub no_drift_check: bool,
     #[command(flatten)]
+    pub deployment: TargetArgs,
+    #[command(flatten)]
     pub report: ReportArgs,
+}
+
+/// A deployment bffctl did not build, reached by URL (`--target`).
+#[derive(Args, Clone, Default)]
+pub struct TargetArgs {
+    /// Verify a deployment reached at this URL (its load balancer) instead of building one:
+    /// nothing is started or torn down.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// A node's direct address, for the each-node steps and restarts: --node node-1=http://10.0.0.5:8080
+    /// (repeatable, in order). Without any, those steps are skipped and the verdict says so.
+    #[arg(long = "node", id = "node_url", value_name = "NAME=URL", value_parser = parse_pair)]
+    pub node_urls: Vec<(String, String)>,
+    /// Restarts a node; {node} is its name: 'docker restart {node}', 'kubectl delete pod {node}'.
+    /// Without it restart steps are skipped and the verdict says so.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub restart_cmd: Option<String>,
+    /// Where a node answers 200 when it is ready again after a restart.
+    #[arg(long, default_value = "/ready")]
+    pub ready_path: String,
+    /// The gateways' ops_token, for the drift check (/ops/fingerprint) on the --node addresses.
+    #[arg(long, env = "BFFCTL_OPS_TOKEN", hide_env_values = true)]
+    pub ops_token: Option<String>,
+    /// Another gateway's login path (e.g. /bff/login for Duende.BFF, /oauth2/start for oauth2-proxy).
+    #[arg(long, default_value = "/account/login")]
+    pub login_path: String,
+    /// Another gateway's "who am I" path (e.g. /bff/user, /oauth2/userinfo).
+    #[arg(long, default_value = "/account/me")]
+    pub me_path: String,
+    /// A header the me call needs, e.g. --me-header 'X-CSRF: 1' (Duende.BFF).
+    #[arg(long, value_name = "NAME: VALUE")]
+    pub me_header: Option<String>,
+    /// The status the gateway's me answers without a session (404 here; 401 for many others).
+    #[arg(long, default_value_t = 404)]
+    pub anonymous_status: u16,
+    /// Another gateway's logout path (POST with the CSRF header).
+    #[arg(long, default_value = "/account/end-session")]
+    pub logout_path: String,
 }
 
 #[derive(Args)]
@@ -142,6 +182,8 @@ pub struct RunArgs {
     /// Reproducible runs: the seed of every scenario (default: each its own, printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub deployment: TargetArgs,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -342,4 +384,13 @@ pub struct ImagesArgs {
     pub bff_image: String,
     #[arg(long, default_value = "bff-local/redis:latest")]
     pub redis_image: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

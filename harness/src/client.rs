@@ -1,7 +1,12 @@
 //! [`VirtualUser`]: a browser-like client. It keeps cookies like a browser (one jar for every
 //! `127.0.0.1:PORT`, since cookies are not port-scoped), follows redirects by hand so each hop
 //! can be checked, and reports which node answered (the `x-bff-node` header the load balancer
-//! adds).
+//! adds, or a gateway that names itself). Like a browser it resolves `*.localhost` to loopback
+//! by itself, so an issuer named `issuer.localhost` works from the host and, under a network
+//! alias, from containers.
+//!
+//! The paths and headers of another gateway are [`GatewayPaths`]: login, me (and the header an
+//! API-style `me` wants), logout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,8 +40,49 @@ pub enum ClientError {
     LoginStep { step: &'static str, status: u16, body: String, node: Option<String> },
 }
 
+/// Where a gateway has its account endpoints; bff's by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayPaths {
+    pub login: String,
+    pub me: String,
+    /// A header the `me` call sends, e.g. `X-CSRF: 1` for Duende.BFF's `/bff/user`.
+    pub me_header: Option<(String, String)>,
+    pub logout: String,
+}
+
+impl Default for GatewayPaths {
+    fn default() -> Self {
+        GatewayPaths {
+            login: "/account/login".into(),
+            me: "/account/me".into(),
+            me_header: None,
+            logout: "/account/end-session".into(),
+        }
+    }
+}
+
+/// Resolves `localhost` and `*.localhost` to loopback, as browsers do; everything else through the
+/// system.
+struct LocalhostResolver;
+
+impl reqwest::dns::Resolve for LocalhostResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        Box::pin(async move {
+            if host == "localhost" || host.ends_with(".localhost") {
+                let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(SocketAddr::from(([127, 0, 0, 1], 0))));
+                return Ok(addrs);
+            }
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 pub struct VirtualUser {
     http: reqwest::Client,
+    paths: GatewayPaths,
     jar: Arc<CookieStoreMutex>,
     login_hint: Option<String>,
     /// Sent as `x-bffctl-route: key/n` on the n-th request, for a seeded load balancer.
@@ -54,6 +100,7 @@ impl VirtualUser {
     pub fn with_resolver(login_hint: Option<&str>, resolve: &[(String, SocketAddr)]) -> Self {
         let jar = Arc::new(CookieStoreMutex::default());
         let mut builder = reqwest::Client::builder()
+            .dns_resolver(Arc::new(LocalhostResolver))
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10));
@@ -65,7 +112,14 @@ impl VirtualUser {
             jar,
             login_hint: login_hint.map(str::to_owned),
             route_key: None,
+            paths: GatewayPaths::default(),
         }
+    }
+
+    /// Another gateway's account endpoints.
+    pub fn with_paths(mut self, paths: GatewayPaths) -> Self {
+        self.paths = paths;
+        self
     }
 
     /// Asks a seeded load balancer to route this user's requests reproducibly: each one carries
@@ -113,15 +167,20 @@ impl VirtualUser {
         Ok(Reply { status, body, location, node })
     }
 
-    /// `GET {base}/account/me`.
+    /// `GET {base}/account/me` (or the gateway's own `me` path, with its header).
     pub async fn me(&self, base: &str) -> Result<Reply, ClientError> {
-        self.get(&format!("{}/account/me", base.trim_end_matches('/'))).await
+        let url = format!("{}{}", base.trim_end_matches('/'), self.paths.me);
+        let mut request = self.http.get(&url);
+        if let Some((name, value)) = &self.paths.me_header {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        self.send(request, &url).await
     }
 
     /// `POST {base}/account/end-session` with `X-CSRF: 1`, as a single-page app logs out, without
     /// following the redirect.
     pub async fn logout(&self, base: &str) -> Result<Reply, ClientError> {
-        let url = format!("{}/account/end-session", base.trim_end_matches('/'));
+        let url = format!("{}{}", base.trim_end_matches('/'), self.paths.logout);
         self.send(self.http.post(&url).header("x-csrf", "1"), &url).await
     }
 
@@ -137,7 +196,7 @@ impl VirtualUser {
     /// The whole login: `/account/login` on `base` → issuer `authorize` → `login/callback`.
     /// Returns the callback's reply (a 302 to the landing page when it worked).
     pub async fn login(&self, base: &str) -> Result<Reply, ClientError> {
-        let start = self.get(&format!("{}/account/login", base.trim_end_matches('/'))).await?;
+        let start = self.get(&format!("{}{}", base.trim_end_matches('/'), self.paths.login)).await?;
         let authorize = redirect_target(&start, "login")?;
         let mut authorize = Url::parse(&authorize)
             .map_err(|e| ClientError::Transport { url: authorize.clone(), reason: e.to_string() })?;

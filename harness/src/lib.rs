@@ -18,6 +18,6 @@ pub mod process;
 pub mod run_dir;
 pub mod scenario;
 
-pub use client::{Reply, VirtualUser};
+pub use client::{GatewayPaths, Reply, VirtualUser};
 pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};
 pub use process::{BffProcess, RedisProcess};

@@ -42,6 +42,12 @@ pub const KEYS: &[Key] = &[
     ),
     key("account_prefix", "BFF_ACCOUNT_PREFIX", Some("/account"), "path prefix of login, me, end-session"),
     key(
+        "node_name",
+        "BFF_NODE_NAME",
+        None,
+        "this node's name, sent in an x-bff-node response header (so a verifier behind any load balancer sees which node answered); unset = no header",
+    ),
+    key(
         "ops_token",
         "BFF_OPS_TOKEN",
         None,

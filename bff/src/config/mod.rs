@@ -170,6 +170,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Bearer token that opens `/ops/fingerprint`; `None`: the endpoint does not exist.
     pub ops_token: Option<String>,
+    /// Sent as `x-bff-node` on every response, when set.
+    pub node_name: Option<String>,
     /// Session and login-binding cookie names, worked out once: every request reads them.
     cookie_names: (String, String),
 }
@@ -311,7 +313,18 @@ impl Config {
             }
         };
 
+        let node_name = match src.string("node_name") {
+            None => None,
+            Some(name)
+                if name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Some(name)
+            }
+            Some(_) => return Err(src.invalid("node_name", "use up to 64 letters, digits, '-', '_' and '.'".into())),
+        };
+
         Ok(Config {
+            node_name,
             ops_token,
             cookie_names,
             routes,

@@ -12,7 +12,7 @@ use harness::cluster::control::ControlClient;
 use harness::scenario::{self, Progress, RunReport, Scenario};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{ReportArgs, RunArgs, ScenariosArgs, VerifyArgs};
+use crate::cli::{ReportArgs, RunArgs, ScenariosArgs, TargetArgs, VerifyArgs};
 use crate::output;
 
 /// The seed's scenario, shipped in `scenarios/` and built in here for `verify-scaling`.
@@ -26,23 +26,95 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     scenario.cluster.nodes = args.cluster.nodes;
     scenario.cluster.drift_check = !args.no_drift_check;
     scenario.load.seed = args.seed;
-    let mut spec = args.cluster.spec();
-    spec.redis_db_per_node = args.redis_db_per_node;
-    let report = run_one(&scenario, RunMode::Fresh(Box::new(spec)), args.report.json).await?;
+    let mode = match deployment(&args.deployment)? {
+        Some(target) => {
+            apply_anonymous_status(&mut scenario, args.deployment.anonymous_status);
+            RunMode::Target(Arc::new(target), args.deployment.ops_token.clone())
+        }
+        None => {
+            let mut spec = args.cluster.spec();
+            spec.redis_db_per_node = args.redis_db_per_node;
+            RunMode::Fresh(Box::new(spec))
+        }
+    };
+    let report = run_one(&scenario, mode, args.report.json).await?;
     finish(&[report], &args.report)
 }
 
 enum RunMode {
     Fresh(Box<harness::cluster::ClusterSpec>),
     Attached(Arc<ControlClient>),
+    /// A deployment bffctl did not build, and the ops token for its drift check.
+    Target(Arc<scenario::Deployment>, Option<String>),
+}
+
+/// The deployment `--target` names, if any.
+fn deployment(args: &TargetArgs) -> anyhow::Result<Option<scenario::Deployment>> {
+    let Some(url) = &args.target else {
+        anyhow::ensure!(
+            args.node_urls.is_empty() && args.restart_cmd.is_none(),
+            "--node and --restart-cmd go with --target URL"
+        );
+        return Ok(None);
+    };
+    let check = |what: &str, value: &str| -> anyhow::Result<()> {
+        let parsed = url::Url::parse(value).map_err(|e| anyhow::anyhow!("{what} {value:?}: {e}"))?;
+        anyhow::ensure!(matches!(parsed.scheme(), "http" | "https"), "{what} {value:?}: not an http(s) URL");
+        Ok(())
+    };
+    check("--target", url)?;
+    for (name, node) in &args.node_urls {
+        check(&format!("--node {name}"), node)?;
+    }
+    let me_header = match &args.me_header {
+        None => None,
+        Some(header) => {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--me-header {header:?}: expected 'Name: value'"))?;
+            Some((name.trim().to_owned(), value.trim().to_owned()))
+        }
+    };
+    Ok(Some(scenario::Deployment {
+        public_url: url.trim_end_matches('/').to_owned(),
+        nodes: args.node_urls.iter().map(|(n, u)| (n.clone(), u.trim_end_matches('/').to_owned())).collect(),
+        restart_cmd: args.restart_cmd.clone(),
+        ready_path: args.ready_path.clone(),
+        paths: harness::GatewayPaths {
+            login: args.login_path.clone(),
+            me: args.me_path.clone(),
+            me_header,
+            logout: args.logout_path.clone(),
+        },
+    }))
+}
+
+/// Another gateway answers `me` without a session with another status than bff's 404.
+fn apply_anonymous_status(scenario: &mut Scenario, status: u16) {
+    if status == 404 {
+        return;
+    }
+    for step in &mut scenario.steps {
+        if step.action == scenario::Action::Me && step.expect.status == Some(404) {
+            step.expect.status = Some(status);
+        }
+    }
 }
 
 pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
     let scenarios = Scenario::load_all(&args.path)?;
     anyhow::ensure!(!scenarios.is_empty(), "no scenario in {}", args.path.display());
+    anyhow::ensure!(!(args.attach && args.deployment.target.is_some()), "--attach and --target exclude each other");
     let attached = if args.attach { Some(Arc::new(ControlClient::open(state)?)) } else { None };
+    let target = deployment(&args.deployment)?.map(Arc::new);
     let mut reports = Vec::new();
     for mut scenario in scenarios {
+        if target.is_some()
+            && let Some(why) = scenario::needs_own_cluster(&scenario)
+        {
+            println!("SKIP {}: {why}; it cannot run against a deployment bffctl did not build", scenario.name);
+            continue;
+        }
         if let Some(users) = args.users {
             scenario.load.users = users;
         }
@@ -55,9 +127,13 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
         if let Some(backend) = args.backend {
             scenario.cluster.backend = backend.kind();
         }
-        let mode = match &attached {
-            Some(client) => RunMode::Attached(client.clone()),
-            None => {
+        let mode = match (&attached, &target) {
+            (_, Some(target)) => {
+                apply_anonymous_status(&mut scenario, args.deployment.anonymous_status);
+                RunMode::Target(target.clone(), args.deployment.ops_token.clone())
+            }
+            (Some(client), None) => RunMode::Attached(client.clone()),
+            (None, None) => {
                 let mut spec = scenario
                     .cluster
                     .spec(harness::cluster::Images { bff: args.bff_image.clone(), redis: args.redis_image.clone() });
@@ -114,6 +190,18 @@ async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Resu
     let result = match mode {
         RunMode::Fresh(spec) => scenario::run_fresh(scenario, *spec, &progress, &on_step).await,
         RunMode::Attached(client) => scenario::run_on(scenario, client.as_ref(), &progress).await,
+        RunMode::Target(target, ops_token) => {
+            let drift = match (&ops_token, target.nodes.is_empty(), scenario.cluster.drift_check) {
+                (Some(token), false, true) => {
+                    on_step("comparing the nodes' settings");
+                    let nodes: Vec<(String, Option<String>)> =
+                        target.nodes.iter().map(|(n, u)| (n.clone(), Some(u.clone()))).collect();
+                    Some(harness::drift::check(&nodes, token).await)
+                }
+                _ => None,
+            };
+            scenario::run_on(scenario, target.as_ref(), &progress).await.map(|r| r.with_drift(scenario, drift))
+        }
     };
     ticker.abort();
     bar.finish_and_clear();

@@ -39,8 +39,9 @@ pub struct Matrix {
 impl Matrix {
     /// From the records of session reads (`me`, `get`) that know their session's creator; reads
     /// made unanswerable by a fault do not count.
-    pub fn from_records(records: &[Record], node_count: usize) -> Option<Matrix> {
-        let nodes: Vec<String> = (0..node_count).map(crate::cluster::node_name).collect();
+    pub fn from_records(records: &[Record], nodes: &[String]) -> Option<Matrix> {
+        let nodes = nodes.to_vec();
+        let node_count = nodes.len();
         let index = |name: &str| nodes.iter().position(|n| n == name);
         let mut cells = vec![vec![Cell::default(); node_count]; node_count];
         let mut any = false;

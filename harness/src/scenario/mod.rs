@@ -4,6 +4,7 @@
 mod html;
 mod matrix;
 mod model;
+mod remote;
 mod report;
 mod runner;
 mod target;
@@ -16,6 +17,7 @@ pub use model::{
     Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError, Step,
     Thresholds, Verdict, Via,
 };
+pub use remote::{Deployment, needs_own_cluster};
 pub use report::{FailureGroup, FaultWindow, NodeLog, Outcome, Record, Row, RunReport, junit};
 pub use runner::{Execution, Progress, StepError};
 pub use target::{OwnedCluster, Target};
@@ -58,6 +60,8 @@ async fn report_of(
         started.elapsed(),
     );
     report.faults = execution.faults;
+    let names: Vec<String> = (0..target.node_count()).map(|i| target.node_name(i)).collect();
+    report.matrix = Matrix::from_records(&execution.records, &names);
     // The node a diagnosis names first (the odd one), else every node that failed requests.
     let odd = report.matrix.as_ref().and_then(|m| m.diagnosis.as_deref()).and_then(|d| {
         d.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).find(|w| w.starts_with("node-")).map(str::to_owned)
@@ -77,7 +81,7 @@ async fn report_of(
     if let Some((step, log)) = execution.stopped {
         report.stopped_at(Some(&step), log);
     }
-    report
+    report.with_skipped(execution.skipped)
 }
 
 /// Starts a fresh cluster from `spec`, runs the scenario, tears the cluster down.

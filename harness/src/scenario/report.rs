@@ -89,6 +89,8 @@ pub struct RunReport {
     pub rows: Vec<Row>,
     pub failures: Vec<FailureGroup>,
     pub cluster_events: Vec<String>,
+    /// Steps the target could not carry out, and why: a PASS holds only for what did run.
+    pub skipped: Vec<String>,
     /// Every request (for timelines), in the order they completed; not in JSON reports.
     #[serde(skip)]
     pub records: Vec<Record>,
@@ -187,9 +189,13 @@ impl RunReport {
             cluster_events: events,
             records: records.to_vec(),
             faults: Vec::new(),
+            skipped: Vec::new(),
             seed: 0,
             drift: None,
-            matrix: super::matrix::Matrix::from_records(records, scenario.cluster.nodes),
+            matrix: super::matrix::Matrix::from_records(
+                records,
+                &(0..scenario.cluster.nodes).map(crate::cluster::node_name).collect::<Vec<_>>(),
+            ),
             never_ready: None,
             node_logs: Vec::new(),
             token_refreshes,
@@ -198,6 +204,15 @@ impl RunReport {
         };
         (report.passed, report.verdict) = report.judge(scenario);
         report
+    }
+
+    /// Records the steps that were skipped; the verdict says so.
+    pub fn with_skipped(mut self, skipped: Vec<String>) -> Self {
+        if !skipped.is_empty() {
+            self.verdict = format!("{} (skipped: {})", self.verdict, skipped.join("; "));
+        }
+        self.skipped = skipped;
+        self
     }
 
     /// Records the run's seed.
@@ -210,7 +225,8 @@ impl RunReport {
     pub fn with_drift(mut self, scenario: &Scenario, drift: Option<crate::drift::DriftReport>) -> Self {
         self.drift = drift;
         (self.passed, self.verdict) = self.judge(scenario);
-        self
+        let skipped = std::mem::take(&mut self.skipped);
+        self.with_skipped(skipped)
     }
 
     /// The run stopped because `log.node` never became ready (at start, or in `step`): a FAIL,

@@ -17,7 +17,7 @@ use super::model::{Action, Expect, NodeSelector, Scenario, Step, Via};
 use super::report::{FaultWindow, NodeLog, Outcome, Record};
 use super::target::Target;
 use crate::client::{ClientError, Reply, VirtualUser};
-use crate::cluster::{ClusterError, node_name};
+use crate::cluster::ClusterError;
 
 /// Live counters for a progress display.
 #[derive(Default)]
@@ -53,6 +53,8 @@ pub struct Execution {
     pub events: Vec<String>,
     /// When each cluster step ran, on the records' clock.
     pub faults: Vec<FaultWindow>,
+    /// Steps the target cannot carry out, and why (`restart-node all: no --restart-cmd given`).
+    pub skipped: Vec<String>,
     /// The step, and the node that never became ready in it.
     pub stopped: Option<(String, NodeLog)>,
 }
@@ -69,6 +71,8 @@ struct Ctx<'a> {
     began: Instant,
     /// Each cluster step's span, for the report's timeline.
     faults: std::sync::Mutex<Vec<FaultWindow>>,
+    /// Steps the target cannot carry out, once each.
+    skipped: std::sync::Mutex<Vec<String>>,
     run_id: String,
 }
 
@@ -84,18 +88,19 @@ pub async fn execute(
     let ctx = match replay(scenario, target, progress, &mut events, seed).await {
         Ok(ctx) => ctx,
         Err(Stop::Tool(error)) => return Err(error),
-        Err(Stop::NotReady { step, log, records, faults }) => {
-            return Ok(Execution { records, events, faults, stopped: Some((step, log)) });
+        Err(Stop::NotReady { step, log, records, faults, skipped }) => {
+            return Ok(Execution { records, events, faults, skipped, stopped: Some((step, log)) });
         }
     };
     let faults = ctx.faults.into_inner().expect("faults lock");
-    Ok(Execution { records: ctx.records.into_inner(), events, faults, stopped: None })
+    let skipped = ctx.skipped.into_inner().expect("skipped lock");
+    Ok(Execution { records: ctx.records.into_inner(), events, faults, skipped, stopped: None })
 }
 
 /// Why a replay ended before its last step.
 enum Stop {
     Tool(StepError),
-    NotReady { step: String, log: NodeLog, records: Vec<Record>, faults: Vec<FaultWindow> },
+    NotReady { step: String, log: NodeLog, records: Vec<Record>, faults: Vec<FaultWindow>, skipped: Vec<String> },
 }
 
 async fn replay<'a>(
@@ -115,6 +120,7 @@ async fn replay<'a>(
         rng: std::sync::Mutex::new(rng),
         began: Instant::now(),
         faults: Default::default(),
+        skipped: Default::default(),
         run_id,
     };
     let users: Vec<(String, VirtualUser)> = (0..scenario.load.users.max(1))
@@ -127,6 +133,15 @@ async fn replay<'a>(
     let mut node_urls = target.node_urls().await;
     for iteration in 0..scenario.load.iterations.max(1) {
         for step in &scenario.steps {
+            let cannot = std::iter::once(step).chain(step.during.as_deref()).find_map(|s| Some((s, target.cannot(s)?)));
+            if let Some((what, why)) = cannot {
+                let line = format!("{}: {why}", what.label());
+                let mut skipped = ctx.skipped.lock().expect("skipped lock");
+                if !skipped.contains(&line) {
+                    skipped.push(line);
+                }
+                continue;
+            }
             if step.action.is_user_step() {
                 match &step.during {
                     None => {
@@ -178,6 +193,7 @@ async fn stop_on(result: Result<(), ClusterError>, step: &Step, ctx: &Ctx<'_>) -
             log: NodeLog { node, reason: Some(reason), path: log, last_lines },
             records: std::mem::take(&mut *ctx.records.lock().await),
             faults: std::mem::take(&mut *ctx.faults.lock().expect("faults lock")),
+            skipped: std::mem::take(&mut *ctx.skipped.lock().expect("skipped lock")),
         }),
         Err(error) => Err(Stop::Tool(StepError { step: step.label(), reason: error.to_string() })),
     }
@@ -216,9 +232,13 @@ async fn apply(
                 _ => "start",
             };
             for &index in indexes {
-                ctx.progress.set_current(format!("{action} {}", node_name(index)));
+                ctx.progress.set_current(format!("{action} {}", ctx.target.node_name(index)));
                 ctx.target.node(index, action).await?;
-                events.push(format!("{action} {} ({:.1} s)", node_name(index), started.elapsed().as_secs_f64()));
+                events.push(format!(
+                    "{action} {} ({:.1} s)",
+                    ctx.target.node_name(index),
+                    started.elapsed().as_secs_f64()
+                ));
             }
         }
         Action::RestartRedis => {
@@ -243,15 +263,17 @@ async fn user_step(
     let label = step.label();
     let targets: Vec<(String, Option<String>)> = match &step.via {
         Via::Lb => vec![(ctx.target.lb_url(), None)],
-        Via::EachNode => {
-            node_urls.iter().enumerate().filter_map(|(i, url)| url.clone().map(|u| (u, Some(node_name(i))))).collect()
-        }
+        Via::EachNode => node_urls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, url)| url.clone().map(|u| (u, Some(ctx.target.node_name(i)))))
+            .collect(),
         Via::Node(n) => match node_urls.get(n - 1).cloned().flatten() {
-            Some(u) => vec![(u, Some(node_name(n - 1)))],
+            Some(u) => vec![(u, Some(ctx.target.node_name(n - 1)))],
             None => {
                 let down = Record {
                     step: label.clone(),
-                    node: Some(node_name(n - 1)),
+                    node: Some(ctx.target.node_name(n - 1)),
                     created_on: None,
                     outcome: Outcome::Unavailable,
                     status: None,

@@ -22,6 +22,14 @@ pub trait Target: Send + Sync {
     /// back is [`ClusterError::NodeNotReady`].
     async fn node(&self, index: usize, action: &str) -> Result<(), ClusterError>;
     async fn restart_redis(&self) -> Result<(), ClusterError>;
+    /// The name of node `index` (0-based) in reports: `node-1`, … unless the target names them.
+    fn node_name(&self, index: usize) -> String {
+        node_name(index)
+    }
+    /// Why the target cannot carry out `step` (it is then skipped, and the report says so).
+    fn cannot(&self, _step: &super::model::Step) -> Option<String> {
+        None
+    }
     /// The log file of node `index`, when this process can read it.
     async fn node_log(&self, index: usize) -> Option<std::path::PathBuf>;
     fn user(&self, login_hint: &str) -> VirtualUser;
