@@ -8,7 +8,8 @@ bffctl := "target/debug/bffctl"
 default:
     @just --list
 
-# Install what the host lacks: redis-server (nodes, the local redis image), wrk and nginx (benchmark).
+# Install what the host lacks: redis-server (nodes, the local redis image), wrk and nginx (benchmark,
+# the deployment's load balancer), docker-compose (the deployment in deploy/compose/).
 # As root through apt-get; otherwise one line saying what to install, and exit 2 before any build.
 setup:
     #!/usr/bin/env bash
@@ -17,6 +18,7 @@ setup:
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v wrk >/dev/null || missing+=(wrk)
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
     [ ${#missing[@]} -eq 0 ] && exit 0
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "setup: this host lacks ${missing[*]}: install them (sudo apt-get install -y ${missing[*]}), then run this again" >&2
@@ -44,6 +46,7 @@ test: setup build
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
     {{bffctl}} run scenarios/login-me-restart.toml --backend docker --report junit target/scenarios-docker.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
+    just deploy-verify
 
 # The benchmark (release build): gateway next to a direct upstream and nginx; writes bench/results/*.json.
 bench *ARGS: setup
@@ -54,6 +57,42 @@ bench *ARGS: setup
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+compose := "docker-compose -p bffdeploy -f deploy/compose/docker-compose.yml"
+
+# Start the compose deployment (deploy/compose/): 3 bff replicas, Redis with AOF, nginx, the mock issuer.
+deploy-up: setup build
+    {{bffctl}} images --deploy
+    {{compose}} up -d
+
+# Stop the compose deployment and remove its containers, network and volume.
+deploy-down:
+    {{compose}} down -v --remove-orphans
+
+# verify-scaling --target against the compose deployment behind nginx must PASS; with node-2
+# missing its Redis URL it must FAIL naming node-2. Everything is removed afterwards.
+deploy-verify: deploy-up
+    #!/usr/bin/env bash
+    set -euo pipefail
+    trap '{{compose}} -f deploy/compose/no-redis-on-node-2.yml down -v --remove-orphans >/dev/null 2>&1' EXIT
+    verify() {
+        {{bffctl}} verify-scaling --target http://127.0.0.1:18080             --node node-1=http://127.0.0.1:18081 --node node-2=http://127.0.0.1:18082 --node node-3=http://127.0.0.1:18083             --restart-cmd 'docker restart bffdeploy-{node}' --ops-token demo-ops-token-0123456789abcdef "$@"
+    }
+    verify --report junit target/deploy-verify.xml
+    {{compose}} -f deploy/compose/no-redis-on-node-2.yml up -d
+    set +e
+    out=$(verify 2>&1); code=$?
+    set -e
+    echo "$out" | tail -3
+    if [ "$code" -ne 1 ] || ! grep -q "store (node-2)" <<<"$out"; then
+        echo "deploy-verify: the deployment with node-2 on its own store was not failed with node-2 named (exit $code)" >&2
+        exit 1
+    fi
+    echo "deploy-verify: the broken deployment FAILED with node-2 named, as it must"
+    {{compose}} -f deploy/compose/no-redis-on-node-2.yml down -v --remove-orphans >/dev/null 2>&1
+    left=$(docker ps -a --filter name=bffdeploy --format '{{{{.Names}}' ; docker network ls --filter name=bffdeploy --format '{{{{.Name}}' ; docker volume ls --filter name=bffdeploy --format '{{{{.Name}}')
+    if [ -n "$left" ]; then echo "deploy-verify: left behind: $left" >&2; exit 1; fi
+    echo "deploy-verify: no container, network or volume left"
 
 # Bring up a cluster (e.g. `just up --nodes 3 --backend process`).
 up *ARGS: setup build

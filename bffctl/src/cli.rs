@@ -36,6 +36,9 @@ pub enum Command {
     /// Build the local Docker images (bff and redis, FROM scratch; no registry needed) ahead of time
     /// (the docker backend builds them itself when they are missing or older than the bff binary).
     Images(ImagesArgs),
+    /// Run the mock OpenID Connect issuer alone (for a deployment bffctl did not build, e.g. a
+    /// staging gateway pointed at it); users are logged in and consented automatically.
+    Issuer(IssuerArgs),
     /// Show a node's output (its log file in the run directory): of the cluster `up` runs, else of
     /// the latest run.
     Logs(LogsArgs),
@@ -186,6 +189,23 @@ pub struct RunArgs {
     pub deployment: TargetArgs,
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+#[derive(Args)]
+pub struct IssuerArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "0.0.0.0:9400")]
+    pub listen: std::net::SocketAddr,
+    /// The host name in the issuer URL (what gateways and browsers use to reach it).
+    #[arg(long, default_value = "issuer.localhost")]
+    pub host: String,
+    #[arg(long, default_value = harness::cluster::CLIENT_ID)]
+    pub client_id: String,
+    #[arg(long, env = "BFFCTL_ISSUER_CLIENT_SECRET", hide_env_values = true, default_value = harness::cluster::CLIENT_SECRET)]
+    pub client_secret: String,
+    /// A registered redirect URI (repeatable); authorize refuses others. None: any.
+    #[arg(long = "redirect-uri", value_name = "URL")]
+    pub redirect_uris: Vec<String>,
 }
 
 #[derive(Args)]
@@ -384,6 +404,10 @@ pub struct ImagesArgs {
     pub bff_image: String,
     #[arg(long, default_value = "bff-local/redis:latest")]
     pub redis_image: String,
+    /// Also the images of the compose deployment (deploy/compose/): bff-local/bffctl (the mock
+    /// issuer) and bff-local/nginx (the load balancer).
+    #[arg(long)]
+    pub deploy: bool,
 }
 
 #[cfg(test)]

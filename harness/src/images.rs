@@ -210,6 +210,57 @@ pub async fn build_bff_image(bff_binary: &Path, name: &str) -> Result<(), ImageE
     build_scratch_image(name, bff_binary, files, &dockerfile).await
 }
 
+/// The `bffctl` image (for `bffctl issuer` in a deployment): `/bffctl`, its libraries, CA
+/// certificates and name resolution through `/etc/hosts` and DNS.
+pub async fn build_bffctl_image(bffctl_binary: &Path, name: &str) -> Result<(), ImageError> {
+    let dockerfile = "FROM scratch\nCOPY rootfs/ /\nENTRYPOINT [\"/bffctl\"]\n";
+    let mut files = vec![
+        (PathBuf::from("/bffctl"), FileSource::Copy(bffctl_binary.to_owned())),
+        (PathBuf::from("/etc/nsswitch.conf"), FileSource::Text("hosts: files dns\n".into())),
+        (PathBuf::from("/tmp"), FileSource::Directory),
+    ];
+    let ca_bundle = Path::new(CA_BUNDLE);
+    if ca_bundle.is_file() {
+        files.push((ca_bundle.to_owned(), FileSource::Copy(ca_bundle.to_owned())));
+    }
+    build_scratch_image(name, bffctl_binary, files, dockerfile).await
+}
+
+/// The `nginx` image (a real load balancer in front of the deployment): the host's nginx, its
+/// libraries, the users it switches to, writable temporary paths. The configuration comes from a
+/// mount at `/etc/nginx/nginx.conf`; errors go to stderr.
+pub async fn build_nginx_image(name: &str) -> Result<(), ImageError> {
+    let nginx = crate::cluster::process::on_path("nginx")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()))
+        .ok_or_else(|| ImageError::Context {
+            image: name.to_owned(),
+            reason: "nginx not found: install it (apt-get install nginx-light)".into(),
+        })?;
+    let path = nginx.display();
+    let dockerfile = format!(
+        "FROM scratch\nCOPY rootfs/ /\nEXPOSE 80\nENTRYPOINT [\"{path}\", \"-e\", \"stderr\", \"-g\", \"daemon off;\"]\n"
+    );
+    let files = vec![
+        (nginx.clone(), FileSource::Copy(nginx.clone())),
+        (
+            PathBuf::from("/etc/nsswitch.conf"),
+            FileSource::Text("hosts: files dns\npasswd: files\ngroup: files\n".into()),
+        ),
+        (
+            PathBuf::from("/etc/passwd"),
+            FileSource::Text(
+                "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n".into(),
+            ),
+        ),
+        (PathBuf::from("/etc/group"), FileSource::Text("root:x:0:\nnogroup:x:65534:\n".into())),
+        (PathBuf::from("/tmp"), FileSource::Directory),
+        (PathBuf::from("/var/log/nginx"), FileSource::Directory),
+        (PathBuf::from("/var/lib/nginx"), FileSource::Directory),
+        (PathBuf::from("/run"), FileSource::Directory),
+    ];
+    build_scratch_image(name, &nginx, files, &dockerfile).await
+}
+
 /// The `redis` image: `redis-server` at its host path, its libraries, an empty `/data`.
 pub async fn build_redis_image(redis_server: &Path, name: &str) -> Result<(), ImageError> {
     let path = redis_server.display();

@@ -24,6 +24,14 @@ pub async fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         binary.display()
     );
+    if args.deploy {
+        let bffctl = std::env::current_exe()?;
+        eprintln!("building bff-local/bffctl from {}", bffctl.display());
+        harness::images::build_bffctl_image(&bffctl, "bff-local/bffctl:latest").await?;
+        eprintln!("building bff-local/nginx from the host's nginx");
+        harness::images::build_nginx_image("bff-local/nginx:latest").await?;
+        println!("built bff-local/bffctl and bff-local/nginx for deploy/compose/");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod control;
 mod images;
+mod issuer;
 mod logs;
 mod up;
 mod verify;
@@ -23,6 +24,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RestartRedis(out) => control::restart_redis(&state, out.json).await,
         Command::Down => control::down(&state).await,
         Command::Images(args) => images::run(args).await,
+        Command::Issuer(args) => issuer::run(args).await,
         Command::Logs(args) => logs::run(args, &state).await,
         Command::VerifyScaling(args) => verify::verify_scaling(args).await,
         Command::Run(args) => verify::run(args, &state).await,

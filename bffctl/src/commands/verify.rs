@@ -191,6 +191,20 @@ async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Resu
         RunMode::Fresh(spec) => scenario::run_fresh(scenario, *spec, &progress, &on_step).await,
         RunMode::Attached(client) => scenario::run_on(scenario, client.as_ref(), &progress).await,
         RunMode::Target(target, ops_token) => {
+            on_step("waiting until the deployment is ready");
+            if let Err(harness::cluster::ClusterError::NodeNotReady { node, reason, .. }) =
+                target.wait_until_ready().await
+            {
+                let mut report = RunReport::build(scenario, "target".into(), &[], Vec::new(), None, Duration::ZERO);
+                let log = scenario::NodeLog { node, reason: Some(reason), path: None, last_lines: Vec::new() };
+                report.stopped_at(None, log);
+                ticker.abort();
+                bar.finish_and_clear();
+                if !json {
+                    output::report(&report);
+                }
+                return Ok(report);
+            }
             let drift = match (&ops_token, target.nodes.is_empty(), scenario.cluster.drift_check) {
                 (Some(token), false, true) => {
                     on_step("comparing the nodes' settings");

@@ -21,6 +21,8 @@ pub(super) struct Settings {
     pub client_secret: String,
     pub id_token_lifetime: Duration,
     pub rotate_refresh_tokens: bool,
+    /// Registered redirect URIs; empty: any.
+    pub redirect_uris: Vec<String>,
 }
 
 type Shared = Arc<Mutex<IssuerState>>;
@@ -140,7 +142,12 @@ fn authorize(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTempl
     if q.get("client_id") != Some(&s.client_id) {
         return ResponseTemplate::new(400).set_body_string("unknown client_id");
     }
-    let mut back = url::Url::parse(redirect_uri).expect("redirect_uri is a URL");
+    if !s.redirect_uris.is_empty() && !s.redirect_uris.contains(redirect_uri) {
+        return ResponseTemplate::new(400).set_body_string("redirect_uri is not registered for this client");
+    }
+    let Ok(mut back) = url::Url::parse(redirect_uri) else {
+        return ResponseTemplate::new(400).set_body_string("redirect_uri is not a URL");
+    };
     {
         let mut pairs = back.query_pairs_mut();
         if let Some(state) = q.get("state") {

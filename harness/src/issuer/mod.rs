@@ -36,6 +36,7 @@ pub struct MockIssuerBuilder {
     id_token_lifetime: Duration,
     rotate_refresh_tokens: bool,
     alg: SigningAlg,
+    redirect_uris: Vec<String>,
 }
 
 impl Default for MockIssuerBuilder {
@@ -50,6 +51,7 @@ impl Default for MockIssuerBuilder {
             id_token_lifetime: Duration::from_secs(300),
             rotate_refresh_tokens: false,
             alg: SigningAlg::Rs256,
+            redirect_uris: Vec::new(),
         }
     }
 }
@@ -64,6 +66,13 @@ impl MockIssuerBuilder {
     /// Host name in the issuer URL (default `127.0.0.1`).
     pub fn host(mut self, host: &str) -> Self {
         self.host = host.to_owned();
+        self
+    }
+
+    /// Registers the client's redirect URIs: `authorize` refuses any other (400), as a real
+    /// provider does. None registered: any is accepted.
+    pub fn redirect_uris(mut self, uris: Vec<String>) -> Self {
+        self.redirect_uris = uris;
         self
     }
 
@@ -126,6 +135,7 @@ impl MockIssuerBuilder {
             client_secret: self.client_secret,
             id_token_lifetime: self.id_token_lifetime,
             rotate_refresh_tokens: self.rotate_refresh_tokens,
+            redirect_uris: self.redirect_uris,
         };
         let settings = Arc::new(settings);
         endpoints::mount(&server, settings.clone(), state.clone()).await;

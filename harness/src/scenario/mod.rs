@@ -74,7 +74,10 @@ async fn report_of(
         let Some(index) = node.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) else {
             continue;
         };
-        let path = target.node_log(index - 1).await;
+        let Some(path) = target.node_log(index - 1).await else {
+            continue;
+        };
+        let path = Some(path);
         let last_lines = path.as_deref().map(|p| crate::run_dir::quoted_lines(p, QUOTED_LINES)).unwrap_or_default();
         report.node_logs.push(NodeLog { node, reason: None, path, last_lines });
     }

@@ -16,7 +16,7 @@ use super::target::Target;
 use crate::client::{GatewayPaths, VirtualUser};
 use crate::cluster::ClusterError;
 
-/// How long a restarted node may take to answer its readiness URL.
+/// How long a node may take to answer its readiness URL (at the start, or after a restart).
 const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A deployment reached by URL.
@@ -32,6 +32,19 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// Waits until every given node (or, without any, the public URL) answers its readiness
+    /// path, so the first users meet a deployment that says it is ready. A node that does not
+    /// is [`ClusterError::NodeNotReady`].
+    pub async fn wait_until_ready(&self) -> Result<(), ClusterError> {
+        if self.nodes.is_empty() {
+            return self.wait_ready("the deployment", &self.public_url).await;
+        }
+        for (name, url) in &self.nodes {
+            self.wait_ready(name, url).await?;
+        }
+        Ok(())
+    }
+
     async fn wait_ready(&self, name: &str, url: &str) -> Result<(), ClusterError> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("http client");
         let probe = format!("{}{}", url.trim_end_matches('/'), self.ready_path);
@@ -44,7 +57,7 @@ impl Deployment {
             if tokio::time::Instant::now() > deadline {
                 return Err(ClusterError::not_ready(
                     name,
-                    format!("not ready within {RESTART_READY_TIMEOUT:?} after its restart: {reason}"),
+                    format!("not ready within {RESTART_READY_TIMEOUT:?}: {reason}"),
                     None,
                 ));
             }
