@@ -201,3 +201,60 @@ fn a_node_a_scenario_names_must_exist() {
     assert_eq!(out.status.code(), Some(2), "a scenario error, before any run: {}", text(&out));
     assert!(text(&out).contains("via node-3, which does not exist (nodes are 1 to 2)"), "{}", text(&out));
 }
+
+/// `bffctl up` in the background as the deployment, and its control commands as the restart.
+fn up_in_background(state: &Path, extra: &[&str]) -> (std::process::Child, serde_json::Value) {
+    let up = Command::new(BFFCTL)
+        .env("BFFCTL_STATE", state)
+        .args(["up", "--nodes", "3", "--backend", "process"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the state file", Duration::from_secs(30), || state.exists());
+    let status = bffctl(state, &["status", "--json"]);
+    (up, serde_json::from_slice(&status.stdout).unwrap())
+}
+
+#[test]
+fn verify_scaling_target_checks_a_deployment_it_did_not_build() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    for (store, expected) in [("redis", 0), ("memory", 1)] {
+        let state = dir.path().join(format!("{store}.json"));
+        let (mut up, status) = up_in_background(&state, &["--session-store", store]);
+        let lb = status["lb_url"].as_str().unwrap().to_owned();
+        let mut args: Vec<String> =
+            vec!["verify-scaling".into(), "--target".into(), lb.clone(), "--users".into(), "6".into()];
+        for c in
+            status["components"].as_array().unwrap().iter().filter(|c| c["name"].as_str().unwrap().starts_with("node-"))
+        {
+            args.push("--node".into());
+            args.push(format!("{}=http://{}", c["name"].as_str().unwrap(), c["address"].as_str().unwrap()));
+        }
+        let restart =
+            format!("BFFCTL_STATE={} {BFFCTL} restart-node \"$(echo {{node}} | cut -d- -f2)\"", state.display());
+        args.extend(["--restart-cmd".into(), restart]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = bffctl(&state, &args);
+        assert_eq!(out.status.code(), Some(expected), "{store}: {}", text(&out));
+        if expected == 0 {
+            assert!(text(&out).contains("restart node-3"), "the deployment's own restart command ran: {}", text(&out));
+            assert!(!text(&out).contains("skipped"), "{}", text(&out));
+            // Without node addresses or a restart command, those steps are skipped and said so.
+            let bare = bffctl(&state, &["verify-scaling", "--target", &lb, "--users", "4"]);
+            assert_eq!(bare.status.code(), Some(0), "{}", text(&bare));
+            assert!(text(&bare).contains("(skipped: me @each-node: no --node given"), "{}", text(&bare));
+            assert!(text(&bare).contains("restart-node: no --restart-cmd given"), "{}", text(&bare));
+        } else {
+            assert!(
+                text(&out).contains("is an island") || text(&out).contains("every node is an island"),
+                "{}",
+                text(&out)
+            );
+        }
+        assert!(bffctl(&state, &["down"]).status.success());
+        up.wait().unwrap();
+    }
+}
