@@ -146,6 +146,20 @@ pub struct TargetArgs {
     /// Another gateway's logout path (POST with the CSRF header).
     #[arg(long, default_value = "/account/end-session")]
     pub logout_path: String,
+    /// How the virtual users log in at the issuer: `mock` (it logs them in by itself) or `form`
+    /// (fill its HTML login form, and a consent form when one appears, from --users).
+    #[arg(long, value_enum, default_value_t = LoginArg::Mock)]
+    pub login: LoginArg,
+    /// The users for --login form: one `username:password` a line. Passwords appear in no report.
+    #[arg(long, value_name = "FILE")]
+    pub users_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum LoginArg {
+    #[default]
+    Mock,
+    Form,
 }
 
 #[derive(Args)]
@@ -206,6 +220,13 @@ pub struct IssuerArgs {
     /// A registered redirect URI (repeatable); authorize refuses others. None: any.
     #[arg(long = "redirect-uri", value_name = "URL")]
     pub redirect_uris: Vec<String>,
+    /// Serve a real HTML login form (and a consent form) for the users of --users-file instead of
+    /// logging users in by itself.
+    #[arg(long)]
+    pub form_login: bool,
+    /// `username:password` a line, for --form-login.
+    #[arg(long, value_name = "FILE")]
+    pub users_file: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -85,6 +85,8 @@ pub struct VirtualUser {
     paths: GatewayPaths,
     jar: Arc<CookieStoreMutex>,
     login_hint: Option<String>,
+    /// Username and password for an identity provider's HTML login form (`--login form`).
+    credentials: Option<(String, String)>,
     /// Sent as `x-bffctl-route: key/n` on the n-th request, for a seeded load balancer.
     route_key: Option<(String, std::sync::atomic::AtomicU64)>,
 }
@@ -113,7 +115,15 @@ impl VirtualUser {
             login_hint: login_hint.map(str::to_owned),
             route_key: None,
             paths: GatewayPaths::default(),
+            credentials: None,
         }
+    }
+
+    /// Logs in through the identity provider's HTML login form as `username` (and approves a
+    /// consent form when one appears), instead of the mock issuer's automatic login.
+    pub fn with_credentials(mut self, username: &str, password: &str) -> Self {
+        self.credentials = Some((username.to_owned(), password.to_owned()));
+        self
     }
 
     /// Another gateway's account endpoints.
@@ -127,6 +137,11 @@ impl VirtualUser {
     pub fn with_route_key(mut self, key: &str) -> Self {
         self.route_key = Some((key.to_owned(), std::sync::atomic::AtomicU64::new(0)));
         self
+    }
+
+    /// Who this user logs in as: the form login's username, else the `login_hint`.
+    pub fn identity(&self) -> Option<&str> {
+        self.credentials.as_ref().map(|(u, _)| u.as_str()).or(self.login_hint.as_deref())
     }
 
     /// The cookie jar (tests read or tamper with the session cookie).
@@ -204,8 +219,70 @@ impl VirtualUser {
             authorize.query_pairs_mut().append_pair("login_hint", hint);
         }
         let issued = self.get(authorize.as_str()).await?;
-        let callback = redirect_target(&issued, "authorize")?;
+        let callback = match &self.credentials {
+            None => redirect_target(&issued, "authorize")?,
+            Some((username, password)) => self.through_forms(authorize, issued, username, password).await?,
+        };
         self.get(&callback).await
+    }
+
+    /// Follows the identity provider's pages from `reply` (to `url`) until it redirects back to
+    /// the gateway: submits the login form with the credentials and any consent form, follows
+    /// redirects. Returns the callback URL. A login form shown again after the credentials went
+    /// in means they were refused.
+    async fn through_forms(
+        &self,
+        mut url: Url,
+        mut reply: Reply,
+        username: &str,
+        password: &str,
+    ) -> Result<String, ClientError> {
+        let issuer_origin = url.origin();
+        let mut sent_password = false;
+        for _ in 0..10 {
+            if let Some(location) = reply.location.as_deref().filter(|_| (300..400).contains(&reply.status)) {
+                let next = url
+                    .join(location)
+                    .map_err(|e| ClientError::Transport { url: location.to_owned(), reason: e.to_string() })?;
+                if next.origin() != issuer_origin {
+                    return Ok(next.to_string());
+                }
+                reply = self.get(next.as_str()).await?;
+                url = next;
+                continue;
+            }
+            let Some(form) =
+                crate::login_form::fill(&reply.body, &url, username, password).filter(|_| reply.status == 200)
+            else {
+                return Err(ClientError::LoginStep {
+                    step: "identity provider page",
+                    status: reply.status,
+                    body: reply.body.chars().take(200).collect(),
+                    node: None,
+                });
+            };
+            if form.asks_password && sent_password {
+                return Err(ClientError::LoginStep {
+                    step: "login form",
+                    status: reply.status,
+                    body: format!("the identity provider refused the credentials of {username}"),
+                    node: None,
+                });
+            }
+            sent_password |= form.asks_password;
+            let request = match form.method.as_str() {
+                "post" => self.http.post(form.action.as_str()).form(&form.fields),
+                _ => self.http.get(form.action.as_str()).query(&form.fields),
+            };
+            reply = self.send(request, form.action.as_str()).await?;
+            url = form.action;
+        }
+        Err(ClientError::LoginStep {
+            step: "identity provider page",
+            status: reply.status,
+            body: "more than 10 pages".into(),
+            node: None,
+        })
     }
 }
 

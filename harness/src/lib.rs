@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod drift;
 pub mod images;
 pub mod issuer;
+pub mod login_form;
 pub mod process;
 pub mod run_dir;
 pub mod scenario;

@@ -9,7 +9,15 @@ use harness::MockIssuer;
 use crate::cli::IssuerArgs;
 
 pub async fn run(args: IssuerArgs) -> anyhow::Result<ExitCode> {
-    let issuer = MockIssuer::builder()
+    let mut builder = MockIssuer::builder();
+    if args.form_login {
+        let file = args.users_file.as_ref().ok_or_else(|| anyhow::anyhow!("--form-login needs --users-file FILE"))?;
+        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let users = harness::login_form::read_users(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        println!("form login for {} user(s) from {}", users.len(), file.display());
+        builder = builder.form_login(users);
+    }
+    let issuer = builder
         .bind(args.listen)
         .host(&args.host)
         .client(&args.client_id, &args.client_secret)

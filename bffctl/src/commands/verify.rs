@@ -29,6 +29,7 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mode = match deployment(&args.deployment)? {
         Some(target) => {
             apply_anonymous_status(&mut scenario, args.deployment.anonymous_status);
+            scenario.cluster.nodes = target.nodes.len();
             RunMode::Target(Arc::new(target), args.deployment.ops_token.clone())
         }
         None => {
@@ -75,7 +76,18 @@ fn deployment(args: &TargetArgs) -> anyhow::Result<Option<scenario::Deployment>>
             Some((name.trim().to_owned(), value.trim().to_owned()))
         }
     };
+    let form_users = match (args.login, &args.users_file) {
+        (crate::cli::LoginArg::Mock, None) => Vec::new(),
+        (crate::cli::LoginArg::Mock, Some(_)) => anyhow::bail!("--users-file goes with --login form"),
+        (crate::cli::LoginArg::Form, None) => anyhow::bail!("--login form needs --users-file FILE"),
+        (crate::cli::LoginArg::Form, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            harness::login_form::read_users(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        }
+    };
     Ok(Some(scenario::Deployment {
+        form_users,
+        next_user: Default::default(),
         public_url: url.trim_end_matches('/').to_owned(),
         nodes: args.node_urls.iter().map(|(n, u)| (n.clone(), u.trim_end_matches('/').to_owned())).collect(),
         restart_cmd: args.restart_cmd.clone(),
@@ -130,6 +142,7 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
         let mode = match (&attached, &target) {
             (_, Some(target)) => {
                 apply_anonymous_status(&mut scenario, args.deployment.anonymous_status);
+                scenario.cluster.nodes = target.nodes.len();
                 RunMode::Target(target.clone(), args.deployment.ops_token.clone())
             }
             (Some(client), None) => RunMode::Attached(client.clone()),

@@ -23,6 +23,8 @@ pub(super) struct Settings {
     pub rotate_refresh_tokens: bool,
     /// Registered redirect URIs; empty: any.
     pub redirect_uris: Vec<String>,
+    /// Users log in through an HTML form and consent through another.
+    pub form_login: bool,
 }
 
 type Shared = Arc<Mutex<IssuerState>>;
@@ -106,6 +108,14 @@ pub(super) async fn mount(server: &MockServer, settings: Arc<Settings>, state: S
             }
         }
     };
+    let login = {
+        let st = state.clone();
+        move |req: &Request| login(&mut st.lock().expect("issuer lock"), req)
+    };
+    let consent = {
+        let (s, st) = (settings.clone(), state.clone());
+        move |req: &Request| consent(&s, &mut st.lock().expect("issuer lock"), req)
+    };
     let revoke = {
         let st = state.clone();
         move |req: &Request| {
@@ -127,6 +137,8 @@ pub(super) async fn mount(server: &MockServer, settings: Arc<Settings>, state: S
         ("GET", "/userinfo", Box::new(userinfo)),
         ("GET", "/end_session", Box::new(end_session)),
         ("POST", "/revoke", Box::new(revoke)),
+        ("POST", "/login", Box::new(login)),
+        ("POST", "/consent", Box::new(consent)),
     ];
     for (verb, route, responder) in routes {
         Mock::given(method(verb)).and(path(route)).respond_with(responder).mount(server).await;
@@ -145,7 +157,23 @@ fn authorize(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTempl
     if !s.redirect_uris.is_empty() && !s.redirect_uris.contains(redirect_uri) {
         return ResponseTemplate::new(400).set_body_string("redirect_uri is not registered for this client");
     }
-    let Ok(mut back) = url::Url::parse(redirect_uri) else {
+    if url::Url::parse(redirect_uri).is_err() {
+        return ResponseTemplate::new(400).set_body_string("redirect_uri is not a URL");
+    }
+    if s.form_login && q.get("prompt").map(String::as_str) != Some("deny") {
+        let request = random_token("req-");
+        st.pending.insert(request.clone(), (q.clone(), None));
+        return html_page("Sign in", &login_form(&request, None));
+    }
+    let user = st.user(q.get("login_hint").map(String::as_str)).sub;
+    issue_code(s, st, &q, &user)
+}
+
+/// The end of a login: a code (or the error the request earns) back at the client's
+/// `redirect_uri`.
+fn issue_code(s: &Settings, st: &mut IssuerState, q: &HashMap<String, String>, sub: &str) -> ResponseTemplate {
+    let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
+    let Ok(mut back) = url::Url::parse(&redirect_uri) else {
         return ResponseTemplate::new(400).set_body_string("redirect_uri is not a URL");
     };
     {
@@ -160,7 +188,6 @@ fn authorize(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTempl
         } else if q.get("prompt").map(String::as_str) == Some("deny") {
             pairs.append_pair("error", "access_denied");
         } else {
-            let user = st.user(q.get("login_hint").map(String::as_str));
             let code = random_token("code-");
             st.codes.insert(
                 code.clone(),
@@ -169,7 +196,7 @@ fn authorize(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTempl
                     redirect_uri: redirect_uri.clone(),
                     nonce: q.get("nonce").cloned(),
                     challenge: q.get("code_challenge").cloned(),
-                    sub: user.sub,
+                    sub: sub.to_owned(),
                     sid: random_token("sid-"),
                 },
             );
@@ -178,6 +205,64 @@ fn authorize(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTempl
         pairs.append_pair("iss", &s.issuer);
     }
     redirect(back.as_str())
+}
+
+fn html_page(title: &str, body: &str) -> ResponseTemplate {
+    let page = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>"
+    );
+    ResponseTemplate::new(200).insert_header("content-type", "text/html; charset=utf-8").set_body_string(page)
+}
+
+fn login_form(request: &str, error: Option<&str>) -> String {
+    let error = error.map(|e| format!("<p class=\"error\">{e}</p>")).unwrap_or_default();
+    format!(
+        "{error}<form method=\"post\" action=\"/login\">\
+         <input type=\"hidden\" name=\"request\" value=\"{request}\">\
+         <label>Username <input type=\"text\" name=\"username\" autocomplete=\"username\"></label>\
+         <label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label>\
+         <button type=\"submit\" name=\"action\" value=\"login\">Sign in</button></form>"
+    )
+}
+
+/// `POST /login`: the login form's answer. A known user with the right password gets the
+/// consent form; anything else gets the login form again.
+fn login(st: &mut IssuerState, req: &Request) -> ResponseTemplate {
+    count(st, "login");
+    let f = form(req);
+    let Some(request) = f.get("request").filter(|r| st.pending.contains_key(*r)).cloned() else {
+        return ResponseTemplate::new(400).set_body_string("unknown or expired login request");
+    };
+    let user = f.get("username").cloned().unwrap_or_default();
+    let known = st.passwords.get(&user).is_some_and(|p| Some(p) == f.get("password"));
+    if !known {
+        return html_page("Sign in", &login_form(&request, Some("Invalid username or password.")));
+    }
+    if let Some(pending) = st.pending.get_mut(&request) {
+        pending.1 = Some(user.clone());
+    }
+    html_page(
+        "Allow access",
+        &format!(
+            "<p>Allow the application to sign you in as {user}?</p>\
+             <form method=\"post\" action=\"/consent\"><input type=\"hidden\" name=\"request\" value=\"{request}\">\
+             <button type=\"submit\" name=\"consent\" value=\"deny\">Deny</button>\
+             <button type=\"submit\" name=\"consent\" value=\"allow\">Allow</button></form>"
+        ),
+    )
+}
+
+/// `POST /consent`: allowed, the code goes back to the client; denied, `access_denied`.
+fn consent(s: &Settings, st: &mut IssuerState, req: &Request) -> ResponseTemplate {
+    count(st, "consent");
+    let f = form(req);
+    let Some((mut q, Some(user))) = f.get("request").and_then(|r| st.pending.remove(r)) else {
+        return ResponseTemplate::new(400).set_body_string("unknown login request, or not signed in");
+    };
+    if f.get("consent").map(String::as_str) != Some("allow") {
+        q.insert("prompt".into(), "deny".into());
+    }
+    issue_code(s, st, &q, &user)
 }
 
 /// Client authentication: `client_secret_basic` (RFC 6749 §2.3.1 encoding) or `client_secret_post`.

@@ -1,6 +1,7 @@
 //! [`MockIssuer`]: an OpenID Connect provider on `wiremock`, good enough that `bff` cannot tell it
 //! from a real one. Discovery, JWKS, `authorize` (logs a user in without a form: the one named by
-//! `login_hint`, else the default user), `token` (authorization code with PKCE and client
+//! `login_hint`, else the default user; or, in form-login mode, through a real HTML login form and
+//! a consent form), `token` (authorization code with PKCE and client
 //! authentication; refresh tokens, optionally rotated), `userinfo`, `end_session`, `revoke`.
 //!
 //! It counts calls per endpoint and can be told to misbehave (bad id_tokens, a slow or failing
@@ -37,6 +38,8 @@ pub struct MockIssuerBuilder {
     rotate_refresh_tokens: bool,
     alg: SigningAlg,
     redirect_uris: Vec<String>,
+    /// `(username, password)` of each user, in form-login mode.
+    form_users: Option<Vec<(String, String)>>,
 }
 
 impl Default for MockIssuerBuilder {
@@ -52,6 +55,7 @@ impl Default for MockIssuerBuilder {
             rotate_refresh_tokens: false,
             alg: SigningAlg::Rs256,
             redirect_uris: Vec::new(),
+            form_users: None,
         }
     }
 }
@@ -66,6 +70,15 @@ impl MockIssuerBuilder {
     /// Host name in the issuer URL (default `127.0.0.1`).
     pub fn host(mut self, host: &str) -> Self {
         self.host = host.to_owned();
+        self
+    }
+
+    /// Form-login mode: `authorize` answers a real HTML login form (username, password), then a
+    /// consent form, as a real identity provider does, for these users and passwords; a wrong
+    /// password gets the login form again.
+    pub fn form_login(mut self, users: Vec<(String, String)>) -> Self {
+        self.users = users.iter().map(|(name, _)| User::new(name)).collect();
+        self.form_users = Some(users);
         self
     }
 
@@ -127,6 +140,8 @@ impl MockIssuerBuilder {
             calls: HashMap::new(),
             revoked: Vec::new(),
             last_sid: HashMap::new(),
+            passwords: self.form_users.clone().unwrap_or_default().into_iter().collect(),
+            pending: HashMap::new(),
             access_token_lifetime: self.access_token_lifetime,
         }));
         let settings = endpoints::Settings {
@@ -136,6 +151,7 @@ impl MockIssuerBuilder {
             id_token_lifetime: self.id_token_lifetime,
             rotate_refresh_tokens: self.rotate_refresh_tokens,
             redirect_uris: self.redirect_uris,
+            form_login: self.form_users.is_some(),
         };
         let settings = Arc::new(settings);
         endpoints::mount(&server, settings.clone(), state.clone()).await;

@@ -81,6 +81,11 @@ pub(super) struct IssuerState {
     pub revoked: Vec<String>,
     /// `sub` → the `sid` of its last login.
     pub last_sid: HashMap<String, String>,
+    /// Form-login mode: `sub` → password.
+    pub passwords: HashMap<String, String>,
+    /// Form-login mode: authorize requests waiting for the login (and consent) form, by id, with
+    /// the user once the login form was passed.
+    pub pending: HashMap<String, (HashMap<String, String>, Option<String>)>,
 }
 
 impl IssuerState {

@@ -29,6 +29,11 @@ pub struct Deployment {
     /// Where a node says it is ready (200).
     pub ready_path: String,
     pub paths: GatewayPaths,
+    /// `(username, password)` for the identity provider's login form, handed to the virtual
+    /// users in turn; empty: the issuer logs users in by itself (`login_hint`).
+    pub form_users: Vec<(String, String)>,
+    /// The next entry of `form_users`.
+    pub next_user: std::sync::atomic::AtomicUsize,
 }
 
 impl Deployment {
@@ -129,7 +134,13 @@ impl Target for Deployment {
     }
 
     fn user(&self, login_hint: &str) -> VirtualUser {
-        VirtualUser::with_resolver(Some(login_hint), &[]).with_paths(self.paths.clone())
+        let user = VirtualUser::with_resolver(Some(login_hint), &[]).with_paths(self.paths.clone());
+        if self.form_users.is_empty() {
+            return user;
+        }
+        let at = self.next_user.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.form_users.len();
+        let (username, password) = &self.form_users[at];
+        user.with_credentials(username, password)
     }
 
     async fn node_log(&self, _index: usize) -> Option<std::path::PathBuf> {

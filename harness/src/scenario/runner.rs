@@ -305,7 +305,8 @@ async fn user_step(
                         }
                         _ => unreachable!("cluster steps are not user steps"),
                     };
-                    let (outcome, status, node, detail) = classify(step, &result, name, fault);
+                    let (outcome, status, node, detail) =
+                        classify(step, &result, user.identity().unwrap_or(name), fault);
                     if outcome != Outcome::Ok && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
@@ -384,9 +385,17 @@ fn check(action: Action, expect: &Expect, reply: &Reply, user: &str) -> Result<(
     if reply.status != want {
         return Err(format!("expected {want}, got {}: {}", reply.status, excerpt(&reply.body)));
     }
-    let mut fields = expect.json.clone();
+    let fields = expect.json.clone();
     if action == Action::Me && expect.status.is_none() && fields.is_empty() {
-        fields.insert("sub".into(), toml::Value::String("$user".into()));
+        // Who am I: this user and nobody else. bff's `sub`; another gateway's shape (Duende's
+        // claim list, oauth2-proxy's `user`) holds the name somewhere in its JSON.
+        let body = reply.json().ok_or_else(|| format!("expected JSON, got: {}", excerpt(&reply.body)))?;
+        return match body.get("sub") {
+            Some(sub) if sub == user => Ok(()),
+            Some(sub) => Err(format!("sub: expected \"{user}\", got {sub}")),
+            None if mentions(&body, user) => Ok(()),
+            None => Err(format!("expected the user \"{user}\" in: {}", excerpt(&reply.body))),
+        };
     }
     if fields.is_empty() {
         return Ok(());
@@ -406,6 +415,16 @@ fn check(action: Action, expect: &Expect, reply: &Reply, user: &str) -> Result<(
         }
     }
     Ok(())
+}
+
+/// True when `text` is one of the strings anywhere in `value`.
+fn mentions(value: &Value, text: &str) -> bool {
+    match value {
+        Value::String(s) => s == text,
+        Value::Array(items) => items.iter().any(|v| mentions(v, text)),
+        Value::Object(map) => map.values().any(|v| mentions(v, text)),
+        _ => false,
+    }
 }
 
 fn excerpt(body: &str) -> String {
