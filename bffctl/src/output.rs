@@ -156,14 +156,8 @@ fn drift_table(drift: &harness::drift::DriftReport) {
     table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
     for row in &drift.rows {
         let mut cells = vec![Cell::new(&row.setting)];
-        for (i, value) in row.values.iter().enumerate() {
-            let odd = row.odd.contains(&i);
-            let shown = match (value, row.secret) {
-                (None, _) => "-".to_owned(),
-                (Some(_), true) if odd => "differs".to_owned(),
-                (Some(_), true) => "same".to_owned(),
-                (Some(v), false) => v.clone(),
-            };
+        for i in 0..row.values.len() {
+            let (shown, odd) = row.shown(i);
             cells.push(if odd { Cell::new(format!("≠ {shown}")).fg(Color::Red) } else { Cell::new(shown) });
         }
         if !row.odd.is_empty() {

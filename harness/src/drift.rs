@@ -25,6 +25,21 @@ pub struct DriftRow {
     pub odd: Vec<usize>,
 }
 
+impl DriftRow {
+    /// Node `index`'s value as a report shows it (a secret only as `same` or `differs`, `-` for
+    /// no answer), and whether that node is odd.
+    pub fn shown(&self, index: usize) -> (String, bool) {
+        let odd = self.odd.contains(&index);
+        let shown = match (self.values.get(index).and_then(Option::as_ref), self.secret) {
+            (None, _) => "-".to_owned(),
+            (Some(_), true) if odd => "differs".to_owned(),
+            (Some(_), true) => "same".to_owned(),
+            (Some(v), false) => v.clone(),
+        };
+        (shown, odd)
+    }
+}
+
 /// What the check found.
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftReport {

@@ -66,14 +66,8 @@ fn section(page: &mut String, r: &RunReport) {
             page.push_str("</tr>\n");
             for row in &drift.rows {
                 let _ = write!(page, "<tr><td>{}</td>", esc(&row.setting));
-                for (i, value) in row.values.iter().enumerate() {
-                    let odd = row.odd.contains(&i);
-                    let shown = match (value, row.secret) {
-                        (None, _) => "-".to_owned(),
-                        (Some(_), true) if odd => "differs".to_owned(),
-                        (Some(_), true) => "same".to_owned(),
-                        (Some(v), false) => v.clone(),
-                    };
+                for i in 0..row.values.len() {
+                    let (shown, odd) = row.shown(i);
                     let class = if odd { " class=\"odd\"" } else { "" };
                     let _ = write!(page, "<td{class}>{}{}</td>", if odd { "≠ " } else { "" }, esc(&shown));
                 }
