@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::ConfigError;
+use super::unknown_env;
 use super::keys::{self, KEYS, Key};
 
 pub(super) struct Source<'a> {
@@ -15,8 +16,10 @@ pub(super) struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    /// Flattens the TOML table into dotted keys and refuses keys nobody reads (typos).
+    /// Flattens the TOML table into dotted keys and refuses keys nobody reads (typos), in the
+    /// file and among the `BFF_*` variables.
     pub(super) fn new(table: toml::Table, env: &'a HashMap<String, String>) -> Result<Self, ConfigError> {
+        unknown_env::refuse_unknown(env)?;
         let mut table = table;
         let from_file = table.remove("routes");
         // BFF_ROUTES holds the same array inline, e.g.
