@@ -123,7 +123,11 @@ impl RedisLink {
     }
 
     /// Runs a pipeline (one round trip), with the same retry as [`RedisLink::query`].
-    pub async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline, retry: Retry) -> Result<T, StoreError> {
+    pub async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        retry: Retry,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
         match pipe.query_async(&mut conn).await {
             Err(error) if retry == Retry::Safe && connection_dropped(&error) => {

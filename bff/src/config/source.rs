@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::ConfigError;
-use super::unknown_env;
 use super::keys::{self, KEYS, Key};
+use super::unknown_env;
 
 pub(super) struct Source<'a> {
     file: HashMap<String, String>,

@@ -239,7 +239,8 @@ impl KeyRing {
     }
 
     async fn read_ring(&self, shared: &Shared) -> Result<Vec<(KeyId, StoredKey)>, KeyRingError> {
-        let fields: HashMap<String, String> = shared.link.query(redis::cmd("HGETALL").arg(&shared.hash_key), Retry::Safe).await?;
+        let fields: HashMap<String, String> =
+            shared.link.query(redis::cmd("HGETALL").arg(&shared.hash_key), Retry::Safe).await?;
         let mut out = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             match StoredKey::decode(&field, &value) {
@@ -281,7 +282,10 @@ impl KeyRing {
     ) -> Result<(), KeyRingError> {
         for (id, stored) in entries {
             if now.saturating_sub(stored.created) > self.retention.as_secs() {
-                shared.link.query::<()>(redis::cmd("HDEL").arg(&shared.hash_key).arg(hex::encode(id)), Retry::Safe).await?;
+                shared
+                    .link
+                    .query::<()>(redis::cmd("HDEL").arg(&shared.hash_key).arg(hex::encode(id)), Retry::Safe)
+                    .await?;
                 tracing::info!(key_id = %hex::encode(id), "retired a key from the shared key ring");
             }
         }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::store::{SessionStore, StoreError};
 use super::id::random_token;
+use super::store::{SessionStore, StoreError};
 use crate::redis_link::{RedisLink, Retry};
 
 pub struct RedisStore {
