@@ -6,6 +6,11 @@
 //! while Redis is unreachable, so [`RedisLink`] keeps trying to build it in the background and
 //! answers [`StoreError::Unavailable`] until it exists. Every command is bounded by
 //! `redis_timeout`, so an outage costs a request a 503, never a hang.
+//!
+//! The shared connection learns that Redis went away (a restart) only when the next command
+//! fails on it. That command is sent once more on the fresh connection the manager opens, but
+//! only when its caller said, with [`Retry::Safe`], that running it twice does no harm: a
+//! "broken pipe" does not tell whether the first attempt reached Redis.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +20,18 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::session::StoreError;
+
+/// Whether a command may be sent a second time after its connection dropped. Every caller
+/// decides, next to the command, and says why in a comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Running it twice has the effect of running it once, and the second answer is as good as
+    /// the first (reads, `SET` of the same value, `DEL`, `EXPIRE`, a change notice).
+    Safe,
+    /// Its effect may have happened although the answer was lost, and a second run would
+    /// answer differently (`GETDEL`, `SET NX` of a value others could also write).
+    Never,
+}
 
 pub struct RedisLink {
     client: redis::Client,
@@ -93,16 +110,48 @@ impl RedisLink {
         self.manager.get().cloned().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
 
-    /// Runs one command, mapping every failure to `Unavailable`.
-    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    /// Runs one command, mapping every failure to `Unavailable`; a [`Retry::Safe`] command whose
+    /// connection dropped runs once more on a fresh one.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        cmd.query_async(&mut conn).await.map_err(|error| self.failed(error))
+        match cmd.query_async(&mut conn).await {
+            Err(error) if retry == Retry::Safe && connection_dropped(&error) => {
+                self.retry_after(error, cmd.query_async(&mut conn)).await
+            }
+            result => result.map_err(|error| self.failed(error)),
+        }
     }
 
-    /// Runs a pipeline (one round trip).
-    pub async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+    /// Runs a pipeline (one round trip), with the same retry as [`RedisLink::query`].
+    pub async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        retry: Retry,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        pipe.query_async(&mut conn).await.map_err(|error| self.failed(error))
+        match pipe.query_async(&mut conn).await {
+            Err(error) if retry == Retry::Safe && connection_dropped(&error) => {
+                self.retry_after(error, pipe.query_async(&mut conn)).await
+            }
+            result => result.map_err(|error| self.failed(error)),
+        }
+    }
+
+    /// The second attempt: the manager has started reconnecting on the first failure, and this
+    /// one waits for that connection. Bounded by `redis_timeout` of its own, so a Redis that is
+    /// still down costs at most two bounds.
+    async fn retry_after<T>(
+        &self,
+        first: redis::RedisError,
+        second: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        // Redis may have restarted empty: whoever keeps things there checks, retry or not.
+        self.report_trouble();
+        tracing::debug!(error = %first, "redis connection dropped; sending the command again on a fresh connection");
+        match tokio::time::timeout(self.timeout, second).await {
+            Ok(result) => result.map_err(|error| self.failed(error)),
+            Err(_) => Err(self.failed(first)),
+        }
     }
 
     fn failed(&self, error: redis::RedisError) -> StoreError {
@@ -128,6 +177,13 @@ impl RedisLink {
             seen.await;
         }
     }
+}
+
+/// The connection was gone (closed by a restarted Redis, reset, refused): the manager
+/// reconnects, so a second attempt can succeed. A timeout is not one of these: Redis may be
+/// slow, and a second attempt would only double the wait.
+fn connection_dropped(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped() || error.is_connection_refusal()
 }
 
 impl From<redis::RedisError> for StoreError {

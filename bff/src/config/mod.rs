@@ -10,6 +10,7 @@ pub mod fingerprint;
 mod keys;
 mod routes;
 mod source;
+mod unknown_env;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
     #[error("{key}: unknown key in the config file")]
     UnknownKey { key: String },
+    #[error("unknown environment variable {names}")]
+    UnknownEnv { names: String },
     #[error("{key} ({env}): missing; {hint}")]
     Missing { key: &'static str, env: &'static str, hint: &'static str },
     #[error("{key}: {reason}")]

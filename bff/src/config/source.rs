@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::ConfigError;
 use super::keys::{self, KEYS, Key};
+use super::unknown_env;
 
 pub(super) struct Source<'a> {
     file: HashMap<String, String>,
@@ -15,8 +16,10 @@ pub(super) struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    /// Flattens the TOML table into dotted keys and refuses keys nobody reads (typos).
+    /// Flattens the TOML table into dotted keys and refuses keys nobody reads (typos), in the
+    /// file and among the `BFF_*` variables.
     pub(super) fn new(table: toml::Table, env: &'a HashMap<String, String>) -> Result<Self, ConfigError> {
+        unknown_env::refuse_unknown(env)?;
         let mut table = table;
         let from_file = table.remove("routes");
         // BFF_ROUTES holds the same array inline, e.g.

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 pub use sealing::{KeyId, OpenError, SealingKey, key_id_of};
 use stored_key::StoredKey;
 
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, Retry};
 use crate::session::StoreError;
 
 /// The ring is not usable (yet): the node is not ready, requests that need it get a 503.
@@ -129,7 +129,7 @@ impl KeyRing {
     /// its keys again.
     pub async fn check_published(&self) -> Result<(), KeyRingError> {
         let Some(shared) = &self.shared else { return Ok(()) };
-        let present: bool = shared.link.query(redis::cmd("EXISTS").arg(&shared.hash_key)).await?;
+        let present: bool = shared.link.query(redis::cmd("EXISTS").arg(&shared.hash_key), Retry::Safe).await?;
         if !present {
             self.synced.store(false, Ordering::Relaxed);
             shared.link.report_trouble();
@@ -231,14 +231,16 @@ impl KeyRing {
         for (id, encoded) in &lost {
             let mut cmd = redis::cmd("HSETNX");
             cmd.arg(&shared.hash_key).arg(hex::encode(id)).arg(encoded);
-            shared.link.query::<()>(&cmd).await?;
+            // The same field and value again; its answer is ignored: safe to repeat.
+            shared.link.query::<()>(&cmd, Retry::Safe).await?;
             tracing::warn!(key_id = %hex::encode(id), "redis had lost a key of the ring; published it again");
         }
         Ok(!lost.is_empty())
     }
 
     async fn read_ring(&self, shared: &Shared) -> Result<Vec<(KeyId, StoredKey)>, KeyRingError> {
-        let fields: HashMap<String, String> = shared.link.query(redis::cmd("HGETALL").arg(&shared.hash_key)).await?;
+        let fields: HashMap<String, String> =
+            shared.link.query(redis::cmd("HGETALL").arg(&shared.hash_key), Retry::Safe).await?;
         let mut out = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             match StoredKey::decode(&field, &value) {
@@ -254,7 +256,10 @@ impl KeyRing {
     async fn try_lock(&self, shared: &Shared) -> Result<bool, KeyRingError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(&shared.lock_key).arg(1).arg("NX").arg("PX").arg(5000);
-        let got: Option<String> = shared.link.query(&cmd).await?;
+        // Never repeated: a second run after a first that reached Redis would find the lock
+        // taken (by this node) and add no key; failing instead makes the maintenance loop try
+        // again shortly.
+        let got: Option<String> = shared.link.query(&cmd, Retry::Never).await?;
         Ok(got.is_some())
     }
 
@@ -263,7 +268,8 @@ impl KeyRing {
         let stored = StoredKey::new(sealing::random(), now, self.kek.as_ref(), &id);
         let mut cmd = redis::cmd("HSETNX");
         cmd.arg(&shared.hash_key).arg(hex::encode(id)).arg(stored.encode());
-        shared.link.query::<()>(&cmd).await?;
+        // The same field and value again: safe to repeat.
+        shared.link.query::<()>(&cmd, Retry::Safe).await?;
         tracing::info!(key_id = %hex::encode(id), wrapped = self.kek.is_some(), "added a key to the shared key ring");
         Ok(())
     }
@@ -276,7 +282,10 @@ impl KeyRing {
     ) -> Result<(), KeyRingError> {
         for (id, stored) in entries {
             if now.saturating_sub(stored.created) > self.retention.as_secs() {
-                shared.link.query::<()>(redis::cmd("HDEL").arg(&shared.hash_key).arg(hex::encode(id))).await?;
+                shared
+                    .link
+                    .query::<()>(redis::cmd("HDEL").arg(&shared.hash_key).arg(hex::encode(id)), Retry::Safe)
+                    .await?;
                 tracing::info!(key_id = %hex::encode(id), "retired a key from the shared key ring");
             }
         }

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::Session;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, Retry};
 use crate::session::StoreError;
 
 struct Cached {
@@ -137,7 +137,8 @@ impl NodeCache {
         for key in keys {
             pipe.cmd("PUBLISH").arg(&self.channel).arg(key).ignore();
         }
-        self.link.pipeline::<()>(&pipe).await
+        // A notice says "read it again": two of them do no harm. Safe to repeat.
+        self.link.pipeline::<()>(&pipe, Retry::Safe).await
     }
 
     /// Listens for notices for as long as the node runs, subscribing again after every

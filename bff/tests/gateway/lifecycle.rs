@@ -42,6 +42,40 @@ fn configuration_errors_exit_64_naming_the_key() {
     assert_eq!(bff(&base, &["--check"]).status.code(), Some(0));
 }
 
+/// A misspelt variable must not start a node on its in-memory store, alone: every `BFF_*`
+/// variable nothing reads is refused, by name, with the closest known name.
+#[test]
+fn unknown_bff_variables_exit_64_naming_them() {
+    let base = [
+        ("BFF_PUBLIC_URL", "http://localhost:8080"),
+        ("BFF_OIDC_AUTHORITY", "http://issuer.test"),
+        ("BFF_OIDC_CLIENT_ID", "c"),
+        ("BFF_OIDC_CLIENT_SECRET", "s"),
+    ];
+    let mut typo = base.to_vec();
+    typo.push(("BFF_REDIS_ULR", "redis://127.0.0.1:6379"));
+    let out = bff(&typo, &["--check"]);
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("unknown environment variable BFF_REDIS_ULR (did you mean BFF_REDIS_URL?)"), "{stderr}");
+
+    let mut unsupported = base.to_vec();
+    unsupported.push(("BFF_REDIS_SENTINELS", "127.0.0.1:26379"));
+    let out = bff(&unsupported, &["--check"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("BFF_REDIS_SENTINELS"));
+
+    // What the binary and its toolkit read besides the keys is not refused.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bff.toml");
+    std::fs::write(&file, "").unwrap();
+    let mut around = base.to_vec();
+    around.push(("BFF_CONFIG", file.to_str().unwrap()));
+    around.push(("BFF_BIN", "/usr/local/bin/bff"));
+    assert_eq!(bff(&around, &["--check"]).status.code(), Some(0));
+}
+
 #[test]
 fn help_lists_every_setting() {
     let out = bff(&[], &["--help"]);

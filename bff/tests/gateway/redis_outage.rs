@@ -96,3 +96,62 @@ async fn a_redis_that_comes_back_empty_gets_the_key_ring_again() {
     assert_eq!(other.get(&callback).await.unwrap().status, 302);
     assert_eq!(other.me(&url).await.unwrap().status, 200);
 }
+
+/// After a Redis restart each node's shared connection is dead, and the node learns it only when
+/// a command fails on it. That first command must be sent again on a fresh connection, not cost
+/// its request a 503: the first request of each kind on a node that has seen no traffic since
+/// the restart succeeds.
+#[tokio::test]
+async fn the_first_request_on_each_node_after_a_redis_restart_succeeds() {
+    let upstream = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("from upstream"))
+        .mount(&upstream)
+        .await;
+    let routes = tempfile::NamedTempFile::new().unwrap();
+    let route = format!("[[routes]]\npath = \"/api/\"\nupstreams = [\"{}\"]\nauth = \"required\"\n", upstream.uri());
+    std::fs::write(routes.path(), route).unwrap();
+
+    let issuer = harness::MockIssuer::builder().run().await.unwrap();
+    let mut redis = RedisProcess::start(true).await.unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| harness::process::free_port()).collect();
+    let public = format!("http://127.0.0.1:{}", ports[0]);
+    let mut nodes = Vec::new();
+    for port in &ports {
+        let node = node_builder(&issuer, Some(&redis), &public)
+            .env("BFF_CONFIG", routes.path().display().to_string())
+            .port(*port)
+            .run()
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let users = [VirtualUser::new(None), VirtualUser::new(None), VirtualUser::new(None)];
+    for user in &users {
+        assert_eq!(user.login(&public).await.unwrap().status, 302);
+    }
+
+    redis.restart().await.unwrap();
+    // Every node has noticed the restart: its change-notice listener is subscribed again, so its
+    // shared connection, idle since, has been closed by the old Redis.
+    let port = redis.port();
+    eventually("every node subscribes again", Duration::from_secs(15), || async move {
+        let numsub = crate::stack::redis_cmd(port, &["PUBSUB", "NUMSUB", "bff:session-changed"]).await;
+        matches!(numsub, redis::Value::Array(ref v) if v.get(1) == Some(&redis::Value::Int(3)))
+    })
+    .await;
+
+    let me = users[0].me(&urls[0]).await.unwrap();
+    assert_eq!(me.status, 200, "first /account/me after the restart: {me:?}");
+    let api = users[1].api(&format!("{}/api/things", urls[1])).await.unwrap();
+    assert_eq!(api.status, 200, "first API call after the restart: {api:?}");
+    assert_eq!(api.body, "from upstream");
+    let logout = users[2].logout_keeping_cookie(&urls[2]).await.unwrap();
+    assert_eq!(logout.status, 302, "first end-session after the restart: {logout:?}");
+    // The logout did end the session, for every node: the cookie kept by the client is dead.
+    assert_eq!(users[2].me(&urls[0]).await.unwrap().status, 404);
+    for node in &nodes {
+        assert!(node.is_running());
+    }
+}
