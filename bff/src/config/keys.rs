@@ -40,6 +40,12 @@ pub const KEYS: &[Key] = &[
         Some("false"),
         "true: let key_ring = redis run without a key-encryption key (whoever reads Redis opens every session)",
     ),
+    key(
+        "trusted_proxies",
+        "BFF_TRUSTED_PROXIES",
+        None,
+        "IPs or CIDRs (comma-separated) of proxies in front of the gateway whose Forwarded, X-Real-IP and X-Forwarded-For are kept; from anyone else they are dropped",
+    ),
     key("account_prefix", "BFF_ACCOUNT_PREFIX", Some("/account"), "path prefix of login, me, end-session"),
     key(
         "ops_token",

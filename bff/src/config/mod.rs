@@ -170,6 +170,9 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Bearer token that opens `/ops/fingerprint`; `None`: the endpoint does not exist.
     pub ops_token: Option<String>,
+    /// Peers whose forwarding headers (`Forwarded`, `X-Real-IP`, `X-Forwarded-For`) are believed;
+    /// from any other peer they are dropped before a request goes upstream.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Session and login-binding cookie names, worked out once: every request reads them.
     cookie_names: (String, String),
 }
@@ -311,8 +314,11 @@ impl Config {
             }
         };
 
+        let trusted_proxies = src.parse("trusted_proxies", parse_networks)?;
+
         Ok(Config {
             ops_token,
+            trusted_proxies,
             cookie_names,
             routes,
             upstream_timeout: src.duration("upstream_timeout")?,
@@ -374,6 +380,31 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
+
+/// IP addresses and CIDR blocks, separated by commas or white space (a TOML array arrives as
+/// its items joined by spaces).
+fn parse_networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8)"))
+        })
+        .collect()
+}
+
+impl Config {
+    /// Whether a peer's forwarding headers are believed (it is a configured trusted proxy).
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(peer),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
 }
 

@@ -214,3 +214,18 @@ fn bad_routes_are_named() {
         assert!(msg.starts_with(key), "{routes}: {msg}");
     }
 }
+
+#[test]
+fn trusted_proxies_are_addresses_and_blocks() {
+    let mut vars = minimal();
+    assert!(Config::from_env_map(&vars).unwrap().trusted_proxies.is_empty());
+    vars.insert("BFF_TRUSTED_PROXIES".into(), "10.0.0.0/8, 192.168.1.7,::1".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert!(c.is_trusted_proxy("10.2.3.4".parse().unwrap()));
+    assert!(c.is_trusted_proxy("192.168.1.7".parse().unwrap()));
+    assert!(c.is_trusted_proxy("::ffff:10.0.0.1".parse().unwrap()));
+    assert!(c.is_trusted_proxy("::1".parse().unwrap()));
+    assert!(!c.is_trusted_proxy("192.168.1.8".parse().unwrap()));
+    vars.insert("BFF_TRUSTED_PROXIES".into(), "10.0.0.0/33".into());
+    assert!(error_of(vars).starts_with("trusted_proxies (BFF_TRUSTED_PROXIES): \"10.0.0.0/33\""));
+}

@@ -9,6 +9,7 @@ mod stack;
 mod backchannel;
 mod cookies;
 mod fixture;
+mod forwarding;
 mod key_ring;
 mod logout;
 mod refresh;
