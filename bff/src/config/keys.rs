@@ -122,6 +122,12 @@ pub const KEYS: &[Key] = &[
     ),
     key("oidc.clock_skew", "BFF_OIDC_CLOCK_SKEW", Some("60s"), "leeway on token times"),
     key("oidc.http_timeout", "BFF_OIDC_HTTP_TIMEOUT", Some("10s"), "bound on each call to the issuer"),
+    key(
+        "oidc.jwks_refresh",
+        "BFF_OIDC_JWKS_REFRESH",
+        Some("1h"),
+        "how often the issuer's signing keys are fetched again without Cache-Control max-age (a max-age is honoured between min(1m, this) and 24h)",
+    ),
 ];
 
 /// Looks a key up by its dotted path.

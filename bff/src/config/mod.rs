@@ -98,6 +98,8 @@ pub struct OidcConfig {
     pub clock_skew: Duration,
     /// Bound on every call to the issuer.
     pub http_timeout: Duration,
+    /// How often the JWKS is fetched again when the issuer sends no `Cache-Control: max-age`.
+    pub jwks_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -498,6 +500,7 @@ fn read_oidc(src: &Source, public_url: &Url) -> Result<OidcConfig, ConfigError> 
         },
         clock_skew: src.duration("oidc.clock_skew")?,
         http_timeout: src.duration("oidc.http_timeout")?,
+        jwks_refresh: src.duration("oidc.jwks_refresh")?,
     })
 }
 

@@ -10,6 +10,7 @@ mod backchannel;
 mod cookies;
 mod fixture;
 mod forwarding;
+mod jwks;
 mod key_ring;
 mod logout;
 mod refresh;
