@@ -25,8 +25,13 @@ pub use config::{Config, ConfigError};
 pub use server::{RunError, run};
 pub use state::AppState;
 
-/// The complete router with its middleware (request ids, tracing).
+/// The complete router with its middleware (request ids, tracing, the body size limit).
 pub fn app(state: AppState) -> axum::Router {
     let _ = metrics::handle();
-    telemetry::layer(routes::router(state).layer(axum::middleware::from_fn(metrics::track)))
+    let max_body = state.config.server.max_body_size;
+    telemetry::layer(
+        routes::router(state)
+            .layer(axum::middleware::from_fn(metrics::track))
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body)),
+    )
 }

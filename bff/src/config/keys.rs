@@ -55,6 +55,24 @@ pub const KEYS: &[Key] = &[
     ),
     key("log_format", "BFF_LOG_FORMAT", Some("text"), "text or json"),
     key("log_level", "BFF_LOG_LEVEL", Some("info"), "tracing filter, e.g. info or bff=debug"),
+    key(
+        "server.header_read_timeout",
+        "BFF_SERVER_HEADER_READ_TIMEOUT",
+        Some("10s"),
+        "time a client has to send a request's headers; also how long an idle keep-alive connection stays open",
+    ),
+    key(
+        "server.max_connections",
+        "BFF_SERVER_MAX_CONNECTIONS",
+        Some("10000"),
+        "open client connections per node at most; more wait in the listen backlog",
+    ),
+    key(
+        "server.max_body_size",
+        "BFF_SERVER_MAX_BODY_SIZE",
+        Some("10MiB"),
+        "largest request body (bytes, or with KiB/MiB/GiB); larger is 413",
+    ),
     key("shutdown_timeout", "BFF_SHUTDOWN_TIMEOUT", Some("10s"), "bound on finishing in-flight requests at SIGTERM"),
     key(
         "session.cookie_name",

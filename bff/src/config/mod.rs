@@ -145,6 +145,18 @@ pub struct RefreshConfig {
     pub lock_lease: Duration,
 }
 
+/// Limits that protect a node from slow and flooding clients.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Time a client has to send a request's headers, and that an idle keep-alive connection
+    /// stays open.
+    pub header_read_timeout: Duration,
+    /// Open client connections per node at most.
+    pub max_connections: usize,
+    /// Largest request body in bytes.
+    pub max_body_size: usize,
+}
+
 /// The whole node configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -166,6 +178,7 @@ pub struct Config {
     pub log_filter: String,
     /// Bound on finishing in-flight requests after SIGTERM.
     pub shutdown_timeout: Duration,
+    pub server: ServerLimits,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
     /// Runtime worker threads; `None` = one per core.
@@ -340,6 +353,14 @@ impl Config {
             })?,
             log_filter: src.string_or("log_level"),
             shutdown_timeout: src.duration("shutdown_timeout")?,
+            server: ServerLimits {
+                header_read_timeout: src.duration("server.header_read_timeout")?,
+                max_connections: src.parse("server.max_connections", |s| match s.parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(format!("expected a number of connections greater than zero, got {s:?}")),
+                })?,
+                max_body_size: src.parse("server.max_body_size", parse_size)?,
+            },
             redis_timeout: src.duration("redis_timeout")?,
             worker_threads: match src.string("worker_threads") {
                 None => None,
@@ -407,6 +428,23 @@ impl Config {
             v4 => v4,
         };
         self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// A size in bytes: a number, optionally followed by KiB, MiB or GiB (or K, M, G).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let text = s.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let unit: usize = match text[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => return Err(format!("expected a size such as 1048576 or 10MiB, got {s:?}")),
+    };
+    match text[..digits].parse::<usize>().ok().and_then(|n| n.checked_mul(unit)) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a size greater than zero such as 10MiB, got {s:?}")),
     }
 }
 

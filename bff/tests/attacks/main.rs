@@ -12,6 +12,7 @@ mod fixture;
 mod forwarding;
 mod jwks;
 mod key_ring;
+mod limits;
 mod logout;
 mod refresh;
 mod routes;
