@@ -76,3 +76,60 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any `landingpage` an attacker sends: never a panic, and whatever is accepted is a path on
+    //! this site however a browser decodes it.
+
+    use proptest::prelude::*;
+
+    use super::{percent_decode, validate};
+
+    /// Text built from the pieces of open-redirect attempts.
+    fn landing_page() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/"),
+            Just("//"),
+            Just("\\"),
+            Just("%2F"),
+            Just("%2f"),
+            Just("%5C"),
+            Just("%25"),
+            Just("%252F"),
+            Just("%09"),
+            Just("\t"),
+            Just(":"),
+            Just("https:"),
+            Just("evil.example"),
+            Just("@"),
+            Just("?"),
+            Just("#"),
+            Just("."),
+            Just("+"),
+            Just("%"),
+            Just("\u{3000}"),
+            Just("\u{ff0f}"),
+        ];
+        prop_oneof![proptest::collection::vec(piece, 0..8).prop_map(|p| p.concat()), "\\PC{0,32}", any::<String>(),]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn whatever_is_accepted_stays_on_this_site(raw in landing_page()) {
+            if let Ok(accepted) = validate(&raw) {
+                prop_assert_eq!(&accepted, &raw);
+                let base = url::Url::parse("http://same.invalid/").unwrap();
+                let mut candidate = accepted.clone();
+                for _ in 0..4 {
+                    prop_assert!(candidate.starts_with('/') && !candidate.starts_with("//"), "{raw:?} -> {candidate:?}");
+                    prop_assert!(!candidate.contains('\\'), "{raw:?} -> {candidate:?}");
+                    prop_assert_eq!(base.join(&candidate).unwrap().origin(), base.origin(), "{:?}", raw);
+                    candidate = percent_decode(&candidate);
+                }
+            }
+        }
+    }
+}

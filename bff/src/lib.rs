@@ -25,11 +25,16 @@ pub use config::{Config, ConfigError};
 pub use server::{RunError, run};
 pub use state::AppState;
 
-/// The complete router with its middleware (request ids, tracing).
+/// The complete router with its middleware (request ids, tracing, the body size limit).
 pub fn app(state: AppState) -> axum::Router {
     let _ = metrics::handle();
     let node_name = state.config.node_name.clone();
-    let router = telemetry::layer(routes::router(state).layer(axum::middleware::from_fn(metrics::track)));
+    let max_body = state.config.server.max_body_size;
+    let router = telemetry::layer(
+        routes::router(state)
+            .layer(axum::middleware::from_fn(metrics::track))
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body)),
+    );
     match node_name {
         // A verifier behind someone else's load balancer learns which node answered.
         Some(name) => router.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(

@@ -40,6 +40,12 @@ pub const KEYS: &[Key] = &[
         Some("false"),
         "true: let key_ring = redis run without a key-encryption key (whoever reads Redis opens every session)",
     ),
+    key(
+        "trusted_proxies",
+        "BFF_TRUSTED_PROXIES",
+        None,
+        "IPs or CIDRs (comma-separated) of proxies in front of the gateway whose Forwarded, X-Real-IP and X-Forwarded-For are kept; from anyone else they are dropped",
+    ),
     key("account_prefix", "BFF_ACCOUNT_PREFIX", Some("/account"), "path prefix of login, me, end-session"),
     key(
         "node_name",
@@ -55,6 +61,24 @@ pub const KEYS: &[Key] = &[
     ),
     key("log_format", "BFF_LOG_FORMAT", Some("text"), "text or json"),
     key("log_level", "BFF_LOG_LEVEL", Some("info"), "tracing filter, e.g. info or bff=debug"),
+    key(
+        "server.header_read_timeout",
+        "BFF_SERVER_HEADER_READ_TIMEOUT",
+        Some("10s"),
+        "time a client has to send a request's headers; also how long an idle keep-alive connection stays open",
+    ),
+    key(
+        "server.max_connections",
+        "BFF_SERVER_MAX_CONNECTIONS",
+        Some("10000"),
+        "open client connections per node at most; more wait in the listen backlog",
+    ),
+    key(
+        "server.max_body_size",
+        "BFF_SERVER_MAX_BODY_SIZE",
+        Some("10MiB"),
+        "largest request body (bytes, or with KiB/MiB/GiB); larger is 413",
+    ),
     key("shutdown_timeout", "BFF_SHUTDOWN_TIMEOUT", Some("10s"), "bound on finishing in-flight requests at SIGTERM"),
     key(
         "session.cookie_name",
@@ -122,6 +146,12 @@ pub const KEYS: &[Key] = &[
     ),
     key("oidc.clock_skew", "BFF_OIDC_CLOCK_SKEW", Some("60s"), "leeway on token times"),
     key("oidc.http_timeout", "BFF_OIDC_HTTP_TIMEOUT", Some("10s"), "bound on each call to the issuer"),
+    key(
+        "oidc.jwks_refresh",
+        "BFF_OIDC_JWKS_REFRESH",
+        Some("1h"),
+        "how often the issuer's signing keys are fetched again without Cache-Control max-age (a max-age is honoured between min(1m, this) and 24h)",
+    ),
 ];
 
 /// Looks a key up by its dotted path.

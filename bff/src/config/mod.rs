@@ -101,6 +101,8 @@ pub struct OidcConfig {
     pub clock_skew: Duration,
     /// Bound on every call to the issuer.
     pub http_timeout: Duration,
+    /// How often the JWKS is fetched again when the issuer sends no `Cache-Control: max-age`.
+    pub jwks_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +148,18 @@ pub struct RefreshConfig {
     pub lock_lease: Duration,
 }
 
+/// Limits that protect a node from slow and flooding clients.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Time a client has to send a request's headers, and that an idle keep-alive connection
+    /// stays open.
+    pub header_read_timeout: Duration,
+    /// Open client connections per node at most.
+    pub max_connections: usize,
+    /// Largest request body in bytes.
+    pub max_body_size: usize,
+}
+
 /// The whole node configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -167,6 +181,7 @@ pub struct Config {
     pub log_filter: String,
     /// Bound on finishing in-flight requests after SIGTERM.
     pub shutdown_timeout: Duration,
+    pub server: ServerLimits,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
     /// Runtime worker threads; `None` = one per core.
@@ -175,6 +190,9 @@ pub struct Config {
     pub ops_token: Option<String>,
     /// Sent as `x-bff-node` on every response, when set.
     pub node_name: Option<String>,
+    /// Peers whose forwarding headers (`Forwarded`, `X-Real-IP`, `X-Forwarded-For`) are believed;
+    /// from any other peer they are dropped before a request goes upstream.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Session and login-binding cookie names, worked out once: every request reads them.
     cookie_names: (String, String),
 }
@@ -325,10 +343,12 @@ impl Config {
             }
             Some(_) => return Err(src.invalid("node_name", "use up to 64 letters, digits, '-', '_' and '.'".into())),
         };
+        let trusted_proxies = src.parse("trusted_proxies", parse_networks)?;
 
         Ok(Config {
             node_name,
             ops_token,
+            trusted_proxies,
             cookie_names,
             routes,
             upstream_timeout: src.duration("upstream_timeout")?,
@@ -348,6 +368,14 @@ impl Config {
             })?,
             log_filter: src.string_or("log_level"),
             shutdown_timeout: src.duration("shutdown_timeout")?,
+            server: ServerLimits {
+                header_read_timeout: src.duration("server.header_read_timeout")?,
+                max_connections: src.parse("server.max_connections", |s| match s.parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(format!("expected a number of connections greater than zero, got {s:?}")),
+                })?,
+                max_body_size: src.parse("server.max_body_size", parse_size)?,
+            },
             redis_timeout: src.duration("redis_timeout")?,
             worker_threads: match src.string("worker_threads") {
                 None => None,
@@ -390,6 +418,48 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
+
+/// IP addresses and CIDR blocks, separated by commas or white space (a TOML array arrives as
+/// its items joined by spaces).
+fn parse_networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8)"))
+        })
+        .collect()
+}
+
+impl Config {
+    /// Whether a peer's forwarding headers are believed (it is a configured trusted proxy).
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(peer),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// A size in bytes: a number, optionally followed by KiB, MiB or GiB (or K, M, G).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let text = s.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let unit: usize = match text[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => return Err(format!("expected a size such as 1048576 or 10MiB, got {s:?}")),
+    };
+    match text[..digits].parse::<usize>().ok().and_then(|n| n.checked_mul(unit)) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a size greater than zero such as 10MiB, got {s:?}")),
     }
 }
 
@@ -483,6 +553,7 @@ fn read_oidc(src: &Source, public_url: &Url) -> Result<OidcConfig, ConfigError> 
         },
         clock_skew: src.duration("oidc.clock_skew")?,
         http_timeout: src.duration("oidc.http_timeout")?,
+        jwks_refresh: src.duration("oidc.jwks_refresh")?,
     })
 }
 

@@ -214,3 +214,34 @@ fn bad_routes_are_named() {
         assert!(msg.starts_with(key), "{routes}: {msg}");
     }
 }
+
+#[test]
+fn trusted_proxies_are_addresses_and_blocks() {
+    let mut vars = minimal();
+    assert!(Config::from_env_map(&vars).unwrap().trusted_proxies.is_empty());
+    vars.insert("BFF_TRUSTED_PROXIES".into(), "10.0.0.0/8, 192.168.1.7,::1".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert!(c.is_trusted_proxy("10.2.3.4".parse().unwrap()));
+    assert!(c.is_trusted_proxy("192.168.1.7".parse().unwrap()));
+    assert!(c.is_trusted_proxy("::ffff:10.0.0.1".parse().unwrap()));
+    assert!(c.is_trusted_proxy("::1".parse().unwrap()));
+    assert!(!c.is_trusted_proxy("192.168.1.8".parse().unwrap()));
+    vars.insert("BFF_TRUSTED_PROXIES".into(), "10.0.0.0/33".into());
+    assert!(error_of(vars).starts_with("trusted_proxies (BFF_TRUSTED_PROXIES): \"10.0.0.0/33\""));
+}
+
+#[test]
+fn server_limits_have_defaults_and_name_their_key_when_malformed() {
+    let c = Config::from_env_map(&minimal()).unwrap();
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.server.max_body_size, 10 << 20);
+    let mut vars = minimal();
+    vars.insert("BFF_SERVER_MAX_BODY_SIZE".into(), "64 KiB".into());
+    assert_eq!(Config::from_env_map(&vars).unwrap().server.max_body_size, 64 << 10);
+    vars.insert("BFF_SERVER_MAX_BODY_SIZE".into(), "lots".into());
+    assert!(error_of(vars.clone()).starts_with("server.max_body_size (BFF_SERVER_MAX_BODY_SIZE)"));
+    vars.remove("BFF_SERVER_MAX_BODY_SIZE");
+    vars.insert("BFF_SERVER_MAX_CONNECTIONS".into(), "0".into());
+    assert!(error_of(vars).starts_with("server.max_connections (BFF_SERVER_MAX_CONNECTIONS)"));
+}

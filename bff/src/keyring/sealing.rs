@@ -123,3 +123,77 @@ mod tests {
         assert_eq!(k.open(b"slot-a", b"short"), Err(OpenError::Malformed));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any blob read back from the store, as an attacker with write access to Redis might leave
+    //! it: opening never panics, random bytes never open, and a sealed blob that was changed in
+    //! any way (a byte flipped, cut short, lengthened, moved to another slot) never opens.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip { at: usize, mask: u8 },
+        Truncate(usize),
+        Append(Vec<u8>),
+        OtherSlot,
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
+            any::<usize>().prop_map(Mutation::Truncate),
+            proptest::collection::vec(any::<u8>(), 1..16).prop_map(Mutation::Append),
+            Just(Mutation::OtherSlot),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn random_bytes_never_open(blob in proptest::collection::vec(any::<u8>(), 0..96), version_one in any::<bool>()) {
+            let key = SealingKey::new([7; KEY_ID_LEN], &[9; 32]);
+            let mut blob = blob;
+            if version_one && blob.len() > KEY_ID_LEN {
+                // Past the version and key id checks, so the AEAD itself has to refuse it.
+                blob[0] = VERSION;
+                blob[1..1 + KEY_ID_LEN].copy_from_slice(&key.id);
+            }
+            let _ = key_id_of(&blob);
+            prop_assert!(key.open(b"slot", &blob).is_err());
+        }
+
+        #[test]
+        fn a_tampered_blob_never_opens(
+            plaintext in proptest::collection::vec(any::<u8>(), 0..64),
+            changes in proptest::collection::vec(mutation(), 1..4),
+        ) {
+            let key = SealingKey::new([7; KEY_ID_LEN], &[9; 32]);
+            let original = key.seal(b"slot", &plaintext);
+            let mut blob = original.clone();
+            let mut slot: &[u8] = b"slot";
+            for change in changes {
+                match change {
+                    Mutation::Flip { at, mask } if !blob.is_empty() => {
+                        let at = at % blob.len();
+                        blob[at] ^= mask;
+                    }
+                    Mutation::Flip { .. } => {}
+                    Mutation::Truncate(len) => blob.truncate(len % (blob.len() + 1)),
+                    Mutation::Append(extra) => blob.extend_from_slice(&extra),
+                    Mutation::OtherSlot => slot = b"another slot",
+                }
+            }
+            let opened = key.open(slot, &blob);
+            if blob == original && slot == b"slot" {
+                prop_assert_eq!(opened, Ok(plaintext));
+            } else {
+                prop_assert!(opened.is_err(), "a changed blob opened");
+            }
+        }
+    }
+}

@@ -154,3 +154,73 @@ mod tests {
         assert!(check(&good(), Some("JWT")).is_err(), "an id_token's typ");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any claims a token may carry, and any text in the token's place: the checks and the header
+    //! parser never panic, and a token missing one of its required claims never passes.
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claim_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "\\PC{0,12}".prop_map(Value::from),
+            Just(json!({ EVENT: {} })),
+            Just(json!([EVENT])),
+            (NOW - 1000..NOW + 1000).prop_map(Value::from),
+        ]
+    }
+
+    fn claims() -> impl Strategy<Value = Map<String, Value>> {
+        let name = prop_oneof![
+            Just("iss"),
+            Just("aud"),
+            Just("iat"),
+            Just("exp"),
+            Just("jti"),
+            Just("sub"),
+            Just("sid"),
+            Just("events"),
+            Just("nonce"),
+        ];
+        proptest::collection::vec((name, claim_value()), 0..10)
+            .prop_map(|pairs| pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn claim_checks_never_panic_and_need_every_required_claim(
+            claims in claims(),
+            typ in proptest::option::of(prop_oneof![Just("logout+jwt".to_owned()), Just("JWT".to_owned()), "\\PC{0,12}"]),
+        ) {
+            if check_claims(&claims, typ.as_deref(), NOW, Duration::from_secs(60)).is_ok() {
+                prop_assert!(claims.get("jti").and_then(Value::as_str).is_some_and(|j| !j.is_empty()));
+                prop_assert!(claims.get("exp").and_then(Value::as_u64).is_some());
+                prop_assert!(claims.get("iat").and_then(Value::as_u64).is_some());
+                prop_assert!(!claims.contains_key("nonce"));
+                prop_assert!(claims.get("sid").or(claims.get("sub")).and_then(Value::as_str).is_some());
+            }
+        }
+
+        #[test]
+        fn any_text_as_a_token_header_is_an_error_or_a_header(text in prop_oneof![
+            "[A-Za-z0-9_.-]{0,80}",
+            "eyJ[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_.-]{0,40}",
+            any::<String>(),
+        ]) {
+            let _ = jsonwebtoken::decode_header(&text);
+        }
+    }
+}

@@ -3,8 +3,9 @@
 //! against the issuer's JWKS, and the logout URL.
 //!
 //! Discovery is fetched in the background at start-up and retried until it succeeds; the node is
-//! not ready before. The JWKS is cached and fetched again once when a token names a `kid` it does
-//! not hold (the issuer rotated its keys).
+//! not ready before. The JWKS is cached, fetched again on a schedule that follows the issuer's
+//! `Cache-Control` (a withdrawn key stops being trusted), and once when a token names a `kid` it
+//! does not hold (the issuer rotated its keys); see `jwks`.
 
 mod discovery;
 mod id_token;
@@ -68,7 +69,8 @@ impl Oidc {
             .user_agent(concat!("bff/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("http client builds");
-        Arc::new(Oidc { config, redirect_uri, http, metadata: RwLock::new(None), jwks: JwksCache::default() })
+        let jwks = JwksCache::new(config.jwks_refresh);
+        Arc::new(Oidc { config, redirect_uri, http, metadata: RwLock::new(None), jwks })
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -102,6 +104,9 @@ impl Oidc {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             tracing::info!(authority = %oidc.config.authority, "OIDC discovery loaded");
+            if let Ok(metadata) = oidc.metadata() {
+                oidc.jwks.refresh_on_schedule(&oidc.http, &metadata.jwks_uri).await;
+            }
         });
     }
 

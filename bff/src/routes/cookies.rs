@@ -91,3 +91,83 @@ pub fn login_binding(config: &Config, value: String) -> String {
 pub fn clear_login_binding(config: &Config) -> String {
     build(config, config.login_cookie_name(), String::new(), Some(CookieDuration::ZERO))
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any `Cookie` header an attacker sends: the parser never panics, and what it forwards never
+    //! holds one of the gateway's own cookies, whatever spelling the session cookie came in.
+
+    use axum::http::{HeaderMap, HeaderValue};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> Config {
+        let vars = [
+            ("BFF_PUBLIC_URL", "http://localhost:8080"),
+            ("BFF_OIDC_AUTHORITY", "http://issuer.test"),
+            ("BFF_OIDC_CLIENT_ID", "client"),
+            ("BFF_OIDC_CLIENT_SECRET", "secret"),
+        ];
+        Config::from_env_map(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+    }
+
+    /// Cookie pairs built from pieces an attacker would try: the gateway's names in odd spellings,
+    /// stray spaces, quotes, separators and arbitrary printable text.
+    fn cookie_header() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("bff-session".to_owned()),
+            Just(" bff-session ".to_owned()),
+            Just("BFF-Session".to_owned()),
+            Just("__Host-bff-session".to_owned()),
+            Just("__secure-bff-session-login".to_owned()),
+            Just("bff-session-login".to_owned()),
+            "[ -~]{0,12}",
+        ];
+        let value = prop_oneof![Just("abc".to_owned()), Just("\"quoted\"".to_owned()), "[ -~]{0,24}"];
+        let separator = prop_oneof![Just("; "), Just(";"), Just(","), Just(" ;; "), Just("")];
+        proptest::collection::vec((name, prop_oneof![Just("="), Just(" ="), Just("")], value, separator), 0..6)
+            .prop_map(|pairs| pairs.into_iter().map(|(n, eq, v, sep)| format!("{n}{eq}{v}{sep}")).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn no_cookie_header_panics_or_leaks_the_gateways_cookies(
+            headers in proptest::collection::vec(prop_oneof![cookie_header(), "[\\x20-\\x7e\\t]{0,64}"], 1..3),
+            bytes in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let config = config();
+            let mut map = HeaderMap::new();
+            for text in &headers {
+                if let Ok(value) = HeaderValue::from_str(text) {
+                    map.append(COOKIE, value);
+                }
+            }
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                map.append(COOKIE, value);
+            }
+            let _ = read(&map, config.cookie_name());
+            let _ = read(&map, config.login_cookie_name());
+            if let Some(forwarded) = foreign(&map, &config) {
+                let mut again = HeaderMap::new();
+                again.insert(COOKIE, forwarded);
+                prop_assert!(parsed(&again).all(|c| !is_own(&config, c.name())));
+                // The raw text forwarded has no own cookie under any parse a server might use.
+                let text = again.get(COOKIE).unwrap().to_str().unwrap().to_owned();
+                for piece in text.split(';') {
+                    let name = piece.split('=').next().unwrap_or_default();
+                    prop_assert!(!is_own(&config, name), "{name:?} forwarded in {text:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn any_set_cookie_value_has_a_name(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let _ = is_own(&config(), &set_cookie_name(&value));
+            }
+        }
+    }
+}

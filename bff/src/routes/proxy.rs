@@ -7,11 +7,13 @@
 //! without one: 401, an API gets no login redirect); the access token is refreshed when it
 //! is about to expire; then the request is streamed to the upstream without hop-by-hop headers,
 //! without the gateway's own cookies and without the browser's own `Authorization`, with
-//! `X-Forwarded-*` set, and the response streamed back without any `Set-Cookie` for the
+//! `X-Forwarded-*` set by the gateway (see [`set_forwarding_headers`]), and the response streamed back without any `Set-Cookie` for the
 //! gateway's cookies. An unreachable upstream is a 502, a slow one a 504.
 
-use crate::server::ClientAddr;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+
+use crate::server::ClientAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -74,6 +76,51 @@ fn drop_own_set_cookies(headers: &mut HeaderMap, config: &crate::config::Config)
         }
     }
 }
+
+/// What the upstream learns about the client: `X-Forwarded-Proto` and `X-Forwarded-Host` from
+/// `public_url` (never the client's `Host`), `X-Forwarded-For` ending in the connection's peer.
+/// The client's own `Forwarded`, `X-Real-IP` and `X-Forwarded-*` are dropped, unless the peer is
+/// a trusted proxy: then `Forwarded` and `X-Real-IP` pass and its `X-Forwarded-For` is appended
+/// to. Otherwise any client could claim any address to an upstream that logs or rate-limits by it.
+fn set_forwarding_headers(headers: &mut HeaderMap, config: &crate::config::Config, peer: Option<IpAddr>) {
+    let trusted = peer.is_some_and(|ip| config.is_trusted_proxy(ip));
+    let inbound_for = trusted
+        .then(|| headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", "))
+        .filter(|list| !list.trim().is_empty());
+    let inbound: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-forwarded-"))
+        .cloned()
+        .chain(
+            (!trusted)
+                .then(|| [HeaderName::from_static("forwarded"), HeaderName::from_static("x-real-ip")])
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    for name in inbound {
+        headers.remove(name);
+    }
+    let forwarded_for = match (inbound_for, peer) {
+        (Some(list), Some(ip)) => Some(format!("{list}, {ip}")),
+        (None, Some(ip)) => Some(ip.to_string()),
+        (list, None) => list,
+    };
+    if let Some(value) = forwarded_for.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    let public = &config.public_url;
+    headers.insert("x-forwarded-proto", HeaderValue::from_str(public.scheme()).expect("a URL scheme"));
+    let host = match public.port() {
+        Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),
+        None => public.host_str().unwrap_or_default().to_owned(),
+    };
+    if let Ok(host) = HeaderValue::from_str(&host) {
+        headers.insert("x-forwarded-host", host);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// `rest` is what follows the route's prefix in the normalised path (empty or `/...`).
 fn upstream_uri(state: &AppState, index: usize, route: &Route, rest: &str, uri: &Uri) -> Option<Uri> {
@@ -161,9 +208,8 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     let Some(uri) = upstream_uri(&state, index, route, rest, request.uri()) else {
         return refuse(StatusCode::BAD_GATEWAY, "bad upstream address", label);
     };
-    let client_ip = request.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0.0.ip().to_string());
+    let peer = request.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0.0.ip());
     let (mut parts, body) = request.into_parts();
-    let host = parts.headers.get(HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(HOST);
     match cookies::foreign(&parts.headers, config) {
@@ -179,18 +225,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         };
         parts.headers.insert(AUTHORIZATION, value);
     }
-    if let Some(ip) = client_ip {
-        let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip,
-        };
-        parts.headers.insert("x-forwarded-for", HeaderValue::from_str(&forwarded).expect("ip list"));
-    }
-    let proto = HeaderValue::from_str(config.public_url.scheme()).expect("scheme");
-    parts.headers.insert("x-forwarded-proto", proto);
-    if let Some(host) = host {
-        parts.headers.insert("x-forwarded-host", host);
-    }
+    set_forwarding_headers(&mut parts.headers, config, peer);
     parts.uri = uri;
     let outgoing = axum::http::Request::from_parts(parts, body);
 

@@ -107,3 +107,55 @@ mod tests {
         assert_eq!(under_prefix("/anything", "/"), Some("/anything"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any request path: never a panic; an accepted path has no dot-segment, no backslash and no
+    //! encoded separator or dot, normalising it again changes nothing, and a route prefix matches
+    //! it on a segment boundary only.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just(String::from("/")),
+            Just(String::from(".")),
+            Just(String::from("..")),
+            Just(String::from("%2e")),
+            Just(String::from("%2E")),
+            Just(String::from("%2f")),
+            Just(String::from("%5c")),
+            Just(String::from("%61")),
+            Just(String::from("%25")),
+            Just(String::from("%")),
+            Just(String::from("\\")),
+            Just(String::from("api")),
+            Just(String::from("public")),
+            Just(String::from("%zz")),
+            "[a-z0-9%._~-]{1,4}",
+        ];
+        prop_oneof![proptest::collection::vec(piece, 0..10).prop_map(|p| p.concat()), any::<String>()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn accepted_paths_are_unambiguous(raw in path(), prefix in prop_oneof![Just("/api"), Just("/api/"), Just("/")]) {
+            if let Ok(path) = normalise(&raw) {
+                prop_assert!(path.starts_with('/'));
+                prop_assert!(!path.contains('\\'));
+                prop_assert!(!path.split('/').any(|s| s == "." || s == ".."), "{raw:?} -> {path:?}");
+                let lower = path.to_ascii_lowercase();
+                prop_assert!(!lower.contains("%2f") && !lower.contains("%5c") && !lower.contains("%2e"), "{raw:?} -> {path:?}");
+                prop_assert_eq!(normalise(&path), Ok(path.clone()), "not idempotent for {:?}", raw);
+                if let Some(rest) = under_prefix(&path, prefix) {
+                    prop_assert!(rest.is_empty() || rest.starts_with('/'));
+                    prop_assert_eq!(format!("{}{rest}", prefix.trim_end_matches('/')), path);
+                }
+            }
+        }
+    }
+}

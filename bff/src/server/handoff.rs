@@ -1,24 +1,26 @@
 //! Hands accepted connections to the serving threads in turn, so that every thread gets an equal
 //! share of the connections. When every thread accepts from the shared socket, whichever thread
 //! is awake when a burst of connections arrives takes them, and the shares depend on timing.
+//!
+//! It also caps the open connections (`server.max_connections`): each carries a permit from one
+//! semaphore, given back when the connection closes; at the cap nothing is accepted, and further
+//! clients wait in the kernel's listen backlog instead of costing the node memory.
 
 use std::net::SocketAddr;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 /// The peer address of a connection, for `ConnectInfo`.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
 
-type Accepted = (std::net::TcpStream, SocketAddr);
+/// An accepted connection, with the permit that counts it while it is open.
+pub type Accepted = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
-/// One serving thread's end: a [`Listener`] whose connections were accepted by [`hand_out`].
+/// One serving thread's end: the connections [`hand_out`] accepted for it.
 pub struct Handoff {
     queue: mpsc::UnboundedReceiver<Accepted>,
-    local: SocketAddr,
 }
 
 /// A queue per serving thread, fed by [`hand_out`].
@@ -26,30 +28,36 @@ pub fn queues(
     listener: &TcpListener,
     threads: usize,
 ) -> std::io::Result<(Vec<mpsc::UnboundedSender<Accepted>>, Vec<Handoff>)> {
-    let local = listener.local_addr()?;
+    let _ = listener;
     Ok((0..threads)
         .map(|_| {
             let (sender, queue) = mpsc::unbounded_channel();
-            (sender, Handoff { queue, local })
+            (sender, Handoff { queue })
         })
         .unzip())
 }
 
-/// Accepts connections and gives them to the queues in turn until `stopped` turns true.
+/// Accepts connections, at most `max_connections` open at once, and gives them to the queues in
+/// turn until `stopped` turns true.
 pub async fn hand_out(
     listener: TcpListener,
     queues: Vec<mpsc::UnboundedSender<Accepted>>,
+    max_connections: usize,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let open = std::sync::Arc::new(Semaphore::new(max_connections));
     let mut next = 0;
     loop {
         let accepted = tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => return,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                let permit = open.clone().acquire_owned().await.expect("the semaphore is never closed");
+                listener.accept().await.map(|(stream, peer)| (stream, peer, permit))
+            } => accepted,
         };
-        match accepted.and_then(|(stream, peer)| {
+        match accepted.and_then(|(stream, peer, permit)| {
             stream.set_nodelay(true)?;
-            Ok((stream.into_std()?, peer))
+            Ok((stream.into_std()?, peer, permit))
         }) {
             Ok(connection) => {
                 let _ = queues[next].send(connection);
@@ -64,30 +72,16 @@ pub async fn hand_out(
     }
 }
 
-impl Listener for Handoff {
-    type Io = TcpStream;
-    type Addr = ClientAddr;
-
-    async fn accept(&mut self) -> (TcpStream, ClientAddr) {
+impl Handoff {
+    /// The next connection handed to this thread, registered with its runtime; `None` when the
+    /// node is stopping.
+    pub async fn next(&mut self) -> Option<(TcpStream, ClientAddr, OwnedSemaphorePermit)> {
         loop {
-            let Some((stream, peer)) = self.queue.recv().await else {
-                // No more connections: the node is stopping, and graceful shutdown ends the loop.
-                return std::future::pending().await;
-            };
+            let (stream, peer, permit) = self.queue.recv().await?;
             match TcpStream::from_std(stream) {
-                Ok(stream) => return (stream, ClientAddr(peer)),
+                Ok(stream) => return Some((stream, ClientAddr(peer), permit)),
                 Err(error) => tracing::warn!(%error, "connection could not be registered"),
             }
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<ClientAddr> {
-        Ok(ClientAddr(self.local))
-    }
-}
-
-impl Connected<IncomingStream<'_, Handoff>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, Handoff>) -> Self {
-        *stream.remote_addr()
     }
 }

@@ -14,8 +14,12 @@ mod handoff;
 
 use std::future::Future;
 
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tower::ServiceExt;
 
 pub use handoff::ClientAddr;
 use handoff::Handoff;
@@ -53,6 +57,7 @@ pub async fn run(
             "key_ring_plaintext_insecure: the shared key ring is stored in Redis unwrapped; whoever reads Redis (a dump, a replica, the network) can open every session"
         );
     }
+    let max_connections = config.server.max_connections;
     let state = AppState::new(config)?;
     state.start_background_tasks();
     tracing::info!(
@@ -71,7 +76,7 @@ pub async fn run(
     for (n, queue) in queues.into_iter().enumerate() {
         other_threads.push(serve_on_own_thread(n + 1, queue, state.clone(), stopped.clone())?);
     }
-    tokio::spawn(handoff::hand_out(listener, senders, stopped.clone()));
+    tokio::spawn(handoff::hand_out(listener, senders, max_connections, stopped.clone()));
     let signal = async move {
         shutdown.await;
         tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
@@ -123,12 +128,36 @@ fn serve_on_own_thread(
 }
 
 /// Serves the connections handed to `queue` until `stopped` turns true, then finishes in-flight
-/// requests.
-async fn serve(queue: Handoff, state: AppState, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
-    let app = crate::app(state).into_make_service_with_connect_info::<ClientAddr>();
-    axum::serve(queue, app)
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .await
+/// requests. Each connection is HTTP/1.1 with hyper's header-read timeout, which also closes a
+/// keep-alive connection that stays idle that long: a client that sends half a request, or
+/// nothing, holds its socket (and its connection permit) no longer than that.
+async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
+    let header_read_timeout = state.config.server.header_read_timeout;
+    let app = crate::app(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer, permit) = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => break,
+            next = queue.next() => match next {
+                Some(connection) => connection,
+                None => break,
+            },
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }

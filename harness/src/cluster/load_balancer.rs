@@ -110,7 +110,9 @@ impl LoadBalancer {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
-                .pool_idle_timeout(Duration::from_secs(30))
+                // Shorter than the gateway's idle keep-alive bound (server.header_read_timeout, 10 s by
+                // default): a pooled connection is never reused just as the node closes it.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client"),
         });
