@@ -105,6 +105,8 @@ impl VirtualUser {
             .dns_resolver(Arc::new(LocalhostResolver))
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
+            // Shorter than a gateway's idle keep-alive bound (bff: 10 s), as a browser's is.
+            .pool_idle_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10));
         for (name, addr) in resolve {
             builder = builder.resolve(name, *addr);
