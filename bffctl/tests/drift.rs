@@ -8,9 +8,14 @@ use std::process::{Command, Output};
 const BFFCTL: &str = env!("CARGO_BIN_EXE_bffctl");
 
 fn verify(runs: &Path, extra: &[&str]) -> Output {
+    verify_with_users(runs, 4, extra)
+}
+
+fn verify_with_users(runs: &Path, users: usize, extra: &[&str]) -> Output {
     Command::new(BFFCTL)
         .env("BFFCTL_RUNS", runs)
-        .args(["verify-scaling", "--backend", "process", "--users", "4", "--iterations", "1", "--ready-timeout", "3s"])
+        .args(["verify-scaling", "--backend", "process", "--iterations", "1", "--ready-timeout", "3s"])
+        .args(["--users", &users.to_string()])
         .args(extra)
         .output()
         .unwrap()
@@ -104,8 +109,11 @@ fn a_good_cluster_passes_20_runs_out_of_20() {
 fn the_html_report_shows_the_verdict_drift_matrix_timeline_and_failures() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("report.html");
-    let out = verify(
+    // Enough users that some log in whichever nodes their two login requests land on (each
+    // does with probability 5/9 here): the matrix and its diagnosis need sessions.
+    let out = verify_with_users(
         &dir.path().join("runs"),
+        12,
         &["--node-env", "2:BFF_REDIS_KEY_PREFIX=old", "--report", "html", page.to_str().unwrap()],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
