@@ -225,8 +225,9 @@ fn verify_scaling_target_checks_a_deployment_it_did_not_build() {
         let state = dir.path().join(format!("{store}.json"));
         let (mut up, status) = up_in_background(&state, &["--session-store", store]);
         let lb = status["lb_url"].as_str().unwrap().to_owned();
+        // Enough users that some log in on the memory store too (each with probability 1/3).
         let mut args: Vec<String> =
-            vec!["verify-scaling".into(), "--target".into(), lb.clone(), "--users".into(), "6".into()];
+            vec!["verify-scaling".into(), "--target".into(), lb.clone(), "--users".into(), "12".into()];
         for c in
             status["components"].as_array().unwrap().iter().filter(|c| c["name"].as_str().unwrap().starts_with("node-"))
         {
