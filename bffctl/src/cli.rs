@@ -87,9 +87,10 @@ pub struct BenchArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Virtual users, running concurrently.
-    #[arg(long, default_value_t = 20)]
-    pub users: usize,
+    /// Virtual users, running concurrently; or, with --login form, a users file (one
+    /// `username:password` a line), and then as many virtual users as it has lines.
+    #[arg(long, default_value = "20", value_name = "N|FILE", value_parser = parse_users)]
+    pub users: UsersArg,
     /// Times each user runs the steps.
     #[arg(long, default_value_t = 2)]
     pub iterations: usize,
@@ -155,6 +156,22 @@ pub struct TargetArgs {
     pub users_file: Option<PathBuf>,
 }
 
+/// `--users`: a number of virtual users, or a users file for `--login form`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UsersArg {
+    Count(usize),
+    File(PathBuf),
+}
+
+fn parse_users(s: &str) -> Result<UsersArg, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least one virtual user".into()),
+        Ok(n) => Ok(UsersArg::Count(n)),
+        Err(_) if std::path::Path::new(s).is_file() => Ok(UsersArg::File(PathBuf::from(s))),
+        Err(_) => Err(format!("{s:?} is neither a number of users nor a users file")),
+    }
+}
+
 #[derive(Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
 pub enum LoginArg {
     #[default]
@@ -183,9 +200,9 @@ pub struct RunArgs {
     /// Run against the cluster of a running `bffctl up` instead of starting one per scenario.
     #[arg(long)]
     pub attach: bool,
-    /// Override the number of virtual users.
-    #[arg(long)]
-    pub users: Option<usize>,
+    /// Override the number of virtual users; or, with --login form, a users file.
+    #[arg(long, value_name = "N|FILE", value_parser = parse_users)]
+    pub users: Option<UsersArg>,
     /// Override the number of iterations.
     #[arg(long)]
     pub iterations: Option<usize>,

@@ -25,12 +25,13 @@ fn text(out: &Output) -> String {
 
 fn verify(target: &str, nodes: &[String], users_file: &Path, report: &Path) -> Output {
     let mut command = Command::new(BFFCTL);
-    command.args(["verify-scaling", "--target", target, "--users", "4", "--iterations", "1"]);
+    command.args(["verify-scaling", "--target", target, "--iterations", "1"]);
     for node in nodes {
         command.args(["--node", node]);
     }
+    // `--users FILE`: as many virtual users as the file has, each logging in as its own line.
     command
-        .args(["--login", "form", "--users-file", users_file.to_str().unwrap()])
+        .args(["--login", "form", "--users", users_file.to_str().unwrap()])
         .args(["--report", "json", report.to_str().unwrap()])
         .output()
         .unwrap()

@@ -12,7 +12,7 @@ use harness::cluster::control::ControlClient;
 use harness::scenario::{self, Progress, RunReport, Scenario};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{ReportArgs, RunArgs, ScenariosArgs, TargetArgs, VerifyArgs};
+use crate::cli::{ReportArgs, RunArgs, ScenariosArgs, TargetArgs, UsersArg, VerifyArgs};
 use crate::output;
 
 /// The seed's scenario, shipped in `scenarios/` and built in here for `verify-scaling`.
@@ -21,16 +21,23 @@ const SEED_SCENARIO: &str = include_str!("../../../scenarios/login-me-restart.to
 pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut scenario = Scenario::parse(SEED_SCENARIO, "login-me-restart.toml")?;
     scenario.name = "verify-scaling".into();
-    scenario.load.users = args.users;
+    let mut deployment_args = args.deployment.clone();
+    match &args.users {
+        UsersArg::Count(n) => scenario.load.users = *n,
+        UsersArg::File(file) => {
+            deployment_args.users_file.get_or_insert_with(|| file.clone());
+            scenario.load.users = users_in(file)?;
+        }
+    }
     scenario.load.iterations = args.iterations;
     scenario.cluster.nodes = args.cluster.nodes;
     scenario.cluster.drift_check = !args.no_drift_check;
     scenario.load.seed = args.seed;
-    let mode = match deployment(&args.deployment)? {
+    let mode = match deployment(&deployment_args)? {
         Some(target) => {
-            apply_anonymous_status(&mut scenario, args.deployment.anonymous_status);
+            apply_anonymous_status(&mut scenario, deployment_args.anonymous_status);
             scenario.cluster.nodes = target.nodes.len();
-            RunMode::Target(Arc::new(target), args.deployment.ops_token.clone())
+            RunMode::Target(Arc::new(target), deployment_args.ops_token.clone())
         }
         None => {
             let mut spec = args.cluster.spec();
@@ -49,12 +56,23 @@ enum RunMode {
     Target(Arc<scenario::Deployment>, Option<String>),
 }
 
+/// How many users a users file has.
+fn users_in(file: &Path) -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let users = harness::login_form::read_users(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    Ok(users.len())
+}
+
 /// The deployment `--target` names, if any.
 fn deployment(args: &TargetArgs) -> anyhow::Result<Option<scenario::Deployment>> {
     let Some(url) = &args.target else {
         anyhow::ensure!(
             args.node_urls.is_empty() && args.restart_cmd.is_none(),
             "--node and --restart-cmd go with --target URL"
+        );
+        anyhow::ensure!(
+            args.login == crate::cli::LoginArg::Mock && args.users_file.is_none(),
+            "--login form and a users file go with --target URL (bffctl's own clusters log in through its mock issuer)"
         );
         return Ok(None);
     };
@@ -78,8 +96,8 @@ fn deployment(args: &TargetArgs) -> anyhow::Result<Option<scenario::Deployment>>
     };
     let form_users = match (args.login, &args.users_file) {
         (crate::cli::LoginArg::Mock, None) => Vec::new(),
-        (crate::cli::LoginArg::Mock, Some(_)) => anyhow::bail!("--users-file goes with --login form"),
-        (crate::cli::LoginArg::Form, None) => anyhow::bail!("--login form needs --users-file FILE"),
+        (crate::cli::LoginArg::Mock, Some(_)) => anyhow::bail!("a users file (--users FILE) goes with --login form"),
+        (crate::cli::LoginArg::Form, None) => anyhow::bail!("--login form needs --users FILE"),
         (crate::cli::LoginArg::Form, Some(file)) => {
             let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             harness::login_form::read_users(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
@@ -118,7 +136,11 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!scenarios.is_empty(), "no scenario in {}", args.path.display());
     anyhow::ensure!(!(args.attach && args.deployment.target.is_some()), "--attach and --target exclude each other");
     let attached = if args.attach { Some(Arc::new(ControlClient::open(state)?)) } else { None };
-    let target = deployment(&args.deployment)?.map(Arc::new);
+    let mut deployment_args = args.deployment.clone();
+    if let Some(UsersArg::File(file)) = &args.users {
+        deployment_args.users_file.get_or_insert_with(|| file.clone());
+    }
+    let target = deployment(&deployment_args)?.map(Arc::new);
     let mut reports = Vec::new();
     for mut scenario in scenarios {
         if target.is_some()
@@ -127,8 +149,10 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
             println!("SKIP {}: {why}; it cannot run against a deployment bffctl did not build", scenario.name);
             continue;
         }
-        if let Some(users) = args.users {
-            scenario.load.users = users;
+        match &args.users {
+            Some(UsersArg::Count(n)) => scenario.load.users = *n,
+            Some(UsersArg::File(file)) => scenario.load.users = users_in(file)?,
+            None => {}
         }
         if let Some(iterations) = args.iterations {
             scenario.load.iterations = iterations;
