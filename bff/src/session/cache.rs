@@ -150,6 +150,10 @@ impl NodeCache {
                 let Err(error) = cache.listen().await;
                 if cache.is_live() {
                     tracing::warn!(%error, "session cache off until change notices are received again");
+                    // The command connection most likely broke with this one: a PING now lets it
+                    // reconnect before a user's request finds it broken (a one-time login state
+                    // or a logout index cannot be read twice).
+                    let _: Result<String, _> = cache.link.query(&redis::cmd("PING"), Retry::Safe).await;
                 }
                 cache.switch(false);
                 tokio::time::sleep(RETRY_EVERY).await;

@@ -71,9 +71,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        // Never repeated: if the first run reached Redis, the value is gone with its answer, and
-        // a second run would report a live login as unknown. A 503 says what happened.
-        self.link.query(redis::cmd("GETDEL").arg(self.key(key)), Retry::Never).await
+        // Repeated when its connection dropped: almost always (a Redis restart) it never reached
+        // Redis and the second run reads the state. Had the first run reached Redis, the state
+        // is gone and the second reads nothing: that login is refused as unknown (a 400, start
+        // again), never used twice, so one-time use holds either way.
+        self.link.query(redis::cmd("GETDEL").arg(self.key(key)), Retry::Safe).await
     }
 
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {

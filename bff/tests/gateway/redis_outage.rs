@@ -114,7 +114,7 @@ async fn the_first_request_on_each_node_after_a_redis_restart_succeeds() {
 
     let issuer = harness::MockIssuer::builder().run().await.unwrap();
     let mut redis = RedisProcess::start(true).await.unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| harness::process::free_port()).collect();
+    let ports: Vec<u16> = (0..5).map(|_| harness::process::free_port()).collect();
     let public = format!("http://127.0.0.1:{}", ports[0]);
     let mut nodes = Vec::new();
     for port in &ports {
@@ -138,7 +138,7 @@ async fn the_first_request_on_each_node_after_a_redis_restart_succeeds() {
     let port = redis.port();
     eventually("every node subscribes again", Duration::from_secs(15), || async move {
         let numsub = crate::stack::redis_cmd(port, &["PUBSUB", "NUMSUB", "bff:session-changed"]).await;
-        matches!(numsub, redis::Value::Array(ref v) if v.get(1) == Some(&redis::Value::Int(3)))
+        matches!(numsub, redis::Value::Array(ref v) if v.get(1) == Some(&redis::Value::Int(5)))
     })
     .await;
 
@@ -151,6 +151,15 @@ async fn the_first_request_on_each_node_after_a_redis_restart_succeeds() {
     assert_eq!(logout.status, 302, "first end-session after the restart: {logout:?}");
     // The logout did end the session, for every node: the cookie kept by the client is dead.
     assert_eq!(users[2].me(&urls[0]).await.unwrap().status, 404);
+    // A login begun on one fresh node and called back on another: the one-time login state is
+    // written by the first and taken (GETDEL) by the second, each its node's first command.
+    let user = VirtualUser::new(None);
+    let start = user.get(&format!("{}/account/login", urls[3])).await.unwrap();
+    let issued = user.get(start.location.as_deref().expect("a redirect to the issuer")).await.unwrap();
+    let callback = issued.location.expect("a redirect back").replace(&public, &urls[4]);
+    let done = user.get(&callback).await.unwrap();
+    assert_eq!(done.status, 302, "first login callback after the restart: {done:?}");
+    assert_eq!(user.me(&urls[4]).await.unwrap().status, 200);
     for node in &nodes {
         assert!(node.is_running());
     }
