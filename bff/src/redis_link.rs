@@ -29,7 +29,8 @@ pub enum Retry {
     /// the first (reads, `SET` of the same value, `DEL`, `EXPIRE`, a change notice).
     Safe,
     /// Its effect may have happened although the answer was lost, and a second run would
-    /// answer differently (`GETDEL`, `SET NX` of a value others could also write).
+    /// answer differently in a way that does harm (a read-and-delete of an index whose loss
+    /// would leave sessions behind, `SET NX` of a value others could also write).
     Never,
 }
 

@@ -195,6 +195,9 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Session and login-binding cookie names, worked out once: every request reads them.
     cookie_names: (String, String),
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` for upstreams, from `public_url`, worked out
+    /// once: every proxied request sends them.
+    forwarded: (axum::http::HeaderValue, axum::http::HeaderValue),
 }
 
 impl Config {
@@ -323,6 +326,14 @@ impl Config {
             session.cookie_name.clone()
         };
         let cookie_names = (session_cookie.clone(), format!("{session_cookie}-login"));
+        let forwarded_host = match public_url.port() {
+            Some(port) => format!("{}:{port}", public_url.host_str().unwrap_or_default()),
+            None => public_url.host_str().unwrap_or_default().to_owned(),
+        };
+        let forwarded = (
+            axum::http::HeaderValue::from_str(public_url.scheme()).expect("a URL scheme is a header value"),
+            axum::http::HeaderValue::from_str(&forwarded_host).expect("a URL host is a header value"),
+        );
 
         let ops_token = match src.string("ops_token") {
             None => None,
@@ -350,6 +361,7 @@ impl Config {
             ops_token,
             trusted_proxies,
             cookie_names,
+            forwarded,
             routes,
             upstream_timeout: src.duration("upstream_timeout")?,
             csrf,
@@ -436,6 +448,11 @@ fn parse_networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
 }
 
 impl Config {
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` as upstreams get them.
+    pub fn forwarded_proto_and_host(&self) -> (&axum::http::HeaderValue, &axum::http::HeaderValue) {
+        (&self.forwarded.0, &self.forwarded.1)
+    }
+
     /// Whether a peer's forwarding headers are believed (it is a configured trusted proxy).
     pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
         let peer = match peer {

@@ -68,12 +68,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// An upstream must not set, overwrite or delete the gateway's own cookies (the session cookie
 /// above all): its `Set-Cookie` headers for them are dropped.
 fn drop_own_set_cookies(headers: &mut HeaderMap, config: &crate::config::Config) {
-    let all: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
-    if all.iter().any(|v| cookies::is_own(config, &cookies::set_cookie_name(v))) {
-        headers.remove(SET_COOKIE);
-        for value in all.into_iter().filter(|v| !cookies::is_own(config, &cookies::set_cookie_name(v))) {
-            headers.append(SET_COOKIE, value);
-        }
+    if !headers.get_all(SET_COOKIE).iter().any(|v| cookies::sets_own(config, v)) {
+        return;
+    }
+    let kept: Vec<HeaderValue> =
+        headers.get_all(SET_COOKIE).iter().filter(|v| !cookies::sets_own(config, v)).cloned().collect();
+    headers.remove(SET_COOKIE);
+    for value in kept {
+        headers.append(SET_COOKIE, value);
     }
 }
 
@@ -87,17 +89,13 @@ fn set_forwarding_headers(headers: &mut HeaderMap, config: &crate::config::Confi
     let inbound_for = trusted
         .then(|| headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", "))
         .filter(|list| !list.trim().is_empty());
-    let inbound: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-forwarded-"))
-        .cloned()
-        .chain(
-            (!trusted)
-                .then(|| [HeaderName::from_static("forwarded"), HeaderName::from_static("x-real-ip")])
-                .into_iter()
-                .flatten(),
-        )
-        .collect();
+    if !trusted {
+        headers.remove("forwarded");
+        headers.remove("x-real-ip");
+    }
+    // Usually none: the list is then never allocated.
+    let inbound: Vec<HeaderName> =
+        headers.keys().filter(|name| name.as_str().starts_with("x-forwarded-")).cloned().collect();
     for name in inbound {
         headers.remove(name);
     }
@@ -109,15 +107,9 @@ fn set_forwarding_headers(headers: &mut HeaderMap, config: &crate::config::Confi
     if let Some(value) = forwarded_for.and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    let public = &config.public_url;
-    headers.insert("x-forwarded-proto", HeaderValue::from_str(public.scheme()).expect("a URL scheme"));
-    let host = match public.port() {
-        Some(port) => format!("{}:{port}", public.host_str().unwrap_or_default()),
-        None => public.host_str().unwrap_or_default().to_owned(),
-    };
-    if let Ok(host) = HeaderValue::from_str(&host) {
-        headers.insert("x-forwarded-host", host);
-    }
+    let (proto, host) = config.forwarded_proto_and_host();
+    headers.insert("x-forwarded-proto", proto.clone());
+    headers.insert("x-forwarded-host", host.clone());
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

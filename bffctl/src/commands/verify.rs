@@ -34,11 +34,7 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     scenario.cluster.drift_check = !args.no_drift_check;
     scenario.load.seed = args.seed;
     let mode = match deployment(&deployment_args)? {
-        Some(target) => {
-            apply_anonymous_status(&mut scenario, deployment_args.anonymous_status);
-            scenario.cluster.nodes = target.nodes.len();
-            RunMode::Target(Arc::new(target), deployment_args.ops_token.clone())
-        }
+        Some(target) => for_target(&mut scenario, Arc::new(target), &deployment_args),
         None => {
             let mut spec = args.cluster.spec();
             spec.redis_db_per_node = args.redis_db_per_node;
@@ -119,16 +115,19 @@ fn deployment(args: &TargetArgs) -> anyhow::Result<Option<scenario::Deployment>>
     }))
 }
 
-/// Another gateway answers `me` without a session with another status than bff's 404.
-fn apply_anonymous_status(scenario: &mut Scenario, status: u16) {
-    if status == 404 {
-        return;
-    }
-    for step in &mut scenario.steps {
-        if step.action == scenario::Action::Me && step.expect.status == Some(404) {
-            step.expect.status = Some(status);
+/// Runs `scenario` against `target`: its nodes are the target's, and another gateway may answer
+/// `me` without a session with another status than bff's 404.
+fn for_target(scenario: &mut Scenario, target: Arc<scenario::Deployment>, args: &TargetArgs) -> RunMode {
+    scenario.cluster.nodes = target.nodes.len();
+    let status = args.anonymous_status;
+    if status != 404 {
+        for step in &mut scenario.steps {
+            if step.action == scenario::Action::Me && step.expect.status == Some(404) {
+                step.expect.status = Some(status);
+            }
         }
     }
+    RunMode::Target(target, args.ops_token.clone())
 }
 
 pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
@@ -164,11 +163,7 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
             scenario.cluster.backend = backend.kind();
         }
         let mode = match (&attached, &target) {
-            (_, Some(target)) => {
-                apply_anonymous_status(&mut scenario, args.deployment.anonymous_status);
-                scenario.cluster.nodes = target.nodes.len();
-                RunMode::Target(target.clone(), args.deployment.ops_token.clone())
-            }
+            (_, Some(target)) => for_target(&mut scenario, target.clone(), &deployment_args),
             (Some(client), None) => RunMode::Attached(client.clone()),
             (None, None) => {
                 let mut spec = scenario
@@ -232,7 +227,8 @@ async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Resu
             if let Err(harness::cluster::ClusterError::NodeNotReady { node, reason, .. }) =
                 target.wait_until_ready().await
             {
-                let mut report = RunReport::build(scenario, "target".into(), &[], Vec::new(), None, Duration::ZERO);
+                let mut report =
+                    RunReport::build(scenario, "target".into(), &[], &[], Vec::new(), None, Duration::ZERO);
                 let log = scenario::NodeLog { node, reason: Some(reason), path: None, last_lines: Vec::new() };
                 report.stopped_at(None, log);
                 ticker.abort();

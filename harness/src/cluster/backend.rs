@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 /// Something went wrong bringing up or changing the cluster.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     /// Docker or redis-server is missing, an image is missing: one line saying what to do.
     #[error("{0}")]

@@ -51,17 +51,17 @@ async fn report_of(
     refreshes: Option<u64>,
     started: Instant,
 ) -> RunReport {
+    let names: Vec<String> = (0..target.node_count()).map(|i| target.node_name(i)).collect();
     let mut report = RunReport::build(
         scenario,
         target.backend(),
         &execution.records,
+        &names,
         execution.events,
         refreshes,
         started.elapsed(),
     );
     report.faults = execution.faults;
-    let names: Vec<String> = (0..target.node_count()).map(|i| target.node_name(i)).collect();
-    report.matrix = Matrix::from_records(&execution.records, &names);
     // The node a diagnosis names first (the odd one), else every node that failed requests.
     let odd = report.matrix.as_ref().and_then(|m| m.diagnosis.as_deref()).and_then(|d| {
         d.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).find(|w| w.starts_with("node-")).map(str::to_owned)
@@ -77,9 +77,8 @@ async fn report_of(
         let Some(path) = target.node_log(index - 1).await else {
             continue;
         };
-        let path = Some(path);
-        let last_lines = path.as_deref().map(|p| crate::run_dir::quoted_lines(p, QUOTED_LINES)).unwrap_or_default();
-        report.node_logs.push(NodeLog { node, reason: None, path, last_lines });
+        let last_lines = crate::run_dir::quoted_lines(&path, QUOTED_LINES);
+        report.node_logs.push(NodeLog { node, reason: None, path: Some(path), last_lines });
     }
     if let Some((step, log)) = execution.stopped {
         report.stopped_at(Some(&step), log);
@@ -102,7 +101,7 @@ pub async fn run_fresh(
     let mut cluster = match Cluster::start(spec, on_step).await {
         Ok(cluster) => cluster,
         Err(ClusterError::NodeNotReady { node, reason, log, last_lines }) => {
-            let mut report = RunReport::build(scenario, backend, &[], Vec::new(), None, started.elapsed());
+            let mut report = RunReport::build(scenario, backend, &[], &[], Vec::new(), None, started.elapsed());
             report.stopped_at(None, NodeLog { node, reason: Some(reason), path: log, last_lines });
             return Ok(report.with_seed(seed));
         }
@@ -118,16 +117,12 @@ pub async fn run_fresh(
         }
         false => None,
     };
-    let unready = cluster.unready().first().map(|e| match e {
-        ClusterError::NodeNotReady { node, reason, log, .. } => (node.clone(), reason.clone(), log.clone()),
-        other => (String::new(), other.to_string(), None),
-    });
-    if let Some((node, reason, log)) = unready {
+    if let Some(ClusterError::NodeNotReady { node, reason, log, .. }) = cluster.unready().first().cloned() {
         let teardown = cluster.teardown().await;
         // Quoted after the teardown: the node's last words are in its log by then.
         let last_lines = log.as_deref().map(|p| crate::run_dir::quoted_lines(p, QUOTED_LINES)).unwrap_or_default();
-        let mut report =
-            RunReport::build(scenario, backend, &[], Vec::new(), None, started.elapsed()).with_drift(scenario, drift);
+        let mut report = RunReport::build(scenario, backend, &[], &[], Vec::new(), None, started.elapsed())
+            .with_drift(scenario, drift);
         report.stopped_at(None, NodeLog { node, reason: Some(reason), path: log, last_lines });
         teardown?;
         return Ok(report.with_seed(seed));

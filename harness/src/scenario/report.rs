@@ -122,10 +122,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 impl RunReport {
+    /// The report of `records`; `nodes` are the node names the matrix is laid out by.
     pub fn build(
         scenario: &Scenario,
         backend: String,
         records: &[Record],
+        nodes: &[String],
         events: Vec<String>,
         token_refreshes: Option<u64>,
         duration: Duration,
@@ -192,10 +194,7 @@ impl RunReport {
             skipped: Vec::new(),
             seed: 0,
             drift: None,
-            matrix: super::matrix::Matrix::from_records(
-                records,
-                &(0..scenario.cluster.nodes).map(crate::cluster::node_name).collect::<Vec<_>>(),
-            ),
+            matrix: super::matrix::Matrix::from_records(records, nodes),
             never_ready: None,
             node_logs: Vec::new(),
             token_refreshes,
