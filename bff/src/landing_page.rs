@@ -2,8 +2,15 @@
 //! as an open redirect. Anything that a browser could read as another origin is refused, also
 //! when percent-encoded (once or more).
 
+/// Longest landing page accepted: it travels in the login cookie, which must stay well under a
+/// browser's 4 KB per cookie.
+pub const MAX_LEN: usize = 1024;
+
 /// Returns the landing page to redirect to, or why it is refused.
 pub fn validate(raw: &str) -> Result<String, &'static str> {
+    if raw.len() > MAX_LEN {
+        return Err("landing page is too long");
+    }
     let mut candidate = raw.to_owned();
     // Check the value as given and every percent-decoding of it, until decoding changes nothing.
     for _ in 0..4 {

@@ -1,5 +1,6 @@
 //! The `bff` binary: parse arguments, read configuration, serve until SIGTERM or SIGINT.
-//! Exit codes: 0 after a clean shutdown, 64 for a configuration error, 1 for anything else.
+//! Exit codes: 0 after a clean shutdown, 64 for a configuration error (also one found at
+//! start-up: a Redis TLS certificate that does not verify), 1 for anything else.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<bff::RunError>().is_some_and(bff::RunError::is_config) => {
+            eprintln!("bff: configuration error: {error:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             eprintln!("bff: {error:#}");
             ExitCode::FAILURE

@@ -11,6 +11,11 @@
 //! fails on it. That command is sent once more on the fresh connection the manager opens, but
 //! only when its caller said, with [`Retry::Safe`], that running it twice does no harm: a
 //! "broken pipe" does not tell whether the first attempt reached Redis.
+//!
+//! `rediss://` is TLS through rustls (redis-rs's `tokio-rustls-comp`), verified against the
+//! system's roots or the CA of `redis_ca_file`. A server whose certificate does not verify is a
+//! configuration error, not an outage: [`RedisLink::check_tls`] finds it at start-up, and the
+//! node exits as for any bad setting instead of waiting for a Redis that will never do.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,8 +52,21 @@ pub struct RedisLink {
 impl RedisLink {
     /// Parses the URL; connecting happens in [`RedisLink::connect_in_background`].
     pub fn new(url: &str, timeout: Duration) -> Result<Arc<Self>, redis::RedisError> {
+        Self::with_ca(url, timeout, None)
+    }
+
+    /// [`RedisLink::new`] for a `rediss://` server whose certificate chains to `ca_pem` (PEM)
+    /// instead of the system's roots.
+    pub fn with_ca(url: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Arc<Self>, redis::RedisError> {
+        let client = match ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+            )?,
+            None => redis::Client::open(url)?,
+        };
         Ok(Arc::new(RedisLink {
-            client: redis::Client::open(url)?,
+            client,
             timeout,
             manager: OnceCell::new(),
             trouble: AtomicBool::new(false),
@@ -87,6 +105,28 @@ impl RedisLink {
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
+        }
+    }
+
+    /// For `rediss://`: one connection attempt, to tell a certificate that does not verify (or
+    /// a server that does not speak TLS) from Redis being down. Only the first is an error;
+    /// an unreachable Redis is left to the background connection, as for `redis://`.
+    pub async fn check_tls(&self) -> Result<(), String> {
+        if !matches!(self.client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            return Ok(());
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        match self.client.get_multiplexed_async_connection_with_config(&config).await {
+            Ok(_) => Ok(()),
+            Err(error) => match tls_failure(&error) {
+                Some(reason) => Err(reason),
+                None => {
+                    tracing::warn!(%error, "redis unreachable at start-up; retrying in the background");
+                    Ok(())
+                }
+            },
         }
     }
 
@@ -185,6 +225,26 @@ impl RedisLink {
 /// slow, and a second attempt would only double the wait.
 fn connection_dropped(error: &redis::RedisError) -> bool {
     error.is_connection_dropped() || error.is_connection_refusal()
+}
+
+/// The TLS handshake's own failure inside a connection error (rustls reports it as an I/O
+/// error of kind `InvalidData`), as a sentence; `None` for anything else (refused, timed out).
+fn tls_failure(error: &redis::RedisError) -> Option<String> {
+    let mut source = std::error::Error::source(error);
+    while let Some(current) = source {
+        let inner: &(dyn std::error::Error + 'static) =
+            match current.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+                Some(shared) => shared.as_ref(),
+                None => current,
+            };
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return (io.kind() == std::io::ErrorKind::InvalidData).then(|| {
+                format!("TLS to redis failed: {}", io.get_ref().map(|e| e.to_string()).unwrap_or(io.to_string()))
+            });
+        }
+        source = inner.source().filter(|next| !std::ptr::addr_eq(*next, current));
+    }
+    None
 }
 
 impl From<redis::RedisError> for StoreError {

@@ -77,7 +77,9 @@ impl AppState {
     /// Builds the state without any I/O; [`AppState::start_background_tasks`] connects things.
     pub fn new(config: Config) -> Result<Self, StateError> {
         let redis = match &config.store {
-            StoreConfig::Redis { url, .. } => Some(RedisLink::new(url, config.redis_timeout)?),
+            StoreConfig::Redis { url, ca_pem, .. } => {
+                Some(RedisLink::with_ca(url, config.redis_timeout, ca_pem.as_deref())?)
+            }
             StoreConfig::Memory => None,
         };
         let store: Arc<dyn SessionStore> = match (&config.store, &redis) {
@@ -90,9 +92,10 @@ impl AppState {
                 key_prefix,
                 config.key_ring.rotation,
                 config.key_ring.rotation.saturating_add(config.session.absolute_lifetime),
+                config.key_ring.rotation_seals,
                 config.key_ring.key_encryption_key,
             ),
-            _ => KeyRing::local(),
+            _ => KeyRing::local(config.key_ring.rotation_seals),
         };
         let sessions = Sessions::new(
             store,

@@ -99,6 +99,16 @@ async fn insert_new_admits_one_of_many(store: Arc<dyn SessionStore>) {
     assert!(store.insert_new("j:y", LONG).await.unwrap());
 }
 
+async fn exists_sees_values_and_markers_only_while_they_live(store: Arc<dyn SessionStore>) {
+    assert!(!store.exists("l:x").await.unwrap());
+    assert!(store.insert_new("l:x", LONG).await.unwrap());
+    assert!(store.exists("l:x").await.unwrap());
+    store.put("s:x", b"v".to_vec(), LONG).await.unwrap();
+    assert!(store.exists("s:x").await.unwrap());
+    store.delete("s:x").await.unwrap();
+    assert!(!store.exists("s:x").await.unwrap());
+}
+
 async fn memory() -> (Arc<dyn SessionStore>, Option<RedisProcess>) {
     (Arc::new(MemoryStore::new()), None)
 }
@@ -132,6 +142,7 @@ contract!(
     one_lock_holder_at_a_time,
     index_collects_and_is_taken_once,
     insert_new_admits_one_of_many,
+    exists_sees_values_and_markers_only_while_they_live,
 );
 
 #[tokio::test]

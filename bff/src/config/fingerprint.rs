@@ -53,7 +53,7 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
     let mut out = vec![plain("version", version().to_owned())];
     match &config.store {
         StoreConfig::Memory => out.push(plain("store", "memory".into())),
-        StoreConfig::Redis { url, key_prefix } => {
+        StoreConfig::Redis { url, key_prefix, .. } => {
             let parsed = url::Url::parse(url).ok();
             let address = parsed
                 .as_ref()

@@ -46,8 +46,9 @@ pub enum ConfigError {
 pub enum StoreConfig {
     /// Node memory: a single node only, lost on restart.
     Memory,
-    /// Redis, shared by every node.
-    Redis { url: String, key_prefix: String },
+    /// Redis, shared by every node; `ca_pem` (from `redis_ca_file`) is the CA a `rediss://`
+    /// server's certificate must chain to, instead of the system's roots.
+    Redis { url: String, key_prefix: String, ca_pem: Option<Vec<u8>> },
 }
 
 /// Where the keys that seal sessions live.
@@ -124,6 +125,8 @@ pub struct KeyRingConfig {
     pub mode: KeyRingMode,
     /// A new key becomes current when the newest one is this old.
     pub rotation: Duration,
+    /// ... or when this many seals were made under it (counted across nodes).
+    pub rotation_seals: u64,
     /// Key-encryption key (32 bytes) that wraps the ring in Redis; required for the shared ring
     /// unless `plaintext_insecure`.
     pub key_encryption_key: Option<[u8; 32]>,
@@ -186,6 +189,9 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// Runtime worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
+    /// Where `/metrics` is served when it has a listener of its own (operators only); `None`:
+    /// on the public listener.
+    pub metrics_listen: Option<SocketAddr>,
     /// Bearer token that opens `/ops/fingerprint`; `None`: the endpoint does not exist.
     pub ops_token: Option<String>,
     /// Sent as `x-bff-node` on every response, when set.
@@ -234,9 +240,16 @@ impl Config {
                 if !matches!(parsed.scheme(), "redis" | "rediss") {
                     return Err(src.invalid("redis_url", "must start with redis:// or rediss://".into()));
                 }
-                StoreConfig::Redis { url, key_prefix: src.string_or("redis_key_prefix") }
+                StoreConfig::Redis {
+                    ca_pem: read_redis_ca(src, parsed.scheme())?,
+                    url,
+                    key_prefix: src.string_or("redis_key_prefix"),
+                }
             }
         };
+        if store == StoreConfig::Memory && src.string("redis_ca_file").is_some() {
+            return Err(src.invalid("redis_ca_file", "needs a rediss:// redis_url".into()));
+        }
 
         let key_ring = KeyRingConfig {
             mode: match src.string("key_ring").as_deref() {
@@ -252,6 +265,10 @@ impl Config {
                 }
             },
             rotation: src.duration("key_rotation")?,
+            rotation_seals: src.parse("key_rotation_seals", |s| match s.parse::<u64>() {
+                Ok(n) if (1..=1u64 << 32).contains(&n) => Ok(n),
+                _ => Err(format!("expected a number of seals from 1 to 4294967296, got {s:?}")),
+            })?,
             key_encryption_key: read_kek(src)?,
             plaintext_insecure: src.parse("key_ring_plaintext_insecure", parse_bool)?,
             refresh: src.duration("key_ring_refresh")?,
@@ -356,7 +373,13 @@ impl Config {
         };
         let trusted_proxies = src.parse("trusted_proxies", parse_networks)?;
 
+        let metrics_listen = match src.string("metrics_listen") {
+            None => None,
+            Some(_) => Some(src.parse("metrics_listen", |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()))?),
+        };
+
         Ok(Config {
+            metrics_listen,
             node_name,
             ops_token,
             trusted_proxies,
@@ -496,6 +519,19 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
         return Err("must not have a query or fragment".to_owned());
     }
     Ok(url)
+}
+
+/// The CA file for `rediss://`, read and checked to hold at least one PEM certificate.
+fn read_redis_ca(src: &Source, scheme: &str) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = src.string("redis_ca_file") else { return Ok(None) };
+    if scheme != "rediss" {
+        return Err(src.invalid("redis_ca_file", "needs a rediss:// redis_url".into()));
+    }
+    let pem = std::fs::read(&path).map_err(|e| src.invalid("redis_ca_file", format!("cannot read {path}: {e}")))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(src.invalid("redis_ca_file", format!("{path} holds no PEM certificate")));
+    }
+    Ok(Some(pem))
 }
 
 fn read_kek(src: &Source) -> Result<Option<[u8; 32]>, ConfigError> {

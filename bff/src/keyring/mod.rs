@@ -8,16 +8,24 @@
 //! optional key-encryption key wraps each key before it reaches Redis, so Redis alone can read
 //! nothing. With `key_ring = "local"` the ring is one key made at start-up in node memory: fine
 //! for one node, and exactly the mistake a multi-node verifier must catch.
+//!
+//! Keys also rotate by use: AES-GCM with random 96-bit nonces must not seal more than 2^32
+//! messages under one key, and anonymous logins (each seals a login cookie) let anyone drive
+//! seals. Each node counts its seals under the current key and adds them, every
+//! `key_rotation_seals / 256` seals, to a counter in Redis beside the ring
+//! (`{prefix}:keyring:seals:<key id>`); the node whose report reaches `key_rotation_seals` adds
+//! a new key, and the others switch to it at their next report or reload. The count lags by at
+//! most one report per node, far below the bound. A local ring rotates by its own count.
 
 mod sealing;
 mod stored_key;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 pub use sealing::{KeyId, OpenError, SealingKey, key_id_of};
@@ -39,6 +47,8 @@ struct Shared {
     link: Arc<RedisLink>,
     hash_key: String,
     lock_key: String,
+    /// Prefix of the per-key seal counters.
+    seals_prefix: String,
 }
 
 #[derive(Default)]
@@ -62,6 +72,15 @@ pub struct KeyRing {
     /// Serialises reloads and remembers the last one, so a burst of unknown key ids costs one
     /// Redis read, not one per request.
     last_reload: Mutex<Option<Instant>>,
+    /// Seals after which the current key is replaced (`key_rotation_seals`).
+    seal_limit: u64,
+    /// Seals this node made under the current key and has not added to the shared count yet
+    /// (a local ring: all its seals under the current key).
+    unreported: AtomicU64,
+    /// A shared ring reports its seals every this many.
+    report_every: u64,
+    /// Wakes the maintenance task to report seals.
+    seals_due: Notify,
 }
 
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_millis(500);
@@ -71,46 +90,66 @@ fn now_secs() -> u64 {
 }
 
 impl KeyRing {
-    /// A ring made in node memory, ready at once.
-    pub fn local() -> Arc<Self> {
-        let key = Arc::new(SealingKey::new(sealing::random(), &sealing::random()));
-        let ring = Ring {
-            keys: HashMap::from([(key.id, key.clone())]),
-            current: Some((key, now_secs())),
-            stored: HashMap::new(),
-        };
-        Arc::new(KeyRing {
-            shared: None,
-            kek: None,
-            rotation: Duration::MAX,
-            retention: Duration::MAX,
-            ring: RwLock::new(ring),
-            synced: AtomicBool::new(true),
-            last_reload: Mutex::new(None),
-        })
+    /// A ring made in node memory, ready at once; a new key becomes current every `seal_limit`
+    /// seals (the old ones keep opening what they sealed).
+    pub fn local(seal_limit: u64) -> Arc<Self> {
+        let ring = Arc::new(Self::empty(None, None, Duration::MAX, Duration::MAX, seal_limit));
+        ring.rotate_local();
+        ring.synced.store(true, Ordering::Relaxed);
+        ring
     }
 
-    /// A ring kept in Redis under `{prefix}:keyring`; empty until [`KeyRing::reload`] succeeds.
-    pub fn shared(
-        link: Arc<RedisLink>,
-        prefix: &str,
+    fn empty(
+        shared: Option<Shared>,
+        kek: Option<SealingKey>,
         rotation: Duration,
         retention: Duration,
-        kek: Option<[u8; 32]>,
-    ) -> Arc<Self> {
-        Arc::new(KeyRing {
-            shared: Some(Shared {
-                link,
-                hash_key: format!("{prefix}:keyring"),
-                lock_key: format!("{prefix}:keyring:lock"),
-            }),
-            kek: kek.map(|k| SealingKey::new(*b"kek\0\0\0\0\0", &k)),
+        seal_limit: u64,
+    ) -> Self {
+        let seal_limit = seal_limit.max(1);
+        KeyRing {
+            shared,
+            kek,
             rotation,
             retention,
             ring: RwLock::new(Ring::default()),
             synced: AtomicBool::new(false),
             last_reload: Mutex::new(None),
-        })
+            seal_limit,
+            unreported: AtomicU64::new(0),
+            report_every: (seal_limit / 256).max(1),
+            seals_due: Notify::new(),
+        }
+    }
+
+    /// A local ring's new current key.
+    fn rotate_local(&self) {
+        let key = Arc::new(SealingKey::new(sealing::random(), &sealing::random()));
+        let mut ring = self.ring.write().expect("ring lock");
+        ring.keys.insert(key.id, key.clone());
+        ring.current = Some((key, now_secs()));
+        self.unreported.store(0, Ordering::Relaxed);
+    }
+
+    /// A ring kept in Redis under `{prefix}:keyring`; empty until [`KeyRing::reload`] succeeds.
+    /// A new key becomes current when the newest is `rotation` old or has sealed `seal_limit`
+    /// times across nodes.
+    pub fn shared(
+        link: Arc<RedisLink>,
+        prefix: &str,
+        rotation: Duration,
+        retention: Duration,
+        seal_limit: u64,
+        kek: Option<[u8; 32]>,
+    ) -> Arc<Self> {
+        let shared = Shared {
+            link,
+            hash_key: format!("{prefix}:keyring"),
+            lock_key: format!("{prefix}:keyring:lock"),
+            seals_prefix: format!("{prefix}:keyring:seals"),
+        };
+        let kek = kek.map(|k| SealingKey::new(*b"kek\0\0\0\0\0", &k));
+        Arc::new(Self::empty(Some(shared), kek, rotation, retention, seal_limit))
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -142,11 +181,56 @@ impl KeyRing {
         self.shared.is_some()
     }
 
-    /// Seals with the current key.
+    /// Seals with the current key, and counts the seal (see the module's header).
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KeyRingError> {
-        let ring = self.ring.read().expect("ring lock");
-        let (key, _) = ring.current.as_ref().ok_or(KeyRingError::NotLoaded)?;
-        Ok(key.seal(aad, plaintext))
+        let sealed = {
+            let ring = self.ring.read().expect("ring lock");
+            let (key, _) = ring.current.as_ref().ok_or(KeyRingError::NotLoaded)?;
+            key.seal(aad, plaintext)
+        };
+        let count = self.unreported.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.shared.is_some() {
+            if count % self.report_every == 0 {
+                self.seals_due.notify_one();
+            }
+        } else if count >= self.seal_limit {
+            self.rotate_local();
+        }
+        Ok(sealed)
+    }
+
+    /// The current key's id, if loaded.
+    pub fn current_key_id(&self) -> Option<KeyId> {
+        self.ring.read().expect("ring lock").current.as_ref().map(|(key, _)| key.id)
+    }
+
+    /// Adds this node's seals to the shared count of the current key; returns that key's id
+    /// when the count reached the limit (the key is due for rotation).
+    async fn report_seals(&self, shared: &Shared) -> Result<Option<KeyId>, KeyRingError> {
+        let Some(id) = self.current_key_id() else { return Ok(None) };
+        let seals = self.unreported.swap(0, Ordering::Relaxed);
+        if seals == 0 {
+            return Ok(None);
+        }
+        let counter = format!("{}:{}", shared.seals_prefix, hex::encode(id));
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("INCRBY")
+            .arg(&counter)
+            .arg(seals)
+            .cmd("EXPIRE")
+            .arg(&counter)
+            .arg(self.retention.as_secs().clamp(1, i64::MAX as u64))
+            .ignore();
+        // Never repeated, and counted again later when it fails: a count can only come out
+        // high (an earlier rotation), never low.
+        match shared.link.pipeline::<(u64,)>(&pipe, Retry::Never).await {
+            Ok((total,)) => Ok((total >= self.seal_limit).then_some(id)),
+            Err(error) => {
+                self.unreported.fetch_add(seals, Ordering::Relaxed);
+                Err(error.into())
+            }
+        }
     }
 
     /// Opens with whichever key sealed the blob. An unknown key id makes a shared ring re-read
@@ -176,7 +260,7 @@ impl KeyRing {
         if last.is_some_and(|t| t.elapsed() < RELOAD_AT_MOST_EVERY) {
             return Ok(());
         }
-        let result = self.load_and_rotate().await;
+        let result = self.load_and_rotate(None).await;
         *last = Some(Instant::now());
         result
     }
@@ -184,11 +268,17 @@ impl KeyRing {
     /// Re-reads the shared ring and adds a key when there is none or the newest is due for
     /// rotation. A local ring has nothing to do.
     pub async fn reload(&self) -> Result<(), KeyRingError> {
-        let _guard = self.last_reload.lock().await;
-        self.load_and_rotate().await
+        self.reload_rotating(None).await
     }
 
-    async fn load_and_rotate(&self) -> Result<(), KeyRingError> {
+    /// [`KeyRing::reload`], also rotating when the newest key is `used_up` (it sealed
+    /// `key_rotation_seals` times).
+    async fn reload_rotating(&self, used_up: Option<KeyId>) -> Result<(), KeyRingError> {
+        let _guard = self.last_reload.lock().await;
+        self.load_and_rotate(used_up).await
+    }
+
+    async fn load_and_rotate(&self, used_up: Option<KeyId>) -> Result<(), KeyRingError> {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
@@ -197,11 +287,14 @@ impl KeyRing {
         if self.republish_lost_keys(shared, &entries, now).await? {
             entries = self.read_ring(shared).await?;
         }
-        let newest = entries.iter().map(|(_, k)| k.created).max();
-        let due = newest.is_none_or(|created| now.saturating_sub(created) >= self.rotation.as_secs());
-        if due && self.try_lock(shared).await? {
+        // The newest as `install` picks the current one: latest creation, then highest id.
+        let newest = entries.iter().map(|(id, k)| (k.created, *id)).max();
+        let due = newest
+            .is_none_or(|(created, id)| now.saturating_sub(created) >= self.rotation.as_secs() || used_up == Some(id));
+        if due && let Some(holder) = self.try_lock(shared).await? {
             self.add_key(shared, now).await?;
             self.drop_retired(shared, &entries, now).await?;
+            self.unlock(shared, &holder).await?;
             entries = self.read_ring(shared).await?;
         }
         self.install(entries);
@@ -253,14 +346,28 @@ impl KeyRing {
         Ok(out)
     }
 
-    async fn try_lock(&self, shared: &Shared) -> Result<bool, KeyRingError> {
+    /// Takes the rotation lock; returns the value that identifies this holder.
+    async fn try_lock(&self, shared: &Shared) -> Result<Option<String>, KeyRingError> {
+        let holder = hex::encode(sealing::random::<16>());
         let mut cmd = redis::cmd("SET");
-        cmd.arg(&shared.lock_key).arg(1).arg("NX").arg("PX").arg(5000);
+        cmd.arg(&shared.lock_key).arg(&holder).arg("NX").arg("PX").arg(5000);
         // Never repeated: a second run after a first that reached Redis would find the lock
         // taken (by this node) and add no key; failing instead makes the maintenance loop try
         // again shortly.
         let got: Option<String> = shared.link.query(&cmd, Retry::Never).await?;
-        Ok(got.is_some())
+        Ok(got.map(|_| holder))
+    }
+
+    /// Releases the rotation lock at once (a key used up by its seals may be due again soon),
+    /// only if this node still holds it.
+    async fn unlock(&self, shared: &Shared, holder: &str) -> Result<(), KeyRingError> {
+        const DELETE_IF_HELD: &str =
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(DELETE_IF_HELD).arg(1).arg(&shared.lock_key).arg(holder);
+        // Deleting only this holder's lock: safe to repeat.
+        shared.link.query::<()>(&cmd, Retry::Safe).await?;
+        Ok(())
     }
 
     async fn add_key(&self, shared: &Shared, now: u64) -> Result<(), KeyRingError> {
@@ -323,20 +430,34 @@ impl KeyRing {
         tokio::spawn(async move {
             // The first load waits for the connection instead of failing and backing off.
             link.connect().await;
+            let shared = ring.shared.as_ref().expect("a shared ring");
+            // The current key when a report found it used up (`key_rotation_seals`).
+            let mut used_up = None;
             loop {
-                let result = ring.reload().await;
+                let rotate = used_up.take();
+                if let Some(id) = rotate {
+                    tracing::info!(key_id = %hex::encode(id), "the current key reached key_rotation_seals; rotating");
+                }
+                let result = ring.reload_rotating(rotate).await;
                 if let Err(error) = &result {
                     tracing::warn!(%error, "key ring reload failed");
                 }
                 let ok = result.is_ok() && ring.is_loaded();
                 ring.synced.store(ok, Ordering::Relaxed);
                 if !ok {
+                    used_up = rotate;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(refresh) => {}
                     () = link.trouble() => ring.synced.store(false, Ordering::Relaxed),
+                    // Seals to report; the reload that follows also picks up another node's
+                    // rotation.
+                    () = ring.seals_due.notified() => match ring.report_seals(shared).await {
+                        Ok(found) => used_up = found,
+                        Err(error) => tracing::warn!(%error, "reporting seals to the key ring failed"),
+                    },
                 }
             }
         });
@@ -349,10 +470,23 @@ mod tests {
 
     #[tokio::test]
     async fn local_ring_opens_its_own_and_refuses_anothers() {
-        let a = KeyRing::local();
-        let b = KeyRing::local();
+        let a = KeyRing::local(u64::MAX);
+        let b = KeyRing::local(u64::MAX);
         let blob = a.seal(b"k", b"v").unwrap();
         assert_eq!(a.open(b"k", &blob).await.unwrap(), b"v");
         assert!(matches!(b.open(b"k", &blob).await, Err(OpenError::UnknownKey(_))));
+    }
+
+    #[tokio::test]
+    async fn a_local_ring_rotates_by_count_and_old_keys_still_open() {
+        let ring = KeyRing::local(3);
+        let first = ring.current_key_id().unwrap();
+        let blobs: Vec<Vec<u8>> = (0..7).map(|i| ring.seal(b"k", &[i]).unwrap()).collect();
+        let ids: std::collections::HashSet<KeyId> = blobs.iter().map(|b| key_id_of(b).unwrap()).collect();
+        assert_eq!(ids.len(), 3, "7 seals at 3 per key use 3 keys");
+        assert_ne!(ring.current_key_id().unwrap(), first);
+        for (i, blob) in blobs.iter().enumerate() {
+            assert_eq!(ring.open(b"k", blob).await.unwrap(), vec![i as u8]);
+        }
     }
 }

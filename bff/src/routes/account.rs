@@ -32,26 +32,25 @@ pub struct LoginParams {
     landingpage: Option<String>,
 }
 
-/// Starts a login: stores the pending login under a fresh `state` and sends the browser to the
-/// issuer.
+/// Starts a login: seals it under a fresh `state` into the browser's login cookie (nothing is
+/// stored: see `session`'s header) and sends the browser to the issuer.
 pub async fn login(State(state): State<AppState>, Query(params): Query<LoginParams>) -> Result<Response, AppError> {
     let landing_page = match params.landingpage.as_deref() {
         None => "/".to_owned(),
         Some(raw) => landing_page::validate(raw).map_err(AppError::bad_request)?,
     };
-    // A fresh binding for every login: a value planted in the browser beforehand (by a sibling
-    // domain, say) must not be what a callback is checked against.
-    let binding = crate::session::random_token();
+    // Fresh for every login: a cookie planted in the browser beforehand (by a sibling domain,
+    // say) is replaced, and opens only for its own state.
     let login_state = crate::session::random_token();
     let pending = PendingLogin {
         verifier: crate::session::random_token(),
         nonce: crate::session::random_token(),
         landing_page,
-        browser_binding: binding.clone(),
+        expires_at: now_secs() + state.sessions.login_timeout().as_secs(),
     };
     let url = state.oidc.authorization_url(&login_state, &pending.nonce, &pending.verifier)?;
-    state.sessions.save_login(&login_state, &pending).await?;
-    Ok(redirect(url.as_str(), vec![cookies::login_binding(&state.config, binding)]))
+    let sealed = state.sessions.seal_login(&login_state, &pending)?;
+    Ok(redirect(url.as_str(), vec![cookies::pending_login(&state.config, sealed)]))
 }
 
 #[derive(Deserialize)]
@@ -69,14 +68,14 @@ pub async fn callback(
     Query(params): Query<CallbackParams>,
 ) -> Result<Response, AppError> {
     let login_state = params.state.ok_or_else(|| AppError::bad_request("missing state"))?;
-    let pending = state
-        .sessions
-        .take_login(&login_state)
-        .await?
-        .ok_or_else(|| AppError::bad_request("unknown, expired or already used login state"))?;
-    let binding = cookies::read(&headers, state.config.login_cookie_name());
-    if binding.as_deref() != Some(pending.browser_binding.as_str()) {
-        return Err(AppError::bad_request("this login was started in another browser"));
+    let cookie = cookies::read(&headers, state.config.login_cookie_name());
+    let pending = state.sessions.open_login(&login_state, cookie.as_deref()).await.ok_or_else(|| {
+        AppError::bad_request("unknown, expired or already used login state, or a login started in another browser")
+    })?;
+    // Looked at before the code goes to the issuer; marked used (atomically, on every node)
+    // once the issuer accepted it, below.
+    if state.sessions.login_used(&login_state).await? {
+        return Err(AppError::bad_request("this login state was already used"));
     }
     if let Some(error) = params.error {
         let code: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
@@ -91,6 +90,9 @@ pub async fn callback(
     let mut claims = state.oidc.validate_id_token(&id_token, &pending.nonce).await?;
     for claim in PROTOCOL_CLAIMS {
         claims.remove(*claim);
+    }
+    if !state.sessions.use_login(&login_state, &pending).await? {
+        return Err(AppError::bad_request("this login state was already used"));
     }
 
     let now = now_secs();
@@ -111,7 +113,7 @@ pub async fn callback(
     tracing::info!("session created");
     Ok(redirect(
         &pending.landing_page,
-        vec![cookies::session(&state.config, id.to_cookie_value()), cookies::clear_login_binding(&state.config)],
+        vec![cookies::session(&state.config, id.to_cookie_value()), cookies::clear_pending_login(&state.config)],
     ))
 }
 

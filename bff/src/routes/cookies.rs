@@ -1,5 +1,5 @@
-//! The gateway's cookies: the session cookie and the short-lived login binding cookie. Both are
-//! HttpOnly with the configured SameSite; over https they are `Secure` and `__Host-` prefixed.
+//! The gateway's cookies: the session cookie and the short-lived login cookie (the sealed login in
+//! progress). Both are HttpOnly; over https they are `Secure` and `__Host-` prefixed.
 
 use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
@@ -75,9 +75,9 @@ pub fn clear_session(config: &Config) -> String {
     build(config, config.cookie_name(), String::new(), Some(CookieDuration::ZERO))
 }
 
-/// The login binding cookie must survive the top-level redirect back from the issuer, so it is
-/// always SameSite=Lax, whatever the session cookie uses.
-pub fn login_binding(config: &Config, value: String) -> String {
+/// The login cookie (the sealed login in progress) must survive the top-level redirect back from
+/// the issuer, so it is always SameSite=Lax, whatever the session cookie uses.
+pub fn pending_login(config: &Config, value: String) -> String {
     let mut cookie = Cookie::build((config.login_cookie_name().to_owned(), value))
         .path("/")
         .http_only(true)
@@ -89,7 +89,7 @@ pub fn login_binding(config: &Config, value: String) -> String {
     cookie.to_string()
 }
 
-pub fn clear_login_binding(config: &Config) -> String {
+pub fn clear_pending_login(config: &Config) -> String {
     build(config, config.login_cookie_name(), String::new(), Some(CookieDuration::ZERO))
 }
 

@@ -1,4 +1,6 @@
-//! The router: account endpoints under the configured prefix, and the probes.
+//! The router: account endpoints under the configured prefix, and the probes. `/metrics` is here
+//! unless `metrics_listen` gives it a listener of its own ([`metrics_router`]); then the public
+//! listener has no such route (and proxies or 404s it like any other path).
 
 mod account;
 mod backchannel;
@@ -25,12 +27,19 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(account::me))
         .route("/end-session", axum::routing::post(account::end_session))
         .route("/backchannel-logout", axum::routing::post(backchannel::backchannel_logout));
-    Router::new()
+    let router = Router::new()
         .nest(&prefix, account)
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
-        .route("/metrics", get(crate::metrics::render))
-        .route("/ops/fingerprint", get(ops::fingerprint))
-        .fallback(proxy::proxy)
-        .with_state(state)
+        .route("/ops/fingerprint", get(ops::fingerprint));
+    let router = match state.config.metrics_listen {
+        None => router.route("/metrics", get(crate::metrics::render)),
+        Some(_) => router,
+    };
+    router.fallback(proxy::proxy).with_state(state)
+}
+
+/// The operator-only listener's router: `/metrics` and nothing else.
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(crate::metrics::render))
 }

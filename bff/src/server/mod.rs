@@ -27,12 +27,28 @@ use handoff::Handoff;
 use crate::config::{Config, StoreConfig};
 use crate::state::{AppState, StateError};
 
+/// Why a node could not serve. [`RunError::is_config`] tells the binary which are configuration
+/// errors (exit 64).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("metrics_listen (BFF_METRICS_LISTEN): {0}")]
+    MetricsListen(String),
+    /// `rediss://`: the server's certificate does not verify against the system's roots or
+    /// `redis_ca_file` (or the server speaks no TLS). A configuration error.
+    #[error("redis_url (BFF_REDIS_URL) / redis_ca_file (BFF_REDIS_CA_FILE): {0}")]
+    RedisTls(String),
+}
+
+impl RunError {
+    /// A setting is wrong (a Redis URL the client refuses, a TLS certificate that does not
+    /// verify), not the machine or the network (an address in use is exit 1, as for `listen`).
+    pub fn is_config(&self) -> bool {
+        matches!(self, RunError::State(_) | RunError::RedisTls(_))
+    }
 }
 
 /// Threads serving requests when `worker_threads` is not set: one per core.
@@ -58,7 +74,18 @@ pub async fn run(
         );
     }
     let max_connections = config.server.max_connections;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::MetricsListen(format!("cannot listen on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let state = AppState::new(config)?;
+    if let Some(link) = &state.redis {
+        link.check_tls().await.map_err(RunError::RedisTls)?;
+    }
     state.start_background_tasks();
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -70,6 +97,21 @@ pub async fn run(
     );
 
     let (stop, stopped) = watch::channel(false);
+    if let Some(listener) = metrics_listener {
+        tracing::info!(metrics_listen = %listener.local_addr()?, "metrics served on their own listener only");
+        let _ = crate::metrics::handle();
+        let mut stopping = stopped.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) =
+                axum::serve(listener, crate::routes::metrics_router()).with_graceful_shutdown(stopped).await
+            {
+                tracing::error!(%error, "metrics listener failed");
+            }
+        });
+    }
     let (senders, mut queues) = handoff::queues(&listener, threads)?;
     let mine = queues.remove(0);
     let mut other_threads = Vec::with_capacity(threads - 1);

@@ -160,6 +160,11 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(self.entries.lock().expect("memory store lock").get(key).is_some_and(|(_, expires)| *expires > now))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -1,5 +1,14 @@
 //! Server-side sessions: the browser holds only an opaque random id; everything else (tokens,
-//! claims, a login in progress) is sealed by the [`KeyRing`] and kept in a [`SessionStore`].
+//! claims) is sealed by the [`KeyRing`] and kept in a [`SessionStore`].
+//!
+//! A login in progress is not kept in the store: it is sealed into a short-lived cookie on the
+//! browser that started it ([`Sessions::seal_login`]), so an anonymous `GET /account/login`
+//! costs one seal and no store write, however many an attacker sends. The cookie is sealed with
+//! the login's `state` in its associated data: it opens on any node, only for that `state`, and
+//! only in the browser that holds it (which is the login-CSRF binding). One-time use is a marker
+//! under the state's hash, written with `SET NX` on every node's shared store once the issuer
+//! accepted the code ([`Sessions::use_login`]), and looked at before the code is sent
+//! ([`Sessions::login_used`]): store writes are bounded by logins the issuer accepted.
 //!
 //! Store keys are SHA-256 hashes of the id (or of the login `state`), and the hash is also the
 //! sealed blob's associated data: whoever reads the store learns neither a usable cookie nor a
@@ -20,6 +29,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 pub use cache::NodeCache;
 pub use id::{SessionId, random_token};
@@ -245,26 +256,44 @@ impl Sessions {
         self.changed(&[key]).await
     }
 
-    /// Keeps a login in progress under its `state`, so the callback can land on any node.
-    pub async fn save_login(&self, state: &str, login: &PendingLogin) -> Result<(), SessionError> {
-        let key = store_key("l", state.as_bytes());
-        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(login).expect("login serialises"))?;
-        self.store.put(&key, sealed, self.login_timeout).await?;
-        Ok(())
+    /// How long a started login may take.
+    pub fn login_timeout(&self) -> Duration {
+        self.login_timeout
     }
 
-    /// Takes the login for `state` out of the store: a replayed state finds nothing.
-    pub async fn take_login(&self, state: &str) -> Result<Option<PendingLogin>, SessionError> {
+    /// Seals a login in progress for the browser's login cookie (URL-safe base64), bound to
+    /// its `state`: it opens on any node, for that state only.
+    pub fn seal_login(&self, state: &str, login: &PendingLogin) -> Result<String, SessionError> {
         let key = store_key("l", state.as_bytes());
-        let Some(blob) = self.store.take(&key).await? else {
-            return Ok(None);
-        };
-        match self.ring.open(key.as_bytes(), &blob).await {
-            Ok(plain) => Ok(serde_json::from_slice(&plain).ok()),
+        let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(login).expect("login serialises"))?;
+        Ok(URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    /// Opens the login cookie for `state`; `None` when it is missing, altered, sealed for
+    /// another state (another browser's login) or past its time.
+    pub async fn open_login(&self, state: &str, cookie: Option<&str>) -> Option<PendingLogin> {
+        let blob = URL_SAFE_NO_PAD.decode(cookie?).ok()?;
+        let key = store_key("l", state.as_bytes());
+        let login: PendingLogin = match self.ring.open(key.as_bytes(), &blob).await {
+            Ok(plain) => serde_json::from_slice(&plain).ok()?,
             Err(reason) => {
-                tracing::warn!(%reason, "pending login cannot be opened; treated as unknown state");
-                Ok(None)
+                tracing::debug!(%reason, "login cookie does not open for this state");
+                return None;
             }
-        }
+        };
+        (now_secs() <= login.expires_at).then_some(login)
+    }
+
+    /// Whether the login of `state` was already finished, on any node (read only: a refused
+    /// callback writes nothing).
+    pub async fn login_used(&self, state: &str) -> Result<bool, SessionError> {
+        Ok(self.store.exists(&store_key("l", state.as_bytes())).await?)
+    }
+
+    /// Marks the login of `state` finished until it would have expired anyway; false when it
+    /// already was, on any node (of concurrent callbacks exactly one gets true).
+    pub async fn use_login(&self, state: &str, login: &PendingLogin) -> Result<bool, SessionError> {
+        let ttl = Duration::from_secs(login.expires_at.saturating_sub(now_secs()).saturating_add(1));
+        Ok(self.store.insert_new(&store_key("l", state.as_bytes()), ttl).await?)
     }
 }

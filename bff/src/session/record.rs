@@ -24,7 +24,8 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// A login between `/login` and `/login/callback`.
+/// A login between `/login` and `/login/callback`, sealed into the browser's login cookie (see
+/// [`Sessions::seal_login`](super::Sessions::seal_login)).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PendingLogin {
     /// PKCE code verifier.
@@ -32,7 +33,7 @@ pub struct PendingLogin {
     pub nonce: String,
     /// Where to send the browser after the callback (a same-site relative path).
     pub landing_page: String,
-    /// Random value also set in a cookie on the browser that started the login: a callback
-    /// from another browser (login CSRF) does not match.
-    pub browser_binding: String,
+    /// Unix seconds after which the callback is refused (`session.login_timeout` from the
+    /// start): the cookie's own expiry is the browser's to keep.
+    pub expires_at: u64,
 }

@@ -146,6 +146,11 @@ impl SessionStore for RedisStore {
         Ok(self.link.query::<i64>(&cmd, Retry::Safe).await? == 1)
     }
 
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        // A read: safe to repeat.
+        self.link.query(redis::cmd("EXISTS").arg(self.key(key)), Retry::Safe).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.link.query::<()>(&redis::cmd("PING"), Retry::Safe).await
     }

@@ -54,6 +54,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Atomic across nodes: of concurrent callers, exactly one gets `true` (replay detection).
     async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
 
+    /// Whether `key` holds a value or marker now (read only: nothing is written or touched).
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+
     /// Answers when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
 
