@@ -13,6 +13,7 @@ mod forwarding;
 mod jwks;
 mod key_ring;
 mod limits;
+mod login_flood;
 mod logout;
 mod refresh;
 mod routes;
