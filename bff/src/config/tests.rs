@@ -245,3 +245,45 @@ fn server_limits_have_defaults_and_name_their_key_when_malformed() {
     vars.insert("BFF_SERVER_MAX_CONNECTIONS".into(), "0".into());
     assert!(error_of(vars).starts_with("server.max_connections (BFF_SERVER_MAX_CONNECTIONS)"));
 }
+
+#[test]
+fn redis_ca_file_must_be_a_readable_pem_for_a_rediss_url() {
+    let mut ca = tempfile::NamedTempFile::new().unwrap();
+    write!(ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    let path = ca.path().display().to_string();
+    let with = |url: &str, file: &str| {
+        let mut vars = minimal();
+        vars.extend(env(&[("BFF_REDIS_URL", url), ("BFF_REDIS_CA_FILE", file), ("BFF_KEY_RING", "local")]));
+        vars
+    };
+    let c = Config::from_env_map(&with("rediss://127.0.0.1:6380", &path)).unwrap();
+    assert!(matches!(c.store, StoreConfig::Redis { ca_pem: Some(ref pem), .. } if pem.starts_with(b"-----BEGIN")));
+    assert!(
+        error_of(with("redis://127.0.0.1:6379", &path))
+            .contains("redis_ca_file (BFF_REDIS_CA_FILE): needs a rediss://")
+    );
+    assert!(
+        error_of(with("rediss://127.0.0.1:6380", "/nonexistent/ca.pem"))
+            .contains("redis_ca_file (BFF_REDIS_CA_FILE): cannot read")
+    );
+    let mut not_pem = tempfile::NamedTempFile::new().unwrap();
+    write!(not_pem, "not a certificate").unwrap();
+    let not_pem_path = not_pem.path().display().to_string();
+    assert!(error_of(with("rediss://127.0.0.1:6380", &not_pem_path)).contains("holds no PEM certificate"));
+}
+
+#[test]
+fn key_rotation_seals_and_metrics_listen_are_checked() {
+    let c = Config::from_env_map(&minimal()).unwrap();
+    assert_eq!(c.key_ring.rotation_seals, 1_000_000_000);
+    assert_eq!(c.metrics_listen, None);
+    let mut vars = minimal();
+    vars.extend(env(&[("BFF_KEY_ROTATION_SEALS", "0")]));
+    assert!(error_of(vars).contains("key_rotation_seals (BFF_KEY_ROTATION_SEALS)"));
+    let mut vars = minimal();
+    vars.extend(env(&[("BFF_METRICS_LISTEN", "localhost")]));
+    assert!(error_of(vars).contains("metrics_listen (BFF_METRICS_LISTEN)"));
+    let mut vars = minimal();
+    vars.extend(env(&[("BFF_METRICS_LISTEN", "127.0.0.1:9464")]));
+    assert_eq!(Config::from_env_map(&vars).unwrap().metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+}

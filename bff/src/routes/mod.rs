@@ -1,6 +1,6 @@
 //! The router: account endpoints under the configured prefix, and the probes. `/metrics` is here
 //! unless `metrics_listen` gives it a listener of its own ([`metrics_router`]); then the public
-//! listener has no such route (and proxies or 404s it like any other path).
+//! listener answers 404 for it (never proxied: the path stays the gateway's, whatever the routes).
 
 mod account;
 mod backchannel;
@@ -34,7 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ops/fingerprint", get(ops::fingerprint));
     let router = match state.config.metrics_listen {
         None => router.route("/metrics", get(crate::metrics::render)),
-        Some(_) => router,
+        Some(_) => router.route("/metrics", get(|| async { axum::http::StatusCode::NOT_FOUND })),
     };
     router.fallback(proxy::proxy).with_state(state)
 }

@@ -15,5 +15,7 @@ mod key_ring;
 mod limits;
 mod login_flood;
 mod logout;
+mod metrics;
+mod redis_tls;
 mod refresh;
 mod routes;
