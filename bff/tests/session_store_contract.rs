@@ -28,14 +28,6 @@ async fn put_replaces(store: Arc<dyn SessionStore>) {
     assert_eq!(store.get_and_touch("s:b", LONG).await.unwrap().as_deref(), Some(&b"two"[..]));
 }
 
-async fn take_is_one_time(store: Arc<dyn SessionStore>) {
-    store.put("l:c", b"login".to_vec(), LONG).await.unwrap();
-    let takes = futures::future::join_all((0..8).map(|_| store.take("l:c"))).await;
-    let won: Vec<_> = takes.into_iter().filter_map(Result::unwrap).collect();
-    assert_eq!(won, vec![b"login".to_vec()], "exactly one concurrent take wins");
-    assert_eq!(store.get_and_touch("l:c", LONG).await.unwrap(), None);
-}
-
 async fn delete_removes(store: Arc<dyn SessionStore>) {
     store.put("s:d", b"x".to_vec(), LONG).await.unwrap();
     store.delete("s:d").await.unwrap();
@@ -134,7 +126,6 @@ macro_rules! contract {
 contract!(
     put_then_get_returns_the_value,
     put_replaces,
-    take_is_one_time,
     delete_removes,
     ping_answers,
     values_are_binary_safe,
@@ -170,7 +161,7 @@ async fn memory_get_and_touch_slides_the_expiry() {
     assert!(store.get_and_touch("s:h", Duration::from_secs(60)).await.unwrap().is_some(), "slid at 50 s");
     tokio::time::advance(Duration::from_secs(61)).await;
     assert!(store.get_and_touch("s:h", Duration::from_secs(60)).await.unwrap().is_none(), "expired");
-    store.put("l:i", b"x".to_vec(), Duration::from_secs(10)).await.unwrap();
+    assert!(store.insert_new("l:i", Duration::from_secs(10)).await.unwrap());
     tokio::time::advance(Duration::from_secs(11)).await;
-    assert!(store.take("l:i").await.unwrap().is_none(), "take does not return an expired entry");
+    assert!(!store.exists("l:i").await.unwrap(), "exists does not see an expired marker");
 }

@@ -58,12 +58,6 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let now = Instant::now();
-        let entry = self.entries.lock().expect("memory store lock").remove(key);
-        Ok(entry.filter(|(_, expires)| *expires > now).map(|(value, _)| value))
-    }
-
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut entries = self.entries.lock().expect("memory store lock");

@@ -1,12 +1,12 @@
 //! Redis [`SessionStore`]: what lets any node serve any request.
 //!
-//! Every operation is a single command (`GETEX`, `SET EX`, `GETDEL`, `DEL`), so a request in
+//! Every operation is a single command (`GETEX`, `SET EX`, `EXISTS`, `DEL`), so a request in
 //! steady state costs exactly one round trip. Keys are `{prefix}:{key}` where `key` is already a
 //! hash made by the session layer: a Redis dump holds no usable cookie.
 //!
 //! Each operation says whether it may be sent again after a dropped connection ([`Retry`]): the
 //! locks and replay markers are written so that a second run answers like the first (the value
-//! is unique to the caller, who recognises it); a one-time read (`GETDEL`) is never repeated.
+//! is unique to the caller, who recognises it); a one-time read (an index's `SMEMBERS` + `DEL`) is never repeated.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,14 +68,6 @@ impl SessionStore for RedisStore {
         cmd.arg(self.key(key)).arg("EX").arg(seconds(ttl));
         // A read; the expiry it sets is the same either way.
         self.link.query(&cmd, Retry::Safe).await
-    }
-
-    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        // Repeated when its connection dropped: almost always (a Redis restart) it never reached
-        // Redis and the second run reads the state. Had the first run reached Redis, the state
-        // is gone and the second reads nothing: that login is refused as unknown (a 400, start
-        // again), never used twice, so one-time use holds either way.
-        self.link.query(redis::cmd("GETDEL").arg(self.key(key)), Retry::Safe).await
     }
 
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {

@@ -24,9 +24,6 @@ pub trait SessionStore: Send + Sync + 'static {
     /// idle timeout). One round trip.
     async fn get_and_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Reads and deletes `key` atomically: a second `take` of the same key finds nothing.
-    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-
     /// Replaces `key` only if it still exists (a session ended meanwhile stays ended); returns
     /// whether it did.
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError>;
