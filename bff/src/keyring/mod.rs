@@ -190,7 +190,7 @@ impl KeyRing {
         };
         let count = self.unreported.fetch_add(1, Ordering::Relaxed) + 1;
         if self.shared.is_some() {
-            if count % self.report_every == 0 {
+            if count.is_multiple_of(self.report_every) {
                 self.seals_due.notify_one();
             }
         } else if count >= self.seal_limit {

@@ -22,8 +22,13 @@ async fn outage_gives_503_and_heals_without_a_restart() {
     let me = user.me(&url).await.unwrap();
     assert_eq!(me.status, 503, "{me:?}");
     assert!(me.body.contains("session store unavailable"));
+    // Starting a login stores nothing (it is sealed into the login cookie); finishing one needs
+    // the store.
     let login = user.get(&format!("{url}/account/login")).await.unwrap();
-    assert_eq!(login.status, 503);
+    assert_eq!(login.status, 302, "{login:?}");
+    let issued = user.get(login.location.as_deref().unwrap()).await.unwrap();
+    let callback = user.get(issued.location.as_deref().unwrap()).await.unwrap();
+    assert_eq!(callback.status, 503, "{callback:?}");
     assert_eq!(http.get(format!("{url}/ready")).send().await.unwrap().status(), 503);
     assert_eq!(http.get(format!("{url}/health")).send().await.unwrap().status(), 200);
 
