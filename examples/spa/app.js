@@ -19,11 +19,14 @@ function showNode(response) {
   $("node").textContent = node ? `last answer from ${node}` : "last answer from the gateway";
 }
 
-// Forget everything about the user on screen.
-function clearUser() {
-  const body = $("claims").querySelector("tbody");
-  body.replaceChildren();
+function clearClaims() {
+  $("claims").querySelector("tbody").replaceChildren();
   $("claims").hidden = true;
+}
+
+// Forget everything about the user on screen: claims and the API's last answer.
+function clearUser() {
+  clearClaims();
   $("api-body").textContent = "";
   $("api-body").hidden = true;
   $("api-status").textContent = "Not called yet.";
@@ -31,7 +34,7 @@ function clearUser() {
 }
 
 function showSignedOut(text) {
-  clearUser();
+  clearClaims();
   $("status").textContent = text;
   $("status").dataset.state = "signed-out";
   $("login").hidden = false;
@@ -96,6 +99,10 @@ async function callApi() {
     }
     $("api-body").textContent = shown;
     $("api-body").hidden = false;
+    if (response.status === 401) {
+      // The session is gone (logged out elsewhere, expired, or lost): the page says so too.
+      loadUser();
+    }
   } catch (error) {
     $("api-status").textContent = `The gateway did not answer (${error.message})`;
     $("api-status").dataset.state = "error";
@@ -122,4 +129,5 @@ window.addEventListener("pageshow", (event) => {
   }
 });
 
+$("origin").textContent = window.location.origin;
 loadUser();

@@ -91,6 +91,22 @@ impl AppPage<'_> {
         })
     }
 
+    /// Leaves a mark on the page as it is now, which only a page restored from the
+    /// back/forward cache still carries.
+    pub async fn mark(&self) -> Result<(), String> {
+        self.client.execute("window.markedByTest = true;", vec![]).await.map(|_| ()).map_err(|e| format!("mark: {e}"))
+    }
+
+    /// How the page on screen came to be: `"restored"` (the marked page, from the
+    /// back/forward cache) or its navigation type (`back_forward` when loaded again by the back
+    /// button, `navigate`, `reload`).
+    pub async fn how_shown(&self) -> Result<String, String> {
+        let script = "return window.markedByTest === true ? 'restored' \
+            : (performance.getEntriesByType('navigation')[0] || {}).type || 'unknown';";
+        let value = self.client.execute(script, vec![]).await.map_err(|e| format!("how the page was shown: {e}"))?;
+        Ok(value.as_str().unwrap_or_default().to_owned())
+    }
+
     pub async fn back(&self) -> Result<(), String> {
         self.client.back().await.map_err(|e| format!("back: {e}"))
     }

@@ -117,6 +117,7 @@ async fn journey(cluster: &mut Cluster, browser: &Browser, shots: &mut Screensho
     let again = cluster.issuer().calls("authorize");
     check("no new login", again == logins, || format!("the issuer saw {} more logins", again - logins))?;
 
+    page.mark().await.map_err(at("log out"))?;
     page.log_out().await.map_err(at("log out"))?;
     page.expect_signed_out().await.map_err(at("log out"))?;
     shots.take(&browser.client, "logged-out").await;
@@ -129,6 +130,11 @@ async fn journey(cluster: &mut Cluster, browser: &Browser, shots: &mut Screensho
 
     page.back().await.map_err(at("back"))?;
     let right_after = page.visible_text().await;
+    let shown = page.how_shown().await.map_err(at("back"))?;
+    eprintln!("back: the page before the logout came back {shown}");
+    check("back", shown == "restored" || shown == "back_forward", || {
+        format!("the page on screen is not the one before the logout, brought back ({shown})")
+    })?;
     check("back", !right_after.contains(USER), || format!("the page shows the user's data again: {right_after:?}"))?;
     page.expect_signed_out().await.map_err(at("back"))?;
     let settled = page.visible_text().await;
