@@ -21,6 +21,45 @@ fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
 }
 
+/// Starts chromedriver on a port of its choosing; returns it and the port, or what it said.
+async fn start_driver(path: &Path) -> Result<(Child, u16), String> {
+    let mut driver = Command::new(path)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    let mut lines = BufReader::new(driver.stdout.take().expect("piped stdout")).lines();
+    let mut said = Vec::new();
+    let deadline = Instant::now() + DRIVER_START;
+    let port = loop {
+        let line = match tokio::time::timeout_at(deadline.into(), lines.next_line()).await {
+            Err(_) => return Err(format!("no port after {DRIVER_START:?}: {said:?}")),
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => {
+                let mut errors = String::new();
+                if let Some(mut stderr) = driver.stderr.take() {
+                    let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut errors).await;
+                }
+                let status = driver.wait().await.map(|s| s.to_string()).unwrap_or_default();
+                return Err(format!("exited ({status}) before it listened: {said:?} {errors:?}"));
+            }
+        };
+        if let Some(port) = line.split("started successfully on port ").nth(1) {
+            break port.trim_end_matches('.').trim().parse::<u16>().map_err(|e| format!("{line:?}: {e}"))?;
+        }
+        said.push(line);
+    };
+    // Its output must keep draining, or chromedriver blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    if let Some(stderr) = driver.stderr.take() {
+        let mut errors = BufReader::new(stderr).lines();
+        tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
+    }
+    Ok((driver, port))
+}
+
 /// A browser session; the driver (and the browser with it) stops when dropped.
 pub struct Browser {
     pub client: Client,
@@ -35,27 +74,15 @@ impl Browser {
     pub async fn start(trusted_spki: Option<&str>) -> Browser {
         let driver_path = on_path("chromedriver")
             .expect("chromedriver is not on PATH: run `just setup` (apt-get install chromium chromium-driver)");
-        let mut driver = Command::new(driver_path)
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver starts");
-        let mut lines = BufReader::new(driver.stdout.take().expect("piped stdout")).lines();
-        let deadline = Instant::now() + DRIVER_START;
-        let port = loop {
-            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
-                .await
-                .expect("chromedriver said which port it listens on in time")
-                .expect("chromedriver's output")
-                .expect("chromedriver exited before it listened");
-            if let Some(port) = line.split("started successfully on port ").nth(1) {
-                break port.trim_end_matches('.').trim().parse::<u16>().expect("a port number");
+        // A chromedriver that exits before it listens is started once more, and what it said is
+        // shown; a second failure ends the test.
+        let (driver, port) = match start_driver(&driver_path).await {
+            Ok(started) => started,
+            Err(first) => {
+                eprintln!("chromedriver did not start, once more: {first}");
+                start_driver(&driver_path).await.unwrap_or_else(|second| panic!("chromedriver did not start: {second}"))
             }
         };
-        // Its output must keep draining, or chromedriver blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
         let profile = tempfile::tempdir().expect("a profile directory");
         let mut args = vec![
