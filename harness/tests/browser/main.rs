@@ -3,8 +3,9 @@
 //! log in by clicking (the mock issuer signs them in), see themselves, call the API, keep the
 //! page open while every node restarts one by one, call the API again (still signed in, no new
 //! login at the issuer), log out, find the API answering 401, and press back to a page that shows
-//! nobody. Over http and over https (a TLS front with a certificate made here, `__Host-` and
-//! `Secure` cookies); with the memory store the step after the restarts must fail, and does.
+//! nobody. Over http and over https (a TLS front with a certificate made here; a `__Host-`,
+//! `Secure`, `SameSite=Strict` cookie); with the memory store the step after the restarts must
+//! fail, and does.
 //!
 //! Screenshots of every stage go to `target/e2e/<test>/`.
 
@@ -52,15 +53,18 @@ fn spec(store: StoreKind, lb: LbPolicy, public_url: Option<String>) -> ClusterSp
     }
 }
 
-/// The session cookie the browser holds after login: `__Host-bff-session`, Secure, over https;
-/// `bff-session` over http. HttpOnly and path `/` either way.
+/// The session cookie the browser holds after login: `__Host-bff-session`, Secure and
+/// SameSite=Strict over https (as the https run configures it); `bff-session`, Lax, over http.
+/// HttpOnly and path `/` either way.
 async fn check_session_cookie(browser: &Browser, https: bool) -> Result<(), StepFailed> {
     let step = "session cookie";
     let cookies = browser.client.get_all_cookies().await.map_err(|e| at(step)(e.to_string()))?;
     // Names and attributes only: a session id has no place in a test's output either.
     let listed = || {
         let shown = cookies.iter().map(|c| {
-            format!("{} (secure {:?}, http-only {:?}, path {:?})", c.name(), c.secure(), c.http_only(), c.path())
+            let (name, secure, http_only, path, same_site) =
+                (c.name(), c.secure(), c.http_only(), c.path(), c.same_site());
+            format!("{name} (secure {secure:?}, http-only {http_only:?}, path {path:?}, same-site {same_site:?})")
         });
         shown.collect::<Vec<_>>().join(" | ")
     };
@@ -70,6 +74,10 @@ async fn check_session_cookie(browser: &Browser, https: bool) -> Result<(), Step
     check(step, cookie.http_only() == Some(true), || format!("{name} is not HttpOnly: {}", listed()))?;
     check(step, cookie.path() == Some("/"), || format!("{name} is not on path /: {}", listed()))?;
     check(step, cookie.secure() == Some(https), || format!("{name} Secure is not {https}: {}", listed()))?;
+    let same_site = if https { "Strict" } else { "Lax" };
+    check(step, cookie.same_site().map(|s| s.to_string()).as_deref() == Some(same_site), || {
+        format!("{name} is not SameSite={same_site}: {}", listed())
+    })?;
     check(step, !cookie.value().contains('.') && !cookie.value().contains(USER), || {
         format!("{name} looks like it carries a token or claims: {}", listed())
     })
@@ -174,10 +182,13 @@ async fn a_person_stays_signed_in_while_every_node_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_https_the_host_prefixed_secure_cookie_carries_the_session() {
+async fn over_https_the_host_prefixed_secure_strict_cookie_carries_the_session() {
     let tls = tls_front::TlsFront::bind().await;
-    let public_url = Some(tls.url());
-    let (outcome, shots) = run("redis-https", spec(StoreKind::Redis, LbPolicy::Random, public_url), Some(tls)).await;
+    let mut spec = spec(StoreKind::Redis, LbPolicy::Random, Some(tls.url()));
+    // As a production deployment would: the page loads after the issuer's cross-site redirect
+    // without the Strict cookie, and its own fetch of /account/me carries it.
+    spec.bff_env.push(("BFF_SESSION_SAME_SITE".into(), "strict".into()));
+    let (outcome, shots) = run("redis-https", spec, Some(tls)).await;
     if let Err(failed) = outcome {
         panic!("{}: {} (screenshots in {})", failed.step, failed.detail, shots.dir().display());
     }
