@@ -10,7 +10,8 @@ default:
 
 # Install what the host lacks: redis-server (nodes, the local redis image), wrk and nginx (benchmark,
 # the deployment's load balancer), docker-compose (the deployment in deploy/compose/), openssl (the
-# certificates of the Redis TLS test).
+# certificates of the Redis TLS test), chromium and chromium-driver and a font (the browser tests of
+# the example app; once, about 100 MB from Debian).
 # As root through apt-get; otherwise one line saying what to install, and exit 2 before any build.
 setup:
     #!/usr/bin/env bash
@@ -21,6 +22,9 @@ setup:
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v openssl >/dev/null || missing+=(openssl)
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
     [ ${#missing[@]} -eq 0 ] && exit 0
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "setup: this host lacks ${missing[*]}: install them (sudo apt-get install -y ${missing[*]}), then run this again" >&2

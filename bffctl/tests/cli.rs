@@ -43,7 +43,7 @@ fn up_control_commands_and_down() {
     assert_eq!(none.status.code(), Some(2));
     assert!(text(&none).contains("no cluster is up"), "{}", text(&none));
 
-    let mut up = Command::new(BFFCTL)
+    let up = Command::new(BFFCTL)
         .env("BFFCTL_STATE", &state)
         .args(["up", "--nodes", "2", "--backend", "process"])
         .stdout(Stdio::piped())
@@ -65,6 +65,20 @@ fn up_control_commands_and_down() {
         .collect();
     assert_eq!(pids.len(), 3, "redis and two nodes: {pids:?}");
 
+    // The example app at the balancer's `/`, and the mock API behind `/api/` for a logged-in user.
+    let lb = json["lb_url"].as_str().unwrap().to_owned();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let user = harness::client::VirtualUser::new(Some("dora"));
+        let page = user.get(&format!("{lb}/")).await.unwrap();
+        assert!(page.status == 200 && page.body.contains("bff example app"), "{} {}", page.status, page.body);
+        let script = user.get(&format!("{lb}/app.js")).await.unwrap();
+        assert!(script.status == 200 && script.body.contains("/account/me"), "{}", script.status);
+        user.login(&lb).await.unwrap();
+        let api = user.api(&format!("{lb}/api/hello")).await.unwrap();
+        assert_eq!(api.status, 200, "{}", api.body);
+        assert!(api.body.contains(r#""bearer_token_received":true"#), "{}", api.body);
+    });
+
     assert!(bffctl(&state, &["restart-node", "2"]).status.success());
     let unknown = bffctl(&state, &["restart-node", "9"]);
     assert_eq!(unknown.status.code(), Some(2));
@@ -79,8 +93,10 @@ fn up_control_commands_and_down() {
 
     let down = bffctl(&state, &["down"]);
     assert!(down.status.success(), "{}", text(&down));
-    let exit = up.wait().unwrap();
-    assert!(exit.success());
+    let exit = up.wait_with_output().unwrap();
+    assert!(exit.status.success());
+    let printed = String::from_utf8_lossy(&exit.stdout);
+    assert!(printed.contains(&format!("Open the example app at {lb}/")), "{printed}");
     assert!(!state.exists());
     let current: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
     assert!(current.is_empty(), "left running after down: {current:?}");

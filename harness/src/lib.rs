@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod client;
 pub mod cluster;
+pub mod demo_app;
 pub mod drift;
 pub mod images;
 pub mod issuer;

@@ -1,4 +1,5 @@
-//! `bffctl up`: start a cluster, print where everything is, serve the control API, and stay up
+//! `bffctl up`: start a cluster (with the example app of `examples/spa/` at `/` and a mock API
+//! behind `/api/`), print where everything is, serve the control API, and stay up
 //! until Ctrl-C, SIGTERM or `bffctl down`; then tear everything down.
 
 use std::path::Path;
@@ -24,6 +25,9 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let mut spec = args.cluster.spec();
+    // Something to open in a browser: the example app at `/`, a mock API behind `/api/`.
+    spec.spa = true;
+    spec.api_upstream = true;
     spec.run_dir = Some(harness::run_dir::create(&harness::run_dir::runs_root(), "up")?);
     super::images::ensure_for(&spec).await?;
     let started = Instant::now();
@@ -61,11 +65,11 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
     output::status(&status, args.output.json);
     if !args.output.json {
         println!(
-            "up in {:.1} s. Log in at {}/account/login, then see yourself at {}/account/me",
+            "up in {:.1} s. Open the example app at {}/ (log in, see your claims, call the mock API behind /api/, log out);",
             took.as_secs_f64(),
-            file.lb_url,
             file.lb_url
         );
+        println!("or log in at {}/account/login, then see yourself at {}/account/me", file.lb_url, file.lb_url);
         if file.backend == "docker" {
             println!("(the issuer is at {}: browsers resolve *.localhost to this machine)", file.issuer_url);
         }

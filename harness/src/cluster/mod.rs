@@ -41,17 +41,8 @@ pub struct Cluster {
     unready: Vec<ClusterError>,
     /// The mock API behind `/api/`, when the spec asks for one.
     _upstream: Option<wiremock::MockServer>,
-}
-
-/// A mock API that answers every request with 200 and a small JSON body.
-async fn api_upstream(bind: &str) -> std::io::Result<wiremock::MockServer> {
-    let listener = std::net::TcpListener::bind(bind)?;
-    let server = wiremock::MockServer::builder().listener(listener).start().await;
-    wiremock::Mock::given(wiremock::matchers::any())
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({ "ok": true })))
-        .mount(&server)
-        .await;
-    Ok(server)
+    /// The example single-page app behind `/`, when the spec asks for it.
+    _spa: Option<crate::demo_app::SpaServer>,
 }
 
 /// Picks the backend for `auto`: Docker when a daemon answers, else processes when redis-server
@@ -105,20 +96,31 @@ impl Cluster {
             vec![]
         };
 
+        // Routes to what the cluster serves itself, as the nodes reach it.
+        let (bind, host) = if docker { ("0.0.0.0:0", DOCKER_ISSUER_HOST) } else { ("127.0.0.1:0", "127.0.0.1") };
+        let mut routes = Vec::new();
         let upstream = if spec.api_upstream {
             progress("starting the API upstream");
-            let bind = if docker { "0.0.0.0:0" } else { "127.0.0.1:0" };
-            let up = api_upstream(bind).await.map_err(|e| ClusterError::failed("api upstream", e))?;
-            let host = if docker { DOCKER_ISSUER_HOST } else { "127.0.0.1" };
-            let routes = format!(
-                r#"[{{ path = "/api/", upstreams = ["http://{host}:{}"], auth = "required" }}]"#,
-                up.address().port()
-            );
-            spec.bff_env.push(("BFF_ROUTES".into(), routes));
+            let up = crate::demo_app::api_upstream(bind).await.map_err(|e| ClusterError::failed("api upstream", e))?;
+            let port = up.address().port();
+            routes.push(format!(r#"{{ path = "/api/", upstreams = ["http://{host}:{port}"], auth = "required" }}"#));
             Some(up)
         } else {
             None
         };
+        let spa = if spec.spa {
+            progress("starting the example app");
+            let spa =
+                crate::demo_app::SpaServer::start(bind).await.map_err(|e| ClusterError::failed("example app", e))?;
+            let port = spa.addr().port();
+            routes.push(format!(r#"{{ path = "/", upstreams = ["http://{host}:{port}"], auth = "none" }}"#));
+            Some(spa)
+        } else {
+            None
+        };
+        if !routes.is_empty() {
+            spec.bff_env.push(("BFF_ROUTES".into(), format!("[{}]", routes.join(", "))));
+        }
 
         progress("starting the load balancer");
         let lb = LoadBalancer::start(0, spec.nodes, spec.lb, spec.seed)
@@ -126,13 +128,23 @@ impl Cluster {
             .map_err(|e| ClusterError::failed("load balancer", e))?;
 
         progress(if spec.session_store == StoreKind::Redis { "starting redis" } else { "preparing nodes" });
+        let public_url = spec.public_url.clone().unwrap_or_else(|| lb.url());
         let backend: Box<dyn Backend> = if docker {
-            Box::new(docker::DockerBackend::start(&spec, issuer.url(), &lb.url(), &run_dir, progress).await?)
+            Box::new(docker::DockerBackend::start(&spec, issuer.url(), &public_url, &run_dir, progress).await?)
         } else {
-            Box::new(process::ProcessBackend::start(&spec, issuer.url(), &lb.url(), &run_dir).await?)
+            Box::new(process::ProcessBackend::start(&spec, issuer.url(), &public_url, &run_dir).await?)
         };
-        let mut cluster =
-            Cluster { spec, issuer, backend, lb, resolve, run_dir, unready: Vec::new(), _upstream: upstream };
+        let mut cluster = Cluster {
+            spec,
+            issuer,
+            backend,
+            lb,
+            resolve,
+            run_dir,
+            unready: Vec::new(),
+            _upstream: upstream,
+            _spa: spa,
+        };
         for i in 0..cluster.spec.nodes {
             progress(&format!("starting {}", node_name(i)));
             match cluster.start_node(i).await {
@@ -161,9 +173,14 @@ impl Cluster {
         &self.issuer
     }
 
-    /// The public URL: the load balancer.
+    /// The load balancer's URL (the public URL unless the spec sets another).
     pub fn lb_url(&self) -> String {
         self.lb.url()
+    }
+
+    /// The URL browsers use: the spec's `public_url` (a TLS front, say) or the load balancer's.
+    pub fn public_url(&self) -> String {
+        self.spec.public_url.clone().unwrap_or_else(|| self.lb.url())
     }
 
     /// Node `index` directly, while it is live.

@@ -92,6 +92,11 @@ pub struct ClusterSpec {
     pub api_upstream: bool,
     /// Lifetime of the access tokens the mock issuer hands out (default 300 s).
     pub access_token_lifetime_secs: Option<u64>,
+    /// Serve the example single-page app (`examples/spa/`) at `/` (an `auth = "none"` route).
+    pub spa: bool,
+    /// The URL browsers use, when something stands before the load balancer (a TLS front);
+    /// every node's `BFF_PUBLIC_URL`. Default: the load balancer's URL.
+    pub public_url: Option<String>,
     pub images: Images,
     /// The `bff` binary for the process backend (default: next to the running executable, then PATH).
     pub bff_binary: Option<PathBuf>,
@@ -124,6 +129,8 @@ impl Default for ClusterSpec {
             seed: None,
             api_upstream: false,
             access_token_lifetime_secs: None,
+            spa: false,
+            public_url: None,
             images: Images::default(),
             bff_binary: None,
             ready_timeout_secs: None,

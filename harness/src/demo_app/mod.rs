@@ -1,0 +1,9 @@
+//! The example app a cluster can put behind its gateway: the single-page app of `examples/spa/`
+//! (served at `/` through an `auth = "none"` route) and a mock API (behind `/api/`, auth
+//! required) that says what reached it. `bffctl up` starts both; the browser tests drive them.
+
+mod api;
+mod spa;
+
+pub use api::api_upstream;
+pub use spa::SpaServer;
