@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// The `bff` binary (default: next to bffctl, then PATH).
     #[arg(long, env = "BFF_BIN")]
     pub bff_binary: Option<PathBuf>,
+    /// Another `bff` binary (say, a build from before a change) measured in the same interleaved
+    /// rounds, as the configurations `…@baseline`.
+    #[arg(long, value_name = "BINARY")]
+    pub baseline: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -23,6 +23,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rounds: 1,
             cold_starts: 3,
             open_loop: false,
+            baseline_binary: args.baseline.clone(),
         }
     } else {
         BenchOptions {
@@ -32,6 +33,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rounds: args.rounds,
             cold_starts: args.cold_starts,
             open_loop: !args.no_open_loop,
+            baseline_binary: args.baseline.clone(),
         }
     };
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
@@ -71,6 +73,8 @@ fn print(report: &BenchReport) {
         "p99 ms",
         "× direct",
         "× nginx",
+        "CPU µs/req",
+        "CPU × nginx",
         "errors",
         "open-loop p99 ms",
         "direct p99 same rate",
@@ -85,6 +89,8 @@ fn print(report: &BenchReport) {
             format!("{:.2}", c.p99_ms),
             format!("{:.2}", c.vs_direct),
             format!("{:.2}", c.vs_nginx),
+            c.cpu_us_per_request.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
+            c.cpu_vs_nginx.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
             c.errors.to_string(),
             c.open_loop_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
             c.direct_same_rate_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),

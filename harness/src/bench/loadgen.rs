@@ -17,6 +17,9 @@ pub struct LoadResult {
     pub p99_ms: f64,
     /// Non-2xx/3xx responses and socket errors.
     pub errors: u64,
+    /// CPU time (user + system) the measured process tree spent per request, in µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +146,7 @@ pub async fn oha_open_loop(
         p50_ms: pct("p50"),
         p99_ms: pct("p99"),
         errors: errors + total.saturating_sub(ok),
+        cpu_us_per_request: None,
     })
 }
 
