@@ -82,6 +82,13 @@ pub struct BenchArgs {
     /// rounds, as the configurations `…@baseline`.
     #[arg(long, value_name = "BINARY")]
     pub baseline: Option<PathBuf>,
+    /// Active session counts for the curve of cost against sessions, comma-separated (each
+    /// session made by a full login); `--sessions ""` skips the curve.
+    #[arg(long, value_delimiter = ',', default_value = "1,10000,200000")]
+    pub sessions: Vec<usize>,
+    /// Also draw the curves as an SVG next to the JSON result.
+    #[arg(long)]
+    pub plot: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -34,6 +34,8 @@ pub struct LoadError {
 pub struct Target {
     pub url: String,
     pub headers: Vec<(String, String)>,
+    /// A wrk Lua script (`-s`) that builds the requests, when they vary.
+    pub script: Option<std::path::PathBuf>,
 }
 
 fn parse_duration_ms(text: &str) -> Option<f64> {
@@ -56,6 +58,9 @@ pub async fn wrk(target: &Target, connections: u32, duration: Duration) -> Resul
     cmd.arg("-t2").arg(format!("-c{connections}")).arg(format!("-d{}s", duration.as_secs().max(1))).arg("--latency");
     for (name, value) in &target.headers {
         cmd.arg("-H").arg(format!("{name}: {value}"));
+    }
+    if let Some(script) = &target.script {
+        cmd.arg("-s").arg(script);
     }
     cmd.arg(&target.url).stdout(Stdio::piped()).stderr(Stdio::piped());
     let out = cmd

@@ -10,6 +10,8 @@
 mod cpu;
 mod loadgen;
 mod peers;
+pub mod plot;
+mod sessions;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,6 +39,23 @@ pub struct BenchOptions {
     /// Another `bff` binary (say, the build before a change) measured in the same rounds, as
     /// configurations named `…@baseline`.
     pub baseline_binary: Option<PathBuf>,
+    /// Active session counts for the curve of cost against sessions (each made by a full
+    /// login); empty skips it.
+    pub session_counts: Vec<usize>,
+}
+
+/// One point of the curve of cost against active sessions: `bff-auth-redis` (node cache on,
+/// default capacity) with its requests spread uniformly over `sessions` sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionPoint {
+    pub sessions: usize,
+    pub runs: Vec<LoadResult>,
+    pub requests_per_s: f64,
+    pub p99_ms: f64,
+    pub cpu_us_per_request: Option<f64>,
+    /// Share of session reads the node cache answered (its hit and miss counters).
+    pub cache_hit_ratio: Option<f64>,
+    pub redis_commands_per_request: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +98,11 @@ pub struct BenchReport {
     pub nginx_rss_mb: Option<f64>,
     pub redis_session_bytes: Option<u64>,
     pub sealed_blob_bytes: Option<u64>,
+    pub sessions_curve: Vec<SessionPoint>,
+    /// Redis `used_memory` grown per 100 000 sessions made for the curve, in MB.
+    pub redis_mb_per_100k_sessions: Option<f64>,
+    /// Logins per second while making them (full logins, concurrent).
+    pub logins_per_s: Option<f64>,
     pub notes: Vec<String>,
 }
 
@@ -207,7 +231,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     let auth = |cookie: &str| vec![("Cookie".to_owned(), cookie.to_owned()), ("X-CSRF".to_owned(), "1".to_owned())];
     let config = |name: &str, url: String, headers: Vec<(String, String)>, pid: Option<u32>| Config {
         name: name.to_owned(),
-        target: Target { url, headers },
+        target: Target { url, headers, script: None },
         pid,
     };
     let mut configs: Vec<Config> = vec![
@@ -222,9 +246,8 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     // The baseline binary's nodes share Redis and its key ring: the same session cookie serves.
     let mut baseline_nodes = Vec::new();
     if let Some(binary) = &options.baseline_binary {
-        let start = |env: Vec<(&'static str, String)>, what: &'static str| {
-            start_gateway(binary, &issuer, &up_url, env, what)
-        };
+        let start =
+            |env: Vec<(&'static str, String)>, what: &'static str| start_gateway(binary, &issuer, &up_url, env, what);
         let (cached, cached_url) = start(vec![("BFF_REDIS_URL", redis.url())], "baseline bff (redis)").await?;
         let (uncached, base_uncached_url) = start(
             vec![("BFF_REDIS_URL", redis.url()), ("BFF_SESSION_CACHE_MAX_AGE", "off".into())],
@@ -342,6 +365,11 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         }
     }
 
+    let mut curve = SessionsCurve::default();
+    if !options.session_counts.is_empty() {
+        curve = sessions_curve(options, &redis, &redis_url, bff_redis.pid(), progress).await?;
+    }
+
     progress("bytes per session in redis");
     let port = redis.port().to_string();
     let key = command_output("redis-cli", &["-p", &port, "--scan", "--pattern", "bff:s:*"])
@@ -420,6 +448,109 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         nginx_rss_mb,
         redis_session_bytes,
         sealed_blob_bytes,
+        sessions_curve: curve.points,
+        redis_mb_per_100k_sessions: curve.redis_mb_per_100k,
+        logins_per_s: curve.logins_per_s,
         notes,
     })
+}
+
+#[derive(Default)]
+struct SessionsCurve {
+    points: Vec<SessionPoint>,
+    redis_mb_per_100k: Option<f64>,
+    logins_per_s: Option<f64>,
+}
+
+async fn redis_used_memory(port: u16) -> Option<f64> {
+    command_output("redis-cli", &["-p", &port.to_string(), "INFO", "memory"])
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The node cache's hit and miss counts, from the node's `/metrics`.
+async fn cache_counts(base: &str) -> Option<(f64, f64)> {
+    let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+    let count = |result: &str| {
+        let prefix = format!("bff_session_cache_total{{result=\"{result}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some((count("hit").unwrap_or(0.0), count("miss").unwrap_or(0.0)))
+}
+
+/// Requests/s and CPU per request of `bff-auth-redis` against the number of sessions its
+/// requests are spread over (each count reached by more logins), and Redis memory per session.
+async fn sessions_curve(
+    options: &BenchOptions,
+    redis: &RedisProcess,
+    base: &str,
+    pid: Option<u32>,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<SessionsCurve, BenchError> {
+    let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
+    let mut counts = options.session_counts.clone();
+    counts.sort_unstable();
+    let memory_before = redis_used_memory(redis.port()).await;
+    let mut cookies: Vec<String> = Vec::new();
+    let mut login_time = Duration::ZERO;
+    let mut curve = SessionsCurve::default();
+    for count in counts {
+        if cookies.len() < count {
+            let more = count - cookies.len();
+            let started = Instant::now();
+            let made = sessions::log_in_many(base, more, 64, &|done| {
+                progress(&format!("sessions: {done}/{more} logins towards {count}"))
+            })
+            .await?;
+            login_time += started.elapsed();
+            cookies.extend(made);
+        }
+        let script =
+            sessions::wrk_script(dir.path(), &cookies[..count]).map_err(|e| fail("wrk script")(e.to_string()))?;
+        let target = Target { url: format!("{base}/api/data"), headers: Vec::new(), script: Some(script) };
+        let mut runs = Vec::new();
+        let (mut redis_calls, mut requests) = (0u64, 0u64);
+        let cache_before = cache_counts(base).await;
+        for round in 0..options.rounds {
+            progress(&format!("sessions: {count} active, round {}/{}", round + 1, options.rounds));
+            let calls_before = redis_total_calls(redis.port()).await;
+            let cpu_before = pid.and_then(cpu::tree_seconds);
+            let mut result = loadgen::wrk(&target, options.connections, options.duration)
+                .await
+                .map_err(|e| BenchError(e.to_string()))?;
+            if let (Some(before), Some(after)) = (cpu_before, pid.and_then(cpu::tree_seconds)) {
+                result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
+            }
+            redis_calls += redis_total_calls(redis.port()).await.saturating_sub(calls_before);
+            requests += result.requests;
+            runs.push(result);
+        }
+        let cache_after = cache_counts(base).await;
+        let cache_hit_ratio = cache_before.zip(cache_after).and_then(|((h0, m0), (h1, m1))| {
+            let (hits, misses) = (h1 - h0, m1 - m0);
+            (hits + misses > 0.0).then(|| hits / (hits + misses))
+        });
+        let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
+        curve.points.push(SessionPoint {
+            sessions: count,
+            requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
+            p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+            cpu_us_per_request: (!cpu.is_empty()).then(|| median(cpu)),
+            cache_hit_ratio,
+            redis_commands_per_request: redis_calls as f64 / requests.max(1) as f64,
+            runs,
+        });
+    }
+    let memory_after = redis_used_memory(redis.port()).await;
+    if let (Some(before), Some(after)) = (memory_before, memory_after)
+        && !cookies.is_empty()
+    {
+        curve.redis_mb_per_100k = Some((after - before) / cookies.len() as f64 * 100_000.0 / 1e6);
+    }
+    if !login_time.is_zero() {
+        curve.logins_per_s = Some(cookies.len() as f64 / login_time.as_secs_f64());
+    }
+    Ok(curve)
 }
