@@ -35,7 +35,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             cold_starts: args.cold_starts,
             open_loop: !args.no_open_loop,
             baseline_binary: args.baseline.clone(),
-            session_counts: args.sessions.clone(),
+            session_counts: args.sessions.0.clone(),
         }
     };
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
