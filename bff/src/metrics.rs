@@ -39,13 +39,19 @@ pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    let route = match (&matched, response.extensions().get::<RouteLabel>()) {
-        (Some(path), _) => path.as_str(),
-        (None, Some(label)) => label.0.as_str(),
+    record_response(matched.as_ref().map(MatchedPath::as_str), &response, started);
+    response
+}
+
+/// Counts and times one response: labelled by `matched` (an endpoint's path), else by the
+/// proxied route's label on the response, else `unmatched`.
+pub fn record_response<B>(matched: Option<&str>, response: &axum::http::Response<B>, started: Instant) {
+    let route = match (matched, response.extensions().get::<RouteLabel>()) {
+        (Some(path), _) => path,
+        (None, Some(label)) => label.0.as_ref(),
         (None, None) => "unmatched",
     };
     record(route, response.status().as_u16(), started.elapsed().as_secs_f64());
-    response
 }
 
 /// A route's metric handles: looking a labelled metric up in the registry hashes its labels,

@@ -5,8 +5,9 @@
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use rand::Rng;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{MakeSpan, TraceLayer};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -30,7 +31,7 @@ pub fn init(format: LogFormat, filter: &str) {
 /// Random v4 UUIDs from the thread's generator: unique without a system call per request (the
 /// `uuid` crate asks the kernel for every one).
 #[derive(Clone, Copy, Default)]
-struct MakeRandomUuid;
+pub struct MakeRandomUuid;
 
 impl MakeRequestId for MakeRandomUuid {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
@@ -41,14 +42,35 @@ impl MakeRequestId for MakeRandomUuid {
     }
 }
 
-pub fn layer(router: Router) -> Router {
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+/// The request span: method, path and request id (never the query string).
+#[derive(Clone, Copy, Default)]
+pub struct RequestSpan;
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &Request<B>) -> tracing::Span {
         let request_id =
             request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
         tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-    });
-    router
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRandomUuid))
+    }
+}
+
+/// Gives each request its id (the caller's, or a new one).
+pub fn set_request_id() -> SetRequestIdLayer<MakeRandomUuid> {
+    SetRequestIdLayer::new(REQUEST_ID, MakeRandomUuid)
+}
+
+/// The request's span and its log lines (responses at debug, server errors at error).
+pub fn trace() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan> {
+    TraceLayer::new_for_http().make_span_with(RequestSpan)
+}
+
+/// Copies the request id onto the response.
+pub fn propagate_request_id() -> PropagateRequestIdLayer {
+    PropagateRequestIdLayer::new(REQUEST_ID)
+}
+
+/// The three layers above around `router`, in the order every request meets them (the proxied
+/// path in `server::dispatch` stacks the same ones).
+pub fn layer(router: Router) -> Router {
+    router.layer(propagate_request_id()).layer(trace()).layer(set_request_id())
 }

@@ -78,6 +78,17 @@ pub struct BenchArgs {
     /// The `bff` binary (default: next to bffctl, then PATH).
     #[arg(long, env = "BFF_BIN")]
     pub bff_binary: Option<PathBuf>,
+    /// Another `bff` binary (say, a build from before a change) measured in the same interleaved
+    /// rounds, as the configurations `…@baseline`.
+    #[arg(long, value_name = "BINARY")]
+    pub baseline: Option<PathBuf>,
+    /// Active session counts for the curve of cost against sessions, comma-separated (each
+    /// session made by a full login); `--sessions ""` skips the curve.
+    #[arg(long, default_value = "1,10000,200000", value_parser = parse_counts)]
+    pub sessions: SessionCounts,
+    /// Also draw the curves as an SVG next to the JSON result.
+    #[arg(long)]
+    pub plot: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -455,4 +466,17 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+}
+
+/// Comma-separated session counts; empty for none.
+#[derive(Clone, Debug)]
+pub struct SessionCounts(pub Vec<usize>);
+
+fn parse_counts(text: &str) -> Result<SessionCounts, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<usize>().map_err(|_| format!("not a session count: {t:?} (say e.g. 1,10000,200000)")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(SessionCounts)
 }

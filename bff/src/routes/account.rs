@@ -103,6 +103,7 @@ pub async fn callback(
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
         access_token_expires_at: tokens.expires_in.map(|s| now + s),
+        bearer: Default::default(),
     };
     // A login always gets a new id: a session id planted before login is worth nothing after.
     if let Some(previous) = previous {
@@ -162,12 +163,12 @@ async fn end_session_in_store(state: &AppState, headers: &HeaderMap) -> Result<R
     let mut id_token = None;
     if let Some(id) = id {
         if let Some(session) = state.sessions.load(&id).await? {
-            if let Some(refresh_token) = session.refresh_token {
+            if let Some(refresh_token) = session.refresh_token.clone() {
                 // Logout everywhere: the refresh token dies at the issuer too (not waited for).
                 let oidc = state.oidc.clone();
                 tokio::spawn(async move { oidc.revoke(&refresh_token).await });
             }
-            id_token = Some(session.id_token);
+            id_token = Some(session.id_token.clone());
         }
         state.sessions.end(&id).await?;
         metrics::counter!("bff_sessions_ended_total", "how" => "logout").increment(1);

@@ -11,7 +11,7 @@ use crate::state::AppState;
 
 pub struct CurrentSession {
     pub id: SessionId,
-    pub session: Session,
+    pub session: std::sync::Arc<Session>,
 }
 
 impl FromRequestParts<AppState> for CurrentSession {

@@ -17,7 +17,7 @@ use axum::routing::get;
 use crate::state::AppState;
 
 pub use current_session::CurrentSession;
-pub use proxy::RouteLabel;
+pub use proxy::{RouteLabel, proxy_request};
 
 pub fn router(state: AppState) -> Router {
     let prefix = state.config.account_prefix.clone();

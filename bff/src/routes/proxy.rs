@@ -10,6 +10,7 @@
 //! `X-Forwarded-*` set by the gateway (see [`set_forwarding_headers`]), and the response streamed back without any `Set-Cookie` for the
 //! gateway's cookies. An unreachable upstream is a 502, a slow one a 504.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
@@ -123,21 +124,47 @@ fn upstream_uri(state: &AppState, index: usize, route: &Route, rest: &str, uri: 
             &route.upstreams[n % route.upstreams.len()]
         }
     };
-    let rewritten = match (route.rewrite.ends_with('/'), rest.starts_with('/')) {
-        (true, true) => format!("{}{}", route.rewrite, &rest[1..]),
-        (false, false) if !rest.is_empty() => format!("{}/{rest}", route.rewrite),
-        _ => format!("{}{rest}", route.rewrite),
-    };
-    let path = format!("{}{}", upstream.path().trim_end_matches('/'), rewritten);
-    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let authority = match upstream.port() {
-        Some(port) => format!("{}:{port}", upstream.host_str()?),
-        None => upstream.host_str()?.to_owned(),
-    };
-    format!("http://{authority}{path}{query}").parse().ok()
+    let host = upstream.host_str()?;
+    let prefix = upstream.path().trim_end_matches('/');
+    let query = uri.query();
+    // One string for the whole URI: this runs for every proxied request.
+    let mut out = String::with_capacity(
+        16 + host.len() + prefix.len() + route.rewrite.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    out.push_str("http://");
+    out.push_str(host);
+    if let Some(port) = upstream.port() {
+        let _ = write!(out, ":{port}");
+    }
+    out.push_str(prefix);
+    match (route.rewrite.ends_with('/'), rest.starts_with('/')) {
+        (true, true) => {
+            out.push_str(&route.rewrite);
+            out.push_str(&rest[1..]);
+        }
+        (false, false) if !rest.is_empty() => {
+            out.push_str(&route.rewrite);
+            out.push('/');
+            out.push_str(rest);
+        }
+        _ => {
+            out.push_str(&route.rewrite);
+            out.push_str(rest);
+        }
+    }
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    Uri::try_from(out).ok()
 }
 
 pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+    proxy_request(state, request).await
+}
+
+/// A request for no endpoint of the gateway's own: matched against the routes and proxied.
+pub async fn proxy_request(state: AppState, request: Request) -> Response {
     let path = match request_path::normalise(request.uri().path()) {
         Ok(path) => path,
         Err(refusal) => return refuse(StatusCode::BAD_REQUEST, &refusal.to_string(), "unmatched"),
@@ -181,7 +208,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
         };
         match (loaded, id) {
             (Some(session), Some(id)) => match state.refresher.fresh(&id, session).await {
-                Ok(session) => bearer = Some(session.access_token),
+                Ok(session) => bearer = Some(session),
                 Err(RefreshError::Ended) => return refuse(StatusCode::UNAUTHORIZED, "session ended", label),
                 Err(error) => {
                     tracing::warn!(%error, "token refresh failed; session kept");
@@ -210,8 +237,8 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     };
     // Only the gateway speaks for the user upstream: a browser's own Authorization never passes.
     parts.headers.remove(AUTHORIZATION);
-    if let Some(token) = &bearer {
-        let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+    if let Some(session) = &bearer {
+        let Some(value) = session.bearer().cloned() else {
             tracing::warn!(route = label, "the access token is not a valid header value");
             return refuse(StatusCode::BAD_GATEWAY, "unusable access token from the identity provider", label);
         };

@@ -10,6 +10,7 @@
 //! node's one shared connection (see `redis_link`). The calling runtime is one of the serving
 //! threads and also runs the background tasks.
 
+mod dispatch;
 mod handoff;
 
 use std::future::Future;
@@ -175,7 +176,8 @@ fn serve_on_own_thread(
 /// nothing, holds its socket (and its connection permit) no longer than that.
 async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
     let header_read_timeout = state.config.server.header_read_timeout;
-    let app = crate::app(state);
+    let proxied = dispatch::proxied(state.clone());
+    let app = crate::app(state.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     let graceful = GracefulShutdown::new();
@@ -187,10 +189,14 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
                 None => break,
             },
         };
-        let app = app.clone();
+        let (app, proxied, state) = (app.clone(), proxied.clone(), state.clone());
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request.map(axum::body::Body::new))
+            if dispatch::routed(&state, request.uri().path()) {
+                futures::future::Either::Left(app.clone().oneshot(request.map(axum::body::Body::new)))
+            } else {
+                futures::future::Either::Right(proxied.clone().oneshot(request))
+            }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

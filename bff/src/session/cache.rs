@@ -27,7 +27,8 @@ use crate::redis_link::{RedisLink, Retry};
 use crate::session::StoreError;
 
 struct Cached {
-    session: Session,
+    /// Shared with every request that reads it: a hit copies no token.
+    session: Arc<Session>,
     until: Instant,
 }
 
@@ -72,7 +73,7 @@ impl NodeCache {
 
     /// The session under `key`, when this node read it less than `max_age` ago and no notice
     /// about it came since.
-    pub fn get(&self, key: &str) -> Option<Session> {
+    pub fn get(&self, key: &str) -> Option<Arc<Session>> {
         if !self.is_live() {
             return None;
         }
@@ -100,7 +101,7 @@ impl NodeCache {
 
     /// Keeps what was read from the store, unless a notice came since `seen` (what was read may
     /// already be stale).
-    pub fn keep(&self, key: &str, session: &Session, seen: u64) {
+    pub fn keep(&self, key: &str, session: &Arc<Session>, seen: u64) {
         if !self.is_live() || self.generation() != seen {
             return;
         }
@@ -206,6 +207,7 @@ mod tests {
             access_token: "at".into(),
             refresh_token: None,
             access_token_expires_at: None,
+            bearer: Default::default(),
         }
     }
 
@@ -220,13 +222,13 @@ mod tests {
     #[tokio::test]
     async fn serves_what_it_kept_until_a_notice_or_its_age_runs_out() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &session(), cache.generation());
+        cache.keep("s:a", &Arc::new(session()), cache.generation());
         assert!(cache.get("s:a").is_some());
         cache.forget("s:a");
         assert!(cache.get("s:a").is_none());
 
         let short = self::cache(Duration::from_millis(1));
-        short.keep("s:a", &session(), short.generation());
+        short.keep("s:a", &Arc::new(session()), short.generation());
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(short.get("s:a").is_none(), "older than max_age");
     }
@@ -236,14 +238,14 @@ mod tests {
         let cache = cache(Duration::from_secs(60));
         let seen = cache.generation();
         cache.forget("s:other"); // a notice arrives while the session is read from the store
-        cache.keep("s:a", &session(), seen);
+        cache.keep("s:a", &Arc::new(session()), seen);
         assert!(cache.get("s:a").is_none());
     }
 
     #[tokio::test]
     async fn nothing_is_served_while_not_subscribed() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &session(), cache.generation());
+        cache.keep("s:a", &Arc::new(session()), cache.generation());
         cache.switch(false);
         assert!(cache.get("s:a").is_none());
         cache.switch(true);

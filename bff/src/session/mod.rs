@@ -194,10 +194,11 @@ impl Sessions {
     /// The session, from this node's cache when it holds it (see [`NodeCache`]), else from the
     /// store, which slides its idle timeout. A session that does not open (tampered, unknown
     /// key) or is past its absolute lifetime counts as absent.
-    pub async fn load(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+    /// Shared, not copied: with the node cache, many requests hold the same session.
+    pub async fn load(&self, id: &SessionId) -> Result<Option<Arc<Session>>, SessionError> {
         let key = store_key("s", id.as_bytes());
         let Some(cache) = &self.cache else {
-            return self.load_from_store(&key).await;
+            return Ok(self.load_from_store(&key).await?.map(Arc::new));
         };
         if let Some(session) = cache.get(&key)
             && !self.past_lifetime(&session)
@@ -205,7 +206,7 @@ impl Sessions {
             return Ok(Some(session));
         }
         let seen = cache.generation();
-        let loaded = self.load_from_store(&key).await?;
+        let loaded = self.load_from_store(&key).await?.map(Arc::new);
         if let Some(session) = &loaded {
             cache.keep(&key, session, seen);
         }

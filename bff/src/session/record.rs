@@ -1,5 +1,8 @@
 //! What a session and a login in progress hold. Both are only ever stored sealed.
 
+use std::sync::OnceLock;
+
+use axum::http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 /// A logged-in user's session.
@@ -16,6 +19,25 @@ pub struct Session {
     pub refresh_token: Option<String>,
     /// Unix seconds when the access token expires, when the issuer said.
     pub access_token_expires_at: Option<u64>,
+    /// `Bearer <access_token>` as a header value, made on first use and never stored: the node
+    /// cache hands one loaded session to many requests, which then share it. A session with a
+    /// new access token must start with an empty one.
+    #[serde(skip)]
+    pub(crate) bearer: OnceLock<Option<HeaderValue>>,
+}
+
+impl Session {
+    /// The `Authorization` value for the upstream, marked sensitive (never logged by `http`);
+    /// `None` when the access token is not a valid header value.
+    pub fn bearer(&self) -> Option<&HeaderValue> {
+        self.bearer
+            .get_or_init(|| {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", self.access_token)).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            })
+            .as_ref()
+    }
 }
 
 impl std::fmt::Debug for Session {

@@ -62,7 +62,7 @@ impl Refresher {
     }
 
     /// The session with an access token that is not about to expire.
-    pub async fn fresh(&self, id: &SessionId, session: Session) -> Result<Session, RefreshError> {
+    pub async fn fresh(&self, id: &SessionId, session: Arc<Session>) -> Result<Arc<Session>, RefreshError> {
         if !self.needs_refresh(&session) {
             return Ok(session);
         }
@@ -78,7 +78,7 @@ impl Refresher {
                 if waited {
                     metrics::counter!("bff_token_refresh_total", "result" => "waited").increment(1);
                 }
-                return Ok(current);
+                return Ok(Arc::new(current));
             }
             let holder = random_token();
             if self.sessions.store().try_lock(&lock_key, &holder, self.lease).await.map_err(SessionError::from)? {
@@ -97,6 +97,7 @@ impl Refresher {
                 };
                 return tokio::spawn(job.run())
                     .await
+                    .map(|result| result.map(Arc::new))
                     .unwrap_or_else(|error| Err(RefreshError::Unavailable(format!("refresh task failed: {error}"))));
             }
             waited = true;
@@ -160,6 +161,7 @@ impl LockedRefresh {
                     access_token: tokens.access_token,
                     refresh_token: tokens.refresh_token.or(current.refresh_token.clone()),
                     access_token_expires_at: tokens.expires_in.map(|s| now + s),
+                    bearer: Default::default(),
                     ..current
                 };
                 if !self.sessions.save(&self.id, &updated).await? {

@@ -260,3 +260,45 @@ async fn logout_revokes_the_refresh_token_and_metrics_count() {
         assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
     }
 }
+
+/// Proxied requests are served outside the axum router (see `server::dispatch`): they keep
+/// everything its layers give a request, here checked over a real socket. A request id is made
+/// when the caller sent none, kept when it sent one, forwarded upstream and returned; the node
+/// header is set; the proxied route is counted by route and status, an unreachable upstream too.
+#[tokio::test]
+async fn proxied_requests_keep_request_ids_the_node_header_and_metrics() {
+    let (s, up) =
+        api_stack(1, MockIssuer::builder().run().await.unwrap(), &[("BFF_NODE_NAME", "node-under-test")]).await;
+    let answer = http().get(format!("{}/public/made-id", s.url(0))).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let made = answer.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made.len(), 36, "a uuid: {made}");
+    assert_eq!(answer.headers()["x-bff-node"], "node-under-test");
+
+    let answer = http()
+        .get(format!("{}/public/kept-id", s.url(0)))
+        .header("x-request-id", "caller-chosen-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-request-id"], "caller-chosen-id");
+    let forwarded = received(&up, "/public/").await;
+    let id_of = |path: &str| {
+        forwarded.iter().find(|r| r.url.path() == path).and_then(|r| r.headers.get("x-request-id")).cloned()
+    };
+    assert_eq!(id_of("/public/made-id").unwrap(), made.as_str());
+    assert_eq!(id_of("/public/kept-id").unwrap(), "caller-chosen-id");
+
+    let down = http().get(format!("{}/down/x", s.url(0))).send().await.unwrap();
+    assert_eq!(down.status(), 502);
+    assert_eq!(down.headers()["x-bff-node"], "node-under-test");
+    assert!(down.headers().contains_key("x-request-id"));
+
+    let metrics = http().get(format!("{}/metrics", s.url(0))).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"bff_requests_total{route="/public/",status="200"} 2"#,
+        r#"bff_requests_total{route="/down/",status="502"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from /metrics:\n{metrics}");
+    }
+}

@@ -23,6 +23,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rounds: 1,
             cold_starts: 3,
             open_loop: false,
+            baseline_binary: args.baseline.clone(),
+            session_counts: vec![1, 50],
         }
     } else {
         BenchOptions {
@@ -32,6 +34,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rounds: args.rounds,
             cold_starts: args.cold_starts,
             open_loop: !args.no_open_loop,
+            baseline_binary: args.baseline.clone(),
+            session_counts: args.sessions.0.clone(),
         }
     };
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
@@ -48,11 +52,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let file =
         args.out.join(format!("{}{}.json", report.date.replace(':', ""), if args.smoke { "-smoke" } else { "" }));
     std::fs::write(&file, serde_json::to_string_pretty(&report)?)?;
+    let plotted = if args.plot {
+        let svg = file.with_extension("svg");
+        match bench::plot::svg(&report) {
+            Ok(drawing) => {
+                std::fs::write(&svg, drawing)?;
+                Some(format!("curves drawn in {}", svg.display()))
+            }
+            Err(reason) => Some(format!("no plot: {reason}")),
+        }
+    } else {
+        None
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print(&report);
         println!("written to {}", file.display());
+        if let Some(plotted) = plotted {
+            println!("{plotted}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -71,6 +90,8 @@ fn print(report: &BenchReport) {
         "p99 ms",
         "× direct",
         "× nginx",
+        "CPU µs/req",
+        "CPU × nginx",
         "errors",
         "open-loop p99 ms",
         "direct p99 same rate",
@@ -85,6 +106,8 @@ fn print(report: &BenchReport) {
             format!("{:.2}", c.p99_ms),
             format!("{:.2}", c.vs_direct),
             format!("{:.2}", c.vs_nginx),
+            c.cpu_us_per_request.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
+            c.cpu_vs_nginx.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
             c.errors.to_string(),
             c.open_loop_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
             c.direct_same_rate_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
@@ -102,6 +125,33 @@ fn print(report: &BenchReport) {
     );
     if let (Some(total), Some(blob)) = (report.redis_session_bytes, report.sealed_blob_bytes) {
         println!("redis bytes per session: {total} (sealed blob {blob} + {} overhead)", total.saturating_sub(blob));
+    }
+    if !report.sessions_curve.is_empty() {
+        let mut curve = Table::new();
+        curve.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "active sessions",
+            "requests/s",
+            "p99 ms",
+            "CPU µs/req",
+            "node-cache hits",
+            "redis cmd/req",
+        ]);
+        for p in &report.sessions_curve {
+            curve.add_row(vec![
+                p.sessions.to_string(),
+                format!("{:.0}", p.requests_per_s),
+                format!("{:.2}", p.p99_ms),
+                p.cpu_us_per_request.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
+                p.cache_hit_ratio.map(|v| format!("{:.0} %", v * 100.0)).unwrap_or_else(|| "-".into()),
+                format!("{:.2}", p.redis_commands_per_request),
+            ]);
+        }
+        println!("bff-auth-redis against active sessions (requests spread uniformly):\n{curve}");
+        println!(
+            "redis memory per 100k sessions: {} · logins/s while making them: {}",
+            opt(report.redis_mb_per_100k_sessions, " MB"),
+            opt(report.logins_per_s, ""),
+        );
     }
     for note in &report.notes {
         println!("note: {note}");

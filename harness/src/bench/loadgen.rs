@@ -17,6 +17,9 @@ pub struct LoadResult {
     pub p99_ms: f64,
     /// Non-2xx/3xx responses and socket errors.
     pub errors: u64,
+    /// CPU time (user + system) the measured process tree spent per request, in µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,8 @@ pub struct LoadError {
 pub struct Target {
     pub url: String,
     pub headers: Vec<(String, String)>,
+    /// A wrk Lua script (`-s`) that builds the requests, when they vary.
+    pub script: Option<std::path::PathBuf>,
 }
 
 fn parse_duration_ms(text: &str) -> Option<f64> {
@@ -53,6 +58,9 @@ pub async fn wrk(target: &Target, connections: u32, duration: Duration) -> Resul
     cmd.arg("-t2").arg(format!("-c{connections}")).arg(format!("-d{}s", duration.as_secs().max(1))).arg("--latency");
     for (name, value) in &target.headers {
         cmd.arg("-H").arg(format!("{name}: {value}"));
+    }
+    if let Some(script) = &target.script {
+        cmd.arg("-s").arg(script);
     }
     cmd.arg(&target.url).stdout(Stdio::piped()).stderr(Stdio::piped());
     let out = cmd
@@ -143,6 +151,7 @@ pub async fn oha_open_loop(
         p50_ms: pct("p50"),
         p99_ms: pct("p99"),
         errors: errors + total.saturating_sub(ok),
+        cpu_us_per_request: None,
     })
 }
 

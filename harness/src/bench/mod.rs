@@ -1,10 +1,17 @@
 //! The benchmark: the gateway side by side with a direct upstream and nginx, on this machine, in
 //! one run, each configuration measured the same way and interleaved (A B C … A B C …), medians
 //! reported. Also cold start to ready, idle memory, Redis commands per request and Redis bytes
-//! per session. It prints figures; it asserts nothing (targets are read, not tested).
+//! per session. CPU time per proxied request (see [`cpu`]) is measured for every proxy, nginx
+//! included, and given as a ratio to nginx's in the same run. A baseline `bff` binary, when
+//! given, runs as more configurations in the same interleaved rounds, so a change is compared
+//! with what it replaces under the same load on the machine. It prints figures; it asserts
+//! nothing (targets are read, not tested).
 
+mod cpu;
 mod loadgen;
 mod peers;
+pub mod plot;
+mod sessions;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,6 +36,26 @@ pub struct BenchOptions {
     pub cold_starts: usize,
     /// Also run the open-loop latency pass (needs `oha`).
     pub open_loop: bool,
+    /// Another `bff` binary (say, the build before a change) measured in the same rounds, as
+    /// configurations named `…@baseline`.
+    pub baseline_binary: Option<PathBuf>,
+    /// Active session counts for the curve of cost against sessions (each made by a full
+    /// login); empty skips it.
+    pub session_counts: Vec<usize>,
+}
+
+/// One point of the curve of cost against active sessions: `bff-auth-redis` (node cache on,
+/// default capacity) with its requests spread uniformly over `sessions` sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionPoint {
+    pub sessions: usize,
+    pub runs: Vec<LoadResult>,
+    pub requests_per_s: f64,
+    pub p99_ms: f64,
+    pub cpu_us_per_request: Option<f64>,
+    /// Share of session reads the node cache answered (its hit and miss counters).
+    pub cache_hit_ratio: Option<f64>,
+    pub redis_commands_per_request: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +67,11 @@ pub struct ConfigResult {
     pub p99_ms: f64,
     pub vs_direct: f64,
     pub vs_nginx: f64,
+    /// Median CPU time per request of the proxy's processes (nginx: master and workers; bff:
+    /// the node), in µs; none for the direct upstream (it runs inside the benchmark).
+    pub cpu_us_per_request: Option<f64>,
+    /// That figure over nginx's in the same run.
+    pub cpu_vs_nginx: Option<f64>,
     pub errors: u64,
     /// Redis commands per request (`INFO commandstats` deltas), for the configurations on Redis.
     pub redis_commands_per_request: Option<f64>,
@@ -66,6 +98,11 @@ pub struct BenchReport {
     pub nginx_rss_mb: Option<f64>,
     pub redis_session_bytes: Option<u64>,
     pub sealed_blob_bytes: Option<u64>,
+    pub sessions_curve: Vec<SessionPoint>,
+    /// Redis `used_memory` grown per 100 000 sessions made for the curve, in MB.
+    pub redis_mb_per_100k_sessions: Option<f64>,
+    /// Logins per second while making them (full logins, concurrent).
+    pub logins_per_s: Option<f64>,
     pub notes: Vec<String>,
 }
 
@@ -145,6 +182,13 @@ async fn start_gateway(
     Ok((node, url))
 }
 
+/// One measured configuration: what wrk requests, and the process whose CPU time it costs.
+struct Config {
+    name: String,
+    target: Target,
+    pid: Option<u32>,
+}
+
 async fn logged_in_cookie(base: &str) -> Result<String, BenchError> {
     let user = VirtualUser::new(Some("bench-user"));
     let reply = user.login(base).await.map_err(|e| BenchError(format!("login on {base}: {e}")))?;
@@ -185,26 +229,59 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     let redis_cookie = logged_in_cookie(&redis_url).await?;
     let memory_cookie = logged_in_cookie(&memory_url).await?;
     let auth = |cookie: &str| vec![("Cookie".to_owned(), cookie.to_owned()), ("X-CSRF".to_owned(), "1".to_owned())];
-    let configs: Vec<(&str, Target)> = vec![
-        ("direct", Target { url: format!("{up_url}/data"), headers: vec![] }),
-        ("nginx", Target { url: format!("http://{}/data", nginx.addr), headers: vec![] }),
-        ("bff-anon", Target { url: format!("{redis_url}/public/data"), headers: vec![] }),
-        ("bff-auth-redis", Target { url: format!("{redis_url}/api/data"), headers: auth(&redis_cookie) }),
+    let config = |name: &str, url: String, headers: Vec<(String, String)>, pid: Option<u32>| Config {
+        name: name.to_owned(),
+        target: Target { url, headers, script: None },
+        pid,
+    };
+    let mut configs: Vec<Config> = vec![
+        config("direct", format!("{up_url}/data"), vec![], None),
+        config("nginx", format!("http://{}/data", nginx.addr), vec![], nginx.pid()),
+        config("bff-anon", format!("{redis_url}/public/data"), vec![], bff_redis.pid()),
+        config("bff-auth-redis", format!("{redis_url}/api/data"), auth(&redis_cookie), bff_redis.pid()),
         // The same session (the nodes share Redis), read from Redis on every request.
-        ("bff-auth-redis-uncached", Target { url: format!("{uncached_url}/api/data"), headers: auth(&redis_cookie) }),
-        ("bff-auth-memory", Target { url: format!("{memory_url}/api/data"), headers: auth(&memory_cookie) }),
+        config("bff-auth-redis-uncached", format!("{uncached_url}/api/data"), auth(&redis_cookie), bff_uncached.pid()),
+        config("bff-auth-memory", format!("{memory_url}/api/data"), auth(&memory_cookie), bff_memory.pid()),
     ];
+    // The baseline binary's nodes share Redis and its key ring: the same session cookie serves.
+    let mut baseline_nodes = Vec::new();
+    if let Some(binary) = &options.baseline_binary {
+        let start =
+            |env: Vec<(&'static str, String)>, what: &'static str| start_gateway(binary, &issuer, &up_url, env, what);
+        let (cached, cached_url) = start(vec![("BFF_REDIS_URL", redis.url())], "baseline bff (redis)").await?;
+        let (uncached, base_uncached_url) = start(
+            vec![("BFF_REDIS_URL", redis.url()), ("BFF_SESSION_CACHE_MAX_AGE", "off".into())],
+            "baseline bff (redis, no node cache)",
+        )
+        .await?;
+        configs.extend([
+            config("bff-anon@baseline", format!("{cached_url}/public/data"), vec![], cached.pid()),
+            config("bff-auth-redis@baseline", format!("{cached_url}/api/data"), auth(&redis_cookie), cached.pid()),
+            config(
+                "bff-auth-redis-uncached@baseline",
+                format!("{base_uncached_url}/api/data"),
+                auth(&redis_cookie),
+                uncached.pid(),
+            ),
+        ]);
+        baseline_nodes.extend([cached, uncached]);
+    }
 
     let mut runs: Vec<Vec<LoadResult>> = vec![Vec::new(); configs.len()];
     let mut redis_per_request: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..options.rounds {
-        for (i, (name, target)) in configs.iter().enumerate() {
+        for (i, config) in configs.iter().enumerate() {
+            let name = &config.name;
             progress(&format!("round {}/{} · {name}", round + 1, options.rounds));
             let on_redis = name.starts_with("bff-auth-redis");
             let before = if on_redis { Some(redis_total_calls(redis.port()).await) } else { None };
-            let result = loadgen::wrk(target, options.connections, options.duration)
+            let cpu_before = config.pid.and_then(cpu::tree_seconds);
+            let mut result = loadgen::wrk(&config.target, options.connections, options.duration)
                 .await
                 .map_err(|e| BenchError(e.to_string()))?;
+            if let (Some(before), Some(after)) = (cpu_before, config.pid.and_then(cpu::tree_seconds)) {
+                result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
+            }
             if let Some(before) = before {
                 let calls = redis_total_calls(redis.port()).await.saturating_sub(before);
                 redis_per_request[i].push(calls as f64 / result.requests.max(1) as f64);
@@ -219,8 +296,13 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         .iter()
         .zip(runs)
         .zip(redis_per_request)
-        .map(|(((name, _), runs), redis_per_request)| ConfigResult {
-            name: (*name).to_owned(),
+        .map(|((config, runs), redis_per_request)| ConfigResult {
+            name: config.name.clone(),
+            cpu_us_per_request: {
+                let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
+                (!cpu.is_empty()).then(|| median(cpu))
+            },
+            cpu_vs_nginx: None,
             requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
             p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
             p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
@@ -237,9 +319,11 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         .collect();
     let direct = results[0].requests_per_s.max(1.0);
     let nginx_rps = results[1].requests_per_s.max(1.0);
+    let nginx_cpu = results[1].cpu_us_per_request.filter(|cpu| *cpu > 0.0);
     for r in &mut results {
         r.vs_direct = r.requests_per_s / direct;
         r.vs_nginx = r.requests_per_s / nginx_rps;
+        r.cpu_vs_nginx = r.cpu_us_per_request.zip(nginx_cpu).map(|(cpu, nginx)| cpu / nginx);
     }
 
     let mut notes = Vec::new();
@@ -251,12 +335,12 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             let rounds = options.rounds.clamp(1, 3);
             let mut direct_p99: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
             for round in 0..rounds {
-                for (i, (name, target)) in configs.iter().enumerate().skip(1) {
+                for (i, Config { name, target, .. }) in configs.iter().enumerate().skip(1) {
                     progress(&format!("open loop at 50 % of max, round {}/{rounds} · {name}", round + 1));
                     let rate = results[i].requests_per_s * 0.5;
                     let measured = loadgen::oha_open_loop(target, rate, options.connections, options.duration).await;
                     let direct =
-                        loadgen::oha_open_loop(&configs[0].1, rate, options.connections, options.duration).await;
+                        loadgen::oha_open_loop(&configs[0].target, rate, options.connections, options.duration).await;
                     match (measured, direct) {
                         (Ok(measured), Ok(direct)) => {
                             results[i].open_loop.push(measured);
@@ -279,6 +363,11 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         } else {
             notes.push("open-loop pass skipped: oha not installed (cargo install oha)".into());
         }
+    }
+
+    let mut curve = SessionsCurve::default();
+    if !options.session_counts.is_empty() {
+        curve = sessions_curve(options, &redis, &redis_url, bff_redis.pid(), progress).await?;
     }
 
     progress("bytes per session in redis");
@@ -327,13 +416,17 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         let text = command_output(program, args).await;
         versions.push((name.to_owned(), text.lines().next().unwrap_or("?").trim().to_owned()));
     }
+    if let Some(binary) = &options.baseline_binary {
+        let text = command_output(binary.to_str().unwrap_or("bff"), &["--version"]).await;
+        versions.push(("bff@baseline".to_owned(), text.lines().next().unwrap_or("?").trim().to_owned()));
+    }
     if let Some(oha) = loadgen::oha_binary() {
         versions.push((
             "oha".into(),
             command_output(oha.to_str().unwrap_or("oha"), &["--version"]).await.trim().to_owned(),
         ));
     }
-    drop((bff_redis, bff_uncached, bff_memory, nginx));
+    drop((bff_redis, bff_uncached, bff_memory, nginx, baseline_nodes));
     Ok(BenchReport {
         date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).await.trim().to_owned(),
         machine: format!(
@@ -355,6 +448,109 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         nginx_rss_mb,
         redis_session_bytes,
         sealed_blob_bytes,
+        sessions_curve: curve.points,
+        redis_mb_per_100k_sessions: curve.redis_mb_per_100k,
+        logins_per_s: curve.logins_per_s,
         notes,
     })
+}
+
+#[derive(Default)]
+struct SessionsCurve {
+    points: Vec<SessionPoint>,
+    redis_mb_per_100k: Option<f64>,
+    logins_per_s: Option<f64>,
+}
+
+async fn redis_used_memory(port: u16) -> Option<f64> {
+    command_output("redis-cli", &["-p", &port.to_string(), "INFO", "memory"])
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The node cache's hit and miss counts, from the node's `/metrics`.
+async fn cache_counts(base: &str) -> Option<(f64, f64)> {
+    let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+    let count = |result: &str| {
+        let prefix = format!("bff_session_cache_total{{result=\"{result}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some((count("hit").unwrap_or(0.0), count("miss").unwrap_or(0.0)))
+}
+
+/// Requests/s and CPU per request of `bff-auth-redis` against the number of sessions its
+/// requests are spread over (each count reached by more logins), and Redis memory per session.
+async fn sessions_curve(
+    options: &BenchOptions,
+    redis: &RedisProcess,
+    base: &str,
+    pid: Option<u32>,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<SessionsCurve, BenchError> {
+    let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
+    let mut counts = options.session_counts.clone();
+    counts.sort_unstable();
+    let memory_before = redis_used_memory(redis.port()).await;
+    let mut cookies: Vec<String> = Vec::new();
+    let mut login_time = Duration::ZERO;
+    let mut curve = SessionsCurve::default();
+    for count in counts {
+        if cookies.len() < count {
+            let more = count - cookies.len();
+            let started = Instant::now();
+            let made = sessions::log_in_many(base, more, 64, &|done| {
+                progress(&format!("sessions: {done}/{more} logins towards {count}"))
+            })
+            .await?;
+            login_time += started.elapsed();
+            cookies.extend(made);
+        }
+        let script =
+            sessions::wrk_script(dir.path(), &cookies[..count]).map_err(|e| fail("wrk script")(e.to_string()))?;
+        let target = Target { url: format!("{base}/api/data"), headers: Vec::new(), script: Some(script) };
+        let mut runs = Vec::new();
+        let (mut redis_calls, mut requests) = (0u64, 0u64);
+        let cache_before = cache_counts(base).await;
+        for round in 0..options.rounds {
+            progress(&format!("sessions: {count} active, round {}/{}", round + 1, options.rounds));
+            let calls_before = redis_total_calls(redis.port()).await;
+            let cpu_before = pid.and_then(cpu::tree_seconds);
+            let mut result = loadgen::wrk(&target, options.connections, options.duration)
+                .await
+                .map_err(|e| BenchError(e.to_string()))?;
+            if let (Some(before), Some(after)) = (cpu_before, pid.and_then(cpu::tree_seconds)) {
+                result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
+            }
+            redis_calls += redis_total_calls(redis.port()).await.saturating_sub(calls_before);
+            requests += result.requests;
+            runs.push(result);
+        }
+        let cache_after = cache_counts(base).await;
+        let cache_hit_ratio = cache_before.zip(cache_after).and_then(|((h0, m0), (h1, m1))| {
+            let (hits, misses) = (h1 - h0, m1 - m0);
+            (hits + misses > 0.0).then(|| hits / (hits + misses))
+        });
+        let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
+        curve.points.push(SessionPoint {
+            sessions: count,
+            requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
+            p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+            cpu_us_per_request: (!cpu.is_empty()).then(|| median(cpu)),
+            cache_hit_ratio,
+            redis_commands_per_request: redis_calls as f64 / requests.max(1) as f64,
+            runs,
+        });
+    }
+    let memory_after = redis_used_memory(redis.port()).await;
+    if let (Some(before), Some(after)) = (memory_before, memory_after)
+        && !cookies.is_empty()
+    {
+        curve.redis_mb_per_100k = Some((after - before) / cookies.len() as f64 * 100_000.0 / 1e6);
+    }
+    if !login_time.is_zero() {
+        curve.logins_per_s = Some(cookies.len() as f64 / login_time.as_secs_f64());
+    }
+    Ok(curve)
 }
