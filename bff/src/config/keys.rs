@@ -21,7 +21,24 @@ const fn key(path: &'static str, env: &'static str, default: Option<&'static str
 pub const KEYS: &[Key] = &[
     key("listen", "BFF_LISTEN", Some("0.0.0.0:8080"), "address to bind"),
     key("public_url", "BFF_PUBLIC_URL", None, "URL browsers use for this gateway (behind the load balancer)"),
-    key("redis_url", "BFF_REDIS_URL", None, "redis://host:port[/db]; unset = in-memory store, one node only"),
+    key(
+        "redis_url",
+        "BFF_REDIS_URL",
+        None,
+        "redis://host:port[/db], or redis+sentinel://host:port,host:port/master[/db]; unset = in-memory store, one node only",
+    ),
+    key(
+        "redis_sentinels",
+        "BFF_REDIS_SENTINELS",
+        None,
+        "host:port,host:port… of Redis Sentinels (instead of redis_url): the master they name is followed through failovers",
+    ),
+    key(
+        "redis_sentinel_master",
+        "BFF_REDIS_SENTINEL_MASTER",
+        Some("mymaster"),
+        "with redis_sentinels: the master name the sentinels watch",
+    ),
     key("redis_key_prefix", "BFF_REDIS_KEY_PREFIX", Some("bff"), "prefix of every Redis key"),
     key("redis_timeout", "BFF_REDIS_TIMEOUT", Some("2s"), "bound on one Redis command"),
     key("key_ring", "BFF_KEY_RING", None, "redis (shared, default with Redis) or local (this node only)"),

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::redis_link::RedisTarget;
 use base64::Engine;
 use url::Url;
 
@@ -227,14 +228,22 @@ impl Config {
         let public_url =
             src.require("public_url", "the URL browsers use, e.g. https://app.example.com", parse_http_url)?;
 
-        let store = match src.string("redis_url") {
-            None => StoreConfig::Memory,
-            Some(url) => {
-                let parsed = Url::parse(&url).map_err(|e| src.invalid("redis_url", e.to_string()))?;
-                if !matches!(parsed.scheme(), "redis" | "rediss") {
-                    return Err(src.invalid("redis_url", "must start with redis:// or rediss://".into()));
-                }
+        let store = match (src.string("redis_url"), src.string("redis_sentinels")) {
+            (None, None) => StoreConfig::Memory,
+            (Some(url), None) => {
+                RedisTarget::parse(&url).map_err(|reason| src.invalid("redis_url", reason))?;
                 StoreConfig::Redis { url, key_prefix: src.string_or("redis_key_prefix") }
+            }
+            (None, Some(sentinels)) => {
+                let url = RedisTarget::sentinel_url(&sentinels, &src.string_or("redis_sentinel_master"))
+                    .map_err(|reason| src.invalid("redis_sentinels", reason))?;
+                StoreConfig::Redis { url, key_prefix: src.string_or("redis_key_prefix") }
+            }
+            (Some(_), Some(_)) => {
+                return Err(src.invalid(
+                    "redis_sentinels",
+                    "set redis_url or redis_sentinels, not both (redis+sentinel:// in redis_url also takes a password and a database)".into(),
+                ));
             }
         };
 

@@ -1,0 +1,234 @@
+//! Redis with Sentinel as local processes: a primary, a replica and three sentinels (each
+//! `redis-server --sentinel`) on loopback ports, and the two failovers a deployment must
+//! survive: the sentinels' own (`SENTINEL FAILOVER`) and the death of the primary (SIGKILL).
+//! Every wait polls what Redis and the sentinels say, with a deadline.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::child::{OutputTail, ProcessError, Supervised};
+use super::redis::{RedisProcess, ping};
+
+/// The master name the sentinels watch.
+pub const MASTER_NAME: &str = "mymaster";
+
+/// How long the sentinels wait before they call a silent primary down (1 s: a test's failover
+/// should not take Redis's default 30 s).
+const DOWN_AFTER_MS: u64 = 1000;
+
+/// Bound on every wait here: the group coming together, a failover completing.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One sentinel process: `redis-server sentinel.conf --sentinel` (it rewrites its file).
+struct SentinelProcess {
+    port: u16,
+    _dir: tempfile::TempDir,
+    _child: Supervised,
+}
+
+impl SentinelProcess {
+    async fn start(primary_port: u16) -> Result<Self, ProcessError> {
+        let port = super::free_port();
+        let spawn_error = |reason: String| ProcessError::Spawn { program: "redis-server --sentinel".into(), reason };
+        let dir = tempfile::tempdir().map_err(|e| spawn_error(e.to_string()))?;
+        let conf = dir.path().join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
+             sentinel failover-timeout {MASTER_NAME} 10000\n\
+             sentinel parallel-syncs {MASTER_NAME} 1\n",
+            dir = dir.path().display()
+        );
+        std::fs::write(&conf, text).map_err(|e| spawn_error(e.to_string()))?;
+        let output = OutputTail::default();
+        let args = vec![conf.display().to_string(), "--sentinel".into()];
+        let mut child = Supervised::spawn(&PathBuf::from("redis-server"), &args, &[], output.clone())?;
+        child
+            .wait_until_ready(&output, Duration::from_secs(10), || async move {
+                if ping(port).await { Ok(()) } else { Err("no PONG yet".to_owned()) }
+            })
+            .await?;
+        Ok(SentinelProcess { port, _dir: dir, _child: child })
+    }
+}
+
+/// A primary, its replica and three sentinels.
+pub struct SentinelGroup {
+    /// The two data servers; which one is the master changes with every failover.
+    servers: Vec<RedisProcess>,
+    sentinels: Vec<SentinelProcess>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SentinelError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("redis sentinel: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis sentinel: {0}")]
+    Timeout(String),
+}
+
+impl SentinelGroup {
+    /// Starts everything and returns once the replica is in sync and every sentinel knows the
+    /// replica and the two other sentinels (a sentinel that does not know its peers cannot
+    /// agree on a failover).
+    pub async fn start(persistent: bool) -> Result<Self, SentinelError> {
+        let primary = RedisProcess::start(persistent).await?;
+        let replicaof = vec!["--replicaof".into(), "127.0.0.1".into(), primary.port().to_string()];
+        let replica = RedisProcess::start_with(super::free_port(), persistent, replicaof).await?;
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            sentinels.push(SentinelProcess::start(primary.port()).await?);
+        }
+        let group = SentinelGroup { servers: vec![primary, replica], sentinels };
+        group.wait_until_settled(group.servers[0].port()).await?;
+        Ok(group)
+    }
+
+    /// `redis+sentinel://127.0.0.1:P1,…/mymaster`, as a node reaches the sentinels.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+    }
+
+    /// The ports of the data servers and the sentinels, for status tables.
+    pub fn ports(&self) -> (Vec<u16>, Vec<u16>) {
+        (self.servers.iter().map(RedisProcess::port).collect(), self.sentinels.iter().map(|s| s.port).collect())
+    }
+
+    /// The master's port, as the first sentinel that answers says.
+    pub async fn master_port(&self) -> Result<u16, SentinelError> {
+        let mut last = None;
+        for sentinel in &self.sentinels {
+            match master_by_sentinel(sentinel.port).await {
+                Ok(port) => return Ok(port),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| SentinelError::Timeout("no sentinel".into())))
+    }
+
+    /// Fails over: with `kill_primary`, SIGKILLs the master and lets the sentinels notice
+    /// (then starts it again as a replica of the new master, so that the group has a replica
+    /// again); otherwise asks a sentinel for `SENTINEL FAILOVER`. Returns the new master's port
+    /// once it answers as master, its replica is in sync and every sentinel names it.
+    pub async fn failover(&mut self, kill_primary: bool) -> Result<u16, SentinelError> {
+        let old = self.master_port().await?;
+        let old_index = self
+            .servers
+            .iter()
+            .position(|s| s.port() == old)
+            .ok_or_else(|| SentinelError::Timeout(format!("the sentinels name an unknown master on port {old}")))?;
+        if kill_primary {
+            self.servers[old_index].kill().await;
+        } else {
+            let mut sentinel = connect(self.sentinels[0].port).await?;
+            redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query_async::<()>(&mut sentinel).await?;
+        }
+        let new = self.wait_for_new_master(old).await?;
+        if kill_primary {
+            let extra = vec!["--replicaof".into(), "127.0.0.1".into(), new.to_string()];
+            let persistent = false;
+            let port = self.servers[old_index].port();
+            self.servers[old_index] = RedisProcess::start_with(port, persistent, extra).await?;
+        }
+        self.wait_until_settled(new).await?;
+        Ok(new)
+    }
+
+    async fn wait_for_new_master(&self, old: u16) -> Result<u16, SentinelError> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(port) = self.master_port().await
+                && port != old
+                && role(port).await.as_deref() == Some("master")
+            {
+                return Ok(port);
+            }
+            if Instant::now() > deadline {
+                return Err(SentinelError::Timeout(format!("no new master within {DEADLINE:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Until `master` answers as master with a replica online, and every sentinel names it and
+    /// knows one replica and two other sentinels.
+    async fn wait_until_settled(&self, master: u16) -> Result<(), SentinelError> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let mut settled = role(master).await.as_deref() == Some("master") && replicas_online(master).await >= 1;
+            for sentinel in &self.sentinels {
+                settled = settled && sentinel_settled(sentinel.port, master).await;
+            }
+            if settled {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(SentinelError::Timeout(format!(
+                    "the sentinels did not settle on the master on port {master} within {DEADLINE:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every process.
+    pub async fn stop(&mut self) {
+        self.sentinels.clear();
+        for server in &mut self.servers {
+            server.stop().await;
+        }
+    }
+}
+
+async fn connect(port: u16) -> Result<redis::aio::MultiplexedConnection, SentinelError> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    Ok(client.get_multiplexed_async_connection_with_config(&config).await?)
+}
+
+async fn master_by_sentinel(port: u16) -> Result<u16, SentinelError> {
+    let mut sentinel = connect(port).await?;
+    let (_, master_port): (String, u16) =
+        redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER_NAME).query_async(&mut sentinel).await?;
+    Ok(master_port)
+}
+
+/// `master` or `slave`, as the server on `port` says (`None` when it does not answer).
+async fn role(port: u16) -> Option<String> {
+    let mut conn = connect(port).await.ok()?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.ok()?;
+    match role.first()? {
+        redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        redis::Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// Replicas whose link to the master on `port` is up.
+async fn replicas_online(port: u16) -> usize {
+    let Ok(mut conn) = connect(port).await else { return 0 };
+    let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap_or_default();
+    info.lines().filter(|line| line.starts_with("slave") && line.contains("state=online")).count()
+}
+
+async fn sentinel_settled(port: u16, master: u16) -> bool {
+    if master_by_sentinel(port).await.ok() != Some(master) {
+        return false;
+    }
+    let Ok(mut conn) = connect(port).await else { return false };
+    let fields: std::collections::HashMap<String, String> =
+        match redis::cmd("SENTINEL").arg("MASTER").arg(MASTER_NAME).query_async(&mut conn).await {
+            Ok(fields) => fields,
+            Err(_) => return false,
+        };
+    let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    number("num-slaves") >= 1
+        && number("num-other-sentinels") >= 2
+        && !fields.get("flags").is_some_and(|flags| flags.contains("down"))
+}
