@@ -39,6 +39,12 @@ pub const KEYS: &[Key] = &[
         Some("mymaster"),
         "with redis_sentinels: the master name the sentinels watch",
     ),
+    key(
+        "redis_wait_replicas",
+        "BFF_REDIS_WAIT_REPLICAS",
+        Some("0"),
+        "replicas that must confirm a session write (Redis WAIT, up to redis_timeout) before login or a token refresh answers; 0 = none",
+    ),
     key("redis_key_prefix", "BFF_REDIS_KEY_PREFIX", Some("bff"), "prefix of every Redis key"),
     key("redis_timeout", "BFF_REDIS_TIMEOUT", Some("2s"), "bound on one Redis command"),
     key("key_ring", "BFF_KEY_RING", None, "redis (shared, default with Redis) or local (this node only)"),

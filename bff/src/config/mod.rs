@@ -185,6 +185,8 @@ pub struct Config {
     pub server: ServerLimits,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
+    /// Replicas that must confirm a session write (`WAIT`) before it is answered; 0 = none.
+    pub redis_wait_replicas: u32,
     /// Runtime worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
     /// Bearer token that opens `/ops/fingerprint`; `None`: the endpoint does not exist.
@@ -398,6 +400,10 @@ impl Config {
                 max_body_size: src.parse("server.max_body_size", parse_size)?,
             },
             redis_timeout: src.duration("redis_timeout")?,
+            redis_wait_replicas: src.parse("redis_wait_replicas", |s| match s.parse::<u32>() {
+                Ok(n) if n <= 16 => Ok(n),
+                _ => Err(format!("expected a number of replicas from 0 to 16, got {s:?}")),
+            })?,
             worker_threads: match src.string("worker_threads") {
                 None => None,
                 Some(_) => Some(src.parse("worker_threads", |s| match s.parse::<usize>() {

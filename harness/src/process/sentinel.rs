@@ -121,6 +121,9 @@ impl SentinelGroup {
             .iter()
             .position(|s| s.port() == old)
             .ok_or_else(|| SentinelError::Timeout(format!("the sentinels name an unknown master on port {old}")))?;
+        // The fault under test is the switch, not replication lag: the replica has everything
+        // the master acknowledged before the fault starts.
+        wait_until_in_sync(old).await?;
         if kill_primary {
             self.servers[old_index].kill().await;
         } else {
@@ -212,9 +215,49 @@ async fn role(port: u16) -> Option<String> {
 
 /// Replicas whose link to the master on `port` is up.
 async fn replicas_online(port: u16) -> usize {
-    let Ok(mut conn) = connect(port).await else { return 0 };
-    let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap_or_default();
+    let info = replication_info(port).await;
     info.lines().filter(|line| line.starts_with("slave") && line.contains("state=online")).count()
+}
+
+/// Until every replica of the master on `port` has acknowledged the replication stream up to
+/// where it was when this was called (replicas acknowledge once a second; writes that go on
+/// meanwhile are not waited for).
+async fn wait_until_in_sync(port: u16) -> Result<(), SentinelError> {
+    let deadline = Instant::now() + DEADLINE;
+    let master_offset = field(&replication_info(port).await, "master_repl_offset").and_then(|v| v.parse::<u64>().ok());
+    loop {
+        let info = replication_info(port).await;
+        let replica_offsets: Vec<u64> = info
+            .lines()
+            .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+            .filter_map(|line| line.split(',').find_map(|kv| kv.strip_prefix("offset="))?.parse().ok())
+            .collect();
+        if let Some(master_offset) = master_offset
+            && !replica_offsets.is_empty()
+            && replica_offsets.iter().all(|offset| *offset >= master_offset)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(SentinelError::Timeout(format!(
+                "the replica of the master on port {port} did not catch up within {DEADLINE:?}: {}",
+                info.lines()
+                    .filter(|l| l.starts_with("slave") || l.starts_with("master_repl_offset"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn replication_info(port: u16) -> String {
+    let Ok(mut conn) = connect(port).await else { return String::new() };
+    redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap_or_default()
+}
+
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
 }
 
 async fn sentinel_settled(port: u16, master: u16) -> bool {
