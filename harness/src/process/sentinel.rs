@@ -16,6 +16,10 @@ pub const MASTER_NAME: &str = "mymaster";
 /// should not take Redis's default 30 s).
 const DOWN_AFTER_MS: u64 = 1000;
 
+/// Redis's `failover-timeout` (default 3 min): also how long a sentinel whose election failed
+/// waits (twice this) before it tries again, which a test should not spend.
+const FAILOVER_TIMEOUT_MS: u64 = 3000;
+
 /// Bound on every wait here: the group coming together, a failover completing.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -36,7 +40,7 @@ impl SentinelProcess {
             "port {port}\nbind 127.0.0.1\ndir {dir}\n\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
-             sentinel failover-timeout {MASTER_NAME} 10000\n\
+             sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
             dir = dir.path().display()
         );
@@ -162,16 +166,20 @@ impl SentinelGroup {
     async fn wait_until_settled(&self, master: u16) -> Result<(), SentinelError> {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let mut settled = role(master).await.as_deref() == Some("master") && replicas_online(master).await >= 1;
+            let master_ok = role(master).await.as_deref() == Some("master") && replicas_online(master).await >= 1;
+            let mut unsettled = Vec::new();
             for sentinel in &self.sentinels {
-                settled = settled && sentinel_settled(sentinel.port, master).await;
+                if !sentinel_settled(sentinel.port, master).await {
+                    unsettled.push(sentinel.port.to_string());
+                }
             }
-            if settled {
+            if master_ok && unsettled.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(SentinelError::Timeout(format!(
-                    "the sentinels did not settle on the master on port {master} within {DEADLINE:?}"
+                    "the sentinels did not settle on the master on port {master} within {DEADLINE:?} (master with a replica online: {master_ok}; sentinels not agreeing yet: {})",
+                    if unsettled.is_empty() { "none".to_owned() } else { unsettled.join(", ") }
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
