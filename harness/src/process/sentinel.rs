@@ -12,9 +12,10 @@ use super::redis::{RedisProcess, ping};
 /// The master name the sentinels watch.
 pub const MASTER_NAME: &str = "mymaster";
 
-/// How long the sentinels wait before they call a silent primary down (1 s: a test's failover
-/// should not take Redis's default 30 s).
-const DOWN_AFTER_MS: u64 = 1000;
+/// How long the sentinels wait before they call a silent primary down: Redis's default 30 s
+/// would make a test's failover slow; 1 s made the sentinels fail a busy master over a second
+/// time (to the replica still syncing) on this loaded 2-core machine.
+const DOWN_AFTER_MS: u64 = 2000;
 
 /// Redis's `failover-timeout` (default 3 min): also how long a sentinel whose election failed
 /// waits (twice this) before it tries again, which a test should not spend.
