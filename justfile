@@ -11,11 +11,17 @@ default:
 # Install what the host lacks: redis-server (nodes, the local redis image), wrk and nginx (benchmark,
 # the deployment's load balancer), docker-compose (the deployment in deploy/compose/), openssl (the
 # certificates of the Redis TLS test), chromium and chromium-driver and a font (the browser tests of
-# the example app; once, about 100 MB from Debian).
+# the example app; once, about 100 MB from Debian);
+# kubernetes-validate from PyPI (deploy/k8s/, offline schemas; a few seconds).
 # As root through apt-get; otherwise one line saying what to install, and exit 2 before any build.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
+    if ! command -v kubernetes-validate >/dev/null; then
+        echo "setup: installing kubernetes-validate (pip)"
+        python3 -m pip install -q kubernetes-validate
+        hash -r
+    fi
     missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v wrk >/dev/null || missing+=(wrk)
@@ -52,7 +58,13 @@ test: setup build
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
     {{bffctl}} run scenarios/login-me-restart.toml --backend docker --report junit target/scenarios-docker.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
+    just k8s-validate
     just deploy-verify
+
+# The Kubernetes manifests (deploy/k8s/) against the Kubernetes schemas, offline (schemas bundled
+# with kubernetes-validate; no cluster). Under a second.
+k8s-validate: setup
+    kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
 # The benchmark (release build): gateway next to a direct upstream and nginx; writes bench/results/*.json.
 bench *ARGS: setup

@@ -8,6 +8,10 @@
 //! Embedding and tests use [`run`] with a bound listener and a shutdown future; [`app`] is the
 //! router alone, for tests without a socket.
 
+// The proxied path's future nests the store, the link and its Sentinel lookups deeply enough to pass
+// the compiler's default layout depth.
+#![recursion_limit = "256"]
+
 pub mod config;
 pub mod error;
 pub mod keyring;

@@ -12,17 +12,31 @@
 //! only when its caller said, with [`Retry::Safe`], that running it twice does no harm: a
 //! "broken pipe" does not tell whether the first attempt reached Redis.
 //!
+//! With Sentinel ([`RedisTarget::Sentinel`]) the master's address is asked of the sentinels
+//! (redis-rs's `SentinelClient`, which also checks that the server it names says it is the
+//! master). A command that finds the master gone (connection dropped or refused, a timeout,
+//! `READONLY` from a master demoted to replica, `MASTERDOWN`, `LOADING`) makes the link ask the
+//! sentinels again, once for all the commands that failed together, and move its connection
+//! to the new master; a command whose caller allows it is then sent there. Until the sentinels
+//! name a master that answers, commands fail with `Unavailable` (a 503), and the next command
+//! after that finds the new master by itself.
+//!
 //! `rediss://` is TLS through rustls (redis-rs's `tokio-rustls-comp`), verified against the
 //! system's roots or the CA of `redis_ca_file`. A server whose certificate does not verify is a
 //! configuration error, not an outage: [`RedisLink::check_tls`] finds it at start-up, and the
 //! node exits as for any bad setting instead of waiting for a Redis that will never do.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod target;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::{Notify, OnceCell};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use tokio::sync::Notify;
+
+pub use target::RedisTarget;
 
 use crate::session::StoreError;
 
@@ -39,10 +53,30 @@ pub enum Retry {
     Never,
 }
 
-pub struct RedisLink {
+/// How the link finds the server to talk to.
+enum Locator {
+    /// One fixed address; the connection manager reconnects to it.
+    Direct(redis::Client),
+    /// Whatever server the sentinels name as master, asked again after a failure.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// The connection in use, with the server it goes to.
+struct Current {
+    manager: ConnectionManager,
     client: redis::Client,
+    address: String,
+}
+
+pub struct RedisLink {
+    locator: Locator,
     timeout: Duration,
-    manager: OnceCell<ConnectionManager>,
+    /// `None` until the first connection; replaced when the master moves.
+    current: RwLock<Option<Arc<Current>>>,
+    /// One connection attempt or master lookup at a time.
+    connecting: tokio::sync::Mutex<()>,
+    /// Counts master lookups, so that commands that failed together share one.
+    lookups: AtomicU64,
     /// Set when a command failed: Redis may have restarted empty, so what this node keeps in
     /// Redis for everyone (the key ring) must be checked again.
     trouble: AtomicBool,
@@ -50,7 +84,8 @@ pub struct RedisLink {
 }
 
 impl RedisLink {
-    /// Parses the URL; connecting happens in [`RedisLink::connect_in_background`].
+    /// Parses the URL (`redis://`, `rediss://` or `redis+sentinel://`); connecting happens in
+    /// [`RedisLink::connect_in_background`].
     pub fn new(url: &str, timeout: Duration) -> Result<Arc<Self>, redis::RedisError> {
         Self::with_ca(url, timeout, None)
     }
@@ -58,17 +93,34 @@ impl RedisLink {
     /// [`RedisLink::new`] for a `rediss://` server whose certificate chains to `ca_pem` (PEM)
     /// instead of the system's roots.
     pub fn with_ca(url: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Arc<Self>, redis::RedisError> {
-        let client = match ca_pem {
-            Some(pem) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
-            )?,
-            None => redis::Client::open(url)?,
+        let invalid =
+            |reason: String| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad redis url", reason));
+        let locator = match RedisTarget::parse(url).map_err(invalid)? {
+            RedisTarget::Direct { url } => Locator::Direct(match ca_pem {
+                Some(pem) => redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+                )?,
+                None => redis::Client::open(url)?,
+            }),
+            RedisTarget::Sentinel { sentinels, master, db, password } => {
+                let sentinels: Vec<String> =
+                    sentinels.iter().map(|(host, port)| format!("redis://{host}:{port}")).collect();
+                let mut on_master = redis::RedisConnectionInfo::default().set_db(db);
+                if let Some(password) = password {
+                    on_master = on_master.set_password(password);
+                }
+                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(on_master);
+                let client = SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)?;
+                Locator::Sentinel(tokio::sync::Mutex::new(client))
+            }
         };
         Ok(Arc::new(RedisLink {
-            client,
+            locator,
             timeout,
-            manager: OnceCell::new(),
+            current: RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            lookups: AtomicU64::new(0),
             trouble: AtomicBool::new(false),
             trouble_seen: Notify::new(),
         }))
@@ -88,17 +140,22 @@ impl RedisLink {
     pub async fn connect(&self) {
         let mut delay = Duration::from_millis(100);
         loop {
-            let attempt = self
-                .manager
-                .get_or_try_init(|| async {
-                    let manager =
-                        ConnectionManager::new_with_config(self.client.clone(), self.manager_config()).await?;
-                    tracing::info!("connected to redis");
-                    Ok::<_, redis::RedisError>(manager)
-                })
-                .await;
+            if self.current().is_some() {
+                return;
+            }
+            let attempt = {
+                let _one_at_a_time = self.connecting.lock().await;
+                if self.current().is_some() {
+                    return;
+                }
+                self.open().await
+            };
             match attempt {
-                Ok(_) => return,
+                Ok(current) => {
+                    tracing::info!(address = %current.address, "connected to redis");
+                    *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(current));
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?delay, "redis unreachable");
                     tokio::time::sleep(delay).await;
@@ -112,13 +169,16 @@ impl RedisLink {
     /// a server that does not speak TLS) from Redis being down. Only the first is an error;
     /// an unreachable Redis is left to the background connection, as for `redis://`.
     pub async fn check_tls(&self) -> Result<(), String> {
-        if !matches!(self.client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        let Locator::Direct(client) = &self.locator else {
+            return Ok(());
+        };
+        if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }) {
             return Ok(());
         }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        match self.client.get_multiplexed_async_connection_with_config(&config).await {
+        match client.get_multiplexed_async_connection_with_config(&config).await {
             Ok(_) => Ok(()),
             Err(error) => match tls_failure(&error) {
                 Some(reason) => Err(reason),
@@ -130,9 +190,79 @@ impl RedisLink {
         }
     }
 
-    /// The client, for connections of their own (pub/sub).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    fn current(&self) -> Option<Arc<Current>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The server to talk to now: the fixed one, or the master the sentinels name.
+    async fn locate(&self) -> redis::RedisResult<redis::Client> {
+        match &self.locator {
+            Locator::Direct(client) => Ok(client.clone()),
+            Locator::Sentinel(sentinel) => {
+                let lookup = async { sentinel.lock().await.async_get_client().await };
+                tokio::time::timeout(self.timeout, lookup).await.map_err(|_| timed_out())?
+            }
+        }
+    }
+
+    /// A connection to the server [`RedisLink::locate`] names.
+    async fn open(&self) -> redis::RedisResult<Current> {
+        let client = self.locate().await?;
+        let manager = ConnectionManager::new_with_config(client.clone(), self.manager_config()).await?;
+        let address = client.get_connection_info().addr().to_string();
+        Ok(Current { manager, client, address })
+    }
+
+    /// With Sentinel: asks the sentinels for the master again and moves the connection when it
+    /// moved. Commands that failed together (`seen` = the lookup count before they ran) share
+    /// one lookup. Without Sentinel: nothing (the manager reconnects to its one address).
+    async fn follow_master(&self, seen: u64) {
+        if matches!(self.locator, Locator::Direct(_)) {
+            return;
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if self.lookups.load(Ordering::Acquire) != seen {
+            return;
+        }
+        let client = match self.locate().await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%error, "redis sentinel: no master answers yet");
+                self.lookups.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+        };
+        let address = client.get_connection_info().addr().to_string();
+        let moved = self.current().is_none_or(|current| current.address != address);
+        if moved {
+            let opened = tokio::time::timeout(
+                self.timeout,
+                ConnectionManager::new_with_config(client.clone(), self.manager_config()),
+            )
+            .await;
+            match opened {
+                Ok(Ok(manager)) => {
+                    tracing::warn!(%address, "redis master moved: connected to the new master");
+                    *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Arc::new(Current { manager, client, address }));
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, %address, "redis sentinel: the new master does not answer yet")
+                }
+                Err(_) => tracing::warn!(%address, "redis sentinel: the new master does not answer yet"),
+            }
+        }
+        self.lookups.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A client of the server to subscribe on (pub/sub needs a connection of its own): with
+    /// Sentinel the master, asked again first, since a subscription breaks when it moves.
+    pub async fn pubsub_client(&self) -> Result<redis::Client, StoreError> {
+        self.follow_master(self.lookups.load(Ordering::Acquire)).await;
+        match self.current() {
+            Some(current) => Ok(current.client.clone()),
+            None => self.locate().await.map_err(StoreError::from),
+        }
     }
 
     /// The bound on every command.
@@ -143,24 +273,78 @@ impl RedisLink {
     pub fn connect_in_background(self: &Arc<Self>) {
         let link = self.clone();
         tokio::spawn(async move { link.connect().await });
+        if self.is_sentinel() {
+            let link = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Err(error) = link.watch_sentinels().await;
+                    tracing::debug!(%error, "redis sentinel: announcements lost; listening again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
+    }
+
+    /// Listens to a sentinel's `+switch-master` announcements and moves to the new master at
+    /// once. A master demoted by a failover keeps answering as master for seconds before the
+    /// sentinels turn it into a replica, and what it is sent then is lost: waiting for a command
+    /// to fail is not enough.
+    async fn watch_sentinels(&self) -> redis::RedisResult<std::convert::Infallible> {
+        let Locator::Sentinel(sentinel) = &self.locator else {
+            return Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not sentinel")));
+        };
+        let client =
+            tokio::time::timeout(self.timeout, async { sentinel.lock().await.async_get_sentinel_client().await })
+                .await
+                .map_err(|_| timed_out())??;
+        let mut pubsub =
+            tokio::time::timeout(self.timeout, client.get_async_pubsub()).await.map_err(|_| timed_out())??;
+        pubsub.subscribe("+switch-master").await?;
+        // Anything missed while not listening: ask once now.
+        self.follow_master(self.lookups.load(Ordering::Acquire)).await;
+        let mut announcements = pubsub.on_message();
+        while let Some(message) = futures::StreamExt::next(&mut announcements).await {
+            let text: String = message.get_payload().unwrap_or_default();
+            tracing::warn!(announcement = %text, "redis sentinel: the master moved");
+            self.report_trouble();
+            self.follow_master(self.lookups.load(Ordering::Acquire)).await;
+        }
+        Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into())
     }
 
     /// A handle on the shared connection (cheap to clone), or `Unavailable` before the first
     /// connection succeeded.
     pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        self.manager.get().cloned().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
+        self.current()
+            .map(|current| current.manager.clone())
+            .ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
 
     /// Runs one command, mapping every failure to `Unavailable`; a [`Retry::Safe`] command whose
-    /// connection dropped runs once more on a fresh one.
+    /// connection dropped runs once more on a fresh one (with Sentinel: on the master the
+    /// sentinels name now).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T, StoreError> {
+        let seen = self.lookups.load(Ordering::Acquire);
         let mut conn = self.conn()?;
         match cmd.query_async(&mut conn).await {
+            Err(error) if self.is_sentinel() && master_may_have_moved(&error) => {
+                self.report_trouble();
+                self.follow_master(seen).await;
+                if !may_repeat(retry, &error) {
+                    return Err(self.failed(error));
+                }
+                let mut conn = self.conn()?;
+                self.retry_after(error, cmd.query_async(&mut conn)).await
+            }
             Err(error) if retry == Retry::Safe && connection_dropped(&error) => {
                 self.retry_after(error, cmd.query_async(&mut conn)).await
             }
             result => result.map_err(|error| self.failed(error)),
         }
+    }
+
+    fn is_sentinel(&self) -> bool {
+        matches!(self.locator, Locator::Sentinel(_))
     }
 
     /// Runs a pipeline (one round trip), with the same retry as [`RedisLink::query`].
@@ -169,8 +353,18 @@ impl RedisLink {
         pipe: &redis::Pipeline,
         retry: Retry,
     ) -> Result<T, StoreError> {
+        let seen = self.lookups.load(Ordering::Acquire);
         let mut conn = self.conn()?;
         match pipe.query_async(&mut conn).await {
+            Err(error) if self.is_sentinel() && master_may_have_moved(&error) => {
+                self.report_trouble();
+                self.follow_master(seen).await;
+                if !may_repeat(retry, &error) {
+                    return Err(self.failed(error));
+                }
+                let mut conn = self.conn()?;
+                self.retry_after(error, pipe.query_async(&mut conn)).await
+            }
             Err(error) if retry == Retry::Safe && connection_dropped(&error) => {
                 self.retry_after(error, pipe.query_async(&mut conn)).await
             }
@@ -245,6 +439,26 @@ fn tls_failure(error: &redis::RedisError) -> Option<String> {
         source = inner.source().filter(|next| !std::ptr::addr_eq(*next, current));
     }
     None
+}
+
+/// With Sentinel, signs that the server this link talks to may no longer be the master: it is
+/// gone, silent, or says it is a replica (`READONLY`), cut off (`MASTERDOWN`) or loading.
+fn master_may_have_moved(error: &redis::RedisError) -> bool {
+    connection_dropped(error)
+        || error.is_io_error()
+        || error.is_timeout()
+        || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+}
+
+/// Whether a command may be sent again after `error`: a command the server refused
+/// (`READONLY`, `MASTERDOWN`, `LOADING`) did nothing, so even a one-time one may; otherwise its
+/// caller decides.
+fn may_repeat(retry: Retry, error: &redis::RedisError) -> bool {
+    retry == Retry::Safe || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+}
+
+fn timed_out() -> redis::RedisError {
+    std::io::Error::from(std::io::ErrorKind::TimedOut).into()
 }
 
 impl From<redis::RedisError> for StoreError {

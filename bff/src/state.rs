@@ -83,7 +83,9 @@ impl AppState {
             StoreConfig::Memory => None,
         };
         let store: Arc<dyn SessionStore> = match (&config.store, &redis) {
-            (StoreConfig::Redis { key_prefix, .. }, Some(link)) => Arc::new(RedisStore::new(link.clone(), key_prefix)),
+            (StoreConfig::Redis { key_prefix, .. }, Some(link)) => {
+                Arc::new(RedisStore::new(link.clone(), key_prefix).waiting_for(config.redis_wait_replicas))
+            }
             _ => Arc::new(MemoryStore::new()),
         };
         let ring = match (config.key_ring.mode, &config.store, &redis) {

@@ -310,6 +310,14 @@ pub enum StoreArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum RedisArg {
+    /// One redis-server.
+    Single,
+    /// A primary, a replica and three sentinels (process backend); nodes use redis+sentinel://.
+    Sentinel,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum LbArg {
     Random,
     RoundRobin,
@@ -332,6 +340,9 @@ pub struct ClusterArgs {
     /// Redis keeps its data across its restarts (append-only file).
     #[arg(long)]
     pub redis_persistence: bool,
+    /// How Redis runs: one server, or with Sentinel (primary, replica, 3 sentinels).
+    #[arg(long, value_enum, default_value_t = RedisArg::Single)]
+    pub redis: RedisArg,
     /// Extra gateway setting for every node, e.g. --bff-env BFF_KEY_RING=local (repeatable).
     #[arg(long = "bff-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub bff_env: Vec<(String, String)>,
@@ -423,6 +434,10 @@ impl ClusterArgs {
                 LbArg::Sticky => LbPolicy::Sticky,
             },
             redis_persistence: self.redis_persistence,
+            redis: match self.redis {
+                RedisArg::Single => harness::cluster::RedisTopology::Single,
+                RedisArg::Sentinel => harness::cluster::RedisTopology::Sentinel,
+            },
             redis_db_per_node: false,
             bff_env: self.bff_env.clone(),
             node_settings: self.node_settings(),

@@ -110,6 +110,14 @@ pub fn report(report: &harness::scenario::RunReport) {
     if !report.cluster_events.is_empty() {
         println!("Cluster events: {}", report.cluster_events.join(", "));
     }
+    if report.outages.iter().any(|o| o.unavailable > 0) {
+        let outages: Vec<String> = report
+            .outages
+            .iter()
+            .map(|o| format!("{} {:.2} s ({} requests)", o.fault, o.span_ms / 1000.0, o.unavailable))
+            .collect();
+        println!("Outage (first to last unavailable request): {}", outages.join(", "));
+    }
     if let Some(drift) = &report.drift {
         drift_table(drift);
     }

@@ -137,6 +137,27 @@ fn verify_scaling_passes_redis_and_fails_the_memory_store() {
 }
 
 #[test]
+fn verify_scaling_passes_on_redis_sentinel_and_docker_refuses_it() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cluster.json");
+    let json = dir.path().join("report.json");
+    let args = ["verify-scaling", "--backend", "process", "--redis", "sentinel", "--users", "5", "--iterations", "1"];
+    let mut with_report = args.to_vec();
+    with_report.extend(["--report", "json", json.to_str().unwrap()]);
+    let good = bffctl(&state, &with_report);
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good));
+    assert!(text(&good).contains("PASS verify-scaling"));
+    // The nodes were given the sentinels, not one Redis.
+    let report = std::fs::read_to_string(&json).unwrap();
+    assert!(report.contains("redis+sentinel://127.0.0.1:"), "{report}");
+
+    let docker = bffctl(&state, &["verify-scaling", "--backend", "docker", "--redis", "sentinel"]);
+    assert_eq!(docker.status.code(), Some(2), "{}", text(&docker));
+    assert!(text(&docker).contains("process backend"), "{}", text(&docker));
+}
+
+#[test]
 fn a_node_that_never_becomes_ready_is_a_fail_quoting_its_log_not_pouring_it() {
     bff_built();
     let dir = tempfile::tempdir().unwrap();

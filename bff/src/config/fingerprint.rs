@@ -54,13 +54,10 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
     match &config.store {
         StoreConfig::Memory => out.push(plain("store", "memory".into())),
         StoreConfig::Redis { url, key_prefix, .. } => {
-            let parsed = url::Url::parse(url).ok();
-            let address = parsed
-                .as_ref()
-                .map(|u| format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or(""), u.port().unwrap_or(6379)))
-                .unwrap_or_default();
-            let db = parsed.as_ref().and_then(|u| u.path().trim_start_matches('/').parse::<u32>().ok()).unwrap_or(0);
-            let password = parsed.as_ref().and_then(|u| u.password().map(|p| p.as_bytes().to_vec()));
+            let target = crate::redis_link::RedisTarget::parse(url).ok();
+            let address = target.as_ref().map(|t| t.address()).unwrap_or_default();
+            let db = target.as_ref().map(|t| t.db()).unwrap_or(0);
+            let password = target.as_ref().and_then(|t| t.password().map(String::into_bytes));
             out.push(plain("store", "redis".into()));
             out.push(plain("redis.address", address));
             out.push(plain("redis.db", db.to_string()));

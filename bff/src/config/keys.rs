@@ -21,7 +21,30 @@ const fn key(path: &'static str, env: &'static str, default: Option<&'static str
 pub const KEYS: &[Key] = &[
     key("listen", "BFF_LISTEN", Some("0.0.0.0:8080"), "address to bind"),
     key("public_url", "BFF_PUBLIC_URL", None, "URL browsers use for this gateway (behind the load balancer)"),
-    key("redis_url", "BFF_REDIS_URL", None, "redis://host:port[/db]; unset = in-memory store, one node only"),
+    key(
+        "redis_url",
+        "BFF_REDIS_URL",
+        None,
+        "redis://host:port[/db], or redis+sentinel://host:port,host:port/master[/db]; unset = in-memory store, one node only",
+    ),
+    key(
+        "redis_sentinels",
+        "BFF_REDIS_SENTINELS",
+        None,
+        "host:port,host:port… of Redis Sentinels (instead of redis_url): the master they name is followed through failovers",
+    ),
+    key(
+        "redis_sentinel_master",
+        "BFF_REDIS_SENTINEL_MASTER",
+        Some("mymaster"),
+        "with redis_sentinels: the master name the sentinels watch",
+    ),
+    key(
+        "redis_wait_replicas",
+        "BFF_REDIS_WAIT_REPLICAS",
+        Some("0"),
+        "replicas that must confirm a session write (Redis WAIT, up to redis_timeout) before login or a token refresh answers; 0 = none",
+    ),
     key("redis_key_prefix", "BFF_REDIS_KEY_PREFIX", Some("bff"), "prefix of every Redis key"),
     key(
         "redis_ca_file",

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::redis_link::RedisTarget;
 use base64::Engine;
 use url::Url;
 
@@ -187,6 +188,8 @@ pub struct Config {
     pub server: ServerLimits,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
+    /// Replicas that must confirm a session write (`WAIT`) before it is answered; 0 = none.
+    pub redis_wait_replicas: u32,
     /// Runtime worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
     /// Where `/metrics` is served when it has a listener of its own (operators only); `None`:
@@ -233,18 +236,31 @@ impl Config {
         let public_url =
             src.require("public_url", "the URL browsers use, e.g. https://app.example.com", parse_http_url)?;
 
-        let store = match src.string("redis_url") {
-            None => StoreConfig::Memory,
-            Some(url) => {
-                let parsed = Url::parse(&url).map_err(|e| src.invalid("redis_url", e.to_string()))?;
-                if !matches!(parsed.scheme(), "redis" | "rediss") {
-                    return Err(src.invalid("redis_url", "must start with redis:// or rediss://".into()));
-                }
+        let store = match (src.string("redis_url"), src.string("redis_sentinels")) {
+            (None, None) => StoreConfig::Memory,
+            (Some(url), None) => {
+                RedisTarget::parse(&url).map_err(|reason| src.invalid("redis_url", reason))?;
+                let scheme = url.split("://").next().unwrap_or_default().to_owned();
                 StoreConfig::Redis {
-                    ca_pem: read_redis_ca(src, parsed.scheme())?,
+                    ca_pem: read_redis_ca(src, &scheme)?,
                     url,
                     key_prefix: src.string_or("redis_key_prefix"),
                 }
+            }
+            (None, Some(sentinels)) => {
+                let url = RedisTarget::sentinel_url(&sentinels, &src.string_or("redis_sentinel_master"))
+                    .map_err(|reason| src.invalid("redis_sentinels", reason))?;
+                StoreConfig::Redis {
+                    ca_pem: read_redis_ca(src, "redis+sentinel")?,
+                    url,
+                    key_prefix: src.string_or("redis_key_prefix"),
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(src.invalid(
+                    "redis_sentinels",
+                    "set redis_url or redis_sentinels, not both (redis+sentinel:// in redis_url also takes a password and a database)".into(),
+                ));
             }
         };
         if store == StoreConfig::Memory && src.string("redis_ca_file").is_some() {
@@ -412,6 +428,10 @@ impl Config {
                 max_body_size: src.parse("server.max_body_size", parse_size)?,
             },
             redis_timeout: src.duration("redis_timeout")?,
+            redis_wait_replicas: src.parse("redis_wait_replicas", |s| match s.parse::<u32>() {
+                Ok(n) if n <= 16 => Ok(n),
+                _ => Err(format!("expected a number of replicas from 0 to 16, got {s:?}")),
+            })?,
             worker_threads: match src.string("worker_threads") {
                 None => None,
                 Some(_) => Some(src.parse("worker_threads", |s| match s.parse::<usize>() {

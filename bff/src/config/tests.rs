@@ -287,3 +287,42 @@ fn key_rotation_seals_and_metrics_listen_are_checked() {
     vars.extend(env(&[("BFF_METRICS_LISTEN", "127.0.0.1:9464")]));
     assert_eq!(Config::from_env_map(&vars).unwrap().metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
 }
+
+#[test]
+fn sentinels_are_a_redis_store_given_by_url_or_one_by_one() {
+    let mut vars = minimal();
+    vars.insert("BFF_KEY_ENCRYPTION_KEY".into(), KEK.into());
+    vars.insert("BFF_REDIS_URL".into(), "redis+sentinel://s1:26379,s2:26380/cache/2".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert!(
+        matches!(c.store, StoreConfig::Redis { ref url, .. } if url == "redis+sentinel://s1:26379,s2:26380/cache/2")
+    );
+    assert_eq!(c.key_ring.mode, KeyRingMode::Redis);
+
+    vars.remove("BFF_REDIS_URL");
+    vars.insert("BFF_REDIS_SENTINELS".into(), "s1,s2:26380".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert!(
+        matches!(c.store, StoreConfig::Redis { ref url, .. } if url == "redis+sentinel://s1:26379,s2:26380/mymaster")
+    );
+    vars.insert("BFF_REDIS_SENTINEL_MASTER".into(), "cache".into());
+    let c = Config::from_env_map(&vars).unwrap();
+    assert!(matches!(c.store, StoreConfig::Redis { ref url, .. } if url.ends_with("/cache")));
+    assert_eq!(c.redis_wait_replicas, 0);
+}
+
+#[test]
+fn bad_sentinel_settings_name_their_key() {
+    let mut vars = minimal();
+    vars.insert("BFF_KEY_ENCRYPTION_KEY".into(), KEK.into());
+    vars.insert("BFF_REDIS_URL".into(), "redis+sentinel://s1:26379,s2:26380".into());
+    assert!(error_of(vars.clone()).starts_with("redis_url (BFF_REDIS_URL)"), "{}", error_of(vars.clone()));
+    vars.insert("BFF_REDIS_SENTINELS".into(), "s1".into());
+    assert!(error_of(vars.clone()).starts_with("redis_sentinels (BFF_REDIS_SENTINELS)"));
+    vars.remove("BFF_REDIS_URL");
+    vars.insert("BFF_REDIS_SENTINELS".into(), "s1:port".into());
+    assert!(error_of(vars.clone()).contains("bad port"));
+    vars.insert("BFF_REDIS_SENTINELS".into(), "s1".into());
+    vars.insert("BFF_REDIS_WAIT_REPLICAS".into(), "many".into());
+    assert!(error_of(vars).starts_with("redis_wait_replicas (BFF_REDIS_WAIT_REPLICAS)"));
+}

@@ -90,10 +90,10 @@ mod tests {
 
     #[test]
     fn every_unknown_name_is_listed_and_far_ones_get_no_suggestion() {
-        let message = refused(&["BFF_REDIS_SENTINELS", "BFF_PUBLIC_URL", "BFF_OIDC_AUTHORTY"]);
+        let message = refused(&["BFF_REDIS_CLUSTER_NODES", "BFF_PUBLIC_URL", "BFF_OIDC_AUTHORTY"]);
         assert_eq!(
             message,
-            "unknown environment variable BFF_OIDC_AUTHORTY (did you mean BFF_OIDC_AUTHORITY?), BFF_REDIS_SENTINELS"
+            "unknown environment variable BFF_OIDC_AUTHORTY (did you mean BFF_OIDC_AUTHORITY?), BFF_REDIS_CLUSTER_NODES"
         );
     }
 

@@ -165,7 +165,10 @@ impl NodeCache {
     /// One subscription, until its connection fails.
     async fn listen(&self) -> Result<std::convert::Infallible, redis::RedisError> {
         let timeout = self.link.timeout();
-        let pubsub = tokio::time::timeout(timeout, self.link.client().get_async_pubsub())
+        let client = self.link.pubsub_client().await.map_err(|error| {
+            redis::RedisError::from((redis::ErrorKind::Io, "no redis to subscribe on", error.to_string()))
+        })?;
+        let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
             .await
             .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
         let (mut sink, mut notices) = pubsub.split();

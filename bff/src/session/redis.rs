@@ -20,11 +20,45 @@ use crate::redis_link::{RedisLink, Retry};
 pub struct RedisStore {
     link: Arc<RedisLink>,
     prefix: String,
+    /// Replicas that must confirm `put` and `replace` (`WAIT`); 0 = none.
+    wait_replicas: u32,
 }
 
 impl RedisStore {
     pub fn new(link: Arc<RedisLink>, prefix: &str) -> Self {
-        RedisStore { link, prefix: prefix.to_owned() }
+        RedisStore { link, prefix: prefix.to_owned(), wait_replicas: 0 }
+    }
+
+    /// Session writes wait until `replicas` replicas have them (Redis `WAIT`, bounded by
+    /// `redis_timeout`), so that a failover right after a login does not lose its session.
+    /// Replication is asynchronous otherwise: a write the master acknowledged may not have
+    /// reached the replica that a failover promotes.
+    pub fn waiting_for(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
+    }
+
+    /// Runs a write, then `WAIT` in the same round trip when replicas must confirm it. Fewer
+    /// confirmations within the bound leave the write standing (it is on the master) and are
+    /// logged: refusing logins while a replica is away would make the replica a single point of
+    /// failure instead.
+    async fn write<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        if self.wait_replicas == 0 {
+            return self.link.query(&cmd, Retry::Safe).await;
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        pipe.cmd("WAIT").arg(self.wait_replicas).arg(self.link.timeout().as_millis() as u64);
+        // The same write again and a second WAIT: safe to repeat.
+        let (answer, confirmed): (T, u32) = self.link.pipeline(&pipe, Retry::Safe).await?;
+        if confirmed < self.wait_replicas {
+            tracing::warn!(
+                confirmed,
+                wanted = self.wait_replicas,
+                "redis: a session write reached fewer replicas than redis_wait_replicas"
+            );
+        }
+        Ok(answer)
     }
 
     fn key(&self, key: &str) -> String {
@@ -60,7 +94,7 @@ impl SessionStore for RedisStore {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value).arg("EX").arg(seconds(ttl));
         // The same value again: safe to repeat.
-        self.link.query::<()>(&cmd, Retry::Safe).await
+        self.write::<()>(cmd).await
     }
 
     async fn get_and_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError> {
@@ -74,7 +108,7 @@ impl SessionStore for RedisStore {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value).arg("XX").arg("EX").arg(seconds(ttl));
         // The same value again, still only if the session exists: safe to repeat.
-        Ok(self.link.query::<Option<String>>(&cmd, Retry::Safe).await?.is_some())
+        Ok(self.write::<Option<String>>(cmd).await?.is_some())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

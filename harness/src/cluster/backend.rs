@@ -80,6 +80,17 @@ pub trait Backend: Send + Sync {
     /// Restarts Redis (keeping its data when persistence is on) and waits until it answers.
     async fn restart_redis(&mut self) -> Result<(), ClusterError>;
 
+    /// Fails the Redis master over to its replica (Sentinel only): `SENTINEL FAILOVER`, or with
+    /// `kill_primary` a SIGKILL of the master. Returns once the sentinels name a new master that
+    /// answers, with a replica in sync again.
+    async fn failover_redis(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
+        let _ = kill_primary;
+        Err(ClusterError::failed(
+            "failover-redis",
+            "this cluster has no Redis Sentinel (--redis sentinel, process backend)",
+        ))
+    }
+
     /// Redis and every node, for status tables.
     fn components(&self) -> Vec<Component>;
 

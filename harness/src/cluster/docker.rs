@@ -98,6 +98,11 @@ impl DockerBackend {
             ));
         }
         let uses_redis = spec.session_store == StoreKind::Redis;
+        if uses_redis && spec.redis == super::spec::RedisTopology::Sentinel {
+            return Err(ClusterError::Unavailable(
+                "--redis sentinel runs on the process backend only: use --backend process".into(),
+            ));
+        }
         let binary = super::process::find_bff_binary(spec).ok();
         images::ensure_images(&spec.images, binary.as_deref(), uses_redis, progress).await?;
         let mut node_images = Vec::new();

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 pub use backend::{Backend, ClusterError, Component, QUOTED_LINES};
 pub use load_balancer::{LoadBalancer, NODE_HEADER, ROUTE_HEADER};
 pub use spec::{
-    BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, KEY_ENCRYPTION_KEY, LbPolicy, NodeSettings, StoreKind,
-    node_name,
+    BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, KEY_ENCRYPTION_KEY, LbPolicy, NodeSettings,
+    RedisTopology, StoreKind, node_name,
 };
 
 use crate::client::VirtualUser;
@@ -49,6 +49,15 @@ pub struct Cluster {
 /// is installed (or not needed), else says what to install.
 pub async fn resolve_backend(spec: &ClusterSpec) -> Result<BackendKind, ClusterError> {
     match spec.backend {
+        // Redis Sentinel runs as processes only.
+        BackendKind::Auto if spec.redis == RedisTopology::Sentinel && spec.session_store == StoreKind::Redis => {
+            match process::on_path("redis-server") {
+                Some(_) => Ok(BackendKind::Process),
+                None => Err(ClusterError::Unavailable(
+                    "--redis sentinel needs redis-server (apt-get install redis-server)".into(),
+                )),
+            }
+        }
         BackendKind::Auto => {
             if crate::images::docker_available().await {
                 Ok(BackendKind::Docker)
@@ -255,6 +264,12 @@ impl Cluster {
     /// meet (a first command failing on the dead connection) stays hidden.
     pub async fn restart_redis(&mut self) -> Result<(), ClusterError> {
         self.backend.restart_redis().await
+    }
+
+    /// Fails the Redis master over (see [`Backend::failover_redis`]); like
+    /// [`Cluster::restart_redis`] it does not wait for the nodes: the users meet them first.
+    pub async fn failover_redis(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
+        self.backend.failover_redis(kill_primary).await
     }
 
     /// Where this run's files go.

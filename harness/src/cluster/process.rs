@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::backend::{Backend, ClusterError, Component};
-use super::spec::{ClusterSpec, StoreKind, node_name};
-use crate::process::{BffProcess, RedisProcess, free_port};
+use super::spec::{ClusterSpec, RedisTopology, StoreKind, node_name};
+use crate::process::{BffProcess, RedisProcess, SentinelGroup, free_port};
 
 struct NodeSlot {
     binary: PathBuf,
@@ -24,6 +24,8 @@ pub struct ProcessBackend {
     keep_unready: bool,
     ready_timeout: std::time::Duration,
     redis: Option<RedisProcess>,
+    /// With `--redis sentinel`, instead of `redis`.
+    sentinel: Option<SentinelGroup>,
     nodes: Vec<NodeSlot>,
 }
 
@@ -63,18 +65,27 @@ impl ProcessBackend {
         run_dir: &Path,
     ) -> Result<Self, ClusterError> {
         let binary = find_bff_binary(spec)?;
-        let redis = match spec.session_store {
-            StoreKind::Redis => {
-                if on_path("redis-server").is_none() {
-                    return Err(ClusterError::Unavailable(
-                        "redis-server not found on PATH: install it (apt-get install redis-server)".into(),
-                    ));
-                }
-                Some(RedisProcess::start(spec.redis_persistence).await.map_err(|e| ClusterError::failed("redis", e))?)
-            }
-            StoreKind::Memory => None,
+        if spec.session_store == StoreKind::Redis && on_path("redis-server").is_none() {
+            return Err(ClusterError::Unavailable(
+                "redis-server not found on PATH: install it (apt-get install redis-server)".into(),
+            ));
+        }
+        let (redis, sentinel) = match (spec.session_store, spec.redis) {
+            (StoreKind::Redis, RedisTopology::Single) => (
+                Some(RedisProcess::start(spec.redis_persistence).await.map_err(|e| ClusterError::failed("redis", e))?),
+                None,
+            ),
+            (StoreKind::Redis, RedisTopology::Sentinel) => (
+                None,
+                Some(
+                    SentinelGroup::start(spec.redis_persistence)
+                        .await
+                        .map_err(|e| ClusterError::failed("redis sentinel", e))?,
+                ),
+            ),
+            (StoreKind::Memory, _) => (None, None),
         };
-        let redis_url = redis.as_ref().map(|r| r.url());
+        let redis_url = redis.as_ref().map(|r| r.url()).or_else(|| sentinel.as_ref().map(SentinelGroup::url));
         let nodes = (0..spec.nodes)
             .map(|i| NodeSlot {
                 binary: spec.node(i).and_then(|n| n.binary.clone()).unwrap_or_else(|| binary.clone()),
@@ -85,7 +96,13 @@ impl ProcessBackend {
                 state: "stopped",
             })
             .collect();
-        Ok(ProcessBackend { keep_unready: spec.keep_unready, ready_timeout: spec.ready_timeout(), redis, nodes })
+        Ok(ProcessBackend {
+            keep_unready: spec.keep_unready,
+            ready_timeout: spec.ready_timeout(),
+            redis,
+            sentinel,
+            nodes,
+        })
     }
 
     fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
@@ -160,8 +177,34 @@ impl Backend for ProcessBackend {
         redis.restart().await.map_err(|e| ClusterError::failed("redis", e))
     }
 
+    async fn failover_redis(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
+        let group = self.sentinel.as_mut().ok_or_else(|| {
+            ClusterError::failed("failover-redis", "this cluster has no Redis Sentinel (--redis sentinel)")
+        })?;
+        group.failover(kill_primary).await.map(|_| ()).map_err(|e| ClusterError::failed("failover-redis", e))
+    }
+
     fn components(&self) -> Vec<Component> {
         let mut out = Vec::new();
+        if let Some(group) = &self.sentinel {
+            let (servers, sentinels) = group.ports();
+            for (i, port) in servers.iter().enumerate() {
+                out.push(Component {
+                    name: format!("redis-{}", i + 1),
+                    address: Some(format!("127.0.0.1:{port}")),
+                    state: "running".into(),
+                    id: None,
+                });
+            }
+            for (i, port) in sentinels.iter().enumerate() {
+                out.push(Component {
+                    name: format!("sentinel-{}", i + 1),
+                    address: Some(format!("127.0.0.1:{port}")),
+                    state: "running".into(),
+                    id: None,
+                });
+            }
+        }
         if let Some(redis) = &self.redis {
             out.push(Component {
                 name: "redis".into(),
@@ -197,6 +240,10 @@ impl Backend for ProcessBackend {
             redis.stop().await;
         }
         self.redis = None;
+        if let Some(group) = &mut self.sentinel {
+            group.stop().await;
+        }
+        self.sentinel = None;
         Ok(())
     }
 }

@@ -26,6 +26,18 @@ pub enum StoreKind {
     Memory,
 }
 
+/// How Redis runs (with `session_store = "redis"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisTopology {
+    /// One server.
+    #[default]
+    Single,
+    /// A primary, a replica and three sentinels; nodes find the master through the sentinels
+    /// (`redis+sentinel://`), and a scenario can fail it over.
+    Sentinel,
+}
+
 /// How the load balancer picks a node for each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -75,6 +87,8 @@ pub struct ClusterSpec {
     pub lb: LbPolicy,
     /// Redis keeps its data across its own restarts (append-only file).
     pub redis_persistence: bool,
+    /// One Redis, or Redis with Sentinel.
+    pub redis: RedisTopology,
     /// Each node uses its own Redis database number: nodes that do not share data (a mistake the
     /// verifier must catch).
     pub redis_db_per_node: bool,
@@ -122,6 +136,7 @@ impl Default for ClusterSpec {
             session_store: StoreKind::Redis,
             lb: LbPolicy::Random,
             redis_persistence: false,
+            redis: RedisTopology::Single,
             redis_db_per_node: false,
             bff_env: Vec::new(),
             ops_token: hex::encode(rand::random::<[u8; 16]>()),

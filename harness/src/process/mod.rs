@@ -5,11 +5,13 @@
 mod bff;
 mod child;
 mod redis;
+mod sentinel;
 
 pub(crate) use bff::probe_ready;
 pub use bff::{BffProcess, BffProcessBuilder};
 pub use child::ProcessError;
 pub use redis::RedisProcess;
+pub use sentinel::{MASTER_NAME, SentinelError, SentinelGroup};
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -16,6 +16,8 @@ pub struct RedisProcess {
     child: Option<Supervised>,
     output: OutputTail,
     program: PathBuf,
+    /// More `redis-server` arguments (`--replicaof` for a replica).
+    extra: Vec<String>,
 }
 
 impl RedisProcess {
@@ -25,6 +27,11 @@ impl RedisProcess {
     }
 
     pub async fn start_on(port: u16, persistent: bool) -> Result<Self, ProcessError> {
+        Self::start_with(port, persistent, Vec::new()).await
+    }
+
+    /// Starts it with more arguments, e.g. `--replicaof 127.0.0.1 PORT`.
+    pub async fn start_with(port: u16, persistent: bool, extra: Vec<String>) -> Result<Self, ProcessError> {
         let dir = tempfile::tempdir()
             .map_err(|e| ProcessError::Spawn { program: "redis-server".into(), reason: e.to_string() })?;
         let mut redis = RedisProcess {
@@ -34,6 +41,7 @@ impl RedisProcess {
             child: None,
             output: OutputTail::default(),
             program: PathBuf::from("redis-server"),
+            extra,
         };
         redis.start_again().await?;
         Ok(redis)
@@ -73,6 +81,7 @@ impl RedisProcess {
         } else {
             args.extend(["--appendonly", "no"].map(String::from));
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 
@@ -93,6 +102,13 @@ impl RedisProcess {
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.stop(Duration::from_secs(10)).await;
+        }
+    }
+
+    /// Kills it at once (SIGKILL): no save, no goodbye to its clients or replicas.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await;
         }
     }
 

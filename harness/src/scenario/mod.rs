@@ -61,6 +61,7 @@ async fn report_of(
         refreshes,
         started.elapsed(),
     );
+    report.outages = report::Outage::of(&execution.records, &execution.faults);
     report.faults = execution.faults;
     // The node a diagnosis names first (the odd one), else every node that failed requests.
     let odd = report.matrix.as_ref().and_then(|m| m.diagnosis.as_deref()).and_then(|d| {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{BackendKind, ClusterSpec, Images, LbPolicy, NodeSettings, StoreKind};
+use crate::cluster::{BackendKind, ClusterSpec, Images, LbPolicy, NodeSettings, RedisTopology, StoreKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -48,6 +48,8 @@ pub struct ClusterSection {
     pub session_store: StoreKind,
     pub lb: LbPolicy,
     pub redis_persistence: bool,
+    /// `single` (default) or `sentinel`: a primary, a replica and three sentinels.
+    pub redis: RedisTopology,
     pub redis_db_per_node: bool,
     /// Extra `BFF_*` settings for every node.
     pub bff: BTreeMap<String, String>,
@@ -70,6 +72,7 @@ impl Default for ClusterSection {
             session_store: spec.session_store,
             lb: spec.lb,
             redis_persistence: false,
+            redis: RedisTopology::Single,
             redis_db_per_node: false,
             bff: BTreeMap::new(),
             api_upstream: false,
@@ -88,6 +91,7 @@ impl ClusterSection {
             session_store: self.session_store,
             lb: self.lb,
             redis_persistence: self.redis_persistence,
+            redis: self.redis,
             redis_db_per_node: self.redis_db_per_node,
             bff_env: self.bff.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             api_upstream: self.api_upstream,
@@ -130,6 +134,10 @@ pub enum Action {
     StartNode,
     RestartRedis,
     Pause,
+    /// Redis Sentinel's own failover (`SENTINEL FAILOVER`): the replica becomes the master.
+    FailoverRedis,
+    /// The Redis master is SIGKILLed; the sentinels notice and promote the replica.
+    KillRedisPrimary,
 }
 
 impl Action {
@@ -148,6 +156,8 @@ impl Action {
             Action::StartNode => "start-node",
             Action::RestartRedis => "restart-redis",
             Action::Pause => "pause",
+            Action::FailoverRedis => "failover-redis",
+            Action::KillRedisPrimary => "kill-redis-primary",
         }
     }
 }

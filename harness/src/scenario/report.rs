@@ -41,6 +41,40 @@ pub struct FaultWindow {
     pub end_ms: f64,
 }
 
+/// How long users found no service during one cluster step: from the first request sent in
+/// its window that was unavailable to the end of the last one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outage {
+    pub fault: String,
+    /// Requests sent in the window that were unavailable.
+    pub unavailable: u64,
+    /// 0 when none was.
+    pub span_ms: f64,
+}
+
+impl Outage {
+    /// One outage per fault window.
+    pub fn of(records: &[Record], faults: &[FaultWindow]) -> Vec<Outage> {
+        faults
+            .iter()
+            .map(|window| {
+                let hit: Vec<&Record> = records
+                    .iter()
+                    .filter(|r| r.outcome == Outcome::Unavailable)
+                    .filter(|r| r.at_ms >= window.start_ms && r.at_ms <= window.end_ms)
+                    .collect();
+                let first = hit.iter().map(|r| r.at_ms).fold(f64::INFINITY, f64::min);
+                let last = hit.iter().map(|r| r.at_ms + r.latency_ms).fold(f64::NEG_INFINITY, f64::max);
+                Outage {
+                    fault: window.label.clone(),
+                    unavailable: hit.len() as u64,
+                    span_ms: if hit.is_empty() { 0.0 } else { last - first },
+                }
+            })
+            .collect()
+    }
+}
+
 /// One line of the step × node table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -96,6 +130,8 @@ pub struct RunReport {
     pub records: Vec<Record>,
     /// When each cluster step ran.
     pub faults: Vec<FaultWindow>,
+    /// How long each cluster step left users without service.
+    pub outages: Vec<Outage>,
     /// The seed of the run: `--seed` with it routes the same way again.
     pub seed: u64,
     /// The drift check's comparison of the nodes' must-agree settings, when it ran.
@@ -191,6 +227,7 @@ impl RunReport {
             cluster_events: events,
             records: records.to_vec(),
             faults: Vec::new(),
+            outages: Vec::new(),
             skipped: Vec::new(),
             seed: 0,
             drift: None,

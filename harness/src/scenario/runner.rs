@@ -246,6 +246,12 @@ async fn apply(
             ctx.target.restart_redis().await?;
             events.push(format!("restart redis ({:.1} s)", started.elapsed().as_secs_f64()));
         }
+        Action::FailoverRedis | Action::KillRedisPrimary => {
+            let kill = step.action == Action::KillRedisPrimary;
+            ctx.progress.set_current(if kill { "kill the redis primary" } else { "fail redis over" }.into());
+            ctx.target.failover_redis(kill).await?;
+            events.push(format!("{} ({:.1} s)", step.action.name(), started.elapsed().as_secs_f64()));
+        }
         Action::Pause => tokio::time::sleep(Duration::from_millis(step.millis.unwrap_or(0))).await,
         _ => unreachable!("user steps are not cluster steps"),
     }

@@ -22,6 +22,11 @@ pub trait Target: Send + Sync {
     /// back is [`ClusterError::NodeNotReady`].
     async fn node(&self, index: usize, action: &str) -> Result<(), ClusterError>;
     async fn restart_redis(&self) -> Result<(), ClusterError>;
+    /// Fails the Redis master over (`kill_primary`: SIGKILL it), where the target can.
+    async fn failover_redis(&self, kill_primary: bool) -> Result<(), ClusterError> {
+        let _ = kill_primary;
+        Err(ClusterError::failed("failover-redis", "bffctl fails over only a Redis Sentinel group it started"))
+    }
     /// The name of node `index` (0-based) in reports: `node-1`, … unless the target names them.
     fn node_name(&self, index: usize) -> String {
         node_name(index)
@@ -90,6 +95,10 @@ impl Target for OwnedCluster {
 
     async fn restart_redis(&self) -> Result<(), ClusterError> {
         self.cluster.lock().await.restart_redis().await
+    }
+
+    async fn failover_redis(&self, kill_primary: bool) -> Result<(), ClusterError> {
+        self.cluster.lock().await.failover_redis(kill_primary).await
     }
 
     async fn node_log(&self, index: usize) -> Option<std::path::PathBuf> {
