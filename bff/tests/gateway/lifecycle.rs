@@ -61,10 +61,10 @@ fn unknown_bff_variables_exit_64_naming_them() {
     assert!(stderr.contains("unknown environment variable BFF_REDIS_ULR (did you mean BFF_REDIS_URL?)"), "{stderr}");
 
     let mut unsupported = base.to_vec();
-    unsupported.push(("BFF_REDIS_SENTINELS", "127.0.0.1:26379"));
+    unsupported.push(("BFF_REDIS_CLUSTER_NODES", "127.0.0.1:7000"));
     let out = bff(&unsupported, &["--check"]);
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("BFF_REDIS_SENTINELS"));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown environment variable BFF_REDIS_CLUSTER_NODES"));
 
     // What the binary and its toolkit read besides the keys is not refused.
     let dir = tempfile::tempdir().unwrap();
