@@ -3,6 +3,7 @@
 //! - [`issuer`]: a mock OpenID Connect provider on wiremock;
 //! - [`process`]: `redis-server` and `bff` as local child processes;
 //! - [`cluster`]: Redis + N nodes (Docker containers or processes) behind a load balancer;
+//! - [`fault`]: a relay that makes one link slow, silent or broken;
 //! - [`drift`]: compares the settings every node must share, before any user runs;
 //! - [`images`]: builds the local Docker images (no registry needed);
 //! - [`client`]: a browser-like virtual user;
@@ -12,6 +13,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod drift;
+pub mod fault;
 pub mod images;
 pub mod issuer;
 pub mod login_form;

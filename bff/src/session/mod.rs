@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::hmac;
 
-pub use cache::NodeCache;
+pub use cache::{LEASE, NodeCache};
 pub use id::{SessionId, random_token};
 pub use memory::MemoryStore;
 pub use record::{PendingLogin, Session};
