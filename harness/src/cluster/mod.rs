@@ -240,6 +240,30 @@ impl Cluster {
         self.backend.restart_redis().await
     }
 
+    /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.
+    pub fn set_redis_link(&self, index: Option<usize>, fault: crate::fault::Fault) -> Result<(), ClusterError> {
+        if let Some(index) = index {
+            self.check(index)?;
+        }
+        self.backend.set_redis_link(index, fault)
+    }
+
+    /// Freezes node `index` (SIGSTOP) or lets it go on (SIGCONT); it stays in the load balancer,
+    /// as a stalled machine would.
+    pub async fn pause_node(&mut self, index: usize, paused: bool) -> Result<(), ClusterError> {
+        self.check(index)?;
+        self.backend.pause_node(index, paused).await
+    }
+
+    /// Kills Redis (SIGKILL); [`Cluster::start_redis`] brings it back.
+    pub async fn kill_redis(&mut self) -> Result<(), ClusterError> {
+        self.backend.kill_redis().await
+    }
+
+    pub async fn start_redis(&mut self) -> Result<(), ClusterError> {
+        self.backend.start_redis().await
+    }
+
     /// Where this run's files go.
     pub fn run_dir(&self) -> &Path {
         &self.run_dir

@@ -107,6 +107,9 @@ pub struct ClusterSpec {
     /// By default the start fails at the first such node.
     #[serde(skip)]
     pub keep_unready: bool,
+    /// Each node reaches Redis through a [`crate::fault::FaultProxy`] of its own, so that a
+    /// scenario can slow, silence or cut that link (process backend).
+    pub redis_fault_links: bool,
 }
 
 impl Default for ClusterSpec {
@@ -129,6 +132,7 @@ impl Default for ClusterSpec {
             ready_timeout_secs: None,
             run_dir: None,
             keep_unready: false,
+            redis_fault_links: false,
         }
     }
 }

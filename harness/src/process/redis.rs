@@ -96,6 +96,13 @@ impl RedisProcess {
         }
     }
 
+    /// Kills it at once (SIGKILL): no save, connections die without a goodbye.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await;
+        }
+    }
+
     pub async fn restart(&mut self) -> Result<(), ProcessError> {
         self.stop().await;
         self.start_again().await

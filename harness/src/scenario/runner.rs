@@ -18,6 +18,7 @@ use super::report::{FaultWindow, NodeLog, Outcome, Record};
 use super::target::Target;
 use crate::client::{ClientError, Reply, VirtualUser};
 use crate::cluster::ClusterError;
+use crate::fault::Fault;
 
 /// Live counters for a progress display.
 #[derive(Default)]
@@ -247,9 +248,54 @@ async fn apply(
             events.push(format!("restart redis ({:.1} s)", started.elapsed().as_secs_f64()));
         }
         Action::Pause => tokio::time::sleep(Duration::from_millis(step.millis.unwrap_or(0))).await,
+        action if action.is_bounded_fault() => {
+            let lasts = Duration::from_millis(step.millis.unwrap_or(0));
+            ctx.progress.set_current(step.label());
+            let began = inject(ctx, step, indexes, true).await;
+            if began.is_ok() {
+                tokio::time::sleep(lasts).await;
+            }
+            // Lifted whatever happened, so that no fault outlives its step.
+            let ended = inject(ctx, step, indexes, false).await;
+            began?;
+            ended?;
+            events.push(format!(
+                "{} for {} ms (ended at {:.1} s)",
+                step.label(),
+                lasts.as_millis(),
+                started.elapsed().as_secs_f64()
+            ));
+        }
         _ => unreachable!("user steps are not cluster steps"),
     }
     Ok(())
+}
+
+/// Starts (`on`) or ends a bounded fault.
+async fn inject(ctx: &Ctx<'_>, step: &Step, indexes: &[usize], on: bool) -> Result<(), ClusterError> {
+    let link = |fault: Fault| if on { fault } else { Fault::None };
+    match step.action {
+        Action::RedisLatency => {
+            let delay = Duration::from_millis(step.latency_ms.unwrap_or(0));
+            ctx.target.set_redis_link(None, link(Fault::Latency(delay))).await
+        }
+        Action::RedisBlackhole => ctx.target.set_redis_link(None, link(Fault::Blackhole)).await,
+        Action::RedisReset => ctx.target.set_redis_link(None, link(Fault::Reset)).await,
+        Action::PartitionNode => {
+            for &index in indexes {
+                ctx.target.set_redis_link(Some(index), link(Fault::Blackhole)).await?;
+            }
+            Ok(())
+        }
+        Action::PauseNode => {
+            for &index in indexes {
+                ctx.target.pause_node(index, on).await?;
+            }
+            Ok(())
+        }
+        Action::KillRedis => ctx.target.kill_redis(on).await,
+        other => unreachable!("{} is not a bounded fault", other.name()),
+    }
 }
 
 async fn user_step(

@@ -10,6 +10,7 @@ use tokio::sync::Mutex;
 use crate::client::VirtualUser;
 use crate::cluster::control::ControlClient;
 use crate::cluster::{Cluster, ClusterError, node_name};
+use crate::fault::Fault;
 
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -22,6 +23,18 @@ pub trait Target: Send + Sync {
     /// back is [`ClusterError::NodeNotReady`].
     async fn node(&self, index: usize, action: &str) -> Result<(), ClusterError>;
     async fn restart_redis(&self) -> Result<(), ClusterError>;
+    /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.
+    async fn set_redis_link(&self, _index: Option<usize>, _fault: Fault) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("this target cannot fault the links to redis".into()))
+    }
+    /// Freezes node `index` (SIGSTOP) or lets it go on.
+    async fn pause_node(&self, _index: usize, _paused: bool) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("this target cannot pause a node".into()))
+    }
+    /// Kills Redis (SIGKILL) or starts it again.
+    async fn kill_redis(&self, _killed: bool) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("this target cannot kill redis".into()))
+    }
     /// The name of node `index` (0-based) in reports: `node-1`, … unless the target names them.
     fn node_name(&self, index: usize) -> String {
         node_name(index)
@@ -90,6 +103,19 @@ impl Target for OwnedCluster {
 
     async fn restart_redis(&self) -> Result<(), ClusterError> {
         self.cluster.lock().await.restart_redis().await
+    }
+
+    async fn set_redis_link(&self, index: Option<usize>, fault: Fault) -> Result<(), ClusterError> {
+        self.cluster.lock().await.set_redis_link(index, fault)
+    }
+
+    async fn pause_node(&self, index: usize, paused: bool) -> Result<(), ClusterError> {
+        self.cluster.lock().await.pause_node(index, paused).await
+    }
+
+    async fn kill_redis(&self, killed: bool) -> Result<(), ClusterError> {
+        let mut cluster = self.cluster.lock().await;
+        if killed { cluster.kill_redis().await } else { cluster.start_redis().await }
     }
 
     async fn node_log(&self, index: usize) -> Option<std::path::PathBuf> {
