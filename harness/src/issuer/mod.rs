@@ -21,7 +21,7 @@ use std::time::Duration;
 use wiremock::MockServer;
 
 pub use keys::SigningAlg;
-pub use state::{IdTokenFault, TokenFaults, User};
+pub use state::{IdTokenFault, IssuerOutage, TokenFaults, User};
 
 use keys::KeySet;
 use state::IssuerState;
@@ -137,6 +137,7 @@ impl MockIssuerBuilder {
             access_tokens: HashMap::new(),
             id_token_fault: None,
             token_faults: TokenFaults::default(),
+            outage: IssuerOutage::None,
             calls: HashMap::new(),
             revoked: Vec::new(),
             last_sid: HashMap::new(),
@@ -201,6 +202,11 @@ impl MockIssuer {
     /// Makes the next id_tokens wrong in the given way (`None` puts things right).
     pub fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
         self.state().id_token_fault = fault;
+    }
+
+    /// Makes every endpoint slow or down until set back to [`IssuerOutage::None`].
+    pub fn set_outage(&self, outage: IssuerOutage) {
+        self.state.lock().expect("issuer state").outage = outage;
     }
 
     pub fn set_token_faults(&self, faults: TokenFaults) {

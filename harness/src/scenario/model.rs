@@ -142,6 +142,10 @@ pub enum Action {
     PauseNode,
     /// Redis is killed (SIGKILL) and started again after `millis`.
     KillRedis,
+    /// Every answer of the identity provider comes `latency_ms` later, for `millis`.
+    IssuerLatency,
+    /// The identity provider answers 503 on every endpoint, for `millis`.
+    IssuerDown,
 }
 
 impl Action {
@@ -159,6 +163,8 @@ impl Action {
                 | Action::PartitionNode
                 | Action::PauseNode
                 | Action::KillRedis
+                | Action::IssuerLatency
+                | Action::IssuerDown
         )
     }
 
@@ -185,6 +191,8 @@ impl Action {
             Action::PartitionNode => "partition-node",
             Action::PauseNode => "pause-node",
             Action::KillRedis => "kill-redis",
+            Action::IssuerLatency => "issuer-latency",
+            Action::IssuerDown => "issuer-down",
         }
     }
 }
@@ -231,7 +239,7 @@ pub struct Step {
     pub node: Option<NodeSelector>,
     /// `pause`: milliseconds; faults (`redis-blackhole`, `pause-node`, …): how long they last.
     pub millis: Option<u64>,
-    /// `redis-latency`: the delay added to every chunk, in milliseconds.
+    /// `redis-latency`, `issuer-latency`: the delay added, in milliseconds.
     pub latency_ms: Option<u64>,
     /// User steps: how many copies of the request each user sends at once (default 1).
     pub parallel: Option<usize>,
@@ -417,8 +425,8 @@ impl Scenario {
             if step.action.is_bounded_fault() && step.millis.is_none() {
                 return Err(format!("{at}: a fault needs millis (how long it lasts)"));
             }
-            if step.action == Action::RedisLatency && step.latency_ms.is_none() {
-                return Err(format!("{at}: redis-latency needs latency_ms"));
+            if matches!(step.action, Action::RedisLatency | Action::IssuerLatency) && step.latency_ms.is_none() {
+                return Err(format!("{at}: {} needs latency_ms", step.action.name()));
             }
             if matches!(step.action, Action::PartitionNode | Action::PauseNode) && step.node.is_none() {
                 return Err(format!("{at}: needs node = \"random\", \"all\" or a number"));

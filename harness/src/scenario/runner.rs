@@ -19,6 +19,7 @@ use super::target::Target;
 use crate::client::{ClientError, Reply, VirtualUser};
 use crate::cluster::ClusterError;
 use crate::fault::Fault;
+use crate::issuer::IssuerOutage;
 
 /// Live counters for a progress display.
 #[derive(Default)]
@@ -294,6 +295,11 @@ async fn inject(ctx: &Ctx<'_>, step: &Step, indexes: &[usize], on: bool) -> Resu
             Ok(())
         }
         Action::KillRedis => ctx.target.kill_redis(on).await,
+        Action::IssuerLatency => {
+            let delay = Duration::from_millis(step.latency_ms.unwrap_or(0));
+            ctx.target.issuer_outage(if on { IssuerOutage::Latency(delay) } else { IssuerOutage::None }).await
+        }
+        Action::IssuerDown => ctx.target.issuer_outage(if on { IssuerOutage::Down } else { IssuerOutage::None }).await,
         other => unreachable!("{} is not a bounded fault", other.name()),
     }
 }

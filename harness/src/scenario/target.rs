@@ -11,6 +11,7 @@ use crate::client::VirtualUser;
 use crate::cluster::control::ControlClient;
 use crate::cluster::{Cluster, ClusterError, node_name};
 use crate::fault::Fault;
+use crate::issuer::IssuerOutage;
 
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -30,6 +31,10 @@ pub trait Target: Send + Sync {
     /// Freezes node `index` (SIGSTOP) or lets it go on.
     async fn pause_node(&self, _index: usize, _paused: bool) -> Result<(), ClusterError> {
         Err(ClusterError::Unavailable("this target cannot pause a node".into()))
+    }
+    /// Makes the mock issuer slow or down, or well again.
+    async fn issuer_outage(&self, _outage: IssuerOutage) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("this target does not run the issuer".into()))
     }
     /// Kills Redis (SIGKILL) or starts it again.
     async fn kill_redis(&self, _killed: bool) -> Result<(), ClusterError> {
@@ -111,6 +116,11 @@ impl Target for OwnedCluster {
 
     async fn pause_node(&self, index: usize, paused: bool) -> Result<(), ClusterError> {
         self.cluster.lock().await.pause_node(index, paused).await
+    }
+
+    async fn issuer_outage(&self, outage: IssuerOutage) -> Result<(), ClusterError> {
+        self.cluster.lock().await.issuer().set_outage(outage);
+        Ok(())
     }
 
     async fn kill_redis(&self, killed: bool) -> Result<(), ClusterError> {
