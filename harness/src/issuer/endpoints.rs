@@ -339,6 +339,7 @@ fn refresh_grant(s: &Settings, st: &mut IssuerState, f: &HashMap<String, String>
     let Some(presented) = f.get("refresh_token") else {
         return oauth_error(400, "invalid_request", "missing refresh_token");
     };
+    *st.refresh_presentations.entry(presented.clone()).or_default() += 1;
     let Some(grant) = st.refresh_tokens.get(presented) else {
         return oauth_error(400, "invalid_grant", "unknown, revoked or rotated refresh token");
     };

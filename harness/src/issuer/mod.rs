@@ -138,6 +138,7 @@ impl MockIssuerBuilder {
             id_token_fault: None,
             token_faults: TokenFaults::default(),
             outage: IssuerOutage::None,
+            refresh_presentations: HashMap::new(),
             calls: HashMap::new(),
             revoked: Vec::new(),
             last_sid: HashMap::new(),
@@ -202,6 +203,17 @@ impl MockIssuer {
     /// Makes the next id_tokens wrong in the given way (`None` puts things right).
     pub fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
         self.state().id_token_fault = fault;
+    }
+
+    /// Refresh tokens presented more than once, when refresh tokens rotate (each may be used
+    /// once: a second presentation is a replay); `None` when they do not rotate (the same token
+    /// then serves every refresh by design).
+    pub fn refresh_tokens_presented_twice(&self) -> Option<u64> {
+        if !self.settings.rotate_refresh_tokens {
+            return None;
+        }
+        let state = self.state.lock().expect("issuer state");
+        Some(state.refresh_presentations.values().filter(|n| **n > 1).count() as u64)
     }
 
     /// Makes every endpoint slow or down until set back to [`IssuerOutage::None`].

@@ -88,6 +88,8 @@ pub(super) struct IssuerState {
     pub id_token_fault: Option<IdTokenFault>,
     pub token_faults: TokenFaults,
     pub outage: IssuerOutage,
+    /// How many times each refresh token was presented at the token endpoint.
+    pub refresh_presentations: HashMap<String, u32>,
     pub calls: HashMap<&'static str, u64>,
     pub access_token_lifetime: std::time::Duration,
     pub revoked: Vec<String>,

@@ -1,6 +1,7 @@
 //! Scenarios: files that describe a cluster, virtual users and steps (log in, `me`, restart
 //! nodes, …) with expectations; the runner that replays them; the report that says what broke.
 
+mod history;
 mod html;
 mod matrix;
 mod model;
@@ -11,6 +12,7 @@ mod target;
 
 use std::time::Instant;
 
+pub use history::{Invariant, check_history};
 pub use html::html;
 pub use matrix::{Cell, Matrix};
 pub use model::{
@@ -60,7 +62,8 @@ async fn report_of(
         execution.events,
         refreshes,
         started.elapsed(),
-    );
+    )
+    .with_refresh_reuse(scenario, target.refresh_tokens_presented_twice().await);
     report.faults = execution.faults;
     // The node a diagnosis names first (the odd one), else every node that failed requests.
     let odd = report.matrix.as_ref().and_then(|m| m.diagnosis.as_deref()).and_then(|d| {

@@ -325,6 +325,9 @@ async fn user_step(
             None => {
                 let down = Record {
                     step: label.clone(),
+                    action: step.action,
+                    user: user.identity().unwrap_or(name).to_owned(),
+                    identity: None,
                     node: Some(ctx.target.node_name(n - 1)),
                     created_on: None,
                     outcome: Outcome::Unavailable,
@@ -378,8 +381,32 @@ async fn user_step(
                         Action::Me | Action::Get => ctx.created_on.lock().expect("created-on lock").get(name).cloned(),
                         _ => None,
                     };
+                    let identity = match (&result, step.action) {
+                        (Ok(reply), Action::Me) if reply.status == 200 => {
+                            reply.json().and_then(|body| body.get("sub").and_then(Value::as_str).map(str::to_owned))
+                        }
+                        _ => None,
+                    };
+                    let user = user.identity().unwrap_or(name).to_owned();
+                    let action = step.action;
                     let step = label.clone();
-                    record(ctx, Record { step, node, created_on, outcome, status, at_ms, latency_ms, detail }).await;
+                    record(
+                        ctx,
+                        Record {
+                            step,
+                            action,
+                            user,
+                            identity,
+                            node,
+                            created_on,
+                            outcome,
+                            status,
+                            at_ms,
+                            latency_ms,
+                            detail,
+                        },
+                    )
+                    .await;
                     return;
                 }
             }

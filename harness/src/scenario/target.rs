@@ -53,6 +53,10 @@ pub trait Target: Send + Sync {
     fn user(&self, login_hint: &str) -> VirtualUser;
     /// How often the mock issuer's endpoint was called, when this process runs the issuer.
     async fn issuer_calls(&self, endpoint: &str) -> Option<u64>;
+    /// Refresh tokens the mock issuer saw presented more than once, when it can tell.
+    async fn refresh_tokens_presented_twice(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A cluster this run started and will tear down.
@@ -138,6 +142,10 @@ impl Target for OwnedCluster {
 
     async fn issuer_calls(&self, endpoint: &str) -> Option<u64> {
         Some(self.cluster.lock().await.issuer().calls(endpoint))
+    }
+
+    async fn refresh_tokens_presented_twice(&self) -> Option<u64> {
+        self.cluster.lock().await.issuer().refresh_tokens_presented_twice()
     }
 }
 
