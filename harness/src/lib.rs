@@ -7,6 +7,7 @@
 //! - [`drift`]: compares the settings every node must share, before any user runs;
 //! - [`images`]: builds the local Docker images (no registry needed);
 //! - [`client`]: a browser-like virtual user;
+//! - [`soak`]: minutes of open-loop load with a seeded fault schedule, and its figures;
 //! - [`run_dir`]: where a run's files (each node's log) go.
 
 pub mod bench;
@@ -20,6 +21,7 @@ pub mod login_form;
 pub mod process;
 pub mod run_dir;
 pub mod scenario;
+pub mod soak;
 
 pub use client::{GatewayPaths, Reply, VirtualUser};
 pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};

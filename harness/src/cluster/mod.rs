@@ -96,6 +96,7 @@ impl Cluster {
         }
         .client(CLIENT_ID, CLIENT_SECRET)
         .access_token_lifetime(std::time::Duration::from_secs(spec.access_token_lifetime_secs.unwrap_or(300)))
+        .rotate_refresh_tokens(spec.rotate_refresh_tokens)
         .run()
         .await
         .map_err(|e| ClusterError::failed("mock issuer", e))?;

@@ -110,6 +110,9 @@ pub struct ClusterSpec {
     /// Each node reaches Redis through a [`crate::fault::FaultProxy`] of its own, so that a
     /// scenario can slow, silence or cut that link (process backend).
     pub redis_fault_links: bool,
+    /// The mock issuer hands out a new refresh token with every refresh and accepts each one
+    /// once (so it can tell a refresh token presented twice).
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for ClusterSpec {
@@ -133,6 +136,7 @@ impl Default for ClusterSpec {
             run_dir: None,
             keep_unready: false,
             redis_fault_links: false,
+            rotate_refresh_tokens: false,
         }
     }
 }

@@ -117,18 +117,23 @@ fn served_after_logout(user: &str, history: &[&Record], inv: &mut Invariant) {
     }
 }
 
-/// A read of a live session (logged in, no logout tried since) must never be told "no session"
-/// (404 from `me`, 401 from an API), whatever fault is going on.
+/// A read of a live session must never be told "no session" (404 from `me`, 401 from an API),
+/// whatever fault is going on. Live: a login of the user answered 302 before the read was sent,
+/// and no logout of the user overlaps the time from that login's start to the read's answer
+/// (even a logout that answered 503 may have ended the session, and one that answers late
+/// clears the cookie of a login that overlapped it).
 fn lost_sessions(user: &str, history: &[&Record], inv: &mut Invariant) {
-    let mut live_since: Option<f64> = None;
+    let logouts: Vec<(f64, f64)> =
+        history.iter().filter(|r| r.action == Action::Logout).map(|r| (r.at_ms, end(r))).collect();
+    let mut login: Option<&Record> = None;
     for r in history {
         match r.action {
-            Action::Login if r.status == Some(302) => live_since = Some(end(r)),
-            Action::Login => {}
-            // Even a logout that answered 503 may have ended the session before it failed.
-            Action::Logout => live_since = None,
+            Action::Login if r.status == Some(302) => {
+                login = Some(r);
+            }
             Action::Me | Action::Get => {
-                if !live_since.is_some_and(|t| r.at_ms > t) {
+                let Some(l) = login.filter(|l| end(l) < r.at_ms) else { continue };
+                if logouts.iter().any(|(from, to)| *from < end(r) && *to > l.at_ms) {
                     continue;
                 }
                 inv.checked += 1;
@@ -212,6 +217,15 @@ mod tests {
         assert_eq!(passed(&check_history(&lost, None), "a fault never turns into a logout"), Some(false));
 
         assert_eq!(passed(&check_history(&[], Some(2)), "no refresh token is used twice"), Some(false));
+    }
+
+    #[test]
+    fn a_read_answered_after_a_later_logout_began_is_not_a_lost_session() {
+        // Sent at 10, held by a paused node until 50; meanwhile a logout at 20 ended the session.
+        let mut slow = rec("a", Action::Me, 404, 10.0);
+        slow.latency_ms = 40.0;
+        let history = vec![rec("a", Action::Login, 302, 0.0), slow, rec("a", Action::Logout, 302, 20.0)];
+        assert_eq!(passed(&check_history(&history, None), "a fault never turns into a logout"), Some(true));
     }
 
     #[test]
