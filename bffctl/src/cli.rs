@@ -84,6 +84,9 @@ pub struct SoakArgs {
     /// The bff binary (default: next to bffctl).
     #[arg(long)]
     pub bff_binary: Option<PathBuf>,
+    /// Write every request of the run (time, user, node, answer) to this file, one JSON object a line.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }

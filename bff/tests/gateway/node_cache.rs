@@ -164,4 +164,10 @@ async fn no_node_serves_a_session_once_its_logout_has_answered_even_under_cpu_lo
     );
     assert!(hits >= LOGOUTS as u64 / 2, "node b had the sessions in memory ({hits} hits), so the test can fail");
     assert!(stale.is_empty(), "served after logout: {stale:?}");
+    // Every session ended: none of them, and none of their back-channel logout indexes, is left.
+    let left = match redis_cmd(s.redis().port(), &["KEYS", "bff:[si]:*"]).await {
+        redis::Value::Array(keys) => keys.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(left, 0, "sessions or indexes left behind after {LOGOUTS} logouts");
 }

@@ -54,6 +54,14 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    if let Some(path) = &args.history {
+        let mut lines = String::new();
+        for record in &report.records {
+            lines.push_str(&serde_json::to_string(record)?);
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     if args.output.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

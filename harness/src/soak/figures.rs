@@ -94,14 +94,17 @@ impl SoakReport {
         let windows: Vec<(f64, f64)> = faults.iter().map(|f| (f.start_ms, f.end_ms + RECOVERY_BOUND_MS)).collect();
         let in_fault = |at: f64| windows.iter().any(|(from, to)| at >= *from && at <= *to);
         let unavailable: Vec<&Record> = records.iter().filter(|r| r.outcome == Outcome::Unavailable).collect();
-        let unavailable_in = unavailable.iter().filter(|r| in_fault(r.at_ms)).count() as u64;
+        // A request counts as the fault's when any part of it (sent to answered) overlaps the
+        // fault or its recovery bound.
+        let overlaps = |r: &Record| windows.iter().any(|(from, to)| r.at_ms <= *to && r.at_ms + r.latency_ms >= *from);
+        let unavailable_in = unavailable.iter().filter(|r| overlaps(r)).count() as u64;
         let unavailable_out = unavailable.len() as u64 - unavailable_in;
         let starts: Vec<f64> = faults.iter().map(|f| f.start_ms).collect();
         for (i, fault) in faults.iter_mut().enumerate() {
             let next = starts.get(i + 1).copied().unwrap_or(f64::INFINITY);
             let last = unavailable
                 .iter()
-                .filter(|r| r.at_ms >= fault.end_ms && r.at_ms < next)
+                .filter(|r| r.at_ms >= fault.end_ms && r.at_ms + r.latency_ms < next)
                 .map(|r| r.at_ms + r.latency_ms)
                 .fold(fault.end_ms, f64::max);
             fault.recovery_ms = Some(last - fault.end_ms);

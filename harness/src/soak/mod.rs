@@ -98,13 +98,14 @@ async fn drive(
 ) -> Result<SoakReport, ClusterError> {
     let (lb, users, nodes) = {
         let c = cluster.lock().await;
-        let users: Vec<Arc<VirtualUser>> =
-            (0..plan.users).map(|i| Arc::new(c.user(Some(&format!("soak-{i}"))))).collect();
+        let users: Vec<Arc<SoakUser>> = (0..plan.users)
+            .map(|i| Arc::new(SoakUser { browser: c.user(Some(&format!("soak-{i}"))), relogin: Default::default() }))
+            .collect();
         (c.lb_url(), users, c.node_count())
     };
     on_step(&format!("logging in {} users", users.len()));
     for chunk in users.chunks(10) {
-        let logins = chunk.iter().map(|u| u.login(&lb));
+        let logins = chunk.iter().map(|u| u.browser.login(&lb));
         for reply in futures::future::join_all(logins).await {
             match reply {
                 Ok(r) if r.status == 302 => {}
@@ -116,7 +117,8 @@ async fn drive(
     let records: Arc<Mutex<Vec<Record>>> = Arc::new(Mutex::new(Vec::new()));
     // Logins of the set-up count as the start of each user's history.
     for user in &users {
-        records.lock().expect("records").push(record(user, Action::Login, Some(302), None, 0.0, 0.0, Outcome::Ok));
+        let login = record(&user.browser, Action::Login, Some(302), None, 0.0, 0.0, Outcome::Ok);
+        records.lock().expect("records").push(login);
     }
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let mut fault_rng = StdRng::seed_from_u64(plan.seed ^ 0x5eed_fa17);
@@ -230,8 +232,22 @@ async fn drive(
     Ok(SoakReport::build(plan, nodes, records, faults, samples, reuse))
 }
 
+/// A virtual user of the soak.
+struct SoakUser {
+    browser: VirtualUser,
+    /// Held through a logout and the login after it: one browser does not run two logins at
+    /// once (the second would replace the first's login-binding cookie, and the first callback
+    /// would rightly be refused).
+    relogin: tokio::sync::Mutex<()>,
+}
+
 /// One arrival: `me`, an API call, or a logout followed by a new login (two records).
-async fn one_request(user: &VirtualUser, lb: &str, action: Action, began: Instant) -> Vec<Record> {
+async fn one_request(soak_user: &SoakUser, lb: &str, action: Action, began: Instant) -> Vec<Record> {
+    let user = &soak_user.browser;
+    let _relogin = match action {
+        Action::Logout => Some(soak_user.relogin.lock().await),
+        _ => None,
+    };
     let mut out = Vec::new();
     let steps: &[Action] = if action == Action::Logout { &[Action::Logout, Action::Login] } else { &[action] };
     for &step in steps {
@@ -244,15 +260,18 @@ async fn one_request(user: &VirtualUser, lb: &str, action: Action, began: Instan
             _ => user.login(lb).await,
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (status, node, identity) = match &result {
+        let (status, node, identity, detail) = match &result {
             Ok(reply) => {
                 let identity = (step == Action::Me && reply.status == 200)
                     .then(|| reply.json().and_then(|b| b.get("sub").and_then(|s| s.as_str()).map(str::to_owned)))
                     .flatten();
-                (Some(reply.status), reply.node.clone(), identity)
+                let detail = if reply.status >= 400 { reply.body.chars().take(120).collect() } else { String::new() };
+                (Some(reply.status), reply.node.clone(), identity, detail)
             }
-            Err(crate::client::ClientError::LoginStep { status, node, .. }) => (Some(*status), node.clone(), None),
-            Err(_) => (None, None, None),
+            Err(error @ crate::client::ClientError::LoginStep { status, node, .. }) => {
+                (Some(*status), node.clone(), None, error.to_string().chars().take(160).collect())
+            }
+            Err(error) => (None, None, None, error.to_string()),
         };
         let outcome = match (step, status) {
             (Action::Login | Action::Logout, Some(302)) | (Action::Me | Action::Get, Some(200)) => Outcome::Ok,
@@ -263,6 +282,7 @@ async fn one_request(user: &VirtualUser, lb: &str, action: Action, began: Instan
         };
         let mut r = record(user, step, status, identity, at_ms, latency_ms, outcome);
         r.node = node;
+        r.detail = detail;
         let stop = step == Action::Logout && outcome != Outcome::Ok;
         out.push(r);
         if stop {
