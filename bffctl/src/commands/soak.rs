@@ -132,7 +132,7 @@ fn print(report: &SoakReport) {
         "after warm-up".into(),
         "at end".into(),
         "change".into(),
-        "flat (±10 %)".into(),
+        "flat (±10 %; fds ±16)".into(),
     ]);
     for c in &report.curves {
         curves.add_row(vec![
