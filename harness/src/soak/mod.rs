@@ -277,7 +277,7 @@ async fn one_request(soak_user: &SoakUser, lb: &str, action: Action, began: Inst
             (Action::Login | Action::Logout, Some(302)) | (Action::Me | Action::Get, Some(200)) => Outcome::Ok,
             // "No session": judged by the history (after a logout it is right).
             (Action::Me, Some(404)) | (Action::Get, Some(401)) => Outcome::Ok,
-            (_, None | Some(502 | 503 | 504)) => Outcome::Unavailable,
+            (_, None | Some(502..=504)) => Outcome::Unavailable,
             _ => Outcome::Failed,
         };
         let mut r = record(user, step, status, identity, at_ms, latency_ms, outcome);
