@@ -174,3 +174,64 @@ async fn a_node_cut_off_from_redis_serves_nothing_stale_and_drops_out_of_readine
     })
     .await;
 }
+
+/// The issuer rotates the refresh token while Redis is cut off: the new tokens are its only copy.
+/// The gateway keeps trying to store them while its refresh lock lasts, so the session survives
+/// the blip and no refresh token is ever presented twice.
+#[tokio::test]
+async fn tokens_refreshed_while_redis_is_cut_off_are_stored_once_it_is_back() {
+    use harness::{MockIssuer, TokenFaults};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let upstream = MockServer::start().await;
+    Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(200)).mount(&upstream).await;
+    let issuer = MockIssuer::builder()
+        .rotate_refresh_tokens(true)
+        .access_token_lifetime(Duration::from_secs(1))
+        .run()
+        .await
+        .unwrap();
+    let routes = format!("[[routes]]\npath = \"/api/\"\nupstreams = [\"{}\"]\nauth = \"required\"\n", upstream.uri());
+    let s = stack()
+        .issuer(issuer)
+        .config(&routes)
+        .fault_proxies()
+        .env("BFF_REDIS_TIMEOUT", "300ms")
+        .env("BFF_SESSION_CACHE_MAX_AGE", "off")
+        .run()
+        .await;
+    let user = VirtualUser::new(Some("rotating"));
+    assert_eq!(user.login(&s.url(0)).await.unwrap().status, 302);
+    s.issuer.set_access_token_lifetime(Duration::from_secs(300));
+    let token_delay = Duration::from_millis(800);
+    s.issuer.set_token_faults(TokenFaults { delay: Some(token_delay), status: None });
+
+    let api = format!("{}/api/data", s.url(0));
+    // The same browser in another tab: the call runs on while the test cuts the link.
+    let during = tokio::spawn({
+        let api = api.clone();
+        let jar = user.jar().lock().unwrap().clone();
+        async move {
+            let caller = VirtualUser::new(None);
+            *caller.jar().lock().unwrap() = jar;
+            caller.api(&api).await.map(|r| r.status).unwrap_or(0)
+        }
+    });
+    eventually("the refresh reaches the token endpoint", Duration::from_secs(5), || async {
+        s.issuer.calls("refresh") >= 1
+    })
+    .await;
+    // Cut off while the issuer works, and for a while after it answered with rotated tokens.
+    s.proxies[0].set(Fault::Reset);
+    tokio::time::sleep(token_delay + Duration::from_millis(700)).await;
+    s.proxies[0].set(Fault::None);
+    let first = during.await.unwrap();
+    assert!(matches!(first, 200 | 503), "the call during the blip: {first}");
+
+    eventually("the session is served with the stored tokens", Duration::from_secs(5), || async {
+        user.api(&api).await.map(|r| r.status).unwrap_or(0) == 200
+    })
+    .await;
+    assert_eq!(s.issuer.calls("refresh"), 1, "one refresh, its tokens kept");
+    assert_eq!(s.issuer.refresh_tokens_presented_twice(), Some(0));
+}
