@@ -140,7 +140,11 @@ fn print(report: &SoakReport) {
             Cell::new(format!("{:.0}", c.after_warm_up)),
             Cell::new(format!("{:.0}", c.at_end)),
             Cell::new(format!("{:+.1} %", c.change_pct)),
-            if c.flat { Cell::new("yes").fg(Color::Green) } else { Cell::new("NO").fg(Color::Red) },
+            match (c.flat, report.curves_judged) {
+                (true, _) => Cell::new("yes").fg(Color::Green),
+                (false, true) => Cell::new("NO").fg(Color::Red),
+                (false, false) => Cell::new("no (not judged: run under 5 min)"),
+            },
         ]);
     }
     println!("{curves}");

@@ -16,6 +16,10 @@ pub const FLAT_WITHIN_PCT: f64 = 10.0;
 /// dozen), so a handful more or fewer is not a trend: a move this small counts as flat too.
 pub const FD_SLACK: f64 = 16.0;
 
+/// Shorter runs have no steady state to judge (a paused node's connections alone take a while
+/// to drain): their curves are printed, not judged.
+pub const JUDGE_CURVES_FROM: std::time::Duration = std::time::Duration::from_secs(300);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultRun {
     pub label: String,
@@ -62,6 +66,8 @@ pub struct SoakReport {
     pub curves: Vec<Curve>,
     pub samples: Vec<Sample>,
     pub warm_up_s: f64,
+    /// Whether the curves count towards the verdict (runs of [`JUDGE_CURVES_FROM`] or longer).
+    pub curves_judged: bool,
     #[serde(skip)]
     pub records: Vec<Record>,
     pub passed: bool,
@@ -182,7 +188,8 @@ impl SoakReport {
                 broken.push(format!("{} took {:.0} ms to recover", fault.label, fault.recovery_ms.unwrap_or_default()));
             }
         }
-        for c in curves.iter().filter(|c| !c.flat) {
+        let curves_judged = plan.duration >= JUDGE_CURVES_FROM;
+        for c in curves.iter().filter(|c| curves_judged && !c.flat) {
             broken.push(format!("{} moved {:+.1} % after warm-up", c.what, c.change_pct));
         }
         for i in invariants.iter().filter(|i| i.passed == Some(false)) {
@@ -210,6 +217,7 @@ impl SoakReport {
             curves,
             samples,
             warm_up_s,
+            curves_judged,
             records,
             passed,
             verdict,
