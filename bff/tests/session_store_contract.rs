@@ -84,6 +84,18 @@ async fn index_collects_and_is_taken_once(store: Arc<dyn SessionStore>) {
     assert_eq!(store.get_and_touch("s:2", LONG).await.unwrap(), None);
 }
 
+async fn index_remove_leaves_the_others_and_an_empty_index_is_gone(store: Arc<dyn SessionStore>) {
+    for member in ["s:1", "s:2"] {
+        store.index_add("i:y", member, LONG).await.unwrap();
+    }
+    store.index_remove("i:y", "s:1").await.unwrap();
+    store.index_remove("i:y", "s:unknown").await.unwrap();
+    assert_eq!(store.index_take("i:y").await.unwrap(), ["s:2"]);
+    store.index_add("i:z", "s:1", LONG).await.unwrap();
+    store.index_remove("i:z", "s:1").await.unwrap();
+    assert!(store.index_take("i:z").await.unwrap().is_empty());
+}
+
 async fn insert_new_admits_one_of_many(store: Arc<dyn SessionStore>) {
     let tries = futures::future::join_all((0..8).map(|_| store.insert_new("j:x", LONG))).await;
     assert_eq!(tries.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1, "exactly one caller is first");
@@ -132,6 +144,7 @@ contract!(
     replace_only_touches_what_exists,
     one_lock_holder_at_a_time,
     index_collects_and_is_taken_once,
+    index_remove_leaves_the_others_and_an_empty_index_is_gone,
     insert_new_admits_one_of_many,
     exists_sees_values_and_markers_only_while_they_live,
 );

@@ -50,6 +50,53 @@ pub enum Command {
     Scenarios(ScenariosArgs),
     /// Benchmark the gateway next to a direct upstream and nginx (needs wrk and nginx; oha for the open-loop pass).
     Bench(BenchArgs),
+    /// Soak a fresh process cluster: an open-loop request rate for a duration, a seeded fault from
+    /// the catalogue at every interval, memory, file descriptors and Redis keys sampled; reports
+    /// wrong answers, unavailability in and out of faults, recovery times and p50/p99 per minute.
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+pub struct SoakArgs {
+    /// How long the load runs (`60s`, `10m`).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Requests started per second, whatever the answers take (`200/s` or `200`).
+    #[arg(long, default_value = "200/s", value_parser = parse_rate)]
+    pub rate: f64,
+    /// Virtual users (each logged in once at the start).
+    #[arg(long, default_value_t = 100)]
+    pub users: usize,
+    /// Seeds the fault schedule and the requests' users and kinds.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// A fault starts this often.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub fault_every: std::time::Duration,
+    /// How long each fault lasts.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub fault_lasts: std::time::Duration,
+    /// How often RSS, open fds and the Redis key count are sampled.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub sample_every: std::time::Duration,
+    /// The bff binary (default: next to bffctl).
+    #[arg(long)]
+    pub bff_binary: Option<PathBuf>,
+    /// Write every request of the run (time, user, node, answer) to this file, one JSON object a line.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix("/s").unwrap_or(text);
+    match number.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate: write e.g. 200/s")),
+    }
 }
 
 #[derive(Args)]

@@ -121,6 +121,9 @@ pub fn report(report: &harness::scenario::RunReport) {
     if let Some(drift) = &report.drift {
         drift_table(drift);
     }
+    if !report.invariants.is_empty() {
+        invariants_table(&report.invariants);
+    }
     if let Some(matrix) = &report.matrix
         && matrix.diagnosis.is_some()
     {
@@ -145,6 +148,31 @@ pub fn report(report: &harness::scenario::RunReport) {
         Cell::new(&report.verdict).fg(Color::Red)
     };
     println!("{}", verdict.content());
+}
+
+/// Each invariant checked over the run's history: pass, fail (with the first violations) or
+/// not checkable here.
+fn invariants_table(invariants: &[harness::scenario::Invariant]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "invariant (whole history)",
+        "checked",
+        "violations",
+        "result",
+    ]);
+    for invariant in invariants {
+        let result = match invariant.passed {
+            Some(true) => Cell::new("pass").fg(Color::Green),
+            Some(false) => Cell::new("FAIL").fg(Color::Red),
+            None => Cell::new("not checked"),
+        };
+        let mut name = invariant.name.to_owned();
+        for detail in &invariant.detail {
+            name.push_str(&format!("\n  {detail}"));
+        }
+        table.add_row(vec![Cell::new(name), Cell::new(invariant.checked), Cell::new(invariant.violations), result]);
+    }
+    println!("{table}");
 }
 
 /// Setting × node, the odd node's value in red; secrets as "same"/"differs" only.

@@ -292,3 +292,53 @@ fn verify_scaling_target_checks_a_deployment_it_did_not_build() {
         up.wait().unwrap();
     }
 }
+
+#[test]
+fn soak_refuses_a_rate_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bffctl(&dir.path().join("cluster.json"), &["soak", "--rate", "fast"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("\"fast\" is not a rate"), "{}", text(&out));
+}
+
+/// A short soak on a real process cluster: two faults from the catalogue, the figures, the
+/// history's invariants, and the history file with every request in it.
+#[test]
+fn a_short_soak_reports_its_figures_and_invariants() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.jsonl");
+    let out = bffctl(
+        &dir.path().join("cluster.json"),
+        &[
+            "soak",
+            "--duration",
+            "12s",
+            "--rate",
+            "50/s",
+            "--users",
+            "10",
+            "--seed",
+            "3",
+            "--fault-every",
+            "4s",
+            "--fault-lasts",
+            "2s",
+            "--sample-every",
+            "1s",
+            "--json",
+            "--history",
+        ]
+        .into_iter()
+        .chain([history.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    assert_eq!(report["faults"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["invariants"].as_array().unwrap().len(), 4);
+    assert_eq!(report["wrong"], 0, "{report}");
+    assert_eq!(report["unavailable_outside_faults"], 0, "{report}");
+    let lines = std::fs::read_to_string(&history).unwrap().lines().count() as u64;
+    assert_eq!(lines, report["requests"].as_u64().unwrap(), "every request is in the history");
+    assert!(lines > 300, "an open loop at 50/s for 12 s: {lines} requests");
+}

@@ -64,6 +64,14 @@ impl DriftReport {
             .collect()
     }
 
+    /// Takes `setting` out of the verdict: its values differ by design (each node reaches Redis
+    /// through a relay of its own); the table still shows them.
+    pub fn accept_differing(&mut self, setting: &str) {
+        for row in self.rows.iter_mut().filter(|r| r.setting == setting) {
+            row.odd.clear();
+        }
+    }
+
     /// True when any setting differs or a node gave no fingerprint while others did.
     pub fn found_drift(&self) -> bool {
         !self.skipped && (self.rows.iter().any(|r| !r.odd.is_empty()) || !self.problems.is_empty())

@@ -3,9 +3,11 @@
 //! - [`issuer`]: a mock OpenID Connect provider on wiremock;
 //! - [`process`]: `redis-server` and `bff` as local child processes;
 //! - [`cluster`]: Redis + N nodes (Docker containers or processes) behind a load balancer;
+//! - [`fault`]: a relay that makes one link slow, silent or broken;
 //! - [`drift`]: compares the settings every node must share, before any user runs;
 //! - [`images`]: builds the local Docker images (no registry needed);
 //! - [`client`]: a browser-like virtual user;
+//! - [`soak`]: minutes of open-loop load with a seeded fault schedule, and its figures;
 //! - [`run_dir`]: where a run's files (each node's log) go.
 
 pub mod bench;
@@ -13,12 +15,14 @@ pub mod client;
 pub mod cluster;
 pub mod demo_app;
 pub mod drift;
+pub mod fault;
 pub mod images;
 pub mod issuer;
 pub mod login_form;
 pub mod process;
 pub mod run_dir;
 pub mod scenario;
+pub mod soak;
 
 pub use client::{GatewayPaths, Reply, VirtualUser};
 pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};

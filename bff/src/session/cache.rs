@@ -1,28 +1,46 @@
 //! [`NodeCache`]: sessions this node opened recently, kept in its memory, so that a request in
 //! steady state costs no Redis round trip, while a session that ends or changes on any node
-//! stops being served from every node's memory within milliseconds.
+//! is served by no node once the write that ended or changed it has answered.
 //!
 //! How it stays coherent:
 //! - Every write that ends or changes a session (logout, back-channel logout, token refresh, the
 //!   absolute lifetime) publishes the session's store key on a Redis pub/sub channel after the
-//!   write; every node listens and drops that entry.
+//!   write; every node listens, drops that entry, and then acknowledges the notice on the
+//!   writer's own reply channel.
+//! - The writer answers its caller only when every subscriber that Redis counted for the notice
+//!   (`PUBLISH`'s answer) has acknowledged it, or when [`LEASE`] has passed since Redis took the
+//!   notice, whichever comes first. Past that bound the rule is the lease: a node serves entries
+//!   only while a `PING` it sent on its subscription less than [`LEASE`] ago has come back, and
+//!   a pong comes back after every notice Redis published before it (one connection, in
+//!   order). A node that has not seen the notice (stalled, paused, cut off from Redis) has
+//!   therefore stopped serving from memory by the time the writer answers; it reads Redis, which
+//!   says the session is gone, or answers 503. There is no window in which a node serves a
+//!   session that a logout has already answered for.
+//! - What it costs: one `PUBLISH` per node from each node that acknowledges and one reply round
+//!   trip on the writer's side, about a millisecond on one host; a subscriber that cannot
+//!   acknowledge holds the writer back for at most [`LEASE`]. Each node pings its subscription
+//!   every [`PING_EVERY`] (a few commands a second, whatever the load). A per-request revocation
+//!   check in Redis would close the window too, but would cost every request the round trip the
+//!   cache exists to save.
 //! - While this node's listener is not subscribed (starting, a Redis outage, a dropped
-//!   connection), notices may be missed: the cache is emptied and not used until it is
-//!   subscribed again.
+//!   connection) or its lease ran out, notices may be missed: the cache is not used until it is
+//!   subscribed again, and it is emptied when it subscribes.
 //! - A read from Redis that raced with a notice is not kept: every notice moves a generation
 //!   counter, and an entry is taken back when the counter moved while it was read or stored.
 //! - An entry is served for at most `max_age`; the next request reads Redis again with `GETEX`,
 //!   which is what slides the session's idle timeout in Redis.
 
-use std::sync::Arc;
-use std::sync::LazyLock;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Session;
+use super::id::random_token;
 use crate::redis_link::{RedisLink, Retry};
 use crate::session::StoreError;
 
@@ -32,6 +50,15 @@ struct Cached {
     until: Instant,
 }
 
+/// A change notice this node published and waits to hear acknowledged.
+#[derive(Default)]
+struct Waiter {
+    /// `"{node} {key}"` of every acknowledgement received: a notice sent twice (after a dropped
+    /// connection) is acknowledged twice by the same node and counts once.
+    acks: Mutex<HashSet<String>>,
+    arrived: Notify,
+}
+
 pub struct NodeCache {
     entries: quick_cache::sync::Cache<String, Arc<Cached>>,
     max_age: Duration,
@@ -39,36 +66,70 @@ pub struct NodeCache {
     generation: AtomicU64,
     /// Subscribed to the notices: only then may entries be served.
     live: AtomicBool,
+    /// Milliseconds after `started` until which entries may be served: the send time of the
+    /// latest ping whose pong came back, plus [`LEASE`].
+    fresh_until_ms: AtomicU64,
+    started: Instant,
     link: Arc<RedisLink>,
     channel: String,
+    /// This node's name in notices and acknowledgements (random per process).
+    node: String,
+    /// Where other nodes acknowledge this node's notices.
+    reply_channel: String,
+    waiting: Mutex<HashMap<String, Arc<Waiter>>>,
 }
 
 static HITS: LazyLock<metrics::Counter> =
     LazyLock::new(|| metrics::counter!("bff_session_cache_total", "result" => "hit"));
 static MISSES: LazyLock<metrics::Counter> =
     LazyLock::new(|| metrics::counter!("bff_session_cache_total", "result" => "miss"));
+static UNACKNOWLEDGED: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!("bff_session_change_unacknowledged_total"));
 
-/// How often the listener checks that its connection still answers.
-const PING_EVERY: Duration = Duration::from_secs(5);
+/// How long a node serves from memory after its subscription last proved it had delivered
+/// every notice; also how long a writer waits at most for acknowledgements.
+pub const LEASE: Duration = Duration::from_secs(1);
+
+/// How often the listener pings its subscription (several pings per lease, so that a late one
+/// does not switch the cache off).
+pub const PING_EVERY: Duration = Duration::from_millis(200);
 
 /// How long the listener waits before subscribing again after a failure.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 impl NodeCache {
     pub fn new(link: Arc<RedisLink>, key_prefix: &str, max_age: Duration, capacity: usize) -> Arc<Self> {
+        let node = random_token()[..16].to_owned();
         Arc::new(NodeCache {
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
             max_age,
             generation: AtomicU64::new(0),
             live: AtomicBool::new(false),
+            fresh_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
             link,
             channel: format!("{key_prefix}:session-changed"),
+            reply_channel: format!("{key_prefix}:session-changed-ack:{node}"),
+            node,
+            waiting: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether entries are served (the listener is subscribed).
+    fn millis_since_start(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    /// Whether entries are served: subscribed, and the subscription proved within [`LEASE`]
+    /// that it delivered every notice.
     pub fn is_live(&self) -> bool {
         self.live.load(Ordering::SeqCst)
+            && self.millis_since_start(Instant::now()) < self.fresh_until_ms.load(Ordering::SeqCst)
+    }
+
+    /// Every notice published before `sent` has been handled: entries may be served until
+    /// `sent + LEASE`.
+    fn proven_at(&self, sent: Instant) {
+        self.fresh_until_ms.fetch_max(self.millis_since_start(sent + LEASE), Ordering::SeqCst);
     }
 
     /// The session under `key`, when this node read it less than `max_age` ago and no notice
@@ -120,13 +181,17 @@ impl NodeCache {
     }
 
     fn switch(&self, live: bool) {
+        if !live {
+            self.fresh_until_ms.store(0, Ordering::SeqCst);
+        }
         self.live.store(live, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
     }
 
-    /// Tells every node (this one included) that these sessions changed or ended; called after
-    /// the store was written.
+    /// Tells every node (this one included) that these sessions changed or ended, and returns
+    /// once no node serves them from memory any more: every subscriber acknowledged, or
+    /// [`LEASE`] passed (see the module header). Called after the store was written.
     pub async fn changed(&self, keys: &[String]) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());
@@ -134,12 +199,73 @@ impl NodeCache {
         for key in keys {
             self.forget(key);
         }
+        let nonce = random_token();
+        let waiter = Arc::new(Waiter::default());
+        self.waiting.lock().expect("waiters").insert(nonce.clone(), waiter.clone());
+        let _unregister = Unregister { cache: self, nonce: &nonce };
+
         let mut pipe = redis::pipe();
         for key in keys {
-            pipe.cmd("PUBLISH").arg(&self.channel).arg(key).ignore();
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(format!("{key} {} {nonce}", self.node));
         }
-        // A notice says "read it again": two of them do no harm. Safe to repeat.
-        self.link.pipeline::<()>(&pipe, Retry::Safe).await
+        // A notice says "read it again": two of them do no harm, and acknowledgements are
+        // counted once per node and key. Safe to repeat.
+        let receivers: Vec<usize> = self.link.pipeline(&pipe, Retry::Safe).await?;
+        // Redis has taken every notice: from now on, a node that has not handled it stops
+        // serving from memory within `LEASE`.
+        let deadline = Instant::now() + LEASE;
+        let expected: usize = receivers.iter().sum();
+        loop {
+            let arrived = waiter.arrived.notified();
+            if waiter.acks.lock().expect("acks").len() >= expected {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                UNACKNOWLEDGED.increment(1);
+                tracing::debug!(
+                    expected,
+                    received = waiter.acks.lock().expect("acks").len(),
+                    "change notice not acknowledged by every node; their leases have run out"
+                );
+                return Ok(());
+            }
+        }
+    }
+
+    fn acknowledged(&self, payload: &str) {
+        let Some((nonce, who)) = payload.split_once(' ') else { return };
+        let waiter = self.waiting.lock().expect("waiters").get(nonce).cloned();
+        if let Some(waiter) = waiter {
+            waiter.acks.lock().expect("acks").insert(who.to_owned());
+            waiter.arrived.notify_one();
+        }
+    }
+
+    /// Handles one message of the subscription: a notice (forget, then acknowledge) or an
+    /// acknowledgement of this node's own notice.
+    fn handle(&self, notice: &redis::Msg) {
+        let Ok(payload) = notice.get_payload::<String>() else {
+            self.switch(true);
+            return;
+        };
+        if notice.get_channel_name() == self.reply_channel {
+            self.acknowledged(&payload);
+            return;
+        }
+        let mut parts = payload.split(' ');
+        let (Some(key), Some(node), Some(nonce), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            // Not a notice this version understands: forget everything rather than miss one.
+            self.switch(true);
+            return;
+        };
+        self.forget(key);
+        let mut ack = redis::cmd("PUBLISH");
+        let reply_channel = format!("{}-ack:{node}", self.channel);
+        ack.arg(reply_channel).arg(format!("{nonce} {} {key}", self.node));
+        let link = self.link.clone();
+        // Counted once per node and key by the writer: safe to repeat.
+        tokio::spawn(async move { link.query::<()>(&ack, Retry::Safe).await });
     }
 
     /// Listens for notices for as long as the node runs, subscribing again after every
@@ -149,7 +275,7 @@ impl NodeCache {
         tokio::spawn(async move {
             loop {
                 let Err(error) = cache.listen().await;
-                if cache.is_live() {
+                if cache.live.load(Ordering::SeqCst) {
                     tracing::warn!(%error, "session cache off until change notices are received again");
                     // The command connection most likely broke with this one: a PING now lets it
                     // reconnect before a user's request finds it broken (a one-time login state
@@ -162,39 +288,59 @@ impl NodeCache {
         });
     }
 
-    /// One subscription, until its connection fails.
+    /// One subscription, until its connection fails or stops answering.
     async fn listen(&self) -> Result<std::convert::Infallible, redis::RedisError> {
         let timeout = self.link.timeout();
+        let timed_out = || redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
         let client = self.link.pubsub_client().await.map_err(|error| {
             redis::RedisError::from((redis::ErrorKind::Io, "no redis to subscribe on", error.to_string()))
         })?;
-        let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub()).await.map_err(|_| timed_out())??;
         let (mut sink, mut notices) = pubsub.split();
-        sink.subscribe(&self.channel).await?;
+        let sent = Instant::now();
+        tokio::time::timeout(timeout, sink.subscribe(&[&self.channel, &self.reply_channel]))
+            .await
+            .map_err(|_| timed_out())??;
         self.switch(true);
+        self.proven_at(sent);
         tracing::info!("session cache on: subscribed to change notices");
         let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.reset();
         loop {
             tokio::select! {
                 notice = notices.next() => match notice {
-                    Some(notice) => match notice.get_payload::<String>() {
-                        Ok(key) => self.forget(key.as_str()),
-                        Err(_) => self.switch(true),
-                    },
+                    Some(notice) => self.handle(&notice),
                     None => return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()),
                 },
                 _ = ping.tick() => {
+                    let sent = Instant::now();
                     match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(error)) => return Err(error),
-                        Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+                        Err(_) => return Err(timed_out()),
                     }
+                    // Every notice Redis published before this ping came in before its pong
+                    // and waits in the stream: handle them before extending the lease.
+                    while let Some(Some(notice)) = notices.next().now_or_never() {
+                        self.handle(&notice);
+                    }
+                    self.proven_at(sent);
                 }
             }
         }
+    }
+}
+
+/// Removes a waiter however [`NodeCache::changed`] ends (answered, timed out, dropped).
+struct Unregister<'a> {
+    cache: &'a NodeCache,
+    nonce: &'a str,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.cache.waiting.lock().expect("waiters").remove(self.nonce);
     }
 }
 
@@ -219,6 +365,7 @@ mod tests {
         let link = RedisLink::new("redis://127.0.0.1:1", Duration::from_secs(1)).unwrap();
         let cache = NodeCache::new(link, "test", max_age, 10);
         cache.switch(true);
+        cache.proven_at(Instant::now());
         cache
     }
 
@@ -243,6 +390,30 @@ mod tests {
         cache.forget("s:other"); // a notice arrives while the session is read from the store
         cache.keep("s:a", &Arc::new(session()), seen);
         assert!(cache.get("s:a").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_served_once_the_subscription_has_not_answered_for_a_lease() {
+        let cache = cache(Duration::from_secs(60));
+        cache.keep("s:a", &Arc::new(session()), cache.generation());
+        tokio::time::advance(LEASE - Duration::from_millis(10)).await;
+        assert!(cache.get("s:a").is_some(), "within the lease");
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert!(cache.get("s:a").is_none(), "the lease ran out");
+        cache.proven_at(Instant::now());
+        assert!(cache.get("s:a").is_some(), "a pong extends the lease");
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_counts_once_per_node_and_key() {
+        let cache = cache(Duration::from_secs(60));
+        let waiter = Arc::new(Waiter::default());
+        cache.waiting.lock().unwrap().insert("n1".into(), waiter.clone());
+        cache.acknowledged("n1 node-a s:a");
+        cache.acknowledged("n1 node-a s:a");
+        cache.acknowledged("n1 node-b s:a");
+        cache.acknowledged("n2 node-c s:a");
+        assert_eq!(waiter.acks.lock().unwrap().len(), 2);
     }
 
     #[tokio::test]

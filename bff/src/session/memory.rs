@@ -132,6 +132,17 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        let mut indexes = self.indexes.lock().expect("memory store lock");
+        if let Some((members, _)) = indexes.get_mut(index) {
+            members.remove(member);
+            if members.is_empty() {
+                indexes.remove(index);
+            }
+        }
+        Ok(())
+    }
+
     async fn index_take(&self, index: &str) -> Result<Vec<String>, StoreError> {
         let now = Instant::now();
         let entry = self.indexes.lock().expect("memory store lock").remove(index);

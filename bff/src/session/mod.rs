@@ -32,7 +32,7 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-pub use cache::NodeCache;
+pub use cache::{LEASE, NodeCache};
 pub use id::{SessionId, random_token};
 pub use memory::MemoryStore;
 pub use record::{PendingLogin, Session};
@@ -164,9 +164,34 @@ impl Sessions {
         if let (Some(sub), None) = (sub, sid) {
             keys.extend(self.store.index_take(&self.index_key("sub", iss, sub)).await?);
         }
+        let mut memberships = Vec::new();
+        for key in &keys {
+            memberships.extend(self.indexes_of_stored(key).await?.into_iter().map(|index| (index, key.clone())));
+        }
         self.store.delete_many(&keys).await?;
         self.changed(&keys).await?;
+        self.leave_indexes(&memberships).await?;
         Ok(keys.len())
+    }
+
+    /// The back-channel logout indexes the session stored under `key` is a member of (none when
+    /// it is gone or does not open).
+    async fn indexes_of_stored(&self, key: &str) -> Result<Vec<String>, SessionError> {
+        let Some(blob) = self.store.get_and_touch(key, self.idle_timeout).await? else {
+            return Ok(Vec::new());
+        };
+        let Ok(plain) = self.ring.open(key.as_bytes(), &blob).await else {
+            return Ok(Vec::new());
+        };
+        Ok(serde_json::from_slice::<Session>(&plain).map(|s| self.indexes_of(&s.claims)).unwrap_or_default())
+    }
+
+    /// Takes ended sessions out of their indexes, so that no index outlives its sessions.
+    async fn leave_indexes(&self, memberships: &[(String, String)]) -> Result<(), SessionError> {
+        for (index, key) in memberships {
+            self.store.index_remove(index, key).await?;
+        }
+        Ok(())
     }
 
     /// Records that the issuer `iss` used the logout token id `jti`, until `ttl` from now (the
@@ -250,11 +275,16 @@ impl Sessions {
         Ok(Some(session))
     }
 
-    /// Deletes a session everywhere: every node sees it gone at once.
+    /// Deletes a session everywhere: every node sees it gone at once. It also leaves the
+    /// back-channel logout indexes, so that the index of a `sid` that ended does not stay in the
+    /// store until the absolute lifetime.
     pub async fn end(&self, id: &SessionId) -> Result<(), SessionError> {
         let key = store_key("s", id.as_bytes());
+        let memberships: Vec<(String, String)> =
+            self.indexes_of_stored(&key).await?.into_iter().map(|index| (index, key.clone())).collect();
         self.store.delete(&key).await?;
-        self.changed(&[key]).await
+        self.changed(std::slice::from_ref(&key)).await?;
+        self.leave_indexes(&memberships).await
     }
 
     /// How long a started login may take.

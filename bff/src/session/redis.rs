@@ -154,6 +154,11 @@ impl SessionStore for RedisStore {
         self.link.pipeline::<()>(&pipe, Retry::Safe).await
     }
 
+    async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        // Redis deletes a set when its last member goes. Removing twice: safe to repeat.
+        self.link.query::<()>(redis::cmd("SREM").arg(self.key(index)).arg(member), Retry::Safe).await
+    }
+
     async fn index_take(&self, index: &str) -> Result<Vec<String>, StoreError> {
         let key = self.key(index);
         let mut pipe = redis::pipe();

@@ -6,8 +6,12 @@
 //! node refresh. Everyone else polls the session until its tokens changed and uses the new ones,
 //! never calling the token endpoint. Only `invalid_grant` ends the session; any other failure
 //! (an issuer that is down, rate-limits, or refuses this client while its secret rotates) keeps
-//! it. A lease that cannot be renewed stops the refresh. The refresh that holds the lock runs as
-//! a task of its own, so a caller that disconnects neither cancels it nor leaves the lock renewed.
+//! it. A lease that is lost or runs out unrenewed stops the refresh; a renewal that Redis does not
+//! answer is tried again while the lease lasts, and so is storing the new tokens: the issuer may
+//! already have rotated the refresh token, so a Redis blip must not throw away its only copy
+//! (which would end the session later with `invalid_grant`). The refresh that holds the lock runs
+//! as a task of its own, so a caller that disconnects neither cancels it nor leaves the lock
+//! renewed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -40,6 +44,9 @@ pub struct Refresher {
 }
 
 const POLL: Duration = Duration::from_millis(20);
+
+/// How often refreshed tokens that could not be stored are tried again (within the lease).
+const SAVE_RETRY_EVERY: Duration = Duration::from_millis(200);
 
 impl Refresher {
     pub fn new(sessions: Arc<Sessions>, oidc: Arc<Oidc>, skew: Duration, lease: Duration) -> Self {
@@ -164,7 +171,7 @@ impl LockedRefresh {
                     bearer: Default::default(),
                     ..current
                 };
-                if !self.sessions.save(&self.id, &updated).await? {
+                if !self.save_within_lease(&updated).await? {
                     return Err(RefreshError::Ended);
                 }
                 metrics::counter!("bff_token_refresh_total", "result" => "done").increment(1);
@@ -184,18 +191,39 @@ impl LockedRefresh {
         }
     }
 
-    /// Renews the lease every third of it; returns (as the reason to stop) once it cannot.
+    /// Stores the new tokens. The issuer may already have rotated the refresh token, so they
+    /// are the only copy: while the lock's lease lasts (nobody else may refresh meanwhile), a
+    /// store that does not answer is tried again rather than losing them.
+    async fn save_within_lease(&self, updated: &Session) -> Result<bool, SessionError> {
+        let until = Instant::now() + self.lease;
+        loop {
+            match self.sessions.save(&self.id, updated).await {
+                Err(error) if Instant::now() + SAVE_RETRY_EVERY < until => {
+                    tracing::warn!(%error, "refreshed tokens not stored yet; trying again");
+                    tokio::time::sleep(SAVE_RETRY_EVERY).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Renews the lease every third of it; returns (as the reason to stop) once the lock was
+    /// taken by another or its lease ran out unrenewed. A renewal that fails (Redis does not
+    /// answer) is tried again: the lock stays this refresh's until its lease has passed, and the
+    /// token request in flight may already have rotated the refresh token.
     async fn keep_lease(&self) -> RefreshError {
+        let mut held_until = Instant::now() + self.lease;
         loop {
             tokio::time::sleep(self.lease / 3).await;
             match self.sessions.store().extend_lock(&self.lock_key, &self.holder, self.lease).await {
-                Ok(true) => {}
+                Ok(true) => held_until = Instant::now() + self.lease,
                 Ok(false) => return RefreshError::Unavailable("the refresh lock was lost; refresh abandoned".into()),
-                Err(error) => {
+                Err(error) if Instant::now() + self.lease / 3 >= held_until => {
                     return RefreshError::Unavailable(format!(
                         "cannot renew the refresh lock ({error}); refresh abandoned"
                     ));
                 }
+                Err(error) => tracing::warn!(%error, "refresh lock not renewed; trying again within its lease"),
             }
         }
     }

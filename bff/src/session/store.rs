@@ -44,6 +44,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Adds `member` to the set `index`, which lives for `ttl` from now.
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
 
+    /// Removes `member` from the set `index`; a set left empty is gone.
+    async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError>;
+
     /// Removes the set `index` and returns its members.
     async fn index_take(&self, index: &str) -> Result<Vec<String>, StoreError>;
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod at_rest;
+mod faults;
 mod fingerprint;
 mod lifecycle;
 mod login;

@@ -98,3 +98,76 @@ async fn a_session_ended_on_one_node_is_not_served_from_another_nodes_memory() {
         assert_eq!(other.me(&s.url(node)).await.unwrap().status, 200, "other sessions stay served");
     }
 }
+
+/// Processes that spin on the CPU until dropped, so that every node's tasks are scheduled late.
+struct CpuBurners(Vec<std::process::Child>);
+
+impl CpuBurners {
+    fn start(n: usize) -> Self {
+        let spin = || std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("sh");
+        CpuBurners((0..n).map(|_| spin()).collect())
+    }
+}
+
+impl Drop for CpuBurners {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Once a logout (end-session, or the identity provider's back-channel logout) has answered on
+/// one node, the very next request on another node, over the connection it already holds, is
+/// refused: the other node had the session in memory, and the CPU is saturated, so a change
+/// notice that is merely on its way would lose the race now and then.
+#[tokio::test]
+async fn no_node_serves_a_session_once_its_logout_has_answered_even_under_cpu_load() {
+    const LOGOUTS: usize = 500;
+    let s = stack().nodes(2).env("BFF_SESSION_CACHE_MAX_AGE", "10m").env("BFF_LOG_LEVEL", "warn").run().await;
+    let (a, b) = (s.url(0), s.url(1));
+    let _burners = CpuBurners::start(2);
+    let hits_before = cache_hits(&s, 1).await;
+    let mut stale = Vec::new();
+    let mut logout_times = Vec::with_capacity(LOGOUTS);
+    for i in 0..LOGOUTS {
+        let name = format!("user-{i}");
+        let user = VirtualUser::new(Some(&name));
+        assert_eq!(user.login(&a).await.unwrap().status, 302);
+        // The first read keeps the session in node b's memory, the second is served from it.
+        assert_eq!(user.me(&b).await.unwrap().status, 200);
+        assert_eq!(user.me(&b).await.unwrap().status, 200);
+        let started = std::time::Instant::now();
+        if i % 2 == 0 {
+            let reply = user.logout_keeping_cookie(&a).await.unwrap();
+            assert_eq!(reply.status, 302, "end-session: {reply:?}");
+        } else {
+            let token = s.issuer.logout_token(Some(&s.issuer.last_sid(&name).unwrap()), None);
+            assert_eq!(backchannel_logout(&a, &token).await, 200);
+        }
+        logout_times.push(started.elapsed());
+        let after = user.me(&b).await.unwrap();
+        if after.status != 404 {
+            stale.push((i, after.status));
+        }
+    }
+    let hits = cache_hits(&s, 1).await - hits_before;
+    logout_times.sort();
+    println!(
+        "{LOGOUTS} logouts under 2 CPU burners: {} stale answers; logout p50 {:?}, p99 {:?}, max {:?}; \
+         {hits} reads served from node b's memory",
+        stale.len(),
+        logout_times[LOGOUTS / 2],
+        logout_times[LOGOUTS * 99 / 100],
+        logout_times[LOGOUTS - 1],
+    );
+    assert!(hits >= LOGOUTS as u64 / 2, "node b had the sessions in memory ({hits} hits), so the test can fail");
+    assert!(stale.is_empty(), "served after logout: {stale:?}");
+    // Every session ended: none of them, and none of their back-channel logout indexes, is left.
+    let left = match redis_cmd(s.redis().port(), &["KEYS", "bff:[si]:*"]).await {
+        redis::Value::Array(keys) => keys.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(left, 0, "sessions or indexes left behind after {LOGOUTS} logouts");
+}

@@ -2,6 +2,7 @@
 //! `bff` processes that all use the first node's URL as their public URL (as if a load balancer
 //! stood in front of them).
 
+use harness::fault::FaultProxy;
 use harness::{BffProcess, MockIssuer, RedisProcess};
 
 pub const BFF: &str = env!("CARGO_BIN_EXE_bff");
@@ -12,6 +13,7 @@ pub struct StackBuilder {
     env: Vec<(String, String)>,
     issuer: Option<MockIssuer>,
     config: Option<String>,
+    fault_proxies: bool,
 }
 
 pub struct Stack {
@@ -20,10 +22,12 @@ pub struct Stack {
     pub issuer: MockIssuer,
     pub redis: Option<RedisProcess>,
     pub nodes: Vec<BffProcess>,
+    /// With `fault_proxies()`: node i reaches Redis through `proxies[i]`.
+    pub proxies: Vec<FaultProxy>,
 }
 
 pub fn stack() -> StackBuilder {
-    StackBuilder { nodes: 1, redis: true, env: Vec::new(), issuer: None, config: None }
+    StackBuilder { nodes: 1, redis: true, env: Vec::new(), issuer: None, config: None, fault_proxies: false }
 }
 
 impl StackBuilder {
@@ -49,6 +53,12 @@ impl StackBuilder {
         self
     }
 
+    /// Each node reaches Redis through a [`FaultProxy`] of its own (`Stack::proxies`).
+    pub fn fault_proxies(mut self) -> Self {
+        self.fault_proxies = true;
+        self
+    }
+
     pub fn issuer(mut self, issuer: MockIssuer) -> Self {
         self.issuer = Some(issuer);
         self
@@ -69,8 +79,14 @@ impl StackBuilder {
             file
         });
         let mut nodes = Vec::new();
+        let mut proxies = Vec::new();
         for port in ports {
             let mut b = node_builder(&issuer, redis.as_ref(), &public_url).port(port);
+            if let (true, Some(redis)) = (self.fault_proxies, &redis) {
+                let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into()).await.expect("fault proxy");
+                b = b.env("BFF_REDIS_URL", format!("redis://{}", proxy.addr()));
+                proxies.push(proxy);
+            }
             if let Some(file) = &config_file {
                 b = b.env("BFF_CONFIG", file.path().display().to_string());
             }
@@ -79,7 +95,7 @@ impl StackBuilder {
             }
             nodes.push(b.run().await.expect("bff node becomes ready"));
         }
-        Stack { _config_file: config_file, issuer, redis, nodes }
+        Stack { _config_file: config_file, issuer, redis, nodes, proxies }
     }
 }
 

@@ -5,6 +5,7 @@ mod control;
 mod images;
 mod issuer;
 mod logs;
+mod soak;
 mod up;
 mod verify;
 
@@ -30,5 +31,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => verify::run(args, &state).await,
         Command::Scenarios(args) => verify::list(args),
         Command::Bench(args) => bench::run(args).await,
+        Command::Soak(args) => soak::run(args).await,
     }
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::fault::Fault;
+
 /// Something went wrong bringing up or changing the cluster.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
@@ -89,6 +91,27 @@ pub trait Backend: Send + Sync {
             "failover-redis",
             "this cluster has no Redis Sentinel (--redis sentinel, process backend)",
         ))
+    }
+
+    /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.
+    fn set_redis_link(&self, _index: Option<usize>, _fault: Fault) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable(format!("the {} backend cannot fault the link to redis", self.name())))
+    }
+
+    /// Freezes node `index` (SIGSTOP) or lets it run again (SIGCONT): it keeps its sockets and
+    /// answers nothing meanwhile.
+    async fn pause_node(&mut self, _index: usize, _paused: bool) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable(format!("the {} backend cannot pause a node", self.name())))
+    }
+
+    /// Kills Redis at once (SIGKILL); [`Backend::start_redis`] brings it back.
+    async fn kill_redis(&mut self) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable(format!("the {} backend cannot kill redis", self.name())))
+    }
+
+    /// Starts Redis again after [`Backend::kill_redis`] and waits until it answers.
+    async fn start_redis(&mut self) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable(format!("the {} backend cannot start redis", self.name())))
     }
 
     /// Redis and every node, for status tables.

@@ -96,6 +96,7 @@ impl Cluster {
         }
         .client(CLIENT_ID, CLIENT_SECRET)
         .access_token_lifetime(std::time::Duration::from_secs(spec.access_token_lifetime_secs.unwrap_or(300)))
+        .rotate_refresh_tokens(spec.rotate_refresh_tokens)
         .run()
         .await
         .map_err(|e| ClusterError::failed("mock issuer", e))?;
@@ -270,6 +271,30 @@ impl Cluster {
     /// [`Cluster::restart_redis`] it does not wait for the nodes: the users meet them first.
     pub async fn failover_redis(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
         self.backend.failover_redis(kill_primary).await
+    }
+
+    /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.
+    pub fn set_redis_link(&self, index: Option<usize>, fault: crate::fault::Fault) -> Result<(), ClusterError> {
+        if let Some(index) = index {
+            self.check(index)?;
+        }
+        self.backend.set_redis_link(index, fault)
+    }
+
+    /// Freezes node `index` (SIGSTOP) or lets it go on (SIGCONT); it stays in the load balancer,
+    /// as a stalled machine would.
+    pub async fn pause_node(&mut self, index: usize, paused: bool) -> Result<(), ClusterError> {
+        self.check(index)?;
+        self.backend.pause_node(index, paused).await
+    }
+
+    /// Kills Redis (SIGKILL); [`Cluster::start_redis`] brings it back.
+    pub async fn kill_redis(&mut self) -> Result<(), ClusterError> {
+        self.backend.kill_redis().await
+    }
+
+    pub async fn start_redis(&mut self) -> Result<(), ClusterError> {
+        self.backend.start_redis().await
     }
 
     /// Where this run's files go.

@@ -6,9 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use super::backend::{Backend, ClusterError, Component};
 use super::spec::{ClusterSpec, RedisTopology, StoreKind, node_name};
+use crate::fault::{Fault, FaultProxy};
 use crate::process::{BffProcess, RedisProcess, SentinelGroup, free_port};
 
 struct NodeSlot {
@@ -27,6 +30,8 @@ pub struct ProcessBackend {
     /// With `--redis sentinel`, instead of `redis`.
     sentinel: Option<SentinelGroup>,
     nodes: Vec<NodeSlot>,
+    /// With `redis_fault_links`: node i reaches Redis through `redis_links[i]`.
+    redis_links: Vec<FaultProxy>,
 }
 
 /// Finds the `bff` binary: the spec's, `$BFF_BIN`, next to the running executable (also one
@@ -85,13 +90,27 @@ impl ProcessBackend {
             ),
             (StoreKind::Memory, _) => (None, None),
         };
-        let redis_url = redis.as_ref().map(|r| r.url()).or_else(|| sentinel.as_ref().map(SentinelGroup::url));
+        let mut redis_links = Vec::new();
+        if let (true, Some(redis)) = (spec.redis_fault_links, &redis) {
+            for _ in 0..spec.nodes {
+                let link = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], redis.port())))
+                    .await
+                    .map_err(|e| ClusterError::failed("fault relay", e))?;
+                redis_links.push(link);
+            }
+        }
+        let redis_url = |i: usize| match (redis_links.get(i), &redis) {
+            (Some(link), _) => Some(format!("redis://{}", link.addr())),
+            (None, redis) => {
+                redis.as_ref().map(RedisProcess::url).or_else(|| sentinel.as_ref().map(SentinelGroup::url))
+            }
+        };
         let nodes = (0..spec.nodes)
             .map(|i| NodeSlot {
                 binary: spec.node(i).and_then(|n| n.binary.clone()).unwrap_or_else(|| binary.clone()),
                 port: free_port(),
                 log: crate::run_dir::log_path(run_dir, &node_name(i)),
-                env: spec.node_env(i, issuer_url, public_url, redis_url.as_deref()),
+                env: spec.node_env(i, issuer_url, public_url, redis_url(i).as_deref()),
                 process: None,
                 state: "stopped",
             })
@@ -102,6 +121,7 @@ impl ProcessBackend {
             redis,
             sentinel,
             nodes,
+            redis_links,
         })
     }
 
@@ -184,6 +204,41 @@ impl Backend for ProcessBackend {
         group.failover(kill_primary).await.map(|_| ()).map_err(|e| ClusterError::failed("failover-redis", e))
     }
 
+    fn set_redis_link(&self, index: Option<usize>, fault: Fault) -> Result<(), ClusterError> {
+        if self.redis_links.is_empty() {
+            return Err(ClusterError::Unavailable(
+                "the nodes reach redis directly: a scenario with link faults runs them through fault relays".into(),
+            ));
+        }
+        match index {
+            Some(i) => self.redis_links.get(i).ok_or(ClusterError::NoSuchNode(i))?.set(fault),
+            None => self.redis_links.iter().for_each(|link| link.set(fault)),
+        }
+        Ok(())
+    }
+
+    async fn pause_node(&mut self, index: usize, paused: bool) -> Result<(), ClusterError> {
+        let slot = self.slot(index)?;
+        let pid = slot.process.as_ref().and_then(BffProcess::pid).ok_or(ClusterError::NoSuchNode(index))?;
+        let signal = if paused { Signal::SIGSTOP } else { Signal::SIGCONT };
+        kill(Pid::from_raw(pid as i32), signal).map_err(|e| ClusterError::failed(node_name(index), e))?;
+        slot.state = if paused { "paused" } else { "running" };
+        Ok(())
+    }
+
+    async fn kill_redis(&mut self) -> Result<(), ClusterError> {
+        let redis =
+            self.redis.as_mut().ok_or_else(|| ClusterError::failed("kill-redis", "this cluster has no redis"))?;
+        redis.kill().await;
+        Ok(())
+    }
+
+    async fn start_redis(&mut self) -> Result<(), ClusterError> {
+        let redis =
+            self.redis.as_mut().ok_or_else(|| ClusterError::failed("start-redis", "this cluster has no redis"))?;
+        redis.start_again().await.map_err(|e| ClusterError::failed("redis", e))
+    }
+
     fn components(&self) -> Vec<Component> {
         let mut out = Vec::new();
         if let Some(group) = &self.sentinel {
@@ -218,7 +273,8 @@ impl Backend for ProcessBackend {
             out.push(Component {
                 name: node_name(i),
                 address: Some(format!("127.0.0.1:{}", slot.port)),
-                state: if running && slot.state != "not ready" { "running" } else { slot.state }.into(),
+                state: if running && !matches!(slot.state, "not ready" | "paused") { "running" } else { slot.state }
+                    .into(),
                 id: slot.process.as_ref().and_then(BffProcess::pid).map(|p| format!("pid {p}")),
             });
         }

@@ -126,6 +126,12 @@ pub struct ClusterSpec {
     /// By default the start fails at the first such node.
     #[serde(skip)]
     pub keep_unready: bool,
+    /// Each node reaches Redis through a [`crate::fault::FaultProxy`] of its own, so that a
+    /// scenario can slow, silence or cut that link (process backend).
+    pub redis_fault_links: bool,
+    /// The mock issuer hands out a new refresh token with every refresh and accepts each one
+    /// once (so it can tell a refresh token presented twice).
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for ClusterSpec {
@@ -151,6 +157,8 @@ impl Default for ClusterSpec {
             ready_timeout_secs: None,
             run_dir: None,
             keep_unready: false,
+            redis_fault_links: false,
+            rotate_refresh_tokens: false,
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use super::state::{CodeGrant, IdTokenFault, IssuerState, RefreshGrant, random_token};
+use super::state::{CodeGrant, IdTokenFault, IssuerOutage, IssuerState, RefreshGrant, random_token};
 
 pub(super) struct Settings {
     pub issuer: String,
@@ -141,7 +141,16 @@ pub(super) async fn mount(server: &MockServer, settings: Arc<Settings>, state: S
         ("POST", "/consent", Box::new(consent)),
     ];
     for (verb, route, responder) in routes {
-        Mock::given(method(verb)).and(path(route)).respond_with(responder).mount(server).await;
+        let shared = state.clone();
+        let with_outage = move |req: &Request| {
+            let outage = shared.lock().expect("issuer state").outage;
+            match outage {
+                IssuerOutage::None => responder(req),
+                IssuerOutage::Latency(delay) => responder(req).set_delay(delay),
+                IssuerOutage::Down => ResponseTemplate::new(503).set_body_string("issuer down"),
+            }
+        };
+        Mock::given(method(verb)).and(path(route)).respond_with(with_outage).mount(server).await;
     }
 }
 
@@ -330,6 +339,7 @@ fn refresh_grant(s: &Settings, st: &mut IssuerState, f: &HashMap<String, String>
     let Some(presented) = f.get("refresh_token") else {
         return oauth_error(400, "invalid_request", "missing refresh_token");
     };
+    *st.refresh_presentations.entry(presented.clone()).or_default() += 1;
     let Some(grant) = st.refresh_tokens.get(presented) else {
         return oauth_error(400, "invalid_grant", "unknown, revoked or rotated refresh token");
     };

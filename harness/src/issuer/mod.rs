@@ -21,7 +21,7 @@ use std::time::Duration;
 use wiremock::MockServer;
 
 pub use keys::SigningAlg;
-pub use state::{IdTokenFault, TokenFaults, User};
+pub use state::{IdTokenFault, IssuerOutage, TokenFaults, User};
 
 use keys::KeySet;
 use state::IssuerState;
@@ -137,6 +137,8 @@ impl MockIssuerBuilder {
             access_tokens: HashMap::new(),
             id_token_fault: None,
             token_faults: TokenFaults::default(),
+            outage: IssuerOutage::None,
+            refresh_presentations: HashMap::new(),
             calls: HashMap::new(),
             revoked: Vec::new(),
             last_sid: HashMap::new(),
@@ -201,6 +203,22 @@ impl MockIssuer {
     /// Makes the next id_tokens wrong in the given way (`None` puts things right).
     pub fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
         self.state().id_token_fault = fault;
+    }
+
+    /// Refresh tokens presented more than once, when refresh tokens rotate (each may be used
+    /// once: a second presentation is a replay); `None` when they do not rotate (the same token
+    /// then serves every refresh by design).
+    pub fn refresh_tokens_presented_twice(&self) -> Option<u64> {
+        if !self.settings.rotate_refresh_tokens {
+            return None;
+        }
+        let state = self.state.lock().expect("issuer state");
+        Some(state.refresh_presentations.values().filter(|n| **n > 1).count() as u64)
+    }
+
+    /// Makes every endpoint slow or down until set back to [`IssuerOutage::None`].
+    pub fn set_outage(&self, outage: IssuerOutage) {
+        self.state.lock().expect("issuer state").outage = outage;
     }
 
     pub fn set_token_faults(&self, faults: TokenFaults) {

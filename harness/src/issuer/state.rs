@@ -45,6 +45,17 @@ pub enum IdTokenFault {
     MissingSub,
 }
 
+/// The whole issuer slow or down, as a node sees it (every endpoint).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IssuerOutage {
+    #[default]
+    None,
+    /// Every answer comes this much later.
+    Latency(Duration),
+    /// Every endpoint answers 503.
+    Down,
+}
+
 /// Faults of the token endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct TokenFaults {
@@ -76,6 +87,9 @@ pub(super) struct IssuerState {
     pub access_tokens: HashMap<String, String>,
     pub id_token_fault: Option<IdTokenFault>,
     pub token_faults: TokenFaults,
+    pub outage: IssuerOutage,
+    /// How many times each refresh token was presented at the token endpoint.
+    pub refresh_presentations: HashMap<String, u32>,
     pub calls: HashMap<&'static str, u64>,
     pub access_token_lifetime: std::time::Duration,
     pub revoked: Vec<String>,

@@ -138,11 +138,48 @@ pub enum Action {
     FailoverRedis,
     /// The Redis master is SIGKILLed; the sentinels notice and promote the replica.
     KillRedisPrimary,
+    /// Every node's link to Redis delays each chunk by `latency_ms`, for `millis`.
+    RedisLatency,
+    /// Every node's link to Redis goes silent (open, nothing passes) for `millis`.
+    RedisBlackhole,
+    /// Every node's connections to Redis are reset, and new ones too, for `millis`.
+    RedisReset,
+    /// The `node`'s link to Redis goes silent for `millis`; it still answers the load balancer.
+    PartitionNode,
+    /// The `node` is frozen (SIGSTOP) for `millis`, then goes on (SIGCONT).
+    PauseNode,
+    /// Redis is killed (SIGKILL) and started again after `millis`.
+    KillRedis,
+    /// Every answer of the identity provider comes `latency_ms` later, for `millis`.
+    IssuerLatency,
+    /// The identity provider answers 503 on every endpoint, for `millis`.
+    IssuerDown,
 }
 
 impl Action {
     pub fn is_user_step(self) -> bool {
         matches!(self, Action::Login | Action::Me | Action::Get | Action::Logout)
+    }
+
+    /// A fault that lasts `millis` and then ends by itself.
+    pub fn is_bounded_fault(self) -> bool {
+        matches!(
+            self,
+            Action::RedisLatency
+                | Action::RedisBlackhole
+                | Action::RedisReset
+                | Action::PartitionNode
+                | Action::PauseNode
+                | Action::KillRedis
+                | Action::IssuerLatency
+                | Action::IssuerDown
+        )
+    }
+
+    /// A fault on the links between the nodes and Redis (the nodes then reach Redis through
+    /// fault relays).
+    pub fn faults_redis_links(self) -> bool {
+        matches!(self, Action::RedisLatency | Action::RedisBlackhole | Action::RedisReset | Action::PartitionNode)
     }
 
     pub fn name(self) -> &'static str {
@@ -158,6 +195,14 @@ impl Action {
             Action::Pause => "pause",
             Action::FailoverRedis => "failover-redis",
             Action::KillRedisPrimary => "kill-redis-primary",
+            Action::RedisLatency => "redis-latency",
+            Action::RedisBlackhole => "redis-blackhole",
+            Action::RedisReset => "redis-reset",
+            Action::PartitionNode => "partition-node",
+            Action::PauseNode => "pause-node",
+            Action::KillRedis => "kill-redis",
+            Action::IssuerLatency => "issuer-latency",
+            Action::IssuerDown => "issuer-down",
         }
     }
 }
@@ -202,8 +247,10 @@ pub struct Step {
     pub via: Via,
     /// Cluster steps: which node.
     pub node: Option<NodeSelector>,
-    /// `pause`: milliseconds.
+    /// `pause`: milliseconds; faults (`redis-blackhole`, `pause-node`, …): how long they last.
     pub millis: Option<u64>,
+    /// `redis-latency`, `issuer-latency`: the delay added, in milliseconds.
+    pub latency_ms: Option<u64>,
     /// User steps: how many copies of the request each user sends at once (default 1).
     pub parallel: Option<usize>,
     #[serde(default)]
@@ -292,6 +339,13 @@ pub struct Verdict {
 }
 
 impl Scenario {
+    /// Whether a step (or a step run `during` another) faults the links to Redis.
+    pub fn faults_redis_links(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.action.faults_redis_links() || s.during.as_ref().is_some_and(|d| d.action.faults_redis_links()))
+    }
+
     pub fn parse(text: &str, path: &str) -> Result<Self, ScenarioError> {
         let mut scenario: Scenario =
             toml::from_str(text).map_err(|e| ScenarioError::Invalid { path: path.into(), reason: e.to_string() })?;
@@ -377,6 +431,15 @@ impl Scenario {
             }
             if step.action == Action::Pause && step.millis.is_none() {
                 return Err(format!("{at}: pause needs millis"));
+            }
+            if step.action.is_bounded_fault() && step.millis.is_none() {
+                return Err(format!("{at}: a fault needs millis (how long it lasts)"));
+            }
+            if matches!(step.action, Action::RedisLatency | Action::IssuerLatency) && step.latency_ms.is_none() {
+                return Err(format!("{at}: {} needs latency_ms", step.action.name()));
+            }
+            if matches!(step.action, Action::PartitionNode | Action::PauseNode) && step.node.is_none() {
+                return Err(format!("{at}: needs node = \"random\", \"all\" or a number"));
             }
             if matches!(step.action, Action::RestartNode | Action::KillNode | Action::StartNode) && step.node.is_none()
             {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::model::{Outcome as Expected, Scenario};
+use super::history::Invariant;
+use super::model::{Action, Outcome as Expected, Scenario};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -18,10 +19,15 @@ pub enum Outcome {
     Unavailable,
 }
 
-/// One request.
+/// One request: together, a run's history.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
     pub step: String,
+    pub action: Action,
+    /// The virtual user who sent it.
+    pub user: String,
+    /// `me` answered 200: whose identity it showed (`sub`), when the body names one.
+    pub identity: Option<String>,
     pub node: Option<String>,
     /// For reads of a session: the node that created it (answered the login callback).
     pub created_on: Option<String>,
@@ -144,6 +150,8 @@ pub struct RunReport {
     pub node_logs: Vec<NodeLog>,
     /// refresh_token grants the mock issuer saw (when this process ran it).
     pub token_refreshes: Option<u64>,
+    /// The invariants checked over the whole history, each passed or not.
+    pub invariants: Vec<Invariant>,
     /// True when the scenario's expectation is met (for a negative control: failures found).
     pub passed: bool,
     pub verdict: String,
@@ -235,6 +243,7 @@ impl RunReport {
             never_ready: None,
             node_logs: Vec::new(),
             token_refreshes,
+            invariants: super::history::check_history(records, None),
             passed: false,
             verdict: String::new(),
         };
@@ -258,6 +267,14 @@ impl RunReport {
     }
 
     /// Adds the drift check's findings and judges again.
+    /// Checks the invariants again, with the issuer's count of refresh tokens presented twice.
+    pub fn with_refresh_reuse(mut self, scenario: &Scenario, refresh_reuse: Option<u64>) -> Self {
+        self.invariants = super::history::check_history(&self.records, refresh_reuse);
+        (self.passed, self.verdict) = self.judge(scenario);
+        let skipped = std::mem::take(&mut self.skipped);
+        self.with_skipped(skipped)
+    }
+
     pub fn with_drift(mut self, scenario: &Scenario, drift: Option<crate::drift::DriftReport>) -> Self {
         self.drift = drift;
         (self.passed, self.verdict) = self.judge(scenario);
@@ -323,6 +340,9 @@ impl RunReport {
         }
         if self.requests == 0 {
             broken.push("no request was made".into());
+        }
+        for invariant in self.invariants.iter().filter(|i| i.passed == Some(false)) {
+            broken.push(format!("invariant broken: {} ({} times)", invariant.name, invariant.violations));
         }
         let drift = self.drift.as_ref().filter(|d| d.found_drift());
         if let Some(drift) = drift {

@@ -18,6 +18,8 @@ use super::report::{FaultWindow, NodeLog, Outcome, Record};
 use super::target::Target;
 use crate::client::{ClientError, Reply, VirtualUser};
 use crate::cluster::ClusterError;
+use crate::fault::Fault;
+use crate::issuer::IssuerOutage;
 
 /// Live counters for a progress display.
 #[derive(Default)]
@@ -253,9 +255,59 @@ async fn apply(
             events.push(format!("{} ({:.1} s)", step.action.name(), started.elapsed().as_secs_f64()));
         }
         Action::Pause => tokio::time::sleep(Duration::from_millis(step.millis.unwrap_or(0))).await,
+        action if action.is_bounded_fault() => {
+            let lasts = Duration::from_millis(step.millis.unwrap_or(0));
+            ctx.progress.set_current(step.label());
+            let began = inject(ctx, step, indexes, true).await;
+            if began.is_ok() {
+                tokio::time::sleep(lasts).await;
+            }
+            // Lifted whatever happened, so that no fault outlives its step.
+            let ended = inject(ctx, step, indexes, false).await;
+            began?;
+            ended?;
+            events.push(format!(
+                "{} for {} ms (ended at {:.1} s)",
+                step.label(),
+                lasts.as_millis(),
+                started.elapsed().as_secs_f64()
+            ));
+        }
         _ => unreachable!("user steps are not cluster steps"),
     }
     Ok(())
+}
+
+/// Starts (`on`) or ends a bounded fault.
+async fn inject(ctx: &Ctx<'_>, step: &Step, indexes: &[usize], on: bool) -> Result<(), ClusterError> {
+    let link = |fault: Fault| if on { fault } else { Fault::None };
+    match step.action {
+        Action::RedisLatency => {
+            let delay = Duration::from_millis(step.latency_ms.unwrap_or(0));
+            ctx.target.set_redis_link(None, link(Fault::Latency(delay))).await
+        }
+        Action::RedisBlackhole => ctx.target.set_redis_link(None, link(Fault::Blackhole)).await,
+        Action::RedisReset => ctx.target.set_redis_link(None, link(Fault::Reset)).await,
+        Action::PartitionNode => {
+            for &index in indexes {
+                ctx.target.set_redis_link(Some(index), link(Fault::Blackhole)).await?;
+            }
+            Ok(())
+        }
+        Action::PauseNode => {
+            for &index in indexes {
+                ctx.target.pause_node(index, on).await?;
+            }
+            Ok(())
+        }
+        Action::KillRedis => ctx.target.kill_redis(on).await,
+        Action::IssuerLatency => {
+            let delay = Duration::from_millis(step.latency_ms.unwrap_or(0));
+            ctx.target.issuer_outage(if on { IssuerOutage::Latency(delay) } else { IssuerOutage::None }).await
+        }
+        Action::IssuerDown => ctx.target.issuer_outage(if on { IssuerOutage::Down } else { IssuerOutage::None }).await,
+        other => unreachable!("{} is not a bounded fault", other.name()),
+    }
 }
 
 async fn user_step(
@@ -279,6 +331,9 @@ async fn user_step(
             None => {
                 let down = Record {
                     step: label.clone(),
+                    action: step.action,
+                    user: user.identity().unwrap_or(name).to_owned(),
+                    identity: None,
                     node: Some(ctx.target.node_name(n - 1)),
                     created_on: None,
                     outcome: Outcome::Unavailable,
@@ -332,8 +387,32 @@ async fn user_step(
                         Action::Me | Action::Get => ctx.created_on.lock().expect("created-on lock").get(name).cloned(),
                         _ => None,
                     };
+                    let identity = match (&result, step.action) {
+                        (Ok(reply), Action::Me) if reply.status == 200 => {
+                            reply.json().and_then(|body| body.get("sub").and_then(Value::as_str).map(str::to_owned))
+                        }
+                        _ => None,
+                    };
+                    let user = user.identity().unwrap_or(name).to_owned();
+                    let action = step.action;
                     let step = label.clone();
-                    record(ctx, Record { step, node, created_on, outcome, status, at_ms, latency_ms, detail }).await;
+                    record(
+                        ctx,
+                        Record {
+                            step,
+                            action,
+                            user,
+                            identity,
+                            node,
+                            created_on,
+                            outcome,
+                            status,
+                            at_ms,
+                            latency_ms,
+                            detail,
+                        },
+                    )
+                    .await;
                     return;
                 }
             }

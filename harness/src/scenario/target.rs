@@ -10,6 +10,8 @@ use tokio::sync::Mutex;
 use crate::client::VirtualUser;
 use crate::cluster::control::ControlClient;
 use crate::cluster::{Cluster, ClusterError, node_name};
+use crate::fault::Fault;
+use crate::issuer::IssuerOutage;
 
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -27,6 +29,23 @@ pub trait Target: Send + Sync {
         let _ = kill_primary;
         Err(ClusterError::failed("failover-redis", "bffctl fails over only a Redis Sentinel group it started"))
     }
+
+    /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.
+    async fn set_redis_link(&self, _index: Option<usize>, _fault: Fault) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("this target cannot fault the links to redis".into()))
+    }
+    /// Freezes node `index` (SIGSTOP) or lets it go on.
+    async fn pause_node(&self, _index: usize, _paused: bool) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("this target cannot pause a node".into()))
+    }
+    /// Makes the mock issuer slow or down, or well again.
+    async fn issuer_outage(&self, _outage: IssuerOutage) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("this target does not run the issuer".into()))
+    }
+    /// Kills Redis (SIGKILL) or starts it again.
+    async fn kill_redis(&self, _killed: bool) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("this target cannot kill redis".into()))
+    }
     /// The name of node `index` (0-based) in reports: `node-1`, … unless the target names them.
     fn node_name(&self, index: usize) -> String {
         node_name(index)
@@ -40,6 +59,10 @@ pub trait Target: Send + Sync {
     fn user(&self, login_hint: &str) -> VirtualUser;
     /// How often the mock issuer's endpoint was called, when this process runs the issuer.
     async fn issuer_calls(&self, endpoint: &str) -> Option<u64>;
+    /// Refresh tokens the mock issuer saw presented more than once, when it can tell.
+    async fn refresh_tokens_presented_twice(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A cluster this run started and will tear down.
@@ -101,6 +124,24 @@ impl Target for OwnedCluster {
         self.cluster.lock().await.failover_redis(kill_primary).await
     }
 
+    async fn set_redis_link(&self, index: Option<usize>, fault: Fault) -> Result<(), ClusterError> {
+        self.cluster.lock().await.set_redis_link(index, fault)
+    }
+
+    async fn pause_node(&self, index: usize, paused: bool) -> Result<(), ClusterError> {
+        self.cluster.lock().await.pause_node(index, paused).await
+    }
+
+    async fn issuer_outage(&self, outage: IssuerOutage) -> Result<(), ClusterError> {
+        self.cluster.lock().await.issuer().set_outage(outage);
+        Ok(())
+    }
+
+    async fn kill_redis(&self, killed: bool) -> Result<(), ClusterError> {
+        let mut cluster = self.cluster.lock().await;
+        if killed { cluster.kill_redis().await } else { cluster.start_redis().await }
+    }
+
     async fn node_log(&self, index: usize) -> Option<std::path::PathBuf> {
         self.cluster.lock().await.node_log(index)
     }
@@ -111,6 +152,10 @@ impl Target for OwnedCluster {
 
     async fn issuer_calls(&self, endpoint: &str) -> Option<u64> {
         Some(self.cluster.lock().await.issuer().calls(endpoint))
+    }
+
+    async fn refresh_tokens_presented_twice(&self) -> Option<u64> {
+        self.cluster.lock().await.issuer().refresh_tokens_presented_twice()
     }
 }
 
