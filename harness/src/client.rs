@@ -5,6 +5,11 @@
 //! by itself, so an issuer named `issuer.localhost` works from the host and, under a network
 //! alias, from containers.
 //!
+//! Every user has its own client (its own cookie jar and connections, as separate browsers have),
+//! but they share one TLS configuration: reqwest would otherwise build a certificate verifier per
+//! client, and each one reads and parses the system's root certificates on its first handshake
+//! (and building the client costs as much again), milliseconds per user at a thousand users.
+//!
 //! The paths and headers of another gateway are [`GatewayPaths`]: login, me (and the header an
 //! API-style `me` wants), logout.
 
@@ -80,6 +85,26 @@ impl reqwest::dns::Resolve for LocalhostResolver {
     }
 }
 
+/// The rustls configuration every virtual user's client starts from: reqwest's own choice (the
+/// platform verifier over aws-lc-rs, HTTP/1.1 only), built once so the system roots are read once.
+/// `None` when no verifier can be built; each client then builds its own as before.
+fn shared_tls() -> Option<rustls::ClientConfig> {
+    static TLS: std::sync::OnceLock<Option<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).ok()?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(config)
+    })
+    .clone()
+}
+
 pub struct VirtualUser {
     http: reqwest::Client,
     paths: GatewayPaths,
@@ -108,6 +133,9 @@ impl VirtualUser {
             // Shorter than a gateway's idle keep-alive bound (bff: 10 s), as a browser's is.
             .pool_idle_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10));
+        if let Some(tls) = shared_tls() {
+            builder = builder.tls_backend_preconfigured(tls);
+        }
         for (name, addr) in resolve {
             builder = builder.resolve(name, *addr);
         }
@@ -309,4 +337,50 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// The shared TLS configuration still verifies certificates: an https server with a
+    /// certificate no system root vouches for is refused, by every user, not just the first.
+    #[tokio::test]
+    async fn shared_tls_refuses_an_untrusted_certificate() {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = handshakes.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move { acceptor.accept(stream).await.map(drop) });
+            }
+        });
+        assert!(super::shared_tls().is_some(), "the shared TLS configuration builds");
+        for who in ["first", "second"] {
+            let user = super::VirtualUser::new(Some(who));
+            match user.get(&format!("https://localhost:{port}/")).await {
+                Err(super::ClientError::Transport { reason, .. }) => {
+                    assert!(reason.to_lowercase().contains("certificate"), "{who}: {reason}")
+                }
+                other => panic!("{who}: expected a certificate error, got {other:?}"),
+            }
+        }
+        assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 2, "both users reached the server");
+    }
 }
