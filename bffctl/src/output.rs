@@ -65,6 +65,7 @@ pub fn report(report: &harness::scenario::RunReport) {
         "unavailable",
         "p50 ms",
         "p95 ms",
+        "p99 ms",
     ]);
     for row in &report.rows {
         let failed = if row.failed > 0 { Cell::new(row.failed).fg(Color::Red) } else { Cell::new(row.failed) };
@@ -79,10 +80,31 @@ pub fn report(report: &harness::scenario::RunReport) {
             unavailable,
             Cell::new(format!("{:.1}", row.p50_ms)),
             Cell::new(format!("{:.1}", row.p95_ms)),
+            Cell::new(format!("{:.1}", row.p99_ms)),
         ]);
     }
     if !report.rows.is_empty() {
         println!("{table}");
+    }
+    if report.steps.len() > 1 {
+        let mut steps = Table::new();
+        steps.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "step (all nodes)",
+            "answered",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+        ]);
+        for s in &report.steps {
+            steps.add_row(vec![
+                Cell::new(&s.step),
+                Cell::new(s.requests),
+                Cell::new(format!("{:.1}", s.p50_ms)),
+                Cell::new(format!("{:.1}", s.p95_ms)),
+                Cell::new(format!("{:.1}", s.p99_ms)),
+            ]);
+        }
+        println!("{steps}");
     }
     if !report.failures.is_empty() {
         let mut failures = Table::new();

@@ -8,6 +8,7 @@
 //! - [`images`]: builds the local Docker images (no registry needed);
 //! - [`client`]: a browser-like virtual user;
 //! - [`soak`]: minutes of open-loop load with a seeded fault schedule, and its figures;
+//! - [`listener`]: listening sockets with a backlog for a thousand users at once;
 //! - [`run_dir`]: where a run's files (each node's log) go.
 
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod drift;
 pub mod fault;
 pub mod images;
 pub mod issuer;
+pub mod listener;
 pub mod login_form;
 pub mod process;
 pub mod run_dir;

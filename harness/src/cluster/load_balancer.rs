@@ -18,7 +18,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::spec::{LbPolicy, node_name};
@@ -96,7 +95,7 @@ impl LoadBalancer {
     /// Binds `127.0.0.1:port` (0 = any) and starts serving with no live node yet; `seed` makes
     /// the routing reproducible (see the module docs).
     pub async fn start(port: u16, node_count: usize, policy: LbPolicy, seed: Option<u64>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let listener = crate::listener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
         let addr = listener.local_addr()?;
         let table = Arc::new(Table {
             nodes: RwLock::new(vec![None; node_count]),

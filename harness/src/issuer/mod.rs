@@ -14,7 +14,7 @@ mod keys;
 mod state;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,9 +123,11 @@ impl MockIssuerBuilder {
     }
 
     pub async fn run(self) -> std::io::Result<MockIssuer> {
-        let listener = TcpListener::bind(self.bind)?;
+        let listener = crate::listener::bind(self.bind)?.into_std()?;
         let port = listener.local_addr()?.port();
-        let server = MockServer::builder().listener(listener).start().await;
+        // Request recording off: the issuer counts its calls in its own state, and at thousands of
+        // users wiremock would keep a copy of every request for the whole run.
+        let server = MockServer::builder().listener(listener).disable_request_recording().start().await;
         let url = format!("http://{}:{port}", self.host);
         let default_user = self.users.first().map(|u| u.sub.clone()).unwrap_or_else(|| "alice".into());
         let state = Arc::new(Mutex::new(IssuerState {

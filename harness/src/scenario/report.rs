@@ -92,6 +92,18 @@ pub struct Row {
     pub unavailable: u64,
     pub p50_ms: f64,
     pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// One step's latencies over every node: what a user of the gateway waits at that step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepLatency {
+    pub step: String,
+    /// Answered requests (ok or failed; unavailable ones have no latency worth counting).
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// Failures that look alike, counted once.
@@ -127,6 +139,8 @@ pub struct RunReport {
     pub failed: u64,
     pub unavailable: u64,
     pub rows: Vec<Row>,
+    /// Each step over all nodes, in the scenario's order.
+    pub steps: Vec<StepLatency>,
     pub failures: Vec<FailureGroup>,
     pub cluster_events: Vec<String>,
     /// Steps the target could not carry out, and why: a PASS holds only for what did run.
@@ -199,10 +213,29 @@ impl RunReport {
                     unavailable: rs.iter().filter(|r| r.outcome == Outcome::Unavailable).count() as u64,
                     p50_ms: percentile(&latencies, 50.0),
                     p95_ms: percentile(&latencies, 95.0),
+                    p99_ms: percentile(&latencies, 99.0),
                 }
             })
             .collect();
         rows.sort_by_key(|r| (order.iter().position(|s| *s == r.step), r.node.clone()));
+        let steps: Vec<StepLatency> = order
+            .iter()
+            .map(|step| {
+                let mut latencies: Vec<f64> = records
+                    .iter()
+                    .filter(|r| &r.step == step && r.outcome != Outcome::Unavailable)
+                    .map(|r| r.latency_ms)
+                    .collect();
+                latencies.sort_by(f64::total_cmp);
+                StepLatency {
+                    step: step.clone(),
+                    requests: latencies.len() as u64,
+                    p50_ms: percentile(&latencies, 50.0),
+                    p95_ms: percentile(&latencies, 95.0),
+                    p99_ms: percentile(&latencies, 99.0),
+                }
+            })
+            .collect();
 
         let mut groups: BTreeMap<(String, String, Option<u16>, String), u64> = BTreeMap::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Failed) {
@@ -231,6 +264,7 @@ impl RunReport {
             failed,
             unavailable,
             rows,
+            steps,
             failures,
             cluster_events: events,
             records: records.to_vec(),
@@ -470,4 +504,54 @@ pub fn junit(reports: &[RunReport]) -> String {
         report.add_test_suite(suite);
     }
     report.to_string().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Outcome, Record, RunReport};
+    use crate::scenario::Scenario;
+    use crate::scenario::model::Action;
+
+    fn record(step: &str, node: &str, latency_ms: f64, outcome: Outcome) -> Record {
+        Record {
+            step: step.into(),
+            action: Action::Me,
+            user: "u".into(),
+            identity: None,
+            node: Some(node.into()),
+            created_on: None,
+            outcome,
+            status: Some(200),
+            at_ms: 0.0,
+            latency_ms,
+            detail: String::new(),
+        }
+    }
+
+    /// A step's figures are taken over every node's requests (a slow tail on one node shows in
+    /// the step's p99), skip unavailable ones, and keep the scenario's step order.
+    #[test]
+    fn step_latencies_span_every_node() {
+        let scenario =
+            Scenario::parse(include_str!("../../../scenarios/login-me-restart.toml"), "seed.toml").expect("scenario");
+        let mut records: Vec<Record> = (1..=99).map(|i| record("me", "node-1", i as f64, Outcome::Ok)).collect();
+        records.push(record("me", "node-2", 1000.0, Outcome::Ok));
+        records.push(record("me", "node-2", 5000.0, Outcome::Unavailable));
+        records.insert(0, record("login", "node-2", 7.0, Outcome::Ok));
+        let nodes = vec!["node-1".to_owned(), "node-2".to_owned()];
+        let report =
+            RunReport::build(&scenario, "test".into(), &records, &nodes, Vec::new(), None, std::time::Duration::ZERO);
+        let steps: Vec<&str> = report.steps.iter().map(|s| s.step.as_str()).collect();
+        assert_eq!(steps, ["login", "me"]);
+        let me = &report.steps[1];
+        assert_eq!(me.requests, 100);
+        assert_eq!(me.p50_ms, 50.0);
+        assert_eq!(me.p99_ms, 99.0);
+        let node2 = report.rows.iter().find(|r| r.step == "me" && r.node == "node-2").expect("row");
+        assert_eq!(node2.p99_ms, 1000.0);
+        records.push(record("me", "node-2", 2000.0, Outcome::Ok));
+        let report =
+            RunReport::build(&scenario, "test".into(), &records, &nodes, Vec::new(), None, std::time::Duration::ZERO);
+        assert_eq!(report.steps[1].p99_ms, 1000.0, "the tail of node-2 shows in the step's p99");
+    }
 }
