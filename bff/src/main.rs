@@ -62,8 +62,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: bff::Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = bff::server::listener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     bff::run(listener, config, shutdown_signal()).await?;
     Ok(())

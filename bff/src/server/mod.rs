@@ -12,6 +12,7 @@
 
 mod dispatch;
 mod handoff;
+pub mod listener;
 
 use std::future::Future;
 
