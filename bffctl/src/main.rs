@@ -14,6 +14,9 @@ pub const EXIT_TOOL: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Thousands of sockets at a thousand users; a limit that cannot be raised shows up later as
+    // a clear "too many open files" on the requests it stops.
+    let _ = harness::open_files::raise_to_hard_limit();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(code) => code,

@@ -9,6 +9,7 @@
 //! - [`client`]: a browser-like virtual user;
 //! - [`soak`]: minutes of open-loop load with a seeded fault schedule, and its figures;
 //! - [`listener`]: listening sockets with a backlog for a thousand users at once;
+//! - [`open_files`]: raises the open-files limit a thousand users need;
 //! - [`run_dir`]: where a run's files (each node's log) go.
 
 pub mod bench;
@@ -21,6 +22,7 @@ pub mod images;
 pub mod issuer;
 pub mod listener;
 pub mod login_form;
+pub mod open_files;
 pub mod process;
 pub mod run_dir;
 pub mod scenario;
