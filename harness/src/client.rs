@@ -6,9 +6,9 @@
 //! alias, from containers.
 //!
 //! Every user has its own client (its own cookie jar and connections, as separate browsers have),
-//! but they share one TLS configuration: reqwest would otherwise build a certificate verifier per
-//! client, and each one reads and parses the system's root certificates on its first handshake
-//! (and building the client costs as much again), milliseconds per user at a thousand users.
+//! but they share one certificate verifier: reqwest would otherwise build one per client, and
+//! building one reads and parses every system root certificate, milliseconds per user. TLS session
+//! resumption stays per user, as it is per browser.
 //!
 //! The paths and headers of another gateway are [`GatewayPaths`]: login, me (and the header an
 //! API-style `me` wants), logout.
@@ -133,7 +133,9 @@ impl VirtualUser {
             // Shorter than a gateway's idle keep-alive bound (bff: 10 s), as a browser's is.
             .pool_idle_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10));
-        if let Some(tls) = shared_tls() {
+        if let Some(mut tls) = shared_tls() {
+            // The clone would share one session-ticket store among all users.
+            tls.resumption = rustls::client::Resumption::default();
             builder = builder.tls_backend_preconfigured(tls);
         }
         for (name, addr) in resolve {
