@@ -141,6 +141,7 @@ impl DockerBackend {
                 image: &spec.images.redis,
                 network: &network,
                 persistent: spec.redis_persistence,
+                run_dir,
                 labels: &labels,
             };
             match SentinelContainers::start(&group).await {

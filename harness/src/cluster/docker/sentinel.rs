@@ -43,6 +43,9 @@ struct Member {
     name: String,
     host_port: u16,
     container: Container,
+    /// `<run dir>/<component>.log`, which `follower` appends the output of each start to.
+    log: std::path::PathBuf,
+    follower: Option<tokio::process::Child>,
     state: &'static str,
 }
 
@@ -63,6 +66,8 @@ pub struct GroupSpec<'a> {
     pub image: &'a str,
     pub network: &'a str,
     pub persistent: bool,
+    /// Where each member's output goes (`redis-1.log`, `sentinel-1.log`, …).
+    pub run_dir: &'a std::path::Path,
     /// The labels of the container of a component (`redis-1`, `sentinel-1`, …).
     pub labels: &'a (dyn Fn(&str) -> [(String, String); 2] + Send + Sync),
 }
@@ -114,7 +119,9 @@ impl SentinelContainers {
         let new = self.wait_for_new_master(old).await?;
         if kill_primary {
             let member = &mut self.servers[old];
+            let since = std::time::SystemTime::now();
             member.container.start().await.map_err(|e| ClusterError::failed(member.component.clone(), e))?;
+            member.follower = super::follow_logs(&member.container, Some(since), &member.log).ok();
             wait_for_ping(member).await?;
             member.state = "running";
             replicate(member.address(), &self.servers[new].name).await?;
@@ -229,7 +236,9 @@ async fn start_server(spec: &GroupSpec<'_>, component: &str) -> Result<Member, C
         .start()
         .await
         .map_err(|e| ClusterError::failed(component.to_owned(), e))?;
-    let member = Member { component: component.into(), name, host_port, container, state: "running" };
+    let log = crate::run_dir::log_path(spec.run_dir, component);
+    let follower = super::follow_logs(&container, None, &log).ok();
+    let member = Member { component: component.into(), name, host_port, container, log, follower, state: "running" };
     wait_for_ping(&member).await?;
     Ok(member)
 }
@@ -260,7 +269,9 @@ async fn start_sentinel(spec: &GroupSpec<'_>, component: &str, primary: &str) ->
         .start()
         .await
         .map_err(|e| ClusterError::failed(component.to_owned(), e))?;
-    let member = Member { component: component.into(), name, host_port, container, state: "running" };
+    let log = crate::run_dir::log_path(spec.run_dir, component);
+    let follower = super::follow_logs(&container, None, &log).ok();
+    let member = Member { component: component.into(), name, host_port, container, log, follower, state: "running" };
     wait_for_ping(&member).await?;
     Ok(member)
 }
