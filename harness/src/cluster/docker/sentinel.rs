@@ -3,16 +3,19 @@
 //! failovers of [`crate::process::SentinelGroup`] for them: `SENTINEL FAILOVER`, and `docker kill`
 //! of the primary.
 //!
-//! Everything is named by container name, which the run's network resolves: each server
-//! announces itself by its name (`replica-announce-ip`), and the sentinels resolve and announce
-//! host names (`sentinel resolve-hostnames`, `announce-hostnames`), so a node asking a sentinel
-//! for the master gets `bff-run-<id>-redis-N:6379`, which it can reach. The harness itself reaches
-//! every member on a host port bound once, and maps the names the sentinels give to those ports.
+//! The servers are named by their addresses on the run's network, which the node containers
+//! reach: the sentinels monitor the primary by its address and learn the replica's from it, so
+//! a node asking a sentinel for the master gets `<network ip>:6379`. Host names were tried first
+//! (`replica-announce-ip <container name>`, `sentinel resolve-hostnames yes`): once a killed
+//! primary's name left the network's DNS, every lookup of it blocked the sentinels for seconds
+//! (the embedded DNS forwards unknown names to resolvers this machine cannot reach), they fell
+//! into TILT mode and no failover happened. The sentinels themselves, never killed, are given to
+//! the nodes by container name. The harness reaches every member on a host port bound once.
 //!
 //! Replication is set with `REPLICAOF` once a server answers, never by its arguments, so a killed
-//! primary started again (the same container, which keeps its name and, on its own network, its
-//! address) is made a replica of whichever server is master by then. Every wait polls what Redis
-//! and the sentinels say, with a deadline.
+//! primary started again (the same container; its network address may change, and the master
+//! reports the new one) is made a replica of whichever server is master by then. Every wait
+//! polls what Redis and the sentinels say, with a deadline.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +44,8 @@ struct Member {
     component: String,
     /// The container name, which the network resolves.
     name: String,
+    /// The address on the run's network (a server's changes when it starts again).
+    ip: String,
     host_port: u16,
     container: Container,
     /// `<run dir>/<component>.log`, which `follower` appends the output of each start to.
@@ -82,7 +87,7 @@ impl SentinelContainers {
             servers.push(start_server(spec, &format!("redis-{i}")).await?);
         }
         let mut group = SentinelContainers { servers, sentinels: Vec::new() };
-        let primary = group.servers[0].name.clone();
+        let primary = group.servers[0].ip.clone();
         replicate(group.servers[1].address(), &primary).await?;
         for i in 1..=3 {
             group.sentinels.push(start_sentinel(spec, &format!("sentinel-{i}"), &primary).await?);
@@ -123,8 +128,9 @@ impl SentinelContainers {
             member.container.start().await.map_err(|e| ClusterError::failed(member.component.clone(), e))?;
             member.follower = super::follow_logs(&member.container, Some(since), &member.log).ok();
             wait_for_ping(member).await?;
+            member.ip = network_ip(&member.container, &member.component).await?;
             member.state = "running";
-            replicate(member.address(), &self.servers[new].name).await?;
+            replicate(member.address(), &self.servers[new].ip).await?;
         }
         self.wait_until_settled(new).await
     }
@@ -134,7 +140,7 @@ impl SentinelContainers {
         let mut last = String::from("no sentinel");
         for sentinel in &self.sentinels {
             match master_by_sentinel(sentinel.address()).await {
-                Ok(host) => match self.servers.iter().position(|s| s.name == host) {
+                Ok(host) => match self.servers.iter().position(|s| s.ip == host) {
                     Some(index) => return Ok(index),
                     None => last = format!("{} names an unknown master {host}", sentinel.component),
                 },
@@ -165,7 +171,7 @@ impl SentinelContainers {
     /// sentinels.
     async fn wait_until_settled(&self, master: usize) -> Result<(), ClusterError> {
         let deadline = Instant::now() + DEADLINE;
-        let (name, address) = (&self.servers[master].name, self.servers[master].address());
+        let (name, address) = (&self.servers[master].ip, self.servers[master].address());
         let replicas: Vec<SocketAddr> =
             self.servers.iter().enumerate().filter(|(i, _)| *i != master).map(|(_, s)| s.address()).collect();
         loop {
@@ -219,12 +225,11 @@ fn failed(reason: impl ToString) -> ClusterError {
     ClusterError::failed("redis sentinel", reason)
 }
 
-/// A Redis server that announces itself by its container name.
+/// A Redis server, which the sentinels know by its network address.
 async fn start_server(spec: &GroupSpec<'_>, component: &str) -> Result<Member, ClusterError> {
     let name = format!("{}-{component}", spec.network);
     let host_port = free_port();
-    let mut args = images::redis_args(spec.persistent);
-    args.extend(["--replica-announce-ip".to_owned(), name.clone()]);
+    let args = images::redis_args(spec.persistent);
     let (image, tag) = split_image(spec.image);
     let container = GenericImage::new(image, tag)
         .with_exposed_port(REDIS_PORT.tcp())
@@ -238,19 +243,20 @@ async fn start_server(spec: &GroupSpec<'_>, component: &str) -> Result<Member, C
         .map_err(|e| ClusterError::failed(component.to_owned(), e))?;
     let log = crate::run_dir::log_path(spec.run_dir, component);
     let follower = super::follow_logs(&container, None, &log).ok();
-    let member = Member { component: component.into(), name, host_port, container, log, follower, state: "running" };
+    let ip = network_ip(&container, component).await?;
+    let member =
+        Member { component: component.into(), name, ip, host_port, container, log, follower, state: "running" };
     wait_for_ping(&member).await?;
     Ok(member)
 }
 
-/// A sentinel watching `primary` (a container name). The image's entrypoint starts a plain
+/// A sentinel watching `primary` (a network address). The image's entrypoint starts a plain
 /// server, so this one names `redis-server` itself: its configuration file must come first.
 async fn start_sentinel(spec: &GroupSpec<'_>, component: &str, primary: &str) -> Result<Member, ClusterError> {
     let name = format!("{}-{component}", spec.network);
     let host_port = free_port();
     let conf = format!(
         "port {SENTINEL_PORT}\nbind 0.0.0.0\nprotected-mode no\ndir /data\n\
-         sentinel resolve-hostnames yes\nsentinel announce-hostnames yes\n\
          sentinel monitor {MASTER_NAME} {primary} {REDIS_PORT} 2\n\
          sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
          sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n\
@@ -271,7 +277,9 @@ async fn start_sentinel(spec: &GroupSpec<'_>, component: &str, primary: &str) ->
         .map_err(|e| ClusterError::failed(component.to_owned(), e))?;
     let log = crate::run_dir::log_path(spec.run_dir, component);
     let follower = super::follow_logs(&container, None, &log).ok();
-    let member = Member { component: component.into(), name, host_port, container, log, follower, state: "running" };
+    let ip = network_ip(&container, component).await?;
+    let member =
+        Member { component: component.into(), name, ip, host_port, container, log, follower, state: "running" };
     wait_for_ping(&member).await?;
     Ok(member)
 }
@@ -291,6 +299,18 @@ async fn wait_for_ping(member: &Member) -> Result<(), ClusterError> {
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// The container's address on the run's network.
+async fn network_ip(container: &Container, component: &str) -> Result<String, ClusterError> {
+    let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
+    let out = images::docker(&["inspect", "--format", format, container.id()], Duration::from_secs(10))
+        .await
+        .map_err(|e| ClusterError::failed(component.to_owned(), e))?;
+    out.split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .ok_or_else(|| ClusterError::failed(component.to_owned(), "no address on the run's network"))
 }
 
 /// SIGKILL, as `docker kill` sends.
@@ -318,7 +338,7 @@ async fn connect(address: SocketAddr) -> Result<redis::aio::MultiplexedConnectio
     client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| failed(format!("{address}: {e}")))
 }
 
-/// The master's host name, as the sentinel at `address` says.
+/// The master's network address, as the sentinel at `address` says.
 async fn master_by_sentinel(address: SocketAddr) -> Result<String, String> {
     let mut sentinel = connect(address).await.map_err(|e| e.to_string())?;
     let (host, _): (String, u16) = redis::cmd("SENTINEL")
