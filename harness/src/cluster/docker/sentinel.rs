@@ -453,3 +453,19 @@ async fn sentinel_settled(address: SocketAddr, master: &str) -> bool {
     };
     replicas.iter().any(|replica| !down(replica))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_replicas_whose_link_is_online_count() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+                    slave0:ip=192.168.0.3,port=6379,state=online,offset=42,lag=0\r\n\
+                    slave1:ip=192.168.0.4,port=6379,state=wait_bgsave,offset=0,lag=0\r\n\
+                    master_repl_offset:42\r\n";
+        let online: Vec<&str> = online_replicas(info).collect();
+        assert_eq!(online.len(), 1);
+        assert!(online[0].contains("192.168.0.3"));
+    }
+}
