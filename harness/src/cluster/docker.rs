@@ -136,15 +136,14 @@ impl DockerBackend {
         let mut redis_url = format!("redis://{network}-redis:{REDIS_PORT}");
         let mut sentinel = None;
         if uses_sentinel {
-            let labels = |component: &str| labels(&run_id, component);
             let group = GroupSpec {
-                image: &spec.images.redis,
-                network: &network,
+                image: spec.images.redis.clone(),
+                network: network.clone(),
+                run_id: run_id.clone(),
                 persistent: spec.redis_persistence,
-                run_dir,
-                labels: &labels,
+                run_dir: run_dir.to_owned(),
             };
-            match SentinelContainers::start(&group).await {
+            match SentinelContainers::start(group).await {
                 Ok(group) => {
                     redis_url = group.url();
                     sentinel = Some(group);

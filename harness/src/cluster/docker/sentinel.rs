@@ -12,10 +12,11 @@
 //! into TILT mode and no failover happened. The sentinels themselves, never killed, are given to
 //! the nodes by container name. The harness reaches every member on a host port bound once.
 //!
-//! Replication is set with `REPLICAOF` once a server answers, never by its arguments, so a killed
-//! primary started again (the same container; its network address may change, and the master
-//! reports the new one) is made a replica of whichever server is master by then. Every wait
-//! polls what Redis and the sentinels say, with a deadline.
+//! A killed primary is replaced, once the sentinels have promoted the other server, by a new
+//! container of the same name that is a replica of the new master from its first command on
+//! (`--replicaof`): the old container started again would be an empty master at its old address
+//! until told otherwise, and a node that reconnected there in that moment found no sessions (seen
+//! once in 5 runs). Every wait polls what Redis and the sentinels say, with a deadline.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,9 +49,8 @@ struct Member {
     ip: String,
     host_port: u16,
     container: Container,
-    /// `<run dir>/<component>.log`, which `follower` appends the output of each start to.
-    log: std::path::PathBuf,
-    follower: Option<tokio::process::Child>,
+    /// `docker logs --follow` appending to `<run dir>/<component>.log`.
+    _follower: Option<tokio::process::Child>,
     state: &'static str,
 }
 
@@ -62,35 +62,36 @@ impl Member {
 
 /// Two Redis servers (either may be master) and three sentinels, as containers.
 pub struct SentinelContainers {
+    spec: GroupSpec,
     servers: Vec<Member>,
     sentinels: Vec<Member>,
 }
 
 /// What a member's container is made from.
-pub struct GroupSpec<'a> {
-    pub image: &'a str,
-    pub network: &'a str,
+pub struct GroupSpec {
+    pub image: String,
+    pub network: String,
+    /// The run's id, for the containers' labels.
+    pub run_id: String,
     pub persistent: bool,
     /// Where each member's output goes (`redis-1.log`, `sentinel-1.log`, …).
-    pub run_dir: &'a std::path::Path,
-    /// The labels of the container of a component (`redis-1`, `sentinel-1`, …).
-    pub labels: &'a (dyn Fn(&str) -> [(String, String); 2] + Send + Sync),
+    pub run_dir: std::path::PathBuf,
 }
 
 impl SentinelContainers {
     /// Starts both servers, makes the second a replica of the first, starts the sentinels, and
     /// returns once the replica receives the master's writes and every sentinel knows the
     /// replica and its two peers.
-    pub async fn start(spec: &GroupSpec<'_>) -> Result<Self, ClusterError> {
+    pub async fn start(spec: GroupSpec) -> Result<Self, ClusterError> {
         let mut servers = Vec::new();
         for i in 1..=2 {
-            servers.push(start_server(spec, &format!("redis-{i}")).await?);
+            servers.push(start_server(&spec, &format!("redis-{i}"), free_port(), None).await?);
         }
-        let mut group = SentinelContainers { servers, sentinels: Vec::new() };
+        let mut group = SentinelContainers { spec, servers, sentinels: Vec::new() };
         let primary = group.servers[0].ip.clone();
         replicate(group.servers[1].address(), &primary).await?;
         for i in 1..=3 {
-            group.sentinels.push(start_sentinel(spec, &format!("sentinel-{i}"), &primary).await?);
+            group.sentinels.push(start_sentinel(&group.spec, &format!("sentinel-{i}"), &primary).await?);
         }
         group.wait_until_settled(0).await?;
         Ok(group)
@@ -123,14 +124,15 @@ impl SentinelContainers {
         }
         let new = self.wait_for_new_master(old).await?;
         if kill_primary {
-            let member = &mut self.servers[old];
-            let since = std::time::SystemTime::now();
-            member.container.start().await.map_err(|e| ClusterError::failed(member.component.clone(), e))?;
-            member.follower = super::follow_logs(&member.container, Some(since), &member.log).ok();
-            wait_for_ping(member).await?;
-            member.ip = network_ip(&member.container, &member.component).await?;
-            member.state = "running";
-            replicate(member.address(), &self.servers[new].ip).await?;
+            // A new container, a replica from its first command on: the same one started
+            // again would be an empty master at the old address until told otherwise, and a
+            // node reconnecting there would find no sessions.
+            let killed = self.servers.remove(old);
+            let (component, host_port) = (killed.component.clone(), killed.host_port);
+            killed.container.rm().await.map_err(|e| ClusterError::failed(component.clone(), e))?;
+            let master = self.servers[if new > old { new - 1 } else { new }].ip.clone();
+            let replica = start_server(&self.spec, &component, host_port, Some(&master)).await?;
+            self.servers.insert(old, replica);
         }
         self.wait_until_settled(new).await
     }
@@ -225,34 +227,42 @@ fn failed(reason: impl ToString) -> ClusterError {
     ClusterError::failed("redis sentinel", reason)
 }
 
-/// A Redis server, which the sentinels know by its network address.
-async fn start_server(spec: &GroupSpec<'_>, component: &str) -> Result<Member, ClusterError> {
+/// A Redis server, which the sentinels know by its network address; a replica of `master` (a
+/// network address) from the start when given.
+async fn start_server(
+    spec: &GroupSpec,
+    component: &str,
+    host_port: u16,
+    master: Option<&str>,
+) -> Result<Member, ClusterError> {
     let name = format!("{}-{component}", spec.network);
-    let host_port = free_port();
-    let args = images::redis_args(spec.persistent);
-    let (image, tag) = split_image(spec.image);
+    let mut args = images::redis_args(spec.persistent);
+    if let Some(master) = master {
+        args.extend(["--replicaof".to_owned(), master.to_owned(), REDIS_PORT.to_string()]);
+    }
+    let (image, tag) = split_image(&spec.image);
     let container = GenericImage::new(image, tag)
         .with_exposed_port(REDIS_PORT.tcp())
         .with_mapped_port(host_port, REDIS_PORT.tcp())
-        .with_network(spec.network)
+        .with_network(&spec.network)
         .with_container_name(&name)
-        .with_labels((spec.labels)(component))
+        .with_labels(super::labels(&spec.run_id, component))
         .with_cmd(args)
         .start()
         .await
         .map_err(|e| ClusterError::failed(component.to_owned(), e))?;
-    let log = crate::run_dir::log_path(spec.run_dir, component);
+    let log = crate::run_dir::log_path(&spec.run_dir, component);
     let follower = super::follow_logs(&container, None, &log).ok();
     let ip = network_ip(&container, component).await?;
     let member =
-        Member { component: component.into(), name, ip, host_port, container, log, follower, state: "running" };
+        Member { component: component.into(), name, ip, host_port, container, _follower: follower, state: "running" };
     wait_for_ping(&member).await?;
     Ok(member)
 }
 
 /// A sentinel watching `primary` (a network address). The image's entrypoint starts a plain
 /// server, so this one names `redis-server` itself: its configuration file must come first.
-async fn start_sentinel(spec: &GroupSpec<'_>, component: &str, primary: &str) -> Result<Member, ClusterError> {
+async fn start_sentinel(spec: &GroupSpec, component: &str, primary: &str) -> Result<Member, ClusterError> {
     let name = format!("{}-{component}", spec.network);
     let host_port = free_port();
     let conf = format!(
@@ -262,24 +272,24 @@ async fn start_sentinel(spec: &GroupSpec<'_>, component: &str, primary: &str) ->
          sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n\
          sentinel parallel-syncs {MASTER_NAME} 1\n"
     );
-    let (image, tag) = split_image(spec.image);
+    let (image, tag) = split_image(&spec.image);
     let container = GenericImage::new(image, tag)
         .with_entrypoint("redis-server")
         .with_exposed_port(SENTINEL_PORT.tcp())
         .with_mapped_port(host_port, SENTINEL_PORT.tcp())
-        .with_network(spec.network)
+        .with_network(&spec.network)
         .with_container_name(&name)
-        .with_labels((spec.labels)(component))
+        .with_labels(super::labels(&spec.run_id, component))
         .with_copy_to(SENTINEL_CONF, conf.into_bytes())
         .with_cmd([SENTINEL_CONF, "--sentinel"])
         .start()
         .await
         .map_err(|e| ClusterError::failed(component.to_owned(), e))?;
-    let log = crate::run_dir::log_path(spec.run_dir, component);
+    let log = crate::run_dir::log_path(&spec.run_dir, component);
     let follower = super::follow_logs(&container, None, &log).ok();
     let ip = network_ip(&container, component).await?;
     let member =
-        Member { component: component.into(), name, ip, host_port, container, log, follower, state: "running" };
+        Member { component: component.into(), name, ip, host_port, container, _follower: follower, state: "running" };
     wait_for_ping(&member).await?;
     Ok(member)
 }
