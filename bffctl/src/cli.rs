@@ -360,7 +360,7 @@ pub enum StoreArg {
 pub enum RedisArg {
     /// One redis-server.
     Single,
-    /// A primary, a replica and three sentinels (process backend); nodes use redis+sentinel://.
+    /// A primary, a replica and three sentinels (processes or containers); nodes use redis+sentinel://.
     Sentinel,
 }
 

@@ -87,10 +87,7 @@ pub trait Backend: Send + Sync {
     /// answers, with a replica in sync again.
     async fn failover_redis(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
         let _ = kill_primary;
-        Err(ClusterError::failed(
-            "failover-redis",
-            "this cluster has no Redis Sentinel (--redis sentinel, process backend)",
-        ))
+        Err(ClusterError::failed("failover-redis", "this cluster has no Redis Sentinel (--redis sentinel)"))
     }
 
     /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.

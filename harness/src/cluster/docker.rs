@@ -5,6 +5,9 @@
 //! host port chosen once and bound explicitly, so a restarted node keeps its address, as a
 //! process node does.
 //!
+//! With `--redis sentinel`, Redis is a primary, a replica and three sentinels instead
+//! ([`sentinel`]), and the nodes are given the sentinels' names (`redis+sentinel://`).
+//!
 //! The images are built here when missing or stale ([`images::ensure_images`]). Each node's output
 //! is followed (`docker logs --follow`, from each start on) into `<run dir>/node-N.log`.
 //!
@@ -29,6 +32,10 @@ use tokio::time::Instant;
 use super::backend::{Backend, ClusterError, Component};
 use super::spec::{ClusterSpec, StoreKind, node_name};
 use crate::images::{self, BFF_PORT, REDIS_PORT};
+
+mod sentinel;
+
+use sentinel::{GroupSpec, SentinelContainers};
 
 /// The label every container of a run carries, with the run id as its value.
 pub const RUN_LABEL: &str = "bff.run";
@@ -75,6 +82,8 @@ pub struct DockerBackend {
     /// The issuer's host name, mapped to the host gateway in every node (none for an IP).
     issuer_host: Option<String>,
     redis: Option<RedisSlot>,
+    /// With `--redis sentinel`, instead of `redis`.
+    sentinel: Option<SentinelContainers>,
     nodes: Vec<NodeSlot>,
     ready_timeout: Duration,
     keep_unready: bool,
@@ -98,11 +107,7 @@ impl DockerBackend {
             ));
         }
         let uses_redis = spec.session_store == StoreKind::Redis;
-        if uses_redis && spec.redis == super::spec::RedisTopology::Sentinel {
-            return Err(ClusterError::Unavailable(
-                "--redis sentinel runs on the process backend only: use --backend process".into(),
-            ));
-        }
+        let uses_sentinel = uses_redis && spec.redis == super::spec::RedisTopology::Sentinel;
         let binary = super::process::find_bff_binary(spec).ok();
         images::ensure_images(&spec.images, binary.as_deref(), uses_redis, progress).await?;
         let mut node_images = Vec::new();
@@ -128,7 +133,27 @@ impl DockerBackend {
 
         let run_id = format!("{:08x}", rand::random::<u32>());
         let network = format!("bff-run-{run_id}");
-        let redis_url = format!("redis://{network}-redis:{REDIS_PORT}");
+        let mut redis_url = format!("redis://{network}-redis:{REDIS_PORT}");
+        let mut sentinel = None;
+        if uses_sentinel {
+            let group = GroupSpec {
+                image: spec.images.redis.clone(),
+                network: network.clone(),
+                run_id: run_id.clone(),
+                persistent: spec.redis_persistence,
+                run_dir: run_dir.to_owned(),
+            };
+            match SentinelContainers::start(group).await {
+                Ok(group) => {
+                    redis_url = group.url();
+                    sentinel = Some(group);
+                }
+                Err(error) => {
+                    let _ = remove_run(Some(&run_id)).await;
+                    return Err(error);
+                }
+            }
+        }
         let nodes = (0..spec.nodes)
             .map(|i| NodeSlot {
                 container_name: format!("{network}-{}", node_name(i)),
@@ -147,6 +172,7 @@ impl DockerBackend {
             network,
             issuer_host,
             redis: None,
+            sentinel,
             nodes,
             ready_timeout: spec.ready_timeout(),
             keep_unready: spec.keep_unready,
@@ -156,7 +182,10 @@ impl DockerBackend {
                 .build()
                 .map_err(|e| ClusterError::failed("http client", e))?,
         };
-        if uses_redis && let Err(error) = backend.start_redis(&spec.images.redis, spec.redis_persistence).await {
+        if uses_redis
+            && !uses_sentinel
+            && let Err(error) = backend.start_redis(&spec.images.redis, spec.redis_persistence).await
+        {
             let _ = backend.teardown().await;
             return Err(error);
         }
@@ -174,7 +203,7 @@ impl DockerBackend {
     }
 
     fn labels(&self, component: &str) -> [(String, String); 2] {
-        [(RUN_LABEL.into(), self.run_id.clone()), (COMPONENT_LABEL.into(), component.into())]
+        labels(&self.run_id, component)
     }
 
     async fn start_redis(&mut self, image: &str, persistent: bool) -> Result<(), ClusterError> {
@@ -218,6 +247,11 @@ impl DockerBackend {
     fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
         self.nodes.get_mut(index).ok_or(ClusterError::NoSuchNode(index))
     }
+}
+
+/// The labels of a run's container.
+fn labels(run_id: &str, component: &str) -> [(String, String); 2] {
+    [(RUN_LABEL.into(), run_id.to_owned()), (COMPONENT_LABEL.into(), component.into())]
 }
 
 /// Appends the container's output from `since` on (all of it for `None`) to `log`, until the
@@ -475,8 +509,15 @@ impl Backend for DockerBackend {
         Ok(())
     }
 
+    async fn failover_redis(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
+        let group = self.sentinel.as_mut().ok_or_else(|| {
+            ClusterError::failed("failover-redis", "this cluster has no Redis Sentinel (--redis sentinel)")
+        })?;
+        group.failover(kill_primary).await
+    }
+
     fn components(&self) -> Vec<Component> {
-        let mut out = Vec::new();
+        let mut out = self.sentinel.as_ref().map(SentinelContainers::components).unwrap_or_default();
         if let Some(redis) = &self.redis {
             out.push(Component {
                 name: "redis".into(),
@@ -515,6 +556,11 @@ impl Backend for DockerBackend {
             && let Err(error) = redis.container.rm().await
         {
             first_error.get_or_insert(ClusterError::failed("redis", error));
+        }
+        if let Some(group) = self.sentinel.take()
+            && let Err(error) = group.remove().await
+        {
+            first_error.get_or_insert(error);
         }
         // testcontainers removed the network with its last container; this catches anything a
         // failed start left behind.

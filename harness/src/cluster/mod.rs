@@ -49,7 +49,8 @@ pub struct Cluster {
 /// is installed (or not needed), else says what to install.
 pub async fn resolve_backend(spec: &ClusterSpec) -> Result<BackendKind, ClusterError> {
     match spec.backend {
-        // Redis Sentinel runs as processes only.
+        // Redis Sentinel: processes, which start and fail over faster (`--backend docker` runs it
+        // as containers).
         BackendKind::Auto if spec.redis == RedisTopology::Sentinel && spec.session_store == StoreKind::Redis => {
             match process::on_path("redis-server") {
                 Some(_) => Ok(BackendKind::Process),

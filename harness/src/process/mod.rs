@@ -11,6 +11,7 @@ pub(crate) use bff::probe_ready;
 pub use bff::{BffProcess, BffProcessBuilder};
 pub use child::ProcessError;
 pub use redis::RedisProcess;
+pub(crate) use sentinel::{DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS};
 pub use sentinel::{MASTER_NAME, SentinelError, SentinelGroup};
 
 /// A loopback port that was free a moment ago.

@@ -15,11 +15,11 @@ pub const MASTER_NAME: &str = "mymaster";
 /// How long the sentinels wait before they call a silent primary down: Redis's default 30 s
 /// would make a test's failover slow; 1 s made the sentinels fail a busy master over a second
 /// time (to the replica still syncing) on this loaded 2-core machine.
-const DOWN_AFTER_MS: u64 = 2000;
+pub(crate) const DOWN_AFTER_MS: u64 = 2000;
 
 /// Redis's `failover-timeout` (default 3 min): also how long a sentinel whose election failed
 /// waits (twice this) before it tries again, which a test should not spend.
-const FAILOVER_TIMEOUT_MS: u64 = 3000;
+pub(crate) const FAILOVER_TIMEOUT_MS: u64 = 3000;
 
 /// Bound on every wait here: the group coming together, a failover completing.
 const DEADLINE: Duration = Duration::from_secs(30);
