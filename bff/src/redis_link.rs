@@ -324,23 +324,7 @@ impl RedisLink {
     /// connection dropped runs once more on a fresh one (with Sentinel: on the master the
     /// sentinels name now).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T, StoreError> {
-        let seen = self.lookups.load(Ordering::Acquire);
-        let mut conn = self.conn()?;
-        match cmd.query_async(&mut conn).await {
-            Err(error) if self.is_sentinel() && master_may_have_moved(&error) => {
-                self.report_trouble();
-                self.follow_master(seen).await;
-                if !may_repeat(retry, &error) {
-                    return Err(self.failed(error));
-                }
-                let mut conn = self.conn()?;
-                self.retry_after(error, cmd.query_async(&mut conn)).await
-            }
-            Err(error) if retry == Retry::Safe && connection_dropped(&error) => {
-                self.retry_after(error, cmd.query_async(&mut conn)).await
-            }
-            result => result.map_err(|error| self.failed(error)),
-        }
+        self.attempt(retry, |mut conn| async move { cmd.query_async(&mut conn).await }).await
     }
 
     fn is_sentinel(&self) -> bool {
@@ -353,20 +337,31 @@ impl RedisLink {
         pipe: &redis::Pipeline,
         retry: Retry,
     ) -> Result<T, StoreError> {
+        self.attempt(retry, |mut conn| async move { pipe.query_async(&mut conn).await }).await
+    }
+
+    /// One command or pipeline (`send`, on a connection), and the second attempt [`Retry`] and
+    /// the error allow: after the sentinels were asked where the master is now, or on the
+    /// manager's fresh connection.
+    async fn attempt<T, F, Fut>(&self, retry: Retry, send: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let seen = self.lookups.load(Ordering::Acquire);
-        let mut conn = self.conn()?;
-        match pipe.query_async(&mut conn).await {
+        let conn = self.conn()?;
+        match send(conn.clone()).await {
             Err(error) if self.is_sentinel() && master_may_have_moved(&error) => {
                 self.report_trouble();
                 self.follow_master(seen).await;
                 if !may_repeat(retry, &error) {
                     return Err(self.failed(error));
                 }
-                let mut conn = self.conn()?;
-                self.retry_after(error, pipe.query_async(&mut conn)).await
+                let conn = self.conn()?;
+                self.retry_after(error, send(conn)).await
             }
             Err(error) if retry == Retry::Safe && connection_dropped(&error) => {
-                self.retry_after(error, pipe.query_async(&mut conn)).await
+                self.retry_after(error, send(conn)).await
             }
             result => result.map_err(|error| self.failed(error)),
         }
