@@ -178,3 +178,40 @@ async fn memory_get_and_touch_slides_the_expiry() {
     tokio::time::advance(Duration::from_secs(11)).await;
     assert!(!store.exists("l:i").await.unwrap(), "exists does not see an expired marker");
 }
+
+#[tokio::test]
+async fn redis_index_lifetimes_only_grow() {
+    let (store, server) = redis().await;
+    let server = server.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut ttl = async |key: &str| -> i64 { redis::cmd("TTL").arg(key).query_async(&mut conn).await.unwrap() };
+    store.index_add("i:t", "s:1", Duration::from_secs(600)).await.unwrap();
+    assert!((590..=600).contains(&ttl("contract:i:t").await), "a new index lives for its ttl");
+    store.index_add("i:t", "s:2", Duration::from_secs(30)).await.unwrap();
+    assert!(ttl("contract:i:t").await > 590, "a shorter session does not shorten a shared index");
+    store.index_keep("i:t", Duration::from_secs(1200)).await.unwrap();
+    assert!(ttl("contract:i:t").await > 1190, "keep lengthens");
+    store.index_keep("i:t", Duration::from_secs(60)).await.unwrap();
+    assert!(ttl("contract:i:t").await > 1190, "keep never shortens");
+    store.index_keep("i:none", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(ttl("contract:i:none").await, -2, "keep creates nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_index_lifetimes_only_grow() {
+    let store = MemoryStore::new();
+    store.index_add("i:t", "s:1", Duration::from_secs(60)).await.unwrap();
+    store.index_add("i:t", "s:2", Duration::from_secs(10)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    store.index_keep("i:t", Duration::from_secs(120)).await.unwrap();
+    store.index_keep("i:t", Duration::from_secs(5)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(100)).await;
+    let mut members = store.index_take("i:t").await.unwrap();
+    members.sort();
+    assert_eq!(members, ["s:1", "s:2"], "lengthened at 30 s to 150 s, never shortened");
+    store.index_add("i:u", "s:1", Duration::from_secs(10)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    store.index_keep("i:u", Duration::from_secs(600)).await.unwrap();
+    assert!(store.index_take("i:u").await.unwrap().is_empty(), "an expired index is not brought back");
+}

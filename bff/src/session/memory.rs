@@ -127,8 +127,22 @@ impl SessionStore for MemoryStore {
             indexes.retain(|_, (_, until)| *until > now);
         }
         let entry = indexes.entry(index.to_owned()).or_insert_with(|| (HashSet::new(), expires));
+        if entry.1 <= now {
+            // Expired but not yet purged: a new index, not the old members.
+            *entry = (HashSet::new(), expires);
+        }
         entry.0.insert(member.to_owned());
-        entry.1 = expires;
+        entry.1 = entry.1.max(expires);
+        Ok(())
+    }
+
+    async fn index_keep(&self, index: &str, ttl: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        if let Some((_, until)) = self.indexes.lock().expect("memory store lock").get_mut(index)
+            && *until > now
+        {
+            *until = (*until).max(now + ttl);
+        }
         Ok(())
     }
 

@@ -132,9 +132,39 @@ impl Sessions {
         self.store.put(&key, sealed, self.idle_timeout).await?;
         // Indexes for back-channel logout: hashed, so Redis holds no `sid` or `sub`.
         for index in self.indexes_of(&session.claims) {
-            self.store.index_add(&index, &key, self.absolute_lifetime).await?;
+            self.store.index_add(&index, &key, self.index_lifetime(session)).await?;
         }
         Ok(id)
+    }
+
+    /// How long a session's back-channel logout indexes must live from now: as long as the
+    /// session can, with one idle timeout to spare, so that an index outlives its session by
+    /// little (the index of a session that idled out goes with it, not at the absolute lifetime).
+    /// Reads slide the session's idle timeout, so reads of a session older than one idle timeout
+    /// lengthen its indexes again ([`Self::keep_indexes`]).
+    fn index_lifetime(&self, session: &Session) -> Duration {
+        let left =
+            self.absolute_lifetime.saturating_sub(Duration::from_secs(now_secs().saturating_sub(session.created_at)));
+        (self.idle_timeout * 2).min(left + Duration::from_secs(1))
+    }
+
+    /// After a read from the store slid a session's idle timeout: when the session is old enough
+    /// that its indexes could end before it, lengthens them, in the background (the request does
+    /// not wait; a failure is made good by the next read, which comes before the session idles
+    /// out, or the session ends with its indexes).
+    fn keep_indexes(&self, session: &Session) {
+        if now_secs().saturating_sub(session.created_at) < self.idle_timeout.as_secs() {
+            return;
+        }
+        let (store, ttl, indexes) =
+            (self.store.clone(), self.index_lifetime(session), self.indexes_of(&session.claims));
+        tokio::spawn(async move {
+            for index in indexes {
+                if let Err(error) = store.index_keep(&index, ttl).await {
+                    tracing::debug!(%error, "back-channel logout index not lengthened; the next read tries again");
+                }
+            }
+        });
     }
 
     fn indexes_of(&self, claims: &serde_json::value::RawValue) -> Vec<String> {
@@ -272,6 +302,7 @@ impl Sessions {
             self.changed(&[key.to_owned()]).await?;
             return Ok(None);
         }
+        self.keep_indexes(&session);
         Ok(Some(session))
     }
 

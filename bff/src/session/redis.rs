@@ -80,12 +80,29 @@ const TAKE_UNLESS_TAKEN: &str = "local held = redis.call('get', KEYS[1]) \
 const EXTEND_IF_HELD: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 
+/// Makes a key live at least `ARGV[1]` ms from now, when it exists: a key with a longer life
+/// (or none) keeps it. Redis 6.2's `EXPIRE` has no `GT`, hence a script.
+const LIVE_AT_LEAST: &str = "local left = redis.call('pttl', KEYS[1]) \
+     if left == -2 or left == -1 or left >= tonumber(ARGV[1]) then return 0 end \
+     return redis.call('pexpire', KEYS[1], ARGV[1])";
+
+/// Adds `ARGV[1]` to the set and makes it live at least `ARGV[2]` ms from now.
+const ADD_AND_LIVE_AT_LEAST: &str = "local fresh = redis.call('exists', KEYS[1]) == 0 \
+     redis.call('sadd', KEYS[1], ARGV[1]) \
+     local left = redis.call('pttl', KEYS[1]) \
+     if fresh or (left >= 0 and left < tonumber(ARGV[2])) then redis.call('pexpire', KEYS[1], ARGV[2]) end \
+     return 1";
+
 /// Releases a lock only for its holder.
 const DELETE_IF_HELD: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
 fn seconds(ttl: Duration) -> u64 {
     ttl.as_secs().max(1)
+}
+
+fn millis(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
 }
 
 #[async_trait]
@@ -147,11 +164,16 @@ impl SessionStore for RedisStore {
     }
 
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
-        let key = self.key(index);
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("SADD").arg(&key).arg(member).ignore().cmd("EXPIRE").arg(&key).arg(seconds(ttl)).ignore();
-        // Adding a member twice and setting the same expiry twice: safe to repeat.
-        self.link.pipeline::<()>(&pipe, Retry::Safe).await
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ADD_AND_LIVE_AT_LEAST).arg(1).arg(self.key(index)).arg(member).arg(millis(ttl));
+        // Adding a member twice and lengthening a life twice: safe to repeat.
+        self.link.query::<()>(&cmd, Retry::Safe).await
+    }
+
+    async fn index_keep(&self, index: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(LIVE_AT_LEAST).arg(1).arg(self.key(index)).arg(millis(ttl));
+        self.link.query::<()>(&cmd, Retry::Safe).await
     }
 
     async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError> {

@@ -41,8 +41,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Releases the lock if `holder` still holds it.
     async fn unlock(&self, key: &str, holder: &str) -> Result<(), StoreError>;
 
-    /// Adds `member` to the set `index`, which lives for `ttl` from now.
+    /// Adds `member` to the set `index`, which then lives at least `ttl` from now: a lifetime
+    /// is only ever lengthened (an index shared by several sessions keeps the longest).
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Makes the set `index`, if it exists, live at least `ttl` from now (never shortened,
+    /// never created): an index follows the sessions in it as their idle timeouts slide.
+    async fn index_keep(&self, index: &str, ttl: Duration) -> Result<(), StoreError>;
 
     /// Removes `member` from the set `index`; a set left empty is gone.
     async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError>;

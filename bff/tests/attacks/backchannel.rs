@@ -3,8 +3,10 @@
 
 use harness::VirtualUser;
 
-use crate::fixture::http;
-use crate::stack::{backchannel_logout, stack};
+use std::time::Duration;
+
+use crate::fixture::{http, redis_keys};
+use crate::stack::{backchannel_logout, eventually, stack};
 
 #[tokio::test]
 async fn a_replayed_logout_token_is_refused_on_every_node() {
@@ -31,4 +33,38 @@ async fn a_request_without_a_token_is_400() {
     assert_eq!(empty.status(), 400);
     let other = http().post(&url).header("content-type", "application/x-www-form-urlencoded").body("x=1");
     assert_eq!(other.send().await.unwrap().status(), 400);
+}
+
+/// A session's back-channel logout indexes live as long as the session and not much longer: an
+/// active session still ends by `sid` after many idle timeouts, and the indexes of a session
+/// that idled out go with it instead of staying until the absolute lifetime.
+#[tokio::test]
+async fn indexes_follow_their_sessions_lifetimes() {
+    let s =
+        stack().nodes(2).env("BFF_SESSION_IDLE_TIMEOUT", "2s").env("BFF_SESSION_CACHE_MAX_AGE", "500ms").run().await;
+    let port = s.redis().port();
+    let active = VirtualUser::new(Some("frank"));
+    active.login(&s.url(0)).await.unwrap();
+    let idle = VirtualUser::new(Some("grace"));
+    idle.login(&s.url(1)).await.unwrap();
+    assert_eq!(redis_keys(port, "bff:i:*").await.len(), 4, "sid and sub of each");
+    let mut node = 0;
+    // Frank keeps his session alive on both nodes; Grace's idles out. Frank's indexes were
+    // written before Grace's, so once hers have expired, his are there only if reads
+    // lengthened them.
+    eventually("the idle session's indexes expire with it", Duration::from_secs(20), || {
+        node = 1 - node;
+        let (active, url) = (&active, s.url(node));
+        async move {
+            assert_eq!(active.me(&url).await.unwrap().status, 200, "an active session stays");
+            redis_keys(port, "bff:i:*").await.len() == 2
+        }
+    })
+    .await;
+    assert_eq!(idle.me(&s.url(0)).await.unwrap().status, 404);
+    let sid = s.issuer.last_sid("frank").unwrap();
+    let token = s.issuer.logout_token(Some(&sid), None);
+    assert_eq!(backchannel_logout(&s.url(1), &token).await, 200);
+    assert_eq!(active.me(&s.url(0)).await.unwrap().status, 404, "ended by sid after its first indexes' time");
+    assert!(redis_keys(port, "bff:*").await.iter().all(|k| !k.starts_with("bff:s:") && !k.starts_with("bff:i:")));
 }
