@@ -52,13 +52,15 @@ images: setup build
     {{bffctl}} images --bff-binary target/debug/bff
 
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
-# every scenario (processes) and the seed scenario in containers, a one-second benchmark smoke run,
-# and a 60 s soak under faults (about 75 s with its set-up).
+# every scenario (processes), the seed scenario and the link and node faults in containers, a
+# one-second benchmark smoke run, and a 60 s soak under faults (about 75 s with its set-up).
 test: setup build
     cargo test --workspace
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
     {{bffctl}} soak --duration 60s --rate 200/s --users 100 --fault-every 15s --sample-every 2s
     {{bffctl}} run scenarios/login-me-restart.toml --backend docker --report junit target/scenarios-docker.xml
+    {{bffctl}} run scenarios/redis-link-faults.toml --backend docker --report junit target/scenarios-docker-faults.xml
+    {{bffctl}} run scenarios/node-cut-off.toml --backend docker --report junit target/scenarios-docker-cut-off.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
     just k8s-validate
     just deploy-verify

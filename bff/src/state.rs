@@ -19,6 +19,10 @@ thread_local! {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            // The idle timeout needs a timer: without one, idle connections are never closed
+            // and the pool keeps every connection a burst opened (seen as hundreds of open
+            // descriptors after a node was paused).
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .build(connector)
     };

@@ -87,6 +87,10 @@ pub struct SoakArgs {
     /// Write every request of the run (time, user, node, answer) to this file, one JSON object a line.
     #[arg(long)]
     pub history: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page (verdict, invariants, faults, latency
+    /// per minute, resource curves drawn over the run).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -62,6 +62,9 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         }
         std::fs::write(path, lines).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
+    if let Some(path) = &args.html {
+        std::fs::write(path, harness::soak::html(&report)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     if args.output.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -77,13 +80,15 @@ fn rand_seed() -> u64 {
 fn print(report: &SoakReport) {
     let plan = &report.plan;
     println!(
-        "soak: {} at {}/s, {} users, fault every {} for {}, seed {}",
+        "soak: {} at {}/s, {} users, fault every {} for {}, seed {}; session idle timeout {}, login timeout {}",
         humantime::format_duration(plan.duration),
         plan.rate,
         plan.users,
         humantime::format_duration(plan.fault_every),
         humantime::format_duration(plan.fault_lasts),
-        plan.seed
+        plan.seed,
+        humantime::format_duration(plan.session_idle_timeout()),
+        humantime::format_duration(plan.login_timeout()),
     );
     let mut summary = Table::new();
     summary.load_preset(UTF8_FULL_CONDENSED).set_header(vec![

@@ -8,6 +8,12 @@
 //! With `--redis sentinel`, Redis is a primary, a replica and three sentinels instead
 //! ([`sentinel`]), and the nodes are given the sentinels' names (`redis+sentinel://`).
 //!
+//! With `redis_fault_links`, each node reaches Redis through a [`FaultProxy`] of its own on the
+//! host (listening on all interfaces, as the mock issuer does, and named [`RELAY_HOST`] in the
+//! node, mapped to the host gateway), which relays to Redis's published port: the same relays as
+//! on the process backend, so link faults, `pause-node` (`docker pause`), `kill-redis`
+//! (`docker kill`) and its restart work on containers too.
+//!
 //! The images are built here when missing or stale ([`images::ensure_images`]). Each node's output
 //! is followed (`docker logs --follow`, from each start on) into `<run dir>/node-N.log`.
 //!
@@ -31,6 +37,7 @@ use tokio::time::Instant;
 
 use super::backend::{Backend, ClusterError, Component};
 use super::spec::{ClusterSpec, StoreKind, node_name};
+use crate::fault::{Fault, FaultProxy};
 use crate::images::{self, BFF_PORT, REDIS_PORT};
 
 mod sentinel;
@@ -41,6 +48,9 @@ use sentinel::{GroupSpec, SentinelContainers};
 pub const RUN_LABEL: &str = "bff.run";
 /// The label naming the component (`redis`, `node-1`, …).
 pub const COMPONENT_LABEL: &str = "bff.component";
+
+/// The name under which a node reaches its fault relay on the host (with `redis_fault_links`).
+pub const RELAY_HOST: &str = "bff-fault-relay";
 
 /// How long Redis may take to answer PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,6 +92,10 @@ pub struct DockerBackend {
     /// The issuer's host name, mapped to the host gateway in every node (none for an IP).
     issuer_host: Option<String>,
     redis: Option<RedisSlot>,
+    /// The host port Redis is published on, the same across its restarts.
+    redis_host_port: u16,
+    /// With `redis_fault_links`: node i reaches Redis through `redis_links[i]`.
+    redis_links: Vec<FaultProxy>,
     /// With `--redis sentinel`, instead of `redis`.
     sentinel: Option<SentinelContainers>,
     nodes: Vec<NodeSlot>,
@@ -154,11 +168,35 @@ impl DockerBackend {
                 }
             }
         }
+        let redis_host_port = crate::process::free_port();
+        let mut redis_links = Vec::new();
+        if spec.redis_fault_links && uses_redis {
+            if uses_sentinel {
+                let _ = remove_run(Some(&run_id)).await;
+                return Err(ClusterError::Unavailable(
+                    "link faults need a single Redis: with --redis sentinel the nodes follow the master's address"
+                        .into(),
+                ));
+            }
+            for _ in 0..spec.nodes {
+                let link = FaultProxy::start_on(
+                    SocketAddr::from(([0, 0, 0, 0], 0)),
+                    SocketAddr::from(([127, 0, 0, 1], redis_host_port)),
+                )
+                .await
+                .map_err(|e| ClusterError::failed("fault relay", e))?;
+                redis_links.push(link);
+            }
+        }
+        let node_redis_url = |i: usize| match redis_links.get(i) {
+            Some(link) => format!("redis://{RELAY_HOST}:{}", link.addr().port()),
+            None => redis_url.clone(),
+        };
         let nodes = (0..spec.nodes)
             .map(|i| NodeSlot {
                 container_name: format!("{network}-{}", node_name(i)),
                 image: node_images[i].clone(),
-                env: spec.node_env(i, issuer_url, public_url, uses_redis.then_some(redis_url.as_str())),
+                env: spec.node_env(i, issuer_url, public_url, uses_redis.then(|| node_redis_url(i)).as_deref()),
                 host_port: crate::process::free_port(),
                 log: crate::run_dir::log_path(run_dir, &node_name(i)),
                 follower: None,
@@ -172,6 +210,8 @@ impl DockerBackend {
             network,
             issuer_host,
             redis: None,
+            redis_host_port,
+            redis_links,
             sentinel,
             nodes,
             ready_timeout: spec.ready_timeout(),
@@ -184,7 +224,7 @@ impl DockerBackend {
         };
         if uses_redis
             && !uses_sentinel
-            && let Err(error) = backend.start_redis(&spec.images.redis, spec.redis_persistence).await
+            && let Err(error) = backend.create_redis(&spec.images.redis, spec.redis_persistence).await
         {
             let _ = backend.teardown().await;
             return Err(error);
@@ -206,11 +246,11 @@ impl DockerBackend {
         labels(&self.run_id, component)
     }
 
-    async fn start_redis(&mut self, image: &str, persistent: bool) -> Result<(), ClusterError> {
+    async fn create_redis(&mut self, image: &str, persistent: bool) -> Result<(), ClusterError> {
         let (name, tag) = split_image(image);
         let container = GenericImage::new(name, tag)
             .with_exposed_port(REDIS_PORT.tcp())
-            .with_mapped_port(crate::process::free_port(), REDIS_PORT.tcp())
+            .with_mapped_port(self.redis_host_port, REDIS_PORT.tcp())
             .with_network(&self.network)
             .with_container_name(format!("{}-redis", self.network))
             .with_labels(self.labels("redis"))
@@ -237,6 +277,9 @@ impl DockerBackend {
             .with_labels(self.labels(&node_name(index)));
         if let Some(host) = &self.issuer_host {
             request = request.with_host(host, Host::HostGateway);
+        }
+        if !self.redis_links.is_empty() {
+            request = request.with_host(RELAY_HOST, Host::HostGateway);
         }
         for (key, value) in &slot.env {
             request = request.with_env_var(key, value);
@@ -514,6 +557,59 @@ impl Backend for DockerBackend {
             ClusterError::failed("failover-redis", "this cluster has no Redis Sentinel (--redis sentinel)")
         })?;
         group.failover(kill_primary).await
+    }
+
+    fn set_redis_link(&self, index: Option<usize>, fault: Fault) -> Result<(), ClusterError> {
+        if self.redis_links.is_empty() {
+            return Err(ClusterError::Unavailable(
+                "the nodes reach redis directly: a scenario with link faults runs them through fault relays".into(),
+            ));
+        }
+        match index {
+            Some(i) => self.redis_links.get(i).ok_or(ClusterError::NoSuchNode(i))?.set(fault),
+            None => self.redis_links.iter().for_each(|link| link.set(fault)),
+        }
+        Ok(())
+    }
+
+    async fn pause_node(&mut self, index: usize, paused: bool) -> Result<(), ClusterError> {
+        let slot = self.slot(index)?;
+        let container = slot.container.as_ref().ok_or(ClusterError::NoSuchNode(index))?;
+        let docker = testcontainers::core::client::docker_client_instance()
+            .await
+            .map_err(|e| ClusterError::failed("docker", e))?;
+        // `docker pause`: the cgroup freezer stops every process of the container at once.
+        let done = match paused {
+            true => docker.pause_container(container.id()).await,
+            false => docker.unpause_container(container.id()).await,
+        };
+        done.map_err(|e| ClusterError::failed(node_name(index), e))?;
+        slot.state = if paused { "paused" } else { "running" };
+        Ok(())
+    }
+
+    async fn kill_redis(&mut self) -> Result<(), ClusterError> {
+        let redis =
+            self.redis.as_mut().ok_or_else(|| ClusterError::failed("kill-redis", "this cluster has no redis"))?;
+        let docker = testcontainers::core::client::docker_client_instance()
+            .await
+            .map_err(|e| ClusterError::failed("docker", e))?;
+        // SIGKILL: no shutdown save; what survives is what the append-only file already holds.
+        docker.kill_container(redis.container.id(), None).await.map_err(|e| ClusterError::failed("redis", e))?;
+        redis.address = None;
+        redis.state = "killed";
+        Ok(())
+    }
+
+    async fn start_redis(&mut self) -> Result<(), ClusterError> {
+        let redis =
+            self.redis.as_mut().ok_or_else(|| ClusterError::failed("start-redis", "this cluster has no redis"))?;
+        // The same container again: its files (the append-only file) and its published port.
+        redis.container.start().await.map_err(|e| ClusterError::failed("redis", e))?;
+        let address = wait_for_redis(&redis.container).await?;
+        redis.address = Some(address);
+        redis.state = "running";
+        Ok(())
     }
 
     fn components(&self) -> Vec<Component> {

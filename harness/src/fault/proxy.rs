@@ -34,7 +34,13 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listens on `127.0.0.1:0` and relays every connection to `upstream`.
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await
+    }
+
+    /// Listens on `bind` (e.g. `0.0.0.0:0`, so that containers reach it through the host
+    /// gateway) and relays every connection to `upstream`.
+    pub async fn start_on(bind: SocketAddr, upstream: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let fault = Arc::new(watch::Sender::new(Fault::None));
         let shared = fault.clone();

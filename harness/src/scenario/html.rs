@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use super::report::{Outcome, RunReport};
 
 /// Colours of node-1, node-2, … in the timeline.
-const NODE_COLOURS: [RGBColor; 6] = [
+pub(crate) const NODE_COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -21,8 +21,18 @@ const NODE_COLOURS: [RGBColor; 6] = [
 
 /// The page for every report of a run (`bffctl run scenarios/` writes several).
 pub fn html(reports: &[RunReport]) -> String {
+    let mut page = page_head("bffctl report");
+    for report in reports {
+        section(&mut page, report);
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+/// The top of every bffctl page: its title and the shared inline style.
+pub(crate) fn page_head(title: &str) -> String {
     let mut page = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bffctl report</title>\n<style>\n\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>TITLE</title>\n<style>\n\
          body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}\n\
          h1{font-size:1.4em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}\n\
          .verdict{padding:.6em 1em;border-radius:6px;font-weight:600}\n\
@@ -30,12 +40,9 @@ pub fn html(reports: &[RunReport]) -> String {
          table{border-collapse:collapse;margin:.8em 0;font-size:.9em} td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\n\
          th{background:#f5f5f5} td.odd,td.bad{background:#fce8e6;color:#a50e0e;font-weight:600} td.good{background:#e6f4ea}\n\
          .meta{color:#666} pre{background:#f8f8f8;padding:.6em;overflow-x:auto;font-size:.8em}\n\
-         </style></head><body>\n<h1>bffctl report</h1>\n",
+         </style></head><body>\n<h1>TITLE</h1>\n",
     );
-    for report in reports {
-        section(&mut page, report);
-    }
-    page.push_str("</body></html>\n");
+    page = page.replace("TITLE", &esc(title));
     page
 }
 
@@ -199,6 +206,6 @@ fn timeline(r: &RunReport) -> String {
 }
 
 /// HTML-escapes text.
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

@@ -2,7 +2,7 @@
 //! nodes, …) with expectations; the runner that replays them; the report that says what broke.
 
 mod history;
-mod html;
+pub(crate) mod html;
 mod matrix;
 mod model;
 mod remote;

@@ -136,7 +136,7 @@ impl SoakReport {
             });
         }
 
-        let warm_up_s = (plan.duration.as_secs_f64() / 3.0).min(60.0);
+        let warm_up_s = plan.warm_up().as_secs_f64();
         let mut curves = Vec::new();
         let mut curve = |what: String, values: Vec<Option<u64>>, slack: f64| {
             // Steady state only: after warm-up, and outside every fault and its recovery.

@@ -6,6 +6,7 @@
 //! minute, and whether the resource curves stay flat after warm-up.
 
 mod figures;
+mod html;
 mod sample;
 
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 pub use figures::{Curve, FaultRun, Minute, SoakReport};
+pub use html::html;
 pub use sample::Sample;
 
 use crate::client::VirtualUser;
@@ -37,6 +39,30 @@ pub struct SoakPlan {
     /// How long each fault lasts.
     pub fault_lasts: Duration,
     pub sample_every: Duration,
+}
+
+impl SoakPlan {
+    /// The nodes' session idle timeout in a soak: short, so that sessions nobody holds any more
+    /// (a login whose answer a fault lost, a logout that failed after the browser dropped its
+    /// cookie) expire during the run and the key count can settle; long enough that an active
+    /// user (one request every `users / rate` seconds on average) never idles out.
+    pub fn session_idle_timeout(&self) -> Duration {
+        let between_requests = self.users as f64 / self.rate.max(0.1);
+        Duration::from_secs_f64((between_requests * 20.0).max(60.0).ceil())
+    }
+
+    /// The nodes' login timeout in a soak: the one-time markers of finished logins live this
+    /// long, so it bounds how many of them Redis holds.
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    /// How long the run takes to reach its steady state: the first sessions nobody holds must
+    /// have had time to expire, and the first markers too. A third of the run at most.
+    pub fn warm_up(&self) -> Duration {
+        let settle = self.session_idle_timeout().max(self.login_timeout()) + Duration::from_secs(30);
+        settle.max(Duration::from_secs(60)).min(self.duration / 3)
+    }
 }
 
 /// The faults a soak draws from.
@@ -62,9 +88,19 @@ pub struct SoakProgress {
 
 /// The cluster a soak needs: nodes reach Redis through fault relays, Redis keeps its data across
 /// a SIGKILL (append-only file), access tokens expire every minute (so API calls refresh them)
-/// and refresh tokens rotate (so a token presented twice shows).
-pub fn soak_spec(spec: ClusterSpec) -> ClusterSpec {
+/// and refresh tokens rotate (so a token presented twice shows); idle and login timeouts are the
+/// plan's, unless the spec sets them.
+pub fn soak_spec(spec: ClusterSpec, plan: &SoakPlan) -> ClusterSpec {
+    let mut bff_env = spec.bff_env.clone();
+    for (key, value) in
+        [("BFF_SESSION_IDLE_TIMEOUT", plan.session_idle_timeout()), ("BFF_SESSION_LOGIN_TIMEOUT", plan.login_timeout())]
+    {
+        if !bff_env.iter().any(|(k, _)| k == key) {
+            bff_env.push((key.to_owned(), format!("{}s", value.as_secs())));
+        }
+    }
     ClusterSpec {
+        bff_env,
         redis_fault_links: true,
         redis_persistence: true,
         api_upstream: true,
@@ -81,7 +117,7 @@ pub async fn run(
     on_step: &(dyn Fn(&str) + Send + Sync),
     on_progress: &(dyn Fn(&SoakProgress) + Send + Sync),
 ) -> Result<SoakReport, ClusterError> {
-    let cluster = Cluster::start(soak_spec(spec), on_step).await?;
+    let cluster = Cluster::start(soak_spec(spec, &plan), on_step).await?;
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
     let result = drive(&plan, &cluster, on_step, on_progress).await;
     let teardown = cluster.lock().await.teardown().await;
