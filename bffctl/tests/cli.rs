@@ -344,6 +344,7 @@ fn a_short_soak_reports_its_figures_and_invariants() {
     bff_built();
     let dir = tempfile::tempdir().unwrap();
     let history = dir.path().join("history.jsonl");
+    let page = dir.path().join("soak.html");
     let out = bffctl(
         &dir.path().join("cluster.json"),
         &[
@@ -363,6 +364,8 @@ fn a_short_soak_reports_its_figures_and_invariants() {
             "--sample-every",
             "1s",
             "--json",
+            "--html",
+            page.to_str().unwrap(),
             "--history",
         ]
         .into_iter()
@@ -377,4 +380,56 @@ fn a_short_soak_reports_its_figures_and_invariants() {
     let lines = std::fs::read_to_string(&history).unwrap().lines().count() as u64;
     assert_eq!(lines, report["requests"].as_u64().unwrap(), "every request is in the history");
     assert!(lines > 300, "an open loop at 50/s for 12 s: {lines} requests");
+    let page = std::fs::read_to_string(&page).unwrap();
+    assert!(page.contains(report["verdict"].as_str().unwrap()), "the page gives the verdict");
+    assert!(page.contains("a fault never turns into a logout"), "and the invariants");
+    assert_eq!(page.matches("<svg").count(), 3, "and the RSS, fd and key curves");
+}
+
+/// Every process a process started, and theirs, read from `/proc`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let tasks =
+        std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    for task in tasks {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            out.push(child);
+            out.extend(descendants(child));
+        }
+    }
+    out
+}
+
+fn command_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
+/// Stopped by SIGTERM in the middle of a run (a CI job cancelled, a terminal closed), bffctl
+/// stops what it started: no gateway node and no Redis outlives it.
+#[test]
+fn a_run_stopped_by_sigterm_leaves_no_process_behind() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Command::new(BFFCTL)
+        .env("BFFCTL_STATE", dir.path().join("cluster.json"))
+        .args(["soak", "--duration", "120s", "--rate", "20/s", "--users", "5", "--fault-every", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    wait_for("three gateway nodes and redis under bffctl", Duration::from_secs(60), || {
+        let names: Vec<String> = descendants(pid).into_iter().map(command_name).collect();
+        names.iter().filter(|n| *n == "bff").count() == 3 && names.iter().any(|n| n == "redis-server")
+    });
+    let started = descendants(pid);
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let mut status = None;
+    wait_for("bffctl to exit", Duration::from_secs(30), || {
+        status = run.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(143), "128 + SIGTERM");
+    wait_for("every process it started to end", Duration::from_secs(10), || started.iter().all(|p| !alive(*p)));
 }

@@ -27,10 +27,26 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(args).await,
         Command::Issuer(args) => issuer::run(args).await,
         Command::Logs(args) => logs::run(args, &state).await,
-        Command::VerifyScaling(args) => verify::verify_scaling(args).await,
-        Command::Run(args) => verify::run(args, &state).await,
+        Command::VerifyScaling(args) => interruptible(verify::verify_scaling(args)).await,
+        Command::Run(args) => interruptible(verify::run(args, &state)).await,
         Command::Scenarios(args) => verify::list(args),
-        Command::Bench(args) => bench::run(args).await,
-        Command::Soak(args) => soak::run(args).await,
+        Command::Bench(args) => interruptible(bench::run(args)).await,
+        Command::Soak(args) => interruptible(soak::run(args)).await,
     }
+}
+
+/// Runs a command that starts its own cluster until it ends or is interrupted (Ctrl-C,
+/// SIGTERM). On a signal the command is dropped, and with it everything it started: child
+/// processes are killed on drop and containers removed; the exit code is 128 + the signal.
+async fn interruptible(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let signal = tokio::select! {
+        result = work => return result,
+        _ = interrupt.recv() => 2,
+        _ = term.recv() => 15,
+    };
+    eprintln!("bffctl: interrupted: stopped what this run had started");
+    Ok(ExitCode::from(128 + signal))
 }

@@ -134,9 +134,10 @@ fn print(report: &SoakReport) {
     let mut curves = Table::new();
     curves.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         format!("resource (after {:.0} s warm-up)", report.warm_up_s),
-        "after warm-up".into(),
-        "at end".into(),
+        "floor, first third".into(),
+        "floor, last third".into(),
         "change".into(),
+        "medians".into(),
         "flat (±10 %; fds ±16)".into(),
     ]);
     for c in &report.curves {
@@ -145,6 +146,7 @@ fn print(report: &SoakReport) {
             Cell::new(format!("{:.0}", c.after_warm_up)),
             Cell::new(format!("{:.0}", c.at_end)),
             Cell::new(format!("{:+.1} %", c.change_pct)),
+            Cell::new(format!("{:.0} → {:.0}", c.median_after_warm_up, c.median_at_end)),
             match (c.flat, report.curves_judged) {
                 (true, _) => Cell::new("yes").fg(Color::Green),
                 (false, true) => Cell::new("NO").fg(Color::Red),

@@ -40,13 +40,22 @@ pub struct Minute {
     pub p99_ms: f64,
 }
 
-/// One resource over the run: its value at the first and last third after warm-up.
+/// One resource over the run, judged by the level it comes back to between faults: the lowest
+/// sample of the first and of the last third after warm-up (outside faults). A leak lifts that
+/// floor; what a fault's burst leaves for a while (a connection pool's idle connections, the
+/// sessions a lost answer orphaned until they expire) lifts only the samples near it, which the
+/// medians show.
 #[derive(Debug, Clone, Serialize)]
 pub struct Curve {
     pub what: String,
+    /// The floor of the first third after warm-up.
     pub after_warm_up: f64,
+    /// The floor of the last third.
     pub at_end: f64,
+    /// Floor to floor.
     pub change_pct: f64,
+    pub median_after_warm_up: f64,
+    pub median_at_end: f64,
     pub flat: bool,
     /// Every sample, for plots.
     pub values: Vec<Option<u64>>,
@@ -152,13 +161,16 @@ impl SoakReport {
             let third = after.len().div_ceil(3);
             let first: Vec<f64> = after[..third].iter().map(|(_, v)| *v).collect();
             let last: Vec<f64> = after[after.len() - third..].iter().map(|(_, v)| *v).collect();
-            let (a, b) = (median(&first), median(&last));
+            let floor = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+            let (a, b) = (floor(&first), floor(&last));
             let change_pct = if a == 0.0 { if b == 0.0 { 0.0 } else { 100.0 } } else { (b - a) / a * 100.0 };
             curves.push(Curve {
                 what,
                 after_warm_up: a,
                 at_end: b,
                 change_pct,
+                median_after_warm_up: median(&first),
+                median_at_end: median(&last),
                 flat: change_pct.abs() <= FLAT_WITHIN_PCT || (b - a).abs() <= slack,
                 values,
             });
@@ -222,5 +234,47 @@ impl SoakReport {
             passed,
             verdict,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn plan() -> SoakPlan {
+        SoakPlan {
+            duration: Duration::from_secs(600),
+            rate: 200.0,
+            users: 100,
+            seed: 1,
+            fault_every: Duration::from_secs(30),
+            fault_lasts: Duration::from_secs(5),
+            sample_every: Duration::from_secs(5),
+        }
+    }
+
+    /// Samples every 5 s of a one-node run whose fds are `fds(t)`.
+    fn fds_curve(fds: impl Fn(f64) -> u64) -> Curve {
+        let samples = (0..120)
+            .map(|i| {
+                let at_s = i as f64 * 5.0;
+                Sample { at_s, rss_kib: vec![Some(30_000)], fds: vec![Some(fds(at_s))], redis_keys: Some(500) }
+            })
+            .collect();
+        let report = SoakReport::build(&plan(), 1, Vec::new(), Vec::new(), samples, None);
+        report.curves.into_iter().find(|c| c.what.contains("fds")).unwrap()
+    }
+
+    #[test]
+    fn bursts_that_drain_are_flat_and_a_rising_floor_is_not() {
+        // A pool that holds 60 more connections for 20 s after every burst, the last one late.
+        let bursts = fds_curve(|t| if t % 60.0 < 20.0 || t > 540.0 { 90 } else { 30 });
+        assert!(bursts.flat, "{bursts:?}");
+        assert!(bursts.median_at_end > bursts.median_after_warm_up, "the medians show the bursts");
+        // One descriptor more every 10 s: a leak.
+        let leak = fds_curve(|t| 30 + (t / 10.0) as u64);
+        assert!(!leak.flat, "{leak:?}");
     }
 }

@@ -88,18 +88,24 @@ pub fn html(r: &SoakReport) -> String {
     let judged = if r.curves_judged { "judged" } else { "shown, not judged (a run shorter than 5 min)" };
     let _ = writeln!(
         page,
-        "<h2>Resources</h2>\n<p class=\"meta\">Median of the first and of the last third of the samples after warm-up, \
-         outside faults; {judged}.</p>"
+        "<h2>Resources</h2>\n<p class=\"meta\">The level each resource comes back to between faults: the lowest sample \
+         of the first and of the last third after warm-up, outside faults (a leak lifts it; a fault's burst lifts \
+         only the samples near it, which the medians show); {judged}.</p>"
     );
-    page.push_str("<table><tr><th>what</th><th>after warm-up</th><th>at end</th><th>change</th><th>flat</th></tr>\n");
+    page.push_str(
+        "<table><tr><th>what</th><th>floor, first third</th><th>floor, last third</th><th>change</th>\
+         <th>medians</th><th>flat</th></tr>\n",
+    );
     for c in &r.curves {
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:+.1} %</td><td class=\"{}\">{}</td></tr>",
+            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:+.1} %</td><td>{:.0} → {:.0}</td><td class=\"{}\">{}</td></tr>",
             esc(&c.what),
             c.after_warm_up,
             c.at_end,
             c.change_pct,
+            c.median_after_warm_up,
+            c.median_at_end,
             if c.flat { "good" } else { "bad" },
             if c.flat { "yes" } else { "no" }
         );
