@@ -78,18 +78,7 @@ fn rand_seed() -> u64 {
 }
 
 fn print(report: &SoakReport) {
-    let plan = &report.plan;
-    println!(
-        "soak: {} at {}/s, {} users, fault every {} for {}, seed {}; session idle timeout {}, login timeout {}",
-        humantime::format_duration(plan.duration),
-        plan.rate,
-        plan.users,
-        humantime::format_duration(plan.fault_every),
-        humantime::format_duration(plan.fault_lasts),
-        plan.seed,
-        humantime::format_duration(plan.session_idle_timeout()),
-        humantime::format_duration(plan.login_timeout()),
-    );
+    println!("soak: {}", report.plan.describe());
     let mut summary = Table::new();
     summary.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         "requests",

@@ -121,3 +121,22 @@ pub trait Backend: Send + Sync {
     /// temporary files). Idempotent.
     async fn teardown(&mut self) -> Result<(), ClusterError>;
 }
+
+/// Sets `fault` on node `index`'s relay to Redis (every node's when `None`): the same for every
+/// backend whose nodes reach Redis through [`crate::fault::FaultProxy`]s.
+pub(super) fn set_relays(
+    relays: &[crate::fault::FaultProxy],
+    index: Option<usize>,
+    fault: Fault,
+) -> Result<(), ClusterError> {
+    if relays.is_empty() {
+        return Err(ClusterError::Unavailable(
+            "the nodes reach redis directly: a scenario with link faults runs them through fault relays".into(),
+        ));
+    }
+    match index {
+        Some(i) => relays.get(i).ok_or(ClusterError::NoSuchNode(i))?.set(fault),
+        None => relays.iter().for_each(|link| link.set(fault)),
+    }
+    Ok(())
+}

@@ -560,16 +560,7 @@ impl Backend for DockerBackend {
     }
 
     fn set_redis_link(&self, index: Option<usize>, fault: Fault) -> Result<(), ClusterError> {
-        if self.redis_links.is_empty() {
-            return Err(ClusterError::Unavailable(
-                "the nodes reach redis directly: a scenario with link faults runs them through fault relays".into(),
-            ));
-        }
-        match index {
-            Some(i) => self.redis_links.get(i).ok_or(ClusterError::NoSuchNode(i))?.set(fault),
-            None => self.redis_links.iter().for_each(|link| link.set(fault)),
-        }
-        Ok(())
+        super::backend::set_relays(&self.redis_links, index, fault)
     }
 
     async fn pause_node(&mut self, index: usize, paused: bool) -> Result<(), ClusterError> {

@@ -12,27 +12,18 @@ use crate::scenario::html::{NODE_COLOURS, esc, page_head};
 
 pub fn html(r: &SoakReport) -> String {
     let mut page = page_head("bffctl soak");
-    let plan = &r.plan;
     let class = if r.passed { "pass" } else { "fail" };
     let _ = write!(
         page,
-        "<p class=\"meta\">{} at {}/s · {} users · a fault every {} for {} · seed {} · session idle timeout {} · \
-         login timeout {} · warm-up {:.0} s</p>\n<p class=\"verdict {class}\">{}</p>\n",
-        humantime::format_duration(plan.duration),
-        plan.rate,
-        plan.users,
-        humantime::format_duration(plan.fault_every),
-        humantime::format_duration(plan.fault_lasts),
-        plan.seed,
-        humantime::format_duration(plan.session_idle_timeout()),
-        humantime::format_duration(plan.login_timeout()),
+        "<p class=\"meta\">{}; warm-up {:.0} s</p>\n<p class=\"verdict {class}\">{}</p>\n",
+        esc(&r.plan.describe()),
         r.warm_up_s,
         esc(&r.verdict)
     );
-    let _ = write!(
+    let _ = writeln!(
         page,
         "<table><tr><th>requests</th><th>wrong</th><th>unavailable in faults</th><th>unavailable outside faults</th></tr>\
-         <tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"{}\">{}</td></tr></table>\n",
+         <tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"{}\">{}</td></tr></table>",
         r.requests,
         if r.wrong == 0 { "good" } else { "bad" },
         r.wrong,

@@ -57,6 +57,22 @@ impl SoakPlan {
         Duration::from_secs(60)
     }
 
+    /// One line for reports: the load, the faults, the seed and the nodes' timeouts.
+    pub fn describe(&self) -> String {
+        let d = humantime::format_duration;
+        format!(
+            "{} at {}/s, {} users, a fault every {} for {}, seed {}; session idle timeout {}, login timeout {}",
+            d(self.duration),
+            self.rate,
+            self.users,
+            d(self.fault_every),
+            d(self.fault_lasts),
+            self.seed,
+            d(self.session_idle_timeout()),
+            d(self.login_timeout()),
+        )
+    }
+
     /// How long the run takes to reach its steady state: the first sessions nobody holds must
     /// have had time to expire, and the first markers too. A third of the run at most.
     pub fn warm_up(&self) -> Duration {
