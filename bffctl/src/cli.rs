@@ -72,6 +72,9 @@ pub struct SoakArgs {
     pub seed: Option<u64>,
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Nodes and Redis as processes, or as containers (sampled through `docker inspect`'s pid).
+    #[arg(long, value_enum, default_value_t = BackendArg::Process)]
+    pub backend: BackendArg,
     /// A fault starts this often.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub fault_every: std::time::Duration,

@@ -386,6 +386,49 @@ fn a_short_soak_reports_its_figures_and_invariants() {
     assert_eq!(page.matches("<svg").count(), 3, "and the RSS, fd and key curves");
 }
 
+/// The soak on containers: the faults run there too (`docker pause`, `docker kill`, the relays
+/// on the host), and each node is sampled through its container's host pid.
+#[test]
+fn a_short_soak_on_containers_samples_every_node() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let out = bffctl(
+        &dir.path().join("cluster.json"),
+        &[
+            "soak",
+            "--backend",
+            "docker",
+            "--duration",
+            "12s",
+            "--rate",
+            "50/s",
+            "--users",
+            "10",
+            "--seed",
+            "5",
+            "--fault-every",
+            "4s",
+            "--fault-lasts",
+            "2s",
+            "--sample-every",
+            "1s",
+            "--json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    assert_eq!(report["wrong"], 0, "{report}");
+    assert_eq!(report["unavailable_outside_faults"], 0, "{report}");
+    let faults = report["faults"].as_array().unwrap();
+    assert!(faults.iter().all(|f| f["error"].is_null()), "every fault ran on containers: {faults:?}");
+    let samples = report["samples"].as_array().unwrap();
+    let last = samples.last().unwrap();
+    for what in ["rss_kib", "fds"] {
+        let values = last[what].as_array().unwrap();
+        assert_eq!(values.len(), 3);
+        assert!(values.iter().all(|v| v.as_u64().is_some_and(|n| n > 0)), "{what} of every node: {last}");
+    }
+}
+
 /// Every process a process started, and theirs, read from `/proc`.
 fn descendants(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

@@ -1,4 +1,4 @@
-//! `bffctl soak`: a fresh process cluster under an open-loop rate and a seeded fault schedule;
+//! `bffctl soak`: a fresh cluster (processes, or containers) under an open-loop rate and a seeded fault schedule;
 //! the figures as tables (or JSON), exit 0 when nothing was wrong, 1 when something was.
 
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, Color, Table};
-use harness::cluster::{BackendKind, ClusterSpec};
+use harness::cluster::ClusterSpec;
 use harness::soak::{SoakPlan, SoakProgress, SoakReport};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -25,7 +25,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
     };
     let spec = ClusterSpec {
         nodes: args.nodes,
-        backend: BackendKind::Process,
+        backend: args.backend.kind(),
         bff_binary: args.bff_binary.clone(),
         seed: Some(seed),
         ..ClusterSpec::default()

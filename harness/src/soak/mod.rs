@@ -126,7 +126,7 @@ pub fn soak_spec(spec: ClusterSpec, plan: &SoakPlan) -> ClusterSpec {
     }
 }
 
-/// Runs the soak on a fresh cluster (process backend) and tears it down.
+/// Runs the soak on a fresh cluster (processes or containers, as the spec says) and tears it down.
 pub async fn run(
     plan: SoakPlan,
     spec: ClusterSpec,
@@ -210,19 +210,21 @@ async fn drive(
             let mut tick = tokio::time::interval(plan.sample_every);
             while began.elapsed() < plan.duration {
                 tick.tick().await;
-                let (pids, redis) = {
+                let (ids, redis) = {
                     let c = cluster.lock().await;
                     let components = c.components();
-                    let pid = |name: &str| {
-                        components
-                            .iter()
-                            .find(|x| x.name == name)
-                            .and_then(|x| x.id.as_deref()?.strip_prefix("pid ")?.parse::<u32>().ok())
-                    };
-                    let pids: Vec<Option<u32>> = (0..nodes).map(|i| pid(&crate::cluster::node_name(i))).collect();
+                    let id = |name: &str| components.iter().find(|x| x.name == name).and_then(|x| x.id.clone());
+                    let ids: Vec<Option<String>> = (0..nodes).map(|i| id(&crate::cluster::node_name(i))).collect();
                     let redis = components.iter().find(|x| x.name == "redis").and_then(|x| x.address.clone());
-                    (pids, redis)
+                    (ids, redis)
                 };
+                let mut pids = Vec::new();
+                for id in &ids {
+                    pids.push(match id {
+                        Some(id) => sample::host_pid(id).await,
+                        None => None,
+                    });
+                }
                 let redis_keys = match redis {
                     Some(addr) => sample::redis_keys(&addr).await,
                     None => None,

@@ -19,6 +19,17 @@ pub struct Sample {
     pub redis_keys: Option<u64>,
 }
 
+/// The host pid of a node from its component id: `pid N` for a process, a container id for a
+/// container (its main process, as the host sees it: `docker inspect`).
+pub async fn host_pid(id: &str) -> Option<u32> {
+    if let Some(pid) = id.strip_prefix("pid ") {
+        return pid.parse().ok();
+    }
+    let pid =
+        crate::images::docker(&["inspect", "--format", "{{.State.Pid}}", id], Duration::from_secs(5)).await.ok()?;
+    pid.trim().parse().ok().filter(|pid| *pid > 0)
+}
+
 /// `VmRSS` of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
