@@ -337,6 +337,16 @@ fn soak_refuses_a_rate_it_cannot_read() {
     assert!(text(&out).contains("\"fast\" is not a rate"), "{}", text(&out));
 }
 
+/// A 12 s soak at 50/s with 10 users, a 2 s fault every 4 s and a sample a second, with `extra`
+/// arguments; its JSON report, which it must have printed.
+fn short_soak(dir: &Path, seed: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["soak", "--duration", "12s", "--rate", "50/s", "--users", "10", "--seed", seed];
+    args.extend(["--fault-every", "4s", "--fault-lasts", "2s", "--sample-every", "1s", "--json"]);
+    args.extend(extra);
+    let out = bffctl(&dir.join("cluster.json"), &args);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)))
+}
+
 /// A short soak on a real process cluster: two faults from the catalogue, the figures, the
 /// history's invariants, and the history file with every request in it.
 #[test]
@@ -345,34 +355,8 @@ fn a_short_soak_reports_its_figures_and_invariants() {
     let dir = tempfile::tempdir().unwrap();
     let history = dir.path().join("history.jsonl");
     let page = dir.path().join("soak.html");
-    let out = bffctl(
-        &dir.path().join("cluster.json"),
-        &[
-            "soak",
-            "--duration",
-            "12s",
-            "--rate",
-            "50/s",
-            "--users",
-            "10",
-            "--seed",
-            "3",
-            "--fault-every",
-            "4s",
-            "--fault-lasts",
-            "2s",
-            "--sample-every",
-            "1s",
-            "--json",
-            "--html",
-            page.to_str().unwrap(),
-            "--history",
-        ]
-        .into_iter()
-        .chain([history.to_str().unwrap()])
-        .collect::<Vec<_>>(),
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let report =
+        short_soak(dir.path(), "3", &["--html", page.to_str().unwrap(), "--history", history.to_str().unwrap()]);
     assert_eq!(report["faults"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(report["invariants"].as_array().unwrap().len(), 4);
     assert_eq!(report["wrong"], 0, "{report}");
@@ -392,30 +376,7 @@ fn a_short_soak_reports_its_figures_and_invariants() {
 fn a_short_soak_on_containers_samples_every_node() {
     bff_built();
     let dir = tempfile::tempdir().unwrap();
-    let out = bffctl(
-        &dir.path().join("cluster.json"),
-        &[
-            "soak",
-            "--backend",
-            "docker",
-            "--duration",
-            "12s",
-            "--rate",
-            "50/s",
-            "--users",
-            "10",
-            "--seed",
-            "5",
-            "--fault-every",
-            "4s",
-            "--fault-lasts",
-            "2s",
-            "--sample-every",
-            "1s",
-            "--json",
-        ],
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let report = short_soak(dir.path(), "5", &["--backend", "docker"]);
     assert_eq!(report["wrong"], 0, "{report}");
     assert_eq!(report["unavailable_outside_faults"], 0, "{report}");
     let faults = report["faults"].as_array().unwrap();
