@@ -24,6 +24,7 @@ pub mod listener;
 pub mod login_form;
 pub mod open_files;
 pub mod process;
+pub mod replication;
 pub mod run_dir;
 pub mod scenario;
 pub mod soak;

@@ -3,11 +3,13 @@
 //! survive: the sentinels' own (`SENTINEL FAILOVER`) and the death of the primary (SIGKILL).
 //! Every wait polls what Redis and the sentinels say, with a deadline.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::child::{OutputTail, ProcessError, Supervised};
 use super::redis::{RedisProcess, ping};
+use crate::replication;
 
 /// The master name the sentinels watch.
 pub const MASTER_NAME: &str = "mymaster";
@@ -139,7 +141,7 @@ impl SentinelGroup {
         // The fault under test is the switch, not replication lag: the replica has everything
         // the master acknowledged before the fault starts.
         if replica_in_sync {
-            wait_until_in_sync(old).await?;
+            replication::wait_until_in_sync(local(old), DEADLINE).await.map_err(SentinelError::Timeout)?;
         }
         if kill_primary {
             self.servers[old_index].kill().await;
@@ -163,7 +165,7 @@ impl SentinelGroup {
         loop {
             if let Ok(port) = self.master_port().await
                 && port != old
-                && role(port).await.as_deref() == Some("master")
+                && replication::role(local(port)).await.as_deref() == Some("master")
             {
                 return Ok(port);
             }
@@ -179,7 +181,8 @@ impl SentinelGroup {
     async fn wait_until_settled(&self, master: u16) -> Result<(), SentinelError> {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let master_ok = role(master).await.as_deref() == Some("master") && replicas_online(master).await >= 1;
+            let master_ok = replication::role(local(master)).await.as_deref() == Some("master")
+                && replication::replicas_online(local(master)).await >= 1;
             let mut unsettled = Vec::new();
             for sentinel in &self.sentinels {
                 if !sentinel_settled(sentinel.port, master).await {
@@ -208,12 +211,13 @@ impl SentinelGroup {
     }
 }
 
+/// The address of a server of the group (every one listens on loopback).
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 async fn connect(port: u16) -> Result<redis::aio::MultiplexedConnection, SentinelError> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(1)));
-    Ok(client.get_multiplexed_async_connection_with_config(&config).await?)
+    Ok(replication::connect(local(port)).await?)
 }
 
 async fn master_by_sentinel(port: u16) -> Result<u16, SentinelError> {
@@ -223,100 +227,14 @@ async fn master_by_sentinel(port: u16) -> Result<u16, SentinelError> {
     Ok(master_port)
 }
 
-/// `master` or `slave`, as the server on `port` says (`None` when it does not answer).
-async fn role(port: u16) -> Option<String> {
-    let mut conn = connect(port).await.ok()?;
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.ok()?;
-    match role.first()? {
-        redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        redis::Value::SimpleString(text) => Some(text.clone()),
-        _ => None,
-    }
-}
-
-/// Replicas whose link to the master on `port` is up.
-/// Replicas of the master on `port` that it calls online.
-async fn replicas_online(port: u16) -> usize {
-    replica_ports(&replication_info(port).await).len()
-}
-
-fn replica_ports(info: &str) -> Vec<u16> {
-    info.lines()
-        .filter(|line| line.starts_with("slave") && line.contains("state=online"))
-        .filter_map(|line| line.split(',').find_map(|kv| kv.strip_prefix("port="))?.parse().ok())
-        .collect()
-}
-
-/// Whether a write on the master on `port` reaches every online replica (within 200 ms).
-/// `state=online` is not enough: measured here, for about a second after a replica's sync a
-/// master's writes do not reach it yet, and a master SIGKILLed then took every write since the
-/// sync with it. The marker key expires after a minute.
+/// Whether a write on the master on `port` reaches every replica it calls online.
 async fn replication_flows(port: u16) -> bool {
-    let replicas = replica_ports(&replication_info(port).await);
-    if replicas.is_empty() {
-        return false;
-    }
-    let marker = format!("harness:replication-check:{:016x}", rand::random::<u64>());
-    let Ok(mut master) = connect(port).await else { return false };
-    if redis::cmd("SET").arg(&marker).arg(1).arg("PX").arg(60_000).query_async::<()>(&mut master).await.is_err() {
-        return false;
-    }
-    for _ in 0..10 {
-        let mut everywhere = true;
-        for replica in &replicas {
-            let seen = match connect(*replica).await {
-                Ok(mut conn) => redis::cmd("EXISTS").arg(&marker).query_async::<u32>(&mut conn).await.unwrap_or(0) == 1,
-                Err(_) => false,
-            };
-            everywhere = everywhere && seen;
-        }
-        if everywhere {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
-/// Until every replica of the master on `port` has acknowledged the replication stream up to
-/// where it was when this was called (replicas acknowledge once a second; writes that go on
-/// meanwhile are not waited for).
-async fn wait_until_in_sync(port: u16) -> Result<(), SentinelError> {
-    let deadline = Instant::now() + DEADLINE;
-    let master_offset = field(&replication_info(port).await, "master_repl_offset").and_then(|v| v.parse::<u64>().ok());
-    loop {
-        let info = replication_info(port).await;
-        let replica_offsets: Vec<u64> = info
-            .lines()
-            .filter(|line| line.starts_with("slave") && line.contains("state=online"))
-            .filter_map(|line| line.split(',').find_map(|kv| kv.strip_prefix("offset="))?.parse().ok())
-            .collect();
-        if let Some(master_offset) = master_offset
-            && !replica_offsets.is_empty()
-            && replica_offsets.iter().all(|offset| *offset >= master_offset)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(SentinelError::Timeout(format!(
-                "the replica of the master on port {port} did not catch up within {DEADLINE:?}: {}",
-                info.lines()
-                    .filter(|l| l.starts_with("slave") || l.starts_with("master_repl_offset"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn replication_info(port: u16) -> String {
-    let Ok(mut conn) = connect(port).await else { return String::new() };
-    redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap_or_default()
-}
-
-fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
+    let info = replication::replication_info(local(port)).await;
+    let replicas: Vec<SocketAddr> = replication::online_replicas(&info)
+        .filter_map(|line| line.split(',').find_map(|kv| kv.strip_prefix("port="))?.parse().ok())
+        .map(local)
+        .collect();
+    replication::replication_flows(local(port), &replicas).await
 }
 
 async fn sentinel_settled(port: u16, master: u16) -> bool {

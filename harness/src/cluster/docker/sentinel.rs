@@ -31,6 +31,7 @@ use super::{Container, POLL_INTERVAL, ping, split_image};
 use crate::cluster::backend::{ClusterError, Component};
 use crate::images::{self, REDIS_PORT};
 use crate::process::{DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, MASTER_NAME, free_port};
+use crate::replication::{self, replicas_online, replication_flows, role, wait_until_in_sync};
 
 /// Where a sentinel listens in its container.
 pub const SENTINEL_PORT: u16 = 26379;
@@ -109,7 +110,7 @@ impl SentinelContainers {
     pub async fn failover(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
         let old = self.master().await?;
         // The fault under test is the switch, not replication lag.
-        wait_until_in_sync(self.servers[old].address()).await?;
+        wait_until_in_sync(self.servers[old].address(), DEADLINE).await.map_err(failed)?;
         if kill_primary {
             kill(&self.servers[old].container).await?;
             self.servers[old].state = "killed";
@@ -341,11 +342,7 @@ async fn replicate(address: SocketAddr, master: &str) -> Result<(), ClusterError
 }
 
 async fn connect(address: SocketAddr) -> Result<redis::aio::MultiplexedConnection, ClusterError> {
-    let client = redis::Client::open(format!("redis://{address}")).map_err(failed)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(1)));
-    client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| failed(format!("{address}: {e}")))
+    replication::connect(address).await.map_err(|e| failed(format!("{address}: {e}")))
 }
 
 /// The master's network address, as the sentinel at `address` says.
@@ -358,82 +355,6 @@ async fn master_by_sentinel(address: SocketAddr) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(host)
-}
-
-/// `master` or `slave`, as the server at `address` says (`None` when it does not answer).
-async fn role(address: SocketAddr) -> Option<String> {
-    let mut conn = connect(address).await.ok()?;
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await.ok()?;
-    match role.first()? {
-        redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        redis::Value::SimpleString(text) => Some(text.clone()),
-        _ => None,
-    }
-}
-
-async fn replication_info(address: SocketAddr) -> String {
-    let Ok(mut conn) = connect(address).await else { return String::new() };
-    redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap_or_default()
-}
-
-/// The `slaveN:` lines of an `INFO replication` whose link is online.
-fn online_replicas(info: &str) -> impl Iterator<Item = &str> {
-    info.lines().filter(|line| line.starts_with("slave") && line.contains("state=online"))
-}
-
-async fn replicas_online(address: SocketAddr) -> usize {
-    online_replicas(&replication_info(address).await).count()
-}
-
-/// Whether a write on the master reaches every replica within 200 ms (`state=online` alone is
-/// not enough right after a sync). The marker key expires after a minute.
-async fn replication_flows(master: SocketAddr, replicas: &[SocketAddr]) -> bool {
-    let marker = format!("harness:replication-check:{:016x}", rand::random::<u64>());
-    let Ok(mut conn) = connect(master).await else { return false };
-    if redis::cmd("SET").arg(&marker).arg(1).arg("PX").arg(60_000).query_async::<()>(&mut conn).await.is_err() {
-        return false;
-    }
-    for _ in 0..10 {
-        let mut everywhere = true;
-        for replica in replicas {
-            let seen = match connect(*replica).await {
-                Ok(mut conn) => redis::cmd("EXISTS").arg(&marker).query_async::<u32>(&mut conn).await.unwrap_or(0) == 1,
-                Err(_) => false,
-            };
-            everywhere = everywhere && seen;
-        }
-        if everywhere {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
-/// Until every online replica of the master at `address` has acknowledged the replication
-/// stream up to where it was when this was called.
-async fn wait_until_in_sync(address: SocketAddr) -> Result<(), ClusterError> {
-    let deadline = Instant::now() + DEADLINE;
-    let field = |info: &str, name: &str| -> Option<u64> {
-        info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).and_then(|v| v.trim().parse().ok())
-    };
-    let master_offset = field(&replication_info(address).await, "master_repl_offset");
-    loop {
-        let info = replication_info(address).await;
-        let offsets: Vec<u64> = online_replicas(&info)
-            .filter_map(|line| line.split(',').find_map(|kv| kv.strip_prefix("offset="))?.parse().ok())
-            .collect();
-        if let Some(master_offset) = master_offset
-            && !offsets.is_empty()
-            && offsets.iter().all(|offset| *offset >= master_offset)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(failed(format!("the replica did not catch up within {DEADLINE:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Whether the sentinel at `address` names `master`, knows two other sentinels and a replica
@@ -462,20 +383,4 @@ async fn sentinel_settled(address: SocketAddr, master: &str) -> bool {
         return false;
     };
     replicas.iter().any(|replica| !down(replica))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_replicas_whose_link_is_online_count() {
-        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
-                    slave0:ip=192.168.0.3,port=6379,state=online,offset=42,lag=0\r\n\
-                    slave1:ip=192.168.0.4,port=6379,state=wait_bgsave,offset=0,lag=0\r\n\
-                    master_repl_offset:42\r\n";
-        let online: Vec<&str> = online_replicas(info).collect();
-        assert_eq!(online.len(), 1);
-        assert!(online[0].contains("192.168.0.3"));
-    }
 }
