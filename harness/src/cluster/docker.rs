@@ -352,6 +352,12 @@ fn split_image(image: &str) -> (String, String) {
     }
 }
 
+/// The Docker API client testcontainers uses, for what it has no method of its own for (kill,
+/// pause).
+async fn docker_api() -> Result<testcontainers::bollard::Docker, ClusterError> {
+    testcontainers::core::client::docker_client_instance().await.map_err(|e| ClusterError::failed("docker", e))
+}
+
 fn short_id(container: &Container) -> String {
     container.id().chars().take(12).collect()
 }
@@ -523,9 +529,7 @@ impl Backend for DockerBackend {
     async fn kill_node(&mut self, index: usize) -> Result<(), ClusterError> {
         let slot = self.slot(index)?;
         if let Some(container) = &slot.container {
-            let docker = testcontainers::core::client::docker_client_instance()
-                .await
-                .map_err(|e| ClusterError::failed("docker", e))?;
+            let docker = docker_api().await?;
             // SIGKILL (the default signal); a container that already exited is fine.
             if let Err(error) = docker.kill_container(container.id(), None).await
                 && container.is_running().await.unwrap_or(true)
@@ -566,9 +570,7 @@ impl Backend for DockerBackend {
     async fn pause_node(&mut self, index: usize, paused: bool) -> Result<(), ClusterError> {
         let slot = self.slot(index)?;
         let container = slot.container.as_ref().ok_or(ClusterError::NoSuchNode(index))?;
-        let docker = testcontainers::core::client::docker_client_instance()
-            .await
-            .map_err(|e| ClusterError::failed("docker", e))?;
+        let docker = docker_api().await?;
         // `docker pause`: the cgroup freezer stops every process of the container at once.
         let done = match paused {
             true => docker.pause_container(container.id()).await,
@@ -582,9 +584,7 @@ impl Backend for DockerBackend {
     async fn kill_redis(&mut self) -> Result<(), ClusterError> {
         let redis =
             self.redis.as_mut().ok_or_else(|| ClusterError::failed("kill-redis", "this cluster has no redis"))?;
-        let docker = testcontainers::core::client::docker_client_instance()
-            .await
-            .map_err(|e| ClusterError::failed("docker", e))?;
+        let docker = docker_api().await?;
         // SIGKILL: no shutdown save; what survives is what the append-only file already holds.
         docker.kill_container(redis.container.id(), None).await.map_err(|e| ClusterError::failed("redis", e))?;
         redis.address = None;
