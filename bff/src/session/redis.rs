@@ -86,11 +86,10 @@ const LIVE_AT_LEAST: &str = "local left = redis.call('pttl', KEYS[1]) \
      if left == -2 or left == -1 or left >= tonumber(ARGV[1]) then return 0 end \
      return redis.call('pexpire', KEYS[1], ARGV[1])";
 
-/// Adds `ARGV[1]` to the set and makes it live at least `ARGV[2]` ms from now.
-const ADD_AND_LIVE_AT_LEAST: &str = "local fresh = redis.call('exists', KEYS[1]) == 0 \
-     redis.call('sadd', KEYS[1], ARGV[1]) \
-     local left = redis.call('pttl', KEYS[1]) \
-     if fresh or (left >= 0 and left < tonumber(ARGV[2])) then redis.call('pexpire', KEYS[1], ARGV[2]) end \
+/// Adds `ARGV[1]` to the set and makes it live at least `ARGV[2]` ms from now (a set just
+/// created has no expiry yet: `PTTL` -1).
+const ADD_AND_LIVE_AT_LEAST: &str = "redis.call('sadd', KEYS[1], ARGV[1]) \
+     if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end \
      return 1";
 
 /// Releases a lock only for its holder.
