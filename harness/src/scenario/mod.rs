@@ -5,6 +5,7 @@ mod history;
 pub(crate) mod html;
 mod matrix;
 mod model;
+mod record;
 mod remote;
 mod report;
 mod runner;
@@ -66,14 +67,14 @@ async fn report_of(
     .with_refresh_reuse(scenario, target.refresh_tokens_presented_twice().await);
     report.outages = report::Outage::of(&execution.records, &execution.faults);
     report.faults = execution.faults;
-    // The node a diagnosis names first (the odd one), else every node that failed requests.
-    let odd = report.matrix.as_ref().and_then(|m| m.diagnosis.as_deref()).and_then(|d| {
-        d.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).find(|w| w.starts_with("node-")).map(str::to_owned)
-    });
-    let quoted = match odd {
-        Some(node) if report.failed_nodes().contains(&node) => vec![node],
-        _ => report.failed_nodes(),
-    };
+    // The node the diagnosis blames first (its log explains it, even when the failed answers
+    // came from the others), then every other node that failed requests.
+    let mut quoted: Vec<String> = report.matrix.as_ref().and_then(|m| m.odd_node.clone()).into_iter().collect();
+    for node in report.failed_nodes() {
+        if !quoted.contains(&node) && quoted.len() < 3 {
+            quoted.push(node);
+        }
+    }
     for node in quoted {
         let Some(index) = node.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) else {
             continue;

@@ -8,44 +8,7 @@ use serde::Serialize;
 
 use super::history::Invariant;
 use super::model::{Action, Outcome as Expected, Scenario};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    Ok,
-    /// A wrong answer, or no answer outside a fault.
-    Failed,
-    /// No answer while a fault made one impossible (a node restarting, Redis down).
-    Unavailable,
-}
-
-/// One request: together, a run's history.
-#[derive(Debug, Clone, Serialize)]
-pub struct Record {
-    pub step: String,
-    pub action: Action,
-    /// The virtual user who sent it.
-    pub user: String,
-    /// `me` answered 200: whose identity it showed (`sub`), when the body names one.
-    pub identity: Option<String>,
-    pub node: Option<String>,
-    /// For reads of a session: the node that created it (answered the login callback).
-    pub created_on: Option<String>,
-    pub outcome: Outcome,
-    pub status: Option<u16>,
-    /// When the request was sent, from the start of the run.
-    pub at_ms: f64,
-    pub latency_ms: f64,
-    pub detail: String,
-}
-
-/// When a cluster step (a fault: a restart, a kill, a Redis restart) ran, from the start of the run.
-#[derive(Debug, Clone, Serialize)]
-pub struct FaultWindow {
-    pub label: String,
-    pub start_ms: f64,
-    pub end_ms: f64,
-}
+pub use super::record::{FaultWindow, Outcome, Record};
 
 /// How long users found no service during one cluster step: from the first request sent in
 /// its window that was unavailable to the end of the last one.
