@@ -171,9 +171,33 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub no_drift_check: bool,
     #[command(flatten)]
+    pub users_behave: BrowserArgs,
+    #[command(flatten)]
     pub deployment: TargetArgs,
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+/// How the virtual users behave as browsers.
+#[derive(Args, Clone, Default)]
+pub struct BrowserArgs {
+    /// Each user keeps its cookies and connections from one iteration to the next (default: each
+    /// iteration starts as a new browser, as k6 does).
+    #[arg(long)]
+    pub keep_cookies: bool,
+    /// Start the users spread over this time instead of all at once (as k6's ramping stages).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ramp_up: Option<std::time::Duration>,
+}
+
+impl BrowserArgs {
+    /// Applies these to a scenario's load.
+    pub fn apply(&self, load: &mut harness::scenario::Load) {
+        load.keep_cookies |= self.keep_cookies;
+        if let Some(ramp) = self.ramp_up {
+            load.ramp_up_ms = ramp.as_millis() as u64;
+        }
+    }
 }
 
 /// A deployment bffctl did not build, reached by URL (`--target`).
@@ -197,21 +221,35 @@ pub struct TargetArgs {
     /// The gateways' ops_token, for the drift check (/ops/fingerprint) on the --node addresses.
     #[arg(long, env = "BFFCTL_OPS_TOKEN", hide_env_values = true)]
     pub ops_token: Option<String>,
-    /// Another gateway's login path (e.g. /bff/login for Duende.BFF, /oauth2/start for oauth2-proxy).
-    #[arg(long, default_value = "/account/login")]
-    pub login_path: String,
-    /// Another gateway's "who am I" path (e.g. /bff/user, /oauth2/userinfo).
-    #[arg(long, default_value = "/account/me")]
-    pub me_path: String,
+    /// The kind of gateway: its login, me and logout paths, what me answers without a session,
+    /// where me names the user: bff, mod-auth-openidc, oauth2-proxy, oidcproxy, duende, or a
+    /// preset file (.toml). `bffctl gateways` lists them. The options below override it.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub gateway: Option<String>,
+    /// The gateway's login path (e.g. /bff/login for Duende.BFF, /oauth2/start for oauth2-proxy).
+    #[arg(long, value_name = "PATH")]
+    pub login_path: Option<String>,
+    /// The gateway's "who am I" path (e.g. /bff/user, /oauth2/userinfo).
+    #[arg(long, value_name = "PATH")]
+    pub me_path: Option<String>,
     /// A header the me call needs, e.g. --me-header 'X-CSRF: 1' (Duende.BFF).
     #[arg(long, value_name = "NAME: VALUE")]
     pub me_header: Option<String>,
-    /// The status the gateway's me answers without a session (404 here; 401 for many others).
-    #[arg(long, default_value_t = 404)]
-    pub anonymous_status: u16,
-    /// Another gateway's logout path (POST with the CSRF header).
-    #[arg(long, default_value = "/account/end-session")]
-    pub logout_path: String,
+    /// The status the gateway's me answers without a session (bff: 404; many others: 401).
+    #[arg(long, value_name = "STATUS")]
+    pub anonymous_status: Option<u16>,
+    /// A JSON pointer to the user's identity in me's answer (bff: /sub); without one (and no
+    /// preset), the user's name anywhere in the answer will do.
+    #[arg(long, value_name = "POINTER")]
+    pub identity_pointer: Option<String>,
+    /// The gateway's logout path (bff: POST with the CSRF header).
+    #[arg(long, value_name = "PATH")]
+    pub logout_path: Option<String>,
+    /// After a fault that cuts the nodes' links to the store, hold the next reads back this long,
+    /// for a gateway whose /ready does not say when its node cache is confirmed again (bff's
+    /// does, and is waited for without this).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub settle_after_store_fault: Option<std::time::Duration>,
     /// How the virtual users log in at the issuer: `mock` (it logs them in by itself) or `form`
     /// (fill its HTML login form, and a consent form when one appears, from --users).
     #[arg(long, value_enum, default_value_t = LoginArg::Mock)]
@@ -281,6 +319,8 @@ pub struct RunArgs {
     /// Reproducible runs: the seed of every scenario (default: each its own, printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub users_behave: BrowserArgs,
     #[command(flatten)]
     pub deployment: TargetArgs,
     #[command(flatten)]

@@ -29,6 +29,9 @@ pub struct Reply {
     pub location: Option<String>,
     /// The node that served it, when a load balancer said.
     pub node: Option<String>,
+    /// A login that found the user logged in already: the gateway answered its login path with
+    /// a page, and `me` then answered 200 (a browser that kept its cookies).
+    pub already_logged_in: bool,
 }
 
 impl Reply {
@@ -53,6 +56,22 @@ pub struct GatewayPaths {
     /// A header the `me` call sends, e.g. `X-CSRF: 1` for Duende.BFF's `/bff/user`.
     pub me_header: Option<(String, String)>,
     pub logout: String,
+    pub logout_method: LogoutMethod,
+    /// A header the logout sends: bff's CSRF header `X-CSRF: 1` by default.
+    pub logout_header: Option<(String, String)>,
+    /// A JSON pointer to the user's identity in `me`'s answer (bff: `/sub`); `None`: the identity
+    /// may be any string in it.
+    pub identity_pointer: Option<String>,
+}
+
+/// How a gateway's logout is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogoutMethod {
+    /// A form or fetch POST (bff, Duende.BFF's SPA pattern).
+    Post,
+    /// A link the browser follows (oauth2-proxy, mod_auth_openidc).
+    Get,
 }
 
 impl Default for GatewayPaths {
@@ -62,7 +81,17 @@ impl Default for GatewayPaths {
             me: "/account/me".into(),
             me_header: None,
             logout: "/account/end-session".into(),
+            logout_method: LogoutMethod::Post,
+            logout_header: Some(("X-CSRF".into(), "1".into())),
+            identity_pointer: Some("/sub".into()),
         }
+    }
+}
+
+impl GatewayPaths {
+    /// The identity `me`'s answer names: at the pointer, or bff's `sub`.
+    pub fn identity_in(&self, body: &serde_json::Value) -> Option<String> {
+        body.pointer(self.identity_pointer.as_deref().unwrap_or("/sub"))?.as_str().map(str::to_owned)
     }
 }
 
@@ -107,6 +136,8 @@ fn shared_tls() -> Option<rustls::ClientConfig> {
 
 pub struct VirtualUser {
     http: reqwest::Client,
+    /// Host names resolved to fixed addresses, kept for [`VirtualUser::new_browser`].
+    resolve: Vec<(String, SocketAddr)>,
     paths: GatewayPaths,
     jar: Arc<CookieStoreMutex>,
     login_hint: Option<String>,
@@ -143,6 +174,7 @@ impl VirtualUser {
         }
         VirtualUser {
             http: builder.build().expect("http client"),
+            resolve: resolve.to_vec(),
             jar,
             login_hint: login_hint.map(str::to_owned),
             route_key: None,
@@ -169,6 +201,24 @@ impl VirtualUser {
     pub fn with_route_key(mut self, key: &str) -> Self {
         self.route_key = Some((key.to_owned(), std::sync::atomic::AtomicU64::new(0)));
         self
+    }
+
+    /// The same user in a new browser: an empty cookie jar and no open connection (as k6 starts
+    /// each iteration), the same identity, paths and credentials. A seeded route key goes on
+    /// from where this one stopped, so the new browser is routed on, not replayed.
+    pub fn new_browser(&self) -> VirtualUser {
+        let mut user =
+            VirtualUser::with_resolver(self.login_hint.as_deref(), &self.resolve).with_paths(self.paths.clone());
+        user.credentials = self.credentials.clone();
+        user.route_key = self.route_key.as_ref().map(|(key, sequence)| {
+            (key.clone(), std::sync::atomic::AtomicU64::new(sequence.load(std::sync::atomic::Ordering::Relaxed)))
+        });
+        user
+    }
+
+    /// The gateway's account endpoints this user calls.
+    pub fn paths(&self) -> &GatewayPaths {
+        &self.paths
     }
 
     /// Who this user logs in as: the form login's username, else the `login_hint`.
@@ -211,7 +261,7 @@ impl VirtualUser {
             .text()
             .await
             .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: error_chain(&e) })?;
-        Ok(Reply { status, body, location, node })
+        Ok(Reply { status, body, location, node, already_logged_in: false })
     }
 
     /// `GET {base}/account/me` (or the gateway's own `me` path, with its header).
@@ -224,11 +274,18 @@ impl VirtualUser {
         self.send(request, &url).await
     }
 
-    /// `POST {base}/account/end-session` with `X-CSRF: 1`, as a single-page app logs out, without
-    /// following the redirect.
+    /// `POST {base}/account/end-session` with `X-CSRF: 1`, as a single-page app logs out (or the
+    /// gateway's own logout, its method and header), without following the redirect.
     pub async fn logout(&self, base: &str) -> Result<Reply, ClientError> {
         let url = format!("{}{}", base.trim_end_matches('/'), self.paths.logout);
-        self.send(self.http.post(&url).header("x-csrf", "1"), &url).await
+        let mut request = match self.paths.logout_method {
+            LogoutMethod::Post => self.http.post(&url),
+            LogoutMethod::Get => self.http.get(&url),
+        };
+        if let Some((name, value)) = &self.paths.logout_header {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        self.send(request, &url).await
     }
 
     /// Logs out like [`VirtualUser::logout`], then puts the cookies back as they were: a copied
@@ -241,9 +298,18 @@ impl VirtualUser {
     }
 
     /// The whole login: `/account/login` on `base` → issuer `authorize` → `login/callback`.
-    /// Returns the callback's reply (a 302 to the landing page when it worked).
+    /// Returns the callback's reply (a 302 to the landing page when it worked). A gateway that
+    /// answers its login path with a page while the browser holds a session (some do, rightly)
+    /// gives [`Reply::already_logged_in`] when `me` then answers 200.
     pub async fn login(&self, base: &str) -> Result<Reply, ClientError> {
         let start = self.get(&format!("{}{}", base.trim_end_matches('/'), self.paths.login)).await?;
+        if (200..300).contains(&start.status) && self.jar.lock().expect("cookie jar").iter_unexpired().next().is_some()
+        {
+            let me = self.me(base).await?;
+            if me.status == 200 {
+                return Ok(Reply { already_logged_in: true, ..me });
+            }
+        }
         let authorize = redirect_target(&start, "login")?;
         let mut authorize = Url::parse(&authorize)
             .map_err(|e| ClientError::Transport { url: authorize.clone(), reason: e.to_string() })?;

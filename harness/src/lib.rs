@@ -23,12 +23,13 @@ pub mod issuer;
 pub mod listener;
 pub mod login_form;
 pub mod open_files;
+pub mod preset;
 pub mod process;
 pub mod replication;
 pub mod run_dir;
 pub mod scenario;
 pub mod soak;
 
-pub use client::{GatewayPaths, Reply, VirtualUser};
+pub use client::{GatewayPaths, LogoutMethod, Reply, VirtualUser};
 pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};
 pub use process::{BffProcess, RedisProcess};

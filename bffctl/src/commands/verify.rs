@@ -30,10 +30,11 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     scenario.load.iterations = args.iterations;
+    args.users_behave.apply(&mut scenario.load);
     scenario.cluster.nodes = args.cluster.nodes;
     scenario.cluster.drift_check = !args.no_drift_check;
     scenario.load.seed = args.seed;
-    let mode = match deployment(&deployment_args)? {
+    let mode = match deployment(&deployment_args, args.cluster.ready_timeout)? {
         Some(target) => for_target(&mut scenario, Arc::new(target), &deployment_args),
         None => {
             let mut spec = args.cluster.spec();
@@ -60,7 +61,7 @@ fn users_in(file: &Path) -> anyhow::Result<usize> {
 }
 
 /// The deployment `--target` names, if any.
-fn deployment(args: &TargetArgs) -> anyhow::Result<Option<scenario::Deployment>> {
+fn deployment(args: &TargetArgs, ready_timeout: Option<Duration>) -> anyhow::Result<Option<scenario::Deployment>> {
     let Some(url) = &args.target else {
         anyhow::ensure!(
             args.node_urls.is_empty() && args.restart_cmd.is_none(),
@@ -81,15 +82,7 @@ fn deployment(args: &TargetArgs) -> anyhow::Result<Option<scenario::Deployment>>
     for (name, node) in &args.node_urls {
         check(&format!("--node {name}"), node)?;
     }
-    let me_header = match &args.me_header {
-        None => None,
-        Some(header) => {
-            let (name, value) = header
-                .split_once(':')
-                .ok_or_else(|| anyhow::anyhow!("--me-header {header:?}: expected 'Name: value'"))?;
-            Some((name.trim().to_owned(), value.trim().to_owned()))
-        }
-    };
+    let paths = gateway_paths(args)?;
     let form_users = match (args.login, &args.users_file) {
         (crate::cli::LoginArg::Mock, None) => Vec::new(),
         (crate::cli::LoginArg::Mock, Some(_)) => anyhow::bail!("a users file (--users FILE) goes with --login form"),
@@ -106,20 +99,60 @@ fn deployment(args: &TargetArgs) -> anyhow::Result<Option<scenario::Deployment>>
         nodes: args.node_urls.iter().map(|(n, u)| (n.clone(), u.trim_end_matches('/').to_owned())).collect(),
         restart_cmd: args.restart_cmd.clone(),
         ready_path: args.ready_path.clone(),
-        paths: harness::GatewayPaths {
-            login: args.login_path.clone(),
-            me: args.me_path.clone(),
-            me_header,
-            logout: args.logout_path.clone(),
-        },
+        paths,
+        ready_timeout: ready_timeout.unwrap_or(scenario::DEFAULT_READY_TIMEOUT),
     }))
+}
+
+/// The gateway's paths: its preset (bff's by default), with each option given over it.
+fn gateway_paths(args: &TargetArgs) -> anyhow::Result<harness::GatewayPaths> {
+    let preset = match &args.gateway {
+        Some(name) => Some(harness::preset::GatewayPreset::find(name)?),
+        None => None,
+    };
+    let mut paths = match &preset {
+        Some(preset) => preset.paths()?,
+        // No preset: bff's paths, and the user's name anywhere in `me` (as before presets).
+        None => harness::GatewayPaths { identity_pointer: None, ..Default::default() },
+    };
+    if let Some(path) = &args.login_path {
+        paths.login = path.clone();
+    }
+    if let Some(path) = &args.me_path {
+        paths.me = path.clone();
+    }
+    if let Some(header) = &args.me_header {
+        paths.me_header = Some(harness::preset::header(header).map_err(|e| anyhow::anyhow!("--me-header {e}"))?);
+    }
+    if let Some(path) = &args.logout_path {
+        paths.logout = path.clone();
+    }
+    if let Some(pointer) = &args.identity_pointer {
+        anyhow::ensure!(
+            pointer.is_empty() || pointer.starts_with('/'),
+            "--identity-pointer {pointer:?}: a JSON pointer starts with / (e.g. /sub)"
+        );
+        paths.identity_pointer = Some(pointer.clone());
+    }
+    Ok(paths)
+}
+
+/// What the gateway's `me` answers without a session: the option, else its preset's, else bff's.
+fn anonymous_status(args: &TargetArgs) -> u16 {
+    args.anonymous_status
+        .or_else(|| {
+            let preset = harness::preset::GatewayPreset::find(args.gateway.as_deref()?).ok()?;
+            Some(preset.anonymous_status)
+        })
+        .unwrap_or(404)
 }
 
 /// Runs `scenario` against `target`: its nodes are the target's, and another gateway may answer
 /// `me` without a session with another status than bff's 404.
 fn for_target(scenario: &mut Scenario, target: Arc<scenario::Deployment>, args: &TargetArgs) -> RunMode {
     scenario.cluster.nodes = target.nodes.len();
-    let status = args.anonymous_status;
+    scenario.cluster.store_fault_settle_ms = args.settle_after_store_fault.map(|d| d.as_millis() as u64);
+    let status = anonymous_status(args);
     if status != 404 {
         for step in &mut scenario.steps {
             if step.action == scenario::Action::Me && step.expect.status == Some(404) {
@@ -139,7 +172,7 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
     if let Some(UsersArg::File(file)) = &args.users {
         deployment_args.users_file.get_or_insert_with(|| file.clone());
     }
-    let target = deployment(&deployment_args)?.map(Arc::new);
+    let target = deployment(&deployment_args, args.ready_timeout)?.map(Arc::new);
     let mut reports = Vec::new();
     for mut scenario in scenarios {
         if target.is_some()
@@ -156,6 +189,7 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
         if let Some(iterations) = args.iterations {
             scenario.load.iterations = iterations;
         }
+        args.users_behave.apply(&mut scenario.load);
         if args.seed.is_some() {
             scenario.load.seed = args.seed;
         }

@@ -9,6 +9,7 @@ mod record;
 mod remote;
 mod report;
 mod runner;
+mod settle;
 mod target;
 
 use std::time::Instant;
@@ -20,7 +21,7 @@ pub use model::{
     Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError, Step,
     Thresholds, Verdict, Via,
 };
-pub use remote::{Deployment, needs_own_cluster};
+pub use remote::{DEFAULT_READY_TIMEOUT, Deployment, needs_own_cluster};
 pub use report::{FailureGroup, FaultWindow, NodeLog, Outcome, Record, Row, RunReport, junit};
 pub use runner::{Execution, Progress, StepError};
 pub use target::{OwnedCluster, Target};

@@ -61,6 +61,10 @@ pub struct ClusterSection {
     pub node: BTreeMap<String, NodeSettings>,
     /// Compare every node's must-agree settings before any user runs (default on).
     pub drift_check: bool,
+    /// After a fault that cuts the nodes' links to the store, how long to hold the next reads
+    /// back for a gateway that does not say when its node cache is confirmed again (bff says
+    /// so in `/ready`, and is waited for without this).
+    pub store_fault_settle_ms: Option<u64>,
 }
 
 impl Default for ClusterSection {
@@ -79,6 +83,7 @@ impl Default for ClusterSection {
             access_token_lifetime: None,
             node: BTreeMap::new(),
             drift_check: true,
+            store_fault_settle_ms: None,
         }
     }
 }
@@ -114,11 +119,17 @@ pub struct Load {
     /// Drives the load balancer, the random nodes of cluster steps and the user names: the
     /// same seed on the same cluster routes the same way. Unset: a random one (reported).
     pub seed: Option<u64>,
+    /// Each user keeps its cookie jar and connections from one iteration to the next. Off by
+    /// default: each iteration starts as a new browser, as k6 does.
+    pub keep_cookies: bool,
+    /// The users start their first step spread over this many milliseconds instead of all at
+    /// once (k6's ramping stage): user `i` of `n` starts after `i / n` of it.
+    pub ramp_up_ms: u64,
 }
 
 impl Default for Load {
     fn default() -> Self {
-        Load { users: 10, iterations: 1, seed: None }
+        Load { users: 10, iterations: 1, seed: None, keep_cookies: false, ramp_up_ms: 0 }
     }
 }
 
@@ -159,6 +170,19 @@ pub enum Action {
 impl Action {
     pub fn is_user_step(self) -> bool {
         matches!(self, Action::Login | Action::Me | Action::Get | Action::Logout)
+    }
+
+    /// A fault after which every node's links to the store were cut and made again: a node
+    /// cache that was filled before it cannot be trusted until the node confirms it again.
+    pub fn breaks_store_links(self) -> bool {
+        matches!(
+            self,
+            Action::RestartRedis
+                | Action::FailoverRedis
+                | Action::KillRedisPrimary
+                | Action::RedisReset
+                | Action::KillRedis
+        )
     }
 
     /// A fault that lasts `millis` and then ends by itself.

@@ -16,8 +16,9 @@ use super::target::Target;
 use crate::client::{GatewayPaths, VirtualUser};
 use crate::cluster::ClusterError;
 
-/// How long a node may take to answer its readiness URL (at the start, or after a restart).
-const RESTART_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node may take to answer its readiness URL (at the start, or after a restart),
+/// unless the deployment says otherwise.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A deployment reached by URL.
 pub struct Deployment {
@@ -34,6 +35,8 @@ pub struct Deployment {
     pub form_users: Vec<(String, String)>,
     /// The next entry of `form_users`.
     pub next_user: std::sync::atomic::AtomicUsize,
+    /// How long a node may take to answer its readiness URL, at the start or after a restart.
+    pub ready_timeout: Duration,
 }
 
 impl Deployment {
@@ -51,9 +54,12 @@ impl Deployment {
     }
 
     async fn wait_ready(&self, name: &str, url: &str) -> Result<(), ClusterError> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("http client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3).min(self.ready_timeout))
+            .build()
+            .expect("http client");
         let probe = format!("{}{}", url.trim_end_matches('/'), self.ready_path);
-        let deadline = tokio::time::Instant::now() + RESTART_READY_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + self.ready_timeout;
         loop {
             let reason = match crate::process::probe_ready(&http, &probe).await {
                 Ok(()) => return Ok(()),
@@ -62,7 +68,7 @@ impl Deployment {
             if tokio::time::Instant::now() > deadline {
                 return Err(ClusterError::not_ready(
                     name,
-                    format!("not ready within {RESTART_READY_TIMEOUT:?}: {reason}"),
+                    format!("not ready within {:?}: {reason}", self.ready_timeout),
                     None,
                 ));
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::history::Invariant;
-use super::model::{Action, Outcome as Expected, Scenario};
+use super::model::{Outcome as Expected, Scenario};
 pub use super::record::{FaultWindow, Outcome, Record};
 
 /// How long users found no service during one cluster step: from the first request sent in

@@ -14,9 +14,11 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::model::{Action, Expect, NodeSelector, Scenario, Step, Via};
-use super::report::{FaultWindow, NodeLog, Outcome, Record};
+use super::record::{FaultWindow, Outcome, Record};
+use super::report::NodeLog;
+use super::settle;
 use super::target::Target;
-use crate::client::{ClientError, Reply, VirtualUser};
+use crate::client::{ClientError, GatewayPaths, Reply, VirtualUser};
 use crate::cluster::ClusterError;
 use crate::fault::Fault;
 use crate::issuer::IssuerOutage;
@@ -76,6 +78,11 @@ struct Ctx<'a> {
     /// Steps the target cannot carry out, once each.
     skipped: std::sync::Mutex<Vec<String>>,
     run_id: String,
+    /// Asks the nodes how their caches stand after store faults (no cookies, its own
+    /// connections).
+    probe: reqwest::Client,
+    /// How long to hold reads back after a store fault for nodes that do not say.
+    store_fault_settle: Option<Duration>,
 }
 
 /// Runs every iteration of the scenario; returns the raw records and the cluster events. `seed`
@@ -124,8 +131,10 @@ async fn replay<'a>(
         faults: Default::default(),
         skipped: Default::default(),
         run_id,
+        probe: reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("probe client"),
+        store_fault_settle: scenario.cluster.store_fault_settle_ms.map(Duration::from_millis),
     };
-    let users: Vec<(String, VirtualUser)> = (0..scenario.load.users.max(1))
+    let mut users: Vec<(String, VirtualUser)> = (0..scenario.load.users.max(1))
         .map(|i| {
             let name = format!("user-{}-{}", ctx.run_id, i + 1);
             let client = target.user(&name);
@@ -133,8 +142,16 @@ async fn replay<'a>(
         })
         .collect();
     let mut node_urls = target.node_urls().await;
+    let ramp_up = Duration::from_millis(scenario.load.ramp_up_ms);
     for iteration in 0..scenario.load.iterations.max(1) {
-        for step in &scenario.steps {
+        if iteration > 0 && !scenario.load.keep_cookies {
+            // A new browser: no cookie, no open connection, no session of the last iteration.
+            users = users.iter().map(|(name, user)| (name.clone(), user.new_browser())).collect();
+            ctx.created_on.lock().expect("created-on lock").clear();
+        }
+        for (index, step) in scenario.steps.iter().enumerate() {
+            // Only the very first user step of the run is ramped up.
+            let ramp = if iteration == 0 && index == 0 { ramp_up } else { Duration::ZERO };
             let cannot = std::iter::once(step).chain(step.during.as_deref()).find_map(|s| Some((s, target.cannot(s)?)));
             if let Some((what, why)) = cannot {
                 let line = format!("{}: {why}", what.label());
@@ -148,8 +165,17 @@ async fn replay<'a>(
                 match &step.during {
                     None => {
                         progress.set_current(format!("iteration {} · {}", iteration + 1, step.label()));
-                        let calls =
-                            users.iter().map(|(name, user)| user_step(&ctx, step, name, user, &node_urls, false));
+                        let count = users.len() as u32;
+                        let calls = users.iter().enumerate().map(|(i, (name, user))| {
+                            let node_urls = &node_urls;
+                            let ctx = &ctx;
+                            async move {
+                                if !ramp.is_zero() {
+                                    tokio::time::sleep(ramp * i as u32 / count).await;
+                                }
+                                user_step(ctx, step, name, user, node_urls, false).await
+                            }
+                        });
                         futures::future::join_all(calls).await;
                     }
                     Some(fault) => {
@@ -210,13 +236,64 @@ async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> R
         Some(NodeSelector::Index(n)) => vec![n - 1],
     };
     let started = Instant::now();
+    let node_urls = if step.action.breaks_store_links() { ctx.target.node_urls().await } else { Vec::new() };
+    let before = settle::cache_states(&ctx.probe, &node_urls).await;
     let result = apply(ctx, step, events, &indexes, started).await;
+    if result.is_ok() && step.action.breaks_store_links() {
+        settle_after(ctx, step, events, &before).await;
+    }
     if step.action != Action::Pause {
         let at = |t: Instant| t.duration_since(ctx.began).as_secs_f64() * 1000.0;
         let window = FaultWindow { label: step.label(), start_ms: at(started), end_ms: at(Instant::now()) };
         ctx.faults.lock().expect("faults lock").push(window);
     }
     result
+}
+
+/// Holds the run back until no node can answer from a cache filled before the store fault
+/// (see [`settle`]); a node that never settles is a failure of the step, and nodes that do not
+/// say are named in the report.
+async fn settle_after(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>, before: &[Option<settle::CacheState>]) {
+    let node_urls = ctx.target.node_urls().await;
+    let settled = settle::after_store_fault(&ctx.probe, &node_urls, before, ctx.store_fault_settle).await;
+    events.push(format!(
+        "{}: node caches confirmed again after {:.0} ms",
+        step.label(),
+        settled.waited.as_secs_f64() * 1000.0
+    ));
+    for (index, said) in settled.unsettled {
+        let node = ctx.target.node_name(index);
+        let record = Record {
+            step: format!("{} (node cache)", step.label()),
+            action: step.action,
+            user: "-".into(),
+            identity: None,
+            node: Some(node),
+            created_on: None,
+            outcome: Outcome::Failed,
+            status: None,
+            at_ms: ctx.began.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: settle::SETTLE_TIMEOUT.as_secs_f64() * 1000.0,
+            detail: format!(
+                "still served sessions from a cache filled before the store fault, {} s after it ({said})",
+                settle::SETTLE_TIMEOUT.as_secs()
+            ),
+        };
+        record_of(ctx, record).await;
+    }
+    if !settled.unknown.is_empty() {
+        let nodes: Vec<String> = settled.unknown.iter().map(|&i| ctx.target.node_name(i)).collect();
+        let line = format!(
+            "after {}: {} do not say when their node cache is confirmed again (/ready session_cache), so reads \
+             were not held back and may have come from a cache; give a settle time (--settle-after-store-fault)",
+            step.action.name(),
+            nodes.join(", ")
+        );
+        let mut skipped = ctx.skipped.lock().expect("skipped lock");
+        if !skipped.contains(&line) {
+            skipped.push(line);
+        }
+    }
 }
 
 async fn apply(
@@ -342,7 +419,7 @@ async fn user_step(
                     latency_ms: 0.0,
                     detail: "node is down".into(),
                 };
-                record(ctx, down).await;
+                record_of(ctx, down).await;
                 return;
             }
         },
@@ -367,7 +444,7 @@ async fn user_step(
                         _ => unreachable!("cluster steps are not user steps"),
                     };
                     let (outcome, status, node, detail) =
-                        classify(step, &result, user.identity().unwrap_or(name), fault);
+                        classify(step, &result, user.identity().unwrap_or(name), user.paths(), fault);
                     if outcome != Outcome::Ok && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
@@ -375,7 +452,10 @@ async fn user_step(
                     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
                     let at_ms = started.duration_since(ctx.began).as_secs_f64() * 1000.0;
                     let node = direct_node.or(node);
+                    let already_logged_in = matches!(&result, Ok(reply) if reply.already_logged_in);
                     let created_on = match step.action {
+                        // The session of an earlier login goes on: its creator stays.
+                        Action::Login if already_logged_in && outcome == Outcome::Ok => None,
                         Action::Login => {
                             let mut created = ctx.created_on.lock().expect("created-on lock");
                             match (outcome, &node) {
@@ -389,14 +469,14 @@ async fn user_step(
                     };
                     let identity = match (&result, step.action) {
                         (Ok(reply), Action::Me) if reply.status == 200 => {
-                            reply.json().and_then(|body| body.get("sub").and_then(Value::as_str).map(str::to_owned))
+                            reply.json().and_then(|body| user.paths().identity_in(&body))
                         }
                         _ => None,
                     };
                     let user = user.identity().unwrap_or(name).to_owned();
                     let action = step.action;
                     let step = label.clone();
-                    record(
+                    record_of(
                         ctx,
                         Record {
                             step,
@@ -421,7 +501,7 @@ async fn user_step(
     }
 }
 
-async fn record(ctx: &Ctx<'_>, record: Record) {
+async fn record_of(ctx: &Ctx<'_>, record: Record) {
     ctx.progress.requests.fetch_add(1, Ordering::Relaxed);
     match record.outcome {
         Outcome::Failed => ctx.progress.failures.fetch_add(1, Ordering::Relaxed),
@@ -443,6 +523,7 @@ fn classify(
     step: &Step,
     result: &Result<Reply, ClientError>,
     user: &str,
+    paths: &GatewayPaths,
     fault: bool,
 ) -> (Outcome, Option<u16>, Option<String>, String) {
     let reply = match result {
@@ -459,27 +540,36 @@ fn classify(
     if fault && matches!(reply.status, 502 | 503) {
         return (Outcome::Unavailable, Some(reply.status), reply.node.clone(), excerpt(&reply.body));
     }
-    match check(step.action, &step.expect, reply, user) {
+    if reply.already_logged_in && step.action == Action::Login {
+        // The user's `me` answered 200 through this gateway: the login step's goal holds.
+        return match check(Action::Me, &Expect::default(), reply, user, paths) {
+            Ok(()) => (Outcome::Ok, Some(200), reply.node.clone(), "already logged in".into()),
+            Err(reason) => (Outcome::Failed, Some(200), reply.node.clone(), format!("already logged in, but {reason}")),
+        };
+    }
+    match check(step.action, &step.expect, reply, user, paths) {
         Ok(()) => (Outcome::Ok, Some(reply.status), reply.node.clone(), String::new()),
         Err(reason) => (Outcome::Failed, Some(reply.status), reply.node.clone(), reason),
     }
 }
 
-fn check(action: Action, expect: &Expect, reply: &Reply, user: &str) -> Result<(), String> {
+fn check(action: Action, expect: &Expect, reply: &Reply, user: &str, paths: &GatewayPaths) -> Result<(), String> {
     let want = expect.status.unwrap_or_else(|| default_status(action));
     if reply.status != want {
         return Err(format!("expected {want}, got {}: {}", reply.status, excerpt(&reply.body)));
     }
     let fields = expect.json.clone();
     if action == Action::Me && expect.status.is_none() && fields.is_empty() {
-        // Who am I: this user and nobody else. bff's `sub`; another gateway's shape (Duende's
-        // claim list, oauth2-proxy's `user`) holds the name somewhere in its JSON.
+        // Who am I: this user and nobody else, at the gateway's identity pointer (bff's `sub`);
+        // a gateway whose answer has no fixed place for it (Duende's claim list) may name the
+        // user anywhere in its JSON.
         let body = reply.json().ok_or_else(|| format!("expected JSON, got: {}", excerpt(&reply.body)))?;
-        return match body.get("sub") {
+        let pointer = paths.identity_pointer.as_deref().unwrap_or("/sub");
+        return match body.pointer(pointer) {
             Some(sub) if sub == user => Ok(()),
-            Some(sub) => Err(format!("sub: expected \"{user}\", got {sub}")),
-            None if mentions(&body, user) => Ok(()),
-            None => Err(format!("expected the user \"{user}\" in: {}", excerpt(&reply.body))),
+            Some(sub) => Err(format!("{pointer}: expected \"{user}\", got {sub}")),
+            None if paths.identity_pointer.is_none() && mentions(&body, user) => Ok(()),
+            None => Err(format!("expected the user \"{user}\" at {pointer} in: {}", excerpt(&reply.body))),
         };
     }
     if fields.is_empty() {
