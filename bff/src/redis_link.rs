@@ -12,6 +12,15 @@
 //! only when its caller said, with [`Retry::Safe`], that running it twice does no harm: a
 //! "broken pipe" does not tell whether the first attempt reached Redis.
 //!
+//! Which server answers can change under the link: a restarted Redis (without persistence, an
+//! empty one) at the same address, or another master. Whatever this node keeps from the old one
+//! (the node cache of sessions) must not outlive it, so the link counts every event after which
+//! its connection may reach another server ([`RedisLink::reconnects`]): a command failed in a way
+//! that makes the manager reconnect, or the link moved to another master. Those who keep
+//! things register with [`RedisLink::on_reconnect`] and are called at once, before the command
+//! that noticed is sent again and before its answer is used. [`RedisLink::server_id`] names the
+//! server the link talks to now (its `run_id`, new at every start of a Redis process).
+//!
 //! With Sentinel ([`RedisTarget::Sentinel`]) the master's address is asked of the sentinels
 //! (redis-rs's `SentinelClient`, which also checks that the server it names says it is the
 //! master). A command that finds the master gone (connection dropped or refused, a timeout,
@@ -81,7 +90,14 @@ pub struct RedisLink {
     /// Redis for everyone (the key ring) must be checked again.
     trouble: AtomicBool,
     trouble_seen: Notify,
+    /// Moves every time the connection may have come to reach another server.
+    reconnects: AtomicU64,
+    /// Called, in order, each time `reconnects` moves.
+    reconnect_hooks: RwLock<Vec<ReconnectHook>>,
 }
+
+/// Called when the link's connection may reach another server from now on.
+type ReconnectHook = Box<dyn Fn() + Send + Sync>;
 
 impl RedisLink {
     /// Parses the URL (`redis://`, `rediss://` or `redis+sentinel://`); connecting happens in
@@ -123,6 +139,8 @@ impl RedisLink {
             lookups: AtomicU64::new(0),
             trouble: AtomicBool::new(false),
             trouble_seen: Notify::new(),
+            reconnects: AtomicU64::new(0),
+            reconnect_hooks: RwLock::new(Vec::new()),
         }))
     }
 
@@ -154,6 +172,7 @@ impl RedisLink {
                 Ok(current) => {
                     tracing::info!(address = %current.address, "connected to redis");
                     *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(current));
+                    self.reconnected();
                     return;
                 }
                 Err(error) => {
@@ -245,6 +264,7 @@ impl RedisLink {
                     tracing::warn!(%address, "redis master moved: connected to the new master");
                     *self.current.write().unwrap_or_else(|e| e.into_inner()) =
                         Some(Arc::new(Current { manager, client, address }));
+                    self.reconnected();
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, %address, "redis sentinel: the new master does not answer yet")
@@ -350,7 +370,12 @@ impl RedisLink {
     {
         let seen = self.lookups.load(Ordering::Acquire);
         let conn = self.conn()?;
-        match send(conn.clone()).await {
+        let first = send(conn.clone()).await;
+        if let Err(error) = &first {
+            // Before anything is sent again: the next connection may reach another server.
+            self.note_reconnect(error);
+        }
+        match first {
             Err(error) if self.is_sentinel() && master_may_have_moved(&error) => {
                 self.report_trouble();
                 self.follow_master(seen).await;
@@ -385,8 +410,47 @@ impl RedisLink {
     }
 
     fn failed(&self, error: redis::RedisError) -> StoreError {
+        self.note_reconnect(&error);
         self.report_trouble();
         StoreError::from(error)
+    }
+
+    /// After `error`, the connection manager opens a new connection, which may reach another
+    /// server: says so to whoever registered.
+    fn note_reconnect(&self, error: &redis::RedisError) {
+        if error.is_unrecoverable_error() || connection_dropped(error) {
+            self.reconnected();
+        }
+    }
+
+    fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Ordering::SeqCst);
+        for hook in self.reconnect_hooks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            hook();
+        }
+    }
+
+    /// How many times the connection may have come to reach another server (a new
+    /// connection after a failure, another master). Compare two readings: equal means every
+    /// command between them went to one server.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::SeqCst)
+    }
+
+    /// Calls `hook` every time [`RedisLink::reconnects`] moves, right after it moved and before
+    /// the command that noticed is sent again or answers. It must be quick and must not block.
+    pub fn on_reconnect(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.reconnect_hooks.write().unwrap_or_else(|e| e.into_inner()).push(Box::new(hook));
+    }
+
+    /// The `run_id` of the server the link talks to now: random at every start of a Redis
+    /// process, so a restarted Redis (which may have come back without its data) has another.
+    pub async fn server_id(&self) -> Result<String, StoreError> {
+        let info: String = self.query(redis::cmd("INFO").arg("server"), Retry::Safe).await?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| StoreError::Unavailable("redis: INFO server has no run_id".into()))
     }
 
     /// Wakes whoever waits in [`RedisLink::trouble`]: Redis may have lost what this node keeps
@@ -459,5 +523,33 @@ fn timed_out() -> redis::RedisError {
 impl From<redis::RedisError> for StoreError {
     fn from(error: redis::RedisError) -> Self {
         StoreError::Unavailable(format!("redis: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn a_dropped_connection_tells_whoever_registered_and_an_answer_from_redis_does_not() {
+        let link = RedisLink::new("redis://127.0.0.1:1", Duration::from_secs(1)).unwrap();
+        let told = Arc::new(AtomicUsize::new(0));
+        let counter = told.clone();
+        link.on_reconnect(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let before = link.reconnects();
+        link.note_reconnect(&std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
+        assert_eq!(link.reconnects(), before + 1);
+        assert_eq!(told.load(Ordering::SeqCst), 1);
+        // A command Redis refused (here, a general error) leaves the connection as it was.
+        link.note_reconnect(&redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        )));
+        assert_eq!(link.reconnects(), before + 1);
+        assert_eq!(told.load(Ordering::SeqCst), 1);
     }
 }

@@ -25,6 +25,27 @@
 //! - While this node's listener is not subscribed (starting, a Redis outage, a dropped
 //!   connection) or its lease ran out, notices may be missed: the cache is not used until it is
 //!   subscribed again, and it is emptied when it subscribes.
+//! - An entry is only as good as the server it was read from: a Redis restarted without
+//!   persistence answers again, at the same address, without the session, and a node that
+//!   served the entry then would log nobody out but keep a session the store lost. So the cache
+//!   is tied to one server, named by its `run_id` (new at every start of a Redis process):
+//!   - the listener asks the command link for the server's `run_id` before it subscribes and
+//!     again once subscribed; the two must agree (the subscription, opened between them, went to
+//!     that server) and the link must not have reconnected meanwhile. Only then is the cache
+//!     emptied, switched on, and a confirmation counted ([`NodeCache::confirmations`], shown by
+//!     `/ready`);
+//!   - every ping round checks the link's `run_id` again, so a link that reached another
+//!     server (a master that moved, a reconnect the link did by itself) ends the subscription;
+//!   - the moment the command link may have reached another server (a command found its
+//!     connection gone, the master moved), it switches the cache off and empties it, before
+//!     that command is sent again and before its answer is used; the listener then subscribes
+//!     again, as above;
+//!   - a subscription that ends (Redis closed it, it stopped answering) switches the cache off
+//!     at once, not when the lease runs out: a restarted Redis accepts connections again within
+//!     milliseconds, well inside the lease.
+//!
+//!   What it costs: one `INFO server` on the command link per ping round (a few a second per
+//!   node, whatever the load), and a new subscription after every reconnect of the link.
 //! - A read from Redis that raced with a notice is not kept: every notice moves a generation
 //!   counter, and an entry is taken back when the counter moved while it was read or stored.
 //! - An entry is served for at most `max_age`; the next request reads Redis again with `GETEX`,
@@ -64,8 +85,14 @@ pub struct NodeCache {
     max_age: Duration,
     /// Moves on every notice and whenever the cache is switched on or off.
     generation: AtomicU64,
-    /// Subscribed to the notices: only then may entries be served.
+    /// Subscribed to the notices of the server the command link talks to, and emptied for it:
+    /// only then may entries be served.
     live: AtomicBool,
+    /// How many times the cache was switched on for a subscription confirmed against a server.
+    confirmations: AtomicU64,
+    /// Woken when the command link may have reached another server: the listener subscribes
+    /// again.
+    link_moved: Notify,
     /// Milliseconds after `started` until which entries may be served: the send time of the
     /// latest ping whose pong came back, plus [`LEASE`].
     fresh_until_ms: AtomicU64,
@@ -85,6 +112,9 @@ static MISSES: LazyLock<metrics::Counter> =
     LazyLock::new(|| metrics::counter!("bff_session_cache_total", "result" => "miss"));
 static UNACKNOWLEDGED: LazyLock<metrics::Counter> =
     LazyLock::new(|| metrics::counter!("bff_session_change_unacknowledged_total"));
+static LIVE: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_live"));
+static CONFIRMATIONS: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!("bff_session_cache_confirmations_total"));
 
 /// How long a node serves from memory after its subscription last proved it had delivered
 /// every notice; also how long a writer waits at most for acknowledgements.
@@ -105,6 +135,8 @@ impl NodeCache {
             max_age,
             generation: AtomicU64::new(0),
             live: AtomicBool::new(false),
+            confirmations: AtomicU64::new(0),
+            link_moved: Notify::new(),
             fresh_until_ms: AtomicU64::new(0),
             started: Instant::now(),
             link,
@@ -124,6 +156,14 @@ impl NodeCache {
     pub fn is_live(&self) -> bool {
         self.live.load(Ordering::SeqCst)
             && self.millis_since_start(Instant::now()) < self.fresh_until_ms.load(Ordering::SeqCst)
+    }
+
+    /// How many times this node subscribed to the notices of a server, confirmed that the
+    /// command link talks to that same server, and emptied its cache for it. A verifier that read
+    /// `n` before a Redis restart waits for more than `n` (and [`NodeCache::is_live`]) to know
+    /// that the node's cache no longer holds anything from the old server.
+    pub fn confirmations(&self) -> u64 {
+        self.confirmations.load(Ordering::SeqCst)
     }
 
     /// Every notice published before `sent` has been handled: entries may be served until
@@ -180,13 +220,44 @@ impl NodeCache {
         self.entries.remove(key);
     }
 
+    /// Drops every entry (a read in flight is not kept either).
+    fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.clear();
+    }
+
+    /// Switches the cache on or off; either way it is emptied.
     fn switch(&self, live: bool) {
         if !live {
             self.fresh_until_ms.store(0, Ordering::SeqCst);
         }
         self.live.store(live, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.clear();
+        self.forget_all();
+        LIVE.set(if live { 1.0 } else { 0.0 });
+    }
+
+    /// Called by the command link the moment its connection may reach another server: nothing
+    /// read from the old one is served any more, and the listener subscribes again.
+    fn link_reconnected(&self) {
+        self.switch(false);
+        self.link_moved.notify_one();
+    }
+
+    /// Switches the cache on, emptied, for a subscription confirmed against one server (see the
+    /// module header), unless the command link reconnected since it read `reconnects`: then the
+    /// server it talks to may be another, and the cache stays off.
+    fn confirm(&self, reconnects: u64, sent: Instant) -> bool {
+        self.switch(true);
+        self.proven_at(sent);
+        // A reconnect that the check below misses moved the counter after it; its hook's
+        // switch-off then comes after the switch-on above, and wins.
+        if self.link.reconnects() != reconnects {
+            self.switch(false);
+            return false;
+        }
+        self.confirmations.fetch_add(1, Ordering::SeqCst);
+        CONFIRMATIONS.increment(1);
+        true
     }
 
     /// Tells every node (this one included) that these sessions changed or ended, and returns
@@ -245,7 +316,7 @@ impl NodeCache {
     /// acknowledgement of this node's own notice.
     fn handle(&self, notice: &redis::Msg) {
         let Ok(payload) = notice.get_payload::<String>() else {
-            self.switch(true);
+            self.forget_all();
             return;
         };
         if notice.get_channel_name() == self.reply_channel {
@@ -256,7 +327,7 @@ impl NodeCache {
         let (Some(key), Some(node), Some(nonce), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             // Not a notice this version understands: forget everything rather than miss one.
-            self.switch(true);
+            self.forget_all();
             return;
         };
         self.forget(key);
@@ -269,29 +340,58 @@ impl NodeCache {
     }
 
     /// Listens for notices for as long as the node runs, subscribing again after every
-    /// connection loss; the cache is live only while subscribed.
+    /// connection loss and every reconnect of the command link; the cache is live only while
+    /// subscribed and confirmed (see the module header).
     pub fn listen_in_background(self: &Arc<Self>) {
+        let cache = Arc::downgrade(self);
+        self.link.on_reconnect(move || {
+            if let Some(cache) = cache.upgrade() {
+                cache.link_reconnected();
+            }
+        });
         let cache = self.clone();
         tokio::spawn(async move {
             loop {
+                let confirmed_before = cache.confirmations();
                 let Err(error) = cache.listen().await;
-                if cache.live.load(Ordering::SeqCst) {
+                let was_live = cache.live.load(Ordering::SeqCst);
+                // Off at once: whatever ended the subscription (most often, Redis going away)
+                // may have ended the server the entries were read from.
+                cache.switch(false);
+                if was_live {
                     tracing::warn!(%error, "session cache off until change notices are received again");
                     // The command connection most likely broke with this one: a PING now lets it
                     // reconnect before a user's request finds it broken (a one-time login state
                     // or a logout index cannot be read twice).
                     let _: Result<String, _> = cache.link.query(&redis::cmd("PING"), Retry::Safe).await;
+                } else {
+                    tracing::debug!(%error, "session cache: not subscribed");
                 }
-                cache.switch(false);
-                tokio::time::sleep(RETRY_EVERY).await;
+                // A subscription that was confirmed and ended is replaced at once; one that
+                // could not be made waits a little before the next attempt.
+                if cache.confirmations() == confirmed_before {
+                    tokio::time::sleep(RETRY_EVERY).await;
+                }
             }
         });
     }
 
-    /// One subscription, until its connection fails or stops answering.
+    /// The `run_id` of the server the command link talks to, within the link's bound.
+    async fn server_id(&self) -> Result<String, redis::RedisError> {
+        self.link
+            .server_id()
+            .await
+            .map_err(|error| redis::RedisError::from((redis::ErrorKind::Io, "no redis server id", error.to_string())))
+    }
+
+    /// One subscription, until its connection fails or stops answering, or the command link
+    /// comes to talk to another server.
     async fn listen(&self) -> Result<std::convert::Infallible, redis::RedisError> {
         let timeout = self.link.timeout();
         let timed_out = || redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let moved = |what: String| redis::RedisError::from((redis::ErrorKind::Io, "redis server changed", what));
+        let reconnects = self.link.reconnects();
+        let server = self.server_id().await?;
         let client = self.link.pubsub_client().await.map_err(|error| {
             redis::RedisError::from((redis::ErrorKind::Io, "no redis to subscribe on", error.to_string()))
         })?;
@@ -301,9 +401,16 @@ impl NodeCache {
         tokio::time::timeout(timeout, sink.subscribe(&[&self.channel, &self.reply_channel]))
             .await
             .map_err(|_| timed_out())??;
-        self.switch(true);
-        self.proven_at(sent);
-        tracing::info!("session cache on: subscribed to change notices");
+        // The subscription was opened after the first answer and before this one: when both name
+        // one server, it went to that server.
+        let subscribed_on = self.server_id().await?;
+        if subscribed_on != server {
+            return Err(moved(format!("run_id {server} then {subscribed_on} while subscribing")));
+        }
+        if !self.confirm(reconnects, sent) {
+            return Err(moved("the command link reconnected while subscribing".into()));
+        }
+        tracing::info!(redis_run_id = %server, "session cache on: subscribed to change notices");
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.reset();
@@ -313,6 +420,11 @@ impl NodeCache {
                     Some(notice) => self.handle(&notice),
                     None => return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()),
                 },
+                () = self.link_moved.notified() => {
+                    if self.link.reconnects() != reconnects {
+                        return Err(moved("the command link reconnected".into()));
+                    }
+                }
                 _ = ping.tick() => {
                     let sent = Instant::now();
                     match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
@@ -324,6 +436,14 @@ impl NodeCache {
                     // and waits in the stream: handle them before extending the lease.
                     while let Some(Some(notice)) = notices.next().now_or_never() {
                         self.handle(&notice);
+                    }
+                    // The subscription's server is the one the command link reads from.
+                    let now = self.server_id().await?;
+                    if now != server {
+                        return Err(moved(format!("run_id {server} then {now}")));
+                    }
+                    if self.link.reconnects() != reconnects {
+                        return Err(moved("the command link reconnected".into()));
                     }
                     self.proven_at(sent);
                 }
@@ -414,6 +534,34 @@ mod tests {
         cache.acknowledged("n1 node-b s:a");
         cache.acknowledged("n2 node-c s:a");
         assert_eq!(waiter.acks.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_of_the_command_link_empties_the_cache_and_switches_it_off() {
+        let cache = cache(Duration::from_secs(60));
+        cache.keep("s:a", &Arc::new(session()), cache.generation());
+        cache.link_reconnected();
+        assert!(!cache.is_live());
+        assert!(cache.get("s:a").is_none());
+        // An entry read before the reconnect is not kept either.
+        let seen = cache.generation();
+        cache.link_reconnected();
+        assert!(cache.confirm(cache.link.reconnects(), Instant::now()));
+        cache.keep("s:a", &Arc::new(session()), seen);
+        assert!(cache.get("s:a").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_subscription_is_confirmed_only_when_the_link_did_not_reconnect_meanwhile() {
+        let cache = cache(Duration::from_secs(60));
+        let before = cache.confirmations();
+        let reconnects = cache.link.reconnects();
+        assert!(cache.confirm(reconnects, Instant::now()));
+        assert_eq!(cache.confirmations(), before + 1);
+        assert!(cache.is_live());
+        assert!(!cache.confirm(reconnects + 1, Instant::now()), "the link reconnected: another server maybe");
+        assert_eq!(cache.confirmations(), before + 1);
+        assert!(!cache.is_live());
     }
 
     #[tokio::test]

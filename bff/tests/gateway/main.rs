@@ -8,6 +8,7 @@ mod fingerprint;
 mod lifecycle;
 mod login;
 mod node_cache;
+mod node_cache_restart;
 mod redis_outage;
 mod refusals;
 mod stack;
