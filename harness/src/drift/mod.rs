@@ -6,10 +6,22 @@
 //! Each check sends a fresh random nonce, so the secrets' digests of one run match nothing of
 //! another. A node's clock is compared with this machine's too: a node whose clock is off by
 //! more than [`CLOCK_BOUND_MS`] expires tokens and sessions at other times than its peers.
+//!
+//! A gateway bffctl did not build has no fingerprint: [`observe`] compares what any client sees
+//! of each node instead (the authorization request, the cookies, the anonymous answers), in the
+//! same report; [`DriftReport::merged`] puts both checks in one when both ran.
+
+mod authorization_request;
+mod observed;
+mod pinned_login;
+mod set_cookies;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+pub use observed::{LIFETIME_SKEW_SECS, LoginAnswer, ObserveLogin, ObserveLoginError, ObservedPaths, observe};
+pub use pinned_login::PinnedLogin;
 
 /// The largest clock offset between a node and this machine that is not drift.
 pub const CLOCK_BOUND_MS: i64 = 2_000;
@@ -75,6 +87,49 @@ impl DriftReport {
     /// True when any setting differs or a node gave no fingerprint while others did.
     pub fn found_drift(&self) -> bool {
         !self.skipped && (self.rows.iter().any(|r| !r.odd.is_empty()) || !self.problems.is_empty())
+    }
+
+    /// This report and `other`'s in one (the fingerprint's and the observed one): rows of both,
+    /// lined up by node name, problems of both once each. A skipped report adds nothing: a
+    /// gateway without `/ops/fingerprint` is judged by what is observed alone.
+    pub fn merged(self, other: DriftReport) -> DriftReport {
+        if self.skipped {
+            return other;
+        }
+        if other.skipped {
+            return self;
+        }
+        let mut nodes = self.nodes.clone();
+        for name in &other.nodes {
+            if !nodes.contains(name) {
+                nodes.push(name.clone());
+            }
+        }
+        let line_up = |report: DriftReport| -> Vec<DriftRow> {
+            let place: Vec<usize> =
+                report.nodes.iter().map(|n| nodes.iter().position(|m| m == n).expect("every node is listed")).collect();
+            report
+                .rows
+                .into_iter()
+                .map(|row| {
+                    let mut values = vec![None; nodes.len()];
+                    for (i, value) in row.values.into_iter().enumerate() {
+                        values[place[i]] = value;
+                    }
+                    let odd = row.odd.iter().map(|i| place[*i]).collect();
+                    DriftRow { setting: row.setting, secret: row.secret, values, odd }
+                })
+                .collect()
+        };
+        let mut problems = self.problems.clone();
+        for problem in &other.problems {
+            if !problems.contains(problem) {
+                problems.push(problem.clone());
+            }
+        }
+        let mut rows = line_up(self);
+        rows.extend(line_up(other));
+        DriftReport { nodes, rows, problems, skipped: false }
     }
 
     /// One line for a verdict.
@@ -263,6 +318,31 @@ mod tests {
         assert!(one_missing.found_drift());
         let none = compare(names(2), vec![None, None], vec!["a".into(), "b".into()]);
         assert!(none.skipped && !none.found_drift());
+    }
+
+    #[test]
+    fn merged_reports_line_up_by_node_and_a_skipped_one_adds_nothing() {
+        let fingerprint = compare(names(2), vec![answer("bff", "aa", 0), answer("other", "aa", 0)], Vec::new());
+        let observed = DriftReport {
+            nodes: vec!["node-2".into(), "node-1".into()],
+            rows: vec![DriftRow {
+                setting: "anonymous.me.status".into(),
+                secret: false,
+                values: vec![Some("401".into()), Some("404".into())],
+                odd: vec![0],
+            }],
+            problems: vec!["node-2 is down".into()],
+            skipped: false,
+        };
+        let both = fingerprint.clone().merged(observed.clone());
+        assert_eq!(both.nodes, names(2));
+        assert_eq!(both.drifted(), ["session.cookie_name (node-2)", "anonymous.me.status (node-2)"]);
+        let me = both.rows.iter().find(|r| r.setting == "anonymous.me.status").unwrap();
+        assert_eq!(me.values, [Some("404".into()), Some("401".into())]);
+        let skipped = compare(names(2), vec![None, None], vec!["no fingerprint".into()]);
+        assert_eq!(skipped.merged(observed.clone()).problems, ["node-2 is down"]);
+        let none = DriftReport { nodes: names(2), rows: Vec::new(), problems: Vec::new(), skipped: true };
+        assert_eq!(fingerprint.clone().merged(none).rows.len(), fingerprint.rows.len());
     }
 
     #[test]
