@@ -77,7 +77,13 @@ node_answers() {
     [[ $login == "302 $ISSUER_URL/authorize?"* ]]
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# True while process `$1` runs: a process that exited but was not yet reaped (its parent, the
+# one that ran `up`, is gone, and init reaps when it gets to it) counts as gone.
+running() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z* ]]
+}
 
 # Stops the process of pid file `$2` (SIGTERM, then SIGKILL after STOP_TIMEOUT) and waits
 # until it is gone.
@@ -86,10 +92,10 @@ stop_pidfile() {
     [ -s "$file" ] || return 0
     local pid
     pid=$(cat "$file")
-    if kill -0 "$pid" 2>/dev/null; then
+    if running "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
         local deadline=$((SECONDS + STOP_TIMEOUT))
-        while kill -0 "$pid" 2>/dev/null; do
+        while running "$pid"; do
             if ((SECONDS >= deadline)); then
                 say "$what (pid $pid) still runs ${STOP_TIMEOUT}s after SIGTERM: SIGKILL"
                 kill -KILL "$pid" 2>/dev/null || true
