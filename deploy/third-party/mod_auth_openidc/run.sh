@@ -126,7 +126,6 @@ start_redis() {
 }
 
 start_issuer() {
-    [ -x "$BFFCTL" ] || fail "$BFFCTL is missing: cargo build -p bffctl"
     # The issuer runs in the background; its output goes to its log, so whoever ran `up` is not
     # kept waiting on an open pipe.
     BFFCTL_ISSUER_CLIENT_SECRET=$CLIENT_SECRET "$BFFCTL" issuer --listen "$HOST:$ISSUER_PORT" --host "$HOST" \
@@ -208,6 +207,7 @@ cmd_up() {
     done
     [ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] ||
         { say "mod_auth_openidc is missing: apt-get install libapache2-mod-auth-openidc"; exit 2; }
+    [ -x "$BFFCTL" ] || { say "$BFFCTL is missing: cargo build -p bffctl"; exit 2; }
     local busy
     busy=$(listening_ports)
     [ -z "$busy" ] || fail "ports $busy are in use (already up? run.sh down)"
