@@ -126,3 +126,48 @@ verify *ARGS: setup build
 
 # Everything CI runs.
 ci: lint test
+
+# Another gateway, deployed as its users deploy it (deploy/third-party/mod_auth_openidc/): Apache's
+# mod_auth_openidc (Debian's package) as three replicas sharing sessions through one Redis, nginx in
+# front (a random replica per request), the mock issuer. verify-scaling --target must PASS; with
+# node-2 keeping its sessions node-local (OIDCCacheType shm), and with node-2 on another
+# OIDCCryptoPassphrase, it must FAIL naming node-2. Everything started is stopped afterwards; the
+# logs stay in target/third-party/mod_auth_openidc/. One iteration per user: a second login of the
+# same virtual user finds its session and is answered 200, not a redirect to the issuer. 100 users:
+# a replica that does not know a session clears its cookie, so later reads elsewhere fail too, and
+# with few users the matrix can blame another pair of nodes by chance.
+third-party-verify: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -e /usr/lib/apache2/modules/mod_auth_openidc.so ]; then
+        if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+            echo "third-party-verify: this host lacks mod_auth_openidc: install it (sudo apt-get install -y apache2 libapache2-mod-auth-openidc), then run this again" >&2
+            exit 2
+        fi
+        echo "third-party-verify: installing apache2 libapache2-mod-auth-openidc (apt-get)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends apache2 libapache2-mod-auth-openidc >/dev/null
+    fi
+    cargo build -p bffctl
+    run="$PWD/deploy/third-party/mod_auth_openidc/run.sh"
+    trap '"$run" down' EXIT
+    verify() {
+        {{bffctl}} verify-scaling --target http://127.0.0.1:18190             --node node-1=http://127.0.0.1:18191 --node node-2=http://127.0.0.1:18192 --node node-3=http://127.0.0.1:18193             --restart-cmd "'$run' restart {node}" --ready-path /ready             --login-path /login --me-path '/redirect_uri?info=json' --anonymous-status 401             --logout-path '/redirect_uri?logout=http%3A%2F%2F127.0.0.1%3A18190%2F' --iterations 1 --users 100 "$@"
+    }
+    "$run" up --variant ok
+    verify --report junit target/third-party-verify.xml
+    "$run" down
+    for variant in node-local-cache other-secret; do
+        "$run" up --variant "$variant"
+        set +e
+        out=$(verify 2>&1); code=$?
+        set -e
+        grep -E '^(Diagnosis|PASS|FAIL)' <<<"$out" || true
+        if [ "$code" -ne 1 ] || ! grep -qE '^Diagnosis: (node-2 |sessions node-2 )' <<<"$out"; then
+            echo "third-party-verify: the $variant deployment was not failed with node-2 named (exit $code)" >&2
+            exit 1
+        fi
+        echo "third-party-verify: $variant FAILED with node-2 named, as it must"
+        "$run" down
+    done
