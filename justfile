@@ -153,7 +153,7 @@ third-party-verify: setup
     run="$PWD/deploy/third-party/mod_auth_openidc/run.sh"
     trap '"$run" down' EXIT
     verify() {
-        {{bffctl}} verify-scaling --target http://127.0.0.1:18190             --node node-1=http://127.0.0.1:18191 --node node-2=http://127.0.0.1:18192 --node node-3=http://127.0.0.1:18193             --restart-cmd "'$run' restart {node}" --ready-path /ready             --login-path /login --me-path '/redirect_uri?info=json' --anonymous-status 401             --logout-path '/redirect_uri?logout=http%3A%2F%2F127.0.0.1%3A18190%2F' --iterations 1 --users 100 "$@"
+        {{bffctl}} verify-scaling --target http://127.0.0.1:18190             --node node-1=http://127.0.0.1:18191 --node node-2=http://127.0.0.1:18192 --node node-3=http://127.0.0.1:18193             --restart-cmd "'$run' restart {node}" --ready-path /ready             --gateway mod-auth-openidc "$@"
     }
     "$run" up --variant ok
     verify --report junit target/third-party-verify.xml

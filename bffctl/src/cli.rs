@@ -48,6 +48,9 @@ pub enum Command {
     Run(RunArgs),
     /// List the scenarios in a directory with their descriptions.
     Scenarios(ScenariosArgs),
+    /// List the gateway presets for --gateway (paths, anonymous answer, identity, logout) and
+    /// whether CI runs each against the real gateway.
+    Gateways(OutputArgs),
     /// Benchmark the gateway next to a direct upstream and nginx (needs wrk and nginx; oha for the open-loop pass).
     Bench(BenchArgs),
     /// Soak a fresh process cluster: an open-loop request rate for a duration, a seeded fault from
@@ -588,4 +591,74 @@ fn parse_counts(text: &str) -> Result<SessionCounts, String> {
         .map(|t| t.parse::<usize>().map_err(|_| format!("not a session count: {t:?} (say e.g. 1,10000,200000)")))
         .collect::<Result<Vec<_>, _>>()
         .map(SessionCounts)
+}
+
+/// Options that apply only to a deployment reached with `--target`, by clap id.
+const TARGET_ONLY: &[&str] = &[
+    "node_url",
+    "restart_cmd",
+    "ready_path",
+    "ops_token",
+    "gateway",
+    "login_path",
+    "me_path",
+    "me_header",
+    "anonymous_status",
+    "identity_pointer",
+    "logout_path",
+    "settle_after_store_fault",
+    "login",
+];
+
+/// Options that build bffctl's own cluster, by clap id: meaningless with `--target`.
+const OWN_CLUSTER_ONLY: &[&str] = &[
+    "nodes",
+    "backend",
+    "session_store",
+    "lb",
+    "redis_persistence",
+    "redis",
+    "bff_env",
+    "node_env",
+    "node_bff_binary",
+    "node_image",
+    "bff_image",
+    "redis_image",
+    "bff_binary",
+    "redis_db_per_node",
+    "attach",
+];
+
+/// An option given on the command line that does nothing in the mode it was given in is an
+/// error, never ignored: `verify-scaling --target URL --nodes 5` would otherwise verify a
+/// deployment of whatever size it has and say nothing.
+pub fn refuse_inapplicable(matches: &clap::ArgMatches) -> Result<(), String> {
+    let Some((command, sub)) = matches.subcommand() else { return Ok(()) };
+    if !matches!(command, "verify-scaling" | "run") {
+        return Ok(());
+    }
+    let given = |id: &str| {
+        sub.try_get_raw(id).ok().flatten().is_some()
+            && sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    let flag = |id: &str| format!("--{}", id.replace('_', "-"));
+    let (refused, why): (Vec<String>, &str) = if given("target") {
+        (
+            OWN_CLUSTER_ONLY.iter().filter(|id| given(id)).map(|id| flag(id)).collect(),
+            "only shape the cluster bffctl builds itself, and --target verifies a deployment it did not build",
+        )
+    } else {
+        (
+            TARGET_ONLY
+                .iter()
+                .filter(|id| given(id))
+                .map(|id| if *id == "node_url" { "--node".into() } else { flag(id) })
+                .collect(),
+            "only apply with --target URL (a deployment bffctl did not build)",
+        )
+    };
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(format!("{command}: {} {why}", refused.join(", ")))
 }

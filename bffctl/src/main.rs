@@ -7,13 +7,21 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// The tool itself could not do its job (bad arguments, nothing to run on, no cluster up).
 pub const EXIT_TOOL: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    if let Err(refused) = cli::refuse_inapplicable(&matches) {
+        eprintln!("bffctl: {refused}");
+        return ExitCode::from(EXIT_TOOL);
+    }
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     // Thousands of sockets at a thousand users; a limit that cannot be raised shows up later as
     // a clear "too many open files" on the requests it stops.
     let _ = harness::open_files::raise_to_hard_limit();

@@ -251,3 +251,59 @@ fn matrix_table(matrix: &harness::scenario::Matrix) {
         println!("Diagnosis: {diagnosis}");
     }
 }
+
+/// The gateway presets, as a table (or JSON).
+pub fn gateways(presets: &[harness::preset::GatewayPreset], json: bool) {
+    if json {
+        let rows: Vec<serde_json::Value> = presets
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name, "login_path": p.login_path, "me_path": p.me_path, "me_header": p.me_header,
+                    "anonymous_status": p.anonymous_status, "identity_pointer": p.identity_pointer,
+                    "logout_path": p.logout_path, "logout_method": p.logout_method, "logout_header": p.logout_header,
+                    "verified": p.verified(), "provenance": p.provenance,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return;
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "--gateway",
+        "login",
+        "me",
+        "anonymous me",
+        "identity",
+        "logout",
+        "checked",
+    ]);
+    table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    for p in presets {
+        let me = match &p.me_header {
+            Some(header) => format!("{} ({header})", p.me_path),
+            None => p.me_path.clone(),
+        };
+        let logout = format!("{:?} {}", p.logout_method, p.logout_path).to_uppercase().replacen(
+            &p.logout_path.to_uppercase(),
+            &p.logout_path,
+            1,
+        );
+        let checked = if p.verified() {
+            Cell::new("verified in CI").fg(Color::Green)
+        } else {
+            Cell::new("from the documentation")
+        };
+        table.add_row(vec![
+            Cell::new(&p.name),
+            Cell::new(&p.login_path),
+            Cell::new(me),
+            Cell::new(p.anonymous_status),
+            Cell::new(p.identity_pointer.as_deref().unwrap_or("anywhere")),
+            Cell::new(logout),
+            checked,
+        ]);
+    }
+    println!("{table}");
+}

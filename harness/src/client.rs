@@ -226,6 +226,11 @@ impl VirtualUser {
         self.credentials.as_ref().map(|(u, _)| u.as_str()).or(self.login_hint.as_deref())
     }
 
+    /// The names of the cookies this browser would send (unexpired).
+    pub fn cookie_names(&self) -> std::collections::BTreeSet<String> {
+        self.jar.lock().expect("cookie jar").iter_unexpired().map(|c| c.name().to_owned()).collect()
+    }
+
     /// The cookie jar (tests read or tamper with the session cookie).
     pub fn jar(&self) -> &Arc<CookieStoreMutex> {
         &self.jar

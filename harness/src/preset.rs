@@ -65,13 +65,13 @@ provenance = "verified: CI runs every scenario against this repository's bff"
 
 [[preset]]
 name = "mod-auth-openidc"
-login_path = "/protected/"
-me_path = "/protected/redirect_uri?info=json"
+login_path = "/login"
+me_path = "/redirect_uri?info=json"
 anonymous_status = 401
-identity_pointer = "/userinfo/sub"
-logout_path = "/protected/redirect_uri?logout=%2F"
+identity_pointer = "/id_token/sub"
+logout_path = "/redirect_uri?logout=%2F"
 logout_method = "get"
-provenance = "verified: CI runs deploy/third-party/mod_auth_openidc (Apache mod_auth_openidc 2.4.12.3, Debian 12)"
+provenance = "verified: CI runs deploy/third-party/mod_auth_openidc (Apache mod_auth_openidc 2.4.12.3, Debian 12): /login a protected path, OIDCRedirectURI /redirect_uri, OIDCInfoHook with id_token"
 
 [[preset]]
 name = "oauth2-proxy"

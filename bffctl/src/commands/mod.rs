@@ -30,6 +30,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::VerifyScaling(args) => interruptible(verify::verify_scaling(args)).await,
         Command::Run(args) => interruptible(verify::run(args, &state)).await,
         Command::Scenarios(args) => verify::list(args),
+        Command::Gateways(out) => {
+            crate::output::gateways(&harness::preset::builtin(), out.json);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Bench(args) => interruptible(bench::run(args)).await,
         Command::Soak(args) => interruptible(soak::run(args)).await,
     }

@@ -272,12 +272,22 @@ async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Resu
                 }
                 return Ok(report);
             }
-            let drift = match (&ops_token, target.nodes.is_empty(), scenario.cluster.drift_check) {
-                (Some(token), false, true) => {
+            let drift = match (target.nodes.is_empty(), scenario.cluster.drift_check) {
+                (false, true) => {
                     on_step("comparing the nodes' settings");
                     let nodes: Vec<(String, Option<String>)> =
                         target.nodes.iter().map(|(n, u)| (n.clone(), Some(u.clone()))).collect();
-                    Some(harness::drift::check(&nodes, token).await)
+                    // What any client sees of each node (its authorization request, cookies,
+                    // anonymous answers), and bff's own fingerprint when there is a token.
+                    let paths = harness::drift::ObservedPaths::from(&target.paths);
+                    let login = harness::drift::PinnedLogin::new(&paths, &[]);
+                    let pinned: Option<&dyn harness::drift::ObserveLogin> =
+                        if target.form_users.is_empty() { Some(&login) } else { None };
+                    let observed = harness::drift::observe(&nodes, &paths, pinned).await;
+                    Some(match &ops_token {
+                        Some(token) => harness::drift::check(&nodes, token).await.merged(observed),
+                        None => observed,
+                    })
                 }
                 _ => None,
             };

@@ -89,6 +89,30 @@ pub(super) fn generalise_names(first: &mut [SetCookie], second: &[SetCookie]) {
     }
 }
 
+/// A name's per-request tail, seen in one answer only (`mod_auth_openidc_state_<hash of the
+/// state>` cleared at the callback): the longest run of trailing segments (split at `_`, `-`,
+/// `.`) that each look random (a digit or a capital in it, or empty), when it is at least 16
+/// characters, becomes `*`. Words (`state`, `session`, `login`) end the run.
+pub(super) fn without_random_tail(name: &str) -> String {
+    let random =
+        |segment: &str| segment.is_empty() || segment.chars().any(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
+    let mut cut = name.len();
+    for (at, c) in name.char_indices().rev() {
+        if matches!(c, '_' | '-' | '.') {
+            if !random(&name[at + 1..cut]) {
+                break;
+            }
+            cut = at;
+        }
+    }
+    let tail = &name[cut..];
+    if tail.len() > 16 && name[..cut].chars().any(|c| c.is_ascii_alphabetic()) {
+        format!("{}*", &name[..=cut])
+    } else {
+        name.to_owned()
+    }
+}
+
 /// The settings of one answer's cookies: `cookies[ROLE].count`, then per cookie set
 /// `cookie[ROLE]` (the first), `cookie[ROLE.2]`…, and per cookie cleared `cookie[ROLE.cleared]`…,
 /// each with `.name`, `.path`, `.domain`, `.samesite`, `.secure`, `.httponly`, `.lifetime`.
@@ -107,7 +131,7 @@ pub(super) fn settings(role: &str, cookies: &[SetCookie], out: &mut Vec<(String,
             let key = if i == 0 { format!("cookie[{label}]") } else { format!("cookie[{label}.{}]", i + 1) };
             let or_absent = |v: &Option<String>| Observed::text(v.clone().unwrap_or_else(|| "(absent)".into()));
             let yes_no = |b: bool| Observed::text(if b { "yes" } else { "no" });
-            out.push((format!("{key}.name"), Observed::text(c.name.clone())));
+            out.push((format!("{key}.name"), Observed::text(without_random_tail(&c.name))));
             out.push((format!("{key}.path"), or_absent(&c.path)));
             out.push((format!("{key}.domain"), or_absent(&c.domain)));
             out.push((format!("{key}.samesite"), or_absent(&c.same_site)));
@@ -162,5 +186,18 @@ mod tests {
         generalise_names(&mut first, &second);
         assert_eq!(first[0].name, "mod_auth_openidc_state_*");
         assert_eq!(first[1].name, "csrf");
+    }
+
+    #[test]
+    fn a_random_tail_seen_once_is_generalised_and_words_are_not() {
+        assert_eq!(
+            without_random_tail("mod_auth_openidc_state_8uHQAk9uByE_6y__SUaEnzAqVTA"),
+            "mod_auth_openidc_state_*"
+        );
+        assert_eq!(without_random_tail("mod_auth_openidc_session"), "mod_auth_openidc_session");
+        assert_eq!(without_random_tail("__Host-bff-session-login"), "__Host-bff-session-login");
+        assert_eq!(without_random_tail("bff-session"), "bff-session");
+        assert_eq!(without_random_tail("other"), "other");
+        assert_eq!(without_random_tail("_oauth2_proxy_csrf_Q3xZ9kq0Lm2Tz8Ab"), "_oauth2_proxy_csrf_*");
     }
 }

@@ -432,6 +432,7 @@ async fn user_step(
                 let started = Instant::now();
                 let deadline = started + Duration::from_millis(step.within_ms.unwrap_or(0));
                 loop {
+                    let cookies_before = matches!(step.action, Action::Me | Action::Get).then(|| user.cookie_names());
                     let result = match step.action {
                         Action::Login => user.login(&base).await,
                         Action::Me => user.me(&base).await,
@@ -473,6 +474,14 @@ async fn user_step(
                         }
                         _ => None,
                     };
+                    // A gateway that did not know the session may clear its cookie: this browser
+                    // holds no session any more, and its later reads say nothing about the node
+                    // that created it.
+                    if outcome == Outcome::Failed
+                        && cookies_before.is_some_and(|before| !before.is_subset(&user.cookie_names()))
+                    {
+                        ctx.created_on.lock().expect("created-on lock").remove(name);
+                    }
                     let user = user.identity().unwrap_or(name).to_owned();
                     let action = step.action;
                     let step = label.clone();
