@@ -106,6 +106,17 @@ fn diagnose(nodes: &[String], cells: &[Vec<Cell>]) -> (Option<String>, Option<us
         );
     }
     let names = |list: Vec<usize>| list.into_iter().map(|i| nodes[i].as_str()).collect::<Vec<_>>().join(" and ");
+    let measured_cells = all().filter(|&(c, r)| cells[c][r].measured()).count();
+    if n > 1 && failing.len() == measured_cells && failing.iter().any(|(c, r)| c == r) {
+        return (
+            Some(
+                "sessions were lost on every node, the node that created them included: the store lost them \
+                 (a restart without persistence, an eviction), or no node keeps them"
+                    .into(),
+            ),
+            None,
+        );
+    }
     // The nodes that take part in every failing pair; a pair on the diagonal involves one node.
     let common: Vec<usize> = (0..n).filter(|&i| failing.iter().all(|&(c, r)| c == i || r == i)).collect();
     if let [odd] = common[..] {
@@ -244,5 +255,13 @@ mod tests {
         assert_eq!(matrix.cells[0][1], Cell { ok: 3, total: 3 });
         assert_eq!(matrix.cells[0][0], Cell { ok: 0, total: 1 });
         assert!(matrix.diagnosis.unwrap().starts_with("inconclusive"));
+    }
+
+    /// Every cell failing, the diagonal included: nobody shares less than anybody else; the
+    /// sessions are gone.
+    #[test]
+    fn sessions_lost_everywhere_are_told_from_an_island() {
+        let grid: &[&[(u64, u64)]] = &[&[(12, 18), (12, 18), (12, 18)], &[(4, 6), (4, 6), (4, 6)], &[(4, 6), (4, 6), (4, 6)]];
+        assert!(matrix(grid).unwrap().starts_with("sessions were lost on every node"), "{:?}", matrix(grid));
     }
 }
