@@ -261,7 +261,8 @@ mod tests {
     /// sessions are gone.
     #[test]
     fn sessions_lost_everywhere_are_told_from_an_island() {
-        let grid: &[&[(u64, u64)]] = &[&[(12, 18), (12, 18), (12, 18)], &[(4, 6), (4, 6), (4, 6)], &[(4, 6), (4, 6), (4, 6)]];
+        let grid: &[&[(u64, u64)]] =
+            &[&[(12, 18), (12, 18), (12, 18)], &[(4, 6), (4, 6), (4, 6)], &[(4, 6), (4, 6), (4, 6)]];
         assert!(matrix(grid).unwrap().starts_with("sessions were lost on every node"), "{:?}", matrix(grid));
     }
 }
