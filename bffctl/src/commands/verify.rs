@@ -326,5 +326,12 @@ fn finish(reports: &[RunReport], args: &ReportArgs) -> anyhow::Result<ExitCode> 
             println!("{}", r.verdict);
         }
     }
-    Ok(if reports.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // A FAIL anywhere is a FAIL; otherwise a run the harness could not judge is the tool's exit.
+    Ok(if reports.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
+    } else if reports.iter().all(|r| r.passed || r.inconclusive.is_some()) {
+        ExitCode::from(crate::EXIT_TOOL)
+    } else {
+        ExitCode::from(1)
+    })
 }

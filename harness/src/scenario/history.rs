@@ -187,6 +187,7 @@ mod tests {
             at_ms,
             latency_ms: 1.0,
             detail: String::new(),
+            harness: false,
         }
     }
 

@@ -246,6 +246,7 @@ mod tests {
             at_ms: 0.0,
             latency_ms: 1.0,
             detail: String::new(),
+            harness: false,
         };
         let nodes = vec!["node-1".to_owned(), "node-2".to_owned()];
         let mut records = vec![read("node-2", Some(502), Outcome::Failed), read("node-2", None, Outcome::Failed)];

@@ -33,6 +33,10 @@ pub struct Record {
     pub at_ms: f64,
     pub latency_ms: f64,
     pub detail: String,
+    /// The failure was the harness's own (its issuer, its load balancer, its clients could not
+    /// keep up), not the gateway's answer: it says nothing about the deployment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub harness: bool,
 }
 
 /// When a cluster step (a fault: a restart, a kill, a Redis restart) ran, from the start of the run.

@@ -131,6 +131,9 @@ pub struct RunReport {
     pub invariants: Vec<Invariant>,
     /// True when the scenario's expectation is met (for a negative control: failures found).
     pub passed: bool,
+    /// The harness's own parts failed too often for a verdict on the deployment: neither PASS
+    /// nor FAIL (exit 2), and why.
+    pub inconclusive: Option<String>,
     pub verdict: String,
 }
 
@@ -242,9 +245,10 @@ impl RunReport {
             token_refreshes,
             invariants: super::history::check_history(records, None),
             passed: false,
+            inconclusive: None,
             verdict: String::new(),
         };
-        (report.passed, report.verdict) = report.judge(scenario);
+        report.rejudge(scenario);
         report
     }
 
@@ -267,14 +271,14 @@ impl RunReport {
     /// Checks the invariants again, with the issuer's count of refresh tokens presented twice.
     pub fn with_refresh_reuse(mut self, scenario: &Scenario, refresh_reuse: Option<u64>) -> Self {
         self.invariants = super::history::check_history(&self.records, refresh_reuse);
-        (self.passed, self.verdict) = self.judge(scenario);
+        self.rejudge(scenario);
         let skipped = std::mem::take(&mut self.skipped);
         self.with_skipped(skipped)
     }
 
     pub fn with_drift(mut self, scenario: &Scenario, drift: Option<crate::drift::DriftReport>) -> Self {
         self.drift = drift;
-        (self.passed, self.verdict) = self.judge(scenario);
+        self.rejudge(scenario);
         let skipped = std::mem::take(&mut self.skipped);
         self.with_skipped(skipped)
     }
@@ -304,6 +308,39 @@ impl RunReport {
         nodes.sort();
         nodes.dedup();
         nodes
+    }
+
+    fn rejudge(&mut self, scenario: &Scenario) {
+        self.inconclusive = self.harness_saturated();
+        (self.passed, self.verdict) = match &self.inconclusive {
+            Some(reason) => (false, format!("INCONCLUSIVE {}: {reason}", self.scenario)),
+            None => self.judge(scenario),
+        };
+    }
+
+    /// Why no verdict can be given: the harness's own parts (issuer, load balancer) failed for
+    /// at least half of the failed requests, or for one request in ten.
+    fn harness_saturated(&self) -> Option<String> {
+        let own: Vec<&Record> = self.records.iter().filter(|r| r.harness).collect();
+        let count = own.len() as u64;
+        if count == 0 || (count * 2 < self.failed && count * 10 < self.requests) {
+            return None;
+        }
+        let after = own.iter().filter(|r| r.detail.starts_with(super::runner::HARNESS_BROKE_LOGIN)).count();
+        let issuer = own
+            .iter()
+            .filter(|r| {
+                !r.detail.starts_with(super::runner::HARNESS_BROKE_LOGIN) && r.detail.contains("identity provider")
+            })
+            .count();
+        let refused = own.len() - issuer - after;
+        Some(format!(
+            "the harness could not keep up: {count} of {} failed requests were its own parts failing: {refused} \
+             connections its issuer or load balancer refused or dropped, {issuer} answers \"identity provider \
+             unavailable\" from the gateway about bffctl's mock issuer, and {after} reads of users whose login that \
+             broke; nothing is concluded about the deployment: run fewer users, or spread them with --ramp-up",
+            self.failed
+        ))
     }
 
     fn judge(&self, scenario: &Scenario) -> (bool, String) {
@@ -488,6 +525,7 @@ mod tests {
             at_ms: 0.0,
             latency_ms,
             detail: String::new(),
+            harness: false,
         }
     }
 

@@ -69,6 +69,9 @@ struct Ctx<'a> {
     records: Mutex<Vec<Record>>,
     /// The node that created each user's current session (answered its login callback).
     created_on: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Users whose last login the harness's own parts broke: their reads have no session to
+    /// find, and failing them says nothing about the deployment.
+    login_broken_by_harness: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The random nodes of cluster steps, from the run's seed.
     rng: std::sync::Mutex<rand::rngs::StdRng>,
     /// When the run began: records and fault windows are placed on this clock.
@@ -126,6 +129,7 @@ async fn replay<'a>(
         progress,
         records: Mutex::new(Vec::new()),
         created_on: Default::default(),
+        login_broken_by_harness: Default::default(),
         rng: std::sync::Mutex::new(rng),
         began: Instant::now(),
         faults: Default::default(),
@@ -278,6 +282,7 @@ async fn settle_after(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>, befo
                 "still served sessions from a cache filled before the store fault, {} s after it ({said})",
                 settle::SETTLE_TIMEOUT.as_secs()
             ),
+            harness: false,
         };
         record_of(ctx, record).await;
     }
@@ -418,6 +423,7 @@ async fn user_step(
                     at_ms: ctx.began.elapsed().as_secs_f64() * 1000.0,
                     latency_ms: 0.0,
                     detail: "node is down".into(),
+                    harness: false,
                 };
                 record_of(ctx, down).await;
                 return;
@@ -444,8 +450,27 @@ async fn user_step(
                         }
                         _ => unreachable!("cluster steps are not user steps"),
                     };
-                    let (outcome, status, node, detail) =
+                    let (outcome, status, node, mut detail) =
                         classify(step, &result, user.identity().unwrap_or(name), user.paths(), fault);
+                    let mut harness = outcome == Outcome::Failed
+                        && ctx.target.harness_runs_issuer_and_lb()
+                        && harness_failed(&result);
+                    {
+                        let mut broken = ctx.login_broken_by_harness.lock().expect("broken-logins lock");
+                        match step.action {
+                            Action::Login if harness => {
+                                broken.insert(name.to_owned());
+                            }
+                            Action::Login => {
+                                broken.remove(name);
+                            }
+                            _ if outcome == Outcome::Failed && !harness && broken.contains(name) => {
+                                harness = true;
+                                detail = format!("{HARNESS_BROKE_LOGIN}: {detail}");
+                            }
+                            _ => {}
+                        }
+                    }
                     if outcome != Outcome::Ok && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
@@ -499,6 +524,7 @@ async fn user_step(
                             at_ms,
                             latency_ms,
                             detail,
+                            harness,
                         },
                     )
                     .await;
@@ -527,6 +553,26 @@ fn default_status(action: Action) -> u16 {
     }
 }
 
+/// How a read of a user whose login the harness broke begins its detail.
+pub const HARNESS_BROKE_LOGIN: &str = "no session to read: this user's login failed in the harness";
+
+/// A failure of the harness's own parts, when they are bffctl's: its issuer or load balancer
+/// refused or dropped a connection, or the gateway said its identity provider (bffctl's mock)
+/// was unavailable.
+fn harness_failed(result: &Result<Reply, ClientError>) -> bool {
+    let issuer_unavailable =
+        |status: u16, body: &str| matches!(status, 502..=504) && body.contains("identity provider");
+    match result {
+        Ok(reply) => issuer_unavailable(reply.status, &reply.body),
+        Err(ClientError::LoginStep { status, body, .. }) => issuer_unavailable(*status, body),
+        Err(ClientError::Transport { reason, .. }) => {
+            ["Connection refused", "connection closed before message completed", "Connection reset"]
+                .iter()
+                .any(|sign| reason.contains(sign))
+        }
+    }
+}
+
 /// Outcome, status, node that answered, and what was wrong.
 fn classify(
     step: &Step,
@@ -543,7 +589,7 @@ fn classify(
         }
         Err(error) => {
             let outcome = if fault { Outcome::Unavailable } else { Outcome::Failed };
-            return (outcome, None, None, error.to_string());
+            return (outcome, None, None, without_queries(&error.to_string()));
         }
     };
     if fault && matches!(reply.status, 502 | 503) {
@@ -611,7 +657,63 @@ fn mentions(value: &Value, text: &str) -> bool {
     }
 }
 
+/// `text` with every URL's query left out (`…/authorize?…`), and each URL said once, so that
+/// failures of one kind group as one however many users met them.
+fn without_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('?') {
+        out.push_str(&rest[..at]);
+        out.push_str("?…");
+        let end = rest[at..].find([' ', ')']).map_or(rest.len(), |e| at + e);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    // reqwest repeats the URL in parentheses after "error sending request for url".
+    match (out.find(" for url ("), out.find("): ")) {
+        (Some(from), Some(to)) if from < to => format!("{}{}", &out[..from], &out[to + 1..]),
+        _ => out,
+    }
+}
+
 fn excerpt(body: &str) -> String {
     let flat: String = body.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if flat.chars().count() > 120 { format!("{}…", flat.chars().take(120).collect::<String>()) } else { flat }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_of_one_kind_read_alike() {
+        let one = "request to http://127.0.0.1:1/authorize?state=a&x=1 failed: error sending request for url \
+                   (http://127.0.0.1:1/authorize?state=a&x=1): client error (Connect): tcp connect error: Connection refused";
+        let two = one.replace("state=a", "state=b");
+        assert_eq!(without_queries(one), without_queries(&two));
+        assert_eq!(
+            without_queries(one),
+            "request to http://127.0.0.1:1/authorize?… failed: error sending request: client error (Connect): tcp connect \
+             error: Connection refused"
+        );
+    }
+
+    #[test]
+    fn the_harness_is_blamed_only_for_its_own_parts() {
+        let refused =
+            Err(ClientError::Transport { url: "u".into(), reason: "tcp connect error: Connection refused".into() });
+        assert!(harness_failed(&refused));
+        let timeout = Err(ClientError::Transport { url: "u".into(), reason: "operation timed out".into() });
+        assert!(!harness_failed(&timeout), "a gateway that hangs is the gateway's failure");
+        let issuer = Err(ClientError::LoginStep {
+            step: "callback",
+            status: 502,
+            body: r#"{"error":"identity provider unavailable"}"#.into(),
+            node: None,
+        });
+        assert!(harness_failed(&issuer));
+        let unknown =
+            Ok(Reply { status: 404, body: "{}".into(), location: None, node: None, already_logged_in: false });
+        assert!(!harness_failed(&unknown));
+    }
 }

@@ -59,6 +59,11 @@ pub trait Target: Send + Sync {
     fn user(&self, login_hint: &str) -> VirtualUser;
     /// How often the mock issuer's endpoint was called, when this process runs the issuer.
     async fn issuer_calls(&self, endpoint: &str) -> Option<u64>;
+    /// The identity provider and the load balancer are bffctl's own: when they fail, the harness
+    /// failed, not the deployment.
+    fn harness_runs_issuer_and_lb(&self) -> bool {
+        false
+    }
     /// Refresh tokens the mock issuer saw presented more than once, when it can tell.
     async fn refresh_tokens_presented_twice(&self) -> Option<u64> {
         None
@@ -154,6 +159,10 @@ impl Target for OwnedCluster {
         Some(self.cluster.lock().await.issuer().calls(endpoint))
     }
 
+    fn harness_runs_issuer_and_lb(&self) -> bool {
+        true
+    }
+
     async fn refresh_tokens_presented_twice(&self) -> Option<u64> {
         self.cluster.lock().await.issuer().refresh_tokens_presented_twice()
     }
@@ -205,5 +214,9 @@ impl Target for ControlClient {
 
     async fn issuer_calls(&self, _endpoint: &str) -> Option<u64> {
         None
+    }
+
+    fn harness_runs_issuer_and_lb(&self) -> bool {
+        true
     }
 }

@@ -367,6 +367,7 @@ fn record(
         at_ms,
         latency_ms,
         detail: String::new(),
+        harness: false,
     }
 }
 
