@@ -452,9 +452,8 @@ async fn user_step(
                     };
                     let (outcome, status, node, mut detail) =
                         classify(step, &result, user.identity().unwrap_or(name), user.paths(), fault);
-                    let mut harness = outcome == Outcome::Failed
-                        && ctx.target.harness_runs_issuer_and_lb()
-                        && harness_failed(&result);
+                    let mut harness =
+                        outcome == Outcome::Failed && harness_failed(&result, ctx.target.harness_runs_issuer_and_lb());
                     {
                         let mut broken = ctx.login_broken_by_harness.lock().expect("broken-logins lock");
                         match step.action {
@@ -556,19 +555,22 @@ fn default_status(action: Action) -> u16 {
 /// How a read of a user whose login the harness broke begins its detail.
 pub const HARNESS_BROKE_LOGIN: &str = "no session to read: this user's login failed in the harness";
 
-/// A failure of the harness's own parts, when they are bffctl's: its issuer or load balancer
-/// refused or dropped a connection, or the gateway said its identity provider (bffctl's mock)
-/// was unavailable.
-fn harness_failed(result: &Result<Reply, ClientError>) -> bool {
-    let issuer_unavailable =
-        |status: u16, body: &str| matches!(status, 502..=504) && body.contains("identity provider");
+/// A failure of the harness's own parts: its virtual users ran out of sockets, or (when they
+/// are bffctl's) its issuer or load balancer refused or dropped a connection, or the gateway said
+/// its identity provider (bffctl's mock) was unavailable.
+fn harness_failed(result: &Result<Reply, ClientError>, owns_issuer_and_lb: bool) -> bool {
+    let issuer_unavailable = |status: u16, body: &str| {
+        owns_issuer_and_lb && matches!(status, 502..=504) && body.contains("identity provider")
+    };
     match result {
         Ok(reply) => issuer_unavailable(reply.status, &reply.body),
         Err(ClientError::LoginStep { status, body, .. }) => issuer_unavailable(*status, body),
         Err(ClientError::Transport { reason, .. }) => {
-            ["Connection refused", "connection closed before message completed", "Connection reset"]
-                .iter()
-                .any(|sign| reason.contains(sign))
+            // The virtual users are always bffctl's: out of sockets is its own limit.
+            let own_limit = ["Too many open files", "Cannot assign requested address"];
+            let refused = ["Connection refused", "connection closed before message completed", "Connection reset"];
+            own_limit.iter().any(|sign| reason.contains(sign))
+                || (owns_issuer_and_lb && refused.iter().any(|sign| reason.contains(sign)))
         }
     }
 }
@@ -702,18 +704,21 @@ mod tests {
     fn the_harness_is_blamed_only_for_its_own_parts() {
         let refused =
             Err(ClientError::Transport { url: "u".into(), reason: "tcp connect error: Connection refused".into() });
-        assert!(harness_failed(&refused));
+        assert!(harness_failed(&refused, true));
+        assert!(!harness_failed(&refused, false), "a deployment's own load balancer refusing is its failure");
+        let fds = Err(ClientError::Transport { url: "u".into(), reason: "tcp open error: Too many open files".into() });
+        assert!(harness_failed(&fds, false), "bffctl's own sockets");
         let timeout = Err(ClientError::Transport { url: "u".into(), reason: "operation timed out".into() });
-        assert!(!harness_failed(&timeout), "a gateway that hangs is the gateway's failure");
+        assert!(!harness_failed(&timeout, true), "a gateway that hangs is the gateway's failure");
         let issuer = Err(ClientError::LoginStep {
             step: "callback",
             status: 502,
             body: r#"{"error":"identity provider unavailable"}"#.into(),
             node: None,
         });
-        assert!(harness_failed(&issuer));
+        assert!(harness_failed(&issuer, true));
         let unknown =
             Ok(Reply { status: 404, body: "{}".into(), location: None, node: None, already_logged_in: false });
-        assert!(!harness_failed(&unknown));
+        assert!(!harness_failed(&unknown, true));
     }
 }
