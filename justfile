@@ -52,8 +52,9 @@ images: setup build
     {{bffctl}} images --bff-binary target/debug/bff
 
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
-# every scenario (processes), the seed scenario and the link and node faults in containers, a
-# one-second benchmark smoke run, and a 60 s soak under faults (about 75 s with its set-up).
+# every scenario (processes), the seed scenario, the link and node faults and a Redis that loses
+# its data in containers, a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
+# with its set-up), the compose deployment, and a third-party gateway (mod_auth_openidc) verified.
 test: setup build
     cargo test --workspace
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
@@ -61,9 +62,11 @@ test: setup build
     {{bffctl}} run scenarios/login-me-restart.toml --backend docker --report junit target/scenarios-docker.xml
     {{bffctl}} run scenarios/redis-link-faults.toml --backend docker --report junit target/scenarios-docker-faults.xml
     {{bffctl}} run scenarios/node-cut-off.toml --backend docker --report junit target/scenarios-docker-cut-off.xml
+    {{bffctl}} run scenarios/redis-restart-data-lost.toml --backend docker --report junit target/scenarios-docker-data-lost.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
     just k8s-validate
     just deploy-verify
+    just third-party-verify
 
 # The Kubernetes manifests (deploy/k8s/) against the Kubernetes schemas, offline (schemas bundled
 # with kubernetes-validate; no cluster). Under a second.

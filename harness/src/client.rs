@@ -145,6 +145,9 @@ pub struct VirtualUser {
     credentials: Option<(String, String)>,
     /// Sent as `x-bffctl-route: key/n` on the n-th request, for a seeded load balancer.
     route_key: Option<(String, std::sync::atomic::AtomicU64)>,
+    /// Ask for every connection to be closed after its answer (`Connection: close`): thousands
+    /// of users on one machine cannot each keep idle connections to every node.
+    close_connections: bool,
 }
 
 impl VirtualUser {
@@ -180,6 +183,7 @@ impl VirtualUser {
             route_key: None,
             paths: GatewayPaths::default(),
             credentials: None,
+            close_connections: false,
         }
     }
 
@@ -210,10 +214,17 @@ impl VirtualUser {
         let mut user =
             VirtualUser::with_resolver(self.login_hint.as_deref(), &self.resolve).with_paths(self.paths.clone());
         user.credentials = self.credentials.clone();
+        user.close_connections = self.close_connections;
         user.route_key = self.route_key.as_ref().map(|(key, sequence)| {
             (key.clone(), std::sync::atomic::AtomicU64::new(sequence.load(std::sync::atomic::Ordering::Relaxed)))
         });
         user
+    }
+
+    /// Closes each connection after its answer instead of keeping it for the next request.
+    pub fn closing_connections(mut self) -> Self {
+        self.close_connections = true;
+        self
     }
 
     /// The gateway's account endpoints this user calls.
@@ -250,6 +261,9 @@ impl VirtualUser {
     }
 
     async fn send(&self, mut request: reqwest::RequestBuilder, url: &str) -> Result<Reply, ClientError> {
+        if self.close_connections {
+            request = request.header(reqwest::header::CONNECTION, "close");
+        }
         if let Some((key, sequence)) = &self.route_key {
             let n = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             request = request.header(crate::cluster::ROUTE_HEADER, format!("{key}/{n}"));

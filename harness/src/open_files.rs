@@ -9,6 +9,11 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// Raises this process's soft limit on open files to its hard limit; returns the limit now in
 /// force (the soft one), or the error when it could not be read or set.
+/// The open-files limit this process has now (its soft limit).
+pub fn current_limit() -> u64 {
+    getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
+}
+
 pub fn raise_to_hard_limit() -> Result<u64, nix::Error> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     // A privileged process may raise the hard limit itself, up to the kernel's ceiling: ten

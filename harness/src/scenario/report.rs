@@ -336,7 +336,7 @@ impl RunReport {
         let refused = own.len() - issuer - after;
         Some(format!(
             "the harness could not keep up: {count} of {} failed requests were its own parts failing: {refused} \
-             connections its issuer or load balancer refused or dropped, {issuer} answers \"identity provider \
+             connections its issuer or load balancer refused or dropped or it had no socket for, {issuer} answers \"identity provider \
              unavailable\" from the gateway about bffctl's mock issuer, and {after} reads of users whose login that \
              broke; nothing is concluded about the deployment: run fewer users, or spread them with --ramp-up",
             self.failed

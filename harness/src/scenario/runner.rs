@@ -86,7 +86,15 @@ struct Ctx<'a> {
     probe: reqwest::Client,
     /// How long to hold reads back after a store fault for nodes that do not say.
     store_fault_settle: Option<Duration>,
+    /// Bounds the requests in flight by this process's open-files limit: each holds a client
+    /// socket and, through bffctl's load balancer, two more.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Sockets each request in flight may hold in this process (the user's, and the load
+/// balancer's two), and the files kept for everything else.
+const SOCKETS_PER_REQUEST: u64 = 4;
+const FILES_KEPT: u64 = 1_000;
 
 /// Runs every iteration of the scenario; returns the raw records and the cluster events. `seed`
 /// draws the user names and the random nodes of cluster steps.
@@ -137,12 +145,18 @@ async fn replay<'a>(
         run_id,
         probe: reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("probe client"),
         store_fault_settle: scenario.cluster.store_fault_settle_ms.map(Duration::from_millis),
+        in_flight: tokio::sync::Semaphore::new(
+            (crate::open_files::current_limit().saturating_sub(FILES_KEPT) / SOCKETS_PER_REQUEST).max(64) as usize,
+        ),
     };
+    // Idle connections to the balancer and to every node, per user, would exceed the limit.
+    let close_connections = (scenario.load.users as u64) * (target.node_count() as u64 + 2)
+        > crate::open_files::current_limit().saturating_sub(FILES_KEPT);
     let mut users: Vec<(String, VirtualUser)> = (0..scenario.load.users.max(1))
         .map(|i| {
             let name = format!("user-{}-{}", ctx.run_id, i + 1);
             let client = target.user(&name);
-            (name, client)
+            (name, if close_connections { client.closing_connections() } else { client })
         })
         .collect();
     let mut node_urls = target.node_urls().await;
@@ -435,6 +449,7 @@ async fn user_step(
         let one = |base: String, direct_node: Option<String>| {
             let label = &label;
             async move {
+                let _slot = ctx.in_flight.acquire().await.expect("the semaphore is never closed");
                 let started = Instant::now();
                 let deadline = started + Duration::from_millis(step.within_ms.unwrap_or(0));
                 loop {
