@@ -25,6 +25,7 @@ pub mod login_form;
 pub mod open_files;
 pub mod process;
 pub mod replication;
+pub mod route_header;
 pub mod run_dir;
 pub mod scenario;
 pub mod soak;
