@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """Fails when the modules of a crate import each other in a circle.
 
-A module tree is read from each crate root (`src/lib.rs`, `src/main.rs`) of the crates named
-below, following `mod` declarations to files. Every `use` tree and every path that starts with
-`crate::`, `super::`, `self::`, a child module or a module brought in by `use` is resolved to the
-file of the deepest module it names; the file that holds the path then imports that file, and
-every module file the path passes through on the way (`crate::cluster::process::on_path` reaches
-into `cluster/mod.rs` too). A path to the module's own ancestors (`super::Thing` in a child) is
-not an import: a child is part of its parent. Circles are the strongly connected components of
-these imports, printed with the names each import takes.
+The module tree of each crate root (`src/lib.rs`, `src/main.rs`) of the crates below is read by
+following `mod` declarations to files (inline `mod x { .. }` stays in its file). Every `use` path
+and every other path that starts with `crate::`, `super::`, `self::`, a child module or a module
+brought in by `use` is resolved to the module it names; the file holding the path then imports:
+
+- the file of that module, and of every module the path passes through on the way
+  (`crate::cluster::process::on_path` reaches into `cluster/mod.rs` too);
+- where that module only hands the name on (`pub use`), also the file that defines it.
+
+Not imports: a path to the module's own ancestors (`super::Thing` in a child: a child is part of
+its parent), and a `pub use` of the module's own children (a folder's face handing on its rooms'
+names). Paths into other crates, std, types and enums are ignored. Circles are the strongly
+connected components of these imports; each is printed with the names every import takes.
 
 Usage: tools/import-circles.py [REPO_ROOT]   (default: the repository this script is in)
-Exit status: 0 no circle, 1 at least one circle, 2 a source this script cannot read.
-Python 3 standard library only.
+Exit status: 0 no circle, 1 at least one circle, 2 a source it cannot read. Python 3 standard library only, no network.
 """
 
 import os
@@ -22,6 +26,11 @@ import sys
 CRATES = ["bff", "bffctl", "harness"]
 ROOT_FILES = ["lib.rs", "main.rs"]
 KEYWORDS_BEFORE_PATH = {"crate", "super", "self"}
+
+
+def unreadable(message):
+    print(f"import-circles: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def tokens(source):
@@ -154,7 +163,7 @@ class Crate:
         with open(path, encoding="utf-8") as f:
             source = f.read()
         if re.search(r"#\s*\[\s*path\s*=", source):
-            sys.exit(f"import-circles: {os.path.relpath(path, self.repo)}: #[path] is not supported")
+            unreadable(f"{os.path.relpath(path, self.repo)}: #[path] is not supported")
         toks = tokens(source)
         self.files[path] = (module, toks)
         self.modules[module] = path
@@ -168,7 +177,7 @@ class Crate:
                     candidates = [os.path.join(directory, name + ".rs"), os.path.join(directory, name, "mod.rs")]
                     found = [c for c in candidates if os.path.isfile(c)]
                     if not found:
-                        sys.exit(f"import-circles: {os.path.relpath(path, self.repo)}: no file for `mod {name};`")
+                        unreadable(f"{os.path.relpath(path, self.repo)}: no file for `mod {name};`")
                     child = found[0]
                     if os.path.basename(child) == "mod.rs":
                         grandchild_dir = os.path.dirname(child)
