@@ -81,7 +81,13 @@ bench *ARGS: setup
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all -- --check
+    just circles
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Each circle is printed with the names that tie it (Python 3, standard library only; instant).
+# Fail when modules of one crate (bff/src, harness/src, bffctl/src) import each other in a circle.
+circles:
+    python3 tools/import-circles.py
 
 compose := "docker-compose -p bffdeploy -f deploy/compose/docker-compose.yml"
 

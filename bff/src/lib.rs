@@ -12,6 +12,7 @@
 // the compiler's default layout depth.
 #![recursion_limit = "256"]
 
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod keyring;
@@ -23,6 +24,7 @@ pub mod routes;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod store_error;
 pub mod telemetry;
 
 pub use config::{Config, ConfigError};

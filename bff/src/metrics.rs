@@ -12,8 +12,6 @@ use axum::response::Response;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::routes::RouteLabel;
-
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide recorder, installed on first use.
@@ -28,6 +26,10 @@ pub fn handle() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// The route a response was served by, for metrics.
+#[derive(Clone)]
+pub struct RouteLabel(pub String);
 
 pub async fn render() -> String {
     handle().render()

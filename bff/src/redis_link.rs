@@ -47,7 +47,7 @@ use tokio::sync::Notify;
 
 pub use target::RedisTarget;
 
-use crate::session::StoreError;
+use crate::store_error::StoreError;
 
 /// Whether a command may be sent a second time after its connection dropped. Every caller
 /// decides, next to the command, and says why in a comment.

@@ -266,7 +266,7 @@ impl VirtualUser {
         }
         if let Some((key, sequence)) = &self.route_key {
             let n = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            request = request.header(crate::cluster::ROUTE_HEADER, format!("{key}/{n}"));
+            request = request.header(crate::route_header::ROUTE_HEADER, format!("{key}/{n}"));
         }
         let response = request
             .send()

@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use crate::cluster::{ClusterError, Images};
+use crate::process::on_path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -44,15 +45,16 @@ pub enum ImageError {
     NotFound(String),
 }
 
-impl From<ImageError> for ClusterError {
-    fn from(error: ImageError) -> Self {
-        match error {
-            ImageError::DockerUnavailable(_)
-            | ImageError::BffMissing(_)
-            | ImageError::RedisServerMissing
-            | ImageError::NotFound(_) => ClusterError::Unavailable(error.to_string()),
-            other => ClusterError::failed("images", other),
-        }
+/// Image names for the Docker backend; a user with a registry can use `redis:7`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Images {
+    pub bff: String,
+    pub redis: String,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Images { bff: "bff-local/bff:latest".into(), redis: "bff-local/redis:latest".into() }
     }
 }
 
@@ -131,8 +133,7 @@ pub async fn ensure_images(
         let action = if image_exists(&images.redis).await {
             ImageAction::Kept
         } else if images.redis.starts_with(LOCAL_PREFIX) {
-            let redis_server =
-                crate::cluster::process::on_path("redis-server").ok_or(ImageError::RedisServerMissing)?;
+            let redis_server = on_path("redis-server").ok_or(ImageError::RedisServerMissing)?;
             notice(&format!("building image {} from {} (not found locally)", images.redis, redis_server.display()));
             build_redis_image(&redis_server, &images.redis).await?;
             ImageAction::Built("not found locally".into())
@@ -173,7 +174,7 @@ pub async fn build_images(bff_binary: &Path, images: &Images, progress: impl Fn(
     }
     progress(&format!("building {} from {}", images.bff, bff_binary.display()));
     build_bff_image(bff_binary, &images.bff).await?;
-    let redis_server = crate::cluster::process::on_path("redis-server").ok_or(ImageError::RedisServerMissing)?;
+    let redis_server = on_path("redis-server").ok_or(ImageError::RedisServerMissing)?;
     progress(&format!("building {} from {}", images.redis, redis_server.display()));
     build_redis_image(&redis_server, &images.redis).await?;
     Ok(())
@@ -230,7 +231,7 @@ pub async fn build_bffctl_image(bffctl_binary: &Path, name: &str) -> Result<(), 
 /// libraries, the users it switches to, writable temporary paths. The configuration comes from a
 /// mount at `/etc/nginx/nginx.conf`; errors go to stderr.
 pub async fn build_nginx_image(name: &str) -> Result<(), ImageError> {
-    let nginx = crate::cluster::process::on_path("nginx")
+    let nginx = on_path("nginx")
         .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()))
         .ok_or_else(|| ImageError::Context {
             image: name.to_owned(),

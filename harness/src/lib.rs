@@ -26,6 +26,7 @@ pub mod open_files;
 pub mod preset;
 pub mod process;
 pub mod replication;
+pub mod route_header;
 pub mod run_dir;
 pub mod scenario;
 pub mod soak;

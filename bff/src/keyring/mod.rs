@@ -32,7 +32,7 @@ pub use sealing::{KeyId, OpenError, SealingKey, key_id_of};
 use stored_key::StoredKey;
 
 use crate::redis_link::{RedisLink, Retry};
-use crate::session::StoreError;
+use crate::store_error::StoreError;
 
 /// The ring is not usable (yet): the node is not ready, requests that need it get a 503.
 #[derive(Debug, Clone, thiserror::Error)]

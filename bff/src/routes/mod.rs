@@ -17,7 +17,9 @@ use axum::routing::get;
 use crate::state::AppState;
 
 pub use current_session::CurrentSession;
-pub use proxy::{RouteLabel, proxy_request};
+pub use proxy::proxy_request;
+
+pub use crate::metrics::RouteLabel;
 
 pub fn router(state: AppState) -> Router {
     let prefix = state.config.account_prefix.clone();

@@ -14,8 +14,6 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use crate::server::ClientAddr;
-
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, HOST, SET_COOKIE};
@@ -24,13 +22,11 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
 use super::{cookies, request_path};
+use crate::client_addr::ClientAddr;
 use crate::config::{Balance, Route, RouteAuth};
+use crate::metrics::RouteLabel;
 use crate::session::{RefreshError, SessionId};
 use crate::state::AppState;
-
-/// The route a response was served by, for metrics.
-#[derive(Clone)]
-pub struct RouteLabel(pub String);
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",

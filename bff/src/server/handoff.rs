@@ -11,9 +11,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-/// The peer address of a connection, for `ConnectInfo`.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
+use crate::client_addr::ClientAddr;
 
 /// An accepted connection, with the permit that counts it while it is open.
 pub type Accepted = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);

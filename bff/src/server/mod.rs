@@ -23,9 +23,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt;
 
-pub use handoff::ClientAddr;
 use handoff::Handoff;
 
+pub use crate::client_addr::ClientAddr;
 use crate::config::{Config, StoreConfig};
 use crate::state::{AppState, StateError};
 

@@ -8,12 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-/// The store could not answer; the request gets a 503 and nothing is lost.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
-}
+pub use crate::store_error::StoreError;
 
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {

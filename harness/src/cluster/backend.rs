@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::fault::Fault;
+use crate::images::ImageError;
 
 /// Something went wrong bringing up or changing the cluster.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,6 +42,18 @@ impl ClusterError {
     pub fn not_ready(node: impl Into<String>, reason: impl Into<String>, log: Option<PathBuf>) -> Self {
         let last_lines = log.as_deref().map(|p| crate::run_dir::quoted_lines(p, QUOTED_LINES)).unwrap_or_default();
         ClusterError::NodeNotReady { node: node.into(), reason: reason.into(), log, last_lines }
+    }
+}
+
+impl From<ImageError> for ClusterError {
+    fn from(error: ImageError) -> Self {
+        match error {
+            ImageError::DockerUnavailable(_)
+            | ImageError::BffMissing(_)
+            | ImageError::RedisServerMissing
+            | ImageError::NotFound(_) => ClusterError::Unavailable(error.to_string()),
+            other => ClusterError::failed("images", other),
+        }
     }
 }
 

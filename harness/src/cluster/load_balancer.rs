@@ -21,11 +21,10 @@ use rand::Rng;
 use tokio::sync::oneshot;
 
 use super::spec::{LbPolicy, node_name};
+use crate::route_header::ROUTE_HEADER;
 
 /// Header naming the node that served a response.
 pub const NODE_HEADER: &str = "x-bff-node";
-/// Header with which a client asks for reproducible routing: its value and the seed pick the node.
-pub const ROUTE_HEADER: &str = "x-bffctl-route";
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",

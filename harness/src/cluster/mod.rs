@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use backend::{Backend, ClusterError, Component, QUOTED_LINES};
-pub use load_balancer::{LoadBalancer, NODE_HEADER, ROUTE_HEADER};
+pub use load_balancer::{LoadBalancer, NODE_HEADER};
 pub use spec::{
     BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, KEY_ENCRYPTION_KEY, LbPolicy, NodeSettings,
     RedisTopology, StoreKind, node_name,
@@ -24,6 +24,7 @@ pub use spec::{
 
 use crate::client::VirtualUser;
 use crate::issuer::MockIssuer;
+pub use crate::route_header::ROUTE_HEADER;
 
 /// The issuer's host name in Docker runs: containers map it to the host gateway, host-side
 /// clients to loopback, and browsers resolve `*.localhost` to loopback by themselves.

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use super::backend::{Backend, ClusterError, Component};
 use super::spec::{ClusterSpec, RedisTopology, StoreKind, node_name};
 use crate::fault::{Fault, FaultProxy};
+pub use crate::process::on_path;
 use crate::process::{BffProcess, RedisProcess, SentinelGroup, free_port};
 
 struct NodeSlot {
@@ -54,10 +55,6 @@ pub fn find_bff_binary(spec: &ClusterSpec) -> Result<PathBuf, ClusterError> {
     on_path("bff").ok_or_else(|| {
         ClusterError::Unavailable("bff binary not found: build it with `cargo build -p bff` or set BFF_BIN".into())
     })
-}
-
-pub fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
 }
 
 impl ProcessBackend {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::images::Images;
+
 /// Where nodes and Redis run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -48,19 +50,6 @@ pub enum LbPolicy {
     RoundRobin,
     /// The same node for the same session cookie (or client) while it is live.
     Sticky,
-}
-
-/// Image names for the Docker backend; a user with a registry can use `redis:7`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Images {
-    pub bff: String,
-    pub redis: String,
-}
-
-impl Default for Images {
-    fn default() -> Self {
-        Images { bff: "bff-local/bff:latest".into(), redis: "bff-local/redis:latest".into() }
-    }
 }
 
 /// What one node does differently from the others: the one replica with another secret, prefix,
