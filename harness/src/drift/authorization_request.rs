@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use url::Url;
 
-use super::observed::Observed;
+use super::observation::Observed;
 
 /// Parameters that are fresh for every request by design.
 const PER_REQUEST: &[&str] = &["state", "nonce", "code_challenge"];

@@ -12,6 +12,7 @@
 //! same report; [`DriftReport::merged`] puts both checks in one when both ran.
 
 mod authorization_request;
+mod observation;
 mod observed;
 mod pinned_login;
 mod set_cookies;
@@ -20,7 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub use observed::{LIFETIME_SKEW_SECS, LoginAnswer, ObserveLogin, ObserveLoginError, ObservedPaths, observe};
+pub use observation::LIFETIME_SKEW_SECS;
+pub use observed::{LoginAnswer, ObserveLogin, ObserveLoginError, ObservedPaths, observe};
 pub use pinned_login::PinnedLogin;
 
 /// The largest clock offset between a node and this machine that is not drift.

@@ -38,7 +38,6 @@
 //! (two nodes that differ, or three values among three nodes) every node that answered is named.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -46,12 +45,9 @@ use reqwest::header::{CONTENT_TYPE, DATE, LOCATION, SET_COOKIE};
 use url::Url;
 
 use super::authorization_request;
+use super::observation::{LIFETIME_SKEW_SECS, Observed, lifetime_shown};
 use super::set_cookies::{self, SetCookie};
 use super::{DriftReport, DriftRow};
-
-/// Lifetimes at most this far apart are the same lifetime: an `Expires` and the `Date` it is
-/// counted from are cut to whole seconds, and written at slightly different instants.
-pub const LIFETIME_SKEW_SECS: i64 = 2;
 
 /// Redirects followed on the node itself before the login answer leaves it for the issuer.
 const MAX_HOPS_ON_NODE: usize = 5;
@@ -108,35 +104,6 @@ pub enum ObserveLoginError {
 #[async_trait]
 pub trait ObserveLogin: Send + Sync {
     async fn login(&self, node_url: &str) -> Result<LoginAnswer, ObserveLoginError>;
-}
-
-/// One observed value: text, or a lifetime in seconds (compared with [`LIFETIME_SKEW_SECS`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Observed {
-    Text(String),
-    Seconds(i64),
-}
-
-impl Observed {
-    pub(super) fn text(value: impl Into<String>) -> Self {
-        Observed::Text(value.into())
-    }
-}
-
-impl fmt::Display for Observed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Observed::Text(text) => f.write_str(text),
-            Observed::Seconds(secs) => f.write_str(&lifetime_shown(*secs)),
-        }
-    }
-}
-
-/// `30m`, `1h 0m 1s` → `1h` when within the skew of a whole minute.
-fn lifetime_shown(secs: i64) -> String {
-    let rounded = (secs + 30).div_euclid(60) * 60;
-    let secs = if secs >= 60 && (secs - rounded).abs() <= LIFETIME_SKEW_SECS { rounded } else { secs };
-    humantime::format_duration(Duration::from_secs(secs.max(0) as u64)).to_string()
 }
 
 /// One answer of a node, reduced to what the check reads.

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cookie::{Cookie, Expiration};
 
-use super::observed::Observed;
+use super::observation::Observed;
 
 /// How long a browser keeps a cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,10 @@ pub enum Outcome {
     Unavailable,
 }
 
+/// How the detail of a read begins when the user's login failed in the harness: there was no
+/// session to read.
+pub const HARNESS_BROKE_LOGIN: &str = "no session to read: this user's login failed in the harness";
+
 /// One request: together, a run's history.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {

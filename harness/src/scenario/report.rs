@@ -326,11 +326,11 @@ impl RunReport {
         if count == 0 || (count * 2 < self.failed && count * 10 < self.requests) {
             return None;
         }
-        let after = own.iter().filter(|r| r.detail.starts_with(super::runner::HARNESS_BROKE_LOGIN)).count();
+        let after = own.iter().filter(|r| r.detail.starts_with(super::record::HARNESS_BROKE_LOGIN)).count();
         let issuer = own
             .iter()
             .filter(|r| {
-                !r.detail.starts_with(super::runner::HARNESS_BROKE_LOGIN) && r.detail.contains("identity provider")
+                !r.detail.starts_with(super::record::HARNESS_BROKE_LOGIN) && r.detail.contains("identity provider")
             })
             .count();
         let refused = own.len() - issuer - after;

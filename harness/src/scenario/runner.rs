@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::model::{Action, Expect, NodeSelector, Scenario, Step, Via};
-use super::record::{FaultWindow, Outcome, Record};
+use super::record::{FaultWindow, HARNESS_BROKE_LOGIN, Outcome, Record};
 use super::report::NodeLog;
 use super::settle;
 use super::target::Target;
@@ -566,9 +566,6 @@ fn default_status(action: Action) -> u16 {
         _ => 200,
     }
 }
-
-/// How a read of a user whose login the harness broke begins its detail.
-pub const HARNESS_BROKE_LOGIN: &str = "no session to read: this user's login failed in the harness";
 
 /// A failure of the harness's own parts: its virtual users ran out of sockets, or (when they
 /// are bffctl's) its issuer or load balancer refused or dropped a connection, or the gateway said
