@@ -86,6 +86,11 @@ impl Endpoint {
         }
     }
 
+    /// Pages the browser visits (the others are called by the gateway, over connections it keeps).
+    pub fn is_front_channel(self) -> bool {
+        matches!(self, Endpoint::Authorize | Endpoint::Login | Endpoint::Consent | Endpoint::EndSession)
+    }
+
     pub fn route(method: &Method, path: &str) -> Option<Endpoint> {
         let get = method == Method::GET || method == Method::HEAD;
         let post = method == Method::POST;

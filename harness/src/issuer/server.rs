@@ -96,8 +96,14 @@ async fn serve(State(issuer): State<Arc<Issuer>>, request: axum::extract::Reques
         return Reply::new(400).set_body_string("request body too large or cut short").into_response();
     };
     let request = IssuerRequest { query: parts.uri.query().map(str::to_owned), headers: parts.headers, body };
-    let reply = issuer.answer(endpoint, &request);
+    let mut reply = issuer.answer(endpoint, &request);
     in_flight.done(reply.status);
+    if endpoint.is_front_channel() {
+        // A browser comes back to these pages once per login: its kept-alive connection would
+        // hold two descriptors (its end and ours) in a harness process that runs thousands of
+        // virtual users, for nothing.
+        reply = reply.insert_header("connection", "close");
+    }
     if let Some(delay) = reply.delay {
         tokio::time::sleep(delay).await;
     }
