@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod keyring;
 pub mod landing_page;
+pub mod localhost;
 pub mod metrics;
 pub mod oidc;
 pub mod redis_link;

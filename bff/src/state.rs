@@ -8,15 +8,20 @@ use crate::oidc::Oidc;
 use crate::redis_link::RedisLink;
 use crate::session::{MemoryStore, NodeCache, RedisStore, Refresher, SessionStore, Sessions};
 
-/// The HTTP client for upstreams: keeps connections alive, streams bodies.
-pub type UpstreamClient =
-    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, axum::body::Body>;
+/// The HTTP client for upstreams: keeps connections alive, streams bodies; an upstream named
+/// `*.localhost` is reached on loopback.
+pub type UpstreamClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector<crate::localhost::LocalhostAwareGai>,
+    axum::body::Body,
+>;
 
 thread_local! {
     /// One upstream connection pool per serving thread: a request's upstream connection is
     /// driven by the thread that serves the request, so no other thread has to be woken.
     static UPSTREAM: UpstreamClient = {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            crate::localhost::LocalhostAwareGai::default(),
+        );
         connector.set_nodelay(true);
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             // The idle timeout needs a timer: without one, idle connections are never closed

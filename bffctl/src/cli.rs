@@ -335,9 +335,19 @@ pub struct IssuerArgs {
     /// Where to listen.
     #[arg(long, default_value = "0.0.0.0:9400")]
     pub listen: std::net::SocketAddr,
-    /// The host name in the issuer URL (what gateways and browsers use to reach it).
-    #[arg(long, default_value = "issuer.localhost")]
+    /// The host name in the issuer URL (what gateways and browsers use to reach it). The default
+    /// resolves on any host; containers need a name they map to this host (e.g.
+    /// `issuer.localhost` with `--add-host issuer.localhost:host-gateway`).
+    #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Refuse authorization requests without a PKCE `code_challenge` (default: PKCE is enforced
+    /// when the client sends a challenge; a confidential client may omit it, as real providers allow).
+    #[arg(long)]
+    pub require_pkce: bool,
+    /// Issue a new refresh token at each refresh and refuse the used one (default: one refresh
+    /// token serves every refresh).
+    #[arg(long)]
+    pub rotate_refresh_tokens: bool,
     #[arg(long, default_value = harness::cluster::CLIENT_ID)]
     pub client_id: String,
     #[arg(long, env = "BFFCTL_ISSUER_CLIENT_SECRET", hide_env_values = true, default_value = harness::cluster::CLIENT_SECRET)]

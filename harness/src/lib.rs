@@ -1,6 +1,6 @@
 //! `harness`: the toolkit that proves a `bff` deployment scales.
 //!
-//! - [`issuer`]: a mock OpenID Connect provider on wiremock;
+//! - [`issuer`]: a mock OpenID Connect provider;
 //! - [`process`]: `redis-server` and `bff` as local child processes;
 //! - [`cluster`]: Redis + N nodes (Docker containers or processes) behind a load balancer;
 //! - [`fault`]: a relay that makes one link slow, silent or broken;

@@ -67,6 +67,8 @@ impl Oidc {
             .timeout(config.http_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("bff/", env!("CARGO_PKG_VERSION")))
+            // `http://issuer.localhost:PORT` works as it does in a browser, on any host.
+            .dns_resolver(Arc::new(crate::localhost::LocalhostResolver))
             .build()
             .expect("http client builds");
         let jwks = JwksCache::new(config.jwks_refresh);

@@ -22,10 +22,22 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<ExitCode> {
         .host(&args.host)
         .client(&args.client_id, &args.client_secret)
         .redirect_uris(args.redirect_uris.clone())
+        .require_pkce(args.require_pkce)
+        .rotate_refresh_tokens(args.rotate_refresh_tokens)
         .run()
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     println!("mock issuer at {} (client {}), listening on {}", issuer.url(), args.client_id, args.listen);
+    let pkce = if args.require_pkce { "required" } else { "enforced when the client sends a challenge" };
+    let rotation = if args.rotate_refresh_tokens { "rotated at each use" } else { "not rotated" };
+    println!("PKCE {pkce}; refresh tokens {rotation}");
+    if is_loopback(&args.host) {
+        println!(
+            "hint: inside a container {} is the container itself; for gateways in containers use \
+             --host NAME with NAME mapped to this host (docker: --add-host NAME:host-gateway)",
+            args.host
+        );
+    }
     if !args.redirect_uris.is_empty() {
         println!("registered redirect URIs: {}", args.redirect_uris.join(", "));
     }
@@ -35,4 +47,10 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<ExitCode> {
         _ = term.recv() => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `host` names this machine's loopback, which a container cannot reach under that name.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || host.eq_ignore_ascii_case("localhost")
 }

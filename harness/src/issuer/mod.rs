@@ -1,28 +1,31 @@
-//! [`MockIssuer`]: an OpenID Connect provider on `wiremock`, good enough that `bff` cannot tell it
-//! from a real one. Discovery, JWKS, `authorize` (logs a user in without a form: the one named by
+//! [`MockIssuer`]: an OpenID Connect provider good enough that a gateway (`bff`, or one bffctl
+//! did not write) cannot tell it from a real one. Discovery, JWKS, `authorize` (logs a user in without a form: the one named by
 //! `login_hint`, else the default user; or, in form-login mode, through a real HTML login form and
-//! a consent form), `token` (authorization code with PKCE and client
-//! authentication; refresh tokens, optionally rotated), `userinfo`, `end_session`, `revoke`.
+//! a consent form), `token` (authorization code, with PKCE when the client asked for it, and
+//! client authentication; refresh tokens, optionally rotated), `userinfo`, `end_session`, `revoke`.
 //!
-//! It counts calls per endpoint and can be told to misbehave (bad id_tokens, a slow or failing
-//! token endpoint, rotated signing keys). Its URL is the same for the host and for containers:
+//! It counts calls per endpoint, reports its own load ([`IssuerLoad`]: a run can tell a
+//! saturated harness from a failing gateway), and can be told to misbehave (bad id_tokens, a
+//! slow or failing token endpoint, rotated signing keys). Its URL is the same for the host and for containers:
 //! bind it to `0.0.0.0` and give it a host name that containers map to the host gateway; host-side
 //! clients map the same name to loopback.
 
 mod endpoints;
 mod keys;
+mod load;
+mod server;
 mod state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use wiremock::MockServer;
-
 pub use keys::SigningAlg;
+pub use load::{EndpointLoad, IssuerLoad};
 pub use state::{IdTokenFault, IssuerOutage, TokenFaults, User};
 
+use endpoints::Issuer;
 use keys::KeySet;
 use state::IssuerState;
 
@@ -40,6 +43,7 @@ pub struct MockIssuerBuilder {
     redirect_uris: Vec<String>,
     /// `(username, password)` of each user, in form-login mode.
     form_users: Option<Vec<(String, String)>>,
+    require_pkce: bool,
 }
 
 impl Default for MockIssuerBuilder {
@@ -56,6 +60,7 @@ impl Default for MockIssuerBuilder {
             alg: SigningAlg::Rs256,
             redirect_uris: Vec::new(),
             form_users: None,
+            require_pkce: false,
         }
     }
 }
@@ -117,6 +122,14 @@ impl MockIssuerBuilder {
         self
     }
 
+    /// Refuses an authorization request without a `code_challenge`, as a provider configured to
+    /// require PKCE does. Off by default: a confidential client (one that authenticates at the
+    /// token endpoint) may omit PKCE, and mod_auth_openidc and oauth2-proxy do by default.
+    pub fn require_pkce(mut self, require: bool) -> Self {
+        self.require_pkce = require;
+        self
+    }
+
     pub fn signing_alg(mut self, alg: SigningAlg) -> Self {
         self.alg = alg;
         self
@@ -124,13 +137,11 @@ impl MockIssuerBuilder {
 
     pub async fn run(self) -> std::io::Result<MockIssuer> {
         let listener = crate::listener::bind(self.bind)?.into_std()?;
-        let port = listener.local_addr()?.port();
-        // Request recording off: the issuer counts its calls in its own state, and at thousands of
-        // users wiremock would keep a copy of every request for the whole run.
-        let server = MockServer::builder().listener(listener).disable_request_recording().start().await;
+        let local_addr = listener.local_addr()?;
+        let port = local_addr.port();
         let url = format!("http://{}:{port}", self.host);
         let default_user = self.users.first().map(|u| u.sub.clone()).unwrap_or_else(|| "alice".into());
-        let state = Arc::new(Mutex::new(IssuerState {
+        let state = IssuerState {
             keys: KeySet::new(self.alg),
             users: self.users.into_iter().map(|u| (u.sub.clone(), u)).collect(),
             default_user,
@@ -147,7 +158,7 @@ impl MockIssuerBuilder {
             passwords: self.form_users.clone().unwrap_or_default().into_iter().collect(),
             pending: HashMap::new(),
             access_token_lifetime: self.access_token_lifetime,
-        }));
+        };
         let settings = endpoints::Settings {
             issuer: url.clone(),
             client_id: self.client_id,
@@ -156,20 +167,21 @@ impl MockIssuerBuilder {
             rotate_refresh_tokens: self.rotate_refresh_tokens,
             redirect_uris: self.redirect_uris,
             form_login: self.form_users.is_some(),
+            require_pkce: self.require_pkce,
         };
-        let settings = Arc::new(settings);
-        endpoints::mount(&server, settings.clone(), state.clone()).await;
-        Ok(MockIssuer { server, state, url, port, settings })
+        let issuer = Arc::new(Issuer::new(settings, state));
+        let running = server::start(listener, issuer.clone())?;
+        Ok(MockIssuer { issuer, _running: running, url, port, local_addr })
     }
 }
 
 /// A running mock issuer. Dropping it stops the server.
 pub struct MockIssuer {
-    settings: Arc<endpoints::Settings>,
-    server: MockServer,
-    state: Arc<Mutex<IssuerState>>,
+    issuer: Arc<Issuer>,
+    _running: server::Running,
     url: String,
     port: u16,
+    local_addr: SocketAddr,
 }
 
 impl MockIssuer {
@@ -188,11 +200,17 @@ impl MockIssuer {
 
     /// Where the server really listens (for host-side name resolution).
     pub fn local_addr(&self) -> SocketAddr {
-        *self.server.address()
+        self.local_addr
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, IssuerState> {
-        self.state.lock().expect("issuer state lock")
+        self.issuer.lock()
+    }
+
+    /// The issuer's load since it started, overall and per endpoint: requests, 5xx answers,
+    /// the time its handlers took (p50, p99, max) and the most requests in them at once.
+    pub fn load(&self) -> IssuerLoad {
+        self.issuer.load.snapshot()
     }
 
     /// How many times an endpoint was called: `discovery`, `jwks`, `authorize`, `token`,
@@ -211,16 +229,16 @@ impl MockIssuer {
     /// once: a second presentation is a replay); `None` when they do not rotate (the same token
     /// then serves every refresh by design).
     pub fn refresh_tokens_presented_twice(&self) -> Option<u64> {
-        if !self.settings.rotate_refresh_tokens {
+        if !self.issuer.settings.rotate_refresh_tokens {
             return None;
         }
-        let state = self.state.lock().expect("issuer state");
+        let state = self.state();
         Some(state.refresh_presentations.values().filter(|n| **n > 1).count() as u64)
     }
 
     /// Makes every endpoint slow or down until set back to [`IssuerOutage::None`].
     pub fn set_outage(&self, outage: IssuerOutage) {
-        self.state.lock().expect("issuer state").outage = outage;
+        self.state().outage = outage;
     }
 
     pub fn set_token_faults(&self, faults: TokenFaults) {
@@ -267,6 +285,6 @@ impl MockIssuer {
 
     /// A signed back-channel logout token for `sid` and/or `sub`, for this client.
     pub fn logout_token(&self, sid: Option<&str>, sub: Option<&str>) -> String {
-        endpoints::logout_token(&self.settings, &self.state(), sid, sub)
+        endpoints::logout_token(&self.issuer.settings, &self.state(), sid, sub)
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::endpoints::Challenge;
 use super::keys::KeySet;
 
 /// A user the issuer logs in without a form.
@@ -68,14 +69,17 @@ pub(super) struct CodeGrant {
     pub client_id: String,
     pub redirect_uri: String,
     pub nonce: Option<String>,
-    pub challenge: Option<String>,
+    pub challenge: Option<Challenge>,
     pub sub: String,
     pub sid: String,
+    /// When the user logged in (seconds since the epoch), the id_token's `auth_time`.
+    pub auth_time: u64,
 }
 
 pub(super) struct RefreshGrant {
     pub sub: String,
     pub sid: String,
+    pub auth_time: u64,
 }
 
 pub(super) struct IssuerState {
