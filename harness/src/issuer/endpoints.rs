@@ -19,16 +19,16 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::digest::{SHA256, digest};
 use axum::body::Bytes;
 use axum::http::Method;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::Header;
 use serde_json::{Map, Value, json};
 
+use super::exchange::{IssuerRequest, Reply};
 use super::load::LoadMeter;
-use super::server::{IssuerRequest, Reply};
+use super::pkce::{Challenge, pkce_string};
 use super::state::{CodeGrant, IdTokenFault, IssuerOutage, IssuerState, RefreshGrant, random_token};
 
 pub(super) struct Settings {
@@ -295,32 +295,6 @@ fn authorize(s: &Settings, st: &mut IssuerState, req: &IssuerRequest) -> Reply {
     }
     let user = st.user(q.get("login_hint").map(String::as_str)).sub;
     issue_code(s, st, &q, &user)
-}
-
-/// A PKCE code challenge of an authorization request.
-pub(super) struct Challenge {
-    pub value: String,
-    /// `S256`, else `plain`.
-    pub s256: bool,
-}
-
-impl Challenge {
-    fn verified_by(&self, verifier: &str) -> bool {
-        if !pkce_string(verifier) {
-            return false;
-        }
-        if self.s256 {
-            URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes())) == self.value
-        } else {
-            verifier == self.value
-        }
-    }
-}
-
-/// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]` (verifiers and challenges alike).
-fn pkce_string(value: &str) -> bool {
-    (43..=128).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// The challenge of an authorization request, none when it sent none (and PKCE is not

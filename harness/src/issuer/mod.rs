@@ -11,8 +11,10 @@
 //! clients map the same name to loopback.
 
 mod endpoints;
+mod exchange;
 mod keys;
 mod load;
+mod pkce;
 mod server;
 mod state;
 

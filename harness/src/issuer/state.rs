@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::endpoints::Challenge;
 use super::keys::KeySet;
+use super::pkce::Challenge;
 
 /// A user the issuer logs in without a form.
 #[derive(Debug, Clone)]
