@@ -290,7 +290,10 @@ pub(super) fn compare(
                     Some(found.unwrap_or_else(|| Observed::text("(absent)")))
                 })
                 .collect();
-            let values = shown_with_skew(&observed);
+            let mut values = shown_with_skew(&observed);
+            if setting.ends_with(".name") {
+                set_cookies::same_name_across_nodes(&mut values);
+            }
             let (odd, tied) = odd_or_all(&values);
             if tied {
                 without_majority.push(setting.to_owned());

@@ -91,11 +91,11 @@ pub(super) fn generalise_names(first: &mut [SetCookie], second: &[SetCookie]) {
 
 /// A name's per-request tail, seen in one answer only (`mod_auth_openidc_state_<hash of the
 /// state>` cleared at the callback): the longest run of trailing segments (split at `_`, `-`,
-/// `.`) that each look random (a digit or a capital in it, or empty), when it is at least 16
+/// `.`) that each look random (a digit or a capital in it, or at most 3 characters), when it is more than 16
 /// characters, becomes `*`. Words (`state`, `session`, `login`) end the run.
 pub(super) fn without_random_tail(name: &str) -> String {
     let random =
-        |segment: &str| segment.is_empty() || segment.chars().any(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
+        |segment: &str| segment.len() <= 3 || segment.chars().any(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
     let mut cut = name.len();
     for (at, c) in name.char_indices().rev() {
         if matches!(c, '_' | '-' | '.') {
@@ -110,6 +110,30 @@ pub(super) fn without_random_tail(name: &str) -> String {
         format!("{}*", &name[..=cut])
     } else {
         name.to_owned()
+    }
+}
+
+/// Cookie names of one setting across nodes that part only in a per-request tail (one node's
+/// answer generalised to `…_state_a*`, another's seen once in full) are one name: the common
+/// prefix up to its last separator, then `*`, when every node's rest is at least 8 characters
+/// or was generalised already. A renamed cookie (`bff-session`, `bff-session2`, `other`) is not.
+pub(super) fn same_name_across_nodes(names: &mut [Option<String>]) {
+    let present: Vec<&str> = names.iter().flatten().map(|n| n.trim_end_matches('*')).collect();
+    if present.len() < 2 || present.windows(2).all(|w| w[0] == w[1]) {
+        return;
+    }
+    let first = present[0];
+    let common = present
+        .iter()
+        .fold(first.len(), |len, name| first.bytes().zip(name.bytes()).take(len).take_while(|(a, b)| a == b).count());
+    let Some(cut) = first[..common].rfind(['_', '-', '.']).map(|at| at + 1) else { return };
+    let long_rests = names.iter().flatten().all(|name| name.ends_with('*') || name.len() - cut >= 8);
+    if cut < 4 || !long_rests {
+        return;
+    }
+    let general = format!("{}*", &first[..cut]);
+    for name in names.iter_mut().flatten() {
+        *name = general.clone();
     }
 }
 
@@ -194,10 +218,27 @@ mod tests {
             without_random_tail("mod_auth_openidc_state_8uHQAk9uByE_6y__SUaEnzAqVTA"),
             "mod_auth_openidc_state_*"
         );
+        assert_eq!(without_random_tail("mod_auth_openidc_state_i-Yq8_lm_Zx9-kQpW3rT"), "mod_auth_openidc_state_*");
+        assert_eq!(without_random_tail("mod_auth_openidc_state_lm_abcDefGhij-klmnoP"), "mod_auth_openidc_state_*");
         assert_eq!(without_random_tail("mod_auth_openidc_session"), "mod_auth_openidc_session");
         assert_eq!(without_random_tail("__Host-bff-session-login"), "__Host-bff-session-login");
         assert_eq!(without_random_tail("bff-session"), "bff-session");
         assert_eq!(without_random_tail("other"), "other");
         assert_eq!(without_random_tail("_oauth2_proxy_csrf_Q3xZ9kq0Lm2Tz8Ab"), "_oauth2_proxy_csrf_*");
+    }
+
+    #[test]
+    fn names_that_part_only_in_a_long_tail_are_one_name_across_nodes() {
+        let mut names: Vec<Option<String>> =
+            vec![Some("mod_auth_openidc_state_a*".into()), Some("mod_auth_openidc_state_xk3pLm0QzT8vBn".into()), None];
+        same_name_across_nodes(&mut names);
+        assert_eq!(names[0].as_deref(), Some("mod_auth_openidc_state_*"));
+        assert_eq!(names[1].as_deref(), Some("mod_auth_openidc_state_*"));
+        let mut drift = vec![Some("bff-session".to_owned()), Some("bff-session2".to_owned())];
+        same_name_across_nodes(&mut drift);
+        assert_eq!(drift[1].as_deref(), Some("bff-session2"), "a renamed cookie stays drift");
+        let mut other = vec![Some("bff-session".to_owned()), Some("other".to_owned())];
+        same_name_across_nodes(&mut other);
+        assert_eq!(other[1].as_deref(), Some("other"));
     }
 }
