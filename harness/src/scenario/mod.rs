@@ -44,7 +44,11 @@ pub async fn run_on(scenario: &Scenario, target: &dyn Target, progress: &Progres
     let seed = scenario.load.seed.unwrap_or_else(rand::random);
     let execution = runner::execute(scenario, target, progress, seed).await?;
     let refreshes = target.issuer_calls("refresh").await;
-    Ok(report_of(scenario, target, execution, refreshes, started).await.with_seed(seed))
+    let load = target.issuer_load().await;
+    Ok(report_of(scenario, target, execution, refreshes, started)
+        .await
+        .with_issuer_load(scenario, load)
+        .with_seed(seed))
 }
 
 /// The report of an execution, quoting the log of every node that failed.
@@ -146,9 +150,11 @@ pub async fn run_fresh(
     let target = OwnedCluster::new(cluster);
     let result = runner::execute(scenario, &target, progress, seed).await;
     let refreshes = target.issuer_calls("refresh").await;
+    let load = target.issuer_load().await;
     let report = match result {
         Ok(execution) => Ok(report_of(scenario, &target, execution, refreshes, started)
             .await
+            .with_issuer_load(scenario, load)
             .with_drift(scenario, drift)
             .with_seed(seed)),
         Err(error) => Err(error),

@@ -134,6 +134,8 @@ pub struct RunReport {
     /// The harness's own parts failed too often for a verdict on the deployment: neither PASS
     /// nor FAIL (exit 2), and why.
     pub inconclusive: Option<String>,
+    /// How bffctl's own mock issuer fared over the run, when it ran one.
+    pub issuer_load: Option<String>,
     pub verdict: String,
 }
 
@@ -246,6 +248,7 @@ impl RunReport {
             invariants: super::history::check_history(records, None),
             passed: false,
             inconclusive: None,
+            issuer_load: None,
             verdict: String::new(),
         };
         report.rejudge(scenario);
@@ -259,6 +262,15 @@ impl RunReport {
         }
         self.skipped = skipped;
         self
+    }
+
+    /// Records how bffctl's mock issuer fared, and judges again (its figures go with a verdict
+    /// that the harness could not keep up).
+    pub fn with_issuer_load(mut self, scenario: &Scenario, load: Option<String>) -> Self {
+        self.issuer_load = load;
+        self.rejudge(scenario);
+        let skipped = std::mem::take(&mut self.skipped);
+        self.with_skipped(skipped)
     }
 
     /// Records the run's seed.

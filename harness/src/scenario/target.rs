@@ -59,6 +59,10 @@ pub trait Target: Send + Sync {
     fn user(&self, login_hint: &str) -> VirtualUser;
     /// How often the mock issuer's endpoint was called, when this process runs the issuer.
     async fn issuer_calls(&self, endpoint: &str) -> Option<u64>;
+    /// How bffctl's own mock issuer fared (requests, 5xx, handler latency), when it ran one.
+    async fn issuer_load(&self) -> Option<String> {
+        None
+    }
     /// The identity provider and the load balancer are bffctl's own: when they fail, the harness
     /// failed, not the deployment.
     fn harness_runs_issuer_and_lb(&self) -> bool {
@@ -161,6 +165,10 @@ impl Target for OwnedCluster {
 
     fn harness_runs_issuer_and_lb(&self) -> bool {
         true
+    }
+
+    async fn issuer_load(&self) -> Option<String> {
+        Some(self.cluster.lock().await.issuer().load().to_string())
     }
 
     async fn refresh_tokens_presented_twice(&self) -> Option<u64> {
