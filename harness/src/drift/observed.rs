@@ -260,7 +260,48 @@ pub async fn observe(
     if failed_logins.len() < observations.iter().flatten().count() {
         problems.extend(failed_logins);
     }
+    same_url_said_two_ways(nodes, &mut observations);
     compare(nodes.iter().map(|(n, _)| n.clone()).collect(), observations, problems)
+}
+
+/// A setting that names a URL as `(this node)…` on one node and as that same URL in full on
+/// the others (the node that is also the public URL) agrees: it is written out in full on every
+/// node when that makes every node say the same.
+fn same_url_said_two_ways(nodes: &[(String, Option<String>)], observations: &mut [Option<Vec<(String, Observed)>>]) {
+    let origins: Vec<Option<String>> = nodes
+        .iter()
+        .map(|(_, url)| Some(url::Url::parse(url.as_deref()?).ok()?.origin().ascii_serialization()))
+        .collect();
+    let settings: Vec<String> = observations
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|(_, v)| matches!(v, Observed::Text(t) if t.contains("(this node)")))
+        .map(|(s, _)| s.clone())
+        .collect();
+    for setting in settings {
+        let written_out: Vec<Option<String>> = observations
+            .iter()
+            .zip(&origins)
+            .map(|(o, origin)| {
+                let text = o.as_ref()?.iter().find(|(s, _)| *s == setting).map(|(_, v)| v.to_string())?;
+                Some(match origin {
+                    Some(origin) => text.replace("(this node)", origin),
+                    None => text,
+                })
+            })
+            .collect();
+        let said: Vec<&String> = written_out.iter().flatten().collect();
+        if said.len() > 1 && said.windows(2).all(|w| w[0] == w[1]) {
+            for (o, value) in observations.iter_mut().zip(&written_out) {
+                if let (Some(o), Some(value)) = (o.as_mut(), value) {
+                    if let Some(entry) = o.iter_mut().find(|(s, _)| *s == setting) {
+                        entry.1 = Observed::text(value.clone());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Lines the observations up setting by setting (in the order first seen) and marks the nodes
@@ -355,6 +396,23 @@ fn odd_or_all(values: &[Option<String>]) -> (Vec<usize>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The node that is also the public URL names its callback as itself; the others name that
+    /// same URL: one callback, no drift.
+    #[test]
+    fn one_url_said_as_this_node_and_in_full_is_one_url() {
+        let nodes = vec![
+            ("node-1".to_owned(), Some("http://127.0.0.1:1000".to_owned())),
+            ("node-2".to_owned(), Some("http://127.0.0.1:2000".to_owned())),
+        ];
+        let setting = |v: &str| Some(vec![("authorize.redirect_uri".to_owned(), Observed::text(v))]);
+        let mut observations = vec![setting("(this node)/cb"), setting("http://127.0.0.1:1000/cb")];
+        same_url_said_two_ways(&nodes, &mut observations);
+        assert_eq!(observations[0], setting("http://127.0.0.1:1000/cb"));
+        let mut own = vec![setting("(this node)/cb"), setting("(this node)/cb")];
+        same_url_said_two_ways(&nodes, &mut own);
+        assert_eq!(own[0], setting("(this node)/cb"), "each its own callback: said as itself");
+    }
 
     fn names(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("node-{i}")).collect()
