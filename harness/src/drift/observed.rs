@@ -294,10 +294,10 @@ fn same_url_said_two_ways(nodes: &[(String, Option<String>)], observations: &mut
         let said: Vec<&String> = written_out.iter().flatten().collect();
         if said.len() > 1 && said.windows(2).all(|w| w[0] == w[1]) {
             for (o, value) in observations.iter_mut().zip(&written_out) {
-                if let (Some(o), Some(value)) = (o.as_mut(), value) {
-                    if let Some(entry) = o.iter_mut().find(|(s, _)| *s == setting) {
-                        entry.1 = Observed::text(value.clone());
-                    }
+                if let (Some(o), Some(value)) = (o.as_mut(), value)
+                    && let Some(entry) = o.iter_mut().find(|(s, _)| *s == setting)
+                {
+                    entry.1 = Observed::text(value.clone());
                 }
             }
         }
