@@ -19,3 +19,4 @@ mod metrics;
 mod redis_tls;
 mod refresh;
 mod routes;
+mod slow_clients;
