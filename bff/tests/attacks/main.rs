@@ -20,3 +20,4 @@ mod redis_tls;
 mod refresh;
 mod routes;
 mod slow_clients;
+mod upstream_view;
