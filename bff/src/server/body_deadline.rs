@@ -34,6 +34,21 @@ pub struct DeadlineBody<B> {
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
+impl BodyError {
+    /// Whether `error`, or an error it was caused by, is a request body that timed out: how the
+    /// proxy tells a slow client (408) from an unreachable upstream.
+    pub fn timed_out_in(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if matches!(error.downcast_ref::<BodyError>(), Some(BodyError::TimedOut(_))) {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
 impl<B> DeadlineBody<B> {
     pub fn new(inner: B, timeout: Duration) -> Self {
         DeadlineBody { inner, timeout, deadline: None }

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt;
 
+pub use body_deadline::BodyError;
 use body_deadline::DeadlineBody;
 use handoff::Handoff;
 use write_deadline::WriteDeadline;
