@@ -4,9 +4,10 @@
 //! then sends a byte every few seconds would hold its connection, and its `max_connections`
 //! permit, for as long as it likes. tower-http's `TimeoutBody` restarts its timer at every frame,
 //! which such a client satisfies, so the bound here is on the whole body: the deadline is set at
-//! the first read and does not move. Past it the body ends with [`BodyError::TimedOut`]; whoever reads
-//! it (a handler's extractor, the upstream request) fails, the body is dropped and hyper closes
-//! the connection after the response, since the request was not read to its end.
+//! the first read that has to wait for the client and does not move. Past it the body ends with
+//! [`BodyError::TimedOut`]; whoever reads it (a handler's extractor, the upstream request) fails,
+//! the body is dropped and hyper closes the connection after the response, since the request was
+//! not read to its end. The proxy answers such a request 408.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,11 +26,11 @@ pub enum BodyError {
     Read(#[from] hyper::Error),
 }
 
-/// A request body that fails once `timeout` has passed since it was first read.
+/// A request body that fails once `timeout` has passed since a read of it first had to wait.
 pub struct DeadlineBody<B> {
     inner: B,
     timeout: Duration,
-    /// Set at the first read of a body that has not ended; boxed because `Sleep` is `!Unpin`,
+    /// Set at the first read that has to wait for the client; boxed because `Sleep` is `!Unpin`,
     /// and only then, so requests without a body allocate nothing.
     deadline: Option<Pin<Box<Sleep>>>,
 }

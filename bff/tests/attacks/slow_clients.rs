@@ -1,6 +1,7 @@
 //! High: slow bodies and slow readers. A client that trickles a request body, or never reads a
 //! large response, frees its connection slot within `server.body_timeout` or
-//! `server.write_timeout`; a response streamed slowly to a client that reads it is delivered whole.
+//! `server.write_timeout`, on the public and the metrics listener; a response streamed slowly to a
+//! client that reads it is delivered whole.
 
 use std::time::{Duration, Instant};
 
@@ -168,4 +169,41 @@ async fn a_slow_stream_read_as_it_comes_is_delivered_whole() {
     let body = answer.bytes().await.expect("the whole stream");
     assert!(started.elapsed() >= Duration::from_secs(3), "streamed over {:?}", started.elapsed());
     assert_eq!(body.len(), CHUNKS * SIZE);
+}
+
+/// The operator's metrics listener has the public listener's bounds: half-sent headers and a
+/// trickled body are closed within the 1 s timeouts, and `/metrics` is still served.
+#[tokio::test]
+async fn the_metrics_listener_closes_slow_clients_too() {
+    let up = upstream(Vec::new()).await;
+    let port = harness::process::free_port();
+    let _node = stack()
+        .memory()
+        .issuer(MockIssuer::builder().run().await.unwrap())
+        .config(&routes(&up.uri()))
+        .env("BFF_METRICS_LISTEN", &format!("127.0.0.1:{port}"))
+        .env("BFF_SERVER_HEADER_READ_TIMEOUT", "1s")
+        .env("BFF_SERVER_BODY_TIMEOUT", "1s")
+        .run()
+        .await;
+    let operator = format!("127.0.0.1:{port}");
+    let opened = Instant::now();
+    let mut slow = Vec::new();
+    for head in [
+        "GET /metrics HTTP/1.1\r\nHost: ops\r\nX-Half: ".to_owned(),
+        "POST /metrics HTTP/1.1\r\nHost: ops\r\nContent-Length: 100000\r\n\r\nx".to_owned(),
+    ] {
+        let mut stream = TcpStream::connect(&operator).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    for mut stream in slow {
+        let mut response = Vec::new();
+        let left = Duration::from_secs(4).saturating_sub(opened.elapsed());
+        let _ = tokio::time::timeout(left, stream.read_to_end(&mut response)).await.unwrap_or_else(|_| {
+            panic!("a slow client of the metrics listener still open after {:?}", opened.elapsed())
+        });
+    }
+    let metrics = http().get(format!("http://{operator}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
 }
