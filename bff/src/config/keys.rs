@@ -109,6 +109,18 @@ pub const KEYS: &[Key] = &[
         "time a client has to send a request's headers; also how long an idle keep-alive connection stays open",
     ),
     key(
+        "server.body_timeout",
+        "BFF_SERVER_BODY_TIMEOUT",
+        Some("10s"),
+        "time a client has to send a whole request body (at most 1h); a slower body ends the request and closes the connection",
+    ),
+    key(
+        "server.write_timeout",
+        "BFF_SERVER_WRITE_TIMEOUT",
+        Some("30s"),
+        "time a response write may wait for a client that does not read (at most 1h); then the connection is closed",
+    ),
+    key(
         "server.max_connections",
         "BFF_SERVER_MAX_CONNECTIONS",
         Some("10000"),

@@ -152,12 +152,20 @@ pub struct RefreshConfig {
     pub lock_lease: Duration,
 }
 
+/// Largest `server.body_timeout` and `server.write_timeout`: longer would let slow clients
+/// hold connections for as good as ever.
+const SERVER_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+
 /// Limits that protect a node from slow and flooding clients.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Time a client has to send a request's headers, and that an idle keep-alive connection
     /// stays open.
     pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body, from the first read of it.
+    pub body_timeout: Duration,
+    /// Time a write to a client may make no progress before the connection is closed.
+    pub write_timeout: Duration,
     /// Open client connections per node at most.
     pub max_connections: usize,
     /// Largest request body in bytes.
@@ -421,6 +429,8 @@ impl Config {
             shutdown_timeout: src.duration("shutdown_timeout")?,
             server: ServerLimits {
                 header_read_timeout: src.duration("server.header_read_timeout")?,
+                body_timeout: src.duration_at_most("server.body_timeout", SERVER_TIMEOUT_MAX)?,
+                write_timeout: src.duration_at_most("server.write_timeout", SERVER_TIMEOUT_MAX)?,
                 max_connections: src.parse("server.max_connections", |s| match s.parse::<usize>() {
                     Ok(n) if n > 0 => Ok(n),
                     _ => Err(format!("expected a number of connections greater than zero, got {s:?}")),

@@ -91,6 +91,15 @@ impl<'a> Source<'a> {
         })
     }
 
+    /// A [`Self::duration`] no longer than `max`.
+    pub(super) fn duration_at_most(&self, path: &str, max: Duration) -> Result<Duration, ConfigError> {
+        let d = self.duration(path)?;
+        if d > max {
+            return Err(self.invalid(path, format!("must be at most {}", humantime::format_duration(max))));
+        }
+        Ok(d)
+    }
+
     pub(super) fn invalid(&self, path: &str, reason: String) -> ConfigError {
         let key = Self::key(path);
         ConfigError::Invalid { key: key.path, env: key.env, reason }

@@ -247,6 +247,21 @@ fn server_limits_have_defaults_and_name_their_key_when_malformed() {
 }
 
 #[test]
+fn body_and_write_timeouts_have_defaults_and_an_upper_bound() {
+    let c = Config::from_env_map(&minimal()).unwrap();
+    assert_eq!(c.server.body_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.write_timeout, Duration::from_secs(30));
+    for env in ["BFF_SERVER_BODY_TIMEOUT", "BFF_SERVER_WRITE_TIMEOUT"] {
+        let mut vars = minimal();
+        vars.insert(env.into(), "1h".into());
+        assert!(Config::from_env_map(&vars).is_ok(), "{env} = 1h");
+        vars.insert(env.into(), "100y".into());
+        let error = error_of(vars);
+        assert!(error.contains(&format!("({env})")) && error.contains("at most"), "{error}");
+    }
+}
+
+#[test]
 fn redis_ca_file_must_be_a_readable_pem_for_a_rediss_url() {
     let mut ca = tempfile::NamedTempFile::new().unwrap();
     write!(ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();

@@ -47,11 +47,18 @@ pub fn foreign(headers: &HeaderMap, config: &Config) -> Option<HeaderValue> {
     if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
 }
 
-/// Whether a `Set-Cookie` value sets one of the gateway's own cookies (by the name a browser
-/// would give it); no copy of the value for the usual UTF-8 one.
-pub fn sets_own(config: &Config, value: &HeaderValue) -> bool {
+/// Whether an upstream's `Set-Cookie` value is dropped: it sets one of the gateway's own cookies
+/// (by the name a browser would give it), or it has no name. A browser stores a nameless cookie
+/// (`=bff-session=X`, or `bff-session=X` with no `=` before it) and sends back its value alone,
+/// `bff-session=X`, which every server reads as the gateway's cookie. No copy of the value for
+/// the usual UTF-8 one.
+pub fn refused_from_upstream(config: &Config, value: &HeaderValue) -> bool {
     let text = String::from_utf8_lossy(value.as_bytes());
-    is_own(config, text.split(';').next().unwrap_or_default().split('=').next().unwrap_or_default())
+    let pair = text.split(';').next().unwrap_or_default();
+    match pair.split_once('=') {
+        None => true,
+        Some((name, _)) => name.trim().is_empty() || is_own(config, name),
+    }
 }
 
 fn build(config: &Config, name: &str, value: String, max_age: Option<CookieDuration>) -> String {
@@ -131,6 +138,21 @@ mod properties {
             .prop_map(|pairs| pairs.into_iter().map(|(n, eq, v, sep)| format!("{n}{eq}{v}{sep}")).collect())
     }
 
+    #[test]
+    fn nameless_and_own_cookies_from_upstreams_are_refused() {
+        let config = config();
+        for (set, refused) in [
+            ("=bff-session=x", true),
+            (" = bff-session=x; Path=/", true),
+            ("bff-session", true),
+            ("__Host-bff-session=x", true),
+            ("theme=dark; Path=/", false),
+            ("theme=", false),
+        ] {
+            assert_eq!(refused_from_upstream(&config, &HeaderValue::from_static(set)), refused, "{set}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -165,9 +187,9 @@ mod properties {
         }
 
         #[test]
-        fn any_set_cookie_value_has_a_name(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn any_set_cookie_value_is_judged_without_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-                let _ = sets_own(&config(), &value);
+                let _ = refused_from_upstream(&config(), &value);
             }
         }
     }

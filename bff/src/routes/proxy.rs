@@ -63,13 +63,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// An upstream must not set, overwrite or delete the gateway's own cookies (the session cookie
-/// above all): its `Set-Cookie` headers for them are dropped.
-fn drop_own_set_cookies(headers: &mut HeaderMap, config: &crate::config::Config) {
-    if !headers.get_all(SET_COOKIE).iter().any(|v| cookies::sets_own(config, v)) {
+/// above all), nor set a nameless cookie that a browser would send back looking like one: such
+/// `Set-Cookie` headers are dropped ([`cookies::refused_from_upstream`]).
+fn drop_refused_set_cookies(headers: &mut HeaderMap, config: &crate::config::Config) {
+    if !headers.get_all(SET_COOKIE).iter().any(|v| cookies::refused_from_upstream(config, v)) {
         return;
     }
     let kept: Vec<HeaderValue> =
-        headers.get_all(SET_COOKIE).iter().filter(|v| !cookies::sets_own(config, v)).cloned().collect();
+        headers.get_all(SET_COOKIE).iter().filter(|v| !cookies::refused_from_upstream(config, v)).cloned().collect();
     headers.remove(SET_COOKIE);
     for value in kept {
         headers.append(SET_COOKIE, value);
@@ -78,17 +79,19 @@ fn drop_own_set_cookies(headers: &mut HeaderMap, config: &crate::config::Config)
 
 /// What the upstream learns about the client: `X-Forwarded-Proto` and `X-Forwarded-Host` from
 /// `public_url` (never the client's `Host`), `X-Forwarded-For` ending in the connection's peer.
-/// The client's own `Forwarded`, `X-Real-IP` and `X-Forwarded-*` are dropped, unless the peer is
-/// a trusted proxy: then `Forwarded` and `X-Real-IP` pass and its `X-Forwarded-For` is appended
-/// to. Otherwise any client could claim any address to an upstream that logs or rate-limits by it.
+/// The client's own `Forwarded`, `X-Real-IP`, the other client-address headers of CDNs and load
+/// balancers ([`CLIENT_ADDRESS_HEADERS`]) and `X-Forwarded-*` are dropped, unless the peer is a
+/// trusted proxy: then all but `X-Forwarded-*` pass and its `X-Forwarded-For` is appended to.
+/// Otherwise any client could claim any address to an upstream that logs or rate-limits by it.
 fn set_forwarding_headers(headers: &mut HeaderMap, config: &crate::config::Config, peer: Option<IpAddr>) {
     let trusted = peer.is_some_and(|ip| config.is_trusted_proxy(ip));
     let inbound_for = trusted
         .then(|| headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", "))
         .filter(|list| !list.trim().is_empty());
     if !trusted {
-        headers.remove("forwarded");
-        headers.remove("x-real-ip");
+        for name in CLIENT_ADDRESS_HEADERS {
+            headers.remove(*name);
+        }
     }
     // Usually none: the list is then never allocated.
     let inbound: Vec<HeaderName> =
@@ -108,6 +111,18 @@ fn set_forwarding_headers(headers: &mut HeaderMap, config: &crate::config::Confi
     headers.insert("x-forwarded-proto", proto.clone());
     headers.insert("x-forwarded-host", host.clone());
 }
+
+/// Headers in which a proxy in front of a server names the client's address (besides
+/// `X-Forwarded-For`), which upstream frameworks read as the client's.
+const CLIENT_ADDRESS_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -247,6 +262,10 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     let timeout = route.timeout.unwrap_or(config.upstream_timeout);
     let mut response = match tokio::time::timeout(timeout, crate::state::send_upstream(outgoing)).await {
         Ok(Ok(response)) => response.map(Body::new),
+        Ok(Err(error)) if crate::server::BodyError::timed_out_in(&error) => {
+            tracing::debug!(route = label, "request body not received within server.body_timeout");
+            return refuse(StatusCode::REQUEST_TIMEOUT, "request body not received in time", label);
+        }
         Ok(Err(error)) => {
             metrics::counter!("bff_upstream_errors_total", "kind" => "unreachable").increment(1);
             tracing::warn!(%error, route = label, "upstream unreachable");
@@ -259,7 +278,7 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
         }
     };
     strip_hop_by_hop(response.headers_mut());
-    drop_own_set_cookies(response.headers_mut(), config);
+    drop_refused_set_cookies(response.headers_mut(), config);
     response.extensions_mut().insert(RouteLabel(label.to_owned()));
     response
 }

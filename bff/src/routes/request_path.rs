@@ -1,9 +1,10 @@
 //! The request path as route matching sees it. Routes carry different authentication, so a path
 //! must not be able to look like one route to the gateway and like another to the upstream:
 //! dot-segments (`/public/../api`), encoded slashes and backslashes (`..%2f`, `%5c`), encoded
-//! dots and backslashes are refused (400); percent-encoded unreserved characters (RFC 3986 §2.3,
-//! `/%61pi` is `/api`) are decoded, so every spelling of a path matches the same route, and the
-//! upstream receives the decoded form. Route prefixes match on segment boundaries only
+//! dots, backslashes and path parameters (`;`: Tomcat, Jetty and Spring drop `;…` from a segment,
+//! so `/public/..;/api` is `/api` to them) are refused (400); percent-encoded unreserved
+//! characters (RFC 3986 §2.3, `/%61pi` is `/api`) are decoded, so every spelling of a path
+//! matches the same route, and the upstream receives the decoded form. Route prefixes match on segment boundaries only
 //! ([`under_prefix`]).
 
 /// Why a path was refused.
@@ -21,6 +22,8 @@ pub enum PathRefusal {
     BadPercent,
     #[error("the path contains a dot-segment")]
     DotSegment,
+    #[error("the path contains a ; (path parameter)")]
+    Parameter,
 }
 
 /// The normalised path, or why it is refused.
@@ -30,6 +33,9 @@ pub fn normalise(raw: &str) -> Result<String, PathRefusal> {
     }
     if raw.contains('\\') {
         return Err(PathRefusal::Backslash);
+    }
+    if raw.contains(';') {
+        return Err(PathRefusal::Parameter);
     }
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -88,6 +94,9 @@ mod tests {
             ("/public/%2E./api", PathRefusal::EncodedDot),
             ("/public/..%5capi", PathRefusal::EncodedSeparator),
             ("/public\\..\\api", PathRefusal::Backslash),
+            ("/public/..;/api/admin", PathRefusal::Parameter),
+            ("/public/x;jsessionid=1", PathRefusal::Parameter),
+            ("/public/;/api", PathRefusal::Parameter),
             ("/a%zz", PathRefusal::BadPercent),
             ("/a%+1", PathRefusal::BadPercent),
             ("/a%", PathRefusal::BadPercent),
@@ -110,8 +119,8 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
-    //! Any request path: never a panic; an accepted path has no dot-segment, no backslash and no
-    //! encoded separator or dot, normalising it again changes nothing, and a route prefix matches
+    //! Any request path: never a panic; an accepted path has no dot-segment, no backslash, no `;`
+    //! and no encoded separator or dot, normalising it again changes nothing, and a route prefix matches
     //! it on a segment boundary only.
 
     use proptest::prelude::*;
@@ -131,6 +140,7 @@ mod properties {
             Just(String::from("%25")),
             Just(String::from("%")),
             Just(String::from("\\")),
+            Just(String::from(";")),
             Just(String::from("api")),
             Just(String::from("public")),
             Just(String::from("%zz")),
@@ -147,6 +157,7 @@ mod properties {
             if let Ok(path) = normalise(&raw) {
                 prop_assert!(path.starts_with('/'));
                 prop_assert!(!path.contains('\\'));
+                prop_assert!(!path.contains(';'));
                 prop_assert!(!path.split('/').any(|s| s == "." || s == ".."), "{raw:?} -> {path:?}");
                 let lower = path.to_ascii_lowercase();
                 prop_assert!(!lower.contains("%2f") && !lower.contains("%5c") && !lower.contains("%2e"), "{raw:?} -> {path:?}");

@@ -16,7 +16,11 @@ use axum::http::{HeaderName, HeaderValue, Request, Response};
 use futures::future::BoxFuture;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+use super::body_deadline::DeadlineBody;
 use crate::state::AppState;
+
+/// A request body as the server hands it over: bounded by `server.body_timeout`.
+type Incoming = DeadlineBody<hyper::body::Incoming>;
 
 /// Whether the router serves `path`: the paths it has endpoints for. Anything else there would
 /// reach the proxy fallback (a method it does not allow on one of these paths still gets the
@@ -31,7 +35,7 @@ pub fn routed(state: &AppState, path: &str) -> bool {
 /// reference): the clone copies a few small values and one reference count, allocates nothing.
 pub fn proxied(
     state: AppState,
-) -> impl Service<Request<hyper::body::Incoming>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
 + Clone
 + Send
 + 'static {
@@ -49,7 +53,7 @@ pub fn proxied(
         .layer(crate::telemetry::propagate_request_id())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
         .service(Tracked { state });
-    ServiceExt::<Request<hyper::body::Incoming>>::map_response(service, |response| response.map(Body::new))
+    ServiceExt::<Request<Incoming>>::map_response(service, |response| response.map(Body::new))
 }
 
 /// The proxy, counted and timed like every routed request (`metrics::track`).

@@ -10,23 +10,30 @@
 //! node's one shared connection (see `redis_link`). The calling runtime is one of the serving
 //! threads and also runs the background tasks.
 
+mod body_deadline;
 mod dispatch;
 mod handoff;
 pub mod listener;
+mod write_deadline;
 
 use std::future::Future;
 
 use axum::extract::ConnectInfo;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt;
 
+pub use body_deadline::BodyError;
+use body_deadline::DeadlineBody;
 use handoff::Handoff;
+use write_deadline::WriteDeadline;
 
 pub use crate::client_addr::ClientAddr;
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, ServerLimits, StoreConfig};
 use crate::state::{AppState, StateError};
 
 /// Why a node could not serve. [`RunError::is_config`] tells the binary which are configuration
@@ -102,17 +109,7 @@ pub async fn run(
     if let Some(listener) = metrics_listener {
         tracing::info!(metrics_listen = %listener.local_addr()?, "metrics served on their own listener only");
         let _ = crate::metrics::handle();
-        let mut stopping = stopped.clone();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stopping.wait_for(|stop| *stop).await;
-            };
-            if let Err(error) =
-                axum::serve(listener, crate::routes::metrics_router()).with_graceful_shutdown(stopped).await
-            {
-                tracing::error!(%error, "metrics listener failed");
-            }
-        });
+        tokio::spawn(serve_metrics(listener, state.config.server.clone(), stopped.clone()));
     }
     let (senders, mut queues) = handoff::queues(&listener, threads)?;
     let mine = queues.remove(0);
@@ -171,16 +168,33 @@ fn serve_on_own_thread(
     Ok(finished)
 }
 
+/// The HTTP/1.1 settings of every client connection: hyper's header-read timeout, which also
+/// closes a keep-alive connection that stays idle that long, so a client that sends half a
+/// request, or nothing, holds its socket (and its connection permit) no longer than that.
+fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    http
+}
+
+/// A client socket as hyper sees it: writes bounded by `server.write_timeout`.
+fn client_io(stream: TcpStream, limits: &ServerLimits) -> TokioIo<WriteDeadline<TcpStream>> {
+    TokioIo::new(WriteDeadline::new(stream, limits.write_timeout))
+}
+
+/// A request whose body must arrive within `server.body_timeout`.
+fn bounded(request: Request<Incoming>, limits: &ServerLimits) -> Request<DeadlineBody<Incoming>> {
+    let timeout = limits.body_timeout;
+    request.map(|body| DeadlineBody::new(body, timeout))
+}
+
 /// Serves the connections handed to `queue` until `stopped` turns true, then finishes in-flight
-/// requests. Each connection is HTTP/1.1 with hyper's header-read timeout, which also closes a
-/// keep-alive connection that stays idle that long: a client that sends half a request, or
-/// nothing, holds its socket (and its connection permit) no longer than that.
+/// requests. Each connection is bounded by [`http1`], [`client_io`] and [`bounded`].
 async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver<bool>) -> std::io::Result<()> {
-    let header_read_timeout = state.config.server.header_read_timeout;
+    let limits = state.config.server.clone();
     let proxied = dispatch::proxied(state.clone());
     let app = crate::app(state.clone());
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let http = http1(&limits);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer, permit) = tokio::select! {
@@ -190,8 +204,10 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
                 None => break,
             },
         };
-        let (app, proxied, state) = (app.clone(), proxied.clone(), state.clone());
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let (app, proxied, state, limits) = (app.clone(), proxied.clone(), state.clone(), limits.clone());
+        let io = client_io(stream, &limits);
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let mut request = bounded(request, &limits);
             request.extensions_mut().insert(ConnectInfo(peer));
             if dispatch::routed(&state, request.uri().path()) {
                 futures::future::Either::Left(app.clone().oneshot(request.map(axum::body::Body::new)))
@@ -199,7 +215,7 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
                 futures::future::Either::Right(proxied.clone().oneshot(request))
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
@@ -209,4 +225,36 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
     }
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Serves `/metrics` on the operator's listener until `stopped` turns true, with the same bounds
+/// on headers, bodies and writes as the public listener.
+async fn serve_metrics(listener: TcpListener, limits: ServerLimits, mut stopped: watch::Receiver<bool>) {
+    let router = crate::routes::metrics_router();
+    let http = http1(&limits);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let (router, limits2) = (router.clone(), limits.clone());
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            router.clone().oneshot(bounded(request, &limits2).map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(http.serve_connection(client_io(stream, &limits), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "metrics connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
 }

@@ -19,3 +19,5 @@ mod metrics;
 mod redis_tls;
 mod refresh;
 mod routes;
+mod slow_clients;
+mod upstream_view;
