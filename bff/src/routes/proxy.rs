@@ -262,7 +262,7 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     let timeout = route.timeout.unwrap_or(config.upstream_timeout);
     let mut response = match tokio::time::timeout(timeout, crate::state::send_upstream(outgoing)).await {
         Ok(Ok(response)) => response.map(Body::new),
-        Ok(Err(error)) if crate::server::BodyError::timed_out_in(&error) => {
+        Ok(Err(error)) if crate::body_deadline::BodyError::timed_out_in(&error) => {
             tracing::debug!(route = label, "request body not received within server.body_timeout");
             return refuse(StatusCode::REQUEST_TIMEOUT, "request body not received in time", label);
         }

@@ -16,7 +16,7 @@ use axum::http::{HeaderName, HeaderValue, Request, Response};
 use futures::future::BoxFuture;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use super::body_deadline::DeadlineBody;
+use crate::body_deadline::DeadlineBody;
 use crate::state::AppState;
 
 /// A request body as the server hands it over: bounded by `server.body_timeout`.

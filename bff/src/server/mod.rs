@@ -10,7 +10,6 @@
 //! node's one shared connection (see `redis_link`). The calling runtime is one of the serving
 //! threads and also runs the background tasks.
 
-mod body_deadline;
 mod dispatch;
 mod handoff;
 pub mod listener;
@@ -27,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt;
 
-pub use body_deadline::BodyError;
-use body_deadline::DeadlineBody;
+pub use crate::body_deadline::BodyError;
+use crate::body_deadline::DeadlineBody;
 use handoff::Handoff;
 use write_deadline::WriteDeadline;
 
