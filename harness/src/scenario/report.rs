@@ -339,19 +339,14 @@ impl RunReport {
             return None;
         }
         let after = own.iter().filter(|r| r.detail.starts_with(super::record::HARNESS_BROKE_LOGIN)).count();
-        let issuer = own
-            .iter()
-            .filter(|r| {
-                !r.detail.starts_with(super::record::HARNESS_BROKE_LOGIN) && r.detail.contains("identity provider")
-            })
-            .count();
-        let refused = own.len() - issuer - after;
+        let refused = own.len() - after;
         Some(format!(
             "the harness could not keep up: {count} of {} failed requests were its own parts failing: {refused} \
-             connections its issuer or load balancer refused or dropped or it had no socket for, {issuer} answers \"identity provider \
-             unavailable\" from the gateway about bffctl's mock issuer, and {after} reads of users whose login that \
-             broke; nothing is concluded about the deployment: run fewer users, or spread them with --ramp-up",
-            self.failed
+             connections its issuer or load balancer refused or dropped or it had no socket for, and {after} reads \
+             of users whose login that broke; nothing is concluded about the deployment: run fewer users, or \
+             spread them with --ramp-up{}",
+            self.failed,
+            self.issuer_load.as_deref().map(|load| format!(" ({load})")).unwrap_or_default()
         ))
     }
 

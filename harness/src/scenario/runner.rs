@@ -468,7 +468,7 @@ async fn user_step(
                     let (outcome, status, node, mut detail) =
                         classify(step, &result, user.identity().unwrap_or(name), user.paths(), fault);
                     let mut harness =
-                        outcome == Outcome::Failed && harness_failed(&result, ctx.target.harness_runs_issuer_and_lb());
+                        outcome == Outcome::Failed && harness_failed(&result, &ctx.target.harness_origins());
                     {
                         let mut broken = ctx.login_broken_by_harness.lock().expect("broken-logins lock");
                         match step.action {
@@ -568,21 +568,20 @@ fn default_status(action: Action) -> u16 {
 }
 
 /// A failure of the harness's own parts: its virtual users ran out of sockets, or (when they
-/// are bffctl's) its issuer or load balancer refused or dropped a connection, or the gateway said
-/// its identity provider (bffctl's mock) was unavailable.
-fn harness_failed(result: &Result<Reply, ClientError>, owns_issuer_and_lb: bool) -> bool {
-    let issuer_unavailable = |status: u16, body: &str| {
-        owns_issuer_and_lb && matches!(status, 502..=504) && body.contains("identity provider")
-    };
+/// are bffctl's: `harness_origins`) its issuer or load balancer refused or dropped a connection;
+/// a URL the gateway sent the browser to that refuses is the deployment's failure. A gateway's own
+/// answer about its identity provider is not one: an issuer that refuses a misconfigured
+/// node's client is the deployment's failure, and looks the same from here as a slow one.
+fn harness_failed(result: &Result<Reply, ClientError>, harness_origins: &[String]) -> bool {
     match result {
-        Ok(reply) => issuer_unavailable(reply.status, &reply.body),
-        Err(ClientError::LoginStep { status, body, .. }) => issuer_unavailable(*status, body),
-        Err(ClientError::Transport { reason, .. }) => {
+        Ok(_) | Err(ClientError::LoginStep { .. }) => false,
+        Err(ClientError::Transport { url, reason }) => {
+            let ours = super::target::origin_of(url).is_some_and(|origin| harness_origins.contains(&origin));
             // The virtual users are always bffctl's: out of sockets is its own limit.
             let own_limit = ["Too many open files", "Cannot assign requested address"];
             let refused = ["Connection refused", "connection closed before message completed", "Connection reset"];
             own_limit.iter().any(|sign| reason.contains(sign))
-                || (owns_issuer_and_lb && refused.iter().any(|sign| reason.contains(sign)))
+                || (ours && refused.iter().any(|sign| reason.contains(sign)))
         }
     }
 }
@@ -714,23 +713,27 @@ mod tests {
 
     #[test]
     fn the_harness_is_blamed_only_for_its_own_parts() {
-        let refused =
-            Err(ClientError::Transport { url: "u".into(), reason: "tcp connect error: Connection refused".into() });
-        assert!(harness_failed(&refused, true));
-        assert!(!harness_failed(&refused, false), "a deployment's own load balancer refusing is its failure");
+        let ours = vec!["http://127.0.0.1:1".to_owned()];
+        let refused_at = |url: &str| {
+            Err(ClientError::Transport { url: url.into(), reason: "tcp connect error: Connection refused".into() })
+        };
+        assert!(harness_failed(&refused_at("http://127.0.0.1:1/authorize?x=1"), &ours));
+        assert!(!harness_failed(&refused_at("http://127.0.0.1:9/callback"), &ours), "where the gateway sent it");
+        assert!(!harness_failed(&refused_at("http://127.0.0.1:1/x"), &[]), "a deployment's own load balancer");
         let fds = Err(ClientError::Transport { url: "u".into(), reason: "tcp open error: Too many open files".into() });
-        assert!(harness_failed(&fds, false), "bffctl's own sockets");
-        let timeout = Err(ClientError::Transport { url: "u".into(), reason: "operation timed out".into() });
-        assert!(!harness_failed(&timeout, true), "a gateway that hangs is the gateway's failure");
+        assert!(harness_failed(&fds, &[]), "bffctl's own sockets");
+        let timeout =
+            Err(ClientError::Transport { url: "http://127.0.0.1:1/".into(), reason: "operation timed out".into() });
+        assert!(!harness_failed(&timeout, &ours), "a gateway that hangs is the gateway's failure");
         let issuer = Err(ClientError::LoginStep {
             step: "callback",
             status: 502,
             body: r#"{"error":"identity provider unavailable"}"#.into(),
             node: None,
         });
-        assert!(harness_failed(&issuer, true));
+        assert!(!harness_failed(&issuer, &ours), "the gateway's answer about its issuer is the deployment's");
         let unknown =
             Ok(Reply { status: 404, body: "{}".into(), location: None, node: None, already_logged_in: false });
-        assert!(!harness_failed(&unknown, true));
+        assert!(!harness_failed(&unknown, &ours));
     }
 }

@@ -63,10 +63,10 @@ pub trait Target: Send + Sync {
     async fn issuer_load(&self) -> Option<String> {
         None
     }
-    /// The identity provider and the load balancer are bffctl's own: when they fail, the harness
-    /// failed, not the deployment.
-    fn harness_runs_issuer_and_lb(&self) -> bool {
-        false
+    /// The origins (`http://host:port`) of the parts that are bffctl's own, its identity provider
+    /// and load balancer: a connection they refuse is the harness's failure, not the deployment's.
+    fn harness_origins(&self) -> Vec<String> {
+        Vec::new()
     }
     /// Refresh tokens the mock issuer saw presented more than once, when it can tell.
     async fn refresh_tokens_presented_twice(&self) -> Option<u64> {
@@ -78,6 +78,8 @@ pub trait Target: Send + Sync {
 pub struct OwnedCluster {
     pub cluster: Arc<Mutex<Cluster>>,
     lb_url: String,
+    /// The load balancer's and the mock issuer's origins.
+    harness_origins: Vec<String>,
     nodes: usize,
     backend: String,
     resolve: Vec<(String, std::net::SocketAddr)>,
@@ -87,6 +89,10 @@ impl OwnedCluster {
     pub fn new(cluster: Cluster) -> Self {
         OwnedCluster {
             lb_url: cluster.lb_url(),
+            harness_origins: [cluster.lb_url(), cluster.issuer().url().to_owned()]
+                .iter()
+                .filter_map(|u| origin_of(u))
+                .collect(),
             nodes: cluster.node_count(),
             backend: cluster.backend_name().into(),
             resolve: cluster.resolve().to_vec(),
@@ -163,8 +169,8 @@ impl Target for OwnedCluster {
         Some(self.cluster.lock().await.issuer().calls(endpoint))
     }
 
-    fn harness_runs_issuer_and_lb(&self) -> bool {
-        true
+    fn harness_origins(&self) -> Vec<String> {
+        self.harness_origins.clone()
     }
 
     async fn issuer_load(&self) -> Option<String> {
@@ -224,7 +230,12 @@ impl Target for ControlClient {
         None
     }
 
-    fn harness_runs_issuer_and_lb(&self) -> bool {
-        true
+    fn harness_origins(&self) -> Vec<String> {
+        origin_of(&self.file.lb_url).into_iter().collect()
     }
+}
+
+/// `http://host:port` of a URL.
+pub(crate) fn origin_of(url: &str) -> Option<String> {
+    Some(url::Url::parse(url).ok()?.origin().ascii_serialization())
 }
