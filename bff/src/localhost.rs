@@ -1,10 +1,11 @@
 //! `localhost` and `*.localhost` resolve to loopback (RFC 6761 §6.3), as curl and browsers do.
 //! glibc resolves `localhost` from `/etc/hosts` but not `issuer.localhost`, so without this a
 //! gateway configured with the URL a browser on the same host uses
-//! (`http://issuer.localhost:9400`) never loads the issuer's discovery. A name the hosts file
-//! maps explicitly keeps that mapping (a container whose `issuer.localhost` is its host's
-//! gateway, `--add-host`), as nss-myhostname does; no DNS is asked for a localhost name. Every
-//! other name goes to the system resolver.
+//! (`http://issuer.localhost:9400`) never loads the issuer's discovery. A name the system
+//! resolver does know keeps its answer (a container whose `issuer.localhost` is its host's
+//! gateway through `--add-host`, or another container through a network alias); only a
+//! localhost name it cannot resolve goes to loopback, as nss-myhostname does. Every other name
+//! goes to the system resolver alone.
 //!
 //! Two resolvers over the same rule: one for the reqwest client that talks to the issuer, one
 //! for the hyper connector of the upstream proxy client.
@@ -29,27 +30,6 @@ fn loopback() -> [SocketAddr; 2] {
     [SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), SocketAddr::from((Ipv6Addr::LOCALHOST, 0))]
 }
 
-/// Where a localhost name goes: the hosts file's own entry for it, else loopback.
-fn localhost_addrs(host: &str) -> Vec<SocketAddr> {
-    let mapped = std::fs::read_to_string("/etc/hosts").map(|text| hosts_entry(&text, host)).unwrap_or_default();
-    if mapped.is_empty() { loopback().to_vec() } else { mapped }
-}
-
-/// The addresses `hosts` (the hosts file's format: an address, then names; `#` comments) gives
-/// `name`, in file order.
-fn hosts_entry(hosts: &str, name: &str) -> Vec<SocketAddr> {
-    let name = name.trim_end_matches('.');
-    hosts
-        .lines()
-        .map(|line| line.split('#').next().unwrap_or_default())
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let address: std::net::IpAddr = fields.next()?.parse().ok()?;
-            fields.any(|n| n.trim_end_matches('.').eq_ignore_ascii_case(name)).then(|| SocketAddr::new(address, 0))
-        })
-        .collect()
-}
-
 /// For `reqwest::ClientBuilder::dns_resolver`.
 pub struct LocalhostResolver;
 
@@ -57,11 +37,12 @@ impl reqwest::dns::Resolve for LocalhostResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            if is_localhost(&host) {
-                let addrs: reqwest::dns::Addrs = Box::new(localhost_addrs(&host).into_iter());
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await.map(|found| found.collect::<Vec<_>>());
+            if is_localhost(&host) && !found.as_ref().is_ok_and(|f| !f.is_empty()) {
+                let addrs: reqwest::dns::Addrs = Box::new(loopback().into_iter());
                 return Ok(addrs);
             }
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let found = found?;
             let addrs: reqwest::dns::Addrs = Box::new(found.into_iter());
             Ok(addrs)
         })
@@ -91,13 +72,16 @@ impl tower::Service<Name> for LocalhostAwareGai {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        if is_localhost(name.as_str()) {
-            let addrs: ResolvedAddrs = Box::new(localhost_addrs(name.as_str()).into_iter());
-            return Box::pin(std::future::ready(Ok(addrs)));
-        }
+        let localhost = is_localhost(name.as_str());
         let lookup = self.0.call(name);
         Box::pin(async move {
-            let addrs: ResolvedAddrs = Box::new(lookup.await?);
+            let found: Result<Vec<SocketAddr>, std::io::Error> = lookup.await.map(|f| f.collect());
+            let addrs: ResolvedAddrs = match found {
+                Ok(found) if !found.is_empty() => Box::new(found.into_iter()),
+                _ if localhost => Box::new(loopback().into_iter()),
+                Ok(found) => Box::new(found.into_iter()),
+                Err(error) => return Err(error),
+            };
             Ok(addrs)
         })
     }
@@ -117,13 +101,15 @@ mod tests {
         }
     }
 
-    /// A container's hosts file maps `issuer.localhost` to its host's gateway: that mapping holds.
-    #[test]
-    fn an_explicit_hosts_entry_wins_over_loopback() {
-        let hosts = "127.0.0.1\tlocalhost\n# a comment issuer.localhost\n172.17.0.1 host.docker.internal issuer.localhost # added\n";
-        assert_eq!(hosts_entry(hosts, "issuer.localhost"), vec![SocketAddr::from(([172, 17, 0, 1], 0))]);
-        assert_eq!(hosts_entry(hosts, "ISSUER.localhost."), vec![SocketAddr::from(([172, 17, 0, 1], 0))]);
-        assert!(hosts_entry(hosts, "api.localhost").is_empty(), "unmapped: loopback is used");
+    /// A localhost name the system knows keeps its address (here `localhost` itself, from the
+    /// hosts file); the test below shows the loopback for one it does not know.
+    #[tokio::test]
+    async fn a_name_the_system_resolves_keeps_its_answer() {
+        use std::str::FromStr;
+        let mut resolver = LocalhostAwareGai::default();
+        let addrs: Vec<SocketAddr> =
+            tower::Service::call(&mut resolver, Name::from_str("localhost").unwrap()).await.unwrap().collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty(), "{addrs:?}");
     }
 
     #[tokio::test]
