@@ -35,6 +35,7 @@
 //! configuration error, not an outage: [`RedisLink::check_tls`] finds it at start-up, and the
 //! node exits as for any bad setting instead of waiting for a Redis that will never do.
 
+mod confirmed_writes;
 mod target;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,6 +47,8 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 use tokio::sync::Notify;
 
 pub use target::RedisTarget;
+
+use confirmed_writes::ConfirmedWrites;
 
 use crate::store_error::StoreError;
 
@@ -75,6 +78,15 @@ struct Current {
     manager: ConnectionManager,
     client: redis::Client,
     address: String,
+    /// Connections of their own for writes that wait for replicas, to this server.
+    confirmed_writes: ConfirmedWrites,
+}
+
+impl Current {
+    fn new(manager: ConnectionManager, client: redis::Client, address: String, timeout: Duration) -> Self {
+        let confirmed_writes = ConfirmedWrites::new(client.clone(), timeout);
+        Current { manager, client, address, confirmed_writes }
+    }
 }
 
 pub struct RedisLink {
@@ -229,7 +241,7 @@ impl RedisLink {
         let client = self.locate().await?;
         let manager = ConnectionManager::new_with_config(client.clone(), self.manager_config()).await?;
         let address = client.get_connection_info().addr().to_string();
-        Ok(Current { manager, client, address })
+        Ok(Current::new(manager, client, address, self.timeout))
     }
 
     /// With Sentinel: asks the sentinels for the master again and moves the connection when it
@@ -263,7 +275,7 @@ impl RedisLink {
                 Ok(Ok(manager)) => {
                     tracing::warn!(%address, "redis master moved: connected to the new master");
                     *self.current.write().unwrap_or_else(|e| e.into_inner()) =
-                        Some(Arc::new(Current { manager, client, address }));
+                        Some(Arc::new(Current::new(manager, client, address, self.timeout)));
                     self.reconnected();
                 }
                 Ok(Err(error)) => {
@@ -335,16 +347,36 @@ impl RedisLink {
     /// A handle on the shared connection (cheap to clone), or `Unavailable` before the first
     /// connection succeeded.
     pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        self.current()
-            .map(|current| current.manager.clone())
-            .ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
+        self.connected().map(|current| current.manager.clone())
+    }
+
+    fn connected(&self) -> Result<Arc<Current>, StoreError> {
+        self.current().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
 
     /// Runs one command, mapping every failure to `Unavailable`; a [`Retry::Safe`] command whose
     /// connection dropped runs once more on a fresh one (with Sentinel: on the master the
     /// sentinels name now).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T, StoreError> {
-        self.attempt(retry, |mut conn| async move { cmd.query_async(&mut conn).await }).await
+        self.attempt(retry, |current| async move { cmd.query_async(&mut current.manager.clone()).await }).await
+    }
+
+    /// Runs a write and then `WAIT` for `replicas` replicas (bounded by `redis_timeout`), in
+    /// one round trip on a connection of their own, so that the wait holds up nobody else's
+    /// commands. Answers the write's answer and how many replicas confirmed it; fewer than
+    /// `replicas` is not an error (the write stands on the master). Retried as
+    /// [`RedisLink::query`] is.
+    pub async fn write_and_wait<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        replicas: u32,
+        retry: Retry,
+    ) -> Result<(T, u32), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone());
+        pipe.cmd("WAIT").arg(replicas).arg(self.timeout.as_millis() as u64);
+        let pipe = &pipe;
+        self.attempt(retry, |current| async move { current.confirmed_writes.send(pipe).await }).await
     }
 
     fn is_sentinel(&self) -> bool {
@@ -357,19 +389,19 @@ impl RedisLink {
         pipe: &redis::Pipeline,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        self.attempt(retry, |mut conn| async move { pipe.query_async(&mut conn).await }).await
+        self.attempt(retry, |current| async move { pipe.query_async(&mut current.manager.clone()).await }).await
     }
 
-    /// One command or pipeline (`send`, on a connection), and the second attempt [`Retry`] and
-    /// the error allow: after the sentinels were asked where the master is now, or on the
-    /// manager's fresh connection.
+    /// One command or pipeline (`send`, to the server the link talks to), and the second
+    /// attempt [`Retry`] and the error allow: after the sentinels were asked where the master is
+    /// now, or on the manager's fresh connection.
     async fn attempt<T, F, Fut>(&self, retry: Retry, send: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Arc<Current>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let seen = self.lookups.load(Ordering::Acquire);
-        let conn = self.conn()?;
+        let conn = self.connected()?;
         let first = send(conn.clone()).await;
         if let Err(error) = &first {
             // Before anything is sent again: the next connection may reach another server.
@@ -382,7 +414,7 @@ impl RedisLink {
                 if !may_repeat(retry, &error) {
                     return Err(self.failed(error));
                 }
-                let conn = self.conn()?;
+                let conn = self.connected()?;
                 self.retry_after(error, send(conn)).await
             }
             Err(error) if retry == Retry::Safe && connection_dropped(&error) => {

@@ -20,4 +20,5 @@ mod redis_tls;
 mod refresh;
 mod routes;
 mod slow_clients;
+mod stalled_replica;
 mod upstream_view;
