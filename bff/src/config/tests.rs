@@ -261,6 +261,47 @@ fn body_and_write_timeouts_have_defaults_and_an_upper_bound() {
     }
 }
 
+/// Every duration setting, with a value its bound allows: a value far past it (the review's
+/// `100000000y`) is refused naming the key, where it was accepted and failed at the first use.
+#[test]
+fn every_duration_has_an_upper_bound_naming_its_key() {
+    let durations = [
+        ("BFF_KEY_ROTATION", "365d"),
+        ("BFF_KEY_RING_REFRESH", "1h"),
+        ("BFF_SESSION_ABSOLUTE_LIFETIME", "365d"),
+        ("BFF_SESSION_LOGIN_TIMEOUT", "1h"),
+        ("BFF_SESSION_CACHE_MAX_AGE", "1h"),
+        ("BFF_REFRESH_SKEW", "1h"),
+        ("BFF_REFRESH_LOCK_LEASE", "5m"),
+        ("BFF_UPSTREAM_TIMEOUT", "1h"),
+        ("BFF_SHUTDOWN_TIMEOUT", "1h"),
+        ("BFF_SERVER_HEADER_READ_TIMEOUT", "1h"),
+        ("BFF_SERVER_BODY_TIMEOUT", "1h"),
+        ("BFF_SERVER_WRITE_TIMEOUT", "1h"),
+        ("BFF_REDIS_TIMEOUT", "60s"),
+        ("BFF_OIDC_CLOCK_SKEW", "1h"),
+        ("BFF_OIDC_HTTP_TIMEOUT", "5m"),
+        ("BFF_OIDC_JWKS_REFRESH", "7d"),
+    ];
+    let mut idle = minimal();
+    idle.extend(env(&[("BFF_SESSION_ABSOLUTE_LIFETIME", "365d"), ("BFF_SESSION_IDLE_TIMEOUT", "30d")]));
+    assert!(Config::from_env_map(&idle).is_ok());
+    idle.insert("BFF_SESSION_IDLE_TIMEOUT".into(), "31d".into());
+    assert!(error_of(idle).starts_with("session.idle_timeout (BFF_SESSION_IDLE_TIMEOUT): must be at most"));
+    for (env, largest) in durations {
+        let mut vars = minimal();
+        // The idle timeout stays within the absolute lifetime whatever is tried here.
+        vars.insert("BFF_SESSION_IDLE_TIMEOUT".into(), "2h".into());
+        vars.insert(env.into(), largest.into());
+        assert!(Config::from_env_map(&vars).is_ok(), "{env} = {largest}: {:?}", Config::from_env_map(&vars).err());
+        for too_long in ["100000000y", "1000y"] {
+            vars.insert(env.into(), too_long.into());
+            let error = error_of(vars.clone());
+            assert!(error.contains(&format!("({env})")) && error.contains("at most"), "{env} = {too_long}: {error}");
+        }
+    }
+}
+
 #[test]
 fn redis_ca_file_must_be_a_readable_pem_for_a_rediss_url() {
     let mut ca = tempfile::NamedTempFile::new().unwrap();
