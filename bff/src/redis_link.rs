@@ -21,9 +21,9 @@
 //! that noticed is sent again and before its answer is used. [`RedisLink::server_id`] names the
 //! server the link talks to now (its `run_id`, new at every start of a Redis process).
 //!
-//! With Sentinel ([`RedisTarget::Sentinel`]) the master's address is asked of the sentinels
-//! (redis-rs's `SentinelClient`, which also checks that the server it names says it is the
-//! master). A command that finds the master gone (connection dropped or refused, a timeout,
+//! With Sentinel ([`RedisTarget::Sentinel`]) the master's address is asked of the sentinels,
+//! trusted no further than configured (TLS, their own credentials, an allow-list of masters:
+//! see `sentinels`), and the server they name must say it is the master. A command that finds the master gone (connection dropped or refused, a timeout,
 //! `READONLY` from a master demoted to replica, `MASTERDOWN`, `LOADING`) makes the link ask the
 //! sentinels again, once for all the commands that failed together, and move its connection
 //! to the new master; a command whose caller allows it is then sent there. Until the sentinels
@@ -36,6 +36,7 @@
 //! node exits as for any bad setting instead of waiting for a Redis that will never do.
 
 mod confirmed_writes;
+mod sentinels;
 mod target;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,12 +44,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use tokio::sync::Notify;
 
-pub use target::RedisTarget;
+pub use sentinels::SentinelTrust;
+pub use target::{RedisTarget, parse_master_addresses};
 
 use confirmed_writes::ConfirmedWrites;
+use sentinels::{SentinelTarget, Sentinels};
 
 use crate::store_error::StoreError;
 
@@ -69,8 +71,9 @@ pub enum Retry {
 enum Locator {
     /// One fixed address; the connection manager reconnects to it.
     Direct(redis::Client),
-    /// Whatever server the sentinels name as master, asked again after a failure.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// Whatever server the sentinels name as master (within what they are trusted with), asked
+    /// again after a failure.
+    Sentinel(Sentinels),
 }
 
 /// The connection in use, with the server it goes to.
@@ -121,6 +124,17 @@ impl RedisLink {
     /// [`RedisLink::new`] for a `rediss://` server whose certificate chains to `ca_pem` (PEM)
     /// instead of the system's roots.
     pub fn with_ca(url: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Arc<Self>, redis::RedisError> {
+        Self::trusting(url, timeout, ca_pem, &SentinelTrust::default())
+    }
+
+    /// [`RedisLink::with_ca`], and with Sentinel the credentials for the sentinels and the
+    /// addresses a master may have (see [`SentinelTrust`]).
+    pub fn trusting(
+        url: &str,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+        trust: &SentinelTrust,
+    ) -> Result<Arc<Self>, redis::RedisError> {
         let invalid =
             |reason: String| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad redis url", reason));
         let locator = match RedisTarget::parse(url).map_err(invalid)? {
@@ -131,17 +145,12 @@ impl RedisLink {
                 )?,
                 None => redis::Client::open(url)?,
             }),
-            RedisTarget::Sentinel { sentinels, master, db, password } => {
-                let sentinels: Vec<String> =
-                    sentinels.iter().map(|(host, port)| format!("redis://{host}:{port}")).collect();
-                let mut on_master = redis::RedisConnectionInfo::default().set_db(db);
-                if let Some(password) = password {
-                    on_master = on_master.set_password(password);
-                }
-                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(on_master);
-                let client = SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)?;
-                Locator::Sentinel(tokio::sync::Mutex::new(client))
-            }
+            RedisTarget::Sentinel { sentinels, master, db, password, tls } => Locator::Sentinel(Sentinels::new(
+                SentinelTarget { sentinels, master, db, password, tls },
+                ca_pem,
+                trust,
+                timeout,
+            )?),
         };
         Ok(Arc::new(RedisLink {
             locator,
@@ -229,9 +238,8 @@ impl RedisLink {
     async fn locate(&self) -> redis::RedisResult<redis::Client> {
         match &self.locator {
             Locator::Direct(client) => Ok(client.clone()),
-            Locator::Sentinel(sentinel) => {
-                let lookup = async { sentinel.lock().await.async_get_client().await };
-                tokio::time::timeout(self.timeout, lookup).await.map_err(|_| timed_out())?
+            Locator::Sentinel(sentinels) => {
+                tokio::time::timeout(self.timeout, sentinels.master()).await.map_err(|_| timed_out())?
             }
         }
     }
@@ -322,13 +330,10 @@ impl RedisLink {
     /// sentinels turn it into a replica, and what it is sent then is lost: waiting for a command
     /// to fail is not enough.
     async fn watch_sentinels(&self) -> redis::RedisResult<std::convert::Infallible> {
-        let Locator::Sentinel(sentinel) = &self.locator else {
+        let Locator::Sentinel(sentinels) = &self.locator else {
             return Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not sentinel")));
         };
-        let client =
-            tokio::time::timeout(self.timeout, async { sentinel.lock().await.async_get_sentinel_client().await })
-                .await
-                .map_err(|_| timed_out())??;
+        let client = tokio::time::timeout(self.timeout, sentinels.any()).await.map_err(|_| timed_out())??;
         let mut pubsub =
             tokio::time::timeout(self.timeout, client.get_async_pubsub()).await.map_err(|_| timed_out())??;
         pubsub.subscribe("+switch-master").await?;

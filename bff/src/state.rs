@@ -86,8 +86,8 @@ impl AppState {
     /// Builds the state without any I/O; [`AppState::start_background_tasks`] connects things.
     pub fn new(config: Config) -> Result<Self, StateError> {
         let redis = match &config.store {
-            StoreConfig::Redis { url, ca_pem, .. } => {
-                Some(RedisLink::with_ca(url, config.redis_timeout, ca_pem.as_deref())?)
+            StoreConfig::Redis { url, ca_pem, sentinel, .. } => {
+                Some(RedisLink::trusting(url, config.redis_timeout, ca_pem.as_deref(), sentinel)?)
             }
             StoreConfig::Memory => None,
         };

@@ -25,7 +25,7 @@ pub const KEYS: &[Key] = &[
         "redis_url",
         "BFF_REDIS_URL",
         None,
-        "redis://host:port[/db], or redis+sentinel://host:port,host:port/master[/db]; unset = in-memory store, one node only",
+        "redis://host:port[/db] (rediss:// for TLS), or redis+sentinel://host:port,host:port/master[/db] (rediss+sentinel:// for TLS to sentinels and master); unset = in-memory store, one node only",
     ),
     key(
         "redis_sentinels",
@@ -40,6 +40,24 @@ pub const KEYS: &[Key] = &[
         "with redis_sentinels: the master name the sentinels watch",
     ),
     key(
+        "redis_sentinel_username",
+        "BFF_REDIS_SENTINEL_USERNAME",
+        None,
+        "with Sentinel: the user the gateway logs in to the sentinels as (their ACL); needs redis_sentinel_password",
+    ),
+    key(
+        "redis_sentinel_password",
+        "BFF_REDIS_SENTINEL_PASSWORD",
+        None,
+        "with Sentinel: the sentinels' own password (their requirepass, or the ACL user's); the master's password is in the URL",
+    ),
+    key(
+        "redis_sentinel_masters",
+        "BFF_REDIS_SENTINEL_MASTERS",
+        None,
+        "with Sentinel: host:port,host:port… a master may have; a master a sentinel names outside the list is refused before anything is sent to it; unset = any",
+    ),
+    key(
         "redis_wait_replicas",
         "BFF_REDIS_WAIT_REPLICAS",
         Some("0"),
@@ -50,7 +68,7 @@ pub const KEYS: &[Key] = &[
         "redis_ca_file",
         "BFF_REDIS_CA_FILE",
         None,
-        "rediss:// only: PEM file of the CA certificate(s) that sign Redis's TLS certificate (a private CA); unset = the system's roots",
+        "rediss:// and rediss+sentinel:// only: PEM file of the CA certificate(s) that sign the TLS certificates of Redis (and of the sentinels); unset = the system's roots",
     ),
     key("redis_timeout", "BFF_REDIS_TIMEOUT", Some("2s"), "bound on one Redis command"),
     key("key_ring", "BFF_KEY_RING", None, "redis (shared, default with Redis) or local (this node only)"),

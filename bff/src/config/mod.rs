@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::redis_link::RedisTarget;
+use crate::redis_link::{RedisTarget, SentinelTrust, parse_master_addresses};
 use base64::Engine;
 use url::Url;
 
@@ -48,8 +48,9 @@ pub enum StoreConfig {
     /// Node memory: a single node only, lost on restart.
     Memory,
     /// Redis, shared by every node; `ca_pem` (from `redis_ca_file`) is the CA a `rediss://`
-    /// server's certificate must chain to, instead of the system's roots.
-    Redis { url: String, key_prefix: String, ca_pem: Option<Vec<u8>> },
+    /// server's certificate must chain to, instead of the system's roots; `sentinel`: what the
+    /// sentinels are trusted with (their credentials, the masters they may name).
+    Redis { url: String, key_prefix: String, ca_pem: Option<Vec<u8>>, sentinel: SentinelTrust },
 }
 
 /// Where the keys that seal sessions live.
@@ -259,6 +260,7 @@ impl Config {
                 let scheme = url.split("://").next().unwrap_or_default().to_owned();
                 StoreConfig::Redis {
                     ca_pem: read_redis_ca(src, &scheme)?,
+                    sentinel: read_sentinel_trust(src, scheme.ends_with("+sentinel"))?,
                     url,
                     key_prefix: src.string_or("redis_key_prefix"),
                 }
@@ -268,6 +270,7 @@ impl Config {
                     .map_err(|reason| src.invalid("redis_sentinels", reason))?;
                 StoreConfig::Redis {
                     ca_pem: read_redis_ca(src, "redis+sentinel")?,
+                    sentinel: read_sentinel_trust(src, true)?,
                     url,
                     key_prefix: src.string_or("redis_key_prefix"),
                 }
@@ -561,11 +564,43 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// The CA file for `rediss://`, read and checked to hold at least one PEM certificate.
+/// What the sentinels are trusted with: `redis_sentinel_username`, `redis_sentinel_password`
+/// and `redis_sentinel_masters`, each refused without Sentinel (it would protect nothing).
+fn read_sentinel_trust(src: &Source, sentinel: bool) -> Result<SentinelTrust, ConfigError> {
+    let trust = SentinelTrust {
+        username: src.string("redis_sentinel_username"),
+        password: src.string("redis_sentinel_password"),
+        masters: match src.string("redis_sentinel_masters") {
+            None => Vec::new(),
+            Some(list) => {
+                parse_master_addresses(&list).map_err(|reason| src.invalid("redis_sentinel_masters", reason))?
+            }
+        },
+    };
+    if !sentinel {
+        for (key, set) in [
+            ("redis_sentinel_username", trust.username.is_some()),
+            ("redis_sentinel_password", trust.password.is_some()),
+            ("redis_sentinel_masters", !trust.masters.is_empty()),
+        ] {
+            if set {
+                return Err(src
+                    .invalid(key, "needs Sentinel (redis+sentinel://, rediss+sentinel:// or redis_sentinels)".into()));
+            }
+        }
+    }
+    if trust.username.is_some() && trust.password.is_none() {
+        return Err(src.invalid("redis_sentinel_password", "needed with redis_sentinel_username".into()));
+    }
+    Ok(trust)
+}
+
+/// The CA file for `rediss://` or `rediss+sentinel://`, read and checked to hold at least one
+/// PEM certificate.
 fn read_redis_ca(src: &Source, scheme: &str) -> Result<Option<Vec<u8>>, ConfigError> {
     let Some(path) = src.string("redis_ca_file") else { return Ok(None) };
-    if scheme != "rediss" {
-        return Err(src.invalid("redis_ca_file", "needs a rediss:// redis_url".into()));
+    if scheme != "rediss" && scheme != "rediss+sentinel" {
+        return Err(src.invalid("redis_ca_file", "needs a rediss:// or rediss+sentinel:// redis_url".into()));
     }
     let pem = std::fs::read(&path).map_err(|e| src.invalid("redis_ca_file", format!("cannot read {path}: {e}")))?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {

@@ -382,3 +382,34 @@ fn bad_sentinel_settings_name_their_key() {
     vars.insert("BFF_REDIS_WAIT_REPLICAS".into(), "many".into());
     assert!(error_of(vars).starts_with("redis_wait_replicas (BFF_REDIS_WAIT_REPLICAS)"));
 }
+
+#[test]
+fn sentinel_trust_is_read_and_refused_without_sentinel() {
+    let mut ca = tempfile::NamedTempFile::new().unwrap();
+    write!(ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    let mut vars = minimal();
+    vars.extend(env(&[
+        ("BFF_KEY_RING", "local"),
+        ("BFF_REDIS_URL", "rediss+sentinel://:pw@s1:26379/mymaster"),
+        ("BFF_REDIS_CA_FILE", &ca.path().display().to_string()),
+        ("BFF_REDIS_SENTINEL_USERNAME", "gateway"),
+        ("BFF_REDIS_SENTINEL_PASSWORD", "sentinel-pw"),
+        ("BFF_REDIS_SENTINEL_MASTERS", "10.0.0.5:6379,10.0.0.6:6379"),
+    ]));
+    let c = Config::from_env_map(&vars).unwrap();
+    let StoreConfig::Redis { sentinel, ca_pem, .. } = c.store else { panic!("redis") };
+    assert!(ca_pem.is_some());
+    assert_eq!(sentinel.username.as_deref(), Some("gateway"));
+    assert_eq!(sentinel.masters, vec![("10.0.0.5".to_owned(), 6379), ("10.0.0.6".to_owned(), 6379)]);
+
+    vars.insert("BFF_REDIS_SENTINEL_MASTERS".into(), "10.0.0.5".into());
+    assert!(error_of(vars.clone()).starts_with("redis_sentinel_masters (BFF_REDIS_SENTINEL_MASTERS)"));
+    vars.remove("BFF_REDIS_SENTINEL_MASTERS");
+    vars.remove("BFF_REDIS_SENTINEL_PASSWORD");
+    assert!(error_of(vars.clone()).starts_with("redis_sentinel_password (BFF_REDIS_SENTINEL_PASSWORD)"));
+    vars.remove("BFF_REDIS_SENTINEL_USERNAME");
+    vars.remove("BFF_REDIS_CA_FILE");
+    vars.insert("BFF_REDIS_URL".into(), "redis://127.0.0.1:6379".into());
+    vars.insert("BFF_REDIS_SENTINEL_PASSWORD".into(), "sentinel-pw".into());
+    assert!(error_of(vars).starts_with("redis_sentinel_password (BFF_REDIS_SENTINEL_PASSWORD): needs Sentinel"));
+}

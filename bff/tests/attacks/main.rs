@@ -19,6 +19,7 @@ mod metrics;
 mod redis_tls;
 mod refresh;
 mod routes;
+mod sentinel_trust;
 mod slow_clients;
 mod stalled_replica;
 mod upstream_view;
