@@ -30,10 +30,11 @@
 //! name a master that answers, commands fail with `Unavailable` (a 503), and the next command
 //! after that finds the new master by itself.
 //!
-//! `rediss://` is TLS through rustls (redis-rs's `tokio-rustls-comp`), verified against the
-//! system's roots or the CA of `redis_ca_file`. A server whose certificate does not verify is a
-//! configuration error, not an outage: [`RedisLink::check_tls`] finds it at start-up, and the
-//! node exits as for any bad setting instead of waiting for a Redis that will never do.
+//! `rediss://` (and `rediss+sentinel://`) is TLS through rustls (redis-rs's `tokio-rustls-comp`),
+//! verified against the system's roots or the CA of `redis_ca_file`. A server whose certificate
+//! does not verify (with Sentinel: when no sentinel's does) is a configuration error, not an
+//! outage: [`RedisLink::check_tls`] finds it at start-up, and the node exits as for any bad
+//! setting instead of waiting for a Redis that will never do.
 
 mod confirmed_writes;
 mod sentinels;
@@ -205,29 +206,33 @@ impl RedisLink {
         }
     }
 
-    /// For `rediss://`: one connection attempt, to tell a certificate that does not verify (or
-    /// a server that does not speak TLS) from Redis being down. Only the first is an error;
-    /// an unreachable Redis is left to the background connection, as for `redis://`.
+    /// For `rediss://` (with `rediss+sentinel://`, each sentinel until one verifies): one
+    /// connection attempt, to tell a certificate that does not verify (or a server that does
+    /// not speak TLS) from Redis being down. Only the first is an error; an unreachable Redis is
+    /// left to the background connection, as for `redis://`.
     pub async fn check_tls(&self) -> Result<(), String> {
-        let Locator::Direct(client) = &self.locator else {
-            return Ok(());
+        let servers: &[redis::Client] = match &self.locator {
+            Locator::Direct(client) => std::slice::from_ref(client),
+            Locator::Sentinel(sentinels) => sentinels.clients(),
         };
-        if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }) {
-            return Ok(());
-        }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        match client.get_multiplexed_async_connection_with_config(&config).await {
-            Ok(_) => Ok(()),
-            Err(error) => match tls_failure(&error) {
-                Some(reason) => Err(reason),
-                None => {
-                    tracing::warn!(%error, "redis unreachable at start-up; retrying in the background");
-                    Ok(())
-                }
-            },
+        // With Sentinel, one sentinel whose certificate verifies is enough to start.
+        let mut refused = None;
+        for client in servers {
+            if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                continue;
+            }
+            match client.get_multiplexed_async_connection_with_config(&config).await {
+                Ok(_) => return Ok(()),
+                Err(error) => match tls_failure(&error) {
+                    Some(reason) => refused = Some(reason),
+                    None => tracing::warn!(%error, "redis unreachable at start-up; retrying in the background"),
+                },
+            }
         }
+        refused.map_or(Ok(()), Err)
     }
 
     fn current(&self) -> Option<Arc<Current>> {

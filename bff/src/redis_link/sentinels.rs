@@ -134,6 +134,11 @@ impl Sentinels {
         self.allowed.is_empty() || self.allowed.iter().any(|(h, p)| h == host && *p == port)
     }
 
+    /// A client of each sentinel, in the configured order.
+    pub(super) fn clients(&self) -> &[redis::Client] {
+        &self.sentinels
+    }
+
     /// A client of the first sentinel that answers, for its announcements.
     pub(super) async fn any(&self) -> RedisResult<redis::Client> {
         let mut last = None;

@@ -5,7 +5,8 @@
 //! `rediss+sentinel://` with the sentinel's password and an allow-list that holds the master
 //! stores sessions there; a node whose allow-list does not hold it never becomes ready and
 //! opens no connection to the master; a node with the wrong sentinel password is not ready
-//! either.
+//! either; a CA that did not sign the sentinel's certificate stops the node at start-up (exit
+//! 64 naming `redis_ca_file`).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -137,4 +138,27 @@ async fn sentinels_and_master_over_tls_with_passwords_and_an_allow_list_of_maste
     .await;
     let ready = reqwest::get(format!("{}/ready", wrong.url())).await.unwrap();
     assert_eq!(ready.status(), 503);
+
+    drop(wrong);
+
+    // A CA that signed neither the sentinel's certificate nor the master's: a configuration
+    // error at start-up, as for rediss://.
+    let port = harness::process::free_port();
+    let run = tokio::process::Command::new(crate::stack::BFF)
+        .env_clear()
+        .env("BFF_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BFF_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("BFF_OIDC_AUTHORITY", issuer.url())
+        .env("BFF_OIDC_CLIENT_ID", "bff-client")
+        .env("BFF_OIDC_CLIENT_SECRET", "bff-secret")
+        .env("BFF_KEY_ENCRYPTION_KEY", harness::cluster::KEY_ENCRYPTION_KEY)
+        .env("BFF_REDIS_URL", &url)
+        .env("BFF_REDIS_CA_FILE", dir.path().join("other-ca.pem").display().to_string())
+        .env("BFF_REDIS_SENTINEL_PASSWORD", SENTINEL_PASSWORD)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), run).await.expect("a wrong CA ends the node").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("redis_ca_file") && stderr.contains("certificate"), "{stderr}");
 }
