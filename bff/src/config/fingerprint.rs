@@ -3,9 +3,9 @@
 //! scale-out bug that a test of identical nodes never sees.
 //!
 //! Plain settings are shown as they are (a Redis password is never part of them). Secrets (the
-//! client secret, the key-encryption key, the Redis password) are shown only as
-//! HMAC-SHA256(key = [`digest_key`] of the operator's `ops_token`, nonce ‖ name ‖ value), cut to
-//! 128 bits: equal on nodes that share the secret, and useless for guessing the secret offline
+//! client secret, the key-encryption key, the Redis password, the sentinels' password) are shown
+//! only as HMAC-SHA256(key = [`digest_key`] of the operator's `ops_token`, nonce ‖ name ‖
+//! value), cut to 128 bits: equal on nodes that share the secret, and useless for guessing the secret offline
 //! without the token. The caller's fresh nonce keeps one answer from matching another. The HMAC
 //! key is derived from the token (HKDF-SHA256 with a label of its own), not the token itself: a
 //! token that is the credential of the endpoint is not also a key whose outputs the endpoint's
@@ -65,7 +65,7 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
     let mut out = vec![plain("version", version().to_owned())];
     match &config.store {
         StoreConfig::Memory => out.push(plain("store", "memory".into())),
-        StoreConfig::Redis { url, key_prefix, .. } => {
+        StoreConfig::Redis { url, key_prefix, sentinel, .. } => {
             let target = crate::redis_link::RedisTarget::parse(url).ok();
             let address = target.as_ref().map(|t| t.address()).unwrap_or_default();
             let db = target.as_ref().map(|t| t.db()).unwrap_or(0);
@@ -75,6 +75,15 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
             out.push(plain("redis.db", db.to_string()));
             out.push(plain("redis.key_prefix", key_prefix.clone()));
             out.push(digest("redis.password", password.as_deref()));
+            if matches!(target, Some(crate::redis_link::RedisTarget::Sentinel { .. })) {
+                let masters: Vec<String> = sentinel.masters.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                out.push(plain(
+                    "redis.sentinel_masters",
+                    if masters.is_empty() { "any".into() } else { masters.join(",") },
+                ));
+                out.push(plain("redis.sentinel_username", sentinel.username.clone().unwrap_or_else(|| "none".into())));
+                out.push(digest("redis.sentinel_password", sentinel.password.as_deref().map(str::as_bytes)));
+            }
         }
     }
     out.push(plain(
