@@ -5,11 +5,12 @@
 //! Plain settings are shown as they are (a Redis password is never part of them). Secrets (the
 //! client secret, the key-encryption key, the Redis password, the sentinels' password) are shown
 //! only as HMAC-SHA256(key = [`digest_key`] of the operator's `ops_token`, nonce ‖ name ‖
-//! value), cut to 128 bits: equal on nodes that share the secret, and useless for guessing the secret offline
-//! without the token. The caller's fresh nonce keeps one answer from matching another. The HMAC
-//! key is derived from the token (HKDF-SHA256 with a label of its own), not the token itself: a
-//! token that is the credential of the endpoint is not also a key whose outputs the endpoint's
-//! callers collect, and a future use of the token as a key gets another label.
+//! value), cut to 128 bits: equal on nodes that share the secret, and useless for guessing the
+//! secret offline without the token. The caller's fresh nonce keeps one answer from matching
+//! another. The HMAC key is derived from the token (HKDF-SHA256 with a label of its own), not
+//! the token itself: a token that is the credential of the endpoint is not also a key whose
+//! outputs the endpoint's callers collect, and a future use of the token as a key gets another
+//! label.
 
 use aws_lc_rs::{hkdf, hmac};
 use serde::Serialize;
