@@ -193,6 +193,8 @@ pub struct Config {
     pub log_filter: String,
     /// Bound on finishing in-flight requests after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How often an open WebSocket checks that its session still exists.
+    pub websocket_session_check: Duration,
     pub server: ServerLimits,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
@@ -427,6 +429,7 @@ impl Config {
             })?,
             log_filter: src.string_or("log_level"),
             shutdown_timeout: src.duration("shutdown_timeout")?,
+            websocket_session_check: src.duration("websocket.session_check")?,
             server: ServerLimits {
                 header_read_timeout: src.duration("server.header_read_timeout")?,
                 body_timeout: src.duration_at_most("server.body_timeout", SERVER_TIMEOUT_MAX)?,
