@@ -9,6 +9,10 @@
 //! without the gateway's own cookies and without the browser's own `Authorization`, with
 //! `X-Forwarded-*` set by the gateway (see [`set_forwarding_headers`]), and the response streamed back without any `Set-Cookie` for the
 //! gateway's cookies. An unreachable upstream is a 502, a slow one a 504.
+//!
+//! A WebSocket handshake takes the same path with an `Origin` check in place of the CSRF header;
+//! once the upstream accepted the gateway's own handshake, the two sockets are joined by
+//! [`crate::websocket`]. Event streams pass unbuffered and are counted ([`event_stream`]).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;

@@ -80,6 +80,9 @@ struct Waiter {
     arrived: Notify,
 }
 
+/// Told the key of a session that changed, or `None` when any may have.
+type ChangeHook = Box<dyn Fn(Option<&str>) + Send + Sync>;
+
 pub struct NodeCache {
     entries: quick_cache::sync::Cache<String, Arc<Cached>>,
     max_age: Duration,
@@ -107,7 +110,7 @@ pub struct NodeCache {
     /// Told the key of every session that changed (`None`: any may have, as when the cache is
     /// switched on or off and notices may have been missed): the node's open WebSockets check
     /// their session (see [`super::OpenSockets`]).
-    on_change: std::sync::OnceLock<Box<dyn Fn(Option<&str>) + Send + Sync>>,
+    on_change: std::sync::OnceLock<ChangeHook>,
 }
 
 static HITS: LazyLock<metrics::Counter> =

@@ -38,22 +38,22 @@ pub struct SessionWatch {
 
 /// Why a relay ended, for metrics and logs.
 #[derive(Debug, Clone, Copy)]
-enum Ended {
+enum Closed {
     Client,
     Upstream,
-    SessionEnded,
+    SessionEnd,
     GoingAway,
     Error,
 }
 
-impl Ended {
+impl Closed {
     fn label(self) -> &'static str {
         match self {
-            Ended::Client => "client",
-            Ended::Upstream => "upstream",
-            Ended::SessionEnded => "session_ended",
-            Ended::GoingAway => "going_away",
-            Ended::Error => "error",
+            Closed::Client => "client",
+            Closed::Upstream => "upstream",
+            Closed::SessionEnd => "session_ended",
+            Closed::GoingAway => "going_away",
+            Closed::Error => "error",
         }
     }
 }
@@ -91,7 +91,7 @@ pub async fn relay(
         Err(error) => {
             tracing::warn!(%error, "upstream WebSocket not handed over");
             let _ = client.send(close_to_client(1011, "upstream unavailable")).await;
-            count(Ended::Error);
+            count(Closed::Error);
             return;
         }
     };
@@ -105,43 +105,43 @@ pub async fn relay(
                 Some(Ok(ws::Message::Close(frame))) => {
                     let frame = frame.map(|f| CloseFrame { code: CloseCode::from(f.code), reason: f.reason.as_str().into() });
                     let _ = upstream.send(ts::Message::Close(frame)).await;
-                    break Ended::Client;
+                    break Closed::Client;
                 }
                 Some(Ok(message)) => {
                     let Some(message) = to_upstream(message) else { continue };
                     if upstream.send(message).await.is_err() {
                         let _ = client.send(close_to_client(1011, "upstream failed")).await;
-                        break Ended::Error;
+                        break Closed::Error;
                     }
                 }
                 Some(Err(_)) | None => {
                     let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
-                    break Ended::Client;
+                    break Closed::Client;
                 }
             },
             message = upstream.next() => match message {
                 Some(Ok(ts::Message::Close(frame))) => {
                     let frame = frame.map(|f| ws::CloseFrame { code: f.code.into(), reason: f.reason.as_str().into() });
                     let _ = client.send(ws::Message::Close(frame)).await;
-                    break Ended::Upstream;
+                    break Closed::Upstream;
                 }
                 Some(Ok(message)) => {
                     let Some(message) = to_client(message) else { continue };
                     if client.send(message).await.is_err() {
                         let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
-                        break Ended::Client;
+                        break Closed::Client;
                     }
                 }
                 Some(Err(_)) | None => {
                     let _ = client.send(close_to_client(1011, "upstream failed")).await;
-                    break Ended::Upstream;
+                    break Closed::Upstream;
                 }
             },
             signal = registration.signals.recv() => match signal {
                 Some(SocketSignal::GoingAway) | None => {
                     let _ = client.send(close_to_client(1001, "going away")).await;
                     let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
-                    break Ended::GoingAway;
+                    break Closed::GoingAway;
                 }
                 Some(SocketSignal::Recheck) => {
                     if session_ended(&state, session.as_ref()).await {
@@ -167,10 +167,10 @@ pub async fn relay(
     .await;
 }
 
-async fn end_session(client: &mut WebSocket, upstream: &mut Upstream) -> Ended {
+async fn end_session(client: &mut WebSocket, upstream: &mut Upstream) -> Closed {
     let _ = client.send(close_to_client(1008, "session ended")).await;
     let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
-    Ended::SessionEnded
+    Closed::SessionEnd
 }
 
 /// Whether the watched session no longer exists or is past its lifetime. A store that does not
@@ -186,7 +186,7 @@ async fn session_ended(state: &AppState, session: Option<&SessionWatch>) -> bool
     }
 }
 
-fn count(ended: Ended) {
+fn count(ended: Closed) {
     metrics::counter!("bff_websocket_closes_total", "by" => ended.label()).increment(1);
 }
 

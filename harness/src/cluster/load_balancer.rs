@@ -7,6 +7,10 @@
 //! virtual users send `user/sequence number`) goes to the node a hash of the seed and that key
 //! picks among the live nodes, whatever order concurrent users arrive in; other requests draw
 //! from a generator seeded with it. The header never reaches a node.
+//!
+//! A WebSocket handshake goes to a node like a request, and the sockets are then joined (see
+//! `lb_websocket`). Responses are read whole before they are passed on: an event stream does not
+//! stream through this balancer.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

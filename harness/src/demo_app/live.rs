@@ -3,6 +3,8 @@
 //! token came, which cookies), so that a test can check what the gateway forwarded.
 //!
 //! - `…/echo`: a WebSocket that sends back every text and binary message;
+//! - `…/ticks`: a WebSocket on which the API pushes `{"n": 1}`, `{"n": 2}`, … every second (the
+//!   example app's live panel);
 //! - `…/clock?every=100ms&count=600`: `text/event-stream`, one event every `every`, `count`
 //!   events (default: every second, for ever); each event's data is
 //!   `{"n": 1, "sent_unix_micros": …}`, the moment the upstream wrote it.
@@ -70,6 +72,30 @@ async fn live(State(handshakes): State<Arc<Mutex<Vec<Handshake>>>>, request: Req
                 };
                 if socket.send(echo).await.is_err() {
                     break;
+                }
+            }
+        });
+    }
+    if path.ends_with("/ticks") {
+        let (mut parts, _) = request.into_parts();
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+        return upgrade.on_upgrade(|mut socket| async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            for n in 1u64.. {
+                tokio::select! {
+                    _ = every.tick() => {
+                        let tick = serde_json::json!({ "n": n }).to_string();
+                        if socket.send(Message::text(tick)).await.is_err() {
+                            break;
+                        }
+                    }
+                    message = socket.recv() => match message {
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => {}
+                    },
                 }
             }
         });
