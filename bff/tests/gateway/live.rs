@@ -114,6 +114,22 @@ async fn logout_on_another_node_closes_every_socket_of_that_session_only() {
 }
 
 #[tokio::test]
+async fn a_backchannel_logout_closes_the_sessions_sockets_on_every_node() {
+    let (s, _live) = live_stack(stack().nodes(2).env("BFF_WEBSOCKET_SESSION_CHECK", "10m")).await;
+    let (erin, frank) = (VirtualUser::new(Some("erin")), VirtualUser::new(Some("frank")));
+    erin.login(&s.url(0)).await.unwrap();
+    frank.login(&s.url(0)).await.unwrap();
+    let mut theirs = vec![open(&s, 0, &erin).await, open(&s, 1, &erin).await];
+    let mut other = open(&s, 1, &frank).await;
+    let token = s.issuer.logout_token(Some(&s.issuer.last_sid("erin").unwrap()), None);
+    assert_eq!(crate::stack::backchannel_logout(&s.url(1), &token).await, 200);
+    for socket in &mut theirs {
+        assert_eq!(socket.ended(Duration::from_secs(2)).await, Some(Ended::Closed(1008, "session ended".into())));
+    }
+    other.echo("still here", Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
 async fn an_idle_session_closes_its_socket_with_the_memory_store() {
     let (s, _live) = live_stack(
         stack()
