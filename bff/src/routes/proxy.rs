@@ -204,6 +204,11 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     if upgrade && !websocket::origin_allowed(request.headers(), config) {
         return refuse(StatusCode::FORBIDDEN, "WebSocket from a foreign origin", label);
     }
+    // An upgraded connection leaves the server's connection count: open sockets have a bound of
+    // their own, the same number.
+    if upgrade && state.sockets.len() >= config.server.max_connections {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many WebSockets open on this node", label);
+    }
     if !upgrade
         && route.auth != RouteAuth::None
         && config.csrf.enabled

@@ -81,6 +81,22 @@ async fn websockets_through_three_nodes_carry_the_bearer_and_echo() {
 }
 
 #[tokio::test]
+async fn open_sockets_are_bounded_by_max_connections() {
+    let (s, _live) = live_stack(stack().env("BFF_SERVER_MAX_CONNECTIONS", "3")).await;
+    let user = VirtualUser::new(None);
+    user.login(&s.url(0)).await.unwrap();
+    let mut first = vec![open(&s, 0, &user).await, open(&s, 0, &user).await, open(&s, 0, &user).await];
+    let over = LiveSocket::open(&format!("{}/live/echo", s.url(0)), &s.url(0), Some(&cookie(&user))).await;
+    assert!(matches!(over, Err(LiveSocketError::Refused(503))), "{:?}", over.err());
+    first.pop().unwrap().close().await;
+    crate::stack::eventually("a socket's place is free again", Duration::from_secs(5), || async {
+        LiveSocket::open(&format!("{}/live/echo", s.url(0)), &s.url(0), Some(&cookie(&user))).await.is_ok()
+    })
+    .await;
+    first[0].echo("still here", Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
 async fn logout_on_another_node_closes_every_socket_of_that_session_only() {
     // The periodic check is far away: only the change notice can close the sockets in time.
     let (s, _live) = live_stack(stack().nodes(3).env("BFF_WEBSOCKET_SESSION_CHECK", "10m")).await;
