@@ -28,6 +28,7 @@ pub mod session;
 pub mod state;
 pub mod store_error;
 pub mod telemetry;
+pub mod websocket;
 
 pub use config::{Config, ConfigError};
 pub use server::{RunError, run};

@@ -152,6 +152,12 @@ pub const KEYS: &[Key] = &[
     ),
     key("shutdown_timeout", "BFF_SHUTDOWN_TIMEOUT", Some("10s"), "bound on finishing in-flight requests at SIGTERM"),
     key(
+        "websocket.session_check",
+        "BFF_WEBSOCKET_SESSION_CHECK",
+        Some("5s"),
+        "how often an open WebSocket checks that its session still exists (a logout on any node closes it at once through Redis; this bounds idle and absolute expiry, and the in-memory store)",
+    ),
+    key(
         "session.cookie_name",
         "BFF_SESSION_COOKIE_NAME",
         Some("bff-session"),

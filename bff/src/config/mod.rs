@@ -202,6 +202,8 @@ pub struct Config {
     pub log_filter: String,
     /// Bound on finishing in-flight requests after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How often an open WebSocket checks that its session still exists.
+    pub websocket_session_check: Duration,
     pub server: ServerLimits,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
@@ -440,6 +442,7 @@ impl Config {
             })?,
             log_filter: src.string_or("log_level"),
             shutdown_timeout: src.duration_at_most("shutdown_timeout", HOUR)?,
+            websocket_session_check: src.duration_at_most("websocket.session_check", HOUR)?,
             server: ServerLimits {
                 header_read_timeout: src.duration_at_most("server.header_read_timeout", SERVER_TIMEOUT_MAX)?,
                 body_timeout: src.duration_at_most("server.body_timeout", SERVER_TIMEOUT_MAX)?,

@@ -7,6 +7,7 @@ mod account;
 mod backchannel;
 mod cookies;
 mod current_session;
+mod event_stream;
 mod ops;
 mod probes;
 mod proxy;

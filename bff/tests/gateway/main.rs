@@ -6,6 +6,7 @@ mod at_rest;
 mod faults;
 mod fingerprint;
 mod lifecycle;
+mod live;
 mod login;
 mod node_cache;
 mod node_cache_restart;

@@ -8,6 +8,7 @@
 mod backend;
 pub mod control;
 pub mod docker;
+mod lb_websocket;
 mod load_balancer;
 pub mod process;
 mod spec;
@@ -44,6 +45,8 @@ pub struct Cluster {
     _upstream: Option<wiremock::MockServer>,
     /// The example single-page app behind `/`, when the spec asks for it.
     _spa: Option<crate::demo_app::SpaServer>,
+    /// The real-time API behind `/live/` (WebSocket echo, event-stream clock), with the mock API.
+    _live: Option<crate::demo_app::LiveUpstream>,
 }
 
 /// Picks the backend for `auto`: Docker when a daemon answers, else processes when redis-server
@@ -120,6 +123,16 @@ impl Cluster {
         } else {
             None
         };
+        let live = if spec.api_upstream {
+            let live = crate::demo_app::LiveUpstream::start(bind)
+                .await
+                .map_err(|e| ClusterError::failed("live api upstream", e))?;
+            let port = live.addr().port();
+            routes.push(format!(r#"{{ path = "/live/", upstreams = ["http://{host}:{port}"], auth = "required" }}"#));
+            Some(live)
+        } else {
+            None
+        };
         let spa = if spec.spa {
             progress("starting the example app");
             let spa =
@@ -155,6 +168,7 @@ impl Cluster {
             run_dir,
             unready: Vec::new(),
             _upstream: upstream,
+            _live: live,
             _spa: spa,
         };
         for i in 0..cluster.spec.nodes {

@@ -11,6 +11,7 @@ mod report;
 mod runner;
 mod settle;
 mod target;
+mod websocket_restart;
 
 use std::time::Instant;
 

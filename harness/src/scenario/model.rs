@@ -165,6 +165,11 @@ pub enum Action {
     IssuerLatency,
     /// The identity provider answers 503 on every endpoint, for `millis`.
     IssuerDown,
+    /// Every user opens a WebSocket through the load balancer (`path`, default `/live/echo`)
+    /// and echoes; the node of the first socket (or `node`; `all`: each in turn) is restarted;
+    /// its sockets must get 1001 and reconnect, logged in, to another node, and the others must
+    /// still echo.
+    WebsocketRestart,
 }
 
 impl Action {
@@ -227,6 +232,7 @@ impl Action {
             Action::KillRedis => "kill-redis",
             Action::IssuerLatency => "issuer-latency",
             Action::IssuerDown => "issuer-down",
+            Action::WebsocketRestart => "websocket-restart",
         }
     }
 }

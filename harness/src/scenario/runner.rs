@@ -179,6 +179,30 @@ async fn replay<'a>(
                 }
                 continue;
             }
+            if step.action == Action::WebsocketRestart {
+                progress.set_current(format!("iteration {} · {}", iteration + 1, step.label()));
+                let started = Instant::now();
+                let result = super::websocket_restart::run(target, &users, step, ctx.began).await;
+                let at = |t: Instant| t.duration_since(ctx.began).as_secs_f64() * 1000.0;
+                let window = FaultWindow { label: step.label(), start_ms: at(started), end_ms: at(Instant::now()) };
+                ctx.faults.lock().expect("faults lock").push(window);
+                let result = result.map(|found| {
+                    events.push(found.event);
+                    found.records
+                });
+                let records = match result {
+                    Ok(records) => records,
+                    Err(error) => {
+                        stop_on(Err(error), step, &ctx).await?;
+                        Vec::new()
+                    }
+                };
+                for record in records {
+                    record_of(&ctx, record).await;
+                }
+                node_urls = target.node_urls().await;
+                continue;
+            }
             if step.action.is_user_step() {
                 match &step.during {
                     None => {
