@@ -9,6 +9,7 @@ mod lifecycle;
 mod login;
 mod node_cache;
 mod node_cache_restart;
+mod record_formats;
 mod redis_outage;
 mod refusals;
 mod stack;
