@@ -51,11 +51,34 @@ build:
 images: setup build
     {{bffctl}} images --bff-binary target/debug/bff
 
+# The previous release, bff 0.1.0 (tag v0.1.0; named by its commit, which every clone of main
+# has, tags or not), built once from its own source into target/previous-release/bff-0.1.0 for the
+# rolling-upgrade scenarios. A second run finds it and builds nothing. Needs the commit in the
+# clone's history (not a shallow clone).
+previous-release:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    commit=35917ed7fdcfa5b999e58157ab80be0cc94fbff9
+    out=target/previous-release
+    if [ -x "$out/bff-0.1.0" ]; then
+        echo "previous-release: $out/bff-0.1.0 is built"
+        exit 0
+    fi
+    git cat-file -e "$commit^{commit}" 2>/dev/null || { echo "previous-release: commit $commit (v0.1.0) is not in this clone's history (a shallow clone?): fetch it (git fetch --unshallow)" >&2; exit 2; }
+    rm -rf "$out/src"
+    mkdir -p "$out/src"
+    git archive "$commit" | tar -x -C "$out/src"
+    started=$(date +%s)
+    cargo build --manifest-path "$out/src/Cargo.toml" -p bff --bin bff --locked --target-dir "$out/target"
+    cp "$out/target/debug/bff" "$out/bff-0.1.0.part"
+    mv "$out/bff-0.1.0.part" "$out/bff-0.1.0"
+    echo "previous-release: $("$out/bff-0.1.0" --version) built from $commit in $(( $(date +%s) - started )) s"
+
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
 # every scenario (processes), the seed scenario, the link and node faults and a Redis that loses
 # its data in containers, a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
 # with its set-up), the compose deployment, and a third-party gateway (mod_auth_openidc) verified.
-test: setup build
+test: setup build previous-release
     cargo test --workspace
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
     {{bffctl}} soak --duration 60s --rate 200/s --users 100 --fault-every 15s --sample-every 2s
