@@ -20,9 +20,9 @@ use crate::store_error::StoreError;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FormatError {
     #[error(
-        "record format {theirs} (written by bff {their_version}) is in use in this Redis ({key}), and this build \
-         (bff {ours}, format {written}) reads and writes for formats {lowest} to {highest} only: finish the \
-         roll to a build that reads both, or roll back, before starting bff {ours} here"
+        "bff {ours} (record format {written}) does not start here: record format {theirs} (written by bff \
+         {their_version}) is in use in this Redis ({key}), and bff {ours} reads and writes for formats {lowest} to \
+         {highest} only: finish the roll to a build that reads both, or roll back"
     )]
     Outside { theirs: u8, their_version: String, ours: &'static str, written: u8, lowest: u8, highest: u8, key: String },
     #[error(transparent)]

@@ -51,7 +51,7 @@ pub enum RunError {
     RedisTls(String),
     /// The cluster's Redis holds records of a format this build neither reads nor writes for
     /// (see `compat`): another build, too old or too new, shares it.
-    #[error("refusing to start: {0}")]
+    #[error(transparent)]
     RecordFormat(#[from] crate::compat::FormatError),
 }
 
