@@ -53,8 +53,10 @@ images: setup build
 
 # The previous release, bff 0.1.0 (tag v0.1.0; named by its commit, which every clone of main
 # has, tags or not), built once from its own source into target/previous-release/bff-0.1.0 for the
-# rolling-upgrade scenarios. A second run finds it and builds nothing. Needs the commit in the
-# clone's history (not a shallow clone).
+# rolling-upgrade scenarios. A second run finds it and builds nothing. It shares target/ with this
+# build: its dependencies are this build's (same versions, same features), so only its own `bff`
+# crate compiles; its binary, uplifted to target/debug/bff, is copied away and this build's is put
+# back. Needs the commit in the clone's history (not a shallow clone).
 previous-release:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -69,9 +71,10 @@ previous-release:
     mkdir -p "$out/src"
     git archive "$commit" | tar -x -C "$out/src"
     started=$(date +%s)
-    cargo build --manifest-path "$out/src/Cargo.toml" -p bff --bin bff --locked --target-dir "$out/target"
-    cp "$out/target/debug/bff" "$out/bff-0.1.0.part"
+    cargo build --manifest-path "$out/src/Cargo.toml" --workspace --bin bff --locked --target-dir target
+    cp target/debug/bff "$out/bff-0.1.0.part"
     mv "$out/bff-0.1.0.part" "$out/bff-0.1.0"
+    cargo build --workspace --bin bff
     echo "previous-release: $("$out/bff-0.1.0" --version) built from $commit in $(( $(date +%s) - started )) s"
 
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
