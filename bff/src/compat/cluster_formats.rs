@@ -10,6 +10,7 @@
 //! announces nothing; every later build reads format 1.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::redis_link::{RedisLink, Retry};
@@ -43,12 +44,20 @@ pub struct ClusterFormats {
     link: Arc<RedisLink>,
     key: String,
     lifetime: Duration,
+    /// The start-up check passed and announced this build: the background task waits one
+    /// period before its first announcement.
+    announced_at_start: AtomicBool,
 }
 
 impl ClusterFormats {
     /// Announcements under `{prefix}:formats`, each counting for `lifetime`.
     pub fn new(link: Arc<RedisLink>, prefix: &str, lifetime: Duration) -> Arc<Self> {
-        Arc::new(ClusterFormats { link, key: format!("{prefix}:formats"), lifetime })
+        Arc::new(ClusterFormats {
+            link,
+            key: format!("{prefix}:formats"),
+            lifetime,
+            announced_at_start: AtomicBool::new(false),
+        })
     }
 
     /// The announcements that still count.
@@ -116,8 +125,11 @@ impl ClusterFormats {
             }
             Err(outside) => Err(outside),
             Ok(()) => {
-                if let Err(error) = self.announce().await {
-                    tracing::warn!(%error, "record format announcement failed; it runs again in the background");
+                match self.announce().await {
+                    Ok(()) => self.announced_at_start.store(true, Ordering::Relaxed),
+                    Err(error) => {
+                        tracing::warn!(%error, "record format announcement failed; it runs again in the background")
+                    }
                 }
                 Ok(())
             }
@@ -128,6 +140,9 @@ impl ClusterFormats {
     pub fn announce_in_background(self: &Arc<Self>, every: Duration) {
         let formats = self.clone();
         tokio::spawn(async move {
+            if formats.announced_at_start.load(Ordering::Relaxed) {
+                tokio::time::sleep(every).await;
+            }
             loop {
                 formats.link.connect().await;
                 match formats.check().await {
