@@ -78,7 +78,8 @@ previous-release:
     echo "previous-release: $("$out/bff-0.1.0" --version) built from $commit in $(( $(date +%s) - started )) s"
 
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
-# every scenario (processes), the seed scenario, the link and node faults and a Redis that loses
+# every scenario (processes; the rolling upgrade from and roll-back to bff 0.1.0, which
+# `previous-release` builds once), the seed scenario, the link and node faults and a Redis that loses
 # its data in containers, a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
 # with its set-up), the compose deployment, and a third-party gateway (mod_auth_openidc) verified.
 test: setup build previous-release
