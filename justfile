@@ -79,8 +79,8 @@ previous-release:
 
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
 # every scenario (processes; the rolling upgrade from and roll-back to bff 0.1.0, which
-# `previous-release` builds once), the seed scenario, the link and node faults and a Redis that loses
-# its data in containers, a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
+# `previous-release` builds once), the seed scenario, the link and node faults, a Redis that loses
+# its data and the rolling upgrade from 0.1.0 in containers (0.1.0's image under its own tag), a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
 # with its set-up), the compose deployment, and a third-party gateway (mod_auth_openidc) verified.
 test: setup build previous-release
     cargo test --workspace
@@ -90,6 +90,7 @@ test: setup build previous-release
     {{bffctl}} run scenarios/redis-link-faults.toml --backend docker --report junit target/scenarios-docker-faults.xml
     {{bffctl}} run scenarios/node-cut-off.toml --backend docker --report junit target/scenarios-docker-cut-off.xml
     {{bffctl}} run scenarios/redis-restart-data-lost.toml --backend docker --report junit target/scenarios-docker-data-lost.xml
+    {{bffctl}} run scenarios/rolling-upgrade.toml --backend docker --bff-image bff-local/bff:previous-release --report junit target/scenarios-docker-upgrade.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
     just k8s-validate
     just deploy-verify

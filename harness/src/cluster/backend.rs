@@ -126,7 +126,7 @@ pub trait Backend: Send + Sync {
 
     /// Makes node `index` (stopped) run `build` from its next start: a `bff` binary, or an
     /// image (Docker). A rolling upgrade's step.
-    fn set_node_build(&mut self, _index: usize, _build: &str) -> Result<(), ClusterError> {
+    async fn set_node_build(&mut self, _index: usize, _build: &str) -> Result<(), ClusterError> {
         Err(ClusterError::Unavailable(format!("the {} backend cannot change a node's build", self.name())))
     }
 

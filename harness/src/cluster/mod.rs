@@ -268,7 +268,7 @@ impl Cluster {
     /// [`ClusterError::NodeNotReady`], with its log.
     pub async fn upgrade_node(&mut self, index: usize, build: &str) -> Result<(), ClusterError> {
         self.stop_node(index).await?;
-        self.backend.set_node_build(index, build)?;
+        self.backend.set_node_build(index, build).await?;
         self.start_node(index).await
     }
 

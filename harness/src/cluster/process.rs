@@ -233,7 +233,7 @@ impl Backend for ProcessBackend {
         redis.start_again().await.map_err(|e| ClusterError::failed("redis", e))
     }
 
-    fn set_node_build(&mut self, index: usize, build: &str) -> Result<(), ClusterError> {
+    async fn set_node_build(&mut self, index: usize, build: &str) -> Result<(), ClusterError> {
         let binary = PathBuf::from(build);
         if !binary.is_file() {
             return Err(ClusterError::Unavailable(format!("{build}: no such bff binary to upgrade node to")));
