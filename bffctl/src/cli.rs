@@ -179,7 +179,8 @@ pub struct VerifyArgs {
     pub strict_version: bool,
     /// Roll the cluster to another build while the users run: the nodes start on --bff-binary
     /// (default: the current build) and are replaced one by one (drain, stop, start on BUILD,
-    /// ready) during `me`; the matrix then shows each node on each build. BUILD: a `bff` binary.
+    /// ready) during `me`; the matrix then shows each node on each build. BUILD: a `bff` binary
+    /// (on Docker also an image).
     #[arg(long, value_name = "BUILD")]
     pub upgrade_to: Option<String>,
     #[command(flatten)]

@@ -304,8 +304,8 @@ pub struct Step {
     /// milliseconds (how fast a change must reach every node); the latency reported is the time
     /// until it held.
     pub within_ms: Option<u64>,
-    /// `rolling-upgrade`: the build the nodes move to, a `bff` binary (processes) relative to
-    /// the working directory; default the current build.
+    /// `rolling-upgrade`: the build the nodes move to, a `bff` binary relative to the working
+    /// directory (on Docker also an image); default the current build.
     pub to: Option<String>,
 }
 
