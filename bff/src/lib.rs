@@ -14,6 +14,7 @@
 
 pub mod body_deadline;
 pub mod client_addr;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod keyring;

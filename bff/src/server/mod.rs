@@ -51,6 +51,10 @@ pub enum RunError {
     /// `redis_ca_file` (or the server speaks no TLS). A configuration error.
     #[error("redis_url (BFF_REDIS_URL) / redis_ca_file (BFF_REDIS_CA_FILE): {0}")]
     RedisTls(String),
+    /// The cluster's Redis holds records of a format this build neither reads nor writes for
+    /// (see `compat`): another build, too old or too new, shares it.
+    #[error(transparent)]
+    RecordFormat(#[from] crate::compat::FormatError),
 }
 
 impl RunError {
@@ -95,6 +99,13 @@ pub async fn run(
     let state = AppState::new(config)?;
     if let Some(link) = &state.redis {
         link.check_tls().await.map_err(RunError::RedisTls)?;
+    }
+    if let (Some(link), StoreConfig::Redis { key_prefix, .. }) = (&state.redis, &state.config.store) {
+        // Records of a format live as long as a session can, after its last writer stopped.
+        let lifetime = state.config.session.absolute_lifetime.saturating_add(state.config.key_ring.refresh);
+        let formats = crate::compat::ClusterFormats::new(link.clone(), key_prefix, lifetime);
+        formats.check_at_start(link.timeout()).await?;
+        formats.announce_in_background(state.config.key_ring.refresh);
     }
     state.start_background_tasks();
     tracing::info!(

@@ -491,6 +491,7 @@ mod tests {
 
     fn session() -> Session {
         Session {
+            format: crate::compat::RecordFormat::current(),
             created_at: 0,
             claims: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
             id_token: "id".into(),

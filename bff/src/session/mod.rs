@@ -310,6 +310,12 @@ impl Sessions {
                 return Ok(None);
             }
         };
+        if !session.format.is_readable() {
+            // A build outside this one's window wrote it: the start-up check should have kept
+            // the two apart (see `compat`).
+            tracing::error!(format = %session.format, readable = ?crate::compat::readable(), "session of a record format this build does not read; treated as no session");
+            return Ok(None);
+        }
         if self.past_lifetime(&session) {
             self.store.delete(key).await?;
             self.changed(&[key.to_owned()]).await?;
@@ -361,6 +367,10 @@ impl Sessions {
                 return None;
             }
         };
+        if !login.format.is_readable() {
+            tracing::error!(format = %login.format, readable = ?crate::compat::readable(), "login cookie of a record format this build does not read");
+            return None;
+        }
         (now_secs() <= login.expires_at).then_some(login)
     }
 

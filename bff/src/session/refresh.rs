@@ -166,6 +166,8 @@ impl LockedRefresh {
             Ok(tokens) => {
                 let now = now_secs();
                 let updated = Session {
+                    // Written by this build, so in its format.
+                    format: crate::compat::RecordFormat::current(),
                     access_token: tokens.access_token,
                     refresh_token: tokens.refresh_token.or(current.refresh_token.clone()),
                     access_token_expires_at: tokens.expires_in.map(|s| now + s),

@@ -6,6 +6,7 @@
 //! rotation before it is stopped and returns once it is ready again.
 
 mod backend;
+pub mod build_label;
 pub mod control;
 pub mod docker;
 mod lb_websocket;
@@ -273,6 +274,21 @@ impl Cluster {
     pub async fn restart_node(&mut self, index: usize) -> Result<(), ClusterError> {
         self.stop_node(index).await?;
         self.start_node(index).await
+    }
+
+    /// One step of a rolling upgrade: node `index` leaves the rotation and drains (a graceful
+    /// stop), is started again on `build` (a `bff` binary, or an image on Docker) and rejoins
+    /// once ready. A node that does not become ready on the new build is
+    /// [`ClusterError::NodeNotReady`], with its log.
+    pub async fn upgrade_node(&mut self, index: usize, build: &str) -> Result<(), ClusterError> {
+        self.stop_node(index).await?;
+        self.backend.set_node_build(index, build).await?;
+        self.start_node(index).await
+    }
+
+    /// The build node `index` runs (or will run when started), for reports.
+    pub fn node_build(&self, index: usize) -> Option<String> {
+        self.backend.node_build(index)
     }
 
     /// Restarts Redis and returns once Redis itself answers `PING` (with its data loaded), not

@@ -109,6 +109,7 @@ impl Target for Deployment {
             }
             Action::KillNode | Action::StartNode => Some("bffctl kills and starts only nodes it started".into()),
             Action::RestartRedis => Some("bffctl restarts only a Redis it started".into()),
+            Action::RollingUpgrade => Some("bffctl upgrades only nodes it started".into()),
             Action::FailoverRedis | Action::KillRedisPrimary => {
                 Some("bffctl fails over only a Redis Sentinel group it started".into())
             }
