@@ -227,7 +227,7 @@ async fn an_event_stream_is_delivered_event_by_event_and_not_cut_by_the_write_ti
     // The bar (50 ms) is a figure to read above; what must hold is that no event waits for the
     // stream to go on or end (the stream lasts seconds).
     assert!(max < 1_000_000, "every event passed on as it came (max {max} µs)");
-    let metrics = reqwest::get(format!("{}/metrics", s.url(0))).await.unwrap().text().await.unwrap();
+    let metrics = crate::stack::metrics(&s.url(0)).await;
     assert!(metrics.contains("bff_event_streams_total 1"), "{metrics}");
     assert!(metrics.contains("bff_event_streams_open 0"));
 }
