@@ -52,11 +52,12 @@ images: setup build
     {{bffctl}} images --bff-binary target/debug/bff
 
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
-# every scenario (processes), the seed scenario, the link and node faults and a Redis that loses
+# the manual built and its links checked (`just docs`), every scenario (processes), the restart-survival scenario on containers, the link and node faults and a Redis that loses
 # its data in containers, a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
 # with its set-up), the compose deployment, and a third-party gateway (mod_auth_openidc) verified.
 test: setup build
     cargo test --workspace
+    just docs
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
     {{bffctl}} soak --duration 60s --rate 200/s --users 100 --fault-every 15s --sample-every 2s
     {{bffctl}} run scenarios/login-me-restart.toml --backend docker --report junit target/scenarios-docker.xml
@@ -77,6 +78,23 @@ k8s-validate: setup
 bench *ARGS: setup
     cargo build --release -p bff -p bffctl
     target/release/bffctl bench --bff-binary target/release/bff {{ARGS}}
+
+# The manual (docs/, mdBook) into target/book/: the configuration reference regenerated from the
+# gateway's key table (`bff --config-reference`), then every internal link checked
+# (tools/check-doc-links.py: the built pages' links and anchors, and the README's and chapters'
+# links to files). mdbook is installed when missing (`cargo install --locked`, without its default
+# features: no server, watcher or search index; about 2.5 min once on a 2-core machine).
+docs:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v mdbook >/dev/null || ! mdbook --version | grep -q '^mdbook v0\.5\.'; then
+        echo "docs: installing mdbook 0.5.4 (cargo install --locked, no default features)"
+        cargo install --locked mdbook --version 0.5.4 --no-default-features
+    fi
+    cargo build -p bff
+    target/debug/bff --config-reference > docs/src/gateway/configuration-keys.md
+    mdbook build docs
+    python3 tools/check-doc-links.py
 
 # Formatting and lints, as CI checks them.
 lint:
@@ -129,7 +147,7 @@ deploy-verify: deploy-up
 up *ARGS: setup build
     {{bffctl}} up {{ARGS}}
 
-# The seed's test on a fresh cluster: log in, me, restart every node, me again.
+# The restart-survival test on a fresh cluster: log in, me, restart every node, me again.
 verify *ARGS: setup build
     {{bffctl}} verify-scaling {{ARGS}}
 

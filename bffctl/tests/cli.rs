@@ -272,7 +272,66 @@ fn a_node_a_scenario_names_must_exist() {
         .unwrap();
     let out = bffctl(&dir.path().join("cluster.json"), &["run", scenario.to_str().unwrap(), "--backend", "process"]);
     assert_eq!(out.status.code(), Some(2), "a scenario error, before any run: {}", text(&out));
-    assert!(text(&out).contains("via node-3, which does not exist (nodes are 1 to 2)"), "{}", text(&out));
+    assert!(text(&out).contains("step 1 (me): via node-3, which does not exist (nodes are 1 to 2)"), "{}", text(&out));
+}
+
+/// Arguments are checked before anything happens: no image is built, no run directory made and
+/// `latest` not moved for a run that is refused; and `down` with nothing up has nothing to do.
+#[test]
+fn refused_arguments_leave_nothing_behind_and_down_with_nothing_up_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let state = dir.path().join("cluster.json");
+    let run = |args: &[&str]| {
+        Command::new(BFFCTL).env("BFFCTL_STATE", &state).env("BFFCTL_RUNS", &runs).args(args).output().unwrap()
+    };
+    for (args, says) in [
+        (&["up", "--nodes", "0"][..], "a cluster needs at least one node"),
+        (&["verify-scaling", "--nodes", "0"][..], "a cluster needs at least one node"),
+        (&["verify-scaling", "--users", "-1"][..], "at least one virtual user"),
+        (&["verify-scaling", "--users", "0"][..], "at least one virtual user"),
+        (&["soak", "--users", "-1"][..], "at least one virtual user"),
+        (&["soak", "--nodes", "0"][..], "a cluster needs at least one node"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+        assert!(!text(&out).contains("unexpected argument"), "{args:?}: {}", text(&out));
+        assert!(!runs.exists(), "{args:?} made a run directory");
+    }
+    let down = run(&["down"]);
+    assert_eq!(down.status.code(), Some(0), "{}", text(&down));
+    assert!(text(&down).contains("no cluster is up: nothing to stop"), "{}", text(&down));
+    // Commands that talk to a cluster still say when none is up.
+    assert_eq!(run(&["status"]).status.code(), Some(2));
+}
+
+/// `--state-file` is offered where a running cluster is read, and nowhere else.
+#[test]
+fn state_file_is_offered_only_where_it_is_used() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BFFCTL).args(args).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for used in ["up", "status", "down", "restart-node", "logs", "run"] {
+        assert!(help(&[used]).contains("--state-file"), "{used} --help lacks --state-file");
+    }
+    for unused in ["verify-scaling", "images", "issuer", "scenarios", "gateways", "bench", "soak"] {
+        assert!(!help(&[unused]).contains("--state-file"), "{unused} --help offers --state-file");
+    }
+    let verify = help(&["verify-scaling"]);
+    for heading in [
+        "The cluster bffctl builds",
+        "A deployment bffctl did not build (--target)",
+        "Report",
+        "Examples:",
+        "Exit codes:",
+    ] {
+        assert!(verify.contains(heading), "verify-scaling --help lacks {heading:?}");
+    }
+    let top = help(&[]);
+    assert!(top.contains("Examples:") && top.contains("Exit codes:"), "{top}");
 }
 
 /// `bffctl up` in the background as the deployment, and its control commands as the restart.
