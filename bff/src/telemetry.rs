@@ -110,6 +110,17 @@ impl ClassifyResponse for ProbeAwareClassifier {
     }
 }
 
+/// Copies the request id onto the response.
+pub fn propagate_request_id() -> PropagateRequestIdLayer {
+    PropagateRequestIdLayer::new(REQUEST_ID)
+}
+
+/// The three layers above around `router`, in the order every request meets them (the proxied
+/// path in `server::dispatch` stacks the same ones).
+pub fn layer(router: Router) -> Router {
+    router.layer(propagate_request_id()).layer(trace()).layer(set_request_id())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,15 +143,4 @@ mod tests {
         assert!(failed("/ready/x", 503));
         assert!(!failed("/api/x", 404));
     }
-}
-
-/// Copies the request id onto the response.
-pub fn propagate_request_id() -> PropagateRequestIdLayer {
-    PropagateRequestIdLayer::new(REQUEST_ID)
-}
-
-/// The three layers above around `router`, in the order every request meets them (the proxied
-/// path in `server::dispatch` stacks the same ones).
-pub fn layer(router: Router) -> Router {
-    router.layer(propagate_request_id()).layer(trace()).layer(set_request_id())
 }
