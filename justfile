@@ -54,7 +54,9 @@ images: setup build
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
 # the manual built and its links checked (`just docs`), every scenario (processes), the restart-survival scenario on containers, the link and node faults and a Redis that loses
 # its data in containers, a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
-# with its set-up), the compose deployment, and a third-party gateway (mod_auth_openidc) verified.
+# with its set-up), the compose deployment verified through the manual's tutorial (`just tutorial`:
+# what `just deploy-verify` checks, plus a screenshot of the report), and a third-party gateway
+# (mod_auth_openidc) verified.
 test: setup build
     cargo test --workspace
     just docs
@@ -66,7 +68,7 @@ test: setup build
     {{bffctl}} run scenarios/redis-restart-data-lost.toml --backend docker --report junit target/scenarios-docker-data-lost.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
     just k8s-validate
-    just deploy-verify
+    just tutorial
     just third-party-verify
 
 # The Kubernetes manifests (deploy/k8s/) against the Kubernetes schemas, offline (schemas bundled
@@ -84,14 +86,15 @@ bench *ARGS: setup
 # (tools/check-doc-links.py: the built pages' links and anchors, and the README's and chapters'
 # links to files). mdbook is installed when missing (`cargo install --locked`, without its default
 # features: no server, watcher or search index; about 2.5 min once on a 2-core machine).
-docs:
+# Depends on `build` (the workspace's binaries, as CI builds them: `cargo build -p bff` alone
+# would unify features differently and rebuild the dependencies, minutes on 2 cores).
+docs: build
     #!/usr/bin/env bash
     set -euo pipefail
     if ! command -v mdbook >/dev/null || ! mdbook --version | grep -q '^mdbook v0\.5\.'; then
         echo "docs: installing mdbook 0.5.4 (cargo install --locked, no default features)"
         cargo install --locked mdbook --version 0.5.4 --no-default-features
     fi
-    cargo build -p bff
     target/debug/bff --config-reference > docs/src/gateway/configuration-keys.md
     mdbook build docs
     python3 tools/check-doc-links.py
@@ -142,6 +145,13 @@ deploy-verify: deploy-up
     left=$(docker ps -a --filter name=bffdeploy --format '{{{{.Names}}' ; docker network ls --filter name=bffdeploy --format '{{{{.Name}}' ; docker volume ls --filter name=bffdeploy --format '{{{{.Name}}')
     if [ -n "$left" ]; then echo "deploy-verify: left behind: $left" >&2; exit 1; fi
     echo "deploy-verify: no container, network or volume left"
+
+# The manual's tutorial (docs/src/tutorial.md) run as written (tools/run-tutorial.py): the compose
+# deployment up, verify-scaling --target PASSes, node-2 redeployed without Redis, the FAIL names
+# it, headless Chromium takes a screenshot of the HTML report (target/tutorial/fail.png), and
+# nothing of the deployment is left. Uses the compose deployment's fixed names and ports.
+tutorial: setup build
+    python3 tools/run-tutorial.py
 
 # Bring up a cluster (e.g. `just up --nodes 3 --backend process`).
 up *ARGS: setup build

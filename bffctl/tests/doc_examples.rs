@@ -383,8 +383,8 @@ fn the_by_hand_snippet_runs_two_nodes_that_share_sessions() {
     });
 }
 
-/// The README's `--target` example is the command `just deploy-verify` runs in CI against the
-/// compose deployment, so it is executed there.
+/// The README's `--target` example is the command the manual's tutorial runs in CI against the
+/// compose deployment (`just tutorial`), and `just deploy-verify` by hand, so it is executed there.
 #[test]
 fn the_readmes_target_example_is_the_one_ci_runs() {
     let (_, readme) = documents().into_iter().find(|(p, _)| p.ends_with("README.md")).unwrap();
@@ -400,4 +400,9 @@ fn the_readmes_target_example_is_the_one_ci_runs() {
     let recipe = justfile.split("\ndeploy-verify:").nth(1).unwrap();
     let verify = recipe.split("{{bffctl}} verify-scaling").nth(1).unwrap().split("\"$@\"").next().unwrap();
     assert_eq!(example[1..], words(&format!("verify-scaling {verify}"))[..], "README and just deploy-verify differ");
+    let tutorial = std::fs::read_to_string(repository().join("docs/src/tutorial.md")).unwrap();
+    let pass = tutorial.lines().find(|l| l.contains("--target") && l.contains("PASS")).expect("the tutorial's PASS step");
+    let pass = words(pass.split(" --report ").next().unwrap());
+    assert_eq!(pass[0], "target/debug/bffctl");
+    assert_eq!(example[1..], pass[1..], "README and the tutorial (run by CI: just tutorial) differ");
 }
