@@ -496,3 +496,45 @@ fn a_run_stopped_by_sigterm_leaves_no_process_behind() {
     assert_eq!(status.unwrap().code(), Some(143), "128 + SIGTERM");
     wait_for("every process it started to end", Duration::from_secs(10), || started.iter().all(|p| !alive(*p)));
 }
+
+/// `bffctl run DIR` ends with a line a person or a log search can read: how many scenarios, how
+/// each kind of verdict counted, and how long the whole run took.
+#[test]
+fn a_run_of_a_folder_ends_with_a_total_and_the_elapsed_time() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("scenarios");
+    std::fs::create_dir(&folder).unwrap();
+    let scenario = "description = \"login and me\"\n[cluster]\nnodes = 1\n[load]\nusers = 2\n[[steps]]\naction = \"login\"\n[[steps]]\naction = \"me\"\n";
+    std::fs::write(folder.join("a.toml"), scenario).unwrap();
+    std::fs::write(folder.join("b.toml"), scenario).unwrap();
+    let out = Command::new(BFFCTL)
+        .env("BFFCTL_STATE", dir.path().join("cluster.json"))
+        .env("BFFCTL_RUNS", dir.path().join("runs"))
+        .args(["run", folder.to_str().unwrap(), "--backend", "process"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(last.starts_with("2 scenarios: 2 passed, 0 failed, 0 inconclusive, in "), "{last}");
+    assert!(last.ends_with(" s"), "{last}");
+}
+
+/// `bffctl scenarios` piped (no terminal) wraps its table to `COLUMNS`, else to 100 columns.
+#[test]
+fn the_scenario_list_fits_a_width_when_piped() {
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+    for (columns, width) in [(None, 100), (Some("80"), 80)] {
+        let mut command = Command::new(BFFCTL);
+        command.args(["scenarios", scenarios]).env_remove("COLUMNS");
+        if let Some(columns) = columns {
+            command.env("COLUMNS", columns);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let widest = stdout.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert!(widest <= width && widest > width / 2, "COLUMNS={columns:?}: {widest} columns wide");
+    }
+}

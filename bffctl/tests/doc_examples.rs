@@ -401,7 +401,8 @@ fn the_readmes_target_example_is_the_one_ci_runs() {
     let verify = recipe.split("{{bffctl}} verify-scaling").nth(1).unwrap().split("\"$@\"").next().unwrap();
     assert_eq!(example[1..], words(&format!("verify-scaling {verify}"))[..], "README and just deploy-verify differ");
     let tutorial = std::fs::read_to_string(repository().join("docs/src/tutorial.md")).unwrap();
-    let pass = tutorial.lines().find(|l| l.contains("--target") && l.contains("PASS")).expect("the tutorial's PASS step");
+    let pass =
+        tutorial.lines().find(|l| l.contains("--target") && l.contains("PASS")).expect("the tutorial's PASS step");
     let pass = words(pass.split(" --report ").next().unwrap());
     assert_eq!(pass[0], "target/debug/bffctl");
     assert_eq!(example[1..], pass[1..], "README and the tutorial (run by CI: just tutorial) differ");
