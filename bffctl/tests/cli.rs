@@ -538,3 +538,27 @@ fn the_scenario_list_fits_a_width_when_piped() {
         assert!(widest <= width && widest > width / 2, "COLUMNS={columns:?}: {widest} columns wide");
     }
 }
+
+/// A healthy run's node logs hold no error: bffctl's readiness probes are answered 503 while a
+/// node (re)starts, and that answer is not a failed request.
+#[test]
+fn readiness_probes_during_restarts_are_not_logged_as_errors() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let out = Command::new(BFFCTL)
+        .env("BFFCTL_RUNS", &runs)
+        .args(["verify-scaling", "--backend", "process", "--users", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|p| !p.is_symlink()).unwrap();
+    let mut lines = 0;
+    for node in ["node-1", "node-2", "node-3"] {
+        let log = std::fs::read_to_string(run.join(format!("{node}.log"))).unwrap();
+        lines += log.lines().count();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        assert!(errors.is_empty(), "{node} logged errors in a healthy run: {errors:#?}");
+    }
+    assert!(lines > 0, "the nodes' logs were written");
+}
