@@ -120,7 +120,6 @@ pub fn report(report: &harness::scenario::RunReport) {
         let mut failures = Table::new();
         failures.load_preset(UTF8_FULL_CONDENSED).set_header(["count", "step", "node", "status", "what was wrong"]);
         failures.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-        fit_width(&mut failures);
         for f in report.failures.iter().take(20) {
             failures.add_row(vec![
                 Cell::new(f.count),
@@ -223,7 +222,6 @@ fn drift_table(drift: &harness::drift::DriftReport) {
     header.extend(drift.nodes.iter().cloned());
     table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
     table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-    fit_width(&mut table);
     for row in &drift.rows {
         let mut cells = vec![Cell::new(&row.setting)];
         for i in 0..row.values.len() {
