@@ -11,7 +11,8 @@ use clap::Parser;
 /// A Backend-for-Frontend security gateway: OpenID Connect login, server-side sessions in Redis
 /// sealed under a shared key ring, an opaque HttpOnly cookie for the browser.
 #[derive(Parser)]
-#[command(name = "bff", version, after_help = after_help())]
+// `term_width = 0`: the key table keeps its columns (one key a line) instead of being wrapped.
+#[command(name = "bff", version, after_help = after_help(), term_width = 0)]
 struct Args {
     /// TOML configuration file; every key can be overridden by its environment variable.
     #[arg(long, short, env = "BFF_CONFIG")]
