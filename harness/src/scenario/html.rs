@@ -39,7 +39,7 @@ pub(crate) fn page_head(title: &str) -> String {
          h1{font-size:1.4em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}\n\
          .verdict{padding:.6em 1em;border-radius:6px;font-weight:600}\n\
          .pass{background:#e6f4ea;color:#137333} .fail{background:#fce8e6;color:#a50e0e}\n\
-         table{border-collapse:collapse;margin:.8em 0;font-size:.9em} td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\n\
+         table{border-collapse:collapse;margin:.8em 0;font-size:.9em;display:block;max-width:100%;overflow-x:auto} td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\n\
          th{background:#f5f5f5} td.odd,td.bad{background:#fce8e6;color:#a50e0e;font-weight:600} td.good{background:#e6f4ea}\n\
          .meta{color:#666} pre{background:#f8f8f8;padding:.6em;overflow-x:auto;font-size:.8em}\n\
          </style></head><body>\n<h1>TITLE</h1>\n",
