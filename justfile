@@ -51,13 +51,41 @@ build:
 images: setup build
     {{bffctl}} images --bff-binary target/debug/bff
 
+# The previous release, bff 0.1.0 (tag v0.1.0; named by its commit, which every clone of main
+# has, tags or not), built once from its own source into target/previous-release/bff-0.1.0 for the
+# rolling-upgrade scenarios. A second run finds it and builds nothing. It shares target/ with this
+# build: its dependencies are this build's (same versions, same features), so only its own `bff`
+# crate compiles; its binary, uplifted to target/debug/bff, is copied away and this build's is put
+# back. Needs the commit in the clone's history (not a shallow clone).
+previous-release:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    commit=35917ed7fdcfa5b999e58157ab80be0cc94fbff9
+    out=target/previous-release
+    if [ -x "$out/bff-0.1.0" ]; then
+        echo "previous-release: $out/bff-0.1.0 is built"
+        exit 0
+    fi
+    git cat-file -e "$commit^{commit}" 2>/dev/null || { echo "previous-release: commit $commit (v0.1.0) is not in this clone's history (a shallow clone?): fetch it (git fetch --unshallow)" >&2; exit 2; }
+    rm -rf "$out/src"
+    mkdir -p "$out/src"
+    git archive "$commit" | tar -x -C "$out/src"
+    started=$(date +%s)
+    cargo build --manifest-path "$out/src/Cargo.toml" --workspace --bin bff --locked --target-dir target
+    cp target/debug/bff "$out/bff-0.1.0.part"
+    mv "$out/bff-0.1.0.part" "$out/bff-0.1.0"
+    cargo build --workspace --bin bff
+    echo "previous-release: $("$out/bff-0.1.0" --version) built from $commit in $(( $(date +%s) - started )) s"
+
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
-# the manual built and its links checked (`just docs`), every scenario (processes), the restart-survival scenario on containers, the link and node faults and a Redis that loses
-# its data in containers, a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
-# with its set-up), the compose deployment verified through the manual's tutorial (`just tutorial`:
-# what `just deploy-verify` checks, plus a screenshot of the report), and a third-party gateway
-# (mod_auth_openidc) verified.
-test: setup build
+# every scenario (processes; the rolling upgrade from and roll-back to bff 0.1.0, which
+# `previous-release` builds once), the restart-survival scenario, the link and node faults, a Redis
+# that loses its data and the rolling upgrade from 0.1.0 in containers (0.1.0's image under its own
+# tag), the manual built and its links checked (`just docs`), a one-second benchmark smoke run, a
+# 60 s soak under faults (about 75 s with its set-up), the compose deployment verified through the
+# manual's tutorial (`just tutorial`: what `just deploy-verify` checks, plus a screenshot of the
+# report), and a third-party gateway (mod_auth_openidc) verified.
+test: setup build previous-release
     cargo test --workspace
     just docs
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
@@ -66,6 +94,7 @@ test: setup build
     {{bffctl}} run scenarios/redis-link-faults.toml --backend docker --report junit target/scenarios-docker-faults.xml
     {{bffctl}} run scenarios/node-cut-off.toml --backend docker --report junit target/scenarios-docker-cut-off.xml
     {{bffctl}} run scenarios/redis-restart-data-lost.toml --backend docker --report junit target/scenarios-docker-data-lost.xml
+    {{bffctl}} run scenarios/rolling-upgrade.toml --backend docker --bff-image bff-local/bff:previous-release --report junit target/scenarios-docker-upgrade.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
     just k8s-validate
     just tutorial

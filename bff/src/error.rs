@@ -20,6 +20,10 @@ pub enum AppError {
     /// A request that might have been forged by another site.
     #[error("{0}")]
     Forbidden(String),
+    /// The client did not send its request body within `server.body_timeout`: a 408, and the
+    /// connection is closed.
+    #[error("request body not received in time")]
+    BodyTimedOut,
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -31,11 +35,22 @@ impl AppError {
         AppError::BadRequest(message.into())
     }
 
+    /// A request body that could not be read: 408 when the client was too slow
+    /// (`server.body_timeout`), else a 400 naming what was wrong (too large, cut short).
+    pub fn unreadable_body(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        if crate::body_deadline::BodyError::timed_out_in(&rejection) {
+            AppError::BodyTimedOut
+        } else {
+            AppError::BadRequest(rejection.body_text())
+        }
+    }
+
     fn status_and_message(&self) -> (StatusCode, String) {
         match self {
             AppError::NoSession => (StatusCode::NOT_FOUND, "no session".into()),
             AppError::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
             AppError::Forbidden(message) => (StatusCode::FORBIDDEN, message.clone()),
+            AppError::BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
             AppError::Session(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable, try again shortly".into())
             }

@@ -14,6 +14,7 @@
 
 pub mod body_deadline;
 pub mod client_addr;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod keyring;
@@ -28,6 +29,7 @@ pub mod session;
 pub mod state;
 pub mod store_error;
 pub mod telemetry;
+pub mod websocket;
 
 pub use config::{Config, ConfigError};
 pub use server::{RunError, run};

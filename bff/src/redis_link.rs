@@ -21,20 +21,23 @@
 //! that noticed is sent again and before its answer is used. [`RedisLink::server_id`] names the
 //! server the link talks to now (its `run_id`, new at every start of a Redis process).
 //!
-//! With Sentinel ([`RedisTarget::Sentinel`]) the master's address is asked of the sentinels
-//! (redis-rs's `SentinelClient`, which also checks that the server it names says it is the
-//! master). A command that finds the master gone (connection dropped or refused, a timeout,
+//! With Sentinel ([`RedisTarget::Sentinel`]) the master's address is asked of the sentinels,
+//! trusted no further than configured (TLS, their own credentials, an allow-list of masters:
+//! see `sentinels`), and the server they name must say it is the master. A command that finds the master gone (connection dropped or refused, a timeout,
 //! `READONLY` from a master demoted to replica, `MASTERDOWN`, `LOADING`) makes the link ask the
 //! sentinels again, once for all the commands that failed together, and move its connection
 //! to the new master; a command whose caller allows it is then sent there. Until the sentinels
 //! name a master that answers, commands fail with `Unavailable` (a 503), and the next command
 //! after that finds the new master by itself.
 //!
-//! `rediss://` is TLS through rustls (redis-rs's `tokio-rustls-comp`), verified against the
-//! system's roots or the CA of `redis_ca_file`. A server whose certificate does not verify is a
-//! configuration error, not an outage: [`RedisLink::check_tls`] finds it at start-up, and the
-//! node exits as for any bad setting instead of waiting for a Redis that will never do.
+//! `rediss://` (and `rediss+sentinel://`) is TLS through rustls (redis-rs's `tokio-rustls-comp`),
+//! verified against the system's roots or the CA of `redis_ca_file`. A server whose certificate
+//! does not verify (with Sentinel: when no sentinel's does) is a configuration error, not an
+//! outage: [`RedisLink::check_tls`] finds it at start-up, and the node exits as for any bad
+//! setting instead of waiting for a Redis that will never do.
 
+mod confirmed_writes;
+mod sentinels;
 mod target;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,10 +45,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use tokio::sync::Notify;
 
-pub use target::RedisTarget;
+pub use sentinels::SentinelTrust;
+pub use target::{RedisTarget, parse_master_addresses};
+
+use confirmed_writes::ConfirmedWrites;
+use sentinels::{SentinelTarget, Sentinels};
 
 use crate::store_error::StoreError;
 
@@ -66,8 +72,9 @@ pub enum Retry {
 enum Locator {
     /// One fixed address; the connection manager reconnects to it.
     Direct(redis::Client),
-    /// Whatever server the sentinels name as master, asked again after a failure.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// Whatever server the sentinels name as master (within what they are trusted with), asked
+    /// again after a failure.
+    Sentinel(Sentinels),
 }
 
 /// The connection in use, with the server it goes to.
@@ -75,6 +82,15 @@ struct Current {
     manager: ConnectionManager,
     client: redis::Client,
     address: String,
+    /// Connections of their own for writes that wait for replicas, to this server.
+    confirmed_writes: ConfirmedWrites,
+}
+
+impl Current {
+    fn new(manager: ConnectionManager, client: redis::Client, address: String, timeout: Duration) -> Self {
+        let confirmed_writes = ConfirmedWrites::new(client.clone(), timeout);
+        Current { manager, client, address, confirmed_writes }
+    }
 }
 
 pub struct RedisLink {
@@ -109,6 +125,17 @@ impl RedisLink {
     /// [`RedisLink::new`] for a `rediss://` server whose certificate chains to `ca_pem` (PEM)
     /// instead of the system's roots.
     pub fn with_ca(url: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Arc<Self>, redis::RedisError> {
+        Self::trusting(url, timeout, ca_pem, &SentinelTrust::default())
+    }
+
+    /// [`RedisLink::with_ca`], and with Sentinel the credentials for the sentinels and the
+    /// addresses a master may have (see [`SentinelTrust`]).
+    pub fn trusting(
+        url: &str,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+        trust: &SentinelTrust,
+    ) -> Result<Arc<Self>, redis::RedisError> {
         let invalid =
             |reason: String| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad redis url", reason));
         let locator = match RedisTarget::parse(url).map_err(invalid)? {
@@ -119,17 +146,12 @@ impl RedisLink {
                 )?,
                 None => redis::Client::open(url)?,
             }),
-            RedisTarget::Sentinel { sentinels, master, db, password } => {
-                let sentinels: Vec<String> =
-                    sentinels.iter().map(|(host, port)| format!("redis://{host}:{port}")).collect();
-                let mut on_master = redis::RedisConnectionInfo::default().set_db(db);
-                if let Some(password) = password {
-                    on_master = on_master.set_password(password);
-                }
-                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(on_master);
-                let client = SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)?;
-                Locator::Sentinel(tokio::sync::Mutex::new(client))
-            }
+            RedisTarget::Sentinel { sentinels, master, db, password, tls } => Locator::Sentinel(Sentinels::new(
+                SentinelTarget { sentinels, master, db, password, tls },
+                ca_pem,
+                trust,
+                timeout,
+            )?),
         };
         Ok(Arc::new(RedisLink {
             locator,
@@ -184,29 +206,33 @@ impl RedisLink {
         }
     }
 
-    /// For `rediss://`: one connection attempt, to tell a certificate that does not verify (or
-    /// a server that does not speak TLS) from Redis being down. Only the first is an error;
-    /// an unreachable Redis is left to the background connection, as for `redis://`.
+    /// For `rediss://` (with `rediss+sentinel://`, each sentinel until one verifies): one
+    /// connection attempt, to tell a certificate that does not verify (or a server that does
+    /// not speak TLS) from Redis being down. Only the first is an error; an unreachable Redis is
+    /// left to the background connection, as for `redis://`.
     pub async fn check_tls(&self) -> Result<(), String> {
-        let Locator::Direct(client) = &self.locator else {
-            return Ok(());
+        let servers: &[redis::Client] = match &self.locator {
+            Locator::Direct(client) => std::slice::from_ref(client),
+            Locator::Sentinel(sentinels) => sentinels.clients(),
         };
-        if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }) {
-            return Ok(());
-        }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        match client.get_multiplexed_async_connection_with_config(&config).await {
-            Ok(_) => Ok(()),
-            Err(error) => match tls_failure(&error) {
-                Some(reason) => Err(reason),
-                None => {
-                    tracing::warn!(%error, "redis unreachable at start-up; retrying in the background");
-                    Ok(())
-                }
-            },
+        // With Sentinel, one sentinel whose certificate verifies is enough to start.
+        let mut refused = None;
+        for client in servers {
+            if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                continue;
+            }
+            match client.get_multiplexed_async_connection_with_config(&config).await {
+                Ok(_) => return Ok(()),
+                Err(error) => match tls_failure(&error) {
+                    Some(reason) => refused = Some(reason),
+                    None => tracing::warn!(%error, "redis unreachable at start-up; retrying in the background"),
+                },
+            }
         }
+        refused.map_or(Ok(()), Err)
     }
 
     fn current(&self) -> Option<Arc<Current>> {
@@ -217,9 +243,8 @@ impl RedisLink {
     async fn locate(&self) -> redis::RedisResult<redis::Client> {
         match &self.locator {
             Locator::Direct(client) => Ok(client.clone()),
-            Locator::Sentinel(sentinel) => {
-                let lookup = async { sentinel.lock().await.async_get_client().await };
-                tokio::time::timeout(self.timeout, lookup).await.map_err(|_| timed_out())?
+            Locator::Sentinel(sentinels) => {
+                tokio::time::timeout(self.timeout, sentinels.master()).await.map_err(|_| timed_out())?
             }
         }
     }
@@ -229,7 +254,7 @@ impl RedisLink {
         let client = self.locate().await?;
         let manager = ConnectionManager::new_with_config(client.clone(), self.manager_config()).await?;
         let address = client.get_connection_info().addr().to_string();
-        Ok(Current { manager, client, address })
+        Ok(Current::new(manager, client, address, self.timeout))
     }
 
     /// With Sentinel: asks the sentinels for the master again and moves the connection when it
@@ -263,7 +288,7 @@ impl RedisLink {
                 Ok(Ok(manager)) => {
                     tracing::warn!(%address, "redis master moved: connected to the new master");
                     *self.current.write().unwrap_or_else(|e| e.into_inner()) =
-                        Some(Arc::new(Current { manager, client, address }));
+                        Some(Arc::new(Current::new(manager, client, address, self.timeout)));
                     self.reconnected();
                 }
                 Ok(Err(error)) => {
@@ -310,13 +335,10 @@ impl RedisLink {
     /// sentinels turn it into a replica, and what it is sent then is lost: waiting for a command
     /// to fail is not enough.
     async fn watch_sentinels(&self) -> redis::RedisResult<std::convert::Infallible> {
-        let Locator::Sentinel(sentinel) = &self.locator else {
+        let Locator::Sentinel(sentinels) = &self.locator else {
             return Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not sentinel")));
         };
-        let client =
-            tokio::time::timeout(self.timeout, async { sentinel.lock().await.async_get_sentinel_client().await })
-                .await
-                .map_err(|_| timed_out())??;
+        let client = tokio::time::timeout(self.timeout, sentinels.any()).await.map_err(|_| timed_out())??;
         let mut pubsub =
             tokio::time::timeout(self.timeout, client.get_async_pubsub()).await.map_err(|_| timed_out())??;
         pubsub.subscribe("+switch-master").await?;
@@ -335,16 +357,36 @@ impl RedisLink {
     /// A handle on the shared connection (cheap to clone), or `Unavailable` before the first
     /// connection succeeded.
     pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        self.current()
-            .map(|current| current.manager.clone())
-            .ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
+        self.connected().map(|current| current.manager.clone())
+    }
+
+    fn connected(&self) -> Result<Arc<Current>, StoreError> {
+        self.current().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
 
     /// Runs one command, mapping every failure to `Unavailable`; a [`Retry::Safe`] command whose
     /// connection dropped runs once more on a fresh one (with Sentinel: on the master the
     /// sentinels name now).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T, StoreError> {
-        self.attempt(retry, |mut conn| async move { cmd.query_async(&mut conn).await }).await
+        self.attempt(retry, |current| async move { cmd.query_async(&mut current.manager.clone()).await }).await
+    }
+
+    /// Runs a write and then `WAIT` for `replicas` replicas (bounded by `redis_timeout`), in
+    /// one round trip on a connection of their own, so that the wait holds up nobody else's
+    /// commands. Answers the write's answer and how many replicas confirmed it; fewer than
+    /// `replicas` is not an error (the write stands on the master). Retried as
+    /// [`RedisLink::query`] is.
+    pub async fn write_and_wait<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        replicas: u32,
+        retry: Retry,
+    ) -> Result<(T, u32), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone());
+        pipe.cmd("WAIT").arg(replicas).arg(self.timeout.as_millis() as u64);
+        let pipe = &pipe;
+        self.attempt(retry, |current| async move { current.confirmed_writes.send(pipe).await }).await
     }
 
     fn is_sentinel(&self) -> bool {
@@ -357,19 +399,19 @@ impl RedisLink {
         pipe: &redis::Pipeline,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        self.attempt(retry, |mut conn| async move { pipe.query_async(&mut conn).await }).await
+        self.attempt(retry, |current| async move { pipe.query_async(&mut current.manager.clone()).await }).await
     }
 
-    /// One command or pipeline (`send`, on a connection), and the second attempt [`Retry`] and
-    /// the error allow: after the sentinels were asked where the master is now, or on the
-    /// manager's fresh connection.
+    /// One command or pipeline (`send`, to the server the link talks to), and the second
+    /// attempt [`Retry`] and the error allow: after the sentinels were asked where the master is
+    /// now, or on the manager's fresh connection.
     async fn attempt<T, F, Fut>(&self, retry: Retry, send: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Arc<Current>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let seen = self.lookups.load(Ordering::Acquire);
-        let conn = self.conn()?;
+        let conn = self.connected()?;
         let first = send(conn.clone()).await;
         if let Err(error) = &first {
             // Before anything is sent again: the next connection may reach another server.
@@ -382,7 +424,7 @@ impl RedisLink {
                 if !may_repeat(retry, &error) {
                     return Err(self.failed(error));
                 }
-                let conn = self.conn()?;
+                let conn = self.connected()?;
                 self.retry_after(error, send(conn)).await
             }
             Err(error) if retry == Retry::Safe && connection_dropped(&error) => {

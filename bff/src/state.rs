@@ -6,7 +6,7 @@ use crate::config::{Config, KeyRingMode, StoreConfig};
 use crate::keyring::KeyRing;
 use crate::oidc::Oidc;
 use crate::redis_link::RedisLink;
-use crate::session::{MemoryStore, NodeCache, RedisStore, Refresher, SessionStore, Sessions};
+use crate::session::{MemoryStore, NodeCache, OpenSockets, RedisStore, Refresher, SessionStore, Sessions};
 
 /// The HTTP client for upstreams: keeps connections alive, streams bodies; an upstream named
 /// `*.localhost` is reached on loopback.
@@ -61,6 +61,9 @@ pub struct Shared {
     pub refresher: Arc<Refresher>,
     /// Round-robin position of each route.
     pub route_counters: Arc<Vec<std::sync::atomic::AtomicUsize>>,
+    /// The WebSockets open on this node, by session: closed when their session ends or the node
+    /// stops.
+    pub sockets: Arc<OpenSockets>,
 }
 
 /// The state could not be built (a Redis URL the client library refuses).
@@ -86,8 +89,8 @@ impl AppState {
     /// Builds the state without any I/O; [`AppState::start_background_tasks`] connects things.
     pub fn new(config: Config) -> Result<Self, StateError> {
         let redis = match &config.store {
-            StoreConfig::Redis { url, ca_pem, .. } => {
-                Some(RedisLink::with_ca(url, config.redis_timeout, ca_pem.as_deref())?)
+            StoreConfig::Redis { url, ca_pem, sentinel, .. } => {
+                Some(RedisLink::trusting(url, config.redis_timeout, ca_pem.as_deref(), sentinel)?)
             }
             StoreConfig::Memory => None,
         };
@@ -127,7 +130,16 @@ impl AppState {
         let refresher =
             Arc::new(Refresher::new(sessions.clone(), oidc.clone(), config.refresh.skew, config.refresh.lock_lease));
         let route_counters = Arc::new(config.routes.iter().map(|_| Default::default()).collect());
-        Ok(AppState(Arc::new(Shared { config: Arc::new(config), sessions, oidc, redis, refresher, route_counters })))
+        let sockets = OpenSockets::new();
+        Ok(AppState(Arc::new(Shared {
+            config: Arc::new(config),
+            sessions,
+            oidc,
+            redis,
+            refresher,
+            route_counters,
+            sockets,
+        })))
     }
 
     /// Connects Redis, loads the key ring and the issuer's metadata, each retried until it works.
@@ -136,6 +148,12 @@ impl AppState {
             link.connect_in_background();
         }
         if let Some(cache) = self.sessions.cache() {
+            let sockets = Arc::downgrade(&self.sockets);
+            cache.on_change(move |key| {
+                if let Some(sockets) = sockets.upgrade() {
+                    sockets.session_changed(key);
+                }
+            });
             cache.listen_in_background();
         }
         self.sessions.key_ring().maintain_in_background(self.config.key_ring.refresh);

@@ -1,5 +1,7 @@
-//! Logs and request ids. Every request gets an `x-request-id` (kept when the caller sent one)
-//! that appears in its log span and its response. Only the method and path are logged: never a
+//! Logs and request ids. Every request gets an `x-request-id` that appears in its log span, its
+//! response and the request an upstream receives. A caller's own id is kept only when it is one
+//! id of a safe shape ([`acceptable_request_id`]): anything else (long, several, with spaces,
+//! quotes or control bytes) is replaced by a new one before it reaches a log line or an upstream. Only the method and path are logged: never a
 //! query string (it carries codes and states), a cookie, a token or a claim.
 
 use axum::Router;
@@ -62,6 +64,37 @@ pub fn set_request_id() -> SetRequestIdLayer<MakeRandomUuid> {
     SetRequestIdLayer::new(REQUEST_ID, MakeRandomUuid)
 }
 
+/// The longest caller's request id kept (a UUID is 36, a W3C trace id 32).
+const REQUEST_ID_MAX_LEN: usize = 64;
+
+/// Whether a caller's `x-request-id` is kept: 1 to [`REQUEST_ID_MAX_LEN`] letters, digits and
+/// `-_.:`. What log collectors and upstream frameworks read as one token, and nothing a log line
+/// or a header could be made to say more with.
+pub fn acceptable_request_id(value: &[u8]) -> bool {
+    (1..=REQUEST_ID_MAX_LEN).contains(&value.len())
+        && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Drops the caller's `x-request-id` unless it is exactly one [`acceptable_request_id`], so that
+/// [`set_request_id`] (the layer after this one) gives the request a new one.
+pub fn check_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
+    let keep = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => acceptable_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// [`check_request_id`] as a layer, for requests with body `B`.
+pub fn checked_request_id<B>() -> tower::util::MapRequestLayer<fn(Request<B>) -> Request<B>> {
+    tower::util::MapRequestLayer::new(check_request_id::<B> as fn(Request<B>) -> Request<B>)
+}
+
 /// The request's span and its log lines (responses at debug, server errors at error, except a
 /// readiness probe's 503).
 pub fn trace() -> TraceLayer<ProbesAnswerNotFail, RequestSpan> {
@@ -115,15 +148,37 @@ pub fn propagate_request_id() -> PropagateRequestIdLayer {
     PropagateRequestIdLayer::new(REQUEST_ID)
 }
 
-/// The three layers above around `router`, in the order every request meets them (the proxied
+/// The four layers above around `router`, in the order every request meets them (the proxied
 /// path in `server::dispatch` stacks the same ones).
 pub fn layer(router: Router) -> Router {
-    router.layer(propagate_request_id()).layer(trace()).layer(set_request_id())
+    router
+        .layer(propagate_request_id())
+        .layer(trace())
+        .layer(set_request_id())
+        .layer(checked_request_id::<axum::body::Body>())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_id_is_kept_only_in_a_safe_shape() {
+        for kept in ["0b9c6f2e-8d3a-4c1e-9f7a-2b4d6e8f0a1c", "abc", "trace:01.a_b", &"a".repeat(64)] {
+            assert!(acceptable_request_id(kept.as_bytes()), "{kept}");
+        }
+        for dropped in ["", "a b", "a\"b", "<script>", "x\ty", "é", &"a".repeat(65), "a,b", "a;b"] {
+            assert!(!acceptable_request_id(dropped.as_bytes()), "{dropped:?}");
+        }
+    }
+
+    #[test]
+    fn several_ids_are_all_dropped() {
+        let request = Request::builder().header(REQUEST_ID, "good-1").header(REQUEST_ID, "good-2").body(()).unwrap();
+        assert!(check_request_id(request).headers().get(REQUEST_ID).is_none());
+        let request = Request::builder().header(REQUEST_ID, "good-1").body(()).unwrap();
+        assert_eq!(check_request_id(request).headers()[REQUEST_ID], "good-1");
+    }
 
     fn failed(path: &str, status: u16) -> bool {
         let request = Request::get(path).body(()).unwrap();

@@ -258,6 +258,16 @@ pub struct VerifyArgs {
     /// what behaviour alone catches.
     #[arg(long)]
     pub no_drift_check: bool,
+    /// Fail the drift check when nodes run different versions (default: a version difference
+    /// is reported as a note, since a rolling upgrade runs two versions by design).
+    #[arg(long)]
+    pub strict_version: bool,
+    /// Roll the cluster to another build while the users run: the nodes start on --bff-binary
+    /// (default: the current build) and are replaced one by one (drain, stop, start on BUILD,
+    /// ready) during `me`; the matrix then shows each node on each build. BUILD: a `bff` binary
+    /// (on Docker also an image).
+    #[arg(long, value_name = "BUILD")]
+    pub upgrade_to: Option<String>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]

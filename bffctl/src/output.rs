@@ -156,8 +156,9 @@ pub fn report(report: &harness::scenario::RunReport) {
     if !report.invariants.is_empty() {
         invariants_table(&report.invariants);
     }
+    // Shown when it explains failures, and in a run that rolled builds (each node on each build).
     if let Some(matrix) = &report.matrix
-        && matrix.diagnosis.is_some()
+        && (matrix.diagnosis.is_some() || matrix.nodes.iter().any(|n| n.contains('@')))
     {
         matrix_table(matrix);
     }
@@ -213,8 +214,14 @@ fn drift_table(drift: &harness::drift::DriftReport) {
         println!("Drift check skipped: no node serves /ops/fingerprint ({})", drift.problems.join("; "));
         return;
     }
+    for note in &drift.notes {
+        println!("Drift check note: {note}");
+    }
     if !drift.found_drift() {
-        println!("Drift check: {} settings agree on every node", drift.rows.len());
+        match drift.notes.is_empty() {
+            true => println!("Drift check: {} settings agree on every node", drift.rows.len()),
+            false => println!("Drift check: every other setting agrees on every node"),
+        }
         return;
     }
     let mut table = Table::new();

@@ -46,7 +46,7 @@ fn one_odd_node_fails_with_its_setting_named_for_every_setting_that_must_agree()
     let canary = other_version(dir.path());
     let canary = format!("2:{}", canary.display());
     let cases: Vec<(&str, Vec<String>)> = vec![
-        ("version", vec!["--node-bff-binary".into(), canary]),
+        ("version", vec!["--node-bff-binary".into(), canary, "--strict-version".into()]),
         ("store", vec!["--node-env".into(), "2:BFF_REDIS_URL=".into()]),
         ("redis.db", vec!["--node-env".into(), "2:BFF_REDIS_URL={redis_url}/5".into()]),
         ("redis.key_prefix", vec!["--node-env".into(), "2:BFF_REDIS_KEY_PREFIX=other".into()]),
@@ -92,6 +92,19 @@ fn one_odd_node_fails_with_its_setting_named_for_every_setting_that_must_agree()
         cases.len(),
         missed.join("\n")
     );
+}
+
+#[test]
+fn a_version_difference_alone_is_a_note_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = other_version(dir.path());
+    let out = verify(&dir.path().join("runs"), &["--node-bff-binary", &format!("2:{}", canary.display())]);
+    let printed = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(printed.contains("nodes run different versions (node-1 "), "{printed}");
+    assert!(printed.contains(&format!("node-1 {version}")), "{printed}");
+    assert!(!printed.contains("settings differ between nodes"), "{printed}");
 }
 
 #[test]

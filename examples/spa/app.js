@@ -7,7 +7,9 @@
 // - the API: fetch('/api/hello') with the anti-forgery header X-CSRF: 1 (the gateway refuses a
 //   call with a session but without it, so another site cannot make one in your name);
 // - log out: a same-origin form POST to /account/end-session (a link or a cross-site form cannot
-//   log you out).
+//   log you out);
+// - live: a WebSocket to /live/ticks while signed in (the gateway checks the page's Origin, as a
+//   WebSocket cannot carry X-CSRF); it reconnects when a node going away closes it (1001).
 "use strict";
 
 const CSRF_HEADER = { "X-CSRF": "1" };
@@ -33,7 +35,51 @@ function clearUser() {
   $("api-status").dataset.state = "idle";
 }
 
+// The live panel's socket, while signed in.
+let live = null;
+let ticks = 0;
+
+function liveState(state, text) {
+  $("live-status").dataset.state = state;
+  $("live-status").textContent = text;
+}
+
+function startLive() {
+  if (live) {
+    return;
+  }
+  const socket = new WebSocket(window.location.origin.replace(/^http/, "ws") + "/live/ticks");
+  live = socket;
+  liveState("connecting", "Connecting…");
+  socket.addEventListener("message", () => {
+    ticks += 1;
+    $("live-count").textContent = String(ticks);
+    liveState("live", "Live");
+  });
+  socket.addEventListener("close", (event) => {
+    if (live !== socket) {
+      return;
+    }
+    live = null;
+    liveState("closed", `Closed (${event.code}${event.reason ? " " + event.reason : ""})`);
+    // Going away (a node restarting) or a dropped connection: connect again, to another node.
+    if (event.code !== 1008 && $("status").dataset.state === "signed-in") {
+      setTimeout(startLive, 500);
+    }
+  });
+}
+
+function stopLive() {
+  const socket = live;
+  live = null;
+  if (socket) {
+    socket.close();
+    liveState("closed", "Closed");
+  }
+}
+
 function showSignedOut(text) {
+  stopLive();
   clearClaims();
   $("status").textContent = text;
   $("status").dataset.state = "signed-out";
@@ -69,6 +115,7 @@ function showClaims(claims) {
   });
   $("claims").querySelector("tbody").replaceChildren(...rows);
   $("claims").hidden = false;
+  startLive();
 }
 
 async function loadUser() {
@@ -129,6 +176,7 @@ $("call-api").addEventListener("click", callApi);
 // the page is stored, and a page brought back asks the gateway again, so going back after a
 // logout shows no one.
 window.addEventListener("pagehide", () => {
+  stopLive();
   clearUser();
   $("status").textContent = "Checking your session…";
   $("status").dataset.state = "checking";

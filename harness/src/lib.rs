@@ -8,6 +8,7 @@
 //! - [`images`]: builds the local Docker images (no registry needed);
 //! - [`client`]: a browser-like virtual user;
 //! - [`soak`]: minutes of open-loop load with a seeded fault schedule, and its figures;
+//! - [`live_socket`]: a browser-like WebSocket client;
 //! - [`listener`]: listening sockets with a backlog for a thousand users at once;
 //! - [`open_files`]: raises the open-files limit a thousand users need;
 //! - [`run_dir`]: where a run's files (each node's log) go.
@@ -21,6 +22,7 @@ pub mod fault;
 pub mod images;
 pub mod issuer;
 pub mod listener;
+pub mod live_socket;
 pub mod login_form;
 pub mod open_files;
 pub mod preset;
@@ -33,4 +35,5 @@ pub mod soak;
 
 pub use client::{GatewayPaths, LogoutMethod, Reply, VirtualUser};
 pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};
+pub use live_socket::LiveSocket;
 pub use process::{BffProcess, RedisProcess};

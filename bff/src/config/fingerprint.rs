@@ -3,12 +3,16 @@
 //! scale-out bug that a test of identical nodes never sees.
 //!
 //! Plain settings are shown as they are (a Redis password is never part of them). Secrets (the
-//! client secret, the key-encryption key, the Redis password) are shown only as
-//! HMAC-SHA256(key = the operator's `ops_token`, nonce ‖ name ‖ value), cut to 128 bits: equal on
-//! nodes that share the secret, and useless for guessing the secret offline without the token.
-//! The caller's fresh nonce keeps one answer from matching another.
+//! client secret, the key-encryption key, the Redis password, the sentinels' password) are shown
+//! only as HMAC-SHA256(key = [`digest_key`] of the operator's `ops_token`, nonce ‖ name ‖
+//! value), cut to 128 bits: equal on nodes that share the secret, and useless for guessing the
+//! secret offline without the token. The caller's fresh nonce keeps one answer from matching
+//! another. The HMAC key is derived from the token (HKDF-SHA256 with a label of its own), not
+//! the token itself: a token that is the credential of the endpoint is not also a key whose
+//! outputs the endpoint's callers collect, and a future use of the token as a key gets another
+//! label.
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{hkdf, hmac};
 use serde::Serialize;
 
 use super::{Config, KeyRingMode, SameSite, StoreConfig};
@@ -19,7 +23,9 @@ const BUILD: &str = concat!("bff-version:", env!("CARGO_PKG_VERSION"));
 
 /// This build's version.
 pub fn version() -> &'static str {
-    BUILD.trim_start_matches("bff-version:")
+    // Read at run time from the marker's bytes, so that a copy of the binary with another
+    // version behind the marker (a test's canary) reports that version.
+    std::hint::black_box(BUILD).trim_start_matches("bff-version:")
 }
 
 /// One must-agree setting.
@@ -31,9 +37,18 @@ pub struct Setting {
     pub secret: bool,
 }
 
+/// The key of the secrets' digests: HKDF-SHA256 of the ops token, for this use only.
+fn digest_key(token: &str) -> hmac::Key {
+    hkdf::Salt::new(hkdf::HKDF_SHA256, b"bff ops token")
+        .extract(token.as_bytes())
+        .expand(&[b"fingerprint digests v1"], hmac::HMAC_SHA256)
+        .expect("an HMAC-SHA256 key is a valid HKDF-SHA256 output length")
+        .into()
+}
+
 /// Every setting that must agree across nodes, secrets digested under `token` and `nonce`.
 pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes());
+    let key = digest_key(token);
     let digest = |name: &'static str, value: Option<&[u8]>| -> Setting {
         let value = match value {
             None => "none".to_owned(),
@@ -53,7 +68,7 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
     let mut out = vec![plain("version", version().to_owned())];
     match &config.store {
         StoreConfig::Memory => out.push(plain("store", "memory".into())),
-        StoreConfig::Redis { url, key_prefix, .. } => {
+        StoreConfig::Redis { url, key_prefix, sentinel, .. } => {
             let target = crate::redis_link::RedisTarget::parse(url).ok();
             let address = target.as_ref().map(|t| t.address()).unwrap_or_default();
             let db = target.as_ref().map(|t| t.db()).unwrap_or(0);
@@ -63,6 +78,15 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
             out.push(plain("redis.db", db.to_string()));
             out.push(plain("redis.key_prefix", key_prefix.clone()));
             out.push(digest("redis.password", password.as_deref()));
+            if matches!(target, Some(crate::redis_link::RedisTarget::Sentinel { .. })) {
+                let masters: Vec<String> = sentinel.masters.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                out.push(plain(
+                    "redis.sentinel_masters",
+                    if masters.is_empty() { "any".into() } else { masters.join(",") },
+                ));
+                out.push(plain("redis.sentinel_username", sentinel.username.clone().unwrap_or_else(|| "none".into())));
+                out.push(digest("redis.sentinel_password", sentinel.password.as_deref().map(str::as_bytes)));
+            }
         }
     }
     out.push(plain(
@@ -105,4 +129,42 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
         if config.csrf.enabled { format!("{}: {}", config.csrf.header, config.csrf.value) } else { "off".into() },
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config() -> Config {
+        let vars: HashMap<String, String> = [
+            ("BFF_PUBLIC_URL", "http://localhost:8080"),
+            ("BFF_OIDC_AUTHORITY", "http://issuer.test"),
+            ("BFF_OIDC_CLIENT_ID", "client"),
+            ("BFF_OIDC_CLIENT_SECRET", "the-client-secret"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Config::from_env_map(&vars).unwrap()
+    }
+
+    fn client_secret_digest(token: &str, nonce: &str) -> String {
+        settings(&config(), token, nonce).into_iter().find(|s| s.name == "oidc.client_secret").unwrap().value
+    }
+
+    #[test]
+    fn secrets_are_digested_under_a_key_derived_from_the_token_not_the_token() {
+        let (token, nonce) = ("0123456789abcdef0123", "00112233445566778899");
+        let digest = client_secret_digest(token, nonce);
+        let mut keyed_by_token = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes()));
+        for part in [nonce.as_bytes(), b"\0", b"oidc.client_secret", b"\0", b"the-client-secret"] {
+            keyed_by_token.update(part);
+        }
+        assert_ne!(digest, hex::encode(&keyed_by_token.sign().as_ref()[..16]), "the ops token is the HMAC key");
+        assert_eq!(digest, client_secret_digest(token, nonce), "the same on every node");
+        assert_ne!(digest, client_secret_digest("another-token-of-16+", nonce));
+        assert_ne!(digest, client_secret_digest(token, "99887766554433221100"));
+    }
 }

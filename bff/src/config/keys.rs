@@ -30,7 +30,7 @@ pub const KEYS: &[Key] = &[
         "redis_url",
         "BFF_REDIS_URL",
         None,
-        "redis://host:port[/db], rediss:// for TLS (rustls), or redis+sentinel://[:password@]host[:port],host[:port],…/master-name[/db] (sentinel port 26379 by default; the password is the master's); unset = in-memory store, one node only",
+        "redis://host:port[/db] (rediss:// for TLS, rustls), or redis+sentinel://[:password@]host[:port],host[:port],…/master-name[/db] (sentinel port 26379 by default; the password is the master's; rediss+sentinel:// for TLS to sentinels and master); unset = in-memory store, one node only",
     ),
     key(
         "redis_sentinels",
@@ -45,6 +45,24 @@ pub const KEYS: &[Key] = &[
         "with redis_sentinels: the master name the sentinels watch",
     ),
     key(
+        "redis_sentinel_username",
+        "BFF_REDIS_SENTINEL_USERNAME",
+        None,
+        "with Sentinel: the user the gateway logs in to the sentinels as (their ACL); needs redis_sentinel_password",
+    ),
+    key(
+        "redis_sentinel_password",
+        "BFF_REDIS_SENTINEL_PASSWORD",
+        None,
+        "with Sentinel: the sentinels' own password (their requirepass, or the ACL user's); the master's password is in the URL",
+    ),
+    key(
+        "redis_sentinel_masters",
+        "BFF_REDIS_SENTINEL_MASTERS",
+        None,
+        "with Sentinel: host:port,host:port… a master may have; a master a sentinel names outside the list is refused before anything is sent to it; unset = any",
+    ),
+    key(
         "redis_wait_replicas",
         "BFF_REDIS_WAIT_REPLICAS",
         Some("0"),
@@ -55,7 +73,7 @@ pub const KEYS: &[Key] = &[
         "redis_ca_file",
         "BFF_REDIS_CA_FILE",
         None,
-        "rediss:// only: PEM file of the CA certificate(s) that sign Redis's TLS certificate (a private CA); unset = the system's roots. A certificate that does not verify stops the node at start-up (exit 64 naming this key)",
+        "rediss:// and rediss+sentinel:// only: PEM file of the CA certificate(s) that sign the TLS certificates of Redis (and of the sentinels); unset = the system's roots. A certificate that does not verify stops the node at start-up (exit 64 naming this key)",
     ),
     key("redis_timeout", "BFF_REDIS_TIMEOUT", Some("2s"), "bound on one Redis command"),
     key(
@@ -102,13 +120,13 @@ pub const KEYS: &[Key] = &[
         "ops_token",
         "BFF_OPS_TOKEN",
         None,
-        "bearer token (16+ characters) for GET /ops/fingerprint (settings every node must share, secrets as keyed digests); unset = 404",
+        "bearer token (16+ characters) for GET /ops/fingerprint (settings every node must share, secrets as keyed digests) and for /metrics on the public listener; unset = both 404",
     ),
     key(
         "metrics_listen",
         "BFF_METRICS_LISTEN",
         None,
-        "address of an operator-only listener for /metrics (e.g. 127.0.0.1:9464); when set, the public listener answers 404 for /metrics",
+        "address of an operator-only listener for /metrics (e.g. 127.0.0.1:9464), served there without a token; when set, the public listener answers 404 for /metrics",
     ),
     key(
         "log_format",
@@ -148,6 +166,12 @@ pub const KEYS: &[Key] = &[
         "largest request body (bytes, or with KiB/MiB/GiB); larger is 413. A proxied request's time is bounded by upstream_timeout or the route's timeout (504)",
     ),
     key("shutdown_timeout", "BFF_SHUTDOWN_TIMEOUT", Some("10s"), "bound on finishing in-flight requests at SIGTERM"),
+    key(
+        "websocket.session_check",
+        "BFF_WEBSOCKET_SESSION_CHECK",
+        Some("5s"),
+        "how often an open WebSocket checks that its session still exists (a logout on any node closes it at once through Redis; this bounds idle and absolute expiry, and the in-memory store)",
+    ),
     key(
         "session.cookie_name",
         "BFF_SESSION_COOKIE_NAME",

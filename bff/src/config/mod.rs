@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::redis_link::RedisTarget;
+use crate::redis_link::{RedisTarget, SentinelTrust, parse_master_addresses};
 use base64::Engine;
 use url::Url;
 
@@ -48,8 +48,9 @@ pub enum StoreConfig {
     /// Node memory: a single node only, lost on restart.
     Memory,
     /// Redis, shared by every node; `ca_pem` (from `redis_ca_file`) is the CA a `rediss://`
-    /// server's certificate must chain to, instead of the system's roots.
-    Redis { url: String, key_prefix: String, ca_pem: Option<Vec<u8>> },
+    /// server's certificate must chain to, instead of the system's roots; `sentinel`: what the
+    /// sentinels are trusted with (their credentials, the masters they may name).
+    Redis { url: String, key_prefix: String, ca_pem: Option<Vec<u8>>, sentinel: SentinelTrust },
 }
 
 /// Where the keys that seal sessions live.
@@ -152,9 +153,17 @@ pub struct RefreshConfig {
     pub lock_lease: Duration,
 }
 
-/// Largest `server.body_timeout` and `server.write_timeout`: longer would let slow clients
-/// hold connections for as good as ever.
-const SERVER_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// Largest `server.header_read_timeout`, `server.body_timeout` and `server.write_timeout`:
+/// longer would let slow clients hold connections for as good as ever.
+const SERVER_TIMEOUT_MAX: Duration = HOUR;
+
+// Every duration read from configuration has an upper bound (see `docs/src/security.md`): far
+// past any sensible setting, well below what would overflow a clock or a Redis expiry. A value
+// above it is a configuration error naming the key (exit 64), not a panic or a 503 later.
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Limits that protect a node from slow and flooding clients.
 #[derive(Debug, Clone)]
@@ -193,6 +202,8 @@ pub struct Config {
     pub log_filter: String,
     /// Bound on finishing in-flight requests after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How often an open WebSocket checks that its session still exists.
+    pub websocket_session_check: Duration,
     pub server: ServerLimits,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
@@ -251,6 +262,7 @@ impl Config {
                 let scheme = url.split("://").next().unwrap_or_default().to_owned();
                 StoreConfig::Redis {
                     ca_pem: read_redis_ca(src, &scheme)?,
+                    sentinel: read_sentinel_trust(src, scheme.ends_with("+sentinel"))?,
                     url,
                     key_prefix: src.string_or("redis_key_prefix"),
                 }
@@ -260,6 +272,7 @@ impl Config {
                     .map_err(|reason| src.invalid("redis_sentinels", reason))?;
                 StoreConfig::Redis {
                     ca_pem: read_redis_ca(src, "redis+sentinel")?,
+                    sentinel: read_sentinel_trust(src, true)?,
                     url,
                     key_prefix: src.string_or("redis_key_prefix"),
                 }
@@ -288,14 +301,14 @@ impl Config {
                     return Err(src.invalid("key_ring", format!("expected \"redis\" or \"local\", got {other:?}")));
                 }
             },
-            rotation: src.duration("key_rotation")?,
+            rotation: src.duration_at_most("key_rotation", YEAR)?,
             rotation_seals: src.parse("key_rotation_seals", |s| match s.parse::<u64>() {
                 Ok(n) if (1..=1u64 << 32).contains(&n) => Ok(n),
                 _ => Err(format!("expected a number of seals from 1 to 4294967296, got {s:?}")),
             })?,
             key_encryption_key: read_kek(src)?,
             plaintext_insecure: src.parse("key_ring_plaintext_insecure", parse_bool)?,
-            refresh: src.duration("key_ring_refresh")?,
+            refresh: src.duration_at_most("key_ring_refresh", HOUR)?,
         };
         if key_ring.mode == KeyRingMode::Redis && key_ring.key_encryption_key.is_none() && !key_ring.plaintext_insecure
         {
@@ -313,17 +326,17 @@ impl Config {
                     Err("use letters, digits, '-' and '_' only".to_owned())
                 }
             })?,
-            idle_timeout: src.duration("session.idle_timeout")?,
-            absolute_lifetime: src.duration("session.absolute_lifetime")?,
+            idle_timeout: src.duration_at_most("session.idle_timeout", 30 * DAY)?,
+            absolute_lifetime: src.duration_at_most("session.absolute_lifetime", YEAR)?,
             same_site: src.parse("session.same_site", |s| match s {
                 "lax" => Ok(SameSite::Lax),
                 "strict" => Ok(SameSite::Strict),
                 _ => Err(format!("expected \"lax\" or \"strict\", got {s:?}")),
             })?,
-            login_timeout: src.duration("session.login_timeout")?,
+            login_timeout: src.duration_at_most("session.login_timeout", HOUR)?,
             cache_max_age: match src.string_or("session.cache_max_age").as_str() {
                 "off" | "0" => None,
-                _ => Some(src.duration("session.cache_max_age")?),
+                _ => Some(src.duration_at_most("session.cache_max_age", HOUR)?),
             },
             cache_capacity: src.parse("session.cache_capacity", |s| match s.parse::<usize>() {
                 Ok(n) if n > 0 => Ok(n),
@@ -358,8 +371,10 @@ impl Config {
             })?,
             value: src.string_or("csrf.value"),
         };
-        let refresh =
-            RefreshConfig { skew: src.duration("refresh.skew")?, lock_lease: src.duration("refresh.lock_lease")? };
+        let refresh = RefreshConfig {
+            skew: src.duration_at_most("refresh.skew", HOUR)?,
+            lock_lease: src.duration_at_most("refresh.lock_lease", 5 * MINUTE)?,
+        };
 
         let session_cookie = if public_url.scheme() == "https" {
             format!("__Host-{}", session.cookie_name)
@@ -410,7 +425,7 @@ impl Config {
             cookie_names,
             forwarded,
             routes,
-            upstream_timeout: src.duration("upstream_timeout")?,
+            upstream_timeout: src.duration_at_most("upstream_timeout", HOUR)?,
             csrf,
             refresh,
             listen,
@@ -426,9 +441,10 @@ impl Config {
                 _ => Err(format!("expected \"text\" or \"json\", got {s:?}")),
             })?,
             log_filter: src.string_or("log_level"),
-            shutdown_timeout: src.duration("shutdown_timeout")?,
+            shutdown_timeout: src.duration_at_most("shutdown_timeout", HOUR)?,
+            websocket_session_check: src.duration_at_most("websocket.session_check", HOUR)?,
             server: ServerLimits {
-                header_read_timeout: src.duration("server.header_read_timeout")?,
+                header_read_timeout: src.duration_at_most("server.header_read_timeout", SERVER_TIMEOUT_MAX)?,
                 body_timeout: src.duration_at_most("server.body_timeout", SERVER_TIMEOUT_MAX)?,
                 write_timeout: src.duration_at_most("server.write_timeout", SERVER_TIMEOUT_MAX)?,
                 max_connections: src.parse("server.max_connections", |s| match s.parse::<usize>() {
@@ -437,7 +453,7 @@ impl Config {
                 })?,
                 max_body_size: src.parse("server.max_body_size", parse_size)?,
             },
-            redis_timeout: src.duration("redis_timeout")?,
+            redis_timeout: src.duration_at_most("redis_timeout", MINUTE)?,
             redis_wait_replicas: src.parse("redis_wait_replicas", |s| match s.parse::<u32>() {
                 Ok(n) if n <= 16 => Ok(n),
                 _ => Err(format!("expected a number of replicas from 0 to 16, got {s:?}")),
@@ -551,11 +567,43 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// The CA file for `rediss://`, read and checked to hold at least one PEM certificate.
+/// What the sentinels are trusted with: `redis_sentinel_username`, `redis_sentinel_password`
+/// and `redis_sentinel_masters`, each refused without Sentinel (it would protect nothing).
+fn read_sentinel_trust(src: &Source, sentinel: bool) -> Result<SentinelTrust, ConfigError> {
+    let trust = SentinelTrust {
+        username: src.string("redis_sentinel_username"),
+        password: src.string("redis_sentinel_password"),
+        masters: match src.string("redis_sentinel_masters") {
+            None => Vec::new(),
+            Some(list) => {
+                parse_master_addresses(&list).map_err(|reason| src.invalid("redis_sentinel_masters", reason))?
+            }
+        },
+    };
+    if !sentinel {
+        for (key, set) in [
+            ("redis_sentinel_username", trust.username.is_some()),
+            ("redis_sentinel_password", trust.password.is_some()),
+            ("redis_sentinel_masters", !trust.masters.is_empty()),
+        ] {
+            if set {
+                return Err(src
+                    .invalid(key, "needs Sentinel (redis+sentinel://, rediss+sentinel:// or redis_sentinels)".into()));
+            }
+        }
+    }
+    if trust.username.is_some() && trust.password.is_none() {
+        return Err(src.invalid("redis_sentinel_password", "needed with redis_sentinel_username".into()));
+    }
+    Ok(trust)
+}
+
+/// The CA file for `rediss://` or `rediss+sentinel://`, read and checked to hold at least one
+/// PEM certificate.
 fn read_redis_ca(src: &Source, scheme: &str) -> Result<Option<Vec<u8>>, ConfigError> {
     let Some(path) = src.string("redis_ca_file") else { return Ok(None) };
-    if scheme != "rediss" {
-        return Err(src.invalid("redis_ca_file", "needs a rediss:// redis_url".into()));
+    if scheme != "rediss" && scheme != "rediss+sentinel" {
+        return Err(src.invalid("redis_ca_file", "needs a rediss:// or rediss+sentinel:// redis_url".into()));
     }
     let pem = std::fs::read(&path).map_err(|e| src.invalid("redis_ca_file", format!("cannot read {path}: {e}")))?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
@@ -634,9 +682,9 @@ fn read_oidc(src: &Source, public_url: &Url) -> Result<OidcConfig, ConfigError> 
             Some(v) => parse_http_url(&v).map_err(|e| src.invalid("oidc.post_logout_redirect_uri", e))?,
             None => join_path(public_url, "/"),
         },
-        clock_skew: src.duration("oidc.clock_skew")?,
-        http_timeout: src.duration("oidc.http_timeout")?,
-        jwks_refresh: src.duration("oidc.jwks_refresh")?,
+        clock_skew: src.duration_at_most("oidc.clock_skew", HOUR)?,
+        http_timeout: src.duration_at_most("oidc.http_timeout", 5 * MINUTE)?,
+        jwks_refresh: src.duration_at_most("oidc.jwks_refresh", 7 * DAY)?,
     })
 }
 

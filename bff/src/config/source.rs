@@ -8,6 +8,9 @@ use super::ConfigError;
 use super::keys::{self, KEYS, Key};
 use super::unknown_env;
 
+/// The longest duration any setting may have (ten years).
+const DURATION_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 pub(super) struct Source<'a> {
     file: HashMap<String, String>,
     env: &'a HashMap<String, String>,
@@ -87,7 +90,15 @@ impl<'a> Source<'a> {
                     humantime::parse_duration(s).map_err(|e| format!("not a duration ({e}); try 30s, 20m, 7d"))?
                 }
             };
-            if d.is_zero() { Err("must be greater than zero".to_owned()) } else { Ok(d) }
+            if d.is_zero() {
+                return Err("must be greater than zero".to_owned());
+            }
+            // The bound of last resort, for a duration read without one of its own: what no
+            // setting needs, and what neither `Instant` arithmetic nor a Redis expiry overflows.
+            if d > DURATION_MAX {
+                return Err(format!("must be at most {}", humantime::format_duration(DURATION_MAX)));
+            }
+            Ok(d)
         })
     }
 

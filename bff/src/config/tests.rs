@@ -261,6 +261,47 @@ fn body_and_write_timeouts_have_defaults_and_an_upper_bound() {
     }
 }
 
+/// Every duration setting, with a value its bound allows: a value far past it (the review's
+/// `100000000y`) is refused naming the key, where it was accepted and failed at the first use.
+#[test]
+fn every_duration_has_an_upper_bound_naming_its_key() {
+    let durations = [
+        ("BFF_KEY_ROTATION", "365d"),
+        ("BFF_KEY_RING_REFRESH", "1h"),
+        ("BFF_SESSION_ABSOLUTE_LIFETIME", "365d"),
+        ("BFF_SESSION_LOGIN_TIMEOUT", "1h"),
+        ("BFF_SESSION_CACHE_MAX_AGE", "1h"),
+        ("BFF_REFRESH_SKEW", "1h"),
+        ("BFF_REFRESH_LOCK_LEASE", "5m"),
+        ("BFF_UPSTREAM_TIMEOUT", "1h"),
+        ("BFF_SHUTDOWN_TIMEOUT", "1h"),
+        ("BFF_SERVER_HEADER_READ_TIMEOUT", "1h"),
+        ("BFF_SERVER_BODY_TIMEOUT", "1h"),
+        ("BFF_SERVER_WRITE_TIMEOUT", "1h"),
+        ("BFF_REDIS_TIMEOUT", "60s"),
+        ("BFF_OIDC_CLOCK_SKEW", "1h"),
+        ("BFF_OIDC_HTTP_TIMEOUT", "5m"),
+        ("BFF_OIDC_JWKS_REFRESH", "7d"),
+    ];
+    let mut idle = minimal();
+    idle.extend(env(&[("BFF_SESSION_ABSOLUTE_LIFETIME", "365d"), ("BFF_SESSION_IDLE_TIMEOUT", "30d")]));
+    assert!(Config::from_env_map(&idle).is_ok());
+    idle.insert("BFF_SESSION_IDLE_TIMEOUT".into(), "31d".into());
+    assert!(error_of(idle).starts_with("session.idle_timeout (BFF_SESSION_IDLE_TIMEOUT): must be at most"));
+    for (env, largest) in durations {
+        let mut vars = minimal();
+        // The idle timeout stays within the absolute lifetime whatever is tried here.
+        vars.insert("BFF_SESSION_IDLE_TIMEOUT".into(), "2h".into());
+        vars.insert(env.into(), largest.into());
+        assert!(Config::from_env_map(&vars).is_ok(), "{env} = {largest}: {:?}", Config::from_env_map(&vars).err());
+        for too_long in ["100000000y", "1000y"] {
+            vars.insert(env.into(), too_long.into());
+            let error = error_of(vars.clone());
+            assert!(error.contains(&format!("({env})")) && error.contains("at most"), "{env} = {too_long}: {error}");
+        }
+    }
+}
+
 #[test]
 fn redis_ca_file_must_be_a_readable_pem_for_a_rediss_url() {
     let mut ca = tempfile::NamedTempFile::new().unwrap();
@@ -357,4 +398,35 @@ fn manual_configuration_reference_is_generated_from_keys() {
     for key in KEYS {
         assert!(committed.contains(&format!("| `{}` | `{}` |", key.path, key.env)), "{} missing", key.path);
     }
+}
+
+#[test]
+fn sentinel_trust_is_read_and_refused_without_sentinel() {
+    let mut ca = tempfile::NamedTempFile::new().unwrap();
+    write!(ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    let mut vars = minimal();
+    vars.extend(env(&[
+        ("BFF_KEY_RING", "local"),
+        ("BFF_REDIS_URL", "rediss+sentinel://:pw@s1:26379/mymaster"),
+        ("BFF_REDIS_CA_FILE", &ca.path().display().to_string()),
+        ("BFF_REDIS_SENTINEL_USERNAME", "gateway"),
+        ("BFF_REDIS_SENTINEL_PASSWORD", "sentinel-pw"),
+        ("BFF_REDIS_SENTINEL_MASTERS", "10.0.0.5:6379,10.0.0.6:6379"),
+    ]));
+    let c = Config::from_env_map(&vars).unwrap();
+    let StoreConfig::Redis { sentinel, ca_pem, .. } = c.store else { panic!("redis") };
+    assert!(ca_pem.is_some());
+    assert_eq!(sentinel.username.as_deref(), Some("gateway"));
+    assert_eq!(sentinel.masters, vec![("10.0.0.5".to_owned(), 6379), ("10.0.0.6".to_owned(), 6379)]);
+
+    vars.insert("BFF_REDIS_SENTINEL_MASTERS".into(), "10.0.0.5".into());
+    assert!(error_of(vars.clone()).starts_with("redis_sentinel_masters (BFF_REDIS_SENTINEL_MASTERS)"));
+    vars.remove("BFF_REDIS_SENTINEL_MASTERS");
+    vars.remove("BFF_REDIS_SENTINEL_PASSWORD");
+    assert!(error_of(vars.clone()).starts_with("redis_sentinel_password (BFF_REDIS_SENTINEL_PASSWORD)"));
+    vars.remove("BFF_REDIS_SENTINEL_USERNAME");
+    vars.remove("BFF_REDIS_CA_FILE");
+    vars.insert("BFF_REDIS_URL".into(), "redis://127.0.0.1:6379".into());
+    vars.insert("BFF_REDIS_SENTINEL_PASSWORD".into(), "sentinel-pw".into());
+    assert!(error_of(vars).starts_with("redis_sentinel_password (BFF_REDIS_SENTINEL_PASSWORD): needs Sentinel"));
 }

@@ -43,6 +43,7 @@ pub async fn login(State(state): State<AppState>, Query(params): Query<LoginPara
     // say) is replaced, and opens only for its own state.
     let login_state = crate::session::random_token();
     let pending = PendingLogin {
+        format: crate::compat::RecordFormat::current(),
         verifier: crate::session::random_token(),
         nonce: crate::session::random_token(),
         landing_page,
@@ -97,6 +98,7 @@ pub async fn callback(
 
     let now = now_secs();
     let session = Session {
+        format: crate::compat::RecordFormat::current(),
         created_at: now,
         claims: serde_json::value::to_raw_value(&claims).expect("claims serialise"),
         id_token,

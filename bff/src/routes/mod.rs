@@ -1,11 +1,13 @@
 //! The router: account endpoints under the configured prefix, and the probes. `/metrics` is here
-//! unless `metrics_listen` gives it a listener of its own ([`metrics_router`]); then the public
-//! listener answers 404 for it (never proxied: the path stays the gateway's, whatever the routes).
+//! for operators only (the ops token, see [`ops`]), unless `metrics_listen` gives it a listener of
+//! its own ([`metrics_router`]); then the public listener answers 404 for it. Never proxied: the
+//! path stays the gateway's, whatever the routes.
 
 mod account;
 mod backchannel;
 mod cookies;
 mod current_session;
+mod event_stream;
 mod ops;
 mod probes;
 mod proxy;
@@ -33,11 +35,8 @@ pub fn router(state: AppState) -> Router {
         .nest(&prefix, account)
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
-        .route("/ops/fingerprint", get(ops::fingerprint));
-    let router = match state.config.metrics_listen {
-        None => router.route("/metrics", get(crate::metrics::render)),
-        Some(_) => router.route("/metrics", get(|| async { axum::http::StatusCode::NOT_FOUND })),
-    };
+        .route("/ops/fingerprint", get(ops::fingerprint))
+        .route("/metrics", get(ops::metrics));
     router.fallback(proxy::proxy).with_state(state)
 }
 

@@ -9,24 +9,30 @@
 //! without the gateway's own cookies and without the browser's own `Authorization`, with
 //! `X-Forwarded-*` set by the gateway (see [`set_forwarding_headers`]), and the response streamed back without any `Set-Cookie` for the
 //! gateway's cookies. An unreachable upstream is a 502, a slow one a 504.
+//!
+//! A WebSocket handshake takes the same path with an `Origin` check in place of the CSRF header;
+//! once the upstream accepted the gateway's own handshake, the two sockets are joined by
+//! [`crate::websocket`]. Event streams pass unbuffered and are counted ([`event_stream`]).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE, HOST, SET_COOKIE};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
-use super::{cookies, request_path};
+use super::{cookies, event_stream, request_path};
 use crate::client_addr::ClientAddr;
 use crate::config::{Balance, Route, RouteAuth};
 use crate::metrics::RouteLabel;
 use crate::session::{RefreshError, SessionId};
 use crate::state::AppState;
+use crate::websocket::{self, SessionWatch, UpstreamHandshake};
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -192,7 +198,19 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     let label = route.path.as_str();
     let config = &state.config;
 
-    if route.auth != RouteAuth::None
+    // A browser cannot add the CSRF header to a WebSocket handshake, but always sends the page's
+    // `Origin`: that must be the gateway's own, on every route (see `websocket::handshake`).
+    let upgrade = websocket::is_upgrade(request.headers());
+    if upgrade && !websocket::origin_allowed(request.headers(), config) {
+        return refuse(StatusCode::FORBIDDEN, "WebSocket from a foreign origin", label);
+    }
+    // An upgraded connection leaves the server's connection count: open sockets have a bound of
+    // their own, the same number.
+    if upgrade && state.sockets.len() >= config.server.max_connections {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many WebSockets open on this node", label);
+    }
+    if !upgrade
+        && route.auth != RouteAuth::None
         && config.csrf.enabled
         && request.headers().get(&config.csrf.header).and_then(|v| v.to_str().ok()) != Some(config.csrf.value.as_str())
     {
@@ -201,6 +219,7 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     }
 
     let mut bearer = None;
+    let mut session_id = None;
     if route.auth != RouteAuth::None {
         let id = cookies::read(request.headers(), config.cookie_name()).and_then(|v| SessionId::parse(&v));
         let loaded = match &id {
@@ -219,7 +238,10 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
         };
         match (loaded, id) {
             (Some(session), Some(id)) => match state.refresher.fresh(&id, session).await {
-                Ok(session) => bearer = Some(session),
+                Ok(session) => {
+                    bearer = Some(session);
+                    session_id = Some(id);
+                }
                 Err(RefreshError::Ended) => return refuse(StatusCode::UNAUTHORIZED, "session ended", label),
                 Err(error) => {
                     tracing::warn!(%error, "token refresh failed; session kept");
@@ -239,8 +261,19 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
         return refuse(StatusCode::BAD_GATEWAY, "bad upstream address", label);
     };
     let peer = request.extensions().get::<ConnectInfo<ClientAddr>>().map(|c| c.0.0.ip());
-    let (mut parts, body) = request.into_parts();
+    let (mut parts, mut body) = request.into_parts();
+    let client_socket = match upgrade {
+        true => match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(socket) => Some(socket.max_message_size(config.server.max_body_size)),
+            Err(rejection) => return refuse(rejection.status(), &rejection.body_text(), label),
+        },
+        false => None,
+    };
     strip_hop_by_hop(&mut parts.headers);
+    let handshake = client_socket.is_some().then(|| {
+        body = Body::empty();
+        UpstreamHandshake::prepare(&mut parts.headers)
+    });
     parts.headers.remove(HOST);
     match cookies::foreign(&parts.headers, config) {
         Some(cookie) => parts.headers.insert(COOKIE, cookie),
@@ -260,8 +293,8 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     let outgoing = axum::http::Request::from_parts(parts, body);
 
     let timeout = route.timeout.unwrap_or(config.upstream_timeout);
-    let mut response = match tokio::time::timeout(timeout, crate::state::send_upstream(outgoing)).await {
-        Ok(Ok(response)) => response.map(Body::new),
+    let response = match tokio::time::timeout(timeout, crate::state::send_upstream(outgoing)).await {
+        Ok(Ok(response)) => response,
         Ok(Err(error)) if crate::body_deadline::BodyError::timed_out_in(&error) => {
             tracing::debug!(route = label, "request body not received within server.body_timeout");
             return refuse(StatusCode::REQUEST_TIMEOUT, "request body not received in time", label);
@@ -277,8 +310,46 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
             return refuse(StatusCode::GATEWAY_TIMEOUT, "upstream timed out", label);
         }
     };
+    let mut response = match (client_socket, handshake) {
+        (Some(client_socket), Some(handshake)) if handshake.accepted(&response) => {
+            let watch = match (session_id, &bearer) {
+                (Some(id), Some(session)) => Some(SessionWatch { id, created_at: session.created_at }),
+                _ => None,
+            };
+            // The browser's 101 is the gateway's own: none of the upstream's headers but the
+            // chosen protocol.
+            let mut response = join_sockets(&state, client_socket, response, watch);
+            response.extensions_mut().insert(RouteLabel(label.to_owned()));
+            return response;
+        }
+        (Some(_), Some(_)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            tracing::warn!(
+                route = label,
+                "upstream answered the WebSocket handshake with a wrong Sec-WebSocket-Accept"
+            );
+            return refuse(StatusCode::BAD_GATEWAY, "upstream WebSocket handshake invalid", label);
+        }
+        _ => event_stream::counted(response.map(Body::new)),
+    };
     strip_hop_by_hop(response.headers_mut());
     drop_refused_set_cookies(response.headers_mut(), config);
     response.extensions_mut().insert(RouteLabel(label.to_owned()));
     response
+}
+
+/// Answers the browser's handshake (101) and joins its socket to the upstream's, which has
+/// accepted with `upstream`, in a task of its own registered under the session.
+fn join_sockets(
+    state: &AppState,
+    mut client_socket: WebSocketUpgrade,
+    upstream: Response<hyper::body::Incoming>,
+    watch: Option<SessionWatch>,
+) -> Response {
+    if let Some(protocol) = upstream.headers().get(SEC_WEBSOCKET_PROTOCOL) {
+        client_socket.set_selected_protocol(protocol.clone());
+    }
+    let registration = state.sockets.open(watch.as_ref().map(|w| &w.id));
+    let upstream = hyper::upgrade::on(upstream);
+    let state = state.clone();
+    client_socket.on_upgrade(move |socket| websocket::relay(state, socket, upstream, registration, watch))
 }

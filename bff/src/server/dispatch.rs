@@ -48,6 +48,7 @@ pub fn proxied(
     let max_body = state.config.server.max_body_size;
     let service = ServiceBuilder::new()
         .option_layer(node)
+        .layer(crate::telemetry::checked_request_id::<Incoming>())
         .layer(crate::telemetry::set_request_id())
         .layer(crate::telemetry::trace())
         .layer(crate::telemetry::propagate_request_id())

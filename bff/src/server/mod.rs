@@ -1,5 +1,7 @@
 //! [`run`]: serve one node on a bound listener until the shutdown future resolves, then stop
-//! accepting and give in-flight requests up to `shutdown_timeout` to finish.
+//! accepting and give in-flight requests up to `shutdown_timeout` to finish. Once they have, the
+//! node's WebSockets are closed with 1001 (going away), so that their clients reconnect, through
+//! the load balancer, to another node.
 //!
 //! A node serves on one thread per core (`worker_threads`), each with a single-threaded runtime
 //! of its own, like nginx workers; connections are handed to them in turn ([`handoff`]). A
@@ -49,6 +51,10 @@ pub enum RunError {
     /// `redis_ca_file` (or the server speaks no TLS). A configuration error.
     #[error("redis_url (BFF_REDIS_URL) / redis_ca_file (BFF_REDIS_CA_FILE): {0}")]
     RedisTls(String),
+    /// The cluster's Redis holds records of a format this build neither reads nor writes for
+    /// (see `compat`): another build, too old or too new, shares it.
+    #[error(transparent)]
+    RecordFormat(#[from] crate::compat::FormatError),
 }
 
 impl RunError {
@@ -93,6 +99,13 @@ pub async fn run(
     let state = AppState::new(config)?;
     if let Some(link) = &state.redis {
         link.check_tls().await.map_err(RunError::RedisTls)?;
+    }
+    if let (Some(link), StoreConfig::Redis { key_prefix, .. }) = (&state.redis, &state.config.store) {
+        // Records of a format live as long as a session can, after its last writer stopped.
+        let lifetime = state.config.session.absolute_lifetime.saturating_add(state.config.key_ring.refresh);
+        let formats = crate::compat::ClusterFormats::new(link.clone(), key_prefix, lifetime);
+        formats.check_at_start(link.timeout()).await?;
+        formats.announce_in_background(state.config.key_ring.refresh);
     }
     state.start_background_tasks();
     tracing::info!(
@@ -194,7 +207,9 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
     let proxied = dispatch::proxied(state.clone());
     let app = crate::app(state.clone());
     let http = http1(&limits);
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a clone until it ends: `recv` answers `None` once all have ended.
+    // (hyper-util's `GracefulShutdown` does not take a connection that can be upgraded.)
+    let (in_flight, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let (stream, peer, permit) = tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => break,
@@ -214,15 +229,29 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
                 futures::future::Either::Right(proxied.clone().oneshot(request))
             }
         });
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let connection = http.serve_connection(io, service).with_upgrades();
+        let (mut stop, in_flight) = (stopped.clone(), in_flight.clone());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, in_flight));
         });
     }
-    graceful.shutdown().await;
+    drop(in_flight);
+    let _ = all_ended.recv().await;
+    // In-flight requests have finished: the WebSockets (whose connections left hyper when they
+    // were upgraded) are closed with 1001, and this thread's runtime runs until they are.
+    state.sockets.going_away();
+    state.sockets.all_closed().await;
     Ok(())
 }
 

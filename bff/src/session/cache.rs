@@ -80,6 +80,9 @@ struct Waiter {
     arrived: Notify,
 }
 
+/// Told the key of a session that changed, or `None` when any may have.
+type ChangeHook = Box<dyn Fn(Option<&str>) + Send + Sync>;
+
 pub struct NodeCache {
     entries: quick_cache::sync::Cache<String, Arc<Cached>>,
     max_age: Duration,
@@ -104,6 +107,10 @@ pub struct NodeCache {
     /// Where other nodes acknowledge this node's notices.
     reply_channel: String,
     waiting: Mutex<HashMap<String, Arc<Waiter>>>,
+    /// Told the key of every session that changed (`None`: any may have, as when the cache is
+    /// switched on or off and notices may have been missed): the node's open WebSockets check
+    /// their session (see [`super::OpenSockets`]).
+    on_change: std::sync::OnceLock<ChangeHook>,
 }
 
 static HITS: LazyLock<metrics::Counter> =
@@ -144,6 +151,7 @@ impl NodeCache {
             reply_channel: format!("{key_prefix}:session-changed-ack:{node}"),
             node,
             waiting: Mutex::new(HashMap::new()),
+            on_change: std::sync::OnceLock::new(),
         })
     }
 
@@ -218,12 +226,25 @@ impl NodeCache {
     fn forget(&self, key: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.remove(key);
+        if let Some(hook) = self.on_change.get() {
+            hook(Some(key));
+        }
     }
 
     /// Drops every entry (a read in flight is not kept either).
     fn forget_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
+        if let Some(hook) = self.on_change.get() {
+            hook(None);
+        }
+    }
+
+    /// Calls `hook` with the key of every session a notice (or this node) says changed, and
+    /// with `None` whenever notices may have been missed. One hook per cache; a second is
+    /// ignored.
+    pub fn on_change(&self, hook: impl Fn(Option<&str>) + Send + Sync + 'static) {
+        let _ = self.on_change.set(Box::new(hook));
     }
 
     /// Switches the cache on or off; either way it is emptied.
@@ -470,6 +491,7 @@ mod tests {
 
     fn session() -> Session {
         Session {
+            format: crate::compat::RecordFormat::current(),
             created_at: 0,
             claims: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
             id_token: "id".into(),

@@ -19,6 +19,7 @@
 mod cache;
 mod id;
 mod memory;
+mod open_sockets;
 mod record;
 mod redis;
 mod refresh;
@@ -35,6 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub use cache::{LEASE, NodeCache};
 pub use id::{SessionId, random_token};
 pub use memory::MemoryStore;
+pub use open_sockets::{OpenSocket, OpenSockets, SocketSignal};
 pub use record::{PendingLogin, Session};
 pub use redis::RedisStore;
 pub use refresh::{RefreshError, Refresher};
@@ -71,6 +73,10 @@ pub struct Sessions {
 
 fn store_key(kind: &str, secret: &[u8]) -> String {
     format!("{kind}:{}", hex::encode(digest(&SHA256, secret)))
+}
+
+fn logout_token_key(iss: &str, jti: &str) -> String {
+    store_key("j", format!("{iss}\0{jti}").as_bytes())
 }
 
 impl Sessions {
@@ -196,7 +202,8 @@ impl Sessions {
         }
         let mut memberships = Vec::new();
         for key in &keys {
-            memberships.extend(self.indexes_of_stored(key).await?.into_iter().map(|index| (index, key.clone())));
+            let indexes = self.indexes_of_stored(key).await?.unwrap_or_default();
+            memberships.extend(indexes.into_iter().map(|index| (index, key.clone())));
         }
         self.store.delete_many(&keys).await?;
         self.changed(&keys).await?;
@@ -205,15 +212,15 @@ impl Sessions {
     }
 
     /// The back-channel logout indexes the session stored under `key` is a member of (none when
-    /// it is gone or does not open).
-    async fn indexes_of_stored(&self, key: &str) -> Result<Vec<String>, SessionError> {
+    /// it does not open); `None` when the store holds no session under `key`.
+    async fn indexes_of_stored(&self, key: &str) -> Result<Option<Vec<String>>, SessionError> {
         let Some(blob) = self.store.get_and_touch(key, self.idle_timeout).await? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let Ok(plain) = self.ring.open(key.as_bytes(), &blob).await else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
-        Ok(serde_json::from_slice::<Session>(&plain).map(|s| self.indexes_of(&s.claims)).unwrap_or_default())
+        Ok(Some(serde_json::from_slice::<Session>(&plain).map(|s| self.indexes_of(&s.claims)).unwrap_or_default()))
     }
 
     /// Takes ended sessions out of their indexes, so that no index outlives its sessions.
@@ -224,11 +231,17 @@ impl Sessions {
         Ok(())
     }
 
+    /// Whether the issuer `iss`'s logout token id `jti` was used before, on any node (a replay).
+    pub async fn logout_token_used(&self, iss: &str, jti: &str) -> Result<bool, SessionError> {
+        Ok(self.store.exists(&logout_token_key(iss, jti)).await?)
+    }
+
     /// Records that the issuer `iss` used the logout token id `jti`, until `ttl` from now (the
-    /// token's expiry); returns false when it was seen before, on any node (a replay).
-    pub async fn first_use_of_logout_token(&self, iss: &str, jti: &str, ttl: Duration) -> Result<bool, SessionError> {
-        let key = store_key("j", format!("{iss}\0{jti}").as_bytes());
-        Ok(self.store.insert_new(&key, ttl).await?)
+    /// token's expiry). Called once its sessions ended: a store that fails in between leaves
+    /// the token unmarked, so the issuer's retry ends them. Returns false when another delivery
+    /// of the same token marked it first.
+    pub async fn remember_logout_token(&self, iss: &str, jti: &str, ttl: Duration) -> Result<bool, SessionError> {
+        Ok(self.store.insert_new(&logout_token_key(iss, jti), ttl).await?)
     }
 
     /// Stores an updated session (new tokens) unless it ended meanwhile; returns whether it
@@ -297,6 +310,12 @@ impl Sessions {
                 return Ok(None);
             }
         };
+        if !session.format.is_readable() {
+            // A build outside this one's window wrote it: the start-up check should have kept
+            // the two apart (see `compat`).
+            tracing::error!(format = %session.format, readable = ?crate::compat::readable(), "session of a record format this build does not read; treated as no session");
+            return Ok(None);
+        }
         if self.past_lifetime(&session) {
             self.store.delete(key).await?;
             self.changed(&[key.to_owned()]).await?;
@@ -309,10 +328,15 @@ impl Sessions {
     /// Deletes a session everywhere: every node sees it gone at once. It also leaves the
     /// back-channel logout indexes, so that the index of a `sid` that ended does not stay in the
     /// store until the absolute lifetime.
+    /// An id the store does not hold (a random one, one already ended) costs one read: no
+    /// change notice goes to the other nodes, so a flood of logouts with made-up ids neither
+    /// fans out nor keeps node caches from caching.
     pub async fn end(&self, id: &SessionId) -> Result<(), SessionError> {
         let key = store_key("s", id.as_bytes());
-        let memberships: Vec<(String, String)> =
-            self.indexes_of_stored(&key).await?.into_iter().map(|index| (index, key.clone())).collect();
+        let Some(indexes) = self.indexes_of_stored(&key).await? else {
+            return Ok(());
+        };
+        let memberships: Vec<(String, String)> = indexes.into_iter().map(|index| (index, key.clone())).collect();
         self.store.delete(&key).await?;
         self.changed(std::slice::from_ref(&key)).await?;
         self.leave_indexes(&memberships).await
@@ -343,6 +367,10 @@ impl Sessions {
                 return None;
             }
         };
+        if !login.format.is_readable() {
+            tracing::error!(format = %login.format, readable = ?crate::compat::readable(), "login cookie of a record format this build does not read");
+            return None;
+        }
         (now_secs() <= login.expires_at).then_some(login)
     }
 

@@ -5,9 +5,14 @@ use std::sync::OnceLock;
 use axum::http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
+use crate::compat::RecordFormat;
+
 /// A logged-in user's session.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Session {
+    /// The record format it was written in (absent, so format 1, from bff 0.1.0): see `compat`.
+    #[serde(default = "RecordFormat::legacy")]
+    pub format: RecordFormat,
     /// Unix seconds; the absolute lifetime counts from here.
     pub created_at: u64,
     /// The validated id_token's claims, as `/account/me` returns them: kept as raw JSON, so the
@@ -50,6 +55,9 @@ impl std::fmt::Debug for Session {
 /// [`Sessions::seal_login`](super::Sessions::seal_login)).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PendingLogin {
+    /// The record format it was sealed in (absent, so format 1, from bff 0.1.0): see `compat`.
+    #[serde(default = "RecordFormat::legacy")]
+    pub format: RecordFormat,
     /// PKCE code verifier.
     pub verifier: String,
     pub nonce: String,

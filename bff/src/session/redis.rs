@@ -38,24 +38,23 @@ impl RedisStore {
         self
     }
 
-    /// Runs a write, then `WAIT` in the same round trip when replicas must confirm it. Fewer
-    /// confirmations within the bound leave the write standing (it is on the master) and are
-    /// logged: refusing logins while a replica is away would make the replica a single point of
-    /// failure instead.
+    /// Runs a write, then `WAIT` in the same round trip when replicas must confirm it (on a
+    /// connection of its own: see [`RedisLink::write_and_wait`]). Fewer confirmations within
+    /// the bound leave the write standing (it is on the master) and are logged and counted
+    /// (`bff_redis_unconfirmed_writes_total`): refusing logins while a replica is away would
+    /// make the replica a single point of failure instead.
     async fn write<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         if self.wait_replicas == 0 {
             return self.link.query(&cmd, Retry::Safe).await;
         }
-        let mut pipe = redis::pipe();
-        pipe.add_command(cmd);
-        pipe.cmd("WAIT").arg(self.wait_replicas).arg(self.link.timeout().as_millis() as u64);
         // The same write again and a second WAIT: safe to repeat.
-        let (answer, confirmed): (T, u32) = self.link.pipeline(&pipe, Retry::Safe).await?;
+        let (answer, confirmed): (T, u32) = self.link.write_and_wait(&cmd, self.wait_replicas, Retry::Safe).await?;
         if confirmed < self.wait_replicas {
+            metrics::counter!("bff_redis_unconfirmed_writes_total").increment(1);
             tracing::warn!(
                 confirmed,
                 wanted = self.wait_replicas,
-                "redis: a session write reached fewer replicas than redis_wait_replicas"
+                "redis: a session write reached fewer replicas than redis_wait_replicas; it stands on the master"
             );
         }
         Ok(answer)

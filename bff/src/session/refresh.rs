@@ -2,7 +2,8 @@
 //!
 //! With rotating refresh tokens, parallel calls that each refresh make all but one fail. Here a
 //! single-flight inside the node lets one request per session go on, and a lock in the store
-//! (its lease renewed while the token endpoint works, so a slow issuer cannot outlive it) lets one
+//! (its lease renewed while the token endpoint works and until the new tokens are stored, so
+//! neither a slow issuer nor a slow save can outlive it) lets one
 //! node refresh. Everyone else polls the session until its tokens changed and uses the new ones,
 //! never calling the token endpoint. Only `invalid_grant` ends the session; any other failure
 //! (an issuer that is down, rate-limits, or refuses this client while its secret rotates) keeps
@@ -165,13 +166,15 @@ impl LockedRefresh {
             Ok(tokens) => {
                 let now = now_secs();
                 let updated = Session {
+                    // Written by this build, so in its format.
+                    format: crate::compat::RecordFormat::current(),
                     access_token: tokens.access_token,
                     refresh_token: tokens.refresh_token.or(current.refresh_token.clone()),
                     access_token_expires_at: tokens.expires_in.map(|s| now + s),
                     bearer: Default::default(),
                     ..current
                 };
-                if !self.save_within_lease(&updated).await? {
+                if !self.save_holding_the_lock(&updated).await? {
                     return Err(RefreshError::Ended);
                 }
                 metrics::counter!("bff_token_refresh_total", "result" => "done").increment(1);
@@ -187,6 +190,23 @@ impl LockedRefresh {
             Err(error) => {
                 metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
                 Err(RefreshError::Unavailable(error.to_string()))
+            }
+        }
+    }
+
+    /// Stores the new tokens while the lease is still renewed: a save that takes long (a
+    /// `WAIT` for a replica that is away, a Redis that answers slowly) must not let the lock
+    /// lapse, or another node would refresh with the refresh token the issuer just rotated and
+    /// end the session. A lock lost anyway does not stop the save: these tokens are the only
+    /// copy.
+    async fn save_holding_the_lock(&self, updated: &Session) -> Result<bool, SessionError> {
+        let save = self.save_within_lease(updated);
+        tokio::pin!(save);
+        tokio::select! {
+            saved = &mut save => saved,
+            lost = self.keep_lease() => {
+                tracing::warn!(reason = %lost, "refresh lock lapsed while the refreshed tokens were stored");
+                save.await
             }
         }
     }

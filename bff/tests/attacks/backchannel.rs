@@ -68,3 +68,32 @@ async fn indexes_follow_their_sessions_lifetimes() {
     assert_eq!(active.me(&s.url(0)).await.unwrap().status, 404, "ended by sid after its first indexes' time");
     assert!(redis_keys(port, "bff:*").await.iter().all(|k| !k.starts_with("bff:s:") && !k.starts_with("bff:i:")));
 }
+
+/// Low: the token's `jti` was marked used before the sessions were ended, so a Redis failure in
+/// between (a 503) left the sessions alive and the issuer's retry refused as a replay. Here
+/// Redis refuses the node the one command that ends sessions by index (an ACL without
+/// `SMEMBERS`) for the first delivery, then allows it: the retry ends the session.
+#[tokio::test]
+async fn a_logout_that_failed_half_way_ends_the_sessions_when_the_issuer_retries() {
+    let redis = harness::RedisProcess::start(false).await.unwrap();
+    let port = redis.port();
+    crate::stack::redis_cmd(port, &["ACL", "SETUSER", "bff", "on", ">bff-pw", "~*", "&*", "+@all", "-smembers"]).await;
+    let issuer = harness::MockIssuer::builder().run().await.unwrap();
+    let node_port = harness::process::free_port();
+    let url = format!("http://127.0.0.1:{node_port}");
+    let _node = crate::stack::node_builder(&issuer, None, &url)
+        .port(node_port)
+        .env("BFF_REDIS_URL", format!("redis://bff:bff-pw@127.0.0.1:{port}"))
+        .run()
+        .await
+        .unwrap();
+    let user = VirtualUser::new(Some("heidi"));
+    assert_eq!(user.login(&url).await.unwrap().status, 302);
+    let token = issuer.logout_token(None, Some("heidi"));
+
+    assert_eq!(backchannel_logout(&url, &token).await, 503, "the store failed half-way");
+    crate::stack::redis_cmd(port, &["ACL", "SETUSER", "bff", "+smembers"]).await;
+    assert_eq!(backchannel_logout(&url, &token).await, 200, "the issuer's retry was refused as a replay");
+    assert_eq!(user.me(&url).await.unwrap().status, 404, "the session outlived its logout");
+    assert_eq!(backchannel_logout(&url, &token).await, 400, "a replay after it worked");
+}

@@ -47,3 +47,35 @@ async fn the_apps_post_and_a_same_origin_form_log_out() {
         assert_eq!(user.me(&base).await.unwrap().status, 404, "{headers:?}");
     }
 }
+
+/// Low: a flood of logouts with made-up, well-formed session ids sent one change notice each to
+/// every node (and kept their caches from caching meanwhile). An id the store does not hold
+/// ends nothing, so it tells nobody: no `PUBLISH` reaches Redis. A real logout still does.
+#[tokio::test]
+async fn logouts_of_sessions_that_never_existed_send_no_change_notices() {
+    use base64::Engine;
+    let s = stack().nodes(2).run().await;
+    let base = s.url(0);
+    let port = s.redis().port();
+    let published = || async { crate::stack::redis_command_calls(port).await.get("publish").copied().unwrap_or(0) };
+    let before = published().await;
+    for _ in 0..50 {
+        let made_up = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let status = http()
+            .post(format!("{base}/account/end-session"))
+            .header("x-csrf", "1")
+            .header("cookie", format!("bff-session={made_up}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 302);
+    }
+    assert_eq!(published().await, before, "logouts of unknown sessions published change notices");
+
+    let user = VirtualUser::new(None);
+    user.login(&base).await.unwrap();
+    assert_eq!(end_session(&base, &user, reqwest::Method::POST, &[("x-csrf", "1")]).await, 302);
+    assert!(published().await > before, "a real logout tells the other nodes");
+    assert_eq!(user.me(&s.url(1)).await.unwrap().status, 404);
+}

@@ -8,6 +8,7 @@ mod stack;
 
 mod backchannel;
 mod cookies;
+mod failover_notices;
 mod fixture;
 mod forwarding;
 mod jwks;
@@ -19,5 +20,8 @@ mod metrics;
 mod redis_tls;
 mod refresh;
 mod routes;
+mod sentinel_trust;
 mod slow_clients;
+mod slow_flood;
+mod stalled_replica;
 mod upstream_view;

@@ -19,7 +19,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA (`ca.pem`), a server certificate it signed for 127.0.0.1 (`server.pem`, `server.key`),
 /// and a CA that signed nothing (`other-ca.pem`).
-fn certificates(dir: &Path) {
+pub fn certificates(dir: &Path) {
     for (name, cn) in [("ca", "bff test CA"), ("other-ca", "another CA")] {
         openssl(
             dir,
@@ -83,12 +83,12 @@ fn certificates(dir: &Path) {
 }
 
 /// A client that trusts `ca.pem`, as the test's own view of Redis.
-fn tls_client(url: &str, dir: &Path) -> redis::Client {
+pub fn tls_client(url: &str, dir: &Path) -> redis::Client {
     let ca = std::fs::read(dir.join("ca.pem")).unwrap();
     redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(ca) }).unwrap()
 }
 
-async fn tls_cmd(client: &redis::Client, args: &[&str]) -> redis::RedisResult<redis::Value> {
+pub async fn tls_cmd(client: &redis::Client, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {

@@ -51,3 +51,42 @@ async fn an_upstream_cannot_set_a_nameless_cookie() {
     let set: Vec<&str> = response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
     assert_eq!(set, ["theme=dark; Path=/"]);
 }
+
+/// Low: a client's `x-request-id` reached upstreams and log lines as sent. An id of a safe shape
+/// is kept (a caller's tracing still works); one too long, with quotes or spaces, or several,
+/// is replaced by the gateway's own before the upstream, the log and the response see it.
+#[tokio::test]
+async fn a_clients_request_id_is_kept_only_in_a_safe_shape() {
+    let up = upstream(Vec::new()).await;
+    let s = stack().memory().issuer(MockIssuer::builder().run().await.unwrap()).config(&routes(&up.uri())).run().await;
+    let long = "a".repeat(300);
+    for (sent, kept) in [
+        (vec!["0b9c6f2e-8d3a-4c1e-9f7a-2b4d6e8f0a1c"], true),
+        (vec!["abc\" level=error msg=\"forged"], false),
+        (vec![long.as_str()], false),
+        (vec!["<script>alert(1)</script>"], false),
+        (vec!["one", "two"], false),
+    ] {
+        let mut request = http().get(format!("{}/public/id", s.url(0)));
+        for id in &sent {
+            request = request.header("x-request-id", *id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let answered: Vec<String> =
+            response.headers().get_all("x-request-id").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        let got = received(&up, "/public/id").await.pop().expect("the upstream was called");
+        let forwarded: Vec<String> =
+            got.headers.get_all("x-request-id").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert_eq!(forwarded.len(), 1, "{sent:?}: {forwarded:?}");
+        assert_eq!(answered, forwarded, "{sent:?}: the response names the id the upstream saw");
+        if kept {
+            assert_eq!(forwarded, sent, "a well-formed id is kept");
+        } else {
+            assert!(!sent.contains(&forwarded[0].as_str()), "{sent:?} reached the upstream");
+            assert!(uuid::Uuid::parse_str(&forwarded[0]).is_ok(), "{forwarded:?}");
+        }
+    }
+    let logs = s.nodes[0].logs().join("\n");
+    assert!(!logs.contains("forged") && !logs.contains("<script>"), "a client's id reached the log");
+}

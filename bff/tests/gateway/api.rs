@@ -253,7 +253,7 @@ async fn logout_revokes_the_refresh_token_and_metrics_count() {
     eventually("the refresh token is revoked", Duration::from_secs(5), || async { s.issuer.calls("revoke") == 1 })
         .await;
 
-    let metrics = http().get(format!("{}/metrics", s.url(0))).send().await.unwrap().text().await.unwrap();
+    let metrics = crate::stack::metrics(&s.url(0)).await;
     for name in
         ["bff_requests_total", "bff_request_duration_seconds", "bff_sessions_created_total", "bff_sessions_ended_total"]
     {
@@ -294,7 +294,7 @@ async fn proxied_requests_keep_request_ids_the_node_header_and_metrics() {
     assert_eq!(down.headers()["x-bff-node"], "node-under-test");
     assert!(down.headers().contains_key("x-request-id"));
 
-    let metrics = http().get(format!("{}/metrics", s.url(0))).send().await.unwrap().text().await.unwrap();
+    let metrics = crate::stack::metrics(&s.url(0)).await;
     for line in [
         r#"bff_requests_total{route="/public/",status="200"} 2"#,
         r#"bff_requests_total{route="/down/",status="502"} 1"#,

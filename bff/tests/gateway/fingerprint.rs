@@ -73,6 +73,6 @@ async fn operators_see_what_must_agree_and_no_secret() {
 
 #[tokio::test]
 async fn without_an_ops_token_there_is_no_such_endpoint() {
-    let s = stack().memory().run().await;
+    let s = stack().memory().env("BFF_OPS_TOKEN", "").run().await;
     assert_eq!(fingerprint(&s.url(0), Some(TOKEN), "00112233445566778899aabbccddeeff").await.0, 404);
 }

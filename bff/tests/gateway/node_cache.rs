@@ -10,7 +10,7 @@ use crate::stack::{Stack, backchannel_logout, eventually, redis_cmd, redis_comma
 
 /// How many requests `node` has answered from its memory (its `/metrics`).
 async fn cache_hits(s: &Stack, node: usize) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", s.url(node))).await.unwrap().text().await.unwrap();
+    let text = crate::stack::metrics(&s.url(node)).await;
     text.lines()
         .find(|l| l.starts_with("bff_session_cache_total{result=\"hit\"}"))
         .and_then(|l| l.split_whitespace().last())

@@ -27,7 +27,7 @@ async fn is_live(url: &str) -> bool {
 
 /// How many requests the node at `url` has answered from its memory (its `/metrics`).
 async fn cache_hits(url: &str) -> u64 {
-    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let text = crate::stack::metrics(url).await;
     text.lines()
         .find(|l| l.starts_with("bff_session_cache_total{result=\"hit\"}"))
         .and_then(|l| l.split_whitespace().last())
@@ -120,7 +120,7 @@ async fn ready_counts_a_confirmation_after_each_redis_restart() {
         .await;
         seen = confirmations(&url).await;
     }
-    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = crate::stack::metrics(&url).await;
     assert!(metrics.lines().any(|l| l == "bff_session_cache_live 1"), "{metrics}");
     assert!(metrics.lines().any(|l| l.starts_with("bff_session_cache_confirmations_total ")), "{metrics}");
 }

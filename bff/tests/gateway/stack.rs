@@ -7,6 +7,9 @@ use harness::{BffProcess, MockIssuer, RedisProcess};
 
 pub const BFF: &str = env!("CARGO_BIN_EXE_bff");
 
+/// The `ops_token` of every test node: it opens `/metrics` and `/ops/fingerprint`.
+pub const OPS_TOKEN: &str = "ops-token-of-the-gateway-tests";
+
 pub struct StackBuilder {
     nodes: usize,
     redis: bool,
@@ -111,7 +114,8 @@ pub fn node_builder(
         .env("BFF_OIDC_CLIENT_ID", "bff-client")
         .env("BFF_OIDC_CLIENT_SECRET", "bff-secret")
         .env("BFF_KEY_ENCRYPTION_KEY", harness::cluster::KEY_ENCRYPTION_KEY)
-        .env("BFF_LOG_LEVEL", "bff=debug,info");
+        .env("BFF_LOG_LEVEL", "bff=debug,info")
+        .env("BFF_OPS_TOKEN", OPS_TOKEN);
     if let Some(redis) = redis {
         b = b.env("BFF_REDIS_URL", redis.url());
     }
@@ -126,6 +130,13 @@ impl Stack {
     pub fn redis(&self) -> &RedisProcess {
         self.redis.as_ref().expect("this stack has redis")
     }
+}
+
+/// The node's `/metrics` text, as an operator reads it (with the ops token).
+pub async fn metrics(base: &str) -> String {
+    let response = reqwest::Client::new().get(format!("{base}/metrics")).bearer_auth(OPS_TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 200, "/metrics with the ops token");
+    response.text().await.unwrap()
 }
 
 /// Polls `check` until it returns true or the deadline passes.

@@ -34,6 +34,10 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     args.users_behave.apply(&mut scenario.load);
     scenario.cluster.nodes = args.cluster.nodes;
     scenario.cluster.drift_check = !args.no_drift_check;
+    scenario.cluster.strict_version |= args.strict_version;
+    if let Some(build) = &args.upgrade_to {
+        roll_instead_of_restart(&mut scenario, build);
+    }
     scenario.load.seed = args.seed;
     let mode = match deployment(&deployment_args, args.cluster.ready_timeout)? {
         Some(target) => for_target(&mut scenario, Arc::new(target), &deployment_args),
@@ -45,6 +49,28 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let report = run_one(&scenario, mode, args.report.json).await?;
     finish(&[report], &args.report, started)
+}
+
+/// The seed scenario with its rolling restart made a rolling upgrade to `build`, while the users
+/// call `me`: `me` during `rolling-upgrade`, then `me` on every node as before.
+fn roll_instead_of_restart(scenario: &mut Scenario, build: &str) {
+    let me = scenario.steps.iter().find(|s| s.action == scenario::Action::Me && s.via == scenario::Via::Lb).cloned();
+    for step in &mut scenario.steps {
+        if step.action != scenario::Action::RestartNode {
+            continue;
+        }
+        let mut roll = step.clone();
+        roll.action = scenario::Action::RollingUpgrade;
+        roll.to = Some(build.to_owned());
+        *step = match me.clone() {
+            Some(mut me) => {
+                me.name = Some("me during rolling-upgrade".into());
+                me.during = Some(Box::new(roll));
+                me
+            }
+            None => roll,
+        };
+    }
 }
 
 enum RunMode {
@@ -287,10 +313,14 @@ async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Resu
                     let pinned: Option<&dyn harness::drift::ObserveLogin> =
                         if target.form_users.is_empty() { Some(&login) } else { None };
                     let observed = harness::drift::observe(&nodes, &paths, pinned).await;
-                    Some(match &ops_token {
+                    let mut report = match &ops_token {
                         Some(token) => harness::drift::check(&nodes, token).await.merged(observed),
                         None => observed,
-                    })
+                    };
+                    if !scenario.cluster.strict_version {
+                        report.version_as_info();
+                    }
+                    Some(report)
                 }
                 _ => None,
             };

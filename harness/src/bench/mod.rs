@@ -161,6 +161,8 @@ fn bff_env(
         .env("BFF_KEY_ENCRYPTION_KEY", crate::cluster::KEY_ENCRYPTION_KEY)
         .env("BFF_ROUTES", routes)
         .env("BFF_LOG_LEVEL", "warn")
+        // Opens `/metrics` (operators only) for the node cache's counts.
+        .env("BFF_OPS_TOKEN", BENCH_OPS_TOKEN)
 }
 
 /// Starts a gateway with the benchmark's routes and `env` on a free port; returns it and its URL.
@@ -470,9 +472,14 @@ async fn redis_used_memory(port: u16) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The `ops_token` of the nodes a benchmark starts: `/metrics` answers only with it.
+const BENCH_OPS_TOKEN: &str = "ops-token-of-the-benchmark";
+
 /// The node cache's hit and miss counts, from the node's `/metrics`.
 async fn cache_counts(base: &str) -> Option<(f64, f64)> {
-    let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+    let response =
+        reqwest::Client::new().get(format!("{base}/metrics")).bearer_auth(BENCH_OPS_TOKEN).send().await.ok()?;
+    let text = response.text().await.ok()?;
     let count = |result: &str| {
         let prefix = format!("bff_session_cache_total{{result=\"{result}\"}} ");
         text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse::<f64>().ok())

@@ -124,6 +124,17 @@ pub trait Backend: Send + Sync {
         Err(ClusterError::Unavailable(format!("the {} backend cannot start redis", self.name())))
     }
 
+    /// Makes node `index` (stopped) run `build` from its next start: a `bff` binary, or an
+    /// image (Docker). A rolling upgrade's step.
+    async fn set_node_build(&mut self, _index: usize, _build: &str) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable(format!("the {} backend cannot change a node's build", self.name())))
+    }
+
+    /// The build node `index` runs, for reports (`0.1.0`).
+    fn node_build(&self, _index: usize) -> Option<String> {
+        None
+    }
+
     /// Redis and every node, for status tables.
     fn components(&self) -> Vec<Component>;
 

@@ -66,6 +66,9 @@ struct NodeSlot {
     container_name: String,
     /// The cluster's image, or this node's own.
     image: String,
+    /// The build it runs, for reports: the version in the binary its image was built from, or
+    /// the image's name.
+    build: String,
     env: Vec<(String, String)>,
     /// The host port, the same across restarts.
     host_port: u16,
@@ -125,6 +128,7 @@ impl DockerBackend {
         let binary = super::process::find_bff_binary(spec).ok();
         images::ensure_images(&spec.images, binary.as_deref(), uses_redis, progress).await?;
         let mut node_images = Vec::new();
+        let mut node_builds = Vec::new();
         for i in 0..spec.nodes {
             let settings = spec.node(i).cloned().unwrap_or_default();
             let image = match (&settings.image, &settings.binary) {
@@ -137,6 +141,13 @@ impl DockerBackend {
                 let own = super::spec::Images { bff: image.clone(), redis: spec.images.redis.clone() };
                 images::ensure_images(&own, settings.binary.as_deref(), false, progress).await?;
             }
+            node_builds.push(match (&settings.image, &settings.binary, &binary) {
+                (None, Some(own), _) => super::build_label::of_binary(own),
+                (None, None, Some(binary)) if spec.images.bff.starts_with(images::LOCAL_PREFIX) => {
+                    super::build_label::of_binary(binary)
+                }
+                _ => image.clone(),
+            });
             node_images.push(image);
         }
         let issuer_host = match url::Url::parse(issuer_url).map(|u| u.host().map(|h| h.to_owned())) {
@@ -196,6 +207,7 @@ impl DockerBackend {
             .map(|i| NodeSlot {
                 container_name: format!("{network}-{}", node_name(i)),
                 image: node_images[i].clone(),
+                build: node_builds[i].clone(),
                 env: spec.node_env(i, issuer_url, public_url, uses_redis.then(|| node_redis_url(i)).as_deref()),
                 host_port: crate::process::free_port(),
                 log: crate::run_dir::log_path(run_dir, &node_name(i)),
@@ -460,6 +472,36 @@ async fn tail(container: &Container, n: usize) -> String {
 
 #[async_trait]
 impl Backend for DockerBackend {
+    async fn set_node_build(&mut self, index: usize, build: &str) -> Result<(), ClusterError> {
+        let binary = Path::new(build);
+        let (image, label) = if binary.is_file() {
+            // An image of its own per build, named by the version it carries.
+            let label = super::build_label::of_binary(binary);
+            let tag: String =
+                label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
+            let image = format!("{}bff-build:{tag}", images::LOCAL_PREFIX);
+            let own = super::spec::Images { bff: image.clone(), redis: String::new() };
+            images::ensure_images(&own, Some(binary), false, &|_| {}).await?;
+            (image, label)
+        } else {
+            (build.to_owned(), build.to_owned())
+        };
+        let slot = self.slot(index)?;
+        // The stopped container goes (its name and host port are the node's); the next start
+        // creates one of the new image.
+        if let Some(container) = slot.container.take() {
+            container.rm().await.map_err(|e| ClusterError::failed(node_name(index), e))?;
+        }
+        slot.follower = None;
+        slot.image = image;
+        slot.build = label;
+        Ok(())
+    }
+
+    fn node_build(&self, index: usize) -> Option<String> {
+        self.nodes.get(index).map(|slot| slot.build.clone())
+    }
+
     fn name(&self) -> &'static str {
         "docker"
     }

@@ -7,6 +7,10 @@
 //! virtual users send `user/sequence number`) goes to the node a hash of the seed and that key
 //! picks among the live nodes, whatever order concurrent users arrive in; other requests draw
 //! from a generator seeded with it. The header never reaches a node.
+//!
+//! A WebSocket handshake goes to a node like a request, and the sockets are then joined (see
+//! `lb_websocket`). Responses are read whole before they are passed on: an event stream does not
+//! stream through this balancer.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use tokio::sync::oneshot;
 
+use super::lb_websocket::NodeRefused;
 use super::spec::{LbPolicy, node_name};
 use crate::route_header::ROUTE_HEADER;
 
@@ -176,9 +181,40 @@ fn no_node(message: &str) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, message.to_owned()).into_response()
 }
 
+/// `response` with the header naming node `index`.
+fn named(mut response: Response, index: usize) -> Response {
+    response.headers_mut().insert(
+        HeaderName::from_static(NODE_HEADER),
+        HeaderValue::from_str(&node_name(index)).expect("node name is a header value"),
+    );
+    response
+}
+
+/// A WebSocket handshake: to a live node, another when the first cannot be reached.
+async fn forward_websocket(table: &Table, mut parts: axum::http::request::Parts, pinned: Option<usize>) -> Response {
+    let mut tried = None;
+    for _ in 0..2 {
+        let Some((index, addr)) = table.pick(pinned, tried, None) else {
+            return no_node("no live node behind the load balancer");
+        };
+        match super::lb_websocket::forward(&mut parts, addr).await {
+            Ok(response) | Err(NodeRefused::Answered(response)) => return named(response, index),
+            Err(NodeRefused::Unreachable) => tried = Some(index),
+        }
+    }
+    no_node("no node accepted the connection")
+}
+
+fn is_websocket(request: &Request) -> bool {
+    request.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
 async fn forward(State(table): State<Arc<Table>>, request: Request) -> Response {
     let pinned = affinity(&request);
     let route = request.headers().get(ROUTE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if is_websocket(&request) {
+        return forward_websocket(&table, request.into_parts().0, pinned).await;
+    }
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();

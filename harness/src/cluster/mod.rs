@@ -6,8 +6,10 @@
 //! rotation before it is stopped and returns once it is ready again.
 
 mod backend;
+pub mod build_label;
 pub mod control;
 pub mod docker;
+mod lb_websocket;
 mod load_balancer;
 pub mod process;
 mod spec;
@@ -44,6 +46,8 @@ pub struct Cluster {
     _upstream: Option<wiremock::MockServer>,
     /// The example single-page app behind `/`, when the spec asks for it.
     _spa: Option<crate::demo_app::SpaServer>,
+    /// The real-time API behind `/live/` (WebSocket echo, event-stream clock), with the mock API.
+    _live: Option<crate::demo_app::LiveUpstream>,
 }
 
 /// Picks the backend for `auto`: Docker when a daemon answers, else processes when redis-server
@@ -120,6 +124,16 @@ impl Cluster {
         } else {
             None
         };
+        let live = if spec.api_upstream {
+            let live = crate::demo_app::LiveUpstream::start(bind)
+                .await
+                .map_err(|e| ClusterError::failed("live api upstream", e))?;
+            let port = live.addr().port();
+            routes.push(format!(r#"{{ path = "/live/", upstreams = ["http://{host}:{port}"], auth = "required" }}"#));
+            Some(live)
+        } else {
+            None
+        };
         let spa = if spec.spa {
             progress("starting the example app");
             let spa =
@@ -155,6 +169,7 @@ impl Cluster {
             run_dir,
             unready: Vec::new(),
             _upstream: upstream,
+            _live: live,
             _spa: spa,
         };
         for i in 0..cluster.spec.nodes {
@@ -259,6 +274,21 @@ impl Cluster {
     pub async fn restart_node(&mut self, index: usize) -> Result<(), ClusterError> {
         self.stop_node(index).await?;
         self.start_node(index).await
+    }
+
+    /// One step of a rolling upgrade: node `index` leaves the rotation and drains (a graceful
+    /// stop), is started again on `build` (a `bff` binary, or an image on Docker) and rejoins
+    /// once ready. A node that does not become ready on the new build is
+    /// [`ClusterError::NodeNotReady`], with its log.
+    pub async fn upgrade_node(&mut self, index: usize, build: &str) -> Result<(), ClusterError> {
+        self.stop_node(index).await?;
+        self.backend.set_node_build(index, build).await?;
+        self.start_node(index).await
+    }
+
+    /// The build node `index` runs (or will run when started), for reports.
+    pub fn node_build(&self, index: usize) -> Option<String> {
+        self.backend.node_build(index)
     }
 
     /// Restarts Redis and returns once Redis itself answers `PING` (with its data loaded), not

@@ -39,6 +39,12 @@ pub struct ProcessBackend {
 /// level up, for test binaries in `target/debug/deps`), then PATH.
 pub fn find_bff_binary(spec: &ClusterSpec) -> Result<PathBuf, ClusterError> {
     if let Some(path) = &spec.bff_binary {
+        if !path.is_file() {
+            return Err(ClusterError::Unavailable(format!(
+                "{}: no such bff binary (the previous release is built by `just previous-release`)",
+                path.display()
+            )));
+        }
         return Ok(path.clone());
     }
     if let Some(path) = std::env::var_os("BFF_BIN") {
@@ -225,6 +231,22 @@ impl Backend for ProcessBackend {
         let redis =
             self.redis.as_mut().ok_or_else(|| ClusterError::failed("start-redis", "this cluster has no redis"))?;
         redis.start_again().await.map_err(|e| ClusterError::failed("redis", e))
+    }
+
+    async fn set_node_build(&mut self, index: usize, build: &str) -> Result<(), ClusterError> {
+        let binary = PathBuf::from(build);
+        if !binary.is_file() {
+            return Err(ClusterError::Unavailable(format!("{build}: no such bff binary to upgrade node to")));
+        }
+        let slot = self.slot(index)?;
+        slot.binary = binary;
+        // The next start makes a process of the new binary (the stopped one is dropped).
+        slot.process = None;
+        Ok(())
+    }
+
+    fn node_build(&self, index: usize) -> Option<String> {
+        self.nodes.get(index).map(|slot| super::build_label::of_binary(&slot.binary))
     }
 
     fn components(&self) -> Vec<Component> {

@@ -91,7 +91,8 @@ pub struct ClusterSpec {
     /// Per-node differences, by 1-based node number.
     pub node_settings: BTreeMap<usize, NodeSettings>,
     /// Start a mock API upstream and route `/api/` to it (auth required), to exercise the
-    /// gateway's bearer forwarding and token refresh.
+    /// gateway's bearer forwarding and token refresh; and the live API behind `/live/` (auth
+    /// required: a WebSocket echo and an event-stream clock).
     pub api_upstream: bool,
     /// Lifetime of the access tokens the mock issuer hands out (default 300 s).
     pub access_token_lifetime_secs: Option<u64>,

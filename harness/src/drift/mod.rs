@@ -63,6 +63,9 @@ pub struct DriftReport {
     pub problems: Vec<String>,
     /// True when no node serves a fingerprint: nothing was compared.
     pub skipped: bool,
+    /// What differs and is no failure by itself (nodes on two versions during a roll).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl DriftReport {
@@ -82,6 +85,27 @@ impl DriftReport {
     /// through a relay of its own); the table still shows them.
     pub fn accept_differing(&mut self, setting: &str) {
         for row in self.rows.iter_mut().filter(|r| r.setting == setting) {
+            row.odd.clear();
+        }
+    }
+
+    /// Reports nodes that differ only in `version` as a note instead of drift: during a rolling
+    /// upgrade two builds share the cluster by design, and whether each reads what the other
+    /// writes is decided by the users' requests, not by the version strings. The table still
+    /// shows the versions; `--strict-version` (not calling this) keeps the difference a failure.
+    pub fn version_as_info(&mut self) {
+        let nodes = &self.nodes;
+        for row in self.rows.iter_mut().filter(|r| r.setting == "version" && !r.odd.is_empty()) {
+            let versions: Vec<String> = row
+                .values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| Some(format!("{} {}", nodes.get(i)?, v.as_deref()?)))
+                .collect();
+            self.notes.push(format!(
+                "nodes run different versions ({}): reported, not a failure (a rolling upgrade; the requests decide; --strict-version fails it)",
+                versions.join(", ")
+            ));
             row.odd.clear();
         }
     }
@@ -131,7 +155,7 @@ impl DriftReport {
         }
         let mut rows = line_up(self);
         rows.extend(line_up(other));
-        DriftReport { nodes, rows, problems, skipped: false }
+        DriftReport { nodes, rows, problems, skipped: false, notes: Vec::new() }
     }
 
     /// One line for a verdict.
@@ -204,7 +228,7 @@ fn now_ms() -> i64 {
 /// (a tie goes to the value of the lowest-numbered node).
 fn compare(nodes: Vec<String>, answers: Vec<Option<(Answer, i64)>>, mut problems: Vec<String>) -> DriftReport {
     if answers.iter().all(Option::is_none) {
-        return DriftReport { nodes, rows: Vec::new(), problems, skipped: true };
+        return DriftReport { nodes, rows: Vec::new(), problems, skipped: true, notes: Vec::new() };
     }
     let mut names: Vec<(String, bool)> = Vec::new();
     for (answer, _) in answers.iter().flatten() {
@@ -248,7 +272,7 @@ fn compare(nodes: Vec<String>, answers: Vec<Option<(Answer, i64)>>, mut problems
         .collect();
     rows.push(DriftRow { setting: "clock".into(), secret: false, values: clock, odd: odd_clock });
     problems.sort();
-    DriftReport { nodes, rows, problems, skipped: false }
+    DriftReport { nodes, rows, problems, skipped: false, notes: Vec::new() }
 }
 
 /// The indexes whose value is not the most common one (ties: the first node's value wins);
@@ -335,6 +359,7 @@ mod tests {
             }],
             problems: vec!["node-2 is down".into()],
             skipped: false,
+            notes: Vec::new(),
         };
         let both = fingerprint.clone().merged(observed.clone());
         assert_eq!(both.nodes, names(2));
@@ -343,8 +368,50 @@ mod tests {
         assert_eq!(me.values, [Some("404".into()), Some("401".into())]);
         let skipped = compare(names(2), vec![None, None], vec!["no fingerprint".into()]);
         assert_eq!(skipped.merged(observed.clone()).problems, ["node-2 is down"]);
-        let none = DriftReport { nodes: names(2), rows: Vec::new(), problems: Vec::new(), skipped: true };
+        let none =
+            DriftReport { nodes: names(2), rows: Vec::new(), problems: Vec::new(), skipped: true, notes: Vec::new() };
         assert_eq!(fingerprint.clone().merged(none).rows.len(), fingerprint.rows.len());
+    }
+
+    fn versioned(version: &str) -> Option<(Answer, i64)> {
+        let (mut answer, offset) = answer("bff", "aa", 0).unwrap();
+        answer.settings.push(AnsweredSetting { name: "version".into(), value: version.into(), secret: false });
+        Some((answer, offset))
+    }
+
+    #[test]
+    fn a_version_difference_alone_is_a_note_unless_strict() {
+        let strict = compare(names(3), vec![versioned("0.1.0"), versioned("0.2.0"), versioned("0.2.0")], vec![]);
+        assert_eq!(strict.drifted(), ["version (node-1)"], "strict: the old behaviour");
+        let mut rolling = strict.clone();
+        rolling.version_as_info();
+        assert!(!rolling.found_drift(), "{:?}", rolling.drifted());
+        assert_eq!(rolling.notes.len(), 1);
+        assert!(rolling.notes[0].contains("node-1 0.1.0, node-2 0.2.0, node-3 0.2.0"), "{}", rolling.notes[0]);
+        let mut other = compare(
+            names(2),
+            vec![
+                versioned("0.1.0"),
+                Some((
+                    Answer {
+                        time_ms: 0,
+                        settings: vec![
+                            AnsweredSetting {
+                                name: "session.cookie_name".into(),
+                                value: "other".into(),
+                                secret: false,
+                            },
+                            AnsweredSetting { name: "oidc.client_secret".into(), value: "aa".into(), secret: true },
+                            AnsweredSetting { name: "version".into(), value: "0.2.0".into(), secret: false },
+                        ],
+                    },
+                    0,
+                )),
+            ],
+            vec![],
+        );
+        other.version_as_info();
+        assert_eq!(other.drifted(), ["session.cookie_name (node-2)"], "another setting still fails");
     }
 
     #[test]

@@ -312,7 +312,7 @@ pub(super) fn compare(
     mut problems: Vec<String>,
 ) -> DriftReport {
     if observations.iter().all(Option::is_none) {
-        return DriftReport { nodes, rows: Vec::new(), problems, skipped: true };
+        return DriftReport { nodes, rows: Vec::new(), problems, skipped: true, notes: Vec::new() };
     }
     let mut settings: Vec<&str> = Vec::new();
     for (setting, _) in observations.iter().flatten().flatten() {
@@ -349,7 +349,7 @@ pub(super) fn compare(
             without_majority.join(", ")
         ));
     }
-    DriftReport { nodes, rows, problems, skipped: false }
+    DriftReport { nodes, rows, problems, skipped: false, notes: Vec::new() }
 }
 
 /// Each value as shown; a lifetime within [`LIFETIME_SKEW_SECS`] of an earlier node's is shown

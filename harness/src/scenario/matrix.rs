@@ -61,7 +61,7 @@ impl Matrix {
     /// made unanswerable by a fault, and answers that are not about the session (5xx, no
     /// answer), do not count.
     pub fn from_records(records: &[Record], nodes: &[String]) -> Option<Matrix> {
-        let nodes = nodes.to_vec();
+        let nodes = with_builds(records, nodes);
         let node_count = nodes.len();
         let index = |name: &str| nodes.iter().position(|n| n == name);
         let mut cells = vec![vec![Cell::default(); node_count]; node_count];
@@ -85,6 +85,27 @@ impl Matrix {
         let (diagnosis, odd) = diagnose(&nodes, &cells);
         Some(Matrix { nodes: nodes.clone(), cells, diagnosis, odd_node: odd.map(|i| nodes[i].clone()) })
     }
+}
+
+/// The matrix's rows and columns: the nodes, or in a run that rolled builds (records name
+/// `node-1@0.1.0`) each node on each build it ran, in node order, then in order of appearance.
+fn with_builds(records: &[Record], nodes: &[String]) -> Vec<String> {
+    let mut labelled: Vec<&str> = Vec::new();
+    for label in records.iter().flat_map(|r| [r.created_on.as_deref(), r.node.as_deref()]).flatten() {
+        if label.contains('@') && !labelled.contains(&label) {
+            labelled.push(label);
+        }
+    }
+    if labelled.is_empty() {
+        return nodes.to_vec();
+    }
+    let place = |label: &str| {
+        let node = label.split('@').next().unwrap_or(label);
+        nodes.iter().position(|n| n == node).unwrap_or(usize::MAX)
+    };
+    // A stable sort: each node's builds stay in the order they appeared.
+    labelled.sort_by_key(|label| place(label));
+    labelled.into_iter().map(str::to_owned).collect()
 }
 
 /// What does not share, from the pattern of failing cells, and the one node it blames.
@@ -210,6 +231,34 @@ mod tests {
 
     /// One node with another cookie name: its sessions fail elsewhere and others' fail on it,
     /// some reads still work (logins that crossed nodes); every failing pair involves node-2.
+    #[test]
+    fn a_run_that_rolled_builds_shows_each_node_on_each_build() {
+        let read = |created: &str, node: &str, ok: bool| Record {
+            step: "me".into(),
+            action: crate::scenario::Action::Me,
+            user: "u".into(),
+            identity: None,
+            node: Some(node.into()),
+            created_on: Some(created.into()),
+            outcome: if ok { Outcome::Ok } else { Outcome::Failed },
+            status: Some(if ok { 200 } else { 404 }),
+            at_ms: 0.0,
+            latency_ms: 1.0,
+            detail: String::new(),
+            harness: false,
+        };
+        let records = vec![
+            read("node-2@0.1.0", "node-1@0.2.0", true),
+            read("node-1@0.1.0", "node-2@0.1.0", true),
+            read("node-1@0.2.0", "node-2@0.1.0", false),
+        ];
+        let nodes: Vec<String> = (1..=2).map(|i| format!("node-{i}")).collect();
+        let matrix = Matrix::from_records(&records, &nodes).unwrap();
+        assert_eq!(matrix.nodes, ["node-1@0.2.0", "node-1@0.1.0", "node-2@0.1.0"]);
+        assert_eq!(matrix.cells[0][2].total, 1);
+        assert_eq!(matrix.cells[0][2].ok, 0, "created on the new build, refused on the old one");
+    }
+
     #[test]
     fn the_node_common_to_every_failing_pair_is_named() {
         let grid: &[&[(u64, u64)]] = &[&[(6, 6), (1, 5), (7, 7)], &[(0, 4), (4, 4), (2, 6)], &[(5, 5), (0, 3), (4, 4)]];

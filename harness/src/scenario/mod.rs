@@ -11,6 +11,7 @@ mod report;
 mod runner;
 mod settle;
 mod target;
+mod websocket_restart;
 
 use std::time::Instant;
 
@@ -81,7 +82,9 @@ async fn report_of(
         }
     }
     for node in quoted {
-        let Some(index) = node.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) else {
+        // `node-2`, or `node-2@0.1.0` in a scenario that rolls builds.
+        let number = node.strip_prefix("node-").map(|n| n.split('@').next().unwrap_or(n));
+        let Some(index) = number.and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) else {
             continue;
         };
         let Some(path) = target.node_log(index - 1).await else {
@@ -132,6 +135,9 @@ pub async fn run_fresh(
             if cluster.spec().redis_fault_links {
                 // Each node reaches the same Redis through a fault relay of its own.
                 report.accept_differing("redis.address");
+            }
+            if !scenario.cluster.strict_version {
+                report.version_as_info();
             }
             Some(report)
         }

@@ -57,10 +57,17 @@ pub struct ClusterSection {
     pub api_upstream: bool,
     /// Lifetime of the issuer's access tokens, in seconds.
     pub access_token_lifetime: Option<u64>,
+    /// The build every node starts on: a `bff` binary (processes; on Docker an image is built
+    /// from it), relative to the working directory. Default: the current build. A
+    /// `rolling-upgrade` step moves the nodes to another.
+    pub build: Option<String>,
     /// What one node does differently: `[cluster.node.2]` with `env`, `binary` or `image`.
     pub node: BTreeMap<String, NodeSettings>,
     /// Compare every node's must-agree settings before any user runs (default on).
     pub drift_check: bool,
+    /// A `version` that differs between nodes fails the drift check (default: reported as a
+    /// note, since a rolling upgrade runs two versions by design).
+    pub strict_version: bool,
     /// After a fault that cuts the nodes' links to the store, how long to hold the next reads
     /// back for a gateway that does not say when its node cache is confirmed again (bff says
     /// so in `/ready`, and is waited for without this).
@@ -81,8 +88,10 @@ impl Default for ClusterSection {
             bff: BTreeMap::new(),
             api_upstream: false,
             access_token_lifetime: None,
+            build: None,
             node: BTreeMap::new(),
             drift_check: true,
+            strict_version: false,
             store_fault_settle_ms: None,
         }
     }
@@ -104,6 +113,7 @@ impl ClusterSection {
             seed: None,
             node_settings: self.node.iter().filter_map(|(n, s)| Some((n.parse().ok()?, s.clone()))).collect(),
             images,
+            bff_binary: self.build.as_ref().map(std::path::PathBuf::from),
             ..ClusterSpec::default()
         }
     }
@@ -165,6 +175,15 @@ pub enum Action {
     IssuerLatency,
     /// The identity provider answers 503 on every endpoint, for `millis`.
     IssuerDown,
+    /// Every user opens a WebSocket through the load balancer (`path`, default `/live/echo`)
+    /// and echoes; the node of the first socket (or `node`; `all`: each in turn) is restarted;
+    /// its sockets must get 1001 and reconnect, logged in, to another node, and the others must
+    /// still echo.
+    WebsocketRestart,
+    /// The `node`s (default: all), one after the other, leave the rotation, drain, and start
+    /// again on the build `to` (default: the current build, next to bffctl), each ready before
+    /// the next goes.
+    RollingUpgrade,
 }
 
 impl Action {
@@ -227,6 +246,8 @@ impl Action {
             Action::KillRedis => "kill-redis",
             Action::IssuerLatency => "issuer-latency",
             Action::IssuerDown => "issuer-down",
+            Action::WebsocketRestart => "websocket-restart",
+            Action::RollingUpgrade => "rolling-upgrade",
         }
     }
 }
@@ -289,6 +310,9 @@ pub struct Step {
     /// milliseconds (how fast a change must reach every node); the latency reported is the time
     /// until it held.
     pub within_ms: Option<u64>,
+    /// `rolling-upgrade`: the build the nodes move to, a `bff` binary relative to the working
+    /// directory (on Docker also an image); default the current build.
+    pub to: Option<String>,
 }
 
 impl Step {
@@ -464,6 +488,9 @@ impl Scenario {
             }
             if matches!(step.action, Action::PartitionNode | Action::PauseNode) && step.node.is_none() {
                 return Err(format!("{at}: needs node = \"random\", \"all\" or a number"));
+            }
+            if step.to.is_some() && step.action != Action::RollingUpgrade {
+                return Err(format!("{at}: `to` goes with rolling-upgrade"));
             }
             if matches!(step.action, Action::RestartNode | Action::KillNode | Action::StartNode) && step.node.is_none()
             {

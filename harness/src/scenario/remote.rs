@@ -101,10 +101,15 @@ impl Target for Deployment {
 
     fn cannot(&self, step: &Step) -> Option<String> {
         match step.action {
-            Action::RestartNode if self.restart_cmd.is_none() => Some("no --restart-cmd given".into()),
-            Action::RestartNode if self.nodes.is_empty() => Some("no --node given to restart".into()),
+            Action::RestartNode | Action::WebsocketRestart if self.restart_cmd.is_none() => {
+                Some("no --restart-cmd given".into())
+            }
+            Action::RestartNode | Action::WebsocketRestart if self.nodes.is_empty() => {
+                Some("no --node given to restart".into())
+            }
             Action::KillNode | Action::StartNode => Some("bffctl kills and starts only nodes it started".into()),
             Action::RestartRedis => Some("bffctl restarts only a Redis it started".into()),
+            Action::RollingUpgrade => Some("bffctl upgrades only nodes it started".into()),
             Action::FailoverRedis | Action::KillRedisPrimary => {
                 Some("bffctl fails over only a Redis Sentinel group it started".into())
             }

@@ -323,6 +323,11 @@ impl RunReport {
     }
 
     fn rejudge(&mut self, scenario: &Scenario) {
+        // A node that never became ready stopped the run: that FAIL stands whatever is added
+        // to the report after it (the drift check, the issuer's load).
+        if self.never_ready.is_some() {
+            return;
+        }
         self.inconclusive = self.harness_saturated();
         (self.passed, self.verdict) = match &self.inconclusive {
             Some(reason) => (false, format!("INCONCLUSIVE {}: {reason}", self.scenario)),

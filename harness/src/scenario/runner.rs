@@ -89,6 +89,29 @@ struct Ctx<'a> {
     /// Bounds the requests in flight by this process's open-files limit: each holds a client
     /// socket and, through bffctl's load balancer, two more.
     in_flight: tokio::sync::Semaphore,
+    /// In a scenario that rolls builds: the build each node runs now (`0.1.0`), so that records
+    /// name `node-1@0.1.0` and the created-on × read-on matrix shows versions as well as nodes.
+    builds: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl Ctx<'_> {
+    /// `node-N` as records name it: with its build in a scenario that rolls builds.
+    fn labelled(&self, node: String) -> String {
+        let index = node.strip_prefix("node-").and_then(|n| n.parse::<usize>().ok()).and_then(|n| n.checked_sub(1));
+        let builds = self.builds.lock().expect("builds lock");
+        match index.and_then(|i| builds.get(i).cloned().flatten()) {
+            Some(build) => format!("{node}@{build}"),
+            None => node,
+        }
+    }
+
+    async fn note_builds(&self) {
+        let mut builds = Vec::with_capacity(self.target.node_count());
+        for index in 0..self.target.node_count() {
+            builds.push(self.target.node_build(index).await);
+        }
+        *self.builds.lock().expect("builds lock") = builds;
+    }
 }
 
 /// Sockets each request in flight may hold in this process (the user's, and the load
@@ -148,7 +171,15 @@ async fn replay<'a>(
         in_flight: tokio::sync::Semaphore::new(
             (crate::open_files::current_limit().saturating_sub(FILES_KEPT) / SOCKETS_PER_REQUEST).max(64) as usize,
         ),
+        builds: Default::default(),
     };
+    let rolls = scenario
+        .steps
+        .iter()
+        .any(|s| std::iter::once(s).chain(s.during.as_deref()).any(|s| s.action == Action::RollingUpgrade));
+    if rolls {
+        ctx.note_builds().await;
+    }
     // Idle connections to the balancer and to every node, per user, would exceed the limit.
     let close_connections = (scenario.load.users as u64) * (target.node_count() as u64 + 2)
         > crate::open_files::current_limit().saturating_sub(FILES_KEPT);
@@ -177,6 +208,30 @@ async fn replay<'a>(
                 if !skipped.contains(&line) {
                     skipped.push(line);
                 }
+                continue;
+            }
+            if step.action == Action::WebsocketRestart {
+                progress.set_current(format!("iteration {} · {}", iteration + 1, step.label()));
+                let started = Instant::now();
+                let result = super::websocket_restart::run(target, &users, step, ctx.began).await;
+                let at = |t: Instant| t.duration_since(ctx.began).as_secs_f64() * 1000.0;
+                let window = FaultWindow { label: step.label(), start_ms: at(started), end_ms: at(Instant::now()) };
+                ctx.faults.lock().expect("faults lock").push(window);
+                let result = result.map(|found| {
+                    events.push(found.event);
+                    found.records
+                });
+                let records = match result {
+                    Ok(records) => records,
+                    Err(error) => {
+                        stop_on(Err(error), step, &ctx).await?;
+                        Vec::new()
+                    }
+                };
+                for record in records {
+                    record_of(&ctx, record).await;
+                }
+                node_urls = target.node_urls().await;
                 continue;
             }
             if step.action.is_user_step() {
@@ -248,6 +303,7 @@ async fn stop_on(result: Result<(), ClusterError>, step: &Step, ctx: &Ctx<'_>) -
 async fn cluster_step(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>) -> Result<(), ClusterError> {
     let count = ctx.target.node_count();
     let indexes: Vec<usize> = match &step.node {
+        None if step.action == Action::RollingUpgrade => (0..count).collect(),
         None => vec![],
         Some(NodeSelector::All) => (0..count).collect(),
         Some(NodeSelector::Random) => vec![ctx.rng.lock().expect("rng lock").random_range(0..count)],
@@ -337,6 +393,26 @@ async fn apply(
                     ctx.target.node_name(index),
                     started.elapsed().as_secs_f64()
                 ));
+            }
+        }
+        Action::RollingUpgrade => {
+            for &index in indexes {
+                let node = ctx.target.node_name(index);
+                let from = ctx.target.node_build(index).await.unwrap_or_else(|| "?".into());
+                ctx.progress.set_current(format!("upgrade {node} from {from}"));
+                let result = ctx.target.upgrade_node(index, step.to.as_deref()).await;
+                ctx.note_builds().await;
+                let to = ctx.target.node_build(index).await.unwrap_or_else(|| "?".into());
+                let took = started.elapsed().as_secs_f64();
+                match result {
+                    Ok(()) => events.push(format!("upgrade {node} from {from} to {to} ({took:.1} s)")),
+                    // The verdict names the pair of builds as well as the node and the step.
+                    Err(ClusterError::NodeNotReady { node, reason, log, last_lines }) => {
+                        let reason = format!("{reason}, upgraded from {from} to {to}");
+                        return Err(ClusterError::NodeNotReady { node, reason, log, last_lines });
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         }
         Action::RestartRedis => {
@@ -491,7 +567,7 @@ async fn user_step(
                     }
                     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
                     let at_ms = started.duration_since(ctx.began).as_secs_f64() * 1000.0;
-                    let node = direct_node.or(node);
+                    let node = direct_node.or(node).map(|node| ctx.labelled(node));
                     let already_logged_in = matches!(&result, Ok(reply) if reply.already_logged_in);
                     let created_on = match step.action {
                         // The session of an earlier login goes on: its creator stays.

@@ -24,6 +24,15 @@ pub trait Target: Send + Sync {
     /// back is [`ClusterError::NodeNotReady`].
     async fn node(&self, index: usize, action: &str) -> Result<(), ClusterError>;
     async fn restart_redis(&self) -> Result<(), ClusterError>;
+    /// Drains node `index`, starts it again on `build` and waits until it is ready (a rolling
+    /// upgrade's step); `None`: the current build.
+    async fn upgrade_node(&self, _index: usize, _build: Option<&str>) -> Result<(), ClusterError> {
+        Err(ClusterError::Unavailable("bffctl upgrades only nodes it started".into()))
+    }
+    /// The build node `index` runs, when the target knows (`0.1.0`).
+    async fn node_build(&self, _index: usize) -> Option<String> {
+        None
+    }
     /// Fails the Redis master over (`kill_primary`: SIGKILL it), where the target can.
     async fn failover_redis(&self, kill_primary: bool) -> Result<(), ClusterError> {
         let _ = kill_primary;
@@ -133,6 +142,21 @@ impl Target for OwnedCluster {
 
     async fn restart_redis(&self) -> Result<(), ClusterError> {
         self.cluster.lock().await.restart_redis().await
+    }
+
+    async fn upgrade_node(&self, index: usize, build: Option<&str>) -> Result<(), ClusterError> {
+        let build = match build {
+            Some(build) => build.to_owned(),
+            // The current build: the one bffctl finds when no other is named.
+            None => {
+                crate::cluster::process::find_bff_binary(&crate::cluster::ClusterSpec::default())?.display().to_string()
+            }
+        };
+        self.cluster.lock().await.upgrade_node(index, &build).await
+    }
+
+    async fn node_build(&self, index: usize) -> Option<String> {
+        self.cluster.lock().await.node_build(index)
     }
 
     async fn failover_redis(&self, kill_primary: bool) -> Result<(), ClusterError> {

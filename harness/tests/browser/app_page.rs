@@ -57,6 +57,24 @@ impl AppPage<'_> {
         }
     }
 
+    /// Waits until the live panel is live and has received more than `after` ticks; returns
+    /// how many it has.
+    pub async fn live_ticks_past(&self, after: u64) -> Result<u64, String> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let live = self.state("#live-status").await;
+            let ticks = self.text("#live-count").await?.parse::<u64>().unwrap_or(0);
+            if live.as_deref() == Some("live") && ticks > after {
+                return Ok(ticks);
+            }
+            if Instant::now() > deadline {
+                let status = self.text("#live-status").await.unwrap_or_default();
+                return Err(format!("the live panel is {live:?} ({status:?}) with {ticks} ticks after {SETTLE:?}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     pub async fn url(&self) -> String {
         self.client.current_url().await.map(|u| u.to_string()).unwrap_or_else(|e| format!("(no url: {e})"))
     }

@@ -1,11 +1,12 @@
 //! The BFF pattern end to end in a real browser: the example app of `examples/spa/` in headless
 //! Chromium, through the load balancer of a 3-node cluster (process backend). A person's day:
-//! log in by clicking (the mock issuer signs them in), see themselves, call the API, keep the
-//! page open while every node restarts one by one, call the API again (still signed in, no new
-//! login at the issuer), log out, find the API answering 401, and press back to a page that shows
-//! nobody. Over http and over https (a TLS front with a certificate made here; a `__Host-`,
-//! `Secure`, `SameSite=Strict` cookie); with the memory store the step after the restarts must
-//! fail, and does.
+//! log in by clicking (the mock issuer signs them in), see themselves, call the API, watch the
+//! live panel tick (a WebSocket through the gateway), keep the page open while every node
+//! restarts one by one, call the API again (still signed in, no new login at the issuer), see
+//! the live panel tick again (reconnected to another node), log out, find the API answering 401,
+//! and press back to a page that shows nobody. Over http and over https (a TLS front with a
+//! certificate made here; a `__Host-`, `Secure`, `SameSite=Strict` cookie); with the memory
+//! store the step after the restarts must fail, and does.
 //!
 //! Screenshots of every stage go to `target/e2e/<test>/`.
 
@@ -115,6 +116,9 @@ async fn journey(cluster: &mut Cluster, browser: &Browser, shots: &mut Screensho
         || format!("{answer:?}"),
     )?;
 
+    let ticks = page.live_ticks_past(1).await.map_err(at("live panel"))?;
+    shots.take(&browser.client, "live").await;
+
     for node in 0..cluster.node_count() {
         cluster.restart_node(node).await.map_err(|e| at("restart every node")(e.to_string()))?;
     }
@@ -123,6 +127,8 @@ async fn journey(cluster: &mut Cluster, browser: &Browser, shots: &mut Screensho
     let answer = page.call_api().await.map_err(at("call the API after the restarts"))?;
     shots.take(&browser.client, "api-after-restarts").await;
     check("call the API after the restarts", answer.status == "HTTP 200", || format!("{answer:?}"))?;
+    // The node holding the panel's socket closed it (1001) and the panel reconnected elsewhere.
+    page.live_ticks_past(ticks + 1).await.map_err(at("live panel after the restarts"))?;
     page.reload().await.map_err(at("still signed in"))?;
     let claims = page.expect_signed_in().await.map_err(at("still signed in"))?;
     shots.take(&browser.client, "still-signed-in").await;

@@ -1,0 +1,217 @@
+//! [`relay`]: a browser's WebSocket joined to the gateway's own WebSocket to the upstream.
+//!
+//! Text, binary and close frames pass both ways; pings and pongs do not (each side of the
+//! gateway answers its own peer's pings). The relay ends when either side closes or fails, and
+//! the gateway closes both sides itself when:
+//! - the session ended ([`SessionWatch`]): the browser gets 1008 `session ended`. Checked when
+//!   this node hears that the session changed (a notice over Redis, within milliseconds of a
+//!   logout on any node) and every `websocket.session_check` (idle and absolute expiry, a missed
+//!   notice, the in-memory store);
+//! - the node stops ([`SocketSignal::GoingAway`]): the browser gets 1001 `going away` and
+//!   reconnects, through the load balancer, to another node.
+//!
+//! Metrics: `bff_websockets_open` (gauge) and `bff_websocket_closes_total{by}`.
+
+use std::time::Duration;
+
+use axum::extract::ws::{self, WebSocket};
+use futures::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::{self as ts, Utf8Bytes};
+
+use crate::session::{OpenSocket, SessionId, SocketSignal};
+use crate::state::AppState;
+
+/// How long a side has, after the gateway or its peer closed, to answer the close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
+
+/// The session a socket was opened with, re-checked while it is open.
+pub struct SessionWatch {
+    pub id: SessionId,
+    /// Unix seconds: the absolute lifetime counts from here.
+    pub created_at: u64,
+}
+
+/// Why a relay ended, for metrics and logs.
+#[derive(Debug, Clone, Copy)]
+enum Closed {
+    Client,
+    Upstream,
+    SessionEnd,
+    GoingAway,
+    Error,
+}
+
+impl Closed {
+    fn label(self) -> &'static str {
+        match self {
+            Closed::Client => "client",
+            Closed::Upstream => "upstream",
+            Closed::SessionEnd => "session_ended",
+            Closed::GoingAway => "going_away",
+            Closed::Error => "error",
+        }
+    }
+}
+
+/// Keeps `bff_websockets_open` right however the relay ends.
+struct OpenGauge;
+
+impl OpenGauge {
+    fn new() -> Self {
+        metrics::gauge!("bff_websockets_open").increment(1.0);
+        OpenGauge
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("bff_websockets_open").decrement(1.0);
+    }
+}
+
+type Upstream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Joins `client` to the upstream connection that `upstream` hands over, until one of them
+/// closes, the watched session ends or the node stops. `registration` keeps the socket in the
+/// node's registry for as long as it is open.
+pub async fn relay(
+    state: AppState,
+    mut client: WebSocket,
+    upstream: OnUpgrade,
+    mut registration: OpenSocket,
+    session: Option<SessionWatch>,
+) {
+    let mut upstream: Upstream = match upstream.await {
+        Ok(io) => WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, None).await,
+        Err(error) => {
+            tracing::warn!(%error, "upstream WebSocket not handed over");
+            let _ = client.send(close_to_client(1011, "upstream unavailable")).await;
+            count(Closed::Error);
+            return;
+        }
+    };
+    let _open = OpenGauge::new();
+    let mut check = tokio::time::interval(state.config.websocket_session_check);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.reset();
+    let ended = loop {
+        tokio::select! {
+            message = client.recv() => match message {
+                Some(Ok(ws::Message::Close(frame))) => {
+                    let frame = frame.map(|f| CloseFrame { code: CloseCode::from(f.code), reason: f.reason.as_str().into() });
+                    let _ = upstream.send(ts::Message::Close(frame)).await;
+                    break Closed::Client;
+                }
+                Some(Ok(message)) => {
+                    let Some(message) = to_upstream(message) else { continue };
+                    if upstream.send(message).await.is_err() {
+                        let _ = client.send(close_to_client(1011, "upstream failed")).await;
+                        break Closed::Error;
+                    }
+                }
+                Some(Err(_)) | None => {
+                    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                    break Closed::Client;
+                }
+            },
+            message = upstream.next() => match message {
+                Some(Ok(ts::Message::Close(frame))) => {
+                    let frame = frame.map(|f| ws::CloseFrame { code: f.code.into(), reason: f.reason.as_str().into() });
+                    let _ = client.send(ws::Message::Close(frame)).await;
+                    break Closed::Upstream;
+                }
+                Some(Ok(message)) => {
+                    let Some(message) = to_client(message) else { continue };
+                    if client.send(message).await.is_err() {
+                        let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                        break Closed::Client;
+                    }
+                }
+                Some(Err(_)) | None => {
+                    let _ = client.send(close_to_client(1011, "upstream failed")).await;
+                    break Closed::Upstream;
+                }
+            },
+            signal = registration.signals.recv() => match signal {
+                Some(SocketSignal::GoingAway) | None => {
+                    let _ = client.send(close_to_client(1001, "going away")).await;
+                    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                    break Closed::GoingAway;
+                }
+                Some(SocketSignal::Recheck) => {
+                    if session_ended(&state, session.as_ref()).await {
+                        break end_session(&mut client, &mut upstream).await;
+                    }
+                }
+            },
+            _ = check.tick(), if session.is_some() => {
+                if session_ended(&state, session.as_ref()).await {
+                    break end_session(&mut client, &mut upstream).await;
+                }
+            }
+        }
+    };
+    count(ended);
+    tracing::debug!(ended = ended.label(), "websocket closed");
+    // Both sides answer the close frames (tungstenite replies while it is read), within a bound.
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        tokio::join!(async { while client.recv().await.is_some() {} }, async {
+            while upstream.next().await.is_some() {}
+        })
+    })
+    .await;
+}
+
+async fn end_session(client: &mut WebSocket, upstream: &mut Upstream) -> Closed {
+    let _ = client.send(close_to_client(1008, "session ended")).await;
+    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+    Closed::SessionEnd
+}
+
+/// Whether the watched session no longer exists or is past its lifetime. A store that does not
+/// answer ends nothing: the check runs again at the next notice or interval.
+async fn session_ended(state: &AppState, session: Option<&SessionWatch>) -> bool {
+    let Some(session) = session else { return false };
+    match state.sessions.is_open(&session.id, session.created_at).await {
+        Ok(open) => !open,
+        Err(error) => {
+            tracing::debug!(%error, "websocket session check failed; checked again later");
+            false
+        }
+    }
+}
+
+fn count(ended: Closed) {
+    metrics::counter!("bff_websocket_closes_total", "by" => ended.label()).increment(1);
+}
+
+fn close_to_client(code: u16, reason: &'static str) -> ws::Message {
+    ws::Message::Close(Some(ws::CloseFrame { code, reason: reason.into() }))
+}
+
+fn close_to_upstream(code: CloseCode) -> ts::Message {
+    ts::Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static("") }))
+}
+
+/// A browser's data frame for the upstream (pings and pongs stay on their hop).
+fn to_upstream(message: ws::Message) -> Option<ts::Message> {
+    match message {
+        ws::Message::Text(text) => Some(ts::Message::Text(text.as_str().into())),
+        ws::Message::Binary(data) => Some(ts::Message::Binary(data)),
+        ws::Message::Ping(_) | ws::Message::Pong(_) | ws::Message::Close(_) => None,
+    }
+}
+
+/// An upstream's data frame for the browser (pings, pongs and raw frames stay on their hop).
+fn to_client(message: ts::Message) -> Option<ws::Message> {
+    match message {
+        ts::Message::Text(text) => Some(ws::Message::Text(text.as_str().into())),
+        ts::Message::Binary(data) => Some(ws::Message::Binary(data)),
+        _ => None,
+    }
+}
