@@ -79,11 +79,15 @@ previous-release:
 
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
 # every scenario (processes; the rolling upgrade from and roll-back to bff 0.1.0, which
-# `previous-release` builds once), the seed scenario, the link and node faults, a Redis that loses
-# its data and the rolling upgrade from 0.1.0 in containers (0.1.0's image under its own tag), a one-second benchmark smoke run, a 60 s soak under faults (about 75 s
-# with its set-up), the compose deployment, and a third-party gateway (mod_auth_openidc) verified.
+# `previous-release` builds once), the restart-survival scenario, the link and node faults, a Redis
+# that loses its data and the rolling upgrade from 0.1.0 in containers (0.1.0's image under its own
+# tag), the manual built and its links checked (`just docs`), a one-second benchmark smoke run, a
+# 60 s soak under faults (about 75 s with its set-up), the compose deployment verified through the
+# manual's tutorial (`just tutorial`: what `just deploy-verify` checks, plus a screenshot of the
+# report), and a third-party gateway (mod_auth_openidc) verified.
 test: setup build previous-release
     cargo test --workspace
+    just docs
     {{bffctl}} run scenarios/ --backend process --report junit target/scenarios.xml
     {{bffctl}} soak --duration 60s --rate 200/s --users 100 --fault-every 15s --sample-every 2s
     {{bffctl}} run scenarios/login-me-restart.toml --backend docker --report junit target/scenarios-docker.xml
@@ -93,7 +97,7 @@ test: setup build previous-release
     {{bffctl}} run scenarios/rolling-upgrade.toml --backend docker --bff-image bff-local/bff:previous-release --report junit target/scenarios-docker-upgrade.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
     just k8s-validate
-    just deploy-verify
+    just tutorial
     just third-party-verify
 
 # The Kubernetes manifests (deploy/k8s/) against the Kubernetes schemas, offline (schemas bundled
@@ -105,6 +109,24 @@ k8s-validate: setup
 bench *ARGS: setup
     cargo build --release -p bff -p bffctl
     target/release/bffctl bench --bff-binary target/release/bff {{ARGS}}
+
+# The manual (docs/, mdBook) into target/book/: the configuration reference regenerated from the
+# gateway's key table (`bff --config-reference`), then every internal link checked
+# (tools/check-doc-links.py: the built pages' links and anchors, and the README's and chapters'
+# links to files). mdbook is installed when missing (`cargo install --locked`, without its default
+# features: no server, watcher or search index; about 2.5 min once on a 2-core machine).
+# Depends on `build` (the workspace's binaries, as CI builds them: `cargo build -p bff` alone
+# would unify features differently and rebuild the dependencies, minutes on 2 cores).
+docs: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v mdbook >/dev/null || ! mdbook --version | grep -q '^mdbook v0\.5\.'; then
+        echo "docs: installing mdbook 0.5.4 (cargo install --locked, no default features)"
+        cargo install --locked mdbook --version 0.5.4 --no-default-features
+    fi
+    target/debug/bff --config-reference > docs/src/gateway/configuration-keys.md
+    mdbook build docs
+    python3 tools/check-doc-links.py
 
 # Formatting and lints, as CI checks them.
 lint:
@@ -153,11 +175,18 @@ deploy-verify: deploy-up
     if [ -n "$left" ]; then echo "deploy-verify: left behind: $left" >&2; exit 1; fi
     echo "deploy-verify: no container, network or volume left"
 
+# The manual's tutorial (docs/src/tutorial.md) run as written (tools/run-tutorial.py): the compose
+# deployment up, verify-scaling --target PASSes, node-2 redeployed without Redis, the FAIL names
+# it, headless Chromium takes a screenshot of the HTML report (target/tutorial/fail.png), and
+# nothing of the deployment is left. Uses the compose deployment's fixed names and ports.
+tutorial: setup build
+    python3 tools/run-tutorial.py
+
 # Bring up a cluster (e.g. `just up --nodes 3 --backend process`).
 up *ARGS: setup build
     {{bffctl}} up {{ARGS}}
 
-# The seed's test on a fresh cluster: log in, me, restart every node, me again.
+# The restart-survival test on a fresh cluster: log in, me, restart every node, me again.
 verify *ARGS: setup build
     {{bffctl}} verify-scaling {{ARGS}}
 

@@ -12,7 +12,7 @@ use crate::session::SessionError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// No session: `/account/me` answers 404, as the seed's own test expects.
+    /// No session: `/account/me` answers 404, as the restart-survival test expects.
     #[error("no session")]
     NoSession,
     #[error("{0}")]

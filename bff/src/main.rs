@@ -11,7 +11,8 @@ use clap::Parser;
 /// A Backend-for-Frontend security gateway: OpenID Connect login, server-side sessions in Redis
 /// sealed under a shared key ring, an opaque HttpOnly cookie for the browser.
 #[derive(Parser)]
-#[command(name = "bff", version, after_help = bff::config::help_table())]
+// `term_width = 0`: the key table keeps its columns (one key a line) instead of being wrapped.
+#[command(name = "bff", version, after_help = after_help(), term_width = 0)]
 struct Args {
     /// TOML configuration file; every key can be overridden by its environment variable.
     #[arg(long, short, env = "BFF_CONFIG")]
@@ -19,6 +20,23 @@ struct Args {
     /// Validate the configuration, print a summary and exit.
     #[arg(long)]
     check: bool,
+    /// Print the configuration keys as a Markdown table (the manual's reference) and exit.
+    #[arg(long)]
+    config_reference: bool,
+}
+
+/// What `bff --help` prints after the options: an example, the exit codes and every key.
+fn after_help() -> String {
+    format!(
+        "Example (two nodes sharing sessions through Redis):\n  \
+         export BFF_REDIS_URL=redis://127.0.0.1:6379 BFF_PUBLIC_URL=http://localhost:8080 \\\n    \
+         BFF_KEY_ENCRYPTION_KEY=$(openssl rand -base64 32) BFF_OIDC_AUTHORITY=https://login.example.com \\\n    \
+         BFF_OIDC_CLIENT_ID=app BFF_OIDC_CLIENT_SECRET=secret\n  \
+         BFF_LISTEN=127.0.0.1:8080 bff & BFF_LISTEN=127.0.0.1:8081 bff &\n\n\
+         Exit codes: 0 after a clean shutdown (SIGTERM, SIGINT), 64 configuration error (one line naming the key), \
+         1 anything else.\n\n{}",
+        bff::config::help_table()
+    )
 }
 
 /// mimalloc: the request path allocates and frees many small buffers across threads, where
@@ -30,6 +48,10 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.config_reference {
+        print!("{}", bff::config::markdown_reference());
+        return ExitCode::SUCCESS;
+    }
     let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("BFF_")).collect();
     let config = match bff::Config::load(args.config.as_deref(), &env) {
         Ok(config) => config,

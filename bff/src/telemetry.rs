@@ -7,7 +7,10 @@
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use rand::Rng;
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyResponse, MakeClassifier, NeverClassifyEos, ServerErrorsAsFailures,
+    ServerErrorsFailureClass,
+};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::{MakeSpan, TraceLayer};
 use tracing_subscriber::EnvFilter;
@@ -92,9 +95,52 @@ pub fn checked_request_id<B>() -> tower::util::MapRequestLayer<fn(Request<B>) ->
     tower::util::MapRequestLayer::new(check_request_id::<B> as fn(Request<B>) -> Request<B>)
 }
 
-/// The request's span and its log lines (responses at debug, server errors at error).
-pub fn trace() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan> {
-    TraceLayer::new_for_http().make_span_with(RequestSpan)
+/// The request's span and its log lines (responses at debug, server errors at error, except a
+/// readiness probe's 503).
+pub fn trace() -> TraceLayer<ProbesAnswerNotFail, RequestSpan> {
+    TraceLayer::new(ProbesAnswerNotFail).make_span_with(RequestSpan)
+}
+
+/// Classifies responses as `ServerErrorsAsFailures` does, except on `/health` and `/ready`: a 503
+/// there is the answer to "are you ready?" (a node starting, restarting or waiting for Redis,
+/// asked every few milliseconds by a load balancer or a verifier), not a failed request, so it is
+/// not logged as an error.
+#[derive(Clone, Copy, Default)]
+pub struct ProbesAnswerNotFail;
+
+impl MakeClassifier for ProbesAnswerNotFail {
+    type Classifier = ProbeAwareClassifier;
+    type FailureClass = ServerErrorsFailureClass;
+    type ClassifyEos = NeverClassifyEos<ServerErrorsFailureClass>;
+
+    fn make_classifier<B>(&self, request: &Request<B>) -> ProbeAwareClassifier {
+        ProbeAwareClassifier { probe: matches!(request.uri().path(), "/health" | "/ready") }
+    }
+}
+
+/// [`ProbesAnswerNotFail`]'s classifier for one request.
+#[derive(Clone, Copy)]
+pub struct ProbeAwareClassifier {
+    probe: bool,
+}
+
+impl ClassifyResponse for ProbeAwareClassifier {
+    type FailureClass = ServerErrorsFailureClass;
+    type ClassifyEos = NeverClassifyEos<ServerErrorsFailureClass>;
+
+    fn classify_response<B>(
+        self,
+        response: &axum::http::Response<B>,
+    ) -> ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
+        if self.probe {
+            return ClassifiedResponse::Ready(Ok(()));
+        }
+        ServerErrorsAsFailures::new().classify_response(response)
+    }
+
+    fn classify_error<E: std::fmt::Display + 'static>(self, error: &E) -> Self::FailureClass {
+        ServerErrorsAsFailures::new().classify_error(error)
+    }
 }
 
 /// Copies the request id onto the response.
@@ -132,5 +178,24 @@ mod tests {
         assert!(check_request_id(request).headers().get(REQUEST_ID).is_none());
         let request = Request::builder().header(REQUEST_ID, "good-1").body(()).unwrap();
         assert_eq!(check_request_id(request).headers()[REQUEST_ID], "good-1");
+    }
+
+    fn failed(path: &str, status: u16) -> bool {
+        let request = Request::get(path).body(()).unwrap();
+        let response = axum::http::Response::builder().status(status).body(()).unwrap();
+        match ProbesAnswerNotFail.make_classifier(&request).classify_response(&response) {
+            ClassifiedResponse::Ready(result) => result.is_err(),
+            ClassifiedResponse::RequiresEos(_) => unreachable!("no response here streams a classification"),
+        }
+    }
+
+    #[test]
+    fn a_readiness_probes_503_is_an_answer_and_other_server_errors_are_failures() {
+        assert!(!failed("/ready", 503));
+        assert!(!failed("/health", 503));
+        assert!(failed("/api/x", 503));
+        assert!(failed("/account/me", 500));
+        assert!(failed("/ready/x", 503));
+        assert!(!failed("/api/x", 404));
     }
 }

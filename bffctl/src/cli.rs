@@ -5,12 +5,67 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use harness::cluster::{BackendKind, ClusterSpec, LbPolicy, StoreKind};
 
-#[derive(Parser)]
-#[command(name = "bffctl", version, about = "Bring up a bff cluster and prove that it scales.")]
-pub struct Cli {
-    /// Where `up` records the running cluster for the other commands.
-    #[arg(long, global = true, env = "BFFCTL_STATE")]
+/// Shown after `bffctl --help`'s commands.
+const EXAMPLES: &str = "\
+Examples:
+  bffctl verify-scaling --nodes 3 --users 20 --backend process   # does a 3-node cluster scale?
+  bffctl verify-scaling --target https://app.example.com --node node-1=http://10.0.0.5:8080 \\
+      --restart-cmd 'kubectl delete pod {node}'                  # a deployment bffctl did not build
+  bffctl up --nodes 3 & bffctl restart-node 2; bffctl down       # a cluster to try things on
+  bffctl run scenarios/ --report html report.html               # every scenario, one page
+
+Exit codes: 0 pass, 1 the deployment failed, 2 bffctl could not do its job (bad arguments, a bad
+scenario, no Docker and no redis-server, no cluster up), 128+N stopped by signal N.
+The manual: docs/src/ (just docs builds it).";
+
+const UP_EXAMPLES: &str = "\
+Examples:
+  bffctl up --nodes 3 --backend process     # then open the URL it prints
+  bffctl up --nodes 2 --session-store memory --lb sticky
+
+Exit codes: 0 after `bffctl down` or Ctrl-C, 2 a cluster that could not start (or is already up).";
+
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  bffctl verify-scaling                                         # 3 nodes, 20 users, 2 iterations
+  bffctl verify-scaling --backend process --nodes 3 --users 100 --seed 42
+  bffctl verify-scaling --node-env 2:BFF_REDIS_KEY_PREFIX=other  # one odd node: must FAIL naming node-2
+  bffctl verify-scaling --target http://127.0.0.1:18080 --node node-1=http://127.0.0.1:18081 \\
+      --restart-cmd 'docker restart {node}' --gateway mod-auth-openidc
+
+Exit codes: 0 pass, 1 the deployment failed (failed requests, a node never ready, drift),
+2 bffctl could not do its job (bad arguments, no Docker and no redis-server, inconclusive).";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  bffctl run scenarios/                                         # every scenario, a cluster each
+  bffctl run scenarios/rolling-restart.toml --attach            # on the cluster of `bffctl up`
+  bffctl run scenarios/ --target http://127.0.0.1:18080 --report junit out.xml
+
+Exit codes: 0 every scenario passed, 1 one failed, 2 a bad scenario or bad arguments.";
+
+const SOAK_EXAMPLES: &str = "\
+Examples:
+  bffctl soak --duration 10m --rate 200/s --users 100 --seed 42 --html soak.html
+
+Exit codes: 0 every invariant and bound held, 1 not, 2 the soak could not run.";
+
+/// Where `up` records the running cluster, for the commands that talk to it.
+#[derive(Args, Clone, Default)]
+pub struct StateArgs {
+    /// Where `bffctl up` records the running cluster for the other commands.
+    #[arg(long, env = "BFFCTL_STATE", value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "bffctl",
+    version,
+    about = "Bring up a bff cluster and prove that it scales.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
@@ -18,9 +73,10 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Start Redis, N gateway nodes, a mock issuer and a load balancer; stay up until Ctrl-C or `bffctl down`.
+    #[command(after_help = UP_EXAMPLES)]
     Up(UpArgs),
     /// Show the running cluster.
-    Status(OutputArgs),
+    Status(ControlArgs),
     /// Restart node I (1-based) gracefully: out of the load balancer, SIGTERM, start, ready, back in.
     RestartNode(NodeArgs),
     /// Kill node I at once (SIGKILL).
@@ -30,9 +86,9 @@ pub enum Command {
     /// Start node I again.
     StartNode(NodeArgs),
     /// Restart Redis.
-    RestartRedis(OutputArgs),
-    /// Stop the running cluster and remove everything it started.
-    Down,
+    RestartRedis(ControlArgs),
+    /// Stop the running cluster and remove everything it started (nothing up: nothing to do, exit 0).
+    Down(StateArgs),
     /// Build the local Docker images (bff and redis, FROM scratch; no registry needed) ahead of time
     /// (the docker backend builds them itself when they are missing or older than the bff binary).
     Images(ImagesArgs),
@@ -42,9 +98,11 @@ pub enum Command {
     /// Show a node's output (its log file in the run directory): of the cluster `up` runs, else of
     /// the latest run.
     Logs(LogsArgs),
-    /// Run the seed's test (log in, me, restart every node, me) on a fresh cluster and tear it down.
+    /// Run the restart-survival test (log in, me, restart every node, me again) on a fresh cluster and tear it down.
+    #[command(after_help = VERIFY_EXAMPLES)]
     VerifyScaling(VerifyArgs),
     /// Run scenario files (a file or every *.toml in a directory).
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// List the scenarios in a directory with their descriptions.
     Scenarios(ScenariosArgs),
@@ -56,7 +114,35 @@ pub enum Command {
     /// Soak a fresh process cluster: an open-loop request rate for a duration, a seeded fault from
     /// the catalogue at every interval, memory, file descriptors and Redis keys sampled; reports
     /// wrong answers, unavailability in and out of faults, recovery times and p50/p99 per minute.
+    #[command(after_help = SOAK_EXAMPLES)]
     Soak(SoakArgs),
+    /// Print a shell completion script: `source <(bffctl completions bash)`.
+    Completions(CompletionsArgs),
+    /// Write a man page per command (bffctl.1, bffctl-up.1, …) into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh or fish (also elvish, powershell).
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+pub struct ManArgs {
+    /// The directory to write the pages into (made when missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// The commands that talk to a running `bffctl up`: where to find it, and the output format.
+#[derive(Args, Clone)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args)]
@@ -68,12 +154,13 @@ pub struct SoakArgs {
     #[arg(long, default_value = "200/s", value_parser = parse_rate)]
     pub rate: f64,
     /// Virtual users (each logged in once at the start).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = parse_user_count, allow_negative_numbers = true)]
     pub users: usize,
     /// Seeds the fault schedule and the requests' users and kinds.
     #[arg(long)]
     pub seed: Option<u64>,
-    #[arg(long, default_value_t = 3)]
+    /// Number of gateway nodes (1 or more).
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
     pub nodes: usize,
     /// Nodes and Redis as processes, or as containers (sampled through `docker inspect`'s pid).
     #[arg(long, value_enum, default_value_t = BackendArg::Process)]
@@ -153,11 +240,9 @@ pub struct BenchArgs {
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
     /// Virtual users, running concurrently; or, with --login form, a users file (one
     /// `username:password` a line), and then as many virtual users as it has lines.
-    #[arg(long, default_value = "20", value_name = "N|FILE", value_parser = parse_users)]
+    #[arg(long, default_value = "20", value_name = "N|FILE", value_parser = parse_users, allow_negative_numbers = true)]
     pub users: UsersArg,
     /// Times each user runs the steps.
     #[arg(long, default_value_t = 2)]
@@ -184,6 +269,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "BUILD")]
     pub upgrade_to: Option<String>,
     #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
     pub users_behave: BrowserArgs,
     #[command(flatten)]
     pub deployment: TargetArgs,
@@ -193,6 +280,7 @@ pub struct VerifyArgs {
 
 /// How the virtual users behave as browsers.
 #[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Virtual users")]
 pub struct BrowserArgs {
     /// Each user keeps its cookies and connections from one iteration to the next (default: each
     /// iteration starts as a new browser, as k6 does).
@@ -215,6 +303,7 @@ impl BrowserArgs {
 
 /// A deployment bffctl did not build, reached by URL (`--target`).
 #[derive(Args, Clone, Default)]
+#[command(next_help_heading = "A deployment bffctl did not build (--target)")]
 pub struct TargetArgs {
     /// Verify a deployment reached at this URL (its load balancer) instead of building one:
     /// nothing is started or torn down.
@@ -279,7 +368,28 @@ pub enum UsersArg {
     File(PathBuf),
 }
 
+/// `soak --users`: a number of virtual users, 1 or more.
+fn parse_user_count(s: &str) -> Result<usize, String> {
+    match parse_users(s)? {
+        UsersArg::Count(n) => Ok(n),
+        UsersArg::File(_) => Err(format!("{s:?} is not a number of users")),
+    }
+}
+
+/// `--nodes`: checked while the arguments are read, so a cluster of none is refused before any
+/// image is built or run directory made.
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n as usize),
+        Ok(_) => Err("a cluster needs at least one node".into()),
+        Err(_) => Err(format!("{s:?} is not a number of nodes")),
+    }
+}
+
 fn parse_users(s: &str) -> Result<UsersArg, String> {
+    if s.parse::<i64>().is_ok_and(|n| n < 0) {
+        return Err("at least one virtual user".into());
+    }
     match s.parse::<usize>() {
         Ok(0) => Err("at least one virtual user".into()),
         Ok(n) => Ok(UsersArg::Count(n)),
@@ -296,6 +406,7 @@ pub enum LoginArg {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Report")]
 pub struct ReportArgs {
     /// Write a report: `--report json FILE`, `--report junit FILE` or `--report html FILE` (one
     /// self-contained page: verdict, drift table, matrix, latency timeline, failures); repeatable.
@@ -316,8 +427,10 @@ pub struct RunArgs {
     /// Run against the cluster of a running `bffctl up` instead of starting one per scenario.
     #[arg(long)]
     pub attach: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Override the number of virtual users; or, with --login form, a users file.
-    #[arg(long, value_name = "N|FILE", value_parser = parse_users)]
+    #[arg(long, value_name = "N|FILE", value_parser = parse_users, allow_negative_numbers = true)]
     pub users: Option<UsersArg>,
     /// Override the number of iterations.
     #[arg(long)]
@@ -387,6 +500,8 @@ pub struct LogsArgs {
     /// The run directory (default: the running `bffctl up`, else the latest run).
     #[arg(long, value_name = "DIR")]
     pub run: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Args)]
@@ -410,7 +525,7 @@ pub struct NodeArgs {
     /// Node number, 1-based (node-1 is 1).
     pub node: usize,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub control: ControlArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -443,12 +558,18 @@ pub enum LbArg {
 
 /// How the cluster is built; shared by `up` and the verification commands.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "The cluster bffctl builds (not with --target)")]
 pub struct ClusterArgs {
-    /// Number of gateway nodes.
-    #[arg(long, default_value_t = 3)]
+    /// Number of gateway nodes (1 or more).
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
     pub nodes: usize,
+    /// Where the nodes run: auto (Docker when it answers, else local processes; Redis Sentinel as
+    /// processes), docker
+    /// (containers from local images, built on demand) or process (redis-server and bff from PATH).
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// Where the nodes keep sessions: redis (shared, the deployment that scales) or memory (each
+    /// node its own: a negative control that must fail).
     #[arg(long, value_enum, default_value_t = StoreArg::Redis)]
     pub session_store: StoreArg,
     /// How the load balancer picks a node per request.
@@ -512,6 +633,13 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
+impl StateArgs {
+    /// The state file given, else the default one.
+    pub fn path(&self) -> PathBuf {
+        self.state_file.clone().unwrap_or_else(harness::cluster::control::default_state_path)
+    }
+}
+
 impl BackendArg {
     pub fn kind(self) -> BackendKind {
         match self {
@@ -571,9 +699,11 @@ impl ClusterArgs {
 #[derive(Args)]
 pub struct UpArgs {
     #[command(flatten)]
-    pub cluster: ClusterArgs,
+    pub state: StateArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Args)]

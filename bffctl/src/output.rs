@@ -28,6 +28,15 @@ pub fn status(status: &Status, json: bool) {
     println!("backend: {}   load balancer: {}   issuer: {}", status.backend, status.lb_url, status.issuer_url);
 }
 
+/// A dynamic table wraps to the terminal's width; piped or redirected there is no terminal, and
+/// it wraps to `COLUMNS` (else 100 columns) instead of growing as wide as its longest cell.
+fn fit_width(table: &mut Table) {
+    if table.width().is_none() {
+        let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<u16>().ok()).filter(|c| *c >= 40);
+        table.set_width(columns.unwrap_or(100));
+    }
+}
+
 pub fn scenarios(scenarios: &[harness::scenario::Scenario], json: bool) {
     if json {
         let list: Vec<_> = scenarios
@@ -40,6 +49,7 @@ pub fn scenarios(scenarios: &[harness::scenario::Scenario], json: bool) {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(["scenario", "expects", "description"]);
     table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    fit_width(&mut table);
     for s in scenarios {
         let expects = match s.expect.outcome {
             harness::scenario::ExpectedOutcome::Pass => "pass",

@@ -272,7 +272,66 @@ fn a_node_a_scenario_names_must_exist() {
         .unwrap();
     let out = bffctl(&dir.path().join("cluster.json"), &["run", scenario.to_str().unwrap(), "--backend", "process"]);
     assert_eq!(out.status.code(), Some(2), "a scenario error, before any run: {}", text(&out));
-    assert!(text(&out).contains("via node-3, which does not exist (nodes are 1 to 2)"), "{}", text(&out));
+    assert!(text(&out).contains("step 1 (me): via node-3, which does not exist (nodes are 1 to 2)"), "{}", text(&out));
+}
+
+/// Arguments are checked before anything happens: no image is built, no run directory made and
+/// `latest` not moved for a run that is refused; and `down` with nothing up has nothing to do.
+#[test]
+fn refused_arguments_leave_nothing_behind_and_down_with_nothing_up_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let state = dir.path().join("cluster.json");
+    let run = |args: &[&str]| {
+        Command::new(BFFCTL).env("BFFCTL_STATE", &state).env("BFFCTL_RUNS", &runs).args(args).output().unwrap()
+    };
+    for (args, says) in [
+        (&["up", "--nodes", "0"][..], "a cluster needs at least one node"),
+        (&["verify-scaling", "--nodes", "0"][..], "a cluster needs at least one node"),
+        (&["verify-scaling", "--users", "-1"][..], "at least one virtual user"),
+        (&["verify-scaling", "--users", "0"][..], "at least one virtual user"),
+        (&["soak", "--users", "-1"][..], "at least one virtual user"),
+        (&["soak", "--nodes", "0"][..], "a cluster needs at least one node"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+        assert!(!text(&out).contains("unexpected argument"), "{args:?}: {}", text(&out));
+        assert!(!runs.exists(), "{args:?} made a run directory");
+    }
+    let down = run(&["down"]);
+    assert_eq!(down.status.code(), Some(0), "{}", text(&down));
+    assert!(text(&down).contains("no cluster is up: nothing to stop"), "{}", text(&down));
+    // Commands that talk to a cluster still say when none is up.
+    assert_eq!(run(&["status"]).status.code(), Some(2));
+}
+
+/// `--state-file` is offered where a running cluster is read, and nowhere else.
+#[test]
+fn state_file_is_offered_only_where_it_is_used() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BFFCTL).args(args).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for used in ["up", "status", "down", "restart-node", "logs", "run"] {
+        assert!(help(&[used]).contains("--state-file"), "{used} --help lacks --state-file");
+    }
+    for unused in ["verify-scaling", "images", "issuer", "scenarios", "gateways", "bench", "soak"] {
+        assert!(!help(&[unused]).contains("--state-file"), "{unused} --help offers --state-file");
+    }
+    let verify = help(&["verify-scaling"]);
+    for heading in [
+        "The cluster bffctl builds",
+        "A deployment bffctl did not build (--target)",
+        "Report",
+        "Examples:",
+        "Exit codes:",
+    ] {
+        assert!(verify.contains(heading), "verify-scaling --help lacks {heading:?}");
+    }
+    let top = help(&[]);
+    assert!(top.contains("Examples:") && top.contains("Exit codes:"), "{top}");
 }
 
 /// `bffctl up` in the background as the deployment, and its control commands as the restart.
@@ -436,4 +495,70 @@ fn a_run_stopped_by_sigterm_leaves_no_process_behind() {
     });
     assert_eq!(status.unwrap().code(), Some(143), "128 + SIGTERM");
     wait_for("every process it started to end", Duration::from_secs(10), || started.iter().all(|p| !alive(*p)));
+}
+
+/// `bffctl run DIR` ends with a line a person or a log search can read: how many scenarios, how
+/// each kind of verdict counted, and how long the whole run took.
+#[test]
+fn a_run_of_a_folder_ends_with_a_total_and_the_elapsed_time() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("scenarios");
+    std::fs::create_dir(&folder).unwrap();
+    let scenario = "description = \"login and me\"\n[cluster]\nnodes = 1\n[load]\nusers = 2\n[[steps]]\naction = \"login\"\n[[steps]]\naction = \"me\"\n";
+    std::fs::write(folder.join("a.toml"), scenario).unwrap();
+    std::fs::write(folder.join("b.toml"), scenario).unwrap();
+    let out = Command::new(BFFCTL)
+        .env("BFFCTL_STATE", dir.path().join("cluster.json"))
+        .env("BFFCTL_RUNS", dir.path().join("runs"))
+        .args(["run", folder.to_str().unwrap(), "--backend", "process"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(last.starts_with("2 scenarios: 2 passed, 0 failed, 0 inconclusive, in "), "{last}");
+    assert!(last.ends_with(" s"), "{last}");
+}
+
+/// `bffctl scenarios` piped (no terminal) wraps its table to `COLUMNS`, else to 100 columns.
+#[test]
+fn the_scenario_list_fits_a_width_when_piped() {
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+    for (columns, width) in [(None, 100), (Some("80"), 80)] {
+        let mut command = Command::new(BFFCTL);
+        command.args(["scenarios", scenarios]).env_remove("COLUMNS");
+        if let Some(columns) = columns {
+            command.env("COLUMNS", columns);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let widest = stdout.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert!(widest <= width && widest > width / 2, "COLUMNS={columns:?}: {widest} columns wide");
+    }
+}
+
+/// A healthy run's node logs hold no error: bffctl's readiness probes are answered 503 while a
+/// node (re)starts, and that answer is not a failed request.
+#[test]
+fn readiness_probes_during_restarts_are_not_logged_as_errors() {
+    bff_built();
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let out = Command::new(BFFCTL)
+        .env("BFFCTL_RUNS", &runs)
+        .args(["verify-scaling", "--backend", "process", "--users", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|p| !p.is_symlink()).unwrap();
+    let mut lines = 0;
+    for node in ["node-1", "node-2", "node-3"] {
+        let log = std::fs::read_to_string(run.join(format!("{node}.log"))).unwrap();
+        lines += log.lines().count();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        assert!(errors.is_empty(), "{node} logged errors in a healthy run: {errors:#?}");
+    }
+    assert!(lines > 0, "the nodes' logs were written");
 }

@@ -145,5 +145,32 @@ fn the_html_report_shows_the_verdict_drift_matrix_timeline_and_failures() {
     assert!(html.matches("<circle").count() > 10, "requests drawn as points");
     assert!(html.contains("node-1") && html.contains("seconds into the run"), "a legend and axes");
     assert!(html.contains("<h3>Failures</h3>"), "the failures");
+    // What the terminal report says is on the page too.
+    assert!(
+        html.contains("<h3>Requests per step and node</h3>") && html.contains("<td>me @each-node</td>"),
+        "step × node"
+    );
+    assert!(html.contains("step (all nodes)"), "each step over all nodes");
+    assert!(html.contains("<h3>Invariants of the history</h3>"), "the invariants");
+    assert!(
+        html.contains("no user sees another user&#x27;s identity")
+            || html.contains("no user sees another user's identity")
+    );
+    assert!(html.contains("<h3>Cluster events</h3>") && html.contains("<li>restart node-1"), "the cluster events");
+    // The plot: bands labelled, failed requests marked apart, text large enough to read.
+    let svg = html.split("<svg").nth(1).unwrap().split("</svg>").next().unwrap();
+    let texts: Vec<&str> = svg
+        .split("<text")
+        .skip(1)
+        .map(|t| t.split('>').nth(1).unwrap_or("").split('<').next().unwrap().trim())
+        .collect();
+    assert!(texts.contains(&"restart-node"), "a band's label on the plot: {texts:?}");
+    assert!(
+        texts.contains(&"failed") && texts.contains(&"unavailable"),
+        "failed and unavailable in the legend: {texts:?}"
+    );
+    let sizes: Vec<f64> =
+        svg.split("font-size=\"").skip(1).map(|s| s.split('"').next().unwrap().parse().unwrap()).collect();
+    assert!(!sizes.is_empty() && sizes.iter().all(|s| *s >= 10.0), "text large enough to read: {sizes:?}");
     assert!(!html.contains("<script") && !html.contains("src=\"http"), "self-contained");
 }

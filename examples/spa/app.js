@@ -87,6 +87,17 @@ function showSignedOut(text) {
   $("logout").hidden = true;
 }
 
+// Times in a token are seconds since 1970 (RFC 7519): shown as a date a person reads, with the
+// raw number kept beside it.
+const TIME_CLAIMS = new Set(["exp", "iat", "nbf", "auth_time", "updated_at"]);
+
+function claimText(key, value) {
+  if (TIME_CLAIMS.has(key) && Number.isFinite(value)) {
+    return `${new Date(value * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")} (${value})`;
+  }
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
 function showClaims(claims) {
   const name = claims.name || claims.preferred_username || claims.email || claims.sub;
   $("status").textContent = `Signed in as ${name}`;
@@ -98,7 +109,7 @@ function showClaims(claims) {
     const k = document.createElement("td");
     const v = document.createElement("td");
     k.textContent = key;
-    v.textContent = typeof value === "string" ? value : JSON.stringify(value);
+    v.textContent = claimText(key, value);
     row.append(k, v);
     return row;
   });

@@ -20,18 +20,23 @@ const fn key(path: &'static str, env: &'static str, default: Option<&'static str
 /// Every key the gateway reads.
 pub const KEYS: &[Key] = &[
     key("listen", "BFF_LISTEN", Some("0.0.0.0:8080"), "address to bind"),
-    key("public_url", "BFF_PUBLIC_URL", None, "URL browsers use for this gateway (behind the load balancer)"),
+    key(
+        "public_url",
+        "BFF_PUBLIC_URL",
+        None,
+        "required: URL browsers use for this gateway (behind the load balancer); redirect_uri = this + /account/login/callback; https gives Secure and __Host- cookies",
+    ),
     key(
         "redis_url",
         "BFF_REDIS_URL",
         None,
-        "redis://host:port[/db] (rediss:// for TLS), or redis+sentinel://host:port,host:port/master[/db] (rediss+sentinel:// for TLS to sentinels and master); unset = in-memory store, one node only",
+        "redis://host:port[/db] (rediss:// for TLS, rustls), or redis+sentinel://[:password@]host[:port],host[:port],…/master-name[/db] (sentinel port 26379 by default; the password is the master's; rediss+sentinel:// for TLS to sentinels and master); unset = in-memory store, one node only",
     ),
     key(
         "redis_sentinels",
         "BFF_REDIS_SENTINELS",
         None,
-        "host:port,host:port… of Redis Sentinels (instead of redis_url): the master they name is followed through failovers",
+        "host:port,host:port… of Redis Sentinels (instead of redis_url; both set: exit 64): the master they name is followed through failovers",
     ),
     key(
         "redis_sentinel_master",
@@ -61,17 +66,22 @@ pub const KEYS: &[Key] = &[
         "redis_wait_replicas",
         "BFF_REDIS_WAIT_REPLICAS",
         Some("0"),
-        "replicas that must confirm a session write (Redis WAIT, up to redis_timeout) before login or a token refresh answers; 0 = none",
+        "replicas that must confirm a session write (Redis WAIT, up to redis_timeout) before login or a token refresh answers; fewer confirmations are logged and the write stands; 0 = none",
     ),
     key("redis_key_prefix", "BFF_REDIS_KEY_PREFIX", Some("bff"), "prefix of every Redis key"),
     key(
         "redis_ca_file",
         "BFF_REDIS_CA_FILE",
         None,
-        "rediss:// and rediss+sentinel:// only: PEM file of the CA certificate(s) that sign the TLS certificates of Redis (and of the sentinels); unset = the system's roots",
+        "rediss:// and rediss+sentinel:// only: PEM file of the CA certificate(s) that sign the TLS certificates of Redis (and of the sentinels); unset = the system's roots. A certificate that does not verify stops the node at start-up (exit 64 naming this key)",
     ),
     key("redis_timeout", "BFF_REDIS_TIMEOUT", Some("2s"), "bound on one Redis command"),
-    key("key_ring", "BFF_KEY_RING", None, "redis (shared, default with Redis) or local (this node only)"),
+    key(
+        "key_ring",
+        "BFF_KEY_RING",
+        None,
+        "redis (shared; the default with Redis) or local (this node only, does not scale out; the default without Redis)",
+    ),
     key("key_rotation", "BFF_KEY_ROTATION", Some("7d"), "age at which a new sealing key becomes current"),
     key(
         "key_rotation_seals",
@@ -84,20 +94,20 @@ pub const KEYS: &[Key] = &[
         "key_encryption_key",
         "BFF_KEY_ENCRYPTION_KEY",
         None,
-        "base64 of 32 bytes that wrap the key ring in Redis (required with key_ring = redis)",
+        "base64 of 32 bytes that wrap the key ring in Redis (required with key_ring = redis: exit 64 without it, unless key_ring_plaintext_insecure)",
     ),
     key("key_encryption_key_file", "BFF_KEY_ENCRYPTION_KEY_FILE", None, "file holding key_encryption_key"),
     key(
         "key_ring_plaintext_insecure",
         "BFF_KEY_RING_PLAINTEXT_INSECURE",
         Some("false"),
-        "true: let key_ring = redis run without a key-encryption key (whoever reads Redis opens every session)",
+        "true: let key_ring = redis run without a key-encryption key (whoever reads Redis opens every session; warned at start-up)",
     ),
     key(
         "trusted_proxies",
         "BFF_TRUSTED_PROXIES",
         None,
-        "IPs or CIDRs (comma-separated) of proxies in front of the gateway whose Forwarded, X-Real-IP and X-Forwarded-For are kept; from anyone else they are dropped",
+        "IPs or CIDR blocks (comma-separated, or a TOML array) of the proxies in front of the gateway: from them Forwarded and X-Real-IP pass and X-Forwarded-For is appended to; from anyone else all three (and every X-Forwarded-*) are dropped. X-Forwarded-Proto/-Host always come from public_url",
     ),
     key("account_prefix", "BFF_ACCOUNT_PREFIX", Some("/account"), "path prefix of login, me, end-session"),
     key(
@@ -118,25 +128,30 @@ pub const KEYS: &[Key] = &[
         None,
         "address of an operator-only listener for /metrics (e.g. 127.0.0.1:9464), served there without a token; when set, the public listener answers 404 for /metrics",
     ),
-    key("log_format", "BFF_LOG_FORMAT", Some("text"), "text or json"),
+    key(
+        "log_format",
+        "BFF_LOG_FORMAT",
+        Some("text"),
+        "text or json; every line has the request id; never tokens, cookies or claims; colours only on a terminal and never with NO_COLOR",
+    ),
     key("log_level", "BFF_LOG_LEVEL", Some("info"), "tracing filter, e.g. info or bff=debug"),
     key(
         "server.header_read_timeout",
         "BFF_SERVER_HEADER_READ_TIMEOUT",
         Some("10s"),
-        "time a client has to send a request's headers; also how long an idle keep-alive connection stays open",
+        "time a client has to send a request's headers; also how long an idle keep-alive connection stays open (slow-loris defence)",
     ),
     key(
         "server.body_timeout",
         "BFF_SERVER_BODY_TIMEOUT",
         Some("10s"),
-        "time a client has to send a whole request body (at most 1h); a slower body ends the request and closes the connection",
+        "time a client has to send a whole request body (at most 1h), on the public and the metrics listener; a slower body ends the request and closes the connection, so a trickled body cannot keep a max_connections slot",
     ),
     key(
         "server.write_timeout",
         "BFF_SERVER_WRITE_TIMEOUT",
         Some("30s"),
-        "time a response write may wait for a client that does not read (at most 1h); then the connection is closed",
+        "time a response write may wait for a client that does not read (at most 1h); then the connection is closed. A slow stream that is read keeps going",
     ),
     key(
         "server.max_connections",
@@ -148,7 +163,7 @@ pub const KEYS: &[Key] = &[
         "server.max_body_size",
         "BFF_SERVER_MAX_BODY_SIZE",
         Some("10MiB"),
-        "largest request body (bytes, or with KiB/MiB/GiB); larger is 413",
+        "largest request body (bytes, or with KiB/MiB/GiB); larger is 413. A proxied request's time is bounded by upstream_timeout or the route's timeout (504)",
     ),
     key("shutdown_timeout", "BFF_SHUTDOWN_TIMEOUT", Some("10s"), "bound on finishing in-flight requests at SIGTERM"),
     key(
@@ -184,7 +199,12 @@ pub const KEYS: &[Key] = &[
     ),
     key("session.same_site", "BFF_SESSION_SAME_SITE", Some("lax"), "lax or strict"),
     key("session.login_timeout", "BFF_SESSION_LOGIN_TIMEOUT", Some("10m"), "time allowed between login and callback"),
-    key("worker_threads", "BFF_WORKER_THREADS", None, "threads serving requests (default: one per CPU core)"),
+    key(
+        "worker_threads",
+        "BFF_WORKER_THREADS",
+        None,
+        "threads serving requests (default: one per CPU core); each has its own runtime and upstream connections, and connections are handed to them in turn",
+    ),
     key(
         "routes",
         "BFF_ROUTES",
@@ -207,10 +227,20 @@ pub const KEYS: &[Key] = &[
         Some("15s"),
         "lease of the cross-node refresh lock (renewed while a refresh runs)",
     ),
-    key("oidc.provider", "BFF_OIDC_PROVIDER", Some("generic"), "generic, auth0 or entra"),
-    key("oidc.authority", "BFF_OIDC_AUTHORITY", None, "issuer URL (discovery at /.well-known/openid-configuration)"),
-    key("oidc.client_id", "BFF_OIDC_CLIENT_ID", None, "client id"),
-    key("oidc.client_secret", "BFF_OIDC_CLIENT_SECRET", None, "client secret (client_secret_basic)"),
+    key(
+        "oidc.provider",
+        "BFF_OIDC_PROVIDER",
+        Some("generic"),
+        "generic, auth0 (from oidc.domain and oidc.audience; Auth0's logout URL) or entra (from oidc.tenant_id)",
+    ),
+    key(
+        "oidc.authority",
+        "BFF_OIDC_AUTHORITY",
+        None,
+        "issuer URL (discovery at /.well-known/openid-configuration); required for generic",
+    ),
+    key("oidc.client_id", "BFF_OIDC_CLIENT_ID", None, "required: client id"),
+    key("oidc.client_secret", "BFF_OIDC_CLIENT_SECRET", None, "required: client secret (client_secret_basic)"),
     key("oidc.scopes", "BFF_OIDC_SCOPES", Some("openid profile email offline_access"), "scopes requested at login"),
     key("oidc.domain", "BFF_OIDC_DOMAIN", None, "auth0: tenant domain (gives the authority)"),
     key("oidc.audience", "BFF_OIDC_AUDIENCE", None, "auth0: API audience requested at login"),
@@ -227,13 +257,28 @@ pub const KEYS: &[Key] = &[
         "oidc.jwks_refresh",
         "BFF_OIDC_JWKS_REFRESH",
         Some("1h"),
-        "how often the issuer's signing keys are fetched again without Cache-Control max-age (a max-age is honoured between min(1m, this) and 24h)",
+        "how often the issuer's signing keys are fetched again without Cache-Control max-age (a max-age is honoured between min(1m, this) and 24h), so a key the issuer withdraws stops being trusted without a restart; a token with an unknown kid also makes one fetch (at most one a second, shared by concurrent callers)",
     ),
 ];
 
 /// Looks a key up by its dotted path.
 pub fn find(path: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.path == path)
+}
+
+/// The manual's configuration reference (`docs/src/gateway/configuration-keys.md`, written by
+/// `bff --config-reference`): the same rows as [`help_table`], as a Markdown table.
+pub fn markdown_reference() -> String {
+    let mut out = String::from(
+        "<!-- Generated by `bff --config-reference` from bff/src/config/keys.rs (`just docs` rewrites it): do not edit. -->\n\n\
+         | TOML key | environment | default | meaning |\n|---|---|---|---|\n",
+    );
+    for k in KEYS {
+        let default = k.default.map(|d| format!("`{d}`")).unwrap_or_else(|| "unset".to_owned());
+        let help = k.help.replace('|', "\\|");
+        out.push_str(&format!("| `{}` | `{}` | {} | {} |\n", k.path, k.env, default, help));
+    }
+    out
 }
 
 /// The table printed at the end of `bff --help`.

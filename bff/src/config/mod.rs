@@ -21,7 +21,7 @@ use crate::redis_link::{RedisTarget, SentinelTrust, parse_master_addresses};
 use base64::Engine;
 use url::Url;
 
-pub use keys::{KEYS, Key, help_table};
+pub use keys::{KEYS, Key, help_table, markdown_reference};
 pub use routes::{Balance, Route, RouteAuth};
 use source::Source;
 

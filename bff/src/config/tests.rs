@@ -383,6 +383,23 @@ fn bad_sentinel_settings_name_their_key() {
     assert!(error_of(vars).starts_with("redis_wait_replicas (BFF_REDIS_WAIT_REPLICAS)"));
 }
 
+/// The manual's configuration reference is generated from `KEYS`; the committed copy must be the
+/// one `bff --config-reference` prints now (`just docs` rewrites it), so it cannot disagree with
+/// `bff --help`.
+#[test]
+fn manual_configuration_reference_is_generated_from_keys() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/src/gateway/configuration-keys.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == markdown_reference(),
+        "{} is not what `bff --config-reference` prints: run `just docs` to regenerate it",
+        path.display()
+    );
+    for key in KEYS {
+        assert!(committed.contains(&format!("| `{}` | `{}` |", key.path, key.env)), "{} missing", key.path);
+    }
+}
+
 #[test]
 fn sentinel_trust_is_read_and_refused_without_sentinel() {
     let mut ca = tempfile::NamedTempFile::new().unwrap();

@@ -1,4 +1,4 @@
-//! The seed's test and its multi-node form: log in, see yourself at `/account/me` on every node,
+//! The restart-survival test and its multi-node form: log in, see yourself at `/account/me` on every node,
 //! restart every node, still see yourself. With the in-memory store the same restart loses the
 //! user (404): the failure the toolkit exists to catch.
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use harness::cluster::control::ControlClient;
+use harness::cluster::control::{ControlClient, ControlError};
 
 use crate::output;
 
@@ -32,8 +32,17 @@ pub async fn restart_redis(state: &Path, json: bool) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// With nothing up, `down` has nothing to do and succeeds (clean-up scripts run it blindly, as
+/// other tools treat "already down").
 pub async fn down(state: &Path) -> anyhow::Result<ExitCode> {
-    let client = ControlClient::open(state)?;
+    let client = match ControlClient::open(state) {
+        Ok(client) => client,
+        Err(ControlError::NoCluster(_)) => {
+            println!("no cluster is up: nothing to stop");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => return Err(error.into()),
+    };
     client.down().await?;
     // `up` removes the state file once everything is torn down.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -5,6 +5,7 @@ mod control;
 mod images;
 mod issuer;
 mod logs;
+mod shell;
 mod soak;
 mod up;
 mod verify;
@@ -14,21 +15,31 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let state = cli.state_file.clone().unwrap_or_else(harness::cluster::control::default_state_path);
     match cli.command {
-        Command::Up(args) => up::run(args, &state).await,
-        Command::Status(out) => control::status(&state, out.json).await,
-        Command::RestartNode(a) => control::node(&state, a.node, "restart", a.output.json).await,
-        Command::KillNode(a) => control::node(&state, a.node, "kill", a.output.json).await,
-        Command::StopNode(a) => control::node(&state, a.node, "stop", a.output.json).await,
-        Command::StartNode(a) => control::node(&state, a.node, "start", a.output.json).await,
-        Command::RestartRedis(out) => control::restart_redis(&state, out.json).await,
-        Command::Down => control::down(&state).await,
+        Command::Up(args) => {
+            let state = args.state.path();
+            up::run(args, &state).await
+        }
+        Command::Status(a) => control::status(&a.state.path(), a.output.json).await,
+        Command::RestartNode(a) => {
+            control::node(&a.control.state.path(), a.node, "restart", a.control.output.json).await
+        }
+        Command::KillNode(a) => control::node(&a.control.state.path(), a.node, "kill", a.control.output.json).await,
+        Command::StopNode(a) => control::node(&a.control.state.path(), a.node, "stop", a.control.output.json).await,
+        Command::StartNode(a) => control::node(&a.control.state.path(), a.node, "start", a.control.output.json).await,
+        Command::RestartRedis(a) => control::restart_redis(&a.state.path(), a.output.json).await,
+        Command::Down(state) => control::down(&state.path()).await,
         Command::Images(args) => images::run(args).await,
         Command::Issuer(args) => issuer::run(args).await,
-        Command::Logs(args) => logs::run(args, &state).await,
+        Command::Logs(args) => {
+            let state = args.state.path();
+            logs::run(args, &state).await
+        }
         Command::VerifyScaling(args) => interruptible(verify::verify_scaling(args)).await,
-        Command::Run(args) => interruptible(verify::run(args, &state)).await,
+        Command::Run(args) => {
+            let state = args.state.path();
+            interruptible(verify::run(args, &state)).await
+        }
         Command::Scenarios(args) => verify::list(args),
         Command::Gateways(out) => {
             crate::output::gateways(&harness::preset::builtin(), out.json);
@@ -36,6 +47,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => interruptible(bench::run(args)).await,
         Command::Soak(args) => interruptible(soak::run(args)).await,
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man_pages(args),
     }
 }
 

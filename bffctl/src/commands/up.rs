@@ -28,8 +28,9 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
     // Something to open in a browser: the example app at `/`, a mock API behind `/api/`.
     spec.spa = true;
     spec.api_upstream = true;
-    spec.run_dir = Some(harness::run_dir::create(&harness::run_dir::runs_root(), "up")?);
+    // Images first: a run that cannot start gets no run directory, and `latest` stays put.
     super::images::ensure_for(&spec).await?;
+    spec.run_dir = Some(harness::run_dir::create(&harness::run_dir::runs_root(), "up")?);
     let started = Instant::now();
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
     spinner.enable_steady_tick(Duration::from_millis(100));

@@ -15,10 +15,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::{ReportArgs, RunArgs, ScenariosArgs, TargetArgs, UsersArg, VerifyArgs};
 use crate::output;
 
-/// The seed's scenario, shipped in `scenarios/` and built in here for `verify-scaling`.
+/// The restart-survival scenario, shipped in `scenarios/` and built in here for `verify-scaling`.
 const SEED_SCENARIO: &str = include_str!("../../../scenarios/login-me-restart.toml");
 
 pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let mut scenario = Scenario::parse(SEED_SCENARIO, "login-me-restart.toml")?;
     scenario.name = "verify-scaling".into();
     let mut deployment_args = args.deployment.clone();
@@ -47,7 +48,7 @@ pub async fn verify_scaling(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let report = run_one(&scenario, mode, args.report.json).await?;
-    finish(&[report], &args.report)
+    finish(&[report], &args.report, started)
 }
 
 /// The seed scenario with its rolling restart made a rolling upgrade to `build`, while the users
@@ -190,6 +191,7 @@ fn for_target(scenario: &mut Scenario, target: Arc<scenario::Deployment>, args: 
 }
 
 pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let scenarios = Scenario::load_all(&args.path)?;
     anyhow::ensure!(!scenarios.is_empty(), "no scenario in {}", args.path.display());
     anyhow::ensure!(!(args.attach && args.deployment.target.is_some()), "--attach and --target exclude each other");
@@ -237,7 +239,7 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
         };
         reports.push(run_one(&scenario, mode, args.report.json).await?);
     }
-    finish(&reports, &args.report)
+    finish(&reports, &args.report, started)
 }
 
 pub fn list(args: ScenariosArgs) -> anyhow::Result<ExitCode> {
@@ -249,8 +251,9 @@ pub fn list(args: ScenariosArgs) -> anyhow::Result<ExitCode> {
 async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Result<RunReport> {
     let mode = match mode {
         RunMode::Fresh(mut spec) => {
-            spec.run_dir = Some(harness::run_dir::create(&harness::run_dir::runs_root(), &scenario.name)?);
+            // Images first: a run that cannot start gets no run directory, and `latest` stays put.
             super::images::ensure_for(&spec).await?;
+            spec.run_dir = Some(harness::run_dir::create(&harness::run_dir::runs_root(), &scenario.name)?);
             RunMode::Fresh(spec)
         }
         attached => attached,
@@ -333,7 +336,7 @@ async fn run_one(scenario: &Scenario, mode: RunMode, json: bool) -> anyhow::Resu
     Ok(report)
 }
 
-fn finish(reports: &[RunReport], args: &ReportArgs) -> anyhow::Result<ExitCode> {
+fn finish(reports: &[RunReport], args: &ReportArgs, started: std::time::Instant) -> anyhow::Result<ExitCode> {
     for pair in args.report.chunks(2) {
         let [format, file] = pair else { anyhow::bail!("--report takes a format and a file") };
         let text = match format.as_str() {
@@ -355,6 +358,14 @@ fn finish(reports: &[RunReport], args: &ReportArgs) -> anyhow::Result<ExitCode> 
         for r in reports {
             println!("{}", r.verdict);
         }
+        let passed = reports.iter().filter(|r| r.passed).count();
+        let inconclusive = reports.iter().filter(|r| !r.passed && r.inconclusive.is_some()).count();
+        let failed = reports.len() - passed - inconclusive;
+        println!(
+            "\n{} scenarios: {passed} passed, {failed} failed, {inconclusive} inconclusive, in {:.1} s",
+            reports.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
     // A FAIL anywhere is a FAIL; otherwise a run the harness could not judge is the tool's exit.
     Ok(if reports.iter().all(|r| r.passed) {

@@ -438,7 +438,7 @@ impl Scenario {
             }
         }
         for (i, step) in self.steps.iter().enumerate() {
-            let at = format!("steps[{i}] ({})", step.action.name());
+            let at = format!("step {} ({})", i + 1, step.action.name());
             for s in std::iter::once(step).chain(step.during.as_deref()) {
                 if let Some(NodeSelector::Index(n)) = &s.node
                     && !exists(*n)
@@ -473,7 +473,7 @@ impl Scenario {
             );
         }
         for (i, step) in self.steps.iter().enumerate() {
-            let at = format!("steps[{i}] ({})", step.action.name());
+            let at = format!("step {} ({})", i + 1, step.action.name());
             if step.action == Action::Get && step.path.is_none() {
                 return Err(format!("{at}: get needs a path"));
             }

@@ -100,6 +100,11 @@ async fn journey(cluster: &mut Cluster, browser: &Browser, shots: &mut Screensho
     check("see the user", claims.contains(USER) && claims.contains(&format!("{USER}@example.test")), || {
         format!("the claims shown are not {USER}'s: {claims:?}")
     })?;
+    // Token times read as dates, not as seconds since 1970: `exp 2026-12-06 04:40:00 UTC (1796…)`.
+    let expiry = claims.lines().find(|l| l.starts_with("exp")).unwrap_or_default().to_owned();
+    check("see exp as a date", expiry.contains(" UTC (") && expiry.contains('-'), || {
+        format!("exp is not shown as a date: {expiry:?} in {claims:?}")
+    })?;
     check_session_cookie(browser, https).await?;
     let logins = cluster.issuer().calls("authorize");
 
