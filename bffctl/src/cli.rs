@@ -122,6 +122,22 @@ pub enum Command {
     Man(ManArgs),
 }
 
+impl Command {
+    /// Whether the command only reads and prints (no cluster, no child process): it may end when
+    /// the reader of its output does.
+    pub fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Status(_)
+                | Command::Logs(_)
+                | Command::Scenarios(_)
+                | Command::Gateways(_)
+                | Command::Completions(_)
+                | Command::Man(_)
+        )
+    }
+}
+
 #[derive(Args)]
 pub struct CompletionsArgs {
     /// The shell: bash, zsh or fish (also elvish, powershell).

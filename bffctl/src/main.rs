@@ -22,6 +22,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    // Commands that only print are piped into `head`, `grep -m1`, `less`: a reader that closes
+    // the pipe ends them quietly, as it ends any Unix tool. Not for the others, which hold
+    // clusters and child processes that an early death would leave behind.
+    if cli.command.only_prints() {
+        sigpipe::reset();
+    }
     // Thousands of sockets at a thousand users; a limit that cannot be raised shows up later as
     // a clear "too many open files" on the requests it stops.
     let _ = harness::open_files::raise_to_hard_limit();

@@ -52,3 +52,28 @@ fn man_writes_a_page_per_command() {
     );
     assert!(!dir.path().join("bffctl-help.1").exists());
 }
+
+/// `bffctl scenarios DIR | head -1`: the reader closes the pipe after one line, and bffctl ends
+/// quietly (killed by SIGPIPE, as `ls | head -1` ends `ls`), not with a panic on stderr. The
+/// listing (2,000 scenarios) is larger than the pipe's buffer, so bffctl is still writing when
+/// `head` goes.
+#[test]
+fn a_listing_piped_into_head_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/login-me-restart.toml");
+    for n in 0..2000 {
+        std::fs::copy(scenario, dir.path().join(format!("copy-{n:04}.toml"))).unwrap();
+    }
+    let script = format!(
+        "'{BFFCTL}' scenarios '{}' | head -1 >/dev/null; echo \"status=${{PIPESTATUS[0]}}\"",
+        dir.path().display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stderr.contains("panicked"), "bffctl scenarios | head -1 panicked: {stderr}");
+    assert!(
+        stdout.contains("status=0") || stdout.contains("status=141"),
+        "bffctl scenarios | head -1: {stdout}{stderr}"
+    );
+}
