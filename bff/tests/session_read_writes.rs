@@ -152,6 +152,28 @@ async fn reads_that_are_not_due_reach_neither_the_aof_nor_the_replicas() {
     assert!(busy.aof_bytes > 20.0 && busy.replication_bytes > 20.0, "a pushed expiry is replicated");
 }
 
+/// A replica refuses the read (`READONLY`), as it refused `GETEX`: a node whose link reached a
+/// demoted master learns it from its next read instead of serving what may be stale there.
+#[tokio::test]
+async fn a_replica_refuses_the_read() {
+    let (master, replica) = master_and_replica().await;
+    let on_master = RedisStore::new(
+        {
+            let link = RedisLink::new(&master.url(), Duration::from_secs(2)).unwrap();
+            link.connect().await;
+            link
+        },
+        "bench",
+    );
+    on_master.put("s:r", b"x".to_vec(), IDLE).await.unwrap();
+    let link = RedisLink::new(&replica.url(), Duration::from_secs(2)).unwrap();
+    link.connect().await;
+    let on_replica = RedisStore::new(link, "bench");
+    let answer = on_replica.get_and_touch("s:r", IDLE, DEFAULT_TOUCH).await;
+    assert!(answer.as_ref().is_err_and(|e| e.to_string().contains("read only replica")), "{answer:?}");
+    assert!(on_master.get_and_touch("s:r", IDLE, DEFAULT_TOUCH).await.unwrap().is_some());
+}
+
 #[tokio::test]
 #[ignore = "benchmark: prints the figures of docs/src/sessions-expiry.md"]
 async fn session_read_writes_benchmark() {

@@ -98,9 +98,16 @@ const ADD_AND_LIVE_AT_LEAST: &str = "redis.call('sadd', KEYS[1], ARGV[1]) \
 /// only when less than `ARGV[2]` ms remain: in steady state the read writes nothing, and Redis 7
 /// (which replicates a script's effects, not the script) sends nothing to the AOF or replicas.
 /// A key without an expiry (`PTTL` -1) is left so.
+///
+/// Declared (Redis 7 `#!lua`) without `no-writes`, so that a server that is a replica refuses it
+/// with `READONLY`, as it refused `GETEX` before: the link then asks the sentinels where the
+/// master is instead of serving sessions from a demoted master (a logout on the new master would
+/// not be seen there). `allow-oom`: a full Redis (`maxmemory`) still serves sessions; the only
+/// write, `PEXPIRE`, adds no memory.
 static READ_AND_TOUCH_WHEN_DUE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
-        "local value = redis.call('get', KEYS[1]) \
+        "#!lua flags=allow-oom\n\
+         local value = redis.call('get', KEYS[1]) \
          if not value then return false end \
          local left = redis.call('pttl', KEYS[1]) \
          if left >= 0 and left < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[1]) end \
