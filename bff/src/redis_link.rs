@@ -375,7 +375,11 @@ impl RedisLink {
 
     /// Runs a [`LuaScript`] call: by its digest, and once more with its body when the server
     /// does not know the script yet (`NOSCRIPT`); retried as [`RedisLink::query`] is.
-    pub async fn query_script<T: redis::FromRedisValue>(&self, call: &ScriptCall, retry: Retry) -> Result<T, StoreError> {
+    pub async fn query_script<T: redis::FromRedisValue>(
+        &self,
+        call: &ScriptCall,
+        retry: Retry,
+    ) -> Result<T, StoreError> {
         self.attempt(retry, |current| async move {
             let mut conn = current.manager.clone();
             match call.by_digest.query_async(&mut conn).await {

@@ -180,13 +180,7 @@ async fn session_read_writes_benchmark() {
     let (master, _replica) = master_and_replica().await;
     let (sessions, reads) = (1000, 20_000);
     let mut table = comfy_table::Table::new();
-    table.set_header([
-        "read",
-        "commands/read",
-        "writes/read",
-        "AOF bytes/read",
-        "replication bytes/read",
-    ]);
+    table.set_header(["read", "commands/read", "writes/read", "AOF bytes/read", "replication bytes/read"]);
     for (name, read) in [
         ("GETEX key EX idle (before)", Read::Getex),
         ("read script, touch_interval 0", Read::Store(Duration::ZERO)),

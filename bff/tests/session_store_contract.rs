@@ -41,11 +41,7 @@ async fn a_read_that_is_not_due_does_not_push_the_expiry(store: Arc<dyn SessionS
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(store.get_and_touch("s:quiet", IDLE, TOUCH).await.unwrap().is_some());
     let gone = gone_at(&store, "s:quiet", stored + IDLE + Duration::from_secs(2)).await.expect("the session expires");
-    assert!(
-        gone <= stored + IDLE + SLACK,
-        "gone {:?} after it was written: the read pushed its expiry",
-        gone - stored
-    );
+    assert!(gone <= stored + IDLE + SLACK, "gone {:?} after it was written: the read pushed its expiry", gone - stored);
     assert_eq!(store.get_and_touch("s:quiet", IDLE, TOUCH).await.unwrap(), None, "never served once gone");
 }
 

@@ -364,7 +364,8 @@ impl Config {
                 ),
                 None => src.invalid(
                     "session.cache_max_age",
-                    "with session.touch_interval (a tenth of idle_timeout), must be shorter than session.idle_timeout".into(),
+                    "with session.touch_interval (a tenth of idle_timeout), must be shorter than session.idle_timeout"
+                        .into(),
                 ),
             });
         }

@@ -430,7 +430,10 @@ fn the_touch_interval_follows_the_idle_timeout_and_stays_below_it() {
     let c = Config::from_env_map(&with(&[("BFF_SESSION_TOUCH_INTERVAL", "2m")])).unwrap();
     assert_eq!(c.session.touch_interval, Duration::from_secs(120));
     let msg = error_of(with(&[("BFF_SESSION_IDLE_TIMEOUT", "10m"), ("BFF_SESSION_TOUCH_INTERVAL", "9m58s")]));
-    assert!(msg.starts_with("session.touch_interval (BFF_SESSION_TOUCH_INTERVAL): with session.cache_max_age"), "{msg}");
+    assert!(
+        msg.starts_with("session.touch_interval (BFF_SESSION_TOUCH_INTERVAL): with session.cache_max_age"),
+        "{msg}"
+    );
     assert!(
         Config::from_env_map(&with(&[
             ("BFF_SESSION_IDLE_TIMEOUT", "10m"),

@@ -142,8 +142,8 @@ impl SessionStore for RedisStore {
         idle: Duration,
         touch_interval: Duration,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let call =
-            READ_AND_TOUCH_WHEN_DUE.call(&[&self.key(key)], (millis(idle), millis(idle.saturating_sub(touch_interval))));
+        let call = READ_AND_TOUCH_WHEN_DUE
+            .call(&[&self.key(key)], (millis(idle), millis(idle.saturating_sub(touch_interval))));
         // A read; the expiry it may set is the same either way.
         self.link.query_script(&call, Retry::Safe).await
     }

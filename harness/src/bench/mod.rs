@@ -159,8 +159,7 @@ impl RedisCalls {
 
 async fn redis_total_calls(port: u16) -> RedisCalls {
     const ONLY_IN_SCRIPTS: &[&str] = &["get", "pttl", "pexpire", "sadd"];
-    const WRITES: &[&str] =
-        &["set", "getex", "pexpire", "expire", "del", "sadd", "srem", "hsetnx", "hdel", "incrby"];
+    const WRITES: &[&str] = &["set", "getex", "pexpire", "expire", "del", "sadd", "srem", "hsetnx", "hdel", "incrby"];
     let mut calls = RedisCalls::default();
     for line in command_output("redis-cli", &["-p", &port.to_string(), "INFO", "commandstats"]).await.lines() {
         let Some((name, stats)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
@@ -344,8 +343,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
             errors: runs.iter().map(|r| r.errors).sum(),
             redis_commands_per_request: (!redis_per_request.is_empty()).then(|| median(redis_per_request)),
-            redis_writes_per_request: (!redis_writes_per_request.is_empty())
-                .then(|| median(redis_writes_per_request)),
+            redis_writes_per_request: (!redis_writes_per_request.is_empty()).then(|| median(redis_writes_per_request)),
             runs,
             vs_direct: 0.0,
             vs_nginx: 0.0,
