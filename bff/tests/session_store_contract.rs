@@ -257,6 +257,10 @@ async fn redis_index_lifetimes_only_grow() {
     assert!(ttl("contract:i:t").await > 1190, "keep never shortens");
     store.index_keep("i:none", Duration::from_secs(60), EVERY_READ).await.unwrap();
     assert_eq!(ttl("contract:i:none").await, -2, "keep creates nothing");
+    store.index_keep("i:t", Duration::from_secs(1800), Duration::from_secs(700)).await.unwrap();
+    assert!(ttl("contract:i:t").await <= 1200, "not due: more than 1800 s - 700 s remain");
+    store.index_keep("i:t", Duration::from_secs(1800), Duration::from_secs(500)).await.unwrap();
+    assert!(ttl("contract:i:t").await > 1790, "due: less than 1800 s - 500 s remain");
 }
 
 #[tokio::test(start_paused = true)]
@@ -275,4 +279,9 @@ async fn memory_index_lifetimes_only_grow() {
     tokio::time::advance(Duration::from_secs(11)).await;
     store.index_keep("i:u", Duration::from_secs(600), EVERY_READ).await.unwrap();
     assert!(store.index_take("i:u").await.unwrap().is_empty(), "an expired index is not brought back");
+    store.index_add("i:v", "s:1", Duration::from_secs(100)).await.unwrap();
+    // 100 s remain, at least 120 s - 30 s: not due, so not lengthened.
+    store.index_keep("i:v", Duration::from_secs(120), Duration::from_secs(30)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(101)).await;
+    assert!(store.index_take("i:v").await.unwrap().is_empty(), "a keep that is not due writes nothing");
 }
