@@ -37,6 +37,7 @@
 //! setting instead of waiting for a Redis that will never do.
 
 mod confirmed_writes;
+mod lua_script;
 mod sentinels;
 mod target;
 
@@ -51,6 +52,7 @@ pub use sentinels::SentinelTrust;
 pub use target::{RedisTarget, parse_master_addresses};
 
 use confirmed_writes::ConfirmedWrites;
+pub use lua_script::{LuaScript, ScriptCall};
 use sentinels::{SentinelTarget, Sentinels};
 
 use crate::store_error::StoreError;
@@ -369,6 +371,25 @@ impl RedisLink {
     /// sentinels name now).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T, StoreError> {
         self.attempt(retry, |current| async move { cmd.query_async(&mut current.manager.clone()).await }).await
+    }
+
+    /// Runs a [`LuaScript`] call: by its digest, and once more with its body when the server
+    /// does not know the script yet (`NOSCRIPT`); retried as [`RedisLink::query`] is.
+    pub async fn query_script<T: redis::FromRedisValue>(
+        &self,
+        call: &ScriptCall,
+        retry: Retry,
+    ) -> Result<T, StoreError> {
+        self.attempt(retry, |current| async move {
+            let mut conn = current.manager.clone();
+            match call.by_digest.query_async(&mut conn).await {
+                Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    call.with_body.query_async(&mut conn).await
+                }
+                answer => answer,
+            }
+        })
+        .await
     }
 
     /// Runs a write and then `WAIT` for `replicas` replicas (bounded by `redis_timeout`), in

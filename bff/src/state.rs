@@ -118,7 +118,8 @@ impl AppState {
             config.session.absolute_lifetime,
             config.session.login_timeout,
             &index_secret(&config),
-        );
+        )
+        .touching_every(config.session.touch_interval);
         let sessions = match (&config.store, &redis, config.session.cache_max_age) {
             (StoreConfig::Redis { key_prefix, .. }, Some(link), Some(max_age)) => {
                 sessions.with_cache(NodeCache::new(link.clone(), key_prefix, max_age, config.session.cache_capacity))

@@ -63,7 +63,7 @@ async fn read_through(store: &dyn SessionStore, key: &str) -> (Option<Vec<u8>>, 
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut unavailable = 0;
     loop {
-        match store.get_and_touch(key, TTL).await {
+        match store.get_and_touch(key, TTL, Duration::ZERO).await {
             Ok(value) => return (value, unavailable),
             Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
                 unavailable += 1;
@@ -103,7 +103,7 @@ async fn a_killed_master_costs_unavailable_answers_then_heals() {
     let (value, _) = read_through(store.as_ref(), "kept").await;
     assert_eq!(value, Some(b"before".to_vec()), "a session confirmed by the replica survives its master");
     store.put("new", b"after".to_vec(), TTL).await.unwrap();
-    assert_eq!(store.get_and_touch("new", TTL).await.unwrap(), Some(b"after".to_vec()));
+    assert_eq!(store.get_and_touch("new", TTL, Duration::ZERO).await.unwrap(), Some(b"after".to_vec()));
 }
 
 #[tokio::test]
@@ -112,7 +112,7 @@ async fn with_no_master_answering_the_store_is_unavailable() {
     let store = store(&group).await;
     store.put("k", b"v".to_vec(), TTL).await.unwrap();
     group.stop().await;
-    match store.get_and_touch("k", TTL).await {
+    match store.get_and_touch("k", TTL, Duration::ZERO).await {
         Err(StoreError::Unavailable(_)) => {}
         other => panic!("expected Unavailable with every Redis process gone, got {other:?}"),
     }

@@ -5,34 +5,90 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bff::redis_link::RedisLink;
 use bff::session::{MemoryStore, RedisStore, SessionStore};
 use harness::RedisProcess;
 
 const LONG: Duration = Duration::from_secs(600);
+/// A touch interval of zero: every read pushes the expiry back.
+const EVERY_READ: Duration = Duration::ZERO;
+
+/// The sliding expiry of the cases below: reads push the expiry back to `IDLE` only when less
+/// than `IDLE - TOUCH` (1 s) remains. Real time, the same for both stores (Redis expires keys on
+/// its own clock); a second is wide enough for a loaded machine.
+const IDLE: Duration = Duration::from_secs(2);
+const TOUCH: Duration = Duration::from_secs(1);
+/// Slack for polling and scheduling (a loaded machine) when checking when a key went.
+const SLACK: Duration = Duration::from_millis(400);
+
+/// Polls until `key` is gone, up to `deadline`; answers when it was first seen gone.
+async fn gone_at(store: &Arc<dyn SessionStore>, key: &str, deadline: Instant) -> Option<Instant> {
+    while Instant::now() < deadline {
+        if !store.exists(key).await.unwrap() {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+async fn a_read_that_is_not_due_does_not_push_the_expiry(store: Arc<dyn SessionStore>) {
+    store.put("s:quiet", b"q".to_vec(), IDLE).await.unwrap();
+    let stored = Instant::now();
+    // 500 ms after the write, 1.5 s remain: more than IDLE - TOUCH, so nothing is pushed (a
+    // push would keep it until 2.5 s, past IDLE + SLACK).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(store.get_and_touch("s:quiet", IDLE, TOUCH).await.unwrap().is_some());
+    let gone = gone_at(&store, "s:quiet", stored + IDLE + Duration::from_secs(2)).await.expect("the session expires");
+    assert!(gone <= stored + IDLE + SLACK, "gone {:?} after it was written: the read pushed its expiry", gone - stored);
+    assert_eq!(store.get_and_touch("s:quiet", IDLE, TOUCH).await.unwrap(), None, "never served once gone");
+}
+
+async fn a_session_used_often_enough_is_never_lost_and_goes_one_idle_timeout_after_its_last_use(
+    store: Arc<dyn SessionStore>,
+) {
+    store.put("s:busy", b"b".to_vec(), IDLE).await.unwrap();
+    let started = Instant::now();
+    let mut last_read = started;
+    // A read every 500 ms (IDLE - TOUCH is 1 s) for more than twice the idle timeout.
+    while started.elapsed() < IDLE * 2 + Duration::from_millis(500) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last_read = Instant::now();
+        assert!(
+            store.get_and_touch("s:busy", IDLE, TOUCH).await.unwrap().is_some(),
+            "lost {:?} after it was written, though read every 500 ms",
+            started.elapsed()
+        );
+    }
+    let gone = gone_at(&store, "s:busy", last_read + IDLE + Duration::from_secs(2)).await.expect("the session expires");
+    assert!(gone >= last_read + (IDLE - TOUCH), "gone {:?} after its last use", gone - last_read);
+    assert!(gone <= last_read + IDLE + SLACK, "served {:?} after its last use", gone - last_read);
+}
 
 async fn put_then_get_returns_the_value(store: Arc<dyn SessionStore>) {
     store.put("s:a", b"sealed-a".to_vec(), LONG).await.unwrap();
-    assert_eq!(store.get_and_touch("s:a", LONG).await.unwrap().as_deref(), Some(&b"sealed-a"[..]));
+    assert_eq!(store.get_and_touch("s:a", LONG, EVERY_READ).await.unwrap().as_deref(), Some(&b"sealed-a"[..]));
     assert_eq!(
-        store.get_and_touch("s:a", LONG).await.unwrap().as_deref(),
+        store.get_and_touch("s:a", LONG, EVERY_READ).await.unwrap().as_deref(),
         Some(&b"sealed-a"[..]),
         "reads do not consume"
     );
-    assert_eq!(store.get_and_touch("s:missing", LONG).await.unwrap(), None);
+    assert_eq!(store.get_and_touch("s:missing", LONG, EVERY_READ).await.unwrap(), None);
 }
 
 async fn put_replaces(store: Arc<dyn SessionStore>) {
     store.put("s:b", b"one".to_vec(), LONG).await.unwrap();
     store.put("s:b", b"two".to_vec(), LONG).await.unwrap();
-    assert_eq!(store.get_and_touch("s:b", LONG).await.unwrap().as_deref(), Some(&b"two"[..]));
+    assert_eq!(store.get_and_touch("s:b", LONG, EVERY_READ).await.unwrap().as_deref(), Some(&b"two"[..]));
 }
 
 async fn delete_removes(store: Arc<dyn SessionStore>) {
     store.put("s:d", b"x".to_vec(), LONG).await.unwrap();
     store.delete("s:d").await.unwrap();
     store.delete("s:never-there").await.unwrap();
-    assert_eq!(store.get_and_touch("s:d", LONG).await.unwrap(), None);
+    assert_eq!(store.get_and_touch("s:d", LONG, EVERY_READ).await.unwrap(), None);
 }
 
 async fn ping_answers(store: Arc<dyn SessionStore>) {
@@ -42,15 +98,15 @@ async fn ping_answers(store: Arc<dyn SessionStore>) {
 async fn values_are_binary_safe(store: Arc<dyn SessionStore>) {
     let value: Vec<u8> = (0..=255).collect();
     store.put("s:f", value.clone(), LONG).await.unwrap();
-    assert_eq!(store.get_and_touch("s:f", LONG).await.unwrap(), Some(value));
+    assert_eq!(store.get_and_touch("s:f", LONG, EVERY_READ).await.unwrap(), Some(value));
 }
 
 async fn replace_only_touches_what_exists(store: Arc<dyn SessionStore>) {
     assert!(!store.replace("s:r", b"new".to_vec(), LONG).await.unwrap(), "an ended session stays ended");
-    assert_eq!(store.get_and_touch("s:r", LONG).await.unwrap(), None);
+    assert_eq!(store.get_and_touch("s:r", LONG, EVERY_READ).await.unwrap(), None);
     store.put("s:r", b"old".to_vec(), LONG).await.unwrap();
     assert!(store.replace("s:r", b"new".to_vec(), LONG).await.unwrap());
-    assert_eq!(store.get_and_touch("s:r", LONG).await.unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(store.get_and_touch("s:r", LONG, EVERY_READ).await.unwrap().as_deref(), Some(&b"new"[..]));
 }
 
 async fn one_lock_holder_at_a_time(store: Arc<dyn SessionStore>) {
@@ -80,8 +136,8 @@ async fn index_collects_and_is_taken_once(store: Arc<dyn SessionStore>) {
     store.put("s:1", b"a".to_vec(), LONG).await.unwrap();
     store.put("s:2", b"b".to_vec(), LONG).await.unwrap();
     store.delete_many(&["s:1".into(), "s:2".into()]).await.unwrap();
-    assert_eq!(store.get_and_touch("s:1", LONG).await.unwrap(), None);
-    assert_eq!(store.get_and_touch("s:2", LONG).await.unwrap(), None);
+    assert_eq!(store.get_and_touch("s:1", LONG, EVERY_READ).await.unwrap(), None);
+    assert_eq!(store.get_and_touch("s:2", LONG, EVERY_READ).await.unwrap(), None);
 }
 
 async fn index_remove_leaves_the_others_and_an_empty_index_is_gone(store: Arc<dyn SessionStore>) {
@@ -147,6 +203,8 @@ contract!(
     index_remove_leaves_the_others_and_an_empty_index_is_gone,
     insert_new_admits_one_of_many,
     exists_sees_values_and_markers_only_while_they_live,
+    a_read_that_is_not_due_does_not_push_the_expiry,
+    a_session_used_often_enough_is_never_lost_and_goes_one_idle_timeout_after_its_last_use,
 );
 
 #[tokio::test]
@@ -154,11 +212,15 @@ async fn redis_get_and_touch_slides_the_expiry_in_redis() {
     let (store, server) = redis().await;
     let server = server.unwrap();
     store.put("s:g", b"x".to_vec(), Duration::from_secs(30)).await.unwrap();
-    store.get_and_touch("s:g", Duration::from_secs(1200)).await.unwrap();
+    store.get_and_touch("s:g", Duration::from_secs(1200), EVERY_READ).await.unwrap();
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("TTL").arg("contract:s:g").query_async(&mut conn).await.unwrap();
     assert!(ttl > 1100, "ttl {ttl}");
+    // A server that forgot the read script (a restart, a promoted replica) is sent its body.
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    assert!(store.get_and_touch("s:g", Duration::from_secs(1200), EVERY_READ).await.unwrap().is_some());
+    assert!(store.get_and_touch("s:g", Duration::from_secs(1200), EVERY_READ).await.unwrap().is_some());
     store.put("s:h", b"x".to_vec(), Duration::from_secs(45)).await.unwrap();
     let ttl: i64 = redis::cmd("TTL").arg("contract:s:h").query_async(&mut conn).await.unwrap();
     assert!((40..=45).contains(&ttl), "put sets the expiry in redis: {ttl}");
@@ -169,11 +231,11 @@ async fn memory_get_and_touch_slides_the_expiry() {
     let store = MemoryStore::new();
     store.put("s:h", b"x".to_vec(), Duration::from_secs(60)).await.unwrap();
     tokio::time::advance(Duration::from_secs(50)).await;
-    assert!(store.get_and_touch("s:h", Duration::from_secs(60)).await.unwrap().is_some());
+    assert!(store.get_and_touch("s:h", Duration::from_secs(60), EVERY_READ).await.unwrap().is_some());
     tokio::time::advance(Duration::from_secs(50)).await;
-    assert!(store.get_and_touch("s:h", Duration::from_secs(60)).await.unwrap().is_some(), "slid at 50 s");
+    assert!(store.get_and_touch("s:h", Duration::from_secs(60), EVERY_READ).await.unwrap().is_some(), "slid at 50 s");
     tokio::time::advance(Duration::from_secs(61)).await;
-    assert!(store.get_and_touch("s:h", Duration::from_secs(60)).await.unwrap().is_none(), "expired");
+    assert!(store.get_and_touch("s:h", Duration::from_secs(60), EVERY_READ).await.unwrap().is_none(), "expired");
     assert!(store.insert_new("l:i", Duration::from_secs(10)).await.unwrap());
     tokio::time::advance(Duration::from_secs(11)).await;
     assert!(!store.exists("l:i").await.unwrap(), "exists does not see an expired marker");
@@ -190,12 +252,16 @@ async fn redis_index_lifetimes_only_grow() {
     assert!((590..=600).contains(&ttl("contract:i:t").await), "a new index lives for its ttl");
     store.index_add("i:t", "s:2", Duration::from_secs(30)).await.unwrap();
     assert!(ttl("contract:i:t").await > 590, "a shorter session does not shorten a shared index");
-    store.index_keep("i:t", Duration::from_secs(1200)).await.unwrap();
+    store.index_keep("i:t", Duration::from_secs(1200), EVERY_READ).await.unwrap();
     assert!(ttl("contract:i:t").await > 1190, "keep lengthens");
-    store.index_keep("i:t", Duration::from_secs(60)).await.unwrap();
+    store.index_keep("i:t", Duration::from_secs(60), EVERY_READ).await.unwrap();
     assert!(ttl("contract:i:t").await > 1190, "keep never shortens");
-    store.index_keep("i:none", Duration::from_secs(60)).await.unwrap();
+    store.index_keep("i:none", Duration::from_secs(60), EVERY_READ).await.unwrap();
     assert_eq!(ttl("contract:i:none").await, -2, "keep creates nothing");
+    store.index_keep("i:t", Duration::from_secs(1800), Duration::from_secs(700)).await.unwrap();
+    assert!(ttl("contract:i:t").await <= 1200, "not due: more than 1800 s - 700 s remain");
+    store.index_keep("i:t", Duration::from_secs(1800), Duration::from_secs(500)).await.unwrap();
+    assert!(ttl("contract:i:t").await > 1790, "due: less than 1800 s - 500 s remain");
 }
 
 #[tokio::test(start_paused = true)]
@@ -204,14 +270,19 @@ async fn memory_index_lifetimes_only_grow() {
     store.index_add("i:t", "s:1", Duration::from_secs(60)).await.unwrap();
     store.index_add("i:t", "s:2", Duration::from_secs(10)).await.unwrap();
     tokio::time::advance(Duration::from_secs(30)).await;
-    store.index_keep("i:t", Duration::from_secs(120)).await.unwrap();
-    store.index_keep("i:t", Duration::from_secs(5)).await.unwrap();
+    store.index_keep("i:t", Duration::from_secs(120), EVERY_READ).await.unwrap();
+    store.index_keep("i:t", Duration::from_secs(5), EVERY_READ).await.unwrap();
     tokio::time::advance(Duration::from_secs(100)).await;
     let mut members = store.index_take("i:t").await.unwrap();
     members.sort();
     assert_eq!(members, ["s:1", "s:2"], "lengthened at 30 s to 150 s, never shortened");
     store.index_add("i:u", "s:1", Duration::from_secs(10)).await.unwrap();
     tokio::time::advance(Duration::from_secs(11)).await;
-    store.index_keep("i:u", Duration::from_secs(600)).await.unwrap();
+    store.index_keep("i:u", Duration::from_secs(600), EVERY_READ).await.unwrap();
     assert!(store.index_take("i:u").await.unwrap().is_empty(), "an expired index is not brought back");
+    store.index_add("i:v", "s:1", Duration::from_secs(100)).await.unwrap();
+    // 100 s remain, at least 120 s - 30 s: not due, so not lengthened.
+    store.index_keep("i:v", Duration::from_secs(120), Duration::from_secs(30)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(101)).await;
+    assert!(store.index_take("i:v").await.unwrap().is_empty(), "a keep that is not due writes nothing");
 }

@@ -180,6 +180,12 @@ pub const KEYS: &[Key] = &[
     ),
     key("session.idle_timeout", "BFF_SESSION_IDLE_TIMEOUT", Some("20m"), "sliding idle timeout"),
     key(
+        "session.touch_interval",
+        "BFF_SESSION_TOUCH_INTERVAL",
+        None,
+        "a read pushes a session's expiry back to idle_timeout only when less than idle_timeout minus this remains: a session is written at most once per touch_interval, and one used at least every idle_timeout - touch_interval (- cache_max_age) is never lost; unset = a tenth of idle_timeout, at most 1m",
+    ),
+    key(
         "session.absolute_lifetime",
         "BFF_SESSION_ABSOLUTE_LIFETIME",
         Some("12h"),

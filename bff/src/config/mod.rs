@@ -113,6 +113,9 @@ pub struct SessionConfig {
     /// Cookie name as configured; [`Config::cookie_name`] adds `__Host-` over https.
     pub cookie_name: String,
     pub idle_timeout: Duration,
+    /// A read pushes a session's expiry back only when less than `idle_timeout - touch_interval`
+    /// remains: at most one store write per session per `touch_interval`.
+    pub touch_interval: Duration,
     pub absolute_lifetime: Duration,
     pub same_site: SameSite,
     /// How long a started login may take before its callback is refused.
@@ -318,6 +321,7 @@ impl Config {
             ));
         }
 
+        let idle_timeout = src.duration_at_most("session.idle_timeout", 30 * DAY)?;
         let session = SessionConfig {
             cookie_name: src.parse("session.cookie_name", |s| {
                 if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -326,7 +330,11 @@ impl Config {
                     Err("use letters, digits, '-' and '_' only".to_owned())
                 }
             })?,
-            idle_timeout: src.duration_at_most("session.idle_timeout", 30 * DAY)?,
+            idle_timeout,
+            touch_interval: match src.string("session.touch_interval") {
+                None => crate::session::default_touch_interval(idle_timeout),
+                Some(_) => src.duration_at_most("session.touch_interval", HOUR)?,
+            },
             absolute_lifetime: src.duration_at_most("session.absolute_lifetime", YEAR)?,
             same_site: src.parse("session.same_site", |s| match s {
                 "lax" => Ok(SameSite::Lax),
@@ -345,6 +353,23 @@ impl Config {
         };
         if session.cache_max_age.is_some_and(|age| age >= session.idle_timeout) {
             return Err(src.invalid("session.cache_max_age", "must be shorter than session.idle_timeout".into()));
+        }
+        // A session read from Redis has at least idle_timeout - touch_interval left, and a node
+        // serves it from memory for up to cache_max_age: the two together must stay below the
+        // idle timeout, or a node could serve a session Redis has already let go.
+        if session.touch_interval + session.cache_max_age.unwrap_or_default() >= session.idle_timeout {
+            // Named: the key that was set (the touch interval's default follows the idle timeout).
+            return Err(match src.string("session.touch_interval") {
+                Some(_) => src.invalid(
+                    "session.touch_interval",
+                    "with session.cache_max_age, must be shorter than session.idle_timeout".into(),
+                ),
+                None => src.invalid(
+                    "session.cache_max_age",
+                    "with session.touch_interval (a tenth of idle_timeout), must be shorter than session.idle_timeout"
+                        .into(),
+                ),
+            });
         }
         if session.absolute_lifetime < session.idle_timeout {
             return Err(

@@ -27,6 +27,7 @@ fn minimal_environment_gives_defaults() {
     assert_eq!(c.store, StoreConfig::Memory);
     assert_eq!(c.key_ring.mode, KeyRingMode::Local);
     assert_eq!(c.session.idle_timeout, Duration::from_secs(20 * 60));
+    assert_eq!(c.session.touch_interval, Duration::from_secs(60), "a tenth of 20m, at most 1m");
     assert_eq!(c.key_ring.rotation, Duration::from_secs(7 * 86400));
     assert_eq!(c.redirect_uri().as_str(), "http://localhost:8080/account/login/callback");
     assert_eq!(c.cookie_name(), "bff-session");
@@ -91,6 +92,9 @@ fn invalid_values_are_named() {
         ("BFF_PUBLIC_URL", "ftp://x", "public_url"),
         ("BFF_REDIS_URL", "http://x", "redis_url"),
         ("BFF_SESSION_IDLE_TIMEOUT", "soon", "session.idle_timeout"),
+        ("BFF_SESSION_TOUCH_INTERVAL", "often", "session.touch_interval"),
+        ("BFF_SESSION_TOUCH_INTERVAL", "0s", "session.touch_interval"),
+        ("BFF_SESSION_TOUCH_INTERVAL", "20m", "session.touch_interval"),
         ("BFF_KEY_RING", "shared", "key_ring"),
         ("BFF_KEY_ENCRYPTION_KEY", "c2hvcnQ=", "key_encryption_key"),
         ("BFF_OIDC_SCOPES", "profile", "oidc.scopes"),
@@ -429,4 +433,31 @@ fn sentinel_trust_is_read_and_refused_without_sentinel() {
     vars.insert("BFF_REDIS_URL".into(), "redis://127.0.0.1:6379".into());
     vars.insert("BFF_REDIS_SENTINEL_PASSWORD".into(), "sentinel-pw".into());
     assert!(error_of(vars).starts_with("redis_sentinel_password (BFF_REDIS_SENTINEL_PASSWORD): needs Sentinel"));
+}
+
+#[test]
+fn the_touch_interval_follows_the_idle_timeout_and_stays_below_it() {
+    let with = |pairs: &[(&str, &str)]| {
+        let mut vars = minimal();
+        vars.extend(env(pairs));
+        vars
+    };
+    let c = Config::from_env_map(&with(&[("BFF_SESSION_IDLE_TIMEOUT", "5m")])).unwrap();
+    assert_eq!(c.session.touch_interval, Duration::from_secs(30), "a tenth of a short idle timeout");
+    let c = Config::from_env_map(&with(&[("BFF_SESSION_TOUCH_INTERVAL", "2m")])).unwrap();
+    assert_eq!(c.session.touch_interval, Duration::from_secs(120));
+    let msg = error_of(with(&[("BFF_SESSION_IDLE_TIMEOUT", "10m"), ("BFF_SESSION_TOUCH_INTERVAL", "9m58s")]));
+    assert!(
+        msg.starts_with("session.touch_interval (BFF_SESSION_TOUCH_INTERVAL): with session.cache_max_age"),
+        "{msg}"
+    );
+    assert!(
+        Config::from_env_map(&with(&[
+            ("BFF_SESSION_IDLE_TIMEOUT", "10m"),
+            ("BFF_SESSION_TOUCH_INTERVAL", "9m58s"),
+            ("BFF_SESSION_CACHE_MAX_AGE", "off"),
+        ]))
+        .is_ok(),
+        "without the node cache only the idle timeout bounds it"
+    );
 }

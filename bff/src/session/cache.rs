@@ -48,8 +48,11 @@
 //!   node, whatever the load), and a new subscription after every reconnect of the link.
 //! - A read from Redis that raced with a notice is not kept: every notice moves a generation
 //!   counter, and an entry is taken back when the counter moved while it was read or stored.
-//! - An entry is served for at most `max_age`; the next request reads Redis again with `GETEX`,
-//!   which is what slides the session's idle timeout in Redis.
+//! - An entry is served for at most `max_age`; the next request reads Redis again, which is
+//!   what slides the session's idle timeout in Redis (the read pushes the expiry back when less
+//!   than `idle_timeout - touch_interval` remains, see `SessionStore::get_and_touch`). A session
+//!   used only through this cache is thus read from Redis at least every `max_age` while it is
+//!   used, and kept alive; config refuses `touch_interval + cache_max_age >= idle_timeout`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

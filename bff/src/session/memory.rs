@@ -42,12 +42,19 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn get_and_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_and_touch(
+        &self,
+        key: &str,
+        idle: Duration,
+        touch_interval: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let now = Instant::now();
         let mut entries = self.entries.lock().expect("memory store lock");
         match entries.get_mut(key) {
             Some((value, expires)) if *expires > now => {
-                *expires = now + ttl;
+                if *expires - now < idle.saturating_sub(touch_interval) {
+                    *expires = now + idle;
+                }
                 Ok(Some(value.clone()))
             }
             Some(_) => {
@@ -136,10 +143,11 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn index_keep(&self, index: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn index_keep(&self, index: &str, ttl: Duration, touch_interval: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
         if let Some((_, until)) = self.indexes.lock().expect("memory store lock").get_mut(index)
             && *until > now
+            && *until - now < ttl.saturating_sub(touch_interval)
         {
             *until = (*until).max(now + ttl);
         }

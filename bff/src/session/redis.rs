@@ -1,21 +1,23 @@
 //! Redis [`SessionStore`]: what lets any node serve any request.
 //!
-//! Every operation is a single command (`GETEX`, `SET EX`, `EXISTS`, `DEL`), so a request in
-//! steady state costs exactly one round trip. Keys are `{prefix}:{key}` where `key` is already a
+//! Every operation is a single command (a read script by `EVALSHA`, `SET EX`, `EXISTS`, `DEL`), so
+//! a request in steady state costs exactly one round trip; the session read writes (pushes the
+//! expiry back) only when the session's remaining time fell below its idle timeout minus the touch
+//! interval, so that reads are not replicated writes. Keys are `{prefix}:{key}` where `key` is already a
 //! hash made by the session layer: a Redis dump holds no usable cookie.
 //!
 //! Each operation says whether it may be sent again after a dropped connection ([`Retry`]): the
 //! locks and replay markers are written so that a second run answers like the first (the value
 //! is unique to the caller, who recognises it); a one-time read (an index's `SMEMBERS` + `DEL`) is never repeated.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::id::random_token;
 use super::store::{SessionStore, StoreError};
-use crate::redis_link::{RedisLink, Retry};
+use crate::redis_link::{LuaScript, RedisLink, Retry};
 
 pub struct RedisStore {
     link: Arc<RedisLink>,
@@ -79,10 +81,11 @@ const TAKE_UNLESS_TAKEN: &str = "local held = redis.call('get', KEYS[1]) \
 const EXTEND_IF_HELD: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 
-/// Makes a key live at least `ARGV[1]` ms from now, when it exists: a key with a longer life
-/// (or none) keeps it. Redis 6.2's `EXPIRE` has no `GT`, hence a script.
+/// Makes a key live `ARGV[1]` ms from now, when it exists and less than `ARGV[2]` ms of its life
+/// remain: a key with a longer life (or none) keeps it. Redis 6.2's `EXPIRE` has no `GT`, hence a
+/// script.
 const LIVE_AT_LEAST: &str = "local left = redis.call('pttl', KEYS[1]) \
-     if left == -2 or left == -1 or left >= tonumber(ARGV[1]) then return 0 end \
+     if left == -2 or left == -1 or left >= tonumber(ARGV[2]) then return 0 end \
      return redis.call('pexpire', KEYS[1], ARGV[1])";
 
 /// Adds `ARGV[1]` to the set and makes it live at least `ARGV[2]` ms from now (a set just
@@ -90,6 +93,27 @@ const LIVE_AT_LEAST: &str = "local left = redis.call('pttl', KEYS[1]) \
 const ADD_AND_LIVE_AT_LEAST: &str = "redis.call('sadd', KEYS[1], ARGV[1]) \
      if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end \
      return 1";
+
+/// Answers the key's value (nil when there is none) and pushes its expiry back to `ARGV[1]` ms
+/// only when less than `ARGV[2]` ms remain: in steady state the read writes nothing, and Redis 7
+/// (which replicates a script's effects, not the script) sends nothing to the AOF or replicas.
+/// A key without an expiry (`PTTL` -1) is left so.
+///
+/// Declared (Redis 7 `#!lua`) without `no-writes`, so that a server that is a replica refuses it
+/// with `READONLY`, as it refused `GETEX` before: the link then asks the sentinels where the
+/// master is instead of serving sessions from a demoted master (a logout on the new master would
+/// not be seen there). `allow-oom`: a full Redis (`maxmemory`) still serves sessions; the only
+/// write, `PEXPIRE`, adds no memory.
+static READ_AND_TOUCH_WHEN_DUE: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "#!lua flags=allow-oom\n\
+         local value = redis.call('get', KEYS[1]) \
+         if not value then return false end \
+         local left = redis.call('pttl', KEYS[1]) \
+         if left >= 0 and left < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[1]) end \
+         return value",
+    )
+});
 
 /// Releases a lock only for its holder.
 const DELETE_IF_HELD: &str =
@@ -112,11 +136,16 @@ impl SessionStore for RedisStore {
         self.write::<()>(cmd).await
     }
 
-    async fn get_and_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut cmd = redis::cmd("GETEX");
-        cmd.arg(self.key(key)).arg("EX").arg(seconds(ttl));
-        // A read; the expiry it sets is the same either way.
-        self.link.query(&cmd, Retry::Safe).await
+    async fn get_and_touch(
+        &self,
+        key: &str,
+        idle: Duration,
+        touch_interval: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let call = READ_AND_TOUCH_WHEN_DUE
+            .call(&[&self.key(key)], (millis(idle), millis(idle.saturating_sub(touch_interval))));
+        // A read; the expiry it may set is the same either way.
+        self.link.query_script(&call, Retry::Safe).await
     }
 
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
@@ -168,9 +197,10 @@ impl SessionStore for RedisStore {
         self.link.query::<()>(&cmd, Retry::Safe).await
     }
 
-    async fn index_keep(&self, index: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn index_keep(&self, index: &str, ttl: Duration, touch_interval: Duration) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(LIVE_AT_LEAST).arg(1).arg(self.key(index)).arg(millis(ttl));
+        let due = millis(ttl.saturating_sub(touch_interval));
+        cmd.arg(LIVE_AT_LEAST).arg(1).arg(self.key(index)).arg(millis(ttl)).arg(due);
         self.link.query::<()>(&cmd, Retry::Safe).await
     }
 

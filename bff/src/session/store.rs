@@ -15,9 +15,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Stores `value` under `key` for `ttl`, replacing what was there.
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
 
-    /// Reads `key` and, in the same operation, pushes its expiry to `ttl` from now (sliding
-    /// idle timeout). One round trip.
-    async fn get_and_touch(&self, key: &str, ttl: Duration) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads `key` and, in the same operation, pushes its expiry back to `idle` from now when
+    /// less than `idle - touch_interval` of it remains (sliding idle timeout). A key is thus
+    /// written at most once per `touch_interval` however often it is read, and a read leaves it
+    /// at least `idle - touch_interval` to live: a key read at least that often never expires,
+    /// and a key not read for `idle` is gone. `touch_interval` zero pushes on every read. One
+    /// round trip.
+    async fn get_and_touch(
+        &self,
+        key: &str,
+        idle: Duration,
+        touch_interval: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Replaces `key` only if it still exists (a session ended meanwhile stays ended); returns
     /// whether it did.
@@ -40,9 +49,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// is only ever lengthened (an index shared by several sessions keeps the longest).
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
 
-    /// Makes the set `index`, if it exists, live at least `ttl` from now (never shortened,
-    /// never created): an index follows the sessions in it as their idle timeouts slide.
-    async fn index_keep(&self, index: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Makes the set `index`, if it exists, live `ttl` from now when less than
+    /// `ttl - touch_interval` of its life remains (never shortened, never created): an index
+    /// follows the sessions in it as their idle timeouts slide, written at most once per
+    /// `touch_interval` like them.
+    async fn index_keep(&self, index: &str, ttl: Duration, touch_interval: Duration) -> Result<(), StoreError>;
 
     /// Removes `member` from the set `index`; a set left empty is gone.
     async fn index_remove(&self, index: &str, member: &str) -> Result<(), StoreError>;

@@ -113,7 +113,7 @@ async fn a_wait_for_a_dead_replica_stalls_nobody_else_and_the_login_stands() {
     };
     let waiting = until_blocked_in_wait(master.port()).await;
 
-    let reads_before = redis_command_calls(master.port()).await.get("getex").copied().unwrap_or(0);
+    let reads_before = redis_command_calls(master.port()).await.get("evalsha").copied().unwrap_or(0);
     let me = alice.me(&url).await.unwrap();
     assert_eq!(me.status, 200, "another user's read while a WAIT is blocked: {me:?}");
     let after = clients(master.port()).await;
@@ -121,7 +121,7 @@ async fn a_wait_for_a_dead_replica_stalls_nobody_else_and_the_login_stands() {
         after.iter().any(|c| c["id"] == waiting && c.get("flags").is_some_and(|f| f.contains('b'))),
         "alice was answered only after the WAIT ended (it held her read up): {after:?}"
     );
-    let reads_after = redis_command_calls(master.port()).await.get("getex").copied().unwrap_or(0);
+    let reads_after = redis_command_calls(master.port()).await.get("evalsha").copied().unwrap_or(0);
     assert!(reads_after > reads_before, "alice's session was read from redis, not from memory");
 
     let login = login.await.unwrap().expect("bob's login answers");

@@ -97,6 +97,7 @@ fn print(report: &BenchReport) {
         "direct p99 same rate",
         "added p99 ms",
         "redis cmd/req",
+        "redis writes/req",
     ]);
     for c in &report.configs {
         table.add_row(vec![
@@ -113,6 +114,7 @@ fn print(report: &BenchReport) {
             c.direct_same_rate_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
             c.added_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
             c.redis_commands_per_request.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()),
+            c.redis_writes_per_request.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into()),
         ]);
     }
     println!("{table}");
@@ -135,6 +137,7 @@ fn print(report: &BenchReport) {
             "CPU µs/req",
             "node-cache hits",
             "redis cmd/req",
+            "redis writes/req",
         ]);
         for p in &report.sessions_curve {
             curve.add_row(vec![
@@ -144,6 +147,7 @@ fn print(report: &BenchReport) {
                 p.cpu_us_per_request.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
                 p.cache_hit_ratio.map(|v| format!("{:.0} %", v * 100.0)).unwrap_or_else(|| "-".into()),
                 format!("{:.2}", p.redis_commands_per_request),
+                format!("{:.3}", p.redis_writes_per_request),
             ]);
         }
         println!("bff-auth-redis against active sessions (requests spread uniformly):\n{curve}");

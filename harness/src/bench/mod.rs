@@ -56,6 +56,8 @@ pub struct SessionPoint {
     /// Share of session reads the node cache answered (its hit and miss counters).
     pub cache_hit_ratio: Option<f64>,
     pub redis_commands_per_request: f64,
+    /// Redis commands that changed data (AOF, replicas) per request.
+    pub redis_writes_per_request: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +77,8 @@ pub struct ConfigResult {
     pub errors: u64,
     /// Redis commands per request (`INFO commandstats` deltas), for the configurations on Redis.
     pub redis_commands_per_request: Option<f64>,
+    /// Of those, and of the commands scripts ran, the ones that change data (AOF, replicas).
+    pub redis_writes_per_request: Option<f64>,
     /// Open-loop runs at 50 % of this configuration's measured maximum rate.
     pub open_loop: Vec<LoadResult>,
     /// Their median p99, in ms.
@@ -137,13 +141,39 @@ async fn command_output(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-async fn redis_total_calls(port: u16) -> u64 {
-    command_output("redis-cli", &["-p", &port.to_string(), "INFO", "commandstats"])
-        .await
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info"))
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
-        .sum()
+/// Commands Redis ran, from `INFO commandstats`.
+#[derive(Debug, Clone, Copy, Default)]
+struct RedisCalls {
+    /// Commands clients sent. Redis also counts the commands a Lua script runs; the gateway
+    /// sends `GET`, `PTTL`, `PEXPIRE` and `SADD` only from its scripts, so they are left out.
+    sent: u64,
+    /// Commands that change data (what reaches the AOF and the replicas), scripts' included.
+    writes: u64,
+}
+
+impl RedisCalls {
+    fn since(self, before: RedisCalls) -> RedisCalls {
+        RedisCalls { sent: self.sent.saturating_sub(before.sent), writes: self.writes.saturating_sub(before.writes) }
+    }
+}
+
+async fn redis_total_calls(port: u16) -> RedisCalls {
+    const ONLY_IN_SCRIPTS: &[&str] = &["get", "pttl", "pexpire", "sadd"];
+    const WRITES: &[&str] = &["set", "getex", "pexpire", "expire", "del", "sadd", "srem", "hsetnx", "hdel", "incrby"];
+    let mut calls = RedisCalls::default();
+    for line in command_output("redis-cli", &["-p", &port.to_string(), "INFO", "commandstats"]).await.lines() {
+        let Some((name, stats)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
+        let Some(n) = stats.split("calls=").nth(1).and_then(|v| v.split(',').next()?.parse::<u64>().ok()) else {
+            continue;
+        };
+        if name != "info" && !ONLY_IN_SCRIPTS.contains(&name) {
+            calls.sent += n;
+        }
+        if WRITES.contains(&name) {
+            calls.writes += n;
+        }
+    }
+    calls
 }
 
 fn bff_env(
@@ -271,6 +301,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
 
     let mut runs: Vec<Vec<LoadResult>> = vec![Vec::new(); configs.len()];
     let mut redis_per_request: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut redis_writes_per_request: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..options.rounds {
         for (i, config) in configs.iter().enumerate() {
             let name = &config.name;
@@ -285,8 +316,9 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
                 result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
             }
             if let Some(before) = before {
-                let calls = redis_total_calls(redis.port()).await.saturating_sub(before);
-                redis_per_request[i].push(calls as f64 / result.requests.max(1) as f64);
+                let calls = redis_total_calls(redis.port()).await.since(before);
+                redis_per_request[i].push(calls.sent as f64 / result.requests.max(1) as f64);
+                redis_writes_per_request[i].push(calls.writes as f64 / result.requests.max(1) as f64);
             }
             runs[i].push(result);
         }
@@ -298,7 +330,8 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         .iter()
         .zip(runs)
         .zip(redis_per_request)
-        .map(|((config, runs), redis_per_request)| ConfigResult {
+        .zip(redis_writes_per_request)
+        .map(|(((config, runs), redis_per_request), redis_writes_per_request)| ConfigResult {
             name: config.name.clone(),
             cpu_us_per_request: {
                 let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
@@ -310,6 +343,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
             errors: runs.iter().map(|r| r.errors).sum(),
             redis_commands_per_request: (!redis_per_request.is_empty()).then(|| median(redis_per_request)),
+            redis_writes_per_request: (!redis_writes_per_request.is_empty()).then(|| median(redis_writes_per_request)),
             runs,
             vs_direct: 0.0,
             vs_nginx: 0.0,
@@ -518,7 +552,7 @@ async fn sessions_curve(
             sessions::wrk_script(dir.path(), &cookies[..count]).map_err(|e| fail("wrk script")(e.to_string()))?;
         let target = Target { url: format!("{base}/api/data"), headers: Vec::new(), script: Some(script) };
         let mut runs = Vec::new();
-        let (mut redis_calls, mut requests) = (0u64, 0u64);
+        let (mut redis_calls, mut requests) = (RedisCalls::default(), 0u64);
         let cache_before = cache_counts(base).await;
         for round in 0..options.rounds {
             progress(&format!("sessions: {count} active, round {}/{}", round + 1, options.rounds));
@@ -530,7 +564,9 @@ async fn sessions_curve(
             if let (Some(before), Some(after)) = (cpu_before, pid.and_then(cpu::tree_seconds)) {
                 result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
             }
-            redis_calls += redis_total_calls(redis.port()).await.saturating_sub(calls_before);
+            let calls = redis_total_calls(redis.port()).await.since(calls_before);
+            redis_calls.sent += calls.sent;
+            redis_calls.writes += calls.writes;
             requests += result.requests;
             runs.push(result);
         }
@@ -546,7 +582,8 @@ async fn sessions_curve(
             p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
             cpu_us_per_request: (!cpu.is_empty()).then(|| median(cpu)),
             cache_hit_ratio,
-            redis_commands_per_request: redis_calls as f64 / requests.max(1) as f64,
+            redis_commands_per_request: redis_calls.sent as f64 / requests.max(1) as f64,
+            redis_writes_per_request: redis_calls.writes as f64 / requests.max(1) as f64,
             runs,
         });
     }
