@@ -177,8 +177,8 @@ pub enum Action {
     IssuerDown,
     /// Every user opens a WebSocket through the load balancer (`path`, default `/live/echo`)
     /// and echoes; the node of the first socket (or `node`; `all`: each in turn) is restarted;
-    /// its sockets must get 1001 and reconnect, logged in, to another node, and the others must
-    /// still echo.
+    /// its sockets must get 1001 and reconnect, logged in (to another node, or to its new instance
+    /// once back in the rotation), and the others must still echo.
     WebsocketRestart,
     /// The `node`s (default: all), one after the other, leave the rotation, drain, and start
     /// again on the build `to` (default: the current build, next to bffctl), each ready before

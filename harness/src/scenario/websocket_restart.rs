@@ -148,9 +148,16 @@ async fn round(
         sockets.into_iter().partition(|(_, _, s)| s.node.as_deref() == Some(node.as_str()));
     let moving = on_node.len();
 
-    let restart = target.node(index, "restart");
+    // Set once the node is back in the rotation (the restart's last act): a reconnect answered
+    // by the node's name after that is its new instance, one before it is the stopping one.
+    let restarted_at = std::sync::OnceLock::new();
+    let restart = async {
+        let result = target.node(index, "restart").await;
+        let _ = restarted_at.set(Instant::now());
+        result
+    };
     let reconnects = futures::future::join_all(on_node.into_iter().map(|(name, user, mut socket)| {
-        let (url, origin, node, phase) = (&url, &origin, &node, &phase);
+        let (url, origin, node, phase, restarted_at) = (&url, &origin, &node, &phase, &restarted_at);
         async move {
             let started = Instant::now();
             match socket.ended(CLOSED_WITHIN).await {
@@ -160,7 +167,8 @@ async fn round(
                     return phase.record("reconnect", name, Some(node.clone()), started, Outcome::Failed, detail);
                 }
             }
-            // The load balancer takes the node out before it stops: the reconnect lands elsewhere.
+            // The load balancer takes the node out before it stops: the reconnect lands elsewhere,
+            // or on the node's new instance once it is back.
             let deadline = Instant::now() + RECONNECT_WITHIN;
             let cookie = cookie_header(user, url);
             loop {
@@ -168,6 +176,11 @@ async fn round(
                 match result {
                     Ok(socket) if socket.node.as_deref() != Some(node.as_str()) => {
                         let detail = format!("{node} → {}", socket.node.as_deref().unwrap_or("?"));
+                        socket.close().await;
+                        return phase.record("reconnect", name, None, started, Outcome::Ok, detail);
+                    }
+                    Ok(socket) if restarted_at.get().is_some() => {
+                        let detail = format!("{node} → {node} (its new instance, back in the rotation)");
                         socket.close().await;
                         return phase.record("reconnect", name, None, started, Outcome::Ok, detail);
                     }
@@ -198,7 +211,7 @@ async fn round(
         socket.close().await;
     }
     let event = format!(
-        "websocket-restart: restarted {node}, whose {moving} socket(s) reconnected elsewhere ({:.1} s)",
+        "websocket-restart: restarted {node}, whose {moving} socket(s) reconnected, logged in ({:.1} s)",
         began.elapsed().as_secs_f64()
     );
     Ok(Found { records, event })
