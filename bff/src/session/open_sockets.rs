@@ -65,17 +65,59 @@ impl Drop for OpenSocket {
     }
 }
 
+/// A place for one socket, taken by [`OpenSockets::reserve`] before the handshake.
+pub struct SocketPlace {
+    /// `None` once registered: the registration then owns the place.
+    registry: Option<Arc<OpenSockets>>,
+}
+
+impl SocketPlace {
+    /// The socket is open: registers it under `session` in the place taken.
+    pub fn register(mut self, session: Option<&SessionId>) -> OpenSocket {
+        let registry = self.registry.take().expect("a place is registered once");
+        registry.register(session)
+    }
+}
+
+impl Drop for SocketPlace {
+    fn drop(&mut self) {
+        if let Some(registry) = self.registry.take() {
+            registry.open.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
 impl OpenSockets {
     pub fn new() -> Arc<Self> {
         Arc::new(OpenSockets::default())
     }
 
-    /// Registers a socket of `session` (`None`: a route without a session).
+    /// Takes one of at most `limit` places for a socket, before its handshake: the place is held
+    /// from the check to the registration ([`SocketPlace::register`]), so that handshakes under
+    /// way at the same time cannot, each having seen room for one more, open more than `limit`.
+    /// `None` when every place is taken. A place dropped unregistered is given back.
+    pub fn reserve(self: &Arc<Self>, limit: usize) -> Option<SocketPlace> {
+        let taken = self.open.send_if_modified(|n| {
+            let room = *n < limit;
+            if room {
+                *n += 1;
+            }
+            room
+        });
+        taken.then(|| SocketPlace { registry: Some(self.clone()) })
+    }
+
+    /// Registers a socket of `session` (`None`: a route without a session), counted at once.
     pub fn open(self: &Arc<Self>, session: Option<&SessionId>) -> OpenSocket {
+        self.open.send_modify(|n| *n += 1);
+        self.register(session)
+    }
+
+    /// Registers a socket whose place is already counted.
+    fn register(self: &Arc<Self>, session: Option<&SessionId>) -> OpenSocket {
         let key = session.map(|id| store_key("s", id.as_bytes())).unwrap_or_default();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, signals) = mpsc::unbounded_channel();
-        self.open.send_modify(|n| *n += 1);
         if self.stopping.load(Ordering::SeqCst) {
             let _ = sender.send(SocketSignal::GoingAway);
         }
@@ -159,6 +201,23 @@ mod tests {
         assert!(anonymous.signals.try_recv().is_err());
         sockets.session_changed(None);
         assert_eq!(other.signals.try_recv(), Ok(SocketSignal::Recheck));
+    }
+
+    #[tokio::test]
+    async fn places_are_held_from_reservation_to_registration_and_given_back_unused() {
+        let sockets = OpenSockets::new();
+        let first = sockets.reserve(2).expect("room for the first");
+        let second = sockets.reserve(2).expect("room for the second");
+        assert!(sockets.reserve(2).is_none(), "two handshakes under way take both places");
+        drop(second);
+        let third = sockets.reserve(2).expect("a place given back is free again");
+        let open = first.register(Some(&SessionId::generate()));
+        assert_eq!(sockets.len(), 2);
+        assert!(sockets.reserve(2).is_none());
+        drop(third);
+        drop(open);
+        assert!(sockets.is_empty());
+        assert!(sockets.by_session.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
