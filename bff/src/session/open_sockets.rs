@@ -118,10 +118,14 @@ impl OpenSockets {
         let key = session.map(|id| store_key("s", id.as_bytes())).unwrap_or_default();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, signals) = mpsc::unbounded_channel();
+        // Read under the lock that `going_away` sets it under: a socket registers either before
+        // the walk (and is told by it) or after the flag (and is told here), never between.
+        let mut by_session = self.by_session.lock().expect("open sockets");
         if self.stopping.load(Ordering::SeqCst) {
             let _ = sender.send(SocketSignal::GoingAway);
         }
-        self.by_session.lock().expect("open sockets").entry(key.clone()).or_default().insert(id, sender);
+        by_session.entry(key.clone()).or_default().insert(id, sender);
+        drop(by_session);
         OpenSocket { registry: self.clone(), key, id, signals }
     }
 
@@ -157,8 +161,11 @@ impl OpenSockets {
 
     /// The node stops: every socket, and any that opens from now on, closes with 1001.
     pub fn going_away(&self) {
+        let by_session = self.by_session.lock().expect("open sockets");
         if !self.stopping.swap(true, Ordering::SeqCst) {
-            self.send_to(None, SocketSignal::GoingAway);
+            by_session.values().flat_map(|s| s.values()).for_each(|s| {
+                let _ = s.send(SocketSignal::GoingAway);
+            });
         }
     }
 
@@ -239,8 +246,16 @@ mod tests {
             let sockets = sockets.clone();
             async move { sockets.all_closed().await }
         });
+        // Let the waiting task run until it waits: it must still be waiting.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "two sockets are open");
         drop(one);
-        assert!(!waiting.is_finished());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "one socket is still open");
         drop(two);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
         assert!(sockets.is_empty());
