@@ -335,7 +335,7 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
             );
             return refuse(StatusCode::BAD_GATEWAY, "upstream WebSocket handshake invalid", label);
         }
-        _ => event_stream::counted(response.map(Body::new)),
+        _ => event_stream::counted(response.map(Body::new), state.sockets.node_stops()),
     };
     strip_hop_by_hop(response.headers_mut());
     drop_refused_set_cookies(response.headers_mut(), config);

@@ -41,6 +41,10 @@ pub struct OpenSockets {
     open: watch::Sender<usize>,
     /// Set once the node stops: a socket that registers after it is told at once.
     stopping: AtomicBool,
+    /// Turns true with `stopping`, for the node's other long responses (event streams), which
+    /// end when the node stops so that the browser reconnects elsewhere (see
+    /// [`OpenSockets::node_stops`]).
+    node_stopping: watch::Sender<bool>,
 }
 
 /// One open socket's registration and the signals sent to it.
@@ -163,9 +167,18 @@ impl OpenSockets {
     pub fn going_away(&self) {
         let by_session = self.by_session.lock().expect("open sockets");
         if !self.stopping.swap(true, Ordering::SeqCst) {
+            self.node_stopping.send_replace(true);
             by_session.values().flat_map(|s| s.values()).for_each(|s| {
                 let _ = s.send(SocketSignal::GoingAway);
             });
+        }
+    }
+
+    /// Answers once the node has begun to stop ([`OpenSockets::going_away`]).
+    pub fn node_stops(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.node_stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
         }
     }
 
