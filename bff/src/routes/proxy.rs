@@ -269,7 +269,11 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     let (mut parts, mut body) = request.into_parts();
     let client_socket = match upgrade {
         true => match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(socket) => Some(socket.max_message_size(config.server.max_body_size)),
+            Ok(socket) => Some(
+                socket
+                    .max_message_size(config.websocket_max_message_size)
+                    .max_frame_size(config.websocket_max_message_size),
+            ),
             Err(rejection) => return refuse(rejection.status(), &rejection.body_text(), label),
         },
         false => None,

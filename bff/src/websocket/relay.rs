@@ -8,7 +8,12 @@
 //!   logout on any node) and every `websocket.session_check` (idle and absolute expiry, a missed
 //!   notice, the in-memory store);
 //! - the node stops ([`SocketSignal::GoingAway`]): the browser gets 1001 `going away` and
-//!   reconnects, through the load balancer, to another node.
+//!   reconnects, through the load balancer, to another node;
+//! - the browser is silent: it is pinged every `websocket.ping_interval`, and one that sends
+//!   nothing (no pong, no message) for two intervals is closed (1001 `no answer to pings`), so
+//!   that a dead client, or one that trickles a message, does not keep its socket.
+//!
+//! A message either way is at most `websocket.max_message_size`: a larger one ends the socket.
 //!
 //! Metrics: `bff_websockets_open` (gauge) and `bff_websocket_closes_total{by}`.
 
@@ -20,7 +25,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self as ts, Utf8Bytes};
 
 use crate::session::{OpenSocket, SessionId, SocketSignal};
@@ -43,6 +48,8 @@ enum Closed {
     Upstream,
     SessionEnd,
     GoingAway,
+    /// The browser answered no ping for two intervals.
+    Silent,
     Error,
 }
 
@@ -53,6 +60,7 @@ impl Closed {
             Closed::Upstream => "upstream",
             Closed::SessionEnd => "session_ended",
             Closed::GoingAway => "going_away",
+            Closed::Silent => "silent",
             Closed::Error => "error",
         }
     }
@@ -87,7 +95,11 @@ pub async fn relay(
     session: Option<SessionWatch>,
 ) {
     let mut upstream: Upstream = match upstream.await {
-        Ok(io) => WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, None).await,
+        Ok(io) => {
+            let limit = state.config.websocket_max_message_size;
+            let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+            WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, Some(config)).await
+        }
         Err(error) => {
             tracing::warn!(%error, "upstream WebSocket not handed over");
             let _ = client.send(close_to_client(1011, "upstream unavailable")).await;
@@ -100,9 +112,15 @@ pub async fn relay(
     let mut check = tokio::time::interval(state.config.websocket_session_check);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     check.reset();
+    // The browser is pinged every interval; it must answer (a pong, or any message) within two.
+    let ping_every = state.config.websocket_ping_interval;
+    let mut ping = tokio::time::interval(ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.reset();
+    let mut heard = tokio::time::Instant::now();
     let ended = loop {
         tokio::select! {
-            message = client.recv() => match message {
+            message = client.recv() => match message.inspect(|m| if matches!(m, Ok(_)) { heard = tokio::time::Instant::now() }) {
                 Some(Ok(ws::Message::Close(frame))) => {
                     let frame = frame.map(|f| CloseFrame { code: CloseCode::from(f.code), reason: f.reason.as_str().into() });
                     bounded(limit, upstream.send(ts::Message::Close(frame))).await;
@@ -150,6 +168,17 @@ pub async fn relay(
                     }
                 }
             },
+            _ = ping.tick() => {
+                if heard.elapsed() >= ping_every * 2 {
+                    let _ = client.send(close_to_client(1001, "no answer to pings")).await;
+                    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
+                    break Closed::Silent;
+                }
+                if client.send(ws::Message::Ping(Default::default())).await.is_err() {
+                    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
+                    break Closed::Client;
+                }
+            }
             _ = check.tick(), if session.is_some() => {
                 if session_ended(&state, session.as_ref()).await {
                     break end_session(&mut client, &mut upstream, limit).await;

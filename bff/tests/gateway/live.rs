@@ -220,6 +220,48 @@ async fn a_stopping_node_ends_its_event_streams_at_once() {
     assert!(started.elapsed() < Duration::from_secs(10), "the stop waited for the stream");
 }
 
+#[tokio::test]
+async fn a_browser_that_answers_no_ping_loses_its_socket_and_a_message_over_the_limit_ends_one() {
+    let (s, _live) =
+        live_stack(stack().env("BFF_WEBSOCKET_PING_INTERVAL", "1s").env("BFF_WEBSOCKET_MAX_MESSAGE_SIZE", "64KiB"))
+            .await;
+    let user = VirtualUser::new(None);
+    user.login(&s.url(0)).await.unwrap();
+
+    // A client that completes the handshake, then neither reads nor writes.
+    let host = s.url(0).trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let handshake = format!(
+        "GET /live/echo HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {}\r\nCookie: {}\r\n\r\n",
+        s.url(0),
+        cookie(&user)
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a client silent for 10 s (pings every 1 s) still had its socket");
+    println!("a silent client's socket closed {:?} after the handshake", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(2), "closed before two intervals: {:?}", started.elapsed());
+
+    // A client that reads (and so answers pings, as a browser does) keeps its socket past two
+    // intervals.
+    let mut socket = open(&s, 0, &user).await;
+    assert_eq!(socket.ended(Duration::from_millis(3500)).await, None, "a client that answers pings was closed");
+    socket.echo("still here", Duration::from_secs(5)).await.unwrap();
+    // A message over the limit ends the socket; one under it passes.
+    socket.echo(&"x".repeat(60 * 1024), Duration::from_secs(5)).await.unwrap();
+    assert!(socket.echo(&"x".repeat(70 * 1024), Duration::from_secs(5)).await.is_err());
+}
+
 /// An event stream through the gateway, shorter than a minute here (`BFF_TEST_SSE_SECONDS` sets
 /// it: 60 for the bar); the write timeout is a second, far shorter than the stream.
 #[tokio::test]
