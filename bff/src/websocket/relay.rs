@@ -4,9 +4,9 @@
 //! gateway answers its own peer's pings). The relay ends when either side closes or fails, and
 //! the gateway closes both sides itself when:
 //! - the session ended ([`SessionWatch`]): the browser gets 1008 `session ended`. Checked when
-//!   this node hears that the session changed (a notice over Redis, within milliseconds of a
-//!   logout on any node) and every `websocket.session_check` (idle and absolute expiry, a missed
-//!   notice, the in-memory store);
+//!   this node hears that the session changed (a notice over Redis that the node cache listens
+//!   to, within milliseconds of a logout on any node) and every `websocket.session_check` (idle
+//!   and absolute expiry, a missed notice, the in-memory store, the node cache off);
 //! - the node stops ([`SocketSignal::GoingAway`]): the browser gets 1001 `going away` and
 //!   reconnects, through the load balancer, to another node;
 //! - the browser is silent: it is pinged every `websocket.ping_interval`, and one that sends
