@@ -9,6 +9,7 @@ mod cookies;
 mod current_session;
 mod event_stream;
 mod ops;
+mod ops_sessions;
 mod probes;
 mod proxy;
 pub mod request_path;
@@ -36,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
         .route("/ops/fingerprint", get(ops::fingerprint))
+        .route("/ops/sessions", get(ops_sessions::list).delete(ops_sessions::end_all))
+        .route("/ops/sessions/{id}", axum::routing::delete(ops_sessions::end_one))
         .route("/metrics", get(ops::metrics));
     router.fallback(proxy::proxy).with_state(state)
 }

@@ -26,7 +26,10 @@ pub struct FingerprintQuery {
 
 /// The ops token, when the request carries it; else the answer to give (404 when there is no
 /// token to carry, 401 when it is missing or wrong).
-fn operator<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, (StatusCode, Json<serde_json::Value>)> {
+pub(super) fn operator<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<&'a str, (StatusCode, Json<serde_json::Value>)> {
     let Some(token) = state.config.ops_token.as_deref() else {
         return Err((StatusCode::NOT_FOUND, Json(json!({ "error": "not found" }))));
     };

@@ -24,6 +24,11 @@ pub struct Session {
     pub refresh_token: Option<String>,
     /// Unix seconds when the access token expires, when the issuer said.
     pub access_token_expires_at: Option<u64>,
+    /// The name of the node that created it (`node_name`), for operators listing sessions.
+    /// Absent in sessions of bff 0.1.0 and of nodes without a name; an older build ignores it
+    /// (an added field with a default: the same record format, see `compat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_on: Option<String>,
     /// `Bearer <access_token>` as a header value, made on first use and never stored: the node
     /// cache hands one loaded session to many requests, which then share it. A session with a
     /// new access token must start with an empty one.
