@@ -1,4 +1,5 @@
-//! The router: account endpoints under the configured prefix, and the probes. `/metrics` is here
+//! The router: account endpoints under the configured prefix, the probes, and the operator
+//! endpoints behind the ops token (`/ops/fingerprint`, the session API `/ops/sessions`). `/metrics` is here
 //! for operators only (the ops token, see [`ops`]), unless `metrics_listen` gives it a listener of
 //! its own ([`metrics_router`]); then the public listener answers 404 for it. Never proxied: the
 //! path stays the gateway's, whatever the routes.

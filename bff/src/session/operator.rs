@@ -114,7 +114,13 @@ impl Sessions {
     fn summary(&self, key: &str, session: &Session, left: Option<Duration>) -> SessionSummary {
         let now = now_secs();
         let absolute_expires_at = session.created_at.saturating_add(self.absolute_lifetime.as_secs());
-        let idle_expires_at = left.map_or(absolute_expires_at, |left| now + left.as_secs()).min(absolute_expires_at);
+        // In milliseconds, rounded once: now and the time left move together, so two listings
+        // give the same second (whole seconds of each would each be cut at another point).
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let idle_expires_at = left
+            .map_or(absolute_expires_at, |left| (now_ms + left.as_millis() as u64 + 500) / 1000)
+            .min(absolute_expires_at);
         let claims: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(session.claims.get()).unwrap_or_default();
         let claim = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
@@ -124,7 +130,7 @@ impl Sessions {
             sid: claim("sid"),
             created_at: session.created_at,
             last_seen_at: left
-                .map_or(session.created_at, |left| (now + left.as_secs()).saturating_sub(self.idle_timeout.as_secs()))
+                .map_or(session.created_at, |_| idle_expires_at.saturating_sub(self.idle_timeout.as_secs()))
                 .clamp(session.created_at, now.max(session.created_at)),
             idle_expires_at,
             absolute_expires_at,
