@@ -433,7 +433,7 @@ impl RedisLink {
     {
         let _timer = crate::metrics::redis_commands::CommandTimer::start();
         let seen = self.lookups.load(Ordering::Acquire);
-        let conn = self.connected()?;
+        let conn = self.connected().inspect_err(|_| crate::metrics::redis_commands::failed())?;
         let first = send(conn.clone()).await;
         if let Err(error) = &first {
             // Before anything is sent again: the next connection may reach another server.
