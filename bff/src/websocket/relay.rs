@@ -96,6 +96,7 @@ pub async fn relay(
         }
     };
     let _open = OpenGauge::new();
+    let limit = state.config.server.write_timeout;
     let mut check = tokio::time::interval(state.config.websocket_session_check);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     check.reset();
@@ -104,18 +105,18 @@ pub async fn relay(
             message = client.recv() => match message {
                 Some(Ok(ws::Message::Close(frame))) => {
                     let frame = frame.map(|f| CloseFrame { code: CloseCode::from(f.code), reason: f.reason.as_str().into() });
-                    let _ = upstream.send(ts::Message::Close(frame)).await;
+                    bounded(limit, upstream.send(ts::Message::Close(frame))).await;
                     break Closed::Client;
                 }
                 Some(Ok(message)) => {
                     let Some(message) = to_upstream(message) else { continue };
-                    if upstream.send(message).await.is_err() {
+                    if !bounded(limit, upstream.send(message)).await {
                         let _ = client.send(close_to_client(1011, "upstream failed")).await;
                         break Closed::Error;
                     }
                 }
                 Some(Err(_)) | None => {
-                    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
                     break Closed::Client;
                 }
             },
@@ -128,7 +129,7 @@ pub async fn relay(
                 Some(Ok(message)) => {
                     let Some(message) = to_client(message) else { continue };
                     if client.send(message).await.is_err() {
-                        let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                        bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
                         break Closed::Client;
                     }
                 }
@@ -140,18 +141,18 @@ pub async fn relay(
             signal = registration.signals.recv() => match signal {
                 Some(SocketSignal::GoingAway) | None => {
                     let _ = client.send(close_to_client(1001, "going away")).await;
-                    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
                     break Closed::GoingAway;
                 }
                 Some(SocketSignal::Recheck) => {
                     if session_ended(&state, session.as_ref()).await {
-                        break end_session(&mut client, &mut upstream).await;
+                        break end_session(&mut client, &mut upstream, limit).await;
                     }
                 }
             },
             _ = check.tick(), if session.is_some() => {
                 if session_ended(&state, session.as_ref()).await {
-                    break end_session(&mut client, &mut upstream).await;
+                    break end_session(&mut client, &mut upstream, limit).await;
                 }
             }
         }
@@ -167,9 +168,9 @@ pub async fn relay(
     .await;
 }
 
-async fn end_session(client: &mut WebSocket, upstream: &mut Upstream) -> Closed {
+async fn end_session(client: &mut WebSocket, upstream: &mut Upstream, limit: Duration) -> Closed {
     let _ = client.send(close_to_client(1008, "session ended")).await;
-    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
     Closed::SessionEnd
 }
 
@@ -184,6 +185,13 @@ async fn session_ended(state: &AppState, session: Option<&SessionWatch>) -> bool
             false
         }
     }
+}
+
+/// A send to the upstream, within `server.write_timeout` as every write to a client is (see
+/// `server::write_deadline`): an upstream that stops reading must not hold the relay, and with it
+/// the session checks and the node's stop. Whether it was sent.
+async fn bounded<E>(limit: Duration, send: impl std::future::Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(limit, send).await, Ok(Ok(())))
 }
 
 fn count(ended: Closed) {

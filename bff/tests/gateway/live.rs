@@ -2,8 +2,8 @@
 //! (a WebSocket echo and an event-stream clock that record what reached them): the handshake is
 //! authenticated like the route's requests and checked for its `Origin`; the upstream gets the
 //! bearer token and none of the gateway's cookies; a session that ends on any node closes its
-//! sockets on every node; a stopping node closes its sockets with 1001; an event stream is
-//! delivered event by event and not cut by the write timeout.
+//! sockets on every node; a stopping node closes its sockets with 1001 and ends its event
+//! streams; an event stream is delivered event by event and not cut by the write timeout.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -187,6 +187,37 @@ async fn a_stopping_node_closes_its_sockets_with_going_away() {
     // The reconnect lands on the other node, still logged in.
     let mut again = open(&s, 0, &user).await;
     again.echo("back", Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stopping_node_ends_its_event_streams_at_once() {
+    // A stream far longer than the test, and a grace period far longer than the bound below: the
+    // stop must end the stream, not wait for it.
+    let (mut s, _live) = live_stack(stack().nodes(2).env("BFF_SHUTDOWN_TIMEOUT", "60s")).await;
+    let user = VirtualUser::new(None);
+    user.login(&s.url(0)).await.unwrap();
+    let mut response = reqwest::Client::new()
+        .get(format!("{}/live/clock?every=100ms&count=100000", s.url(1)))
+        .header("cookie", cookie(&user))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.chunk().await.unwrap().is_some(), "the first event");
+    let started = Instant::now();
+    let stopping = tokio::spawn(async move {
+        let status = s.nodes[1].stop().await;
+        (s, status)
+    });
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = response.chunk().await {} })
+            .await;
+    assert!(ended.is_ok(), "the event stream was still open 10 s after the node began to stop");
+    let (_s, status) = stopping.await.unwrap();
+    assert!(status.unwrap().contains("exit status: 0"), "a clean exit");
+    println!("event stream ended and node stopped {:?} after the stop began", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "the stop waited for the stream");
 }
 
 /// An event stream through the gateway, shorter than a minute here (`BFF_TEST_SSE_SECONDS` sets
