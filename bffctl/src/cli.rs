@@ -40,8 +40,8 @@ const SESSIONS_EXAMPLES: &str = "\
 Examples:
   bffctl sessions list --sub alice                    # the cluster `bffctl up` runs
   bffctl sessions end --sub alice                     # every session of alice, on every node
-  bffctl sessions list --target https://app.example.com --sub 248289761001 --ops-token \"$TOKEN\" --json
-  bffctl sessions end --target https://app.example.com --sub 248289761001 --id 3f1c…   # one session
+  bffctl sessions list --target https://app.example.com --sub 2482897 --ops-token \"$T\" --json
+  bffctl sessions end --target https://app.example.com --sub 2482897 --id 3f1c…  # one session
 
 The gateway must have an ops_token (else its session API answers 404). An end is effective on
 every node (node caches included) when it returns, and ending again ends 0.
@@ -575,7 +575,7 @@ pub struct SessionsArgs {
     /// One login at the issuer: its `sid` claim (instead of --sub).
     #[arg(long)]
     pub sid: Option<String>,
-    /// end only this session: the id `bffctl sessions list` shows (a handle, not a cookie).
+    /// With `end`, only this session: the id `bffctl sessions list` shows (a handle, not a cookie).
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
     /// The gateway's ops_token. Default: the token of the cluster `bffctl up` runs.

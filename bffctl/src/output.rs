@@ -335,6 +335,11 @@ pub fn sessions(listing: &harness::session_api::Listing, json: bool) {
         println!("{}", serde_json::to_string_pretty(listing).expect("listing serialises"));
         return;
     }
+    if listing.sessions.is_empty() {
+        println!("no live session (user digest in the gateway's audit log: {})", listing.subject);
+        return;
+    }
+    // Not fitted to the terminal: an id cut over two lines cannot be copied into `end --id`.
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
         "id",

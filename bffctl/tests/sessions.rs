@@ -80,6 +80,8 @@ async fn sessions_list_and_end_on_the_cluster_bffctl_up_runs() {
             assert_eq!(user.me(node).await.unwrap().status, 404, "{node}");
         }
     }
+    let empty = bffctl(&state, &["sessions", "list", "--sub", "grace"]);
+    assert!(text(&empty).contains("no live session"), "{}", text(&empty));
     let again = bffctl(&state, &["sessions", "end", "--sub", "grace", "--json"]);
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["ended"], 0);
