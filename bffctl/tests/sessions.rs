@@ -1,5 +1,5 @@
-//! `bffctl sessions list|end` as an operator runs it against the cluster a `bffctl up` runs: the
-//! state file gives the load balancer and the nodes' ops token. A user logged in twice shows two
+//! `bffctl sessions list|end` as an operator runs it against the cluster a `bffctl up` runs (one
+//! Redis, or Redis Sentinel): the state file gives the load balancer and the nodes' ops token. A user logged in twice shows two
 //! sessions; `end` ends both, and `/account/me` is a 404 on every node right after.
 
 use std::path::Path;
@@ -20,6 +20,15 @@ fn text(out: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_list_and_end_on_the_cluster_bffctl_up_runs() {
+    list_and_end_on_a_cluster("single").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_list_and_end_behind_redis_sentinel() {
+    list_and_end_on_a_cluster("sentinel").await;
+}
+
+async fn list_and_end_on_a_cluster(redis: &str) {
     assert!(Path::new(BFFCTL).with_file_name("bff").is_file(), "build the gateway first: cargo build --workspace");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("cluster.json");
@@ -29,7 +38,7 @@ async fn sessions_list_and_end_on_the_cluster_bffctl_up_runs() {
 
     let mut up = Command::new(BFFCTL)
         .env("BFFCTL_STATE", &state)
-        .args(["up", "--nodes", "3", "--backend", "process"])
+        .args(["up", "--nodes", "3", "--backend", "process", "--redis", redis])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
