@@ -114,13 +114,13 @@ pub const KEYS: &[Key] = &[
         "node_name",
         "BFF_NODE_NAME",
         None,
-        "this node's name, sent in an x-bff-node response header (so a verifier behind any load balancer sees which node answered); unset = no header",
+        "this node's name, sent in an x-bff-node response header (so a verifier behind any load balancer sees which node answered) and kept in the sessions it creates (created_on in GET /ops/sessions); unset = neither",
     ),
     key(
         "ops_token",
         "BFF_OPS_TOKEN",
         None,
-        "bearer token (16+ characters) for GET /ops/fingerprint (settings every node must share, secrets as keyed digests) and for /metrics on the public listener; unset = both 404",
+        "bearer token (16+ characters) for the operator endpoints on the public listener: GET /ops/fingerprint (settings every node must share, secrets as keyed digests), the session API (GET and DELETE /ops/sessions: list and end a user's sessions on every node) and /metrics; unset = all 404",
     ),
     key(
         "metrics_listen",

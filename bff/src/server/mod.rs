@@ -96,6 +96,7 @@ pub async fn run(
         ),
         None => None,
     };
+    crate::metrics::config_fingerprint::publish(&config);
     let state = AppState::new(config)?;
     if let Some(link) = &state.redis {
         link.check_tls().await.map_err(RunError::RedisTls)?;
