@@ -17,6 +17,8 @@ use std::time::Duration;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::cutoff::{Bound, Cutoff};
+
 /// Why a request body ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -33,6 +35,8 @@ pub struct DeadlineBody<B> {
     /// Set at the first read that has to wait for the client; boxed because `Sleep` is `!Unpin`,
     /// and only then, so requests without a body allocate nothing.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The connection's mark, set when the deadline passes.
+    cutoff: Cutoff,
 }
 
 impl BodyError {
@@ -51,8 +55,9 @@ impl BodyError {
 }
 
 impl<B> DeadlineBody<B> {
-    pub fn new(inner: B, timeout: Duration) -> Self {
-        DeadlineBody { inner, timeout, deadline: None }
+    /// `cutoff` is the connection's: marked when this body's deadline passes.
+    pub fn new(inner: B, timeout: Duration, cutoff: Cutoff) -> Self {
+        DeadlineBody { inner, timeout, deadline: None, cutoff }
     }
 }
 
@@ -72,7 +77,10 @@ where
         let deadline =
             this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
         match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::TimedOut(timeout)))),
+            Poll::Ready(()) => {
+                this.cutoff.ran_out(Bound::Body, deadline.deadline());
+                Poll::Ready(Some(Err(BodyError::TimedOut(timeout))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -35,6 +35,7 @@ use write_deadline::WriteDeadline;
 
 pub use crate::client_addr::ClientAddr;
 use crate::config::{Config, ServerLimits, StoreConfig};
+use crate::cutoff::Cutoff;
 use crate::state::{AppState, StateError};
 
 /// Why a node could not serve. [`RunError::is_config`] tells the binary which are configuration
@@ -189,15 +190,16 @@ fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     http
 }
 
-/// A client socket as hyper sees it: writes bounded by `server.write_timeout`.
-fn client_io(stream: TcpStream, limits: &ServerLimits) -> TokioIo<WriteDeadline<TcpStream>> {
-    TokioIo::new(WriteDeadline::new(stream, limits.write_timeout))
+/// A client socket as hyper sees it: writes bounded by `server.write_timeout`; `cutoff` is the
+/// connection's, shared with its requests' bodies ([`bounded`]).
+fn client_io(stream: TcpStream, limits: &ServerLimits, cutoff: Cutoff) -> TokioIo<WriteDeadline> {
+    TokioIo::new(WriteDeadline::new(stream, limits.write_timeout, cutoff))
 }
 
 /// A request whose body must arrive within `server.body_timeout`.
-fn bounded(request: Request<Incoming>, limits: &ServerLimits) -> Request<DeadlineBody<Incoming>> {
+fn bounded(request: Request<Incoming>, limits: &ServerLimits, cutoff: &Cutoff) -> Request<DeadlineBody<Incoming>> {
     let timeout = limits.body_timeout;
-    request.map(|body| DeadlineBody::new(body, timeout))
+    request.map(|body| DeadlineBody::new(body, timeout, cutoff.clone()))
 }
 
 /// Serves the connections handed to `queue` until `stopped` turns true, then finishes in-flight
@@ -219,9 +221,10 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
             },
         };
         let (app, proxied, state, limits) = (app.clone(), proxied.clone(), state.clone(), limits.clone());
-        let io = client_io(stream, &limits);
+        let cutoff = Cutoff::default();
+        let io = client_io(stream, &limits, cutoff.clone());
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let mut request = bounded(request, &limits);
+            let mut request = bounded(request, &limits, &cutoff);
             request.extensions_mut().insert(ConnectInfo(peer));
             if dispatch::routed(&state, request.uri().path()) {
                 futures::future::Either::Left(app.clone().oneshot(request.map(axum::body::Body::new)))
@@ -274,10 +277,12 @@ async fn serve_metrics(listener: TcpListener, limits: ServerLimits, mut stopped:
             },
         };
         let (router, limits2) = (router.clone(), limits.clone());
+        let cutoff = Cutoff::default();
+        let io = client_io(stream, &limits, cutoff.clone());
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            router.clone().oneshot(bounded(request, &limits2).map(axum::body::Body::new))
+            router.clone().oneshot(bounded(request, &limits2, &cutoff).map(axum::body::Body::new))
         });
-        let connection = graceful.watch(http.serve_connection(client_io(stream, &limits), service));
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "metrics connection ended with an error");
