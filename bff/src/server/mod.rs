@@ -183,12 +183,20 @@ fn serve_on_own_thread(
 
 /// The HTTP/1.1 settings of every client connection: hyper's header-read timeout, which also
 /// closes a keep-alive connection that stays idle that long, so a client that sends half a
-/// request, or nothing, holds its socket (and its connection permit) no longer than that.
+/// request, or nothing, holds its socket (and its connection permit) no longer than that; and
+/// [`CLIENT_BUFFER`].
 fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(CLIENT_BUFFER);
     http
 }
+
+/// The most a client connection buffers (hyper's `max_buf_size`, about 400 KiB by default): the
+/// response bytes queued for a client that has not taken them, and a request's head (a larger
+/// one is answered 431). A response is pulled from its upstream only as fast as the client
+/// takes it, so a client that stops reading holds this much (plus one upstream chunk, see
+/// `state::UPSTREAM_BUFFER`) of the node's memory, not 400 KiB and more.
+pub const CLIENT_BUFFER: usize = 64 << 10;
 
 /// A client socket as hyper sees it: writes bounded by `server.write_timeout`; `cutoff` is the
 /// connection's, shared with its requests' bodies ([`bounded`]).

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use harness::MockIssuer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpSocket;
 
 use crate::fixture::routes;
 use crate::stack::{metrics, stack};
@@ -39,15 +39,21 @@ const RESPONSE_SIZE: usize = 4 << 20;
 /// The tolerance stated with the bar, on the node's account: a slow connection is closed within
 /// its bound plus this (a bucket of `bff_slow_client_close_delay_seconds`).
 const NODE_TOLERANCE: &str = "1";
-/// On the client's account, which adds its own lag (a 200 ms sampling period, 10 000 sockets).
+/// On the client's account, which adds its own lag (a sampling period of 200 ms and the time a
+/// sample takes with 30 000 sockets open).
 const CLIENT_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// An upstream that answers every request with the same 4 MiB body, shared (no copy per
-/// response), for as long as its reader takes it.
+/// response), for as long as its reader takes it. Its sockets queue at most 64 KiB each: in a
+/// deployment the upstream's send buffers are on another machine, here they would take the TCP
+/// memory the node's sockets need (and the node's figures would show the test's upstream).
 async fn big_upstream() -> String {
     static BODY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let body = BODY.get_or_init(|| vec![b'z'; RESPONSE_SIZE]);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(64 << 10).unwrap(); // accepted sockets inherit it
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(4096).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -423,25 +429,18 @@ async fn slow_flood() {
 }
 
 /// The client ports of the node's connections on `port` that the node still holds open (state
-/// ESTABLISHED on its side, `/proc/net/tcp`). Once the node closes a connection its side leaves
-/// ESTABLISHED at once, even while its FIN waits behind data a stalled reader never takes (the
-/// kernel keeps that orphan in FIN-WAIT-1; the node's descriptor and slot are free).
+/// ESTABLISHED on its side), as `ss` reads them from the kernel (a netlink dump filtered there:
+/// `/proc/net/tcp` took seconds to read with 30 000 sockets open). Once the node closes a
+/// connection its side leaves ESTABLISHED at once, even while its FIN waits behind data a stalled
+/// reader never takes; the node's descriptor and slot are free.
 fn held_by_node(port: u16) -> std::collections::HashSet<u16> {
-    let local = format!(":{port:04X}");
-    let mut open = std::collections::HashSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(ours), Some(peer), Some(state)) = (fields.get(1), fields.get(2), fields.get(3)) else {
-                continue;
-            };
-            if *state == "01"
-                && ours.ends_with(&local)
-                && let Some(p) = peer.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok())
-            {
-                open.insert(p);
-            }
-        }
-    }
-    open
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established", &format!("( sport = :{port} )")])
+        .output()
+        .expect("ss (iproute2) on PATH");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|peer| peer.rsplit(':').next()?.parse().ok())
+        .collect()
 }
