@@ -84,7 +84,12 @@ impl WriteDeadline {
         }
     }
 
-    fn bound_write(&mut self, cx: &mut Context<'_>, offered: usize, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    fn bound_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        offered: usize,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         match poll {
             Poll::Ready(Ok(taken)) => {
                 self.took(taken);

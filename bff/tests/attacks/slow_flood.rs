@@ -44,14 +44,14 @@ const NODE_TOLERANCE: &str = "1";
 const CLIENT_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// An upstream that answers every request with the same 4 MiB body, shared (no copy per
-/// response), for as long as its reader takes it. Its sockets queue at most 64 KiB each: in a
+/// response), for as long as its reader takes it. Its sockets queue at most 16 KiB each: in a
 /// deployment the upstream's send buffers are on another machine, here they would take the TCP
 /// memory the node's sockets need (and the node's figures would show the test's upstream).
 async fn big_upstream() -> String {
     static BODY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let body = BODY.get_or_init(|| vec![b'z'; RESPONSE_SIZE]);
     let socket = TcpSocket::new_v4().unwrap();
-    socket.set_send_buffer_size(64 << 10).unwrap(); // accepted sockets inherit it
+    socket.set_send_buffer_size(16 << 10).unwrap(); // accepted sockets inherit it
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(4096).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -86,6 +86,21 @@ fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     kib / 1024.0
+}
+
+/// The node's RSS once it stops falling (unchanged for a second, or after 10 s): connections
+/// and their buffers are freed a little after their sockets close.
+async fn settled_rss_mib(pid: u32) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut since) = (rss_mib(pid), Instant::now());
+    while Instant::now() < deadline && since.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rss_mib(pid);
+        if (now - last).abs() >= 1.0 {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
 }
 
 /// The machine's TCP buffer memory (`/proc/net/sockstat`, `TCP: … mem` pages), in MiB: the
@@ -123,12 +138,13 @@ async fn wrk(url: &str, seconds: u64) -> Wrk {
             .unwrap_or_else(|| format!("? ({text})"))
     };
     // "Socket errors: connect 0, read 0, write 0, timeout 3" and "Non-2xx or 3xx responses: 5".
-    let numbers = |line: &str| -> u64 {
-        line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum()
-    };
+    let numbers =
+        |line: &str| -> u64 { line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum() };
     let errors = text
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("Socket errors:").or_else(|| l.trim().strip_prefix("Non-2xx or 3xx responses:")))
+        .filter_map(|l| {
+            l.trim().strip_prefix("Socket errors:").or_else(|| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        })
         .map(numbers)
         .sum();
     Wrk { rps: field("Requests/sec:"), p50: field("50%"), p99: field("99%"), errors }
@@ -161,10 +177,8 @@ fn node_closes(metrics: &str, bound: &str) -> NodeCloses {
         }
     }
     closes.within_tolerance = buckets.iter().find(|(le, _)| le == NODE_TOLERANCE).map_or(0, |(_, n)| *n);
-    closes.slowest_at_most = buckets
-        .iter()
-        .find(|(_, n)| *n >= closes.closed)
-        .map_or_else(|| "-".to_owned(), |(le, _)| format!("≤ {le} s"));
+    closes.slowest_at_most =
+        buckets.iter().find(|(_, n)| *n >= closes.closed).map_or_else(|| "-".to_owned(), |(le, _)| format!("≤ {le} s"));
     closes
 }
 
@@ -341,7 +355,7 @@ async fn flood(binary: Option<&str>, count: usize) -> Figures {
         node_write: node_closes(&text, "write"),
         rss_idle,
         rss_peak: watched.rss_peak,
-        rss_after: rss_mib(pid),
+        rss_after: settled_rss_mib(pid).await,
         tcp_mem_peak: watched.tcp_mem_peak,
         monitor_period: watched.slowest_sample + Duration::from_millis(200),
     }
@@ -364,7 +378,9 @@ impl Figures {
             ("other client, during the flood".into(), wrk(&self.during)),
             ("most slow connections open at once".into(), self.most_open.to_string()),
             (
-                format!("slow bodies closed within body_timeout ({BODY_TIMEOUT:?}) + {NODE_TOLERANCE} s, node's account"),
+                format!(
+                    "slow bodies closed within body_timeout ({BODY_TIMEOUT:?}) + {NODE_TOLERANCE} s, node's account"
+                ),
                 node(&self.node_body, bodies),
             ),
             (
@@ -376,7 +392,9 @@ impl Figures {
                 ),
             ),
             (
-                format!("stalled readers closed within write_timeout ({WRITE_TIMEOUT:?}) + {NODE_TOLERANCE} s, node's account"),
+                format!(
+                    "stalled readers closed within write_timeout ({WRITE_TIMEOUT:?}) + {NODE_TOLERANCE} s, node's account"
+                ),
                 node(&self.node_write, readers),
             ),
             (
@@ -392,7 +410,10 @@ impl Figures {
                 "node RSS before / peak / after, MiB".into(),
                 format!("{:.0} / {:.0} / {:.0}", self.rss_idle, self.rss_peak, self.rss_after),
             ),
-            ("node RSS per slow connection (peak − before)".into(), format!("{:.0} KiB", grown * 1024.0 / self.count as f64)),
+            (
+                "node RSS per slow connection (peak − before)".into(),
+                format!("{:.0} KiB", grown * 1024.0 / self.count as f64),
+            ),
             ("machine's TCP buffers at the peak (sockstat)".into(), format!("{:.0} MiB", self.tcp_mem_peak)),
             ("client's sampling period, at most".into(), format!("{:.0?}", self.monitor_period)),
         ]

@@ -31,7 +31,15 @@ pub struct Stack {
 }
 
 pub fn stack() -> StackBuilder {
-    StackBuilder { nodes: 1, redis: true, env: Vec::new(), issuer: None, config: None, fault_proxies: false, binary: None }
+    StackBuilder {
+        nodes: 1,
+        redis: true,
+        env: Vec::new(),
+        issuer: None,
+        config: None,
+        fault_proxies: false,
+        binary: None,
+    }
 }
 
 impl StackBuilder {
@@ -64,6 +72,7 @@ impl StackBuilder {
     }
 
     /// Runs this `bff` binary (a release build, say) instead of the one the tests were built with.
+    #[allow(dead_code)] // the attack suite's slow_flood uses it, the gateway suite does not
     pub fn binary(mut self, path: &str) -> Self {
         self.binary = Some(path.to_owned());
         self
