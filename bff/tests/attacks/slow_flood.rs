@@ -19,7 +19,8 @@
 //! With `SLOW_FLOOD_BFF` the flood runs against that binary too (build it with
 //! `cargo build --release -p bff --bin bff`), and the table has a column for each.
 //! `SLOW_FLOOD_CONNECTIONS` changes the count, `SLOW_FLOOD_ONLY=bodies` or `readers` floods with
-//! one kind only (to tell what each costs); the open-files limit must hold it twice over on
+//! one kind only (to tell what each costs), `SLOW_FLOOD_MAX_CONNECTIONS` sets the node's cap (the
+//! flood's size: the other client then waits for a slot); the open-files limit must hold it twice over on
 //! this side: the test holds the clients' sockets and the upstream's.
 
 use std::sync::Arc;
@@ -103,6 +104,15 @@ async fn settled_rss_mib(pid: u32) -> f64 {
     last
 }
 
+/// The CPU time the node has used (user and system, `/proc/<pid>/stat`), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
 /// The machine's TCP buffer memory (`/proc/net/sockstat`, `TCP: … mem` pages), in MiB: the
 /// kernel's side of the flood, which the node's RSS does not show.
 fn tcp_mem_mib() -> f64 {
@@ -157,6 +167,8 @@ struct NodeCloses {
     within_tolerance: u64,
     /// The smallest histogram bucket that holds every delay (`le`, seconds).
     slowest_at_most: String,
+    /// How many were closed within 0.1, 0.5, 1, 2.5 and 5 s of their bound.
+    spread: String,
 }
 
 fn node_closes(metrics: &str, bound: &str) -> NodeCloses {
@@ -176,6 +188,11 @@ fn node_closes(metrics: &str, bound: &str) -> NodeCloses {
             closes.closed = value as u64;
         }
     }
+    closes.spread = ["0.1", "0.5", "1", "2.5", "5"]
+        .iter()
+        .map(|le| buckets.iter().find(|(b, _)| b == le).map_or(0, |(_, n)| *n).to_string())
+        .collect::<Vec<_>>()
+        .join(" / ");
     closes.within_tolerance = buckets.iter().find(|(le, _)| le == NODE_TOLERANCE).map_or(0, |(_, n)| *n);
     closes.slowest_at_most =
         buckets.iter().find(|(_, n)| *n >= closes.closed).map_or_else(|| "-".to_owned(), |(le, _)| format!("≤ {le} s"));
@@ -201,6 +218,8 @@ struct Figures {
     rss_after: f64,
     tcp_mem_peak: f64,
     monitor_period: Duration,
+    /// The node's CPU time from the first slow connection until the last was closed.
+    cpu: f64,
 }
 
 /// What the watching thread saw, sampled until every slow connection was closed (or 3 min).
@@ -243,13 +262,19 @@ fn watch(node_port: u16, pid: u32, ports: Vec<u16>) -> std::thread::JoinHandle<W
     })
 }
 
+/// The node's `server.max_connections`: room for the flood and 1 000 more unless
+/// `SLOW_FLOOD_MAX_CONNECTIONS` says otherwise (the flood's size: it fills every slot).
+fn max_connections(count: usize) -> usize {
+    std::env::var("SLOW_FLOOD_MAX_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(count + 1000)
+}
+
 async fn flood(binary: Option<&str>, count: usize) -> Figures {
     let upstream = big_upstream().await;
     let mut builder = stack()
         .memory()
         .issuer(MockIssuer::builder().run().await.unwrap())
         .config(&routes(&upstream))
-        .env("BFF_SERVER_MAX_CONNECTIONS", &(count + 1000).to_string())
+        .env("BFF_SERVER_MAX_CONNECTIONS", &max_connections(count).to_string())
         .env("BFF_SERVER_BODY_TIMEOUT", &format!("{}s", BODY_TIMEOUT.as_secs()))
         .env("BFF_SERVER_WRITE_TIMEOUT", &format!("{}s", WRITE_TIMEOUT.as_secs()))
         .env("BFF_LOG_LEVEL", "warn");
@@ -263,6 +288,7 @@ async fn flood(binary: Option<&str>, count: usize) -> Figures {
     let baseline = wrk(&probe, 5).await;
     let rss_idle = rss_mib(pid);
 
+    let cpu_before = cpu_seconds(pid);
     let progress = indicatif::ProgressBar::new(count as u64);
     let first_bytes = Arc::new(AtomicUsize::new(0));
     // When each stalled reader got its first bytes: from then on the node's writes stall.
@@ -339,6 +365,7 @@ async fn flood(binary: Option<&str>, count: usize) -> Figures {
             (_, None, _) => {}
         }
     }
+    let cpu = cpu_seconds(pid) - cpu_before;
     let text = metrics(&s.url(0)).await;
     Figures {
         count,
@@ -358,6 +385,7 @@ async fn flood(binary: Option<&str>, count: usize) -> Figures {
         rss_after: settled_rss_mib(pid).await,
         tcp_mem_peak: watched.tcp_mem_peak,
         monitor_period: watched.slowest_sample + Duration::from_millis(200),
+        cpu,
     }
 }
 
@@ -369,7 +397,10 @@ impl Figures {
         let (bodies, readers) = (self.bodies, self.readers);
         let wrk = |w: &Wrk| format!("{} req/s, p50 {}, p99 {}, {} errors", w.rps, w.p50, w.p99, w.errors);
         let node = |n: &NodeCloses, of: usize| {
-            format!("{}/{of} (closed {}, slowest {})", n.within_tolerance, n.closed, n.slowest_at_most)
+            format!(
+                "{}/{of} (closed {}, slowest {}; within 0.1/0.5/1/2.5/5 s: {})",
+                n.within_tolerance, n.closed, n.slowest_at_most, n.spread
+            )
         };
         let grown = (self.rss_peak - self.rss_idle).max(0.0);
         vec![
@@ -415,6 +446,7 @@ impl Figures {
                 format!("{:.0} KiB", grown * 1024.0 / self.count as f64),
             ),
             ("machine's TCP buffers at the peak (sockstat)".into(), format!("{:.0} MiB", self.tcp_mem_peak)),
+            ("node CPU time during the flood (incl. the other client's 5 s)".into(), format!("{:.1} s", self.cpu)),
             ("client's sampling period, at most".into(), format!("{:.0?}", self.monitor_period)),
         ]
     }
@@ -426,7 +458,11 @@ async fn slow_flood() {
     let count: usize = std::env::var("SLOW_FLOOD_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let limit = harness::open_files::raise_to_hard_limit().unwrap();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("open-files limit {limit}, {count} slow connections, load average {}", load.trim());
+    println!(
+        "open-files limit {limit}, {count} slow connections, max_connections {}, load average {}",
+        max_connections(count),
+        load.trim()
+    );
     let mut runs = vec![("this build's bff".to_owned(), flood(None, count).await)];
     if let Ok(binary) = std::env::var("SLOW_FLOOD_BFF") {
         runs.push((binary.clone(), flood(Some(&binary), count).await));
