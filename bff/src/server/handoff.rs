@@ -22,6 +22,17 @@ use crate::client_addr::ClientAddr;
 /// path still gets a window as large as the kernel's tuning gives it.
 pub const UNSENT_BYTES: u32 = 64 << 10;
 
+/// Sets [`UNSENT_BYTES`] on a client socket (Linux only; where it cannot be set, the client is
+/// served without it).
+fn bound_unsent(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_BYTES) {
+        tracing::debug!(%error, "TCP_NOTSENT_LOWAT not set");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = stream;
+}
+
 /// An accepted connection, with the permit that counts it while it is open.
 pub type Accepted = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
@@ -64,7 +75,7 @@ pub async fn hand_out(
         };
         match accepted.and_then(|(stream, peer, permit)| {
             stream.set_nodelay(true)?;
-            socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_BYTES)?;
+            bound_unsent(&stream);
             Ok((stream.into_std()?, peer, permit))
         }) {
             Ok(connection) => {
