@@ -173,6 +173,18 @@ pub const KEYS: &[Key] = &[
         "how often an open WebSocket checks that its session still exists (a logout on any node closes it at once through Redis; this bounds idle and absolute expiry, and the in-memory store)",
     ),
     key(
+        "websocket.max_message_size",
+        "BFF_WEBSOCKET_MAX_MESSAGE_SIZE",
+        Some("1MiB"),
+        "largest WebSocket message either way (bytes, or with KiB/MiB; at most 64MiB); a larger one ends the socket",
+    ),
+    key(
+        "websocket.ping_interval",
+        "BFF_WEBSOCKET_PING_INTERVAL",
+        Some("30s"),
+        "how often the gateway pings a browser's WebSocket; one that sends nothing (no pong, no message) for two intervals is closed, so a dead client, or one trickling a message, does not keep its socket",
+    ),
+    key(
         "session.cookie_name",
         "BFF_SESSION_COOKIE_NAME",
         Some("bff-session"),

@@ -36,7 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub use cache::{LEASE, NodeCache};
 pub use id::{SessionId, random_token};
 pub use memory::MemoryStore;
-pub use open_sockets::{OpenSocket, OpenSockets, SocketSignal};
+pub use open_sockets::{OpenSocket, OpenSockets, SocketPlace, SocketSignal};
 pub use record::{PendingLogin, Session};
 pub use redis::RedisStore;
 pub use refresh::{RefreshError, Refresher};
