@@ -13,8 +13,8 @@
 //! connection waited to be accepted, so it is the looser of the two.
 //!
 //! ```text
-//! cargo test -p bff --test attacks -- --ignored slow_flood --nocapture
-//! SLOW_FLOOD_BFF=target/release/bff cargo test -p bff --test attacks -- --ignored slow_flood --nocapture
+//! cargo test --workspace --test attacks -- --ignored slow_flood --nocapture
+//! SLOW_FLOOD_BFF=target/release/bff cargo test --workspace --test attacks -- --ignored slow_flood --nocapture
 //! ```
 //! With `SLOW_FLOOD_BFF` the flood runs against that binary too (build it with
 //! `cargo build --release -p bff --bin bff`), and the table has a column for each.
