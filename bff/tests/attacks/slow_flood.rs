@@ -16,7 +16,8 @@
 //! cargo test --workspace --test attacks -- --ignored slow_flood --nocapture
 //! SLOW_FLOOD_BFF=target/release/bff cargo test --workspace --test attacks -- --ignored slow_flood --nocapture
 //! ```
-//! With `SLOW_FLOOD_BFF` the flood runs against that binary too (build it with
+//! With `SLOW_FLOOD_BFF` (a path relative to the workspace, or absolute) the flood runs against
+//! that binary too (build it with
 //! `cargo build --release -p bff --bin bff`), and the table has a column for each.
 //! `SLOW_FLOOD_CONNECTIONS` changes the count, `SLOW_FLOOD_ONLY=bodies` or `readers` floods with
 //! one kind only (to tell what each costs), `SLOW_FLOOD_MAX_CONNECTIONS` sets the node's cap (the
@@ -465,7 +466,9 @@ async fn slow_flood() {
     );
     let mut runs = vec![("this build's bff".to_owned(), flood(None, count).await)];
     if let Ok(binary) = std::env::var("SLOW_FLOOD_BFF") {
-        runs.push((binary.clone(), flood(Some(&binary), count).await));
+        // A relative path is the workspace's (cargo runs the test in the package's directory).
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&binary);
+        runs.push((binary.clone(), flood(Some(&path.display().to_string()), count).await));
     }
     let mut table = comfy_table::Table::new();
     let mut header = vec!["figure".to_owned()];
