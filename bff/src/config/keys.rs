@@ -151,7 +151,7 @@ pub const KEYS: &[Key] = &[
         "server.write_timeout",
         "BFF_SERVER_WRITE_TIMEOUT",
         Some("30s"),
-        "time a response write may wait for a client that does not read (at most 1h); then the connection is closed. A slow stream that is read keeps going",
+        "time a client has to take the bytes a response write offered when it had to wait (at most 64 KiB of the node's buffer and one 64 KiB upstream chunk; at most 1h); then the connection is reset. A slow stream that is read keeps going",
     ),
     key(
         "server.max_connections",
