@@ -17,11 +17,8 @@ pub struct StackBuilder {
     issuer: Option<MockIssuer>,
     config: Option<String>,
     fault_proxies: bool,
-<<<<<<< HEAD
     named: bool,
-=======
     binary: Option<String>,
->>>>>>> flood
 }
 
 pub struct Stack {
@@ -42,11 +39,8 @@ pub fn stack() -> StackBuilder {
         issuer: None,
         config: None,
         fault_proxies: false,
-<<<<<<< HEAD
         named: false,
-=======
         binary: None,
->>>>>>> flood
     }
 }
 
@@ -79,16 +73,16 @@ impl StackBuilder {
         self
     }
 
-<<<<<<< HEAD
     /// Node i gets `node_name` `node-{i + 1}`.
     pub fn named(mut self) -> Self {
         self.named = true;
-=======
+        self
+    }
+
     /// Runs this `bff` binary (a release build, say) instead of the one the tests were built with.
     #[allow(dead_code)] // the attack suite's slow_flood uses it, the gateway suite does not
     pub fn binary(mut self, path: &str) -> Self {
         self.binary = Some(path.to_owned());
->>>>>>> flood
         self
     }
 
@@ -113,17 +107,12 @@ impl StackBuilder {
         });
         let mut nodes = Vec::new();
         let mut proxies = Vec::new();
-<<<<<<< HEAD
         for (index, port) in ports.into_iter().enumerate() {
-            let mut b = node_builder(&issuer, redis.as_ref(), &public_url).port(port);
+            let binary = self.binary.as_deref().unwrap_or(BFF);
+            let mut b = node_builder_of(binary, &issuer, redis.as_ref(), &public_url).port(port);
             if self.named {
                 b = b.env("BFF_NODE_NAME", format!("node-{}", index + 1));
             }
-=======
-        for port in ports {
-            let binary = self.binary.as_deref().unwrap_or(BFF);
-            let mut b = node_builder_of(binary, &issuer, redis.as_ref(), &public_url).port(port);
->>>>>>> flood
             if let (true, Some(redis)) = (self.fault_proxies, &redis) {
                 let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into()).await.expect("fault proxy");
                 b = b.env("BFF_REDIS_URL", format!("redis://{}", proxy.addr()));
