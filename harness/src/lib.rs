@@ -32,6 +32,7 @@ pub mod route_header;
 pub mod run_dir;
 pub mod scenario;
 pub mod soak;
+pub mod watch;
 
 pub use client::{GatewayPaths, LogoutMethod, Reply, VirtualUser};
 pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};
