@@ -81,13 +81,15 @@ fn main() -> ExitCode {
             bff::telemetry::init(config.log_format, &config.log_filter);
             None
         }
-        Some(settings) => match bff::traces::init(config.log_format, &config.log_filter, settings, &config) {
-            Ok(exporting) => Some(exporting),
-            Err(error) => {
-                eprintln!("bff: {error}");
-                return ExitCode::FAILURE;
+        Some(settings) => {
+            match bff::telemetry::init_exporting(config.log_format, &config.log_filter, settings, &config) {
+                Ok(exporting) => Some(exporting),
+                Err(error) => {
+                    eprintln!("bff: {error}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
     };
     // This thread is the first of the serving threads; `run` starts the others (see `server`).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");

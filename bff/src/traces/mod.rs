@@ -21,25 +21,22 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, Layer};
 
 pub use settings::{TraceSettings, TraceSettingsError};
-
-use crate::config::LogFormat;
 
 static ON: AtomicBool = AtomicBool::new(false);
 static SCOPE: OnceLock<Scope> = OnceLock::new();
 
-/// What the span code needs of the configuration.
+/// [`TraceScope`], kept for the span code.
 struct Scope {
     trusted_proxies: Vec<ipnet::IpNet>,
     account_prefix: String,
 }
 
 impl Scope {
-    /// As [`crate::config::Config::is_trusted_proxy`] decides.
+    /// As `Config::is_trusted_proxy` decides.
     fn trusts(&self, peer: IpAddr) -> bool {
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
@@ -75,15 +72,23 @@ impl Exporting {
     }
 }
 
-/// Installs the global subscriber as [`crate::telemetry::init`] does (logs filtered by
-/// `filter`), plus the OpenTelemetry layer that exports bff's spans to `settings.endpoint`.
-pub fn init(
-    format: LogFormat,
-    filter: &str,
+/// What the spans need of the configuration: whose `traceparent` is believed (the
+/// `trusted_proxies`), and which paths are the gateway's own (named in a span's name).
+pub struct TraceScope {
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub account_prefix: String,
+}
+
+/// The OpenTelemetry layer that exports bff's spans (and their events) to `settings.endpoint`,
+/// and the running export. Spans are made once [`started`] is called, after the subscriber
+/// with this layer is installed ([`crate::telemetry::init_exporting`]).
+pub fn layer<S>(
     settings: &TraceSettings,
-    config: &crate::config::Config,
-) -> Result<Exporting, TraceStartError> {
-    use std::io::IsTerminal;
+    scope: TraceScope,
+) -> Result<(impl Layer<S> + Send + Sync + use<S>, Exporting), TraceStartError>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
+{
     let client = export_client::ExportClient::new(Duration::from_secs(10))
         .map_err(|e| TraceStartError::Exporter(e.to_string()))?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -98,18 +103,7 @@ pub fn init(
         .with_resource(Resource::builder().with_service_name(settings.service_name.clone()).build())
         .build();
     let tracer = provider.tracer("bff");
-    let _ = SCOPE
-        .set(Scope { trusted_proxies: config.trusted_proxies.clone(), account_prefix: config.account_prefix.clone() });
-
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let logs = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour).boxed(),
-        LogFormat::Json => {
-            tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
-        }
-    };
-    // The spans (and their events) of bff itself, whatever the log filter keeps.
+    let _ = SCOPE.set(Scope { trusted_proxies: scope.trusted_proxies, account_prefix: scope.account_prefix });
     // No source locations, thread names or busy/idle times: what a trace is read for is the
     // request, its id and its children, and each of those costs on every span.
     let spans = tracing_opentelemetry::layer()
@@ -118,13 +112,12 @@ pub fn init(
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_target(false)
+        // The spans (and their events) of bff itself, whatever the log filter keeps.
         .with_filter(Targets::new().with_target("bff", tracing::Level::INFO));
-    tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(spans)
-        .try_init()
-        .map_err(|_| TraceStartError::Subscriber)?;
+    Ok((spans, Exporting { provider }))
+}
+
+/// Spans are made from now on (the subscriber that exports them is installed).
+pub fn started() {
     ON.store(true, Ordering::Relaxed);
-    tracing::info!(endpoint = %settings.endpoint, service = %settings.service_name, "exporting traces over OTLP");
-    Ok(Exporting { provider })
 }
