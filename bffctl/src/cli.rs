@@ -56,11 +56,15 @@ Examples:
       --node node-2=http://10.0.0.6:8080 --ops-token \"$OPS_TOKEN\" --every 30s --listen 0.0.0.0:9464
   bffctl watch --target http://127.0.0.1:18080 --node node-1=http://127.0.0.1:18081 --once
 
-Metrics (at http://LISTEN/metrics): bffctl_watch_runs_total{result}, bffctl_watch_failures{node,check}
-(check: login, me, cross_read, drift), bffctl_watch_failures_total{node,check},
-bffctl_watch_drift{node,setting} (1: this node differs), bffctl_watch_last_success_timestamp_seconds,
-bffctl_watch_last_run_timestamp_seconds, bffctl_watch_run_duration_seconds,
-bffctl_watch_check_duration_seconds{check}.
+Metrics at http://LISTEN/metrics:
+  bffctl_watch_runs_total{result}                rounds run, pass or fail
+  bffctl_watch_failures{node,check}              failures of the last round (check: login, me,
+                                                 cross_read, drift; 0 where none)
+  bffctl_watch_failures_total{node,check}        failures since the start
+  bffctl_watch_drift{node,setting}               1: the node's value differs from the others'
+  bffctl_watch_last_success_timestamp_seconds    when the last passing round began
+  bffctl_watch_run_duration_seconds, bffctl_watch_check_duration_seconds{check},
+  bffctl_watch_last_run_timestamp_seconds
 
 Exit codes: 0 stopped by Ctrl-C or SIGTERM (a watch's normal end), or with --once / --count N
 every round passed; 1 a round of --once / --count N failed; 2 bad arguments, --listen in use.";
@@ -410,7 +414,7 @@ pub struct WatchArgs {
     #[arg(long = "node", id = "node_url", value_name = "NAME=URL", value_parser = parse_pair)]
     pub node_urls: Vec<(String, String)>,
     /// The time from one round's start to the next's (a longer round delays the next).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub every: std::time::Duration,
     /// Where the metrics are served (`/metrics`); port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
