@@ -30,6 +30,7 @@ pub mod session;
 pub mod state;
 pub mod store_error;
 pub mod telemetry;
+pub mod traces;
 pub mod websocket;
 
 pub use config::{Config, ConfigError};

@@ -60,6 +60,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The standard OpenTelemetry variables: no export unless they ask for one.
+    let otel: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")).collect();
+    let traces = match bff::traces::TraceSettings::from_env(&otel) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("bff: configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     if args.check {
         println!(
             "configuration ok: listen {} public_url {} store {:?}",
@@ -67,10 +76,29 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    bff::telemetry::init(config.log_format, &config.log_filter);
+    let exporting = match &traces {
+        None => {
+            bff::telemetry::init(config.log_format, &config.log_filter);
+            None
+        }
+        Some(settings) => {
+            match bff::telemetry::init_exporting(config.log_format, &config.log_filter, settings, &config) {
+                Ok(exporting) => Some(exporting),
+                Err(error) => {
+                    eprintln!("bff: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     // This thread is the first of the serving threads; `run` starts the others (see `server`).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(serve(config)) {
+    let served = runtime.block_on(serve(config));
+    // The spans still buffered go out before the process ends.
+    if let Some(exporting) = exporting {
+        exporting.shutdown();
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.downcast_ref::<bff::RunError>().is_some_and(bff::RunError::is_config) => {
             eprintln!("bff: configuration error: {error:#}");

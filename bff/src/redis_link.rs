@@ -56,6 +56,7 @@ pub use lua_script::{LuaScript, ScriptCall};
 use sentinels::{SentinelTarget, Sentinels};
 
 use crate::store_error::StoreError;
+use crate::traces::spans as traces;
 
 /// Whether a command may be sent a second time after its connection dropped. Every caller
 /// decides, next to the command, and says why in a comment.
@@ -370,7 +371,8 @@ impl RedisLink {
     /// connection dropped runs once more on a fresh one (with Sentinel: on the master the
     /// sentinels name now).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T, StoreError> {
-        self.attempt(retry, |current| async move { cmd.query_async(&mut current.manager.clone()).await }).await
+        let sent = self.attempt(retry, |current| async move { cmd.query_async(&mut current.manager.clone()).await });
+        tracing::Instrument::instrument(sent, traces::redis(|| traces::command_name(cmd))).await
     }
 
     /// Runs a [`LuaScript`] call: by its digest, and once more with its body when the server
@@ -380,7 +382,7 @@ impl RedisLink {
         call: &ScriptCall,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        self.attempt(retry, |current| async move {
+        let sent = self.attempt(retry, |current| async move {
             let mut conn = current.manager.clone();
             match call.by_digest.query_async(&mut conn).await {
                 Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
@@ -388,8 +390,8 @@ impl RedisLink {
                 }
                 answer => answer,
             }
-        })
-        .await
+        });
+        tracing::Instrument::instrument(sent, traces::redis(|| "EVALSHA".into())).await
     }
 
     /// Runs a write and then `WAIT` for `replicas` replicas (bounded by `redis_timeout`), in
@@ -407,7 +409,8 @@ impl RedisLink {
         pipe.add_command(cmd.clone());
         pipe.cmd("WAIT").arg(replicas).arg(self.timeout.as_millis() as u64);
         let pipe = &pipe;
-        self.attempt(retry, |current| async move { current.confirmed_writes.send(pipe).await }).await
+        let sent = self.attempt(retry, |current| async move { current.confirmed_writes.send(pipe).await });
+        tracing::Instrument::instrument(sent, traces::redis(|| format!("{} + WAIT", traces::command_name(cmd)))).await
     }
 
     fn is_sentinel(&self) -> bool {
@@ -420,7 +423,8 @@ impl RedisLink {
         pipe: &redis::Pipeline,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        self.attempt(retry, |current| async move { pipe.query_async(&mut current.manager.clone()).await }).await
+        let sent = self.attempt(retry, |current| async move { pipe.query_async(&mut current.manager.clone()).await });
+        tracing::Instrument::instrument(sent, traces::redis(|| "PIPELINE".into())).await
     }
 
     /// One command or pipeline (`send`, to the server the link talks to), and the second

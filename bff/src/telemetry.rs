@@ -33,6 +33,41 @@ pub fn init(format: LogFormat, filter: &str) {
     };
 }
 
+/// Installs the global subscriber as [`init`] does (the same logs, filtered by `filter`), plus the
+/// layer that exports bff's spans over OTLP ([`crate::traces`]); the export runs until
+/// [`crate::traces::Exporting::shutdown`].
+pub fn init_exporting(
+    format: LogFormat,
+    filter: &str,
+    settings: &crate::traces::TraceSettings,
+    config: &crate::config::Config,
+) -> Result<crate::traces::Exporting, crate::traces::TraceStartError> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::prelude::*;
+    let scope = crate::traces::TraceScope {
+        trusted_proxies: config.trusted_proxies.clone(),
+        account_prefix: config.account_prefix.clone(),
+    };
+    let (spans, exporting) = crate::traces::layer(settings, scope)?;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour).boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
+        }
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(spans)
+        .try_init()
+        .map_err(|_| crate::traces::TraceStartError::Subscriber)?;
+    crate::traces::started();
+    tracing::info!(endpoint = %settings.endpoint, service = %settings.service_name, "exporting traces over OTLP");
+    Ok(exporting)
+}
+
 /// Random v4 UUIDs from the thread's generator: unique without a system call per request (the
 /// `uuid` crate asks the kernel for every one).
 #[derive(Clone, Copy, Default)]
@@ -55,7 +90,17 @@ impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &Request<B>) -> tracing::Span {
         let request_id =
             request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
-        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        // Its name for a trace, and a trusted proxy's trace as its parent (when traces are on).
+        crate::traces::spans::adopt(&span, request);
+        span
     }
 }
 

@@ -61,6 +61,25 @@ Examples:
 
 Exit codes: 0 every invariant and bound held, 1 not, 2 the soak could not run.";
 
+const WATCH_EXAMPLES: &str = "\
+Examples:
+  bffctl watch --target https://app.example.com --node node-1=http://10.0.0.5:8080 \\
+      --node node-2=http://10.0.0.6:8080 --ops-token \"$OPS_TOKEN\" --every 30s --listen 0.0.0.0:9464
+  bffctl watch --target http://127.0.0.1:18080 --node node-1=http://127.0.0.1:18081 --once
+
+Metrics at http://LISTEN/metrics:
+  bffctl_watch_runs_total{result}                rounds run, pass or fail
+  bffctl_watch_failures{node,check}              failures of the last round (check: login, me,
+                                                 cross_read, drift; 0 where none)
+  bffctl_watch_failures_total{node,check}        failures since the start
+  bffctl_watch_drift{node,setting}               1: the node's value differs from the others'
+  bffctl_watch_last_success_timestamp_seconds    when the last passing round began
+  bffctl_watch_run_duration_seconds, bffctl_watch_check_duration_seconds{check},
+  bffctl_watch_last_run_timestamp_seconds
+
+Exit codes: 0 stopped by Ctrl-C or SIGTERM (a watch's normal end), or with --once / --count N
+every round passed; 1 a round of --once / --count N failed; 2 bad arguments, --listen in use.";
+
 /// Where `up` records the running cluster, for the commands that talk to it.
 #[derive(Args, Clone, Default)]
 pub struct StateArgs {
@@ -130,6 +149,12 @@ pub enum Command {
     /// wrong answers, unavailability in and out of faults, recovery times and p50/p99 per minute.
     #[command(after_help = SOAK_EXAMPLES)]
     Soak(SoakArgs),
+    /// Watch a live deployment: every interval a login through its load balancer, me on every
+    /// node, the created-on × read-on check and the drift check; results served as Prometheus
+    /// metrics, each failure logged with its request id and traceparent. Never starts, stops or
+    /// restarts anything; runs until Ctrl-C (or --once, --count N).
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(WatchArgs),
     /// Print a shell completion script: `source <(bffctl completions bash)`.
     Completions(CompletionsArgs),
     /// Write a man page per command (bffctl.1, bffctl-up.1, …) into a directory.
@@ -390,6 +415,83 @@ pub struct TargetArgs {
     /// The users for --login form: one `username:password` a line. Passwords appear in no report.
     #[arg(long, value_name = "FILE")]
     pub users_file: Option<PathBuf>,
+}
+
+/// `bffctl watch`: a deployment bffctl did not build, watched; nothing is restarted, so there is
+/// no restart command.
+#[derive(Args, Clone)]
+pub struct WatchArgs {
+    /// The deployment's public URL (its load balancer): each round's first login goes there.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// A node's direct address: --node node-1=http://10.0.0.5:8080 (repeatable, in order). Each
+    /// node gets me, a login pinned to it with reads on all the others, and the drift check.
+    #[arg(long = "node", id = "node_url", value_name = "NAME=URL", value_parser = parse_pair)]
+    pub node_urls: Vec<(String, String)>,
+    /// The time from one round's start to the next's (a longer round delays the next).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub every: std::time::Duration,
+    /// Where the metrics are served (`/metrics`); port 0 picks a free one (printed at start).
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Run one round and exit (0 pass, 1 fail).
+    #[arg(long, conflicts_with = "count")]
+    pub once: bool,
+    /// Run N rounds and exit (0 every round passed, 1 one failed).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// The gateways' ops_token, for the drift check (/ops/fingerprint) on the --node addresses.
+    #[arg(long, env = "BFFCTL_OPS_TOKEN", hide_env_values = true)]
+    pub ops_token: Option<String>,
+    /// The kind of gateway (bff, mod-auth-openidc, oauth2-proxy, oidcproxy, duende, or a preset
+    /// file): its login and me paths and where me names the user.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub gateway: Option<String>,
+    /// The gateway's login path.
+    #[arg(long, value_name = "PATH")]
+    pub login_path: Option<String>,
+    /// The gateway's "who am I" path.
+    #[arg(long, value_name = "PATH")]
+    pub me_path: Option<String>,
+    /// A header the me call needs, e.g. --me-header 'X-CSRF: 1' (Duende.BFF).
+    #[arg(long, value_name = "NAME: VALUE")]
+    pub me_header: Option<String>,
+    /// A JSON pointer to the user's identity in me's answer (bff: /sub).
+    #[arg(long, value_name = "POINTER")]
+    pub identity_pointer: Option<String>,
+    /// How the test user logs in at the issuer: `mock` (it logs users in by itself: bffctl's
+    /// issuer) or `form` (fill the identity provider's login form with a user of --users-file).
+    #[arg(long, value_enum, default_value_t = LoginArg::Mock)]
+    pub login: LoginArg,
+    /// The test users for --login form: one `username:password` a line; used in turn.
+    #[arg(long, value_name = "FILE")]
+    pub users_file: Option<PathBuf>,
+    /// Print each round as one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl WatchArgs {
+    /// The deployment options `verify-scaling --target` reads, without a restart command.
+    pub fn target_args(&self) -> TargetArgs {
+        TargetArgs {
+            target: Some(self.target.clone()),
+            node_urls: self.node_urls.clone(),
+            restart_cmd: None,
+            ready_path: "/ready".into(),
+            ops_token: self.ops_token.clone(),
+            gateway: self.gateway.clone(),
+            login_path: self.login_path.clone(),
+            me_path: self.me_path.clone(),
+            me_header: self.me_header.clone(),
+            anonymous_status: None,
+            identity_pointer: self.identity_pointer.clone(),
+            logout_path: None,
+            settle_after_store_fault: None,
+            login: self.login,
+            users_file: self.users_file.clone(),
+        }
+    }
 }
 
 /// `--users`: a number of virtual users, or a users file for `--login form`.

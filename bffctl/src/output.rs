@@ -118,7 +118,14 @@ pub fn report(report: &harness::scenario::RunReport) {
     }
     if !report.failures.is_empty() {
         let mut failures = Table::new();
-        failures.load_preset(UTF8_FULL_CONDENSED).set_header(["count", "step", "node", "status", "what was wrong"]);
+        failures.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "count",
+            "step",
+            "node",
+            "status",
+            "what was wrong",
+            "request id · traceparent (first)",
+        ]);
         failures.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
         for f in report.failures.iter().take(20) {
             failures.add_row(vec![
@@ -127,6 +134,11 @@ pub fn report(report: &harness::scenario::RunReport) {
                 Cell::new(&f.node),
                 Cell::new(f.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into())),
                 Cell::new(&f.detail),
+                Cell::new(format!(
+                    "{}\n{}",
+                    f.request_id.as_deref().unwrap_or("-"),
+                    f.traceparent.as_deref().unwrap_or("-")
+                )),
             ]);
         }
         println!("Distinct failures:\n{failures}");

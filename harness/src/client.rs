@@ -12,6 +12,11 @@
 //!
 //! The paths and headers of another gateway are [`GatewayPaths`]: login, me (and the header an
 //! API-style `me` wants), logout.
+//!
+//! Every request carries a W3C `traceparent`: one trace per browser (an iteration of a user),
+//! a new parent span id per request. The last request's `traceparent` and the `x-request-id`
+//! the gateway answered with are kept ([`VirtualUser::last_request`]), so a failure in a report
+//! names what to look for in the node's log and in the tracing backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +37,36 @@ pub struct Reply {
     /// A login that found the user logged in already: the gateway answered its login path with
     /// a page, and `me` then answered 200 (a browser that kept its cookies).
     pub already_logged_in: bool,
+    /// The `x-request-id` the answer carried, if any.
+    pub request_id: Option<String>,
+    /// The `traceparent` this request was sent with.
+    pub traceparent: Option<String>,
+}
+
+/// What identifies one request sent: its `traceparent` and the gateway's `x-request-id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestTrace {
+    pub traceparent: Option<String>,
+    /// `None` when no answer came, or the answer carried no `x-request-id`.
+    pub request_id: Option<String>,
+}
+
+/// A W3C `traceparent` (version 00, sampled) in `trace_id` with a new random parent span id.
+pub fn traceparent(trace_id: &[u8; 16]) -> String {
+    let mut span_id: [u8; 8] = rand::random();
+    if span_id == [0; 8] {
+        span_id[7] = 1;
+    }
+    format!("00-{}-{}-01", hex::encode(trace_id), hex::encode(span_id))
+}
+
+/// A random trace id, never all zeros (an invalid one in W3C trace context).
+pub fn new_trace_id() -> [u8; 16] {
+    let mut id: [u8; 16] = rand::random();
+    if id == [0; 16] {
+        id[15] = 1;
+    }
+    id
 }
 
 impl Reply {
@@ -148,6 +183,10 @@ pub struct VirtualUser {
     /// Ask for every connection to be closed after its answer (`Connection: close`): thousands
     /// of users on one machine cannot each keep idle connections to every node.
     close_connections: bool,
+    /// This browser's trace: every request's `traceparent` names it.
+    trace_id: [u8; 16],
+    /// The last request sent: its `traceparent` and the answer's request id.
+    last: std::sync::Mutex<RequestTrace>,
 }
 
 impl VirtualUser {
@@ -184,6 +223,8 @@ impl VirtualUser {
             paths: GatewayPaths::default(),
             credentials: None,
             close_connections: false,
+            trace_id: new_trace_id(),
+            last: Default::default(),
         }
     }
 
@@ -260,7 +301,23 @@ impl VirtualUser {
         self.send(self.http.post(url), url).await
     }
 
+    /// The last request this browser sent: its `traceparent` and the request id of its answer
+    /// (none when it got no answer). Requests of one user go one after the other, so after a
+    /// failed call this is the request that failed (the last hop of a login).
+    pub fn last_request(&self) -> RequestTrace {
+        self.last.lock().expect("last request").clone()
+    }
+
+    /// The trace every request of this browser belongs to (32 hex digits).
+    pub fn trace_id(&self) -> String {
+        hex::encode(self.trace_id)
+    }
+
     async fn send(&self, mut request: reqwest::RequestBuilder, url: &str) -> Result<Reply, ClientError> {
+        let traceparent = traceparent(&self.trace_id);
+        request = request.header("traceparent", &traceparent);
+        *self.last.lock().expect("last request") =
+            RequestTrace { traceparent: Some(traceparent.clone()), request_id: None };
         if self.close_connections {
             request = request.header(reqwest::header::CONNECTION, "close");
         }
@@ -276,11 +333,13 @@ impl VirtualUser {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let location = header(LOCATION.as_str());
         let node = header("x-bff-node");
+        let request_id = header("x-request-id");
+        self.last.lock().expect("last request").request_id = request_id.clone();
         let body = response
             .text()
             .await
             .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: error_chain(&e) })?;
-        Ok(Reply { status, body, location, node, already_logged_in: false })
+        Ok(Reply { status, body, location, node, already_logged_in: false, request_id, traceparent: Some(traceparent) })
     }
 
     /// `GET {base}/account/me` (or the gateway's own `me` path, with its header).
@@ -321,6 +380,18 @@ impl VirtualUser {
     /// answers its login path with a page while the browser holds a session (some do, rightly)
     /// gives [`Reply::already_logged_in`] when `me` then answers 200.
     pub async fn login(&self, base: &str) -> Result<Reply, ClientError> {
+        self.login_ending_on(base, false).await
+    }
+
+    /// The whole login on one node: it starts on `node`, and where the identity provider sends
+    /// the browser back to the gateway's `redirect_uri` (the load balancer's URL), the callback
+    /// goes to the same path on `node`: the session is created there, whichever node a load
+    /// balancer would have picked.
+    pub async fn login_pinned(&self, node: &str) -> Result<Reply, ClientError> {
+        self.login_ending_on(node, true).await
+    }
+
+    async fn login_ending_on(&self, base: &str, pinned: bool) -> Result<Reply, ClientError> {
         let start = self.get(&format!("{}{}", base.trim_end_matches('/'), self.paths.login)).await?;
         if (200..300).contains(&start.status) && self.jar.lock().expect("cookie jar").iter_unexpired().next().is_some()
         {
@@ -340,6 +411,7 @@ impl VirtualUser {
             None => redirect_target(&issued, "authorize")?,
             Some((username, password)) => self.through_forms(authorize, issued, username, password).await?,
         };
+        let callback = if pinned { on_node(&callback, base)? } else { callback };
         self.get(&callback).await
     }
 
@@ -401,6 +473,20 @@ impl VirtualUser {
             node: None,
         })
     }
+}
+
+/// `url` with the scheme, host and port of `node` (its path and query kept).
+fn on_node(url: &str, node: &str) -> Result<String, ClientError> {
+    let bad = |what: &str, e: url::ParseError| ClientError::Transport { url: what.to_owned(), reason: e.to_string() };
+    let mut moved = Url::parse(url).map_err(|e| bad(url, e))?;
+    let node = Url::parse(node).map_err(|e| bad(node, e))?;
+    if moved.origin() == node.origin() {
+        return Ok(moved.into());
+    }
+    let _ = moved.set_scheme(node.scheme());
+    moved.set_host(node.host_str()).map_err(|e| bad(url, e))?;
+    let _ = moved.set_port(node.port());
+    Ok(moved.into())
 }
 
 fn redirect_target(reply: &Reply, step: &'static str) -> Result<String, ClientError> {

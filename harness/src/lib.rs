@@ -33,6 +33,7 @@ pub mod run_dir;
 pub mod scenario;
 pub mod session_api;
 pub mod soak;
+pub mod watch;
 
 pub use client::{GatewayPaths, LogoutMethod, Reply, VirtualUser};
 pub use issuer::{IdTokenFault, MockIssuer, TokenFaults, User};

@@ -98,6 +98,22 @@ mod tests {
     }
 
     #[test]
+    fn the_standard_opentelemetry_variables_pass() {
+        // Read by `traces::TraceSettings` and the OpenTelemetry SDK, not configuration keys.
+        let env: HashMap<String, String> = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_SERVICE_NAME",
+            "OTEL_BSP_SCHEDULE_DELAY",
+        ]
+        .iter()
+        .map(|n| ((*n).to_owned(), "x".to_owned()))
+        .collect();
+        assert!(refuse_unknown(&env).is_ok());
+    }
+
+    #[test]
     fn keys_and_the_variables_around_the_binary_pass() {
         let mut env: HashMap<String, String> = KEYS.iter().map(|k| (k.env.to_owned(), String::new())).collect();
         env.insert("BFF_CONFIG".into(), "/etc/bff.toml".into());

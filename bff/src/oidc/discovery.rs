@@ -19,7 +19,8 @@ pub struct ProviderMetadata {
 pub(super) async fn fetch(http: &reqwest::Client, authority: &Url) -> Result<ProviderMetadata, OidcError> {
     let mut url = authority.clone();
     url.set_path(&format!("{}/.well-known/openid-configuration", authority.path().trim_end_matches('/')));
-    let response = http.get(url.clone()).send().await.map_err(|e| OidcError::Unreachable(format!("{url}: {e}")))?;
+    let sent = tracing::Instrument::instrument(http.get(url.clone()).send(), crate::traces::spans::issuer("discovery"));
+    let response = sent.await.map_err(|e| OidcError::Unreachable(format!("{url}: {e}")))?;
     if !response.status().is_success() {
         return Err(OidcError::Unreachable(format!("{url} answered {}", response.status())));
     }

@@ -84,7 +84,8 @@ impl JwksCache {
     /// One HTTP fetch; swaps the keys in and returns when to fetch next. Only the single-flight
     /// lock is held meanwhile, never the keys.
     async fn fetch_now(&self, http: &reqwest::Client, uri: &Url) -> Result<Duration, OidcError> {
-        let response = http.get(uri.clone()).send().await.map_err(|e| OidcError::Unreachable(format!("jwks: {e}")))?;
+        let sent = tracing::Instrument::instrument(http.get(uri.clone()).send(), crate::traces::spans::issuer("jwks"));
+        let response = sent.await.map_err(|e| OidcError::Unreachable(format!("jwks: {e}")))?;
         if !response.status().is_success() {
             return Err(OidcError::Unreachable(format!("jwks answered {}", response.status())));
         }

@@ -158,7 +158,8 @@ impl Oidc {
             .post(metadata.token_endpoint.clone())
             .basic_auth(form_encode(&self.config.client_id), Some(form_encode(&self.config.client_secret)))
             .form(form)
-            .send()
+            .send();
+        let response = tracing::Instrument::instrument(response, crate::traces::spans::issuer("token"))
             .await
             .map_err(|e| OidcError::Unreachable(format!("token endpoint: {e}")))?;
         let status = response.status();
@@ -180,8 +181,8 @@ impl Oidc {
             .post(endpoint)
             .basic_auth(form_encode(&self.config.client_id), Some(form_encode(&self.config.client_secret)))
             .form(&[("token", refresh_token), ("token_type_hint", "refresh_token")])
-            .send()
-            .await;
+            .send();
+        let result = tracing::Instrument::instrument(result, crate::traces::spans::issuer("revocation")).await;
         match result {
             Ok(r) if r.status().is_success() => tracing::debug!("refresh token revoked"),
             Ok(r) => tracing::warn!(status = %r.status(), "revocation endpoint refused"),

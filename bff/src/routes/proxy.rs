@@ -298,11 +298,15 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
         parts.headers.insert(AUTHORIZATION, value);
     }
     set_forwarding_headers(&mut parts.headers, config, peer);
+    // With traces on: the upstream's traceparent names this span as its parent.
+    let span = crate::traces::spans::upstream(&parts.method, label);
+    crate::traces::spans::inject(&span, &mut parts.headers);
     parts.uri = uri;
     let outgoing = axum::http::Request::from_parts(parts, body);
 
     let timeout = route.timeout.unwrap_or(config.upstream_timeout);
-    let response = match tokio::time::timeout(timeout, crate::state::send_upstream(outgoing)).await {
+    let sent = tracing::Instrument::instrument(crate::state::send_upstream(outgoing), span);
+    let response = match tokio::time::timeout(timeout, sent).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) if crate::body_deadline::BodyError::timed_out_in(&error) => {
             tracing::debug!(route = label, "request body not received within server.body_timeout");

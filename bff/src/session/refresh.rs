@@ -104,7 +104,7 @@ impl Refresher {
                     lease: self.lease,
                     skew: self.skew,
                 };
-                return tokio::spawn(job.run())
+                return tokio::spawn(tracing::Instrument::instrument(job.run(), crate::traces::spans::refresh()))
                     .await
                     .map(|result| result.map(Arc::new))
                     .unwrap_or_else(|error| Err(RefreshError::Unavailable(format!("refresh task failed: {error}"))));

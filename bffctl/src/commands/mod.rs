@@ -10,6 +10,7 @@ mod shell;
 mod soak;
 mod up;
 mod verify;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => interruptible(bench::run(args)).await,
         Command::Soak(args) => interruptible(soak::run(args)).await,
+        Command::Watch(args) => watch::run(args).await,
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man_pages(args),
     }

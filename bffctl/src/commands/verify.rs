@@ -88,7 +88,10 @@ fn users_in(file: &Path) -> anyhow::Result<usize> {
 }
 
 /// The deployment `--target` names, if any.
-fn deployment(args: &TargetArgs, ready_timeout: Option<Duration>) -> anyhow::Result<Option<scenario::Deployment>> {
+pub(super) fn deployment(
+    args: &TargetArgs,
+    ready_timeout: Option<Duration>,
+) -> anyhow::Result<Option<scenario::Deployment>> {
     let Some(url) = &args.target else {
         anyhow::ensure!(
             args.node_urls.is_empty() && args.restart_cmd.is_none(),

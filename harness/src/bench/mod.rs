@@ -9,6 +9,7 @@
 
 mod cpu;
 mod loadgen;
+mod otlp_sink;
 mod peers;
 pub mod plot;
 mod sessions;
@@ -256,6 +257,14 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     )
     .await?;
     let (bff_memory, memory_url) = gateway(Vec::new(), "bff (memory)").await?;
+    // Tracing on: every span exported over OTLP to a sink that drops it. `bff-auth-redis` is the
+    // same gateway with tracing off (the default).
+    let sink = otlp_sink::OtlpSink::start().await.map_err(|e| fail("otlp sink")(e.to_string()))?;
+    let (bff_traced, traced_url) = gateway(
+        vec![("BFF_REDIS_URL", redis.url()), ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", sink.addr))],
+        "bff (redis, traces exported)",
+    )
+    .await?;
     let idle_rss_mb = rss_mb(bff_redis.pid());
 
     let redis_cookie = logged_in_cookie(&redis_url).await?;
@@ -274,6 +283,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         // The same session (the nodes share Redis), read from Redis on every request.
         config("bff-auth-redis-uncached", format!("{uncached_url}/api/data"), auth(&redis_cookie), bff_uncached.pid()),
         config("bff-auth-memory", format!("{memory_url}/api/data"), auth(&memory_cookie), bff_memory.pid()),
+        config("bff-auth-redis-traced", format!("{traced_url}/api/data"), auth(&redis_cookie), bff_traced.pid()),
     ];
     // The baseline binary's nodes share Redis and its key ring: the same session cookie serves.
     let mut baseline_nodes = Vec::new();
@@ -362,7 +372,11 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         r.cpu_vs_nginx = r.cpu_us_per_request.zip(nginx_cpu).map(|(cpu, nginx)| cpu / nginx);
     }
 
-    let mut notes = Vec::new();
+    let mut notes = vec![format!(
+        "tracing: bff-auth-redis-traced is bff-auth-redis with OTEL_EXPORTER_OTLP_ENDPOINT set (spans exported to a \
+         sink that drops them; {} exports received); bff-auth-redis has tracing off (the default)",
+        sink.exports()
+    )];
     if options.open_loop {
         if loadgen::oha_binary().is_some() {
             // Latency without coordinated omission: each configuration at half its own maximum,

@@ -1,5 +1,6 @@
 //! The mock API behind `/api/`: 200 and a small JSON body for every request, saying which
-//! method and path reached it and whether the gateway added a bearer token (never the token).
+//! method and path reached it, whether the gateway added a bearer token (never the token) and
+//! the `traceparent` it received (the gateway's span, when the gateway traces).
 
 use wiremock::{Request, Respond, ResponseTemplate};
 
@@ -12,12 +13,14 @@ impl Respond for Echo {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("Bearer "));
+        let traceparent = request.headers.get("traceparent").and_then(|v| v.to_str().ok());
         ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "ok": true,
             "message": "hello from the API",
             "method": request.method.as_str(),
             "path": request.url.path(),
             "bearer_token_received": bearer,
+            "traceparent": traceparent,
         }))
     }
 }

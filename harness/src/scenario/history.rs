@@ -188,6 +188,8 @@ mod tests {
             latency_ms: 1.0,
             detail: String::new(),
             harness: false,
+            traceparent: None,
+            request_id: None,
         }
     }
 

@@ -130,16 +130,18 @@ fn section(page: &mut String, r: &RunReport) {
         );
     }
     if !r.failures.is_empty() {
-        page.push_str("<h3>Failures</h3>\n<table><tr><th>count</th><th>step</th><th>node</th><th>status</th><th>what was wrong</th></tr>\n");
+        page.push_str("<h3>Failures</h3>\n<table><tr><th>count</th><th>step</th><th>node</th><th>status</th><th>what was wrong</th><th>request id · traceparent (first)</th></tr>\n");
         for f in &r.failures {
             let status = f.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{status}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{status}</td><td>{}</td><td><code>{}</code><br><code>{}</code></td></tr>",
                 f.count,
                 esc(&f.step),
                 esc(&f.node),
-                esc(&f.detail)
+                esc(&f.detail),
+                esc(f.request_id.as_deref().unwrap_or("-")),
+                esc(f.traceparent.as_deref().unwrap_or("-"))
             );
         }
         page.push_str("</table>\n");

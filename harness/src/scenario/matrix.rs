@@ -246,6 +246,8 @@ mod tests {
             latency_ms: 1.0,
             detail: String::new(),
             harness: false,
+            traceparent: None,
+            request_id: None,
         };
         let records = vec![
             read("node-2@0.1.0", "node-1@0.2.0", true),
@@ -296,6 +298,8 @@ mod tests {
             latency_ms: 1.0,
             detail: String::new(),
             harness: false,
+            traceparent: None,
+            request_id: None,
         };
         let nodes = vec!["node-1".to_owned(), "node-2".to_owned()];
         let mut records = vec![read("node-2", Some(502), Outcome::Failed), read("node-2", None, Outcome::Failed)];

@@ -24,7 +24,7 @@ pub use model::{
 };
 pub use remote::{DEFAULT_READY_TIMEOUT, Deployment, needs_own_cluster};
 pub use report::{FailureGroup, FaultWindow, NodeLog, Outcome, Record, Row, RunReport, junit};
-pub use runner::{Execution, Progress, StepError};
+pub use runner::{Execution, Progress, StepError, judge};
 pub use target::{OwnedCluster, Target};
 
 use crate::cluster::{Cluster, ClusterError, ClusterSpec, QUOTED_LINES};

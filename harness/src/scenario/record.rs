@@ -41,6 +41,12 @@ pub struct Record {
     /// keep up), not the gateway's answer: it says nothing about the deployment.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub harness: bool,
+    /// The `traceparent` the request was sent with (for a failed login, its last hop's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The `x-request-id` the answer carried: the key to the node's log lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// When a cluster step (a fault: a restart, a kill, a Redis restart) ran, from the start of the run.

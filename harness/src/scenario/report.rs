@@ -77,6 +77,12 @@ pub struct FailureGroup {
     pub status: Option<u16>,
     pub detail: String,
     pub count: u64,
+    /// The first of these failures' request id (`x-request-id`), to find it in the node's log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The first of these failures' `traceparent`, to find its trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A node's log file, quoted in a report because that node failed.
@@ -205,15 +211,26 @@ impl RunReport {
             })
             .collect();
 
-        let mut groups: BTreeMap<(String, String, Option<u16>, String), u64> = BTreeMap::new();
+        type Group<'r> = (u64, Option<&'r Record>);
+        let mut groups: BTreeMap<(String, String, Option<u16>, String), Group> = BTreeMap::new();
         for r in records.iter().filter(|r| r.outcome == Outcome::Failed) {
-            *groups
+            let group = groups
                 .entry((r.step.clone(), r.node.clone().unwrap_or_else(|| "-".into()), r.status, r.detail.clone()))
-                .or_default() += 1;
+                .or_default();
+            group.0 += 1;
+            group.1.get_or_insert(r);
         }
         let mut failures: Vec<FailureGroup> = groups
             .into_iter()
-            .map(|((step, node, status, detail), count)| FailureGroup { step, node, status, detail, count })
+            .map(|((step, node, status, detail), (count, first))| FailureGroup {
+                step,
+                node,
+                status,
+                detail,
+                count,
+                request_id: first.and_then(|r| r.request_id.clone()),
+                traceparent: first.and_then(|r| r.traceparent.clone()),
+            })
             .collect();
         failures.sort_by_key(|f| (order.iter().position(|s| *s == f.step), std::cmp::Reverse(f.count)));
 
@@ -495,7 +512,17 @@ pub fn junit(reports: &[RunReport]) -> String {
                 s.set_description(
                     failures
                         .iter()
-                        .map(|f| format!("{} × {} status {:?}: {}", f.count, f.node, f.status, f.detail))
+                        .map(|f| {
+                            format!(
+                                "{} × {} status {:?}: {} (request id {}, traceparent {})",
+                                f.count,
+                                f.node,
+                                f.status,
+                                f.detail,
+                                f.request_id.as_deref().unwrap_or("-"),
+                                f.traceparent.as_deref().unwrap_or("-")
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("\n"),
                 );
@@ -538,6 +565,8 @@ mod tests {
             latency_ms,
             detail: String::new(),
             harness: false,
+            traceparent: None,
+            request_id: None,
         }
     }
 

@@ -353,6 +353,8 @@ async fn settle_after(ctx: &Ctx<'_>, step: &Step, events: &mut Vec<String>, befo
                 settle::SETTLE_TIMEOUT.as_secs()
             ),
             harness: false,
+            traceparent: None,
+            request_id: None,
         };
         record_of(ctx, record).await;
     }
@@ -514,6 +516,8 @@ async fn user_step(
                     latency_ms: 0.0,
                     detail: "node is down".into(),
                     harness: false,
+                    traceparent: None,
+                    request_id: None,
                 };
                 record_of(ctx, down).await;
                 return;
@@ -597,6 +601,7 @@ async fn user_step(
                     {
                         ctx.created_on.lock().expect("created-on lock").remove(name);
                     }
+                    let sent = user.last_request();
                     let user = user.identity().unwrap_or(name).to_owned();
                     let action = step.action;
                     let step = label.clone();
@@ -615,6 +620,8 @@ async fn user_step(
                             latency_ms,
                             detail,
                             harness,
+                            traceparent: sent.traceparent,
+                            request_id: sent.request_id,
                         },
                     )
                     .await;
@@ -694,6 +701,22 @@ fn classify(
     match check(step.action, &step.expect, reply, user, paths) {
         Ok(()) => (Outcome::Ok, Some(reply.status), reply.node.clone(), String::new()),
         Err(reason) => (Outcome::Failed, Some(reply.status), reply.node.clone(), reason),
+    }
+}
+
+/// A user step's result judged as a scenario step without an expectation of its own is
+/// (`login`: the callback's redirect; `me`: 200 naming `user`): `Ok(())`, or the status, the node
+/// that answered and what was wrong. For checks outside a scenario (`bffctl watch`).
+pub fn judge(
+    action: Action,
+    result: &Result<Reply, ClientError>,
+    user: &str,
+    paths: &GatewayPaths,
+) -> Result<(), (Option<u16>, Option<String>, String)> {
+    let step: Step = toml::from_str(&format!("action = {:?}", action.name())).expect("a step of one action parses");
+    match classify(&step, result, user, paths, false) {
+        (Outcome::Ok, ..) => Ok(()),
+        (_, status, node, detail) => Err((status, node, detail)),
     }
 }
 
@@ -808,8 +831,15 @@ mod tests {
             node: None,
         });
         assert!(!harness_failed(&issuer, &ours), "the gateway's answer about its issuer is the deployment's");
-        let unknown =
-            Ok(Reply { status: 404, body: "{}".into(), location: None, node: None, already_logged_in: false });
+        let unknown = Ok(Reply {
+            status: 404,
+            body: "{}".into(),
+            location: None,
+            node: None,
+            already_logged_in: false,
+            request_id: None,
+            traceparent: None,
+        });
         assert!(!harness_failed(&unknown, &ours));
     }
 }

@@ -69,6 +69,8 @@ impl Phase<'_> {
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             detail,
             harness: false,
+            traceparent: None,
+            request_id: None,
         }
     }
 }

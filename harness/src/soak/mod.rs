@@ -368,6 +368,8 @@ fn record(
         latency_ms,
         detail: String::new(),
         harness: false,
+        traceparent: user.last_request().traceparent,
+        request_id: user.last_request().request_id,
     }
 }
 
