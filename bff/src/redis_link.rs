@@ -385,6 +385,28 @@ impl RedisLink {
         self.lookups.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// With a cluster: opens new connections to the cluster (through the seed nodes) in place
+    /// of the ones in use. Commands that failed together (`seen` = the lookup count before they
+    /// ran) share one.
+    async fn renew_cluster(&self, seen: u64) {
+        let Locator::Cluster(seeds) = &self.locator else { return };
+        let _one_at_a_time = self.connecting.lock().await;
+        if self.lookups.load(Ordering::Acquire) != seen {
+            return;
+        }
+        match tokio::time::timeout(self.timeout, seeds.connect()).await {
+            Ok(Ok(conns)) => {
+                tracing::warn!("redis cluster: connection lost; connected again through the seed nodes");
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Arc::new(Current { conn: Conn::Cluster(conns), address: "redis cluster".into() }));
+                self.reconnected();
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "redis cluster: no seed node answers yet"),
+            Err(_) => tracing::warn!("redis cluster: no seed node answers yet"),
+        }
+        self.lookups.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// A client of the server to subscribe on for `channel` (pub/sub needs a connection of its
     /// own): with Sentinel the master, asked again first, since a subscription breaks when it
     /// moves; with a cluster, the primary that serves `channel`'s slot, where the notices on
@@ -395,11 +417,12 @@ impl RedisLink {
             Some(current) => match (&current.conn, &self.locator) {
                 (Conn::Single { client, .. }, _) => Ok(client.clone()),
                 (Conn::Cluster(conns), Locator::Cluster(seeds)) => {
-                    let (host, port) =
-                        tokio::time::timeout(self.timeout, cluster::notice_node(&mut conns.safe.clone(), channel))
+                    let topology =
+                        tokio::time::timeout(self.timeout, cluster::topology(&mut conns.safe.clone(), channel))
                             .await
                             .map_err(|_| StoreError::from(timed_out()))??;
-                    Ok(seeds.client_for(&host, port)?)
+                    let (host, port) = &topology.notices;
+                    Ok(seeds.client_for(host, *port)?)
                 }
                 (Conn::Cluster(_), _) => Err(StoreError::Unavailable("redis: no cluster".into())),
             },
@@ -585,6 +608,16 @@ impl RedisLink {
                 let conn = self.connected()?;
                 self.retry_after(error, send(conn)).await
             }
+            Err(error) if self.is_cluster() && connection_dropped(&error) => {
+                // The cluster client reconnects to nodes by itself, but a connection whose
+                // driver has ended answers every command so forever: open a new one.
+                self.renew_cluster(seen).await;
+                if retry == Retry::Never {
+                    return Err(self.failed(error));
+                }
+                let conn = self.connected()?;
+                self.retry_after(error, send(conn)).await
+            }
             Err(error) if retry == Retry::Safe && connection_dropped(&error) => {
                 self.retry_after(error, send(conn)).await
             }
@@ -649,7 +682,7 @@ impl RedisLink {
     /// change notices on `notices` (see [`RedisLink::pubsub_client`]): a failover or a restart
     /// of any shard's primary changes it.
     pub async fn server_id(&self, notices: &str) -> Result<String, StoreError> {
-        if self.is_cluster() {
+        if let Locator::Cluster(seeds) = &self.locator {
             let bound = self.timeout;
             return self
                 .attempt(Retry::Safe, |current| async move {
@@ -657,8 +690,8 @@ impl RedisLink {
                         return Err(redis::RedisError::from((redis::ErrorKind::Client, "not a cluster")));
                     };
                     let ask = async {
-                        let (host, port) = cluster::notice_node(&mut conns.safe.clone(), notices).await?;
-                        cluster::server_id(&mut conns.safe.clone(), &format!("{host}:{port}")).await
+                        let topology = cluster::topology(&mut conns.safe.clone(), notices).await?;
+                        seeds.server_id(&topology, bound).await
                     };
                     tokio::time::timeout(bound, ask).await.map_err(|_| timed_out())?
                 })

@@ -15,15 +15,15 @@
 //! its `WAIT` are one pipeline, sent to the write's shard.
 //!
 //! Which servers the link talks to changes under it (a failover, a primary restarted empty):
-//! [`server_id`] names them all at once (the `run_id` and role of every primary), so a change of
-//! any shard's primary changes it. The change notices of the node cache go through one node, the
-//! primary that serves the notice channel's slot ([`notice_node`]); see `session/cache.rs`.
+//! [`ClusterSeeds::server_id`] names them all at once (the `run_id` and role of every primary,
+//! from the slot map any node gives now), so a change of any shard's primary changes it. The
+//! change notices of the node cache go through one node, the primary that serves the notice
+//! channel's slot ([`Topology::notices`]); see `session/cache.rs`.
 
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 
 /// The clients, built from the seed URLs; each connects when the link connects.
 pub(super) struct ClusterSeeds {
@@ -34,6 +34,8 @@ pub(super) struct ClusterSeeds {
     /// template (credentials, TLS, CA) of a client for any node of the cluster.
     pub(super) seeds: Vec<redis::Client>,
     ca_pem: Option<Vec<u8>>,
+    /// Connections of the link's own to single nodes (their `INFO`), by address.
+    nodes: std::sync::Mutex<std::collections::HashMap<(String, u16), redis::aio::MultiplexedConnection>>,
 }
 
 /// The connections in use (each one multiplexed connection per node).
@@ -75,6 +77,7 @@ impl ClusterSeeds {
             confirmed: builder(64, timeout * 2)?,
             seeds: clients,
             ca_pem: ca_pem.map(<[u8]>::to_vec),
+            nodes: Default::default(),
         })
     }
 
@@ -141,59 +144,86 @@ where
     }
 }
 
-/// Names every primary the cluster client knows now, by address, `run_id` (new at every start
-/// of a Redis process) and role (a primary demoted to replica says so): any change of any
-/// shard's primary changes the name. Prefixed with the notice node (see [`notice_node`]).
-pub(super) async fn server_id(conn: &mut ClusterConnection, notices: &str) -> redis::RedisResult<String> {
-    let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::Special)));
-    let answer = conn.route_command(redis::cmd("INFO").arg("server").arg("replication").clone(), routing).await?;
-    let mut nodes: Vec<String> = Vec::new();
-    let pairs: Vec<(String, String)> = match answer {
-        redis::Value::Map(pairs) => pairs
-            .into_iter()
-            .map(|(address, info)| {
-                Ok((redis::from_redis_value::<String>(address)?, redis::from_redis_value::<String>(info)?))
-            })
-            .collect::<redis::RedisResult<_>>()?,
-        other => {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "INFO from every primary",
-                format!("{other:?}"),
-            )));
-        }
-    };
-    for (address, info) in pairs {
-        let field = |name: &str| {
-            info.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
-        };
-        nodes.push(format!("{address} {} {}", field("run_id:"), field("role:")));
-    }
-    nodes.sort();
-    Ok(format!("notices at {notices}; {}", nodes.join(", ")))
+/// What `CLUSTER SLOTS` (asked of any node) says now: the primary of every slot range.
+pub(super) struct Topology {
+    /// The primary that serves the notice channel's slot: where every node subscribes to the
+    /// change notices and where they are published, so that they travel one server, in order
+    /// (see `session/cache.rs`).
+    pub(super) notices: (String, u16),
+    /// Every primary that serves slots, sorted.
+    pub(super) primaries: Vec<(String, u16)>,
 }
 
-/// The primary that serves the slot of `channel` (`CLUSTER SLOTS`, asked of any node), as
-/// `(host, port)`: where every node subscribes to the change notices and where they are
-/// published, so that they travel one server, in order (see `session/cache.rs`).
-pub(super) async fn notice_node(conn: &mut ClusterConnection, channel: &str) -> redis::RedisResult<(String, u16)> {
+/// Asks any node for the slot map (not the client's own, which learns of a failover only when
+/// a command meets it) and finds the primary of `channel`'s slot.
+pub(super) async fn topology(conn: &mut ClusterConnection, channel: &str) -> redis::RedisResult<Topology> {
     let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(channel).query_async(conn).await?;
     let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut notices = None;
+    let mut primaries = Vec::new();
     for range in ranges {
         let redis::Value::Array(fields) = range else { continue };
-        let (Some(low), Some(high), Some(primary)) = (fields.first(), fields.get(1), fields.get(2)) else { continue };
-        let low: u16 = redis::from_redis_value_ref(low)?;
-        let high: u16 = redis::from_redis_value_ref(high)?;
-        if !(low..=high).contains(&slot) {
+        let (Some(low), Some(high), Some(redis::Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
             continue;
+        };
+        let (Some(host), Some(port)) = (primary.first(), primary.get(1)) else { continue };
+        let node: (String, u16) = (redis::from_redis_value_ref(host)?, redis::from_redis_value_ref(port)?);
+        let (low, high): (u16, u16) = (redis::from_redis_value_ref(low)?, redis::from_redis_value_ref(high)?);
+        if (low..=high).contains(&slot) {
+            notices = Some(node.clone());
         }
-        let redis::Value::Array(primary) = primary else { continue };
-        if let (Some(host), Some(port)) = (primary.first(), primary.get(1)) {
-            return Ok((redis::from_redis_value_ref(host)?, redis::from_redis_value_ref(port)?));
-        }
+        primaries.push(node);
     }
-    Err(redis::RedisError::from((
-        redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
-        "no primary serves the notice channel's slot",
-    )))
+    primaries.sort();
+    primaries.dedup();
+    let notices = notices.ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+            "no primary serves the notice channel's slot",
+        ))
+    })?;
+    Ok(Topology { notices, primaries })
+}
+
+impl ClusterSeeds {
+    /// `INFO server replication` of the node at `host:port`, on a connection of the link's own
+    /// to that node (kept for the next call; dropped when it fails).
+    async fn info(&self, host: &str, port: u16, timeout: Duration) -> redis::RedisResult<String> {
+        let key = (host.to_owned(), port);
+        let kept = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                let conn = self.client_for(host, port)?.get_multiplexed_async_connection_with_config(&config).await?;
+                self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), conn.clone());
+                conn
+            }
+        };
+        let answer = redis::cmd("INFO").arg("server").arg("replication").query_async(&mut conn).await;
+        if answer.is_err() {
+            self.nodes.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        }
+        answer
+    }
+
+    /// Names every primary that serves slots now, by address, `run_id` (new at every start of a
+    /// Redis process) and role (a primary demoted to replica says so), and the notice node: any
+    /// change of any shard's primary, or of the node that carries the notices, changes the name.
+    pub(super) async fn server_id(&self, topology: &Topology, timeout: Duration) -> redis::RedisResult<String> {
+        let mut nodes = Vec::new();
+        for (host, port) in &topology.primaries {
+            let info = self.info(host, *port, timeout).await?;
+            let field = |name: &str| {
+                info.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
+            };
+            nodes.push(format!("{host}:{port} {} {}", field("run_id:"), field("role:")));
+        }
+        let (host, port) = &topology.notices;
+        Ok(format!("notices at {host}:{port}; {}", nodes.join(", ")))
+    }
 }

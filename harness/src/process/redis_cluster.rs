@@ -291,6 +291,22 @@ impl RedisCluster {
         Ok(view.iter().find(|n| n.address == primary).map(|n| n.slots.len()).unwrap_or(0))
     }
 
+    /// The shard whose primary serves `key`'s slot now (`CLUSTER KEYSLOT`, then the view).
+    pub async fn shard_of(&self, key: &str) -> Result<usize, RedisClusterError> {
+        let first = *self.addresses().first().ok_or_else(|| RedisClusterError::Invalid("no running node".into()))?;
+        let slot: u16 = admin::command(first, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).await?;
+        let view = self.view().await.ok_or_else(|| RedisClusterError::Invalid("no node answers".into()))?;
+        let owner = view
+            .iter()
+            .find(|n| n.primary && n.slots.contains(&slot))
+            .ok_or_else(|| RedisClusterError::Invalid(format!("no primary serves slot {slot}")))?;
+        self.nodes
+            .iter()
+            .find(|m| m.node.address().to_string() == owner.address)
+            .map(|m| m.shard)
+            .ok_or_else(|| RedisClusterError::Invalid(format!("{} is not a node of this cluster", owner.address)))
+    }
+
     /// `CLUSTER FAILOVER` on the replica of `shard` (once it has everything its primary
     /// acknowledged): the replica and its primary swap roles without losing a write. Returns the
     /// new primary once it is primary and every node agrees.
