@@ -86,7 +86,7 @@ enum Locator {
     /// again after a failure.
     Sentinel(Sentinels),
     /// Every primary of a Redis Cluster, through the cluster client.
-    Cluster(cluster::ClusterSeeds),
+    Cluster(Box<cluster::ClusterSeeds>),
 }
 
 /// The connection in use, with the server it goes to.
@@ -95,6 +95,8 @@ struct Current {
     address: String,
 }
 
+// One per link, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Conn {
     /// One server (direct, or the master the sentinels name).
     Single {
@@ -222,7 +224,7 @@ impl RedisLink {
                 timeout,
             )?),
             RedisTarget::Cluster { seeds, .. } => {
-                Locator::Cluster(cluster::ClusterSeeds::new(&seeds, ca_pem, timeout)?)
+                Locator::Cluster(Box::new(cluster::ClusterSeeds::new(&seeds, ca_pem, timeout)?))
             }
         };
         Ok(Arc::new(RedisLink {

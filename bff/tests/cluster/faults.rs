@@ -156,6 +156,14 @@ where
         tally.lost.lock().unwrap().len(),
         tally.wrong.lock().unwrap().len()
     );
+    if !unavailable.is_empty() {
+        // What the nodes said about them.
+        for node in &s.nodes {
+            let logs: Vec<String> =
+                node.logs().into_iter().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+            println!("  node {} warned:\n    {}", node.url(), logs[logs.len().saturating_sub(6)..].join("\n    "));
+        }
+    }
     assert!(tally.lost.lock().unwrap().is_empty(), "{name}: sessions lost: {:?}", tally.lost.lock().unwrap());
     assert!(tally.wrong.lock().unwrap().is_empty(), "{name}: wrong answers: {:?}", tally.wrong.lock().unwrap());
 }
