@@ -125,7 +125,7 @@ impl Current {
         match &self.conn {
             Conn::Single { manager, .. } => cmd.query_async(&mut manager.clone()).await,
             Conn::Cluster(conns) if retry == Retry::Never => {
-                cluster::once_until_accepted(bound, || async { cmd.query_async(&mut conns.once.clone()).await }).await
+                conns.once_until_accepted(bound, |mut conn| async move { cmd.query_async(&mut conn).await }).await
             }
             Conn::Cluster(conns) => cmd.query_async(&mut conns.safe.clone()).await,
         }
@@ -141,7 +141,7 @@ impl Current {
         match &self.conn {
             Conn::Single { manager, .. } => pipe.query_async(&mut manager.clone()).await,
             Conn::Cluster(conns) if retry == Retry::Never => {
-                cluster::once_until_accepted(bound, || async { pipe.query_async(&mut conns.once.clone()).await }).await
+                conns.once_until_accepted(bound, |mut conn| async move { pipe.query_async(&mut conn).await }).await
             }
             Conn::Cluster(conns) => pipe.query_async(&mut conns.safe.clone()).await,
         }
@@ -157,7 +157,7 @@ impl Current {
         match &self.conn {
             Conn::Single { confirmed_writes, .. } => confirmed_writes.send(pipe).await,
             Conn::Cluster(conns) if retry == Retry::Never => {
-                cluster::once_until_accepted(bound, || async { pipe.query_async(&mut conns.once.clone()).await }).await
+                conns.once_until_accepted(bound, |mut conn| async move { pipe.query_async(&mut conn).await }).await
             }
             Conn::Cluster(conns) => pipe.query_async(&mut conns.confirmed.clone()).await,
         }
@@ -554,7 +554,7 @@ impl RedisLink {
                     };
                     let route =
                         redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port };
-                    let mut conn = if retry == Retry::Never { conns.once.clone() } else { conns.safe.clone() };
+                    let mut conn = if retry == Retry::Never { conns.once() } else { conns.safe.clone() };
                     let answers = tokio::time::timeout(bound, conn.route_pipeline(pipe.clone(), 0, count, route))
                         .await
                         .map_err(|_| timed_out())??;
