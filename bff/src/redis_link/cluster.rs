@@ -9,7 +9,9 @@
 //! retries (with short waits: redis-rs waits 1.3 s and more by default) until `redis_timeout`
 //! runs out. One-time commands go through `once`, which retries nothing; the link sends one again
 //! only when the cluster refused it (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, ... : the server
-//! did nothing), after the client refreshed its slot map, within the same bound.
+//! did nothing), within the same bound; after a `MOVED` or `READONLY` on a fresh connection,
+//! since a client without retries does not refresh its slot map when the refusal came inside a
+//! transaction (`MULTI`), and would be refused so for ever.
 //! Writes that wait for replicas (`WAIT`) go through a third client of their own, so that a
 //! `WAIT` holds up no one else's commands on that shard (see `confirmed_writes`); the write and
 //! its `WAIT` are one pipeline, sent to the write's shard.
