@@ -120,7 +120,7 @@ pub async fn relay(
     let mut heard = tokio::time::Instant::now();
     let ended = loop {
         tokio::select! {
-            message = client.recv() => match message.inspect(|m| if matches!(m, Ok(_)) { heard = tokio::time::Instant::now() }) {
+            message = client.recv() => match message.inspect(|m| if m.is_ok() { heard = tokio::time::Instant::now() }) {
                 Some(Ok(ws::Message::Close(frame))) => {
                     let frame = frame.map(|f| CloseFrame { code: CloseCode::from(f.code), reason: f.reason.as_str().into() });
                     bounded(limit, upstream.send(ts::Message::Close(frame))).await;

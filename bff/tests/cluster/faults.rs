@@ -198,7 +198,13 @@ where
 }
 
 async fn stack() -> ClusterStack {
-    cluster_stack().nodes(2).replicas_per_primary(1).env("BFF_REDIS_WAIT_REPLICAS", "1").env("BFF_SESSION_CACHE_MAX_AGE", "off").run().await
+    cluster_stack()
+        .nodes(2)
+        .replicas_per_primary(1)
+        .env("BFF_REDIS_WAIT_REPLICAS", "1")
+        .env("BFF_SESSION_CACHE_MAX_AGE", "off")
+        .run()
+        .await
 }
 
 #[tokio::test]
