@@ -530,7 +530,8 @@ impl RedisLink {
         pipe.add_command(cmd.clone());
         pipe.cmd("WAIT").arg(replicas).arg(self.timeout.as_millis() as u64);
         let (pipe, bound) = (&pipe, self.timeout);
-        self.attempt(retry, |current| async move { current.confirmed(pipe, retry, bound).await }).await
+        self.attempt_within(bound * 2, retry, |current| async move { current.confirmed(pipe, retry, bound).await })
+            .await
     }
 
     /// Publishes `messages` (channel, payload) in one round trip and answers, for each, how many
@@ -591,12 +592,23 @@ impl RedisLink {
         F: Fn(Arc<Current>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.attempt_within(self.timeout, retry, send).await
+    }
+
+    /// [`RedisLink::attempt`], the first attempt on a cluster bounded by `bound` (a write and
+    /// its `WAIT`: the `WAIT`'s own bound plus `redis_timeout`, so that the `WAIT` runs out first
+    /// and the write stands, as on one server).
+    async fn attempt_within<T, F, Fut>(&self, bound: Duration, retry: Retry, send: F) -> Result<T, StoreError>
+    where
+        F: Fn(Arc<Current>) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let _timer = crate::metrics::redis_commands::CommandTimer::start();
         let seen = self.lookups.load(Ordering::Acquire);
         let conn = self.connected().inspect_err(|_| crate::metrics::redis_commands::failed())?;
         let first = if self.is_cluster() {
             // The cluster client retries by itself (redirections, reconnects): bounded here.
-            tokio::time::timeout(self.timeout, send(conn.clone())).await.unwrap_or_else(|_| Err(timed_out()))
+            tokio::time::timeout(bound, send(conn.clone())).await.unwrap_or_else(|_| Err(timed_out()))
         } else {
             send(conn.clone()).await
         };
