@@ -205,8 +205,10 @@ impl SessionStore for RedisStore {
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(ADD_AND_LIVE_AT_LEAST).arg(1).arg(self.key(index)).arg(member).arg(millis(ttl));
-        // Adding a member twice and lengthening a life twice: safe to repeat.
-        self.link.query::<()>(&cmd, Retry::Safe).await
+        // Adding a member twice and lengthening a life twice: safe to repeat. Waits for replicas
+        // as the session's own write does: a failover that lost the membership would leave the
+        // session out of reach of a back-channel logout.
+        self.write::<()>(cmd).await
     }
 
     async fn index_keep(&self, index: &str, ttl: Duration, touch_interval: Duration) -> Result<(), StoreError> {
