@@ -156,11 +156,23 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.link.query::<()>(redis::cmd("DEL").arg(self.key(key)), Retry::Safe).await
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(key));
+        // Waits for replicas too: a logout the master acknowledged must not come undone when a
+        // failover promotes a replica it had not reached. Deleting twice: safe to repeat.
+        self.write::<()>(cmd).await
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
         if keys.is_empty() {
+            return Ok(());
+        }
+        if self.wait_replicas > 0 {
+            // One write and its `WAIT` per key: a `WAIT` goes to the shard of its write, and on
+            // a cluster the keys may be on several.
+            for key in keys {
+                self.delete(key).await?;
+            }
             return Ok(());
         }
         let mut cmd = redis::cmd("DEL");
@@ -193,8 +205,10 @@ impl SessionStore for RedisStore {
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(ADD_AND_LIVE_AT_LEAST).arg(1).arg(self.key(index)).arg(member).arg(millis(ttl));
-        // Adding a member twice and lengthening a life twice: safe to repeat.
-        self.link.query::<()>(&cmd, Retry::Safe).await
+        // Adding a member twice and lengthening a life twice: safe to repeat. Waits for replicas
+        // as the session's own write does: a failover that lost the membership would leave the
+        // session out of reach of a back-channel logout.
+        self.write::<()>(cmd).await
     }
 
     async fn index_keep(&self, index: &str, ttl: Duration, touch_interval: Duration) -> Result<(), StoreError> {
