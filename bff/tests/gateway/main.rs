@@ -9,6 +9,7 @@ mod lifecycle;
 mod live;
 mod login;
 mod node_cache;
+mod node_cache_expiry;
 mod node_cache_restart;
 mod record_formats;
 mod redis_outage;
