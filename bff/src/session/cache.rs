@@ -125,6 +125,8 @@ type ChangeHook = Box<dyn Fn(Option<&str>) + Send + Sync>;
 
 pub struct NodeCache {
     entries: quick_cache::sync::Cache<String, Arc<Cached>, ByMemory>,
+    /// The most memory the entries may take (estimated, see [`entry_bytes`]).
+    budget: u64,
     max_age: Duration,
     /// Moves on every notice and whenever the cache is switched on or off.
     generation: AtomicU64,
@@ -187,13 +189,13 @@ impl NodeCache {
     pub fn new(link: Arc<RedisLink>, key_prefix: &str, max_age: Duration, memory: u64) -> Arc<Self> {
         let node = random_token()[..16].to_owned();
         let memory = memory.max(1);
-        BUDGET.set(memory as f64);
         Arc::new(NodeCache {
             entries: quick_cache::sync::Cache::with_weighter(
                 (memory / TYPICAL_ENTRY_BYTES).max(1) as usize,
                 memory,
                 ByMemory,
             ),
+            budget: memory,
             max_age,
             generation: AtomicU64::new(0),
             live: AtomicBool::new(false),
@@ -268,6 +270,8 @@ impl NodeCache {
         let (bytes, entries) = self.size();
         BYTES.set(bytes as f64);
         ENTRIES.set(entries as f64);
+        // Here rather than once at start: the metrics recorder is installed after the cache.
+        BUDGET.set(self.budget as f64);
     }
 
     /// Taken before reading a session from the store, handed to [`NodeCache::keep`] after.
