@@ -700,7 +700,7 @@ async fn session_point(
         runs.push(result);
     }
     let cache_after = cache_counts(base).await;
-    let cache_hit_ratio = cache_before.zip(cache_after.clone()).and_then(|(((h0, m0), _), ((h1, m1), _))| {
+    let cache_hit_ratio = cache_before.zip(cache_after).and_then(|(((h0, m0), _), ((h1, m1), _))| {
         let (hits, misses) = (h1 - h0, m1 - m0);
         (hits + misses > 0.0).then(|| hits / (hits + misses))
     });
