@@ -131,19 +131,23 @@ pub enum Pick {
 fn picking(pick: Pick) -> (&'static str, &'static str) {
     match pick {
         Pick::As(Access::Uniform) => ("", "cookies[math.random(#cookies)]"),
-        // Cumulative weights of 1/k, then a binary search for a uniform draw.
+        // Draws made once per thread at start (cumulative weights of 1/k, a binary search for
+        // each uniform draw), then one picked at random per request: a request costs the load
+        // generator what a uniform pick costs, so that the two curves differ only in the gateway.
         Pick::As(Access::Zipf) => (
             r#"local cumulative, total = {}, 0
 for k = 1, #cookies do total = total + 1 / k; cumulative[k] = total end
-local function zipf()
+local draws = {}
+for i = 1, 1048576 do
   local u, lo, hi = math.random() * total, 1, #cookies
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
     if cumulative[mid] < u then lo = mid + 1 else hi = mid end
   end
-  return cookies[lo]
-end"#,
-            "zipf()",
+  draws[i] = cookies[lo]
+end
+cumulative = nil"#,
+            "draws[math.random(#draws)]",
         ),
         Pick::InTurn => (
             r#"local turn = 0
