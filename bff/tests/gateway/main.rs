@@ -14,4 +14,5 @@ mod node_cache_restart;
 mod record_formats;
 mod redis_outage;
 mod refusals;
+mod seeded_sessions;
 mod stack;
