@@ -61,6 +61,7 @@ fn made_up(issuer: &str, client_id: &str, n: usize) -> Session {
         refresh_token: Some(token_of(43)),
         // Far beyond a benchmark: no refresh is attempted with the made-up refresh token.
         access_token_expires_at: Some(now + 365 * 24 * 3600),
+        created_on: None,
         bearer: Default::default(),
     }
 }

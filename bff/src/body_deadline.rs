@@ -8,14 +8,34 @@
 //! [`BodyError::TimedOut`]; whoever reads it (a handler's extractor, the upstream request) fails,
 //! the body is dropped and hyper closes the connection after the response, since the request was
 //! not read to its end. The proxy answers such a request 408.
+//!
+//! It also copies the small frames a trickled body arrives in ([`SMALL_FRAME`]): hyper hands each
+//! out as a slice of its read buffer, which keeps that buffer (8 KiB at least) alive, and a
+//! handler that collects a body (the back-channel logout's form) keeps every frame until the
+//! end, so a client sending a byte at a time would have the node hold 8 KiB per byte sent.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+use crate::cutoff::{Bound, Cutoff};
+
+/// Frames shorter than this are copied out of hyper's read buffer (see the module's header).
+pub const SMALL_FRAME: usize = 4 << 10;
+
+/// `frame` as its own allocation when it is small: no longer holding on to the buffer it was read
+/// into.
+fn unpinned(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_data() {
+        Ok(data) if data.len() < SMALL_FRAME => Frame::data(Bytes::copy_from_slice(&data)),
+        Ok(data) => Frame::data(data),
+        Err(frame) => frame,
+    }
+}
 
 /// Why a request body ended early.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +53,8 @@ pub struct DeadlineBody<B> {
     /// Set at the first read that has to wait for the client; boxed because `Sleep` is `!Unpin`,
     /// and only then, so requests without a body allocate nothing.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The connection's mark, set when the deadline passes.
+    cutoff: Cutoff,
 }
 
 impl BodyError {
@@ -51,28 +73,32 @@ impl BodyError {
 }
 
 impl<B> DeadlineBody<B> {
-    pub fn new(inner: B, timeout: Duration) -> Self {
-        DeadlineBody { inner, timeout, deadline: None }
+    /// `cutoff` is the connection's: marked when this body's deadline passes.
+    pub fn new(inner: B, timeout: Duration, cutoff: Cutoff) -> Self {
+        DeadlineBody { inner, timeout, deadline: None, cutoff }
     }
 }
 
 impl<B> Body for DeadlineBody<B>
 where
-    B: Body<Error = hyper::Error> + Unpin,
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
 {
-    type Data = B::Data;
+    type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, BodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(BodyError::from)));
+            return Poll::Ready(frame.map(|f| f.map(unpinned).map_err(BodyError::from)));
         }
         let timeout = this.timeout;
         let deadline =
             this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
         match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::TimedOut(timeout)))),
+            Poll::Ready(()) => {
+                this.cutoff.ran_out(Bound::Body, deadline.deadline());
+                Poll::Ready(Some(Err(BodyError::TimedOut(timeout))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -83,5 +109,47 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use hyper::body::{Body, Bytes, Frame};
+
+    use super::DeadlineBody;
+    use crate::cutoff::Cutoff;
+
+    /// Frames as hyper hands them out: each a slice of a larger read buffer.
+    struct Sliced(Vec<Bytes>);
+
+    impl Body for Sliced {
+        type Data = Bytes;
+        type Error = hyper::Error;
+
+        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            Poll::Ready(self.get_mut().0.pop().map(|data| Ok(Frame::data(data))))
+        }
+    }
+
+    /// A one-byte frame no longer keeps the 8 KiB buffer it was read into; a large frame is
+    /// passed as it is, without a copy.
+    #[tokio::test]
+    async fn small_frames_let_go_of_their_read_buffer() {
+        let buffer = Bytes::from(vec![b'x'; 8 << 10]);
+        let large = Bytes::from(vec![b'y'; 64 << 10]);
+        // The read buffers stay referenced, as hyper's are while it reads on.
+        let inner = Sliced(vec![large.slice(..32 << 10), buffer.slice(..1)]);
+        let mut body = DeadlineBody::new(inner, Duration::from_secs(1), Cutoff::default());
+        let small = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let small = small.try_into_mut().expect("the only reference to its allocation");
+        assert_eq!((small.len(), small.capacity()), (1, 1), "copied into an allocation of its own");
+        let large = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(large.try_into_mut().is_err(), "a large frame shares its read buffer: not copied");
+        drop(buffer);
     }
 }

@@ -17,6 +17,7 @@ pub mod body_deadline;
 pub mod client_addr;
 pub mod compat;
 pub mod config;
+pub mod cutoff;
 pub mod error;
 pub mod keyring;
 pub mod landing_page;

@@ -431,8 +431,9 @@ impl RedisLink {
         F: Fn(Arc<Current>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        let _timer = crate::metrics::redis_commands::CommandTimer::start();
         let seen = self.lookups.load(Ordering::Acquire);
-        let conn = self.connected()?;
+        let conn = self.connected().inspect_err(|_| crate::metrics::redis_commands::failed())?;
         let first = send(conn.clone()).await;
         if let Err(error) = &first {
             // Before anything is sent again: the next connection may reach another server.
@@ -473,6 +474,7 @@ impl RedisLink {
     }
 
     fn failed(&self, error: redis::RedisError) -> StoreError {
+        crate::metrics::redis_commands::failed();
         self.note_reconnect(&error);
         self.report_trouble();
         StoreError::from(error)

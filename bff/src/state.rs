@@ -15,6 +15,19 @@ pub type UpstreamClient = hyper_util::client::legacy::Client<
     axum::body::Body,
 >;
 
+/// The most an upstream connection reads ahead (hyper's `max_buf_size`, about 400 KiB by
+/// default): the largest chunk of an upstream's response, which a client that does not read
+/// keeps in the node's memory until it is cut off, and the largest response head.
+pub const UPSTREAM_BUFFER: usize = 64 << 10;
+
+/// The receive buffer of an upstream connection (`SO_RCVBUF`; the kernel books twice this).
+/// Left to the kernel's tuning it grew to about 460 KiB while the node read a large response,
+/// and stayed full of it for a client that stopped reading: 5 000 such clients held the
+/// machine's whole TCP memory (`net.ipv4.tcp_mem`), and every other client's sends waited for
+/// it. 64 KiB of window carries more than 50 MB/s from an upstream 1 ms away; an upstream
+/// much farther away gets less than the kernel's tuning would give it.
+pub const UPSTREAM_RECEIVE_BUFFER: usize = 64 << 10;
+
 thread_local! {
     /// One upstream connection pool per serving thread: a request's upstream connection is
     /// driven by the thread that serves the request, so no other thread has to be woken.
@@ -23,12 +36,14 @@ thread_local! {
             crate::localhost::LocalhostAwareGai::default(),
         );
         connector.set_nodelay(true);
+        connector.set_recv_buffer_size(Some(UPSTREAM_RECEIVE_BUFFER));
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             // The idle timeout needs a timer: without one, idle connections are never closed
             // and the pool keeps every connection a burst opened (seen as hundreds of open
             // descriptors after a node was paused).
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .http1_max_buf_size(UPSTREAM_BUFFER)
             .build(connector)
     };
 }

@@ -13,6 +13,26 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::client_addr::ClientAddr;
 
+/// The most bytes a client socket queues that it has not sent yet (`TCP_NOTSENT_LOWAT`): past
+/// them a write waits. Without it the kernel grows a socket's send buffer up to
+/// `net.ipv4.tcp_wmem` (4 MiB) and keeps taking a response that a client does not read: a few
+/// thousand such clients held the machine's whole TCP memory (`net.ipv4.tcp_mem`), which made
+/// every other client's sends wait, and `server.write_timeout` started only once those megabytes
+/// were queued. Bytes in flight to a client that reads are not counted, so a fast client on a long
+/// path still gets a window as large as the kernel's tuning gives it.
+pub const UNSENT_BYTES: u32 = 64 << 10;
+
+/// Sets [`UNSENT_BYTES`] on a client socket (Linux only; where it cannot be set, the client is
+/// served without it).
+fn bound_unsent(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_BYTES) {
+        tracing::debug!(%error, "TCP_NOTSENT_LOWAT not set");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = stream;
+}
+
 /// An accepted connection, with the permit that counts it while it is open.
 pub type Accepted = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
@@ -55,6 +75,7 @@ pub async fn hand_out(
         };
         match accepted.and_then(|(stream, peer, permit)| {
             stream.set_nodelay(true)?;
+            bound_unsent(&stream);
             Ok((stream.into_std()?, peer, permit))
         }) {
             Ok(connection) => {

@@ -35,6 +35,7 @@ use write_deadline::WriteDeadline;
 
 pub use crate::client_addr::ClientAddr;
 use crate::config::{Config, ServerLimits, StoreConfig};
+use crate::cutoff::Cutoff;
 use crate::state::{AppState, StateError};
 
 /// Why a node could not serve. [`RunError::is_config`] tells the binary which are configuration
@@ -96,6 +97,7 @@ pub async fn run(
         ),
         None => None,
     };
+    crate::metrics::config_fingerprint::publish(&config);
     let state = AppState::new(config)?;
     if let Some(link) = &state.redis {
         link.check_tls().await.map_err(RunError::RedisTls)?;
@@ -182,22 +184,31 @@ fn serve_on_own_thread(
 
 /// The HTTP/1.1 settings of every client connection: hyper's header-read timeout, which also
 /// closes a keep-alive connection that stays idle that long, so a client that sends half a
-/// request, or nothing, holds its socket (and its connection permit) no longer than that.
+/// request, or nothing, holds its socket (and its connection permit) no longer than that; and
+/// [`CLIENT_BUFFER`].
 fn http1(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_buf_size(CLIENT_BUFFER);
     http
 }
 
-/// A client socket as hyper sees it: writes bounded by `server.write_timeout`.
-fn client_io(stream: TcpStream, limits: &ServerLimits) -> TokioIo<WriteDeadline<TcpStream>> {
-    TokioIo::new(WriteDeadline::new(stream, limits.write_timeout))
+/// The most a client connection buffers (hyper's `max_buf_size`, about 400 KiB by default): the
+/// response bytes queued for a client that has not taken them, and a request's head (a larger
+/// one is answered 431). A response is pulled from its upstream only as fast as the client
+/// takes it, so a client that stops reading holds this much (plus one upstream chunk, see
+/// `state::UPSTREAM_BUFFER`) of the node's memory, not 400 KiB and more.
+pub const CLIENT_BUFFER: usize = 64 << 10;
+
+/// A client socket as hyper sees it: writes bounded by `server.write_timeout`; `cutoff` is the
+/// connection's, shared with its requests' bodies ([`bounded`]).
+fn client_io(stream: TcpStream, limits: &ServerLimits, cutoff: Cutoff) -> TokioIo<WriteDeadline> {
+    TokioIo::new(WriteDeadline::new(stream, limits.write_timeout, cutoff))
 }
 
 /// A request whose body must arrive within `server.body_timeout`.
-fn bounded(request: Request<Incoming>, limits: &ServerLimits) -> Request<DeadlineBody<Incoming>> {
+fn bounded(request: Request<Incoming>, limits: &ServerLimits, cutoff: &Cutoff) -> Request<DeadlineBody<Incoming>> {
     let timeout = limits.body_timeout;
-    request.map(|body| DeadlineBody::new(body, timeout))
+    request.map(|body| DeadlineBody::new(body, timeout, cutoff.clone()))
 }
 
 /// Serves the connections handed to `queue` until `stopped` turns true, then finishes in-flight
@@ -219,9 +230,10 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
             },
         };
         let (app, proxied, state, limits) = (app.clone(), proxied.clone(), state.clone(), limits.clone());
-        let io = client_io(stream, &limits);
+        let cutoff = Cutoff::default();
+        let io = client_io(stream, &limits, cutoff.clone());
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let mut request = bounded(request, &limits);
+            let mut request = bounded(request, &limits, &cutoff);
             request.extensions_mut().insert(ConnectInfo(peer));
             if dispatch::routed(&state, request.uri().path()) {
                 futures::future::Either::Left(app.clone().oneshot(request.map(axum::body::Body::new)))
@@ -247,10 +259,12 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
         });
     }
     drop(in_flight);
-    let _ = all_ended.recv().await;
-    // In-flight requests have finished: the WebSockets (whose connections left hyper when they
-    // were upgraded) are closed with 1001, and this thread's runtime runs until they are.
+    // The WebSockets (whose connections left hyper when they were upgraded) are closed with
+    // 1001 and the event streams end, now: an in-flight event stream would otherwise keep its
+    // connection, and the stop, waiting until `shutdown_timeout`. Then in-flight requests
+    // finish, and this thread's runtime runs until every socket has closed.
     state.sockets.going_away();
+    let _ = all_ended.recv().await;
     state.sockets.all_closed().await;
     Ok(())
 }
@@ -274,10 +288,12 @@ async fn serve_metrics(listener: TcpListener, limits: ServerLimits, mut stopped:
             },
         };
         let (router, limits2) = (router.clone(), limits.clone());
+        let cutoff = Cutoff::default();
+        let io = client_io(stream, &limits, cutoff.clone());
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            router.clone().oneshot(bounded(request, &limits2).map(axum::body::Body::new))
+            router.clone().oneshot(bounded(request, &limits2, &cutoff).map(axum::body::Body::new))
         });
-        let connection = graceful.watch(http.serve_connection(client_io(stream, &limits), service));
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "metrics connection ended with an error");

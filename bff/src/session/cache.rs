@@ -96,6 +96,7 @@ fn entry_bytes(key: &str, session: &Session) -> u64 {
         + session.id_token.len()
         + session.access_token.len()
         + session.refresh_token.as_ref().map_or(0, String::len)
+        + session.created_on.as_ref().map_or(0, String::len)
         // The `Authorization` value made on first use ("Bearer " and the token).
         + 7 + session.access_token.len();
     (size_of::<Session>() + size_of::<Cached>() + size_of::<String>() + key.len() + strings + BOOKKEEPING) as u64
@@ -167,6 +168,12 @@ static CONFIRMATIONS: LazyLock<metrics::Counter> =
 static BYTES: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_bytes"));
 static ENTRIES: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_entries"));
 static BUDGET: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_budget_bytes"));
+/// A session dropped by a change notice (this node's or another's).
+static INVALIDATED: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!("bff_session_cache_invalidations_total", "scope" => "session"));
+/// The whole cache emptied: switched on or off, or a notice this version does not understand.
+static EMPTIED: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!("bff_session_cache_invalidations_total", "scope" => "all"));
 
 /// The entry size the cache's tables are first sized for (they grow as needed): a session with
 /// tokens of a few hundred bytes to a few kilobytes.
@@ -189,6 +196,11 @@ impl NodeCache {
     pub fn new(link: Arc<RedisLink>, key_prefix: &str, max_age: Duration, memory: u64) -> Arc<Self> {
         let node = random_token()[..16].to_owned();
         let memory = memory.max(1);
+        // Down until the first subscription is confirmed (an alert sees a node that never got
+        // there). The recorder first: a handle taken before it is installed records nothing.
+        let _ = crate::metrics::handle();
+        LIVE.set(0.0);
+        BUDGET.set(memory as f64);
         Arc::new(NodeCache {
             entries: quick_cache::sync::Cache::with_weighter(
                 (memory / TYPICAL_ENTRY_BYTES).max(1) as usize,
@@ -302,6 +314,7 @@ impl NodeCache {
     }
 
     fn forget(&self, key: &str) {
+        INVALIDATED.increment(1);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.remove(key);
         if let Some(hook) = self.on_change.get() {
@@ -311,6 +324,7 @@ impl NodeCache {
 
     /// Drops every entry (a read in flight is not kept either).
     fn forget_all(&self) {
+        EMPTIED.increment(1);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
         if let Some(hook) = self.on_change.get() {
@@ -588,6 +602,7 @@ mod tests {
             access_token: "at".into(),
             refresh_token: None,
             access_token_expires_at: None,
+            created_on: None,
             bearer: Default::default(),
         }
     }

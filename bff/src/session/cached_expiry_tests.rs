@@ -60,6 +60,12 @@ impl SessionStore for Counted {
     async fn index_take(&self, index: &str) -> Result<Vec<String>, StoreError> {
         self.inner.index_take(index).await
     }
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.index_members(index).await
+    }
+    async fn peek(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>, StoreError> {
+        self.inner.peek(key).await
+    }
     async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.inner.insert_new(key, ttl).await
     }
@@ -83,6 +89,7 @@ fn session() -> Session {
         access_token: "at".into(),
         refresh_token: None,
         access_token_expires_at: None,
+        created_on: None,
         bearer: Default::default(),
     }
 }

@@ -222,6 +222,20 @@ impl SessionStore for RedisStore {
         Ok(members)
     }
 
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        // A read: safe to repeat.
+        self.link.query(redis::cmd("SMEMBERS").arg(self.key(index)), Retry::Safe).await
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>, StoreError> {
+        let key = self.key(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        // A read: safe to repeat.
+        let (value, left): (Option<Vec<u8>>, i64) = self.link.pipeline(&pipe, Retry::Safe).await?;
+        Ok(value.map(|value| (value, u64::try_from(left).ok().map(Duration::from_millis))))
+    }
+
     async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         // A marker unique to this call, so a second run recognises its own: safe to repeat (a
         // plain `SET NX` would call the first use of a logout token a replay).

@@ -11,6 +11,7 @@ mod login;
 mod node_cache;
 mod node_cache_expiry;
 mod node_cache_restart;
+mod operator_sessions;
 mod record_formats;
 mod redis_outage;
 mod refusals;

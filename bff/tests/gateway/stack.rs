@@ -17,6 +17,8 @@ pub struct StackBuilder {
     issuer: Option<MockIssuer>,
     config: Option<String>,
     fault_proxies: bool,
+    named: bool,
+    binary: Option<String>,
 }
 
 pub struct Stack {
@@ -30,7 +32,16 @@ pub struct Stack {
 }
 
 pub fn stack() -> StackBuilder {
-    StackBuilder { nodes: 1, redis: true, env: Vec::new(), issuer: None, config: None, fault_proxies: false }
+    StackBuilder {
+        nodes: 1,
+        redis: true,
+        env: Vec::new(),
+        issuer: None,
+        config: None,
+        fault_proxies: false,
+        named: false,
+        binary: None,
+    }
 }
 
 impl StackBuilder {
@@ -62,6 +73,19 @@ impl StackBuilder {
         self
     }
 
+    /// Node i gets `node_name` `node-{i + 1}`.
+    pub fn named(mut self) -> Self {
+        self.named = true;
+        self
+    }
+
+    /// Runs this `bff` binary (a release build, say) instead of the one the tests were built with.
+    #[allow(dead_code)] // the attack suite's slow_flood uses it, the gateway suite does not
+    pub fn binary(mut self, path: &str) -> Self {
+        self.binary = Some(path.to_owned());
+        self
+    }
+
     pub fn issuer(mut self, issuer: MockIssuer) -> Self {
         self.issuer = Some(issuer);
         self
@@ -83,8 +107,12 @@ impl StackBuilder {
         });
         let mut nodes = Vec::new();
         let mut proxies = Vec::new();
-        for port in ports {
-            let mut b = node_builder(&issuer, redis.as_ref(), &public_url).port(port);
+        for (index, port) in ports.into_iter().enumerate() {
+            let binary = self.binary.as_deref().unwrap_or(BFF);
+            let mut b = node_builder_of(binary, &issuer, redis.as_ref(), &public_url).port(port);
+            if self.named {
+                b = b.env("BFF_NODE_NAME", format!("node-{}", index + 1));
+            }
             if let (true, Some(redis)) = (self.fault_proxies, &redis) {
                 let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into()).await.expect("fault proxy");
                 b = b.env("BFF_REDIS_URL", format!("redis://{}", proxy.addr()));
@@ -108,7 +136,17 @@ pub fn node_builder(
     redis: Option<&RedisProcess>,
     public_url: &str,
 ) -> harness::process::BffProcessBuilder {
-    let mut b = BffProcess::builder(BFF)
+    node_builder_of(BFF, issuer, redis, public_url)
+}
+
+/// [`node_builder`] for the `bff` binary at `binary`.
+fn node_builder_of(
+    binary: &str,
+    issuer: &MockIssuer,
+    redis: Option<&RedisProcess>,
+    public_url: &str,
+) -> harness::process::BffProcessBuilder {
+    let mut b = BffProcess::builder(binary)
         .env("BFF_PUBLIC_URL", public_url)
         .env("BFF_OIDC_AUTHORITY", issuer.url())
         .env("BFF_OIDC_CLIENT_ID", "bff-client")
