@@ -12,6 +12,7 @@
 // the compiler's default layout depth.
 #![recursion_limit = "256"]
 
+pub mod bench_sessions;
 pub mod body_deadline;
 pub mod client_addr;
 pub mod compat;

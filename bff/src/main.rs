@@ -23,6 +23,24 @@ struct Args {
     /// Print the configuration keys as a Markdown table (the manual's reference) and exit.
     #[arg(long)]
     config_reference: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// For benchmarks only: seal and store COUNT sessions of made-up users (random tokens) as
+    /// the nodes configured like this one would, without logins, and print their cookies
+    /// (`name=value`, one a line). Needs the Redis store and a node of the deployment started
+    /// once (the shared key ring). `bffctl bench --sessions` uses it past its first logins.
+    SeedSessions {
+        /// How many sessions to make.
+        #[arg(long)]
+        count: usize,
+        /// Where to write the cookies (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// What `bff --help` prints after the options: an example, the exit codes and every key.
@@ -76,6 +94,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::SeedSessions { count, out }) = args.command {
+        bff::telemetry::init(config.log_format, &config.log_filter);
+        return seed_sessions(config, count, out);
+    }
     let exporting = match &traces {
         None => {
             bff::telemetry::init(config.log_format, &config.log_filter);
@@ -106,6 +128,32 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("bff: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn seed_sessions(config: bff::Config, count: usize, out: Option<PathBuf>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let mut sink: Box<dyn std::io::Write + Send> = match &out {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Box::new(std::io::BufWriter::new(file)),
+            Err(error) => {
+                eprintln!("bff: {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let progress = |done: usize| eprintln!("bff: {done}/{count} sessions stored");
+    match runtime.block_on(bff::bench_sessions::seed(config, count, &mut *sink, &progress)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ bff::bench_sessions::SeedError::NotRedis) => {
+            eprintln!("bff: configuration error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(error) => {
+            eprintln!("bff: {error}");
             ExitCode::FAILURE
         }
     }

@@ -137,7 +137,7 @@ impl AppState {
         .touching_every(config.session.touch_interval);
         let sessions = match (&config.store, &redis, config.session.cache_max_age) {
             (StoreConfig::Redis { key_prefix, .. }, Some(link), Some(max_age)) => {
-                sessions.with_cache(NodeCache::new(link.clone(), key_prefix, max_age, config.session.cache_capacity))
+                sessions.with_cache(NodeCache::new(link.clone(), key_prefix, max_age, config.session.cache_memory))
             }
             _ => sessions,
         };

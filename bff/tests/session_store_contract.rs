@@ -69,6 +69,23 @@ async fn a_session_used_often_enough_is_never_lost_and_goes_one_idle_timeout_aft
     assert!(gone <= last_read + IDLE + SLACK, "served {:?} after its last use", gone - last_read);
 }
 
+/// The time left that a read answers is the key's life after the read: what was left when the
+/// read was not due, the whole idle timeout when it pushed the expiry back. The node cache
+/// trusts it to keep an entry no longer than the store keeps the session.
+async fn a_read_answers_the_time_the_key_has_left_after_it(store: Arc<dyn SessionStore>) {
+    const IDLE_LONG: Duration = Duration::from_secs(600);
+    const TOUCH_LONG: Duration = Duration::from_secs(60);
+    store.put("s:left", b"l".to_vec(), Duration::from_secs(590)).await.unwrap();
+    let read = store.read_and_touch("s:left", IDLE_LONG, TOUCH_LONG).await.unwrap().unwrap();
+    assert_eq!(read.value, b"l");
+    let left = read.left.expect("an expiry");
+    assert!(left <= Duration::from_secs(590) && left > Duration::from_secs(585), "not due, not pushed: {left:?}");
+    store.put("s:left", b"l".to_vec(), Duration::from_secs(500)).await.unwrap();
+    let left = store.read_and_touch("s:left", IDLE_LONG, TOUCH_LONG).await.unwrap().unwrap().left.unwrap();
+    assert!(left > Duration::from_secs(595) && left <= IDLE_LONG, "due, pushed back to the idle timeout: {left:?}");
+    assert_eq!(store.read_and_touch("s:none", IDLE_LONG, TOUCH_LONG).await.unwrap(), None);
+}
+
 async fn put_then_get_returns_the_value(store: Arc<dyn SessionStore>) {
     store.put("s:a", b"sealed-a".to_vec(), LONG).await.unwrap();
     assert_eq!(store.get_and_touch("s:a", LONG, EVERY_READ).await.unwrap().as_deref(), Some(&b"sealed-a"[..]));
@@ -276,6 +293,7 @@ contract!(
     insert_new_admits_one_of_many,
     exists_sees_values_and_markers_only_while_they_live,
     a_read_that_is_not_due_does_not_push_the_expiry,
+    a_read_answers_the_time_the_key_has_left_after_it,
     a_session_used_often_enough_is_never_lost_and_goes_one_idle_timeout_after_its_last_use,
     index_members_are_read_without_taking_them,
     peek_reads_the_value_and_its_life_without_pushing_the_expiry,

@@ -282,10 +282,16 @@ pub struct BenchArgs {
     /// rounds, as the configurations `…@baseline`.
     #[arg(long, value_name = "BINARY")]
     pub baseline: Option<PathBuf>,
-    /// Active session counts for the curve of cost against sessions, comma-separated (each
-    /// session made by a full login); `--sessions ""` skips the curve.
+    /// Active session counts for the curve of cost against sessions, comma-separated, up to
+    /// 1000000 (the first 1000 sessions made by full logins, the rest sealed and stored by the
+    /// gateway binary's `bff seed-sessions`); `--sessions ""` skips the curve.
     #[arg(long, default_value = "1,10000,200000", value_parser = parse_counts)]
     pub sessions: SessionCounts,
+    /// How the curve's requests pick their session, comma-separated: uniform (every session
+    /// equally often, the worst case for the node cache) and zipf (the k-th session in
+    /// proportion to 1/k, as real traffic is skewed); one curve each.
+    #[arg(long, default_value = "uniform,zipf", value_delimiter = ',')]
+    pub access: Vec<AccessArg>,
     /// Also draw the curves as an SVG next to the JSON result.
     #[arg(long)]
     pub plot: bool,
@@ -903,11 +909,30 @@ mod tests {
 #[derive(Clone, Debug)]
 pub struct SessionCounts(pub Vec<usize>);
 
+/// `--access`: how a curve's requests pick their session.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AccessArg {
+    Uniform,
+    Zipf,
+}
+
+impl From<AccessArg> for harness::bench::Access {
+    fn from(arg: AccessArg) -> Self {
+        match arg {
+            AccessArg::Uniform => harness::bench::Access::Uniform,
+            AccessArg::Zipf => harness::bench::Access::Zipf,
+        }
+    }
+}
+
 fn parse_counts(text: &str) -> Result<SessionCounts, String> {
     text.split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<usize>().map_err(|_| format!("not a session count: {t:?} (say e.g. 1,10000,200000)")))
+        .map(|t| match t.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+            _ => Err(format!("not a session count from 1 to 1000000: {t:?} (say e.g. 1,10000,200000)")),
+        })
         .collect::<Result<Vec<_>, _>>()
         .map(SessionCounts)
 }

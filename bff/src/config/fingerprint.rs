@@ -112,6 +112,8 @@ pub fn settings(config: &Config, token: &str, nonce: &str) -> Vec<Setting> {
         .into(),
     ));
     out.push(plain("session.idle_timeout", duration(config.session.idle_timeout)));
+    // Nodes that touch at other intervals keep sessions alive for other idle times.
+    out.push(plain("session.touch_interval", duration(config.session.touch_interval)));
     out.push(plain("session.absolute_lifetime", duration(config.session.absolute_lifetime)));
     out.push(plain("account_prefix", config.account_prefix.clone()));
     out.push(plain("public_url", config.public_url.to_string()));

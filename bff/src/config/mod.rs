@@ -120,9 +120,11 @@ pub struct SessionConfig {
     pub same_site: SameSite,
     /// How long a started login may take before its callback is refused.
     pub login_timeout: Duration,
-    /// How long a node may serve a session from its memory (Redis store); `None`: never.
+    /// How long a node may serve a session from its memory at most (Redis store; entries end
+    /// sooner when their touch is due, see `NodeCache`); `None`: never.
     pub cache_max_age: Option<Duration>,
-    pub cache_capacity: usize,
+    /// The node cache's memory budget, in bytes (estimated per entry).
+    pub cache_memory: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -354,34 +356,23 @@ impl Config {
                 _ => Err(format!("expected \"lax\" or \"strict\", got {s:?}")),
             })?,
             login_timeout: src.duration_at_most("session.login_timeout", HOUR)?,
-            cache_max_age: match src.string_or("session.cache_max_age").as_str() {
-                "off" | "0" => None,
-                _ => Some(src.duration_at_most("session.cache_max_age", HOUR)?),
+            cache_max_age: match src.string("session.cache_max_age").as_deref() {
+                Some("off" | "0") => None,
+                // Unset: entries end when their touch is due (before the idle timeout), only.
+                None => Some(idle_timeout),
+                Some(_) => Some(src.duration_at_most("session.cache_max_age", HOUR)?),
             },
-            cache_capacity: src.parse("session.cache_capacity", |s| match s.parse::<usize>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!("expected a number of sessions greater than zero, got {s:?}")),
+            cache_memory: src.parse("session.cache_memory", |s| match parse_size(s) {
+                Ok(n) if (MIB..=64 * GIB).contains(&(n as u64)) => Ok(n as u64),
+                Ok(_) => Err(format!("expected a size from 1MiB to 64GiB, got {s:?}")),
+                Err(error) => Err(error),
             })?,
         };
-        if session.cache_max_age.is_some_and(|age| age >= session.idle_timeout) {
-            return Err(src.invalid("session.cache_max_age", "must be shorter than session.idle_timeout".into()));
-        }
-        // A session read from Redis has at least idle_timeout - touch_interval left, and a node
-        // serves it from memory for up to cache_max_age: the two together must stay below the
-        // idle timeout, or a node could serve a session Redis has already let go.
-        if session.touch_interval + session.cache_max_age.unwrap_or_default() >= session.idle_timeout {
-            // Named: the key that was set (the touch interval's default follows the idle timeout).
-            return Err(match src.string("session.touch_interval") {
-                Some(_) => src.invalid(
-                    "session.touch_interval",
-                    "with session.cache_max_age, must be shorter than session.idle_timeout".into(),
-                ),
-                None => src.invalid(
-                    "session.cache_max_age",
-                    "with session.touch_interval (a tenth of idle_timeout), must be shorter than session.idle_timeout"
-                        .into(),
-                ),
-            });
+        // A touch interval as long as the idle timeout would never push an expiry back: the
+        // session would end `idle_timeout` after the login however it is used. (The node cache
+        // needs no room here: an entry never outlives its touch, see `NodeCache`.)
+        if session.touch_interval >= session.idle_timeout {
+            return Err(src.invalid("session.touch_interval", "must be shorter than session.idle_timeout".into()));
         }
         if session.absolute_lifetime < session.idle_timeout {
             return Err(
@@ -578,6 +569,9 @@ impl Config {
         self.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
 }
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
 
 /// A size in bytes: a number, optionally followed by KiB, MiB or GiB (or K, M, G).
 fn parse_size(s: &str) -> Result<usize, String> {

@@ -446,20 +446,41 @@ fn the_touch_interval_follows_the_idle_timeout_and_stays_below_it() {
     assert_eq!(c.session.touch_interval, Duration::from_secs(30), "a tenth of a short idle timeout");
     let c = Config::from_env_map(&with(&[("BFF_SESSION_TOUCH_INTERVAL", "2m")])).unwrap();
     assert_eq!(c.session.touch_interval, Duration::from_secs(120));
-    let msg = error_of(with(&[("BFF_SESSION_IDLE_TIMEOUT", "10m"), ("BFF_SESSION_TOUCH_INTERVAL", "9m58s")]));
+    // The node cache never outlives a touch that is due (see `NodeCache`): a touch interval
+    // close to the idle timeout needs no room for the cache's entries.
+    let c = Config::from_env_map(&with(&[
+        ("BFF_SESSION_IDLE_TIMEOUT", "10m"),
+        ("BFF_SESSION_TOUCH_INTERVAL", "9m58s"),
+        ("BFF_SESSION_CACHE_MAX_AGE", "1h"),
+    ]))
+    .unwrap();
+    assert_eq!(c.session.cache_max_age, Some(Duration::from_secs(3600)));
+    let msg = error_of(with(&[("BFF_SESSION_IDLE_TIMEOUT", "10m"), ("BFF_SESSION_TOUCH_INTERVAL", "10m")]));
     assert!(
-        msg.starts_with("session.touch_interval (BFF_SESSION_TOUCH_INTERVAL): with session.cache_max_age"),
+        msg.starts_with(
+            "session.touch_interval (BFF_SESSION_TOUCH_INTERVAL): must be shorter than session.idle_timeout"
+        ),
         "{msg}"
     );
-    assert!(
-        Config::from_env_map(&with(&[
-            ("BFF_SESSION_IDLE_TIMEOUT", "10m"),
-            ("BFF_SESSION_TOUCH_INTERVAL", "9m58s"),
-            ("BFF_SESSION_CACHE_MAX_AGE", "off"),
-        ]))
-        .is_ok(),
-        "without the node cache only the idle timeout bounds it"
-    );
+}
+
+#[test]
+fn the_node_cache_has_a_memory_budget_and_no_fixed_lifetime_unless_set() {
+    let with = |pairs: &[(&str, &str)]| {
+        let mut vars = minimal();
+        vars.extend(env(pairs));
+        vars
+    };
+    let c = Config::from_env_map(&minimal()).unwrap();
+    assert_eq!(c.session.cache_memory, 512 << 20);
+    assert_eq!(c.session.cache_max_age, Some(c.session.idle_timeout), "unset: only the touch bounds an entry");
+    let c = Config::from_env_map(&with(&[("BFF_SESSION_CACHE_MEMORY", "2GiB"), ("BFF_SESSION_CACHE_MAX_AGE", "off")]))
+        .unwrap();
+    assert_eq!((c.session.cache_memory, c.session.cache_max_age), (2 << 30, None));
+    for bad in ["lots", "0", "512KiB", "65GiB", "-1MiB"] {
+        let msg = error_of(with(&[("BFF_SESSION_CACHE_MEMORY", bad)]));
+        assert!(msg.starts_with("session.cache_memory (BFF_SESSION_CACHE_MEMORY): expected a size"), "{bad}: {msg}");
+    }
 }
 
 #[test]

@@ -59,11 +59,21 @@
 //!   already, one that has not yet noticed), a writer answers before [`LEASE`] only when it heard
 //!   its own notice on a subscription confirmed at least a lease ago: a node subscribed on another
 //!   node has then had its last lease extended before the move, and it has run out.
-//! - An entry is served for at most `max_age`; the next request reads Redis again, which is
-//!   what slides the session's idle timeout in Redis (the read pushes the expiry back when less
-//!   than `idle_timeout - touch_interval` remains, see `SessionStore::get_and_touch`). A session
-//!   used only through this cache is thus read from Redis at least every `max_age` while it is
-//!   used, and kept alive; config refuses `touch_interval + cache_max_age >= idle_timeout`.
+//! - What an entry may be trusted for, and how long (see `Sessions::touch_due`): an entry is
+//!   served only until its session's expiry in Redis is due to be pushed back, i.e. until less
+//!   than `idle_timeout - touch_interval` of the time the read saw left would remain. The
+//!   request after that reads Redis, whose read pushes the expiry back (see
+//!   `SessionStore::read_and_touch`): a session used only through this cache is read from
+//!   Redis about once per `touch_interval` and stays alive, and an entry never answers past the
+//!   expiry Redis last gave its session (at least `idle_timeout - touch_interval` later). The
+//!   idle timeout is thus kept to the second by Redis as without the cache. `max_age`
+//!   (`session.cache_max_age`) can shorten an entry's life further; nothing else does while
+//!   notices flow.
+//! - Size: the entries' estimated memory (see [`entry_bytes`]) stays within a budget
+//!   (`session.cache_memory`); past it, the least likely to be asked again go first (quick_cache's
+//!   policy: a sampled, scan-resistant CLOCK, so that a sweep over many sessions read once does
+//!   not push out the ones in steady use). Its memory and entry count are in the metrics
+//!   (`bff_session_cache_bytes`, `bff_session_cache_entries`), updated at every ping round.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -83,6 +93,34 @@ struct Cached {
     /// Shared with every request that reads it: a hit copies no token.
     session: Arc<Session>,
     until: Instant,
+    /// What it costs in memory, key included (see [`entry_bytes`]).
+    bytes: u64,
+}
+
+/// The estimated memory of one entry: the session's strings and structures, the key, and the
+/// cache's own bookkeeping. An estimate (the allocator rounds up), close enough to size a budget.
+fn entry_bytes(key: &str, session: &Session) -> u64 {
+    use std::mem::size_of;
+    // Arc counters (two), the cache's slot (key, value pointer, hash, policy state), its table.
+    const BOOKKEEPING: usize = 2 * 16 + 64 + 16;
+    let strings = session.claims.get().len()
+        + session.id_token.len()
+        + session.access_token.len()
+        + session.refresh_token.as_ref().map_or(0, String::len)
+        + session.created_on.as_ref().map_or(0, String::len)
+        // The `Authorization` value made on first use ("Bearer " and the token).
+        + 7 + session.access_token.len();
+    (size_of::<Session>() + size_of::<Cached>() + size_of::<String>() + key.len() + strings + BOOKKEEPING) as u64
+}
+
+/// Weighs entries by their memory, for the budget.
+#[derive(Clone)]
+struct ByMemory;
+
+impl quick_cache::Weighter<String, Arc<Cached>> for ByMemory {
+    fn weight(&self, _key: &String, cached: &Arc<Cached>) -> u64 {
+        cached.bytes
+    }
 }
 
 /// A change notice this node published and waits to hear acknowledged.
@@ -98,7 +136,9 @@ struct Waiter {
 type ChangeHook = Box<dyn Fn(Option<&str>) + Send + Sync>;
 
 pub struct NodeCache {
-    entries: quick_cache::sync::Cache<String, Arc<Cached>>,
+    entries: quick_cache::sync::Cache<String, Arc<Cached>, ByMemory>,
+    /// The most memory the entries may take (estimated, see [`entry_bytes`]).
+    budget: u64,
     max_age: Duration,
     /// Moves on every notice and whenever the cache is switched on or off.
     generation: AtomicU64,
@@ -139,12 +179,19 @@ static UNACKNOWLEDGED: LazyLock<metrics::Counter> =
 static LIVE: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_live"));
 static CONFIRMATIONS: LazyLock<metrics::Counter> =
     LazyLock::new(|| metrics::counter!("bff_session_cache_confirmations_total"));
+static BYTES: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_bytes"));
+static ENTRIES: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_entries"));
+static BUDGET: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_budget_bytes"));
 /// A session dropped by a change notice (this node's or another's).
 static INVALIDATED: LazyLock<metrics::Counter> =
     LazyLock::new(|| metrics::counter!("bff_session_cache_invalidations_total", "scope" => "session"));
 /// The whole cache emptied: switched on or off, or a notice this version does not understand.
 static EMPTIED: LazyLock<metrics::Counter> =
     LazyLock::new(|| metrics::counter!("bff_session_cache_invalidations_total", "scope" => "all"));
+
+/// The entry size the cache's tables are first sized for (they grow as needed): a session with
+/// tokens of a few hundred bytes to a few kilobytes.
+const TYPICAL_ENTRY_BYTES: u64 = 4096;
 
 /// How long a node serves from memory after its subscription last proved it had delivered
 /// every notice; also how long a writer waits at most for acknowledgements.
@@ -158,14 +205,23 @@ pub const PING_EVERY: Duration = Duration::from_millis(200);
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 impl NodeCache {
-    pub fn new(link: Arc<RedisLink>, key_prefix: &str, max_age: Duration, capacity: usize) -> Arc<Self> {
+    /// A cache of at most `memory` bytes (estimated, see [`entry_bytes`]) whose entries live at
+    /// most `max_age` (and never past their touch, see the module header).
+    pub fn new(link: Arc<RedisLink>, key_prefix: &str, max_age: Duration, memory: u64) -> Arc<Self> {
         let node = random_token()[..16].to_owned();
+        let memory = memory.max(1);
         // Down until the first subscription is confirmed (an alert sees a node that never got
         // there). The recorder first: a handle taken before it is installed records nothing.
         let _ = crate::metrics::handle();
         LIVE.set(0.0);
+        BUDGET.set(memory as f64);
         Arc::new(NodeCache {
-            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            entries: quick_cache::sync::Cache::with_weighter(
+                (memory / TYPICAL_ENTRY_BYTES).max(1) as usize,
+                memory,
+                ByMemory,
+            ),
+            budget: memory,
             max_age,
             generation: AtomicU64::new(0),
             live: AtomicBool::new(false),
@@ -208,8 +264,8 @@ impl NodeCache {
         self.fresh_until_ms.fetch_max(self.millis_since_start(sent + LEASE), Ordering::SeqCst);
     }
 
-    /// The session under `key`, when this node read it less than `max_age` ago and no notice
-    /// about it came since.
+    /// The session under `key`, when this node read it, no notice about it came since, and
+    /// neither its touch (see the module header) nor `max_age` is due.
     pub fn get(&self, key: &str) -> Option<Arc<Session>> {
         if !self.is_live() {
             return None;
@@ -231,18 +287,39 @@ impl NodeCache {
         }
     }
 
+    /// The entries' estimated memory in bytes, and how many there are.
+    pub fn size(&self) -> (u64, usize) {
+        (self.entries.weight(), self.entries.len())
+    }
+
+    /// Publishes [`NodeCache::size`] in the metrics.
+    fn report_size(&self) {
+        let (bytes, entries) = self.size();
+        BYTES.set(bytes as f64);
+        ENTRIES.set(entries as f64);
+        // Here rather than once at start: the metrics recorder is installed after the cache.
+        BUDGET.set(self.budget as f64);
+    }
+
     /// Taken before reading a session from the store, handed to [`NodeCache::keep`] after.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Keeps what was read from the store, unless a notice came since `seen` (what was read may
-    /// already be stale).
-    pub fn keep(&self, key: &str, session: &Arc<Session>, seen: u64) {
+    /// Keeps what was read from the store until `touch_due` (when the next read must reach the
+    /// store to push the session's expiry back, see the module header) or `max_age` from now,
+    /// whichever comes first; unless a notice came since `seen` (what was read may already be
+    /// stale).
+    pub fn keep(&self, key: &str, session: &Arc<Session>, seen: u64, touch_due: Instant) {
         if !self.is_live() || self.generation() != seen {
             return;
         }
-        let cached = Cached { session: session.clone(), until: Instant::now() + self.max_age };
+        let now = Instant::now();
+        let until = touch_due.min(now.checked_add(self.max_age).unwrap_or(touch_due));
+        if until <= now {
+            return;
+        }
+        let cached = Cached { session: session.clone(), until, bytes: entry_bytes(key, session) };
         self.entries.insert(key.to_owned(), Arc::new(cached));
         // A notice that moved the counter before this insert may have removed the key before it
         // was inserted: take it back.
@@ -277,6 +354,16 @@ impl NodeCache {
         let _ = self.on_change.set(Box::new(hook));
     }
 
+    /// Switches the cache on and proves its subscription now, without Redis: for tests of what
+    /// it keeps and for how long.
+    #[cfg(test)]
+    pub(crate) fn live_for_a_test(&self) {
+        if !self.live.load(Ordering::SeqCst) {
+            self.switch(true);
+        }
+        self.proven_at(Instant::now());
+    }
+
     /// Switches the cache on or off; either way it is emptied.
     fn switch(&self, live: bool) {
         if !live {
@@ -285,6 +372,7 @@ impl NodeCache {
         self.live.store(live, Ordering::SeqCst);
         self.forget_all();
         LIVE.set(if live { 1.0 } else { 0.0 });
+        self.report_size();
     }
 
     /// Called by the command link the moment its connection may reach another server: nothing
@@ -515,6 +603,7 @@ impl NodeCache {
                         return Err(moved("the command link reconnected".into()));
                     }
                     self.proven_at(sent);
+                    self.report_size();
                 }
             }
         }
@@ -552,26 +641,86 @@ mod tests {
     }
 
     fn cache(max_age: Duration) -> Arc<NodeCache> {
+        sized(max_age, 1 << 20)
+    }
+
+    fn sized(max_age: Duration, memory: u64) -> Arc<NodeCache> {
         // No I/O happens until the listener starts, which these tests do not do.
         let link = RedisLink::new("redis://127.0.0.1:1", Duration::from_secs(1)).unwrap();
-        let cache = NodeCache::new(link, "test", max_age, 10);
+        let cache = NodeCache::new(link, "test", max_age, memory);
         cache.switch(true);
         cache.proven_at(Instant::now());
         cache
     }
 
+    /// A touch that is not due for an hour.
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_is_not_served_once_its_touch_is_due() {
+        let cache = cache(Duration::from_secs(3600));
+        let due = Instant::now() + Duration::from_secs(60);
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), due);
+        tokio::time::advance(Duration::from_millis(59_990)).await;
+        cache.proven_at(Instant::now());
+        assert!(cache.get("s:a").is_some(), "before the touch is due");
+        tokio::time::advance(Duration::from_millis(20)).await;
+        cache.proven_at(Instant::now());
+        assert!(cache.get("s:a").is_none(), "the touch is due: the next read goes to the store");
+        // A read that found the touch already due (no time left before it) is not kept.
+        cache.keep("s:b", &Arc::new(session()), cache.generation(), Instant::now());
+        assert!(cache.get("s:b").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_age_shortens_an_entry_that_is_not_due() {
+        let cache = cache(Duration::from_secs(5));
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        tokio::time::advance(Duration::from_millis(4_990)).await;
+        cache.proven_at(Instant::now());
+        assert!(cache.get("s:a").is_some());
+        tokio::time::advance(Duration::from_millis(20)).await;
+        cache.proven_at(Instant::now());
+        assert!(cache.get("s:a").is_none(), "older than max_age");
+    }
+
     #[tokio::test]
-    async fn serves_what_it_kept_until_a_notice_or_its_age_runs_out() {
+    async fn the_entries_stay_within_the_memory_budget_and_report_it() {
+        let one = entry_bytes("s:000000", &session());
+        assert!(one > 300, "bookkeeping and strings are counted: {one}");
+        let budget = 1 << 20;
+        let cache = sized(Duration::from_secs(3600), budget);
+        let many = 4 * budget / one;
+        for i in 0..many {
+            cache.keep(&format!("s:{i:06}"), &Arc::new(session()), cache.generation(), later());
+        }
+        let (bytes, entries) = cache.size();
+        assert!(bytes <= budget, "{bytes} bytes in a budget of {budget}");
+        assert!(bytes > budget / 2, "the budget is used: {bytes} of {budget}");
+        assert_eq!(bytes, entries as u64 * one, "every entry weighs what it holds");
+        assert!((entries as u64) < many, "entries were evicted");
+    }
+
+    #[tokio::test]
+    async fn a_session_in_steady_use_outlives_a_sweep_over_sessions_read_once() {
+        let one = entry_bytes("s:0000", &session());
+        let cache = sized(Duration::from_secs(3600), 1000 * one);
+        cache.keep("s:hot", &Arc::new(session()), cache.generation(), later());
+        for i in 0..5000 {
+            assert!(cache.get("s:hot").is_some(), "evicted after {i} others");
+            cache.keep(&format!("s:{i:04}"), &Arc::new(session()), cache.generation(), later());
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_what_it_kept_until_a_notice() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &Arc::new(session()), cache.generation());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
         assert!(cache.get("s:a").is_some());
         cache.forget("s:a");
         assert!(cache.get("s:a").is_none());
-
-        let short = self::cache(Duration::from_millis(1));
-        short.keep("s:a", &Arc::new(session()), short.generation());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(short.get("s:a").is_none(), "older than max_age");
     }
 
     #[tokio::test]
@@ -579,14 +728,14 @@ mod tests {
         let cache = cache(Duration::from_secs(60));
         let seen = cache.generation();
         cache.forget("s:other"); // a notice arrives while the session is read from the store
-        cache.keep("s:a", &Arc::new(session()), seen);
+        cache.keep("s:a", &Arc::new(session()), seen, later());
         assert!(cache.get("s:a").is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn nothing_is_served_once_the_subscription_has_not_answered_for_a_lease() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &Arc::new(session()), cache.generation());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
         tokio::time::advance(LEASE - Duration::from_millis(10)).await;
         assert!(cache.get("s:a").is_some(), "within the lease");
         tokio::time::advance(Duration::from_millis(20)).await;
@@ -610,7 +759,7 @@ mod tests {
     #[tokio::test]
     async fn a_reconnect_of_the_command_link_empties_the_cache_and_switches_it_off() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &Arc::new(session()), cache.generation());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
         cache.link_reconnected();
         assert!(!cache.is_live());
         assert!(cache.get("s:a").is_none());
@@ -618,7 +767,7 @@ mod tests {
         let seen = cache.generation();
         cache.link_reconnected();
         assert!(cache.confirm(cache.link.reconnects(), Instant::now()));
-        cache.keep("s:a", &Arc::new(session()), seen);
+        cache.keep("s:a", &Arc::new(session()), seen, later());
         assert!(cache.get("s:a").is_none());
     }
 
@@ -638,7 +787,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_served_while_not_subscribed() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &Arc::new(session()), cache.generation());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
         cache.switch(false);
         assert!(cache.get("s:a").is_none());
         cache.switch(true);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::store::{SessionStore, StoreError};
+use super::store::{Read, SessionStore, StoreError};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -42,12 +42,12 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn get_and_touch(
+    async fn read_and_touch(
         &self,
         key: &str,
         idle: Duration,
         touch_interval: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Read>, StoreError> {
         let now = Instant::now();
         let mut entries = self.entries.lock().expect("memory store lock");
         match entries.get_mut(key) {
@@ -55,7 +55,7 @@ impl SessionStore for MemoryStore {
                 if *expires - now < idle.saturating_sub(touch_interval) {
                     *expires = now + idle;
                 }
-                Ok(Some(value.clone()))
+                Ok(Some(Read { value: value.clone(), left: Some(*expires - now) }))
             }
             Some(_) => {
                 entries.remove(key);

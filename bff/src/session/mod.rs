@@ -17,6 +17,8 @@
 //! see [`Sessions::new`]): a plain hash would let whoever reads the store test who is logged in.
 
 mod cache;
+#[cfg(test)]
+mod cached_expiry_tests;
 mod id;
 mod memory;
 mod open_sockets;
@@ -42,7 +44,7 @@ pub use operator::{Ended, Scope, SessionSummary};
 pub use record::{PendingLogin, Session};
 pub use redis::RedisStore;
 pub use refresh::{RefreshError, Refresher};
-pub use store::{SessionStore, StoreError};
+pub use store::{Read, SessionStore, StoreError};
 
 use crate::keyring::{KeyRing, KeyRingError};
 use crate::metrics::session_events::{self, EndReason};
@@ -295,11 +297,36 @@ impl Sessions {
             return Ok(Some(session));
         }
         let seen = cache.generation();
-        let loaded = self.load_from_store(&key).await?.map(Arc::new);
-        if let Some(session) = &loaded {
-            cache.keep(&key, session, seen);
-        }
-        Ok(loaded)
+        // Before the read: the store's expiry is at least this plus the time it says is left.
+        let read_at = tokio::time::Instant::now();
+        let Some((session, left)) = self.read_from_store(&key).await? else {
+            return Ok(None);
+        };
+        let session = Arc::new(session);
+        cache.keep(&key, &session, seen, self.touch_due(read_at, tokio::time::Instant::now(), left));
+        Ok(Some(session))
+    }
+
+    /// When a read of a session that the store said had `left` to live (the read was sent at
+    /// `sent` and answered at `answered`) is due to push its expiry back: from then on, less than
+    /// `idle_timeout - touch_interval` remains in the store. The node cache serves the session
+    /// until then and no longer, so the request after that reads the store, which slides the
+    /// idle timeout however many requests the cache answered; and it never serves a session
+    /// past the expiry the store last gave it, which is at least `sent + left` (the store
+    /// counted `left` after the read was sent).
+    fn touch_due(
+        &self,
+        sent: tokio::time::Instant,
+        answered: tokio::time::Instant,
+        left: Option<Duration>,
+    ) -> tokio::time::Instant {
+        // A key without an expiry (not written by this gateway): read again after one interval.
+        let Some(left) = left else { return sent + self.touch_interval };
+        let margin = self.idle_timeout.saturating_sub(self.touch_interval);
+        // Counted from the answer, the store's time left is below the margin by then (a read at
+        // exactly the margin would not push, and the next one would have to).
+        let due = answered + left.saturating_sub(margin) + Duration::from_millis(1);
+        due.min(sent + left)
     }
 
     /// The session as the store holds it now, never from a cache (the token refresh compares
@@ -314,7 +341,14 @@ impl Sessions {
 
     /// Reads a session and slides its idle timeout, in one store operation.
     async fn load_from_store(&self, key: &str) -> Result<Option<Session>, SessionError> {
-        let Some(blob) = self.store.get_and_touch(key, self.idle_timeout, self.touch_interval).await? else {
+        Ok(self.read_from_store(key).await?.map(|(session, _)| session))
+    }
+
+    /// [`Self::load_from_store`], with the time the store says the session has left.
+    async fn read_from_store(&self, key: &str) -> Result<Option<(Session, Option<Duration>)>, SessionError> {
+        let Some(Read { value: blob, left }) =
+            self.store.read_and_touch(key, self.idle_timeout, self.touch_interval).await?
+        else {
             // Asked for by a cookie, gone from the store: what a node sees of idle expiry.
             session_events::sessions_ended(EndReason::Idle, 1);
             return Ok(None);
@@ -346,7 +380,7 @@ impl Sessions {
             return Ok(None);
         }
         self.keep_indexes(&session);
-        Ok(Some(session))
+        Ok(Some((session, left)))
     }
 
     /// Deletes a session everywhere: every node sees it gone at once. It also leaves the

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::id::random_token;
-use super::store::{SessionStore, StoreError};
+use super::store::{Read, SessionStore, StoreError};
 use crate::redis_link::{LuaScript, RedisLink, Retry};
 
 pub struct RedisStore {
@@ -94,10 +94,11 @@ const ADD_AND_LIVE_AT_LEAST: &str = "redis.call('sadd', KEYS[1], ARGV[1]) \
      if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end \
      return 1";
 
-/// Answers the key's value (nil when there is none) and pushes its expiry back to `ARGV[1]` ms
-/// only when less than `ARGV[2]` ms remain: in steady state the read writes nothing, and Redis 7
-/// (which replicates a script's effects, not the script) sends nothing to the AOF or replicas.
-/// A key without an expiry (`PTTL` -1) is left so.
+/// Answers the key's value and the milliseconds it has left after the read (nil when there is
+/// no key; -1 left when it has no expiry), and pushes its expiry back to `ARGV[1]` ms only when
+/// less than `ARGV[2]` ms remain: in steady state the read writes nothing, and Redis 7 (which
+/// replicates a script's effects, not the script) sends nothing to the AOF or replicas. A key
+/// without an expiry (`PTTL` -1) is left so.
 ///
 /// Declared (Redis 7 `#!lua`) without `no-writes`, so that a server that is a replica refuses it
 /// with `READONLY`, as it refused `GETEX` before: the link then asks the sentinels where the
@@ -110,8 +111,9 @@ static READ_AND_TOUCH_WHEN_DUE: LazyLock<LuaScript> = LazyLock::new(|| {
          local value = redis.call('get', KEYS[1]) \
          if not value then return false end \
          local left = redis.call('pttl', KEYS[1]) \
-         if left >= 0 and left < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[1]) end \
-         return value",
+         if left >= 0 and left < tonumber(ARGV[2]) then \
+           redis.call('pexpire', KEYS[1], ARGV[1]) left = tonumber(ARGV[1]) end \
+         return {value, left}",
     )
 });
 
@@ -136,16 +138,17 @@ impl SessionStore for RedisStore {
         self.write::<()>(cmd).await
     }
 
-    async fn get_and_touch(
+    async fn read_and_touch(
         &self,
         key: &str,
         idle: Duration,
         touch_interval: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Read>, StoreError> {
         let call = READ_AND_TOUCH_WHEN_DUE
             .call(&[&self.key(key)], (millis(idle), millis(idle.saturating_sub(touch_interval))));
         // A read; the expiry it may set is the same either way.
-        self.link.query_script(&call, Retry::Safe).await
+        let answer: Option<(Vec<u8>, i64)> = self.link.query_script(&call, Retry::Safe).await?;
+        Ok(answer.map(|(value, left)| Read { value, left: u64::try_from(left).ok().map(Duration::from_millis) }))
     }
 
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {

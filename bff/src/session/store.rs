@@ -10,6 +10,15 @@ use async_trait::async_trait;
 
 pub use crate::store_error::StoreError;
 
+/// What [`SessionStore::read_and_touch`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub value: Vec<u8>,
+    /// Time the key had left after the read (its expiry pushed back or not); `None` when it
+    /// has no expiry.
+    pub left: Option<Duration>,
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores `value` under `key` for `ttl`, replacing what was there.
@@ -26,7 +35,19 @@ pub trait SessionStore: Send + Sync + 'static {
         key: &str,
         idle: Duration,
         touch_interval: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read_and_touch(key, idle, touch_interval).await?.map(|read| read.value))
+    }
+
+    /// [`SessionStore::get_and_touch`], also answering how long the key has left to live after
+    /// the read, as the store counted it: the node cache keeps a session no longer than that
+    /// (less the margin that makes the next read push the expiry back, see `NodeCache`).
+    async fn read_and_touch(
+        &self,
+        key: &str,
+        idle: Duration,
+        touch_interval: Duration,
+    ) -> Result<Option<Read>, StoreError>;
 
     /// Replaces `key` only if it still exists (a session ended meanwhile stays ended); returns
     /// whether it did.

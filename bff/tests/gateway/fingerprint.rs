@@ -52,6 +52,7 @@ async fn operators_see_what_must_agree_and_no_secret() {
         "session.cookie_name",
         "session.same_site",
         "session.idle_timeout",
+        "session.touch_interval",
         "session.absolute_lifetime",
         "account_prefix",
         "public_url",
@@ -60,6 +61,7 @@ async fn operators_see_what_must_agree_and_no_secret() {
         setting(&one, name);
     }
     assert_eq!(setting(&one, "session.idle_timeout")["value"], "20m");
+    assert_eq!(setting(&one, "session.touch_interval")["value"], "1m");
     assert_eq!(setting(&one, "oidc.client_secret")["secret"], true);
     let text = one.to_string();
     assert!(!text.contains("bff-secret") && !text.contains(KEK) && !text.contains(TOKEN), "a secret in {text}");

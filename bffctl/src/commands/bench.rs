@@ -25,6 +25,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             open_loop: false,
             baseline_binary: args.baseline.clone(),
             session_counts: vec![1, 50],
+            session_access: vec![bench::Access::Uniform, bench::Access::Zipf],
         }
     } else {
         BenchOptions {
@@ -36,6 +37,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             open_loop: !args.no_open_loop,
             baseline_binary: args.baseline.clone(),
             session_counts: args.sessions.0.clone(),
+            session_access: args.access.iter().map(|&a| a.into()).collect(),
         }
     };
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
@@ -132,28 +134,42 @@ fn print(report: &BenchReport) {
         let mut curve = Table::new();
         curve.load_preset(UTF8_FULL_CONDENSED).set_header([
             "active sessions",
+            "access",
             "requests/s",
+            "vs 1 session",
+            "p50 ms",
             "p99 ms",
             "CPU µs/req",
             "node-cache hits",
+            "cache MB",
             "redis cmd/req",
+            "redis reads/req",
             "redis writes/req",
         ]);
         for p in &report.sessions_curve {
+            // The bars compare every point with one session (uniform: the same cache entry).
+            let one = report.sessions_curve.iter().find(|o| o.sessions == 1);
             curve.add_row(vec![
                 p.sessions.to_string(),
+                p.access.to_string(),
                 format!("{:.0}", p.requests_per_s),
+                one.map(|o| format!("{:.2}×", p.requests_per_s / o.requests_per_s.max(1.0)))
+                    .unwrap_or_else(|| "-".into()),
+                format!("{:.2}", p.p50_ms),
                 format!("{:.2}", p.p99_ms),
                 p.cpu_us_per_request.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
                 p.cache_hit_ratio.map(|v| format!("{:.0} %", v * 100.0)).unwrap_or_else(|| "-".into()),
+                p.cache_mb.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
                 format!("{:.2}", p.redis_commands_per_request),
+                format!("{:.3}", p.redis_reads_per_request),
                 format!("{:.3}", p.redis_writes_per_request),
             ]);
         }
-        println!("bff-auth-redis against active sessions (requests spread uniformly):\n{curve}");
+        println!("bff-auth-redis against active sessions (node cache on, default memory budget):\n{curve}");
         println!(
-            "redis memory per 100k sessions: {} · logins/s while making them: {}",
+            "redis memory per 100k sessions: {} · logins/s while making the first {}: {}",
             opt(report.redis_mb_per_100k_sessions, " MB"),
+            harness::bench::SESSIONS_BY_LOGIN,
             opt(report.logins_per_s, ""),
         );
     }

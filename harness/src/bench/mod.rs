@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use loadgen::{LoadResult, Target};
+/// How many of the curve's sessions are made by full logins (the rest by `bff seed-sessions`).
+pub const SESSIONS_BY_LOGIN: usize = sessions::LOGINS;
 
 use crate::client::VirtualUser;
 use crate::issuer::MockIssuer;
@@ -40,25 +42,54 @@ pub struct BenchOptions {
     /// Another `bff` binary (say, the build before a change) measured in the same rounds, as
     /// configurations named `…@baseline`.
     pub baseline_binary: Option<PathBuf>,
-    /// Active session counts for the curve of cost against sessions (each made by a full
-    /// login); empty skips it.
+    /// Active session counts for the curve of cost against sessions (the first
+    /// [`sessions::LOGINS`] made by full logins, the rest by `bff seed-sessions`); empty skips it.
     pub session_counts: Vec<usize>,
+    /// How the curve's requests pick their session: one curve per pattern.
+    pub session_access: Vec<Access>,
+}
+
+/// How the requests of a point of the sessions curve pick their session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Every session equally often: the worst case for a cache.
+    Uniform,
+    /// The k-th most used session asked in proportion to 1/k (Zipf, s = 1), as real traffic
+    /// is skewed towards few users.
+    Zipf,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Uniform => "uniform",
+            Access::Zipf => "zipf",
+        })
+    }
 }
 
 /// One point of the curve of cost against active sessions: `bff-auth-redis` (node cache on,
-/// default capacity) with its requests spread uniformly over `sessions` sessions.
+/// default memory budget) with its requests spread over `sessions` sessions as `access` says.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionPoint {
     pub sessions: usize,
+    pub access: Access,
     pub runs: Vec<LoadResult>,
     pub requests_per_s: f64,
+    pub p50_ms: f64,
     pub p99_ms: f64,
     pub cpu_us_per_request: Option<f64>,
     /// Share of session reads the node cache answered (its hit and miss counters).
     pub cache_hit_ratio: Option<f64>,
     pub redis_commands_per_request: f64,
+    /// Session reads that reached Redis (`EVALSHA` of the read script) per request.
+    pub redis_reads_per_request: f64,
     /// Redis commands that changed data (AOF, replicas) per request.
     pub redis_writes_per_request: f64,
+    /// The node cache's estimated memory and entries after the point's runs.
+    pub cache_mb: Option<f64>,
+    pub cache_entries: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,11 +181,17 @@ struct RedisCalls {
     sent: u64,
     /// Commands that change data (what reaches the AOF and the replicas), scripts' included.
     writes: u64,
+    /// Session reads: `EVALSHA` (the gateway runs its read script so; its other scripts by `EVAL`).
+    reads: u64,
 }
 
 impl RedisCalls {
     fn since(self, before: RedisCalls) -> RedisCalls {
-        RedisCalls { sent: self.sent.saturating_sub(before.sent), writes: self.writes.saturating_sub(before.writes) }
+        RedisCalls {
+            sent: self.sent.saturating_sub(before.sent),
+            writes: self.writes.saturating_sub(before.writes),
+            reads: self.reads.saturating_sub(before.reads),
+        }
     }
 }
 
@@ -173,27 +210,40 @@ async fn redis_total_calls(port: u16) -> RedisCalls {
         if WRITES.contains(&name) {
             calls.writes += n;
         }
+        if name == "evalsha" {
+            calls.reads += n;
+        }
     }
     calls
 }
 
-fn bff_env(
-    builder: crate::process::BffProcessBuilder,
-    issuer: &MockIssuer,
-    upstream: &str,
-) -> crate::process::BffProcessBuilder {
+/// The environment of every gateway the benchmark starts (and of `bff seed-sessions`, which
+/// must seal as they do), but for its store and URL.
+fn node_env(issuer: &MockIssuer, upstream: &str) -> Vec<(&'static str, String)> {
     let routes = format!(
         r#"[{{ path = "/api/", upstreams = ["{upstream}"], auth = "required" }}, {{ path = "/public/", upstreams = ["{upstream}"], auth = "none" }}]"#
     );
-    builder
-        .env("BFF_OIDC_AUTHORITY", issuer.url())
-        .env("BFF_OIDC_CLIENT_ID", crate::cluster::CLIENT_ID)
-        .env("BFF_OIDC_CLIENT_SECRET", crate::cluster::CLIENT_SECRET)
-        .env("BFF_KEY_ENCRYPTION_KEY", crate::cluster::KEY_ENCRYPTION_KEY)
-        .env("BFF_ROUTES", routes)
-        .env("BFF_LOG_LEVEL", "warn")
+    vec![
+        ("BFF_OIDC_AUTHORITY", issuer.url().to_string()),
+        ("BFF_OIDC_CLIENT_ID", crate::cluster::CLIENT_ID.into()),
+        ("BFF_OIDC_CLIENT_SECRET", crate::cluster::CLIENT_SECRET.into()),
+        ("BFF_KEY_ENCRYPTION_KEY", crate::cluster::KEY_ENCRYPTION_KEY.into()),
+        ("BFF_ROUTES", routes),
+        ("BFF_LOG_LEVEL", "warn".into()),
         // Opens `/metrics` (operators only) for the node cache's counts.
-        .env("BFF_OPS_TOKEN", BENCH_OPS_TOKEN)
+        ("BFF_OPS_TOKEN", BENCH_OPS_TOKEN.into()),
+    ]
+}
+
+fn bff_env(
+    mut builder: crate::process::BffProcessBuilder,
+    issuer: &MockIssuer,
+    upstream: &str,
+) -> crate::process::BffProcessBuilder {
+    for (key, value) in node_env(issuer, upstream) {
+        builder = builder.env(key, value);
+    }
+    builder
 }
 
 /// Starts a gateway with the benchmark's routes and `env` on a free port; returns it and its URL.
@@ -417,7 +467,14 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
 
     let mut curve = SessionsCurve::default();
     if !options.session_counts.is_empty() {
-        curve = sessions_curve(options, &redis, &redis_url, bff_redis.pid(), progress).await?;
+        let seeding = sessions::Seeding {
+            binary: &options.bff_binary,
+            env: node_env(&issuer, &up_url)
+                .into_iter()
+                .chain([("BFF_REDIS_URL", redis.url()), ("BFF_PUBLIC_URL", redis_url.clone())])
+                .collect(),
+        };
+        curve = sessions_curve(options, &redis, &redis_url, bff_redis.pid(), &seeding, progress).await?;
     }
 
     progress("bytes per session in redis");
@@ -523,25 +580,30 @@ async fn redis_used_memory(port: u16) -> Option<f64> {
 /// The `ops_token` of the nodes a benchmark starts: `/metrics` answers only with it.
 const BENCH_OPS_TOKEN: &str = "ops-token-of-the-benchmark";
 
-/// The node cache's hit and miss counts, from the node's `/metrics`.
-async fn cache_counts(base: &str) -> Option<(f64, f64)> {
+/// The node cache's hit and miss counts, and its memory (bytes) and entries, from the node's
+/// `/metrics`.
+async fn cache_counts(base: &str) -> Option<((f64, f64), (Option<f64>, Option<f64>))> {
     let response =
         reqwest::Client::new().get(format!("{base}/metrics")).bearer_auth(BENCH_OPS_TOKEN).send().await.ok()?;
     let text = response.text().await.ok()?;
-    let count = |result: &str| {
-        let prefix = format!("bff_session_cache_total{{result=\"{result}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse::<f64>().ok())
-    };
-    Some((count("hit").unwrap_or(0.0), count("miss").unwrap_or(0.0)))
+    let value =
+        |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse::<f64>().ok());
+    let count = |result: &str| value(&format!("bff_session_cache_total{{result=\"{result}\"}} "));
+    Some((
+        (count("hit").unwrap_or(0.0), count("miss").unwrap_or(0.0)),
+        (value("bff_session_cache_bytes "), value("bff_session_cache_entries ")),
+    ))
 }
 
 /// Requests/s and CPU per request of `bff-auth-redis` against the number of sessions its
-/// requests are spread over (each count reached by more logins), and Redis memory per session.
+/// requests are spread over (each count reached by more sessions), for each access pattern, and
+/// Redis memory per session.
 async fn sessions_curve(
     options: &BenchOptions,
     redis: &RedisProcess,
     base: &str,
     pid: Option<u32>,
+    seeding: &sessions::Seeding<'_>,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<SessionsCurve, BenchError> {
     let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
@@ -549,57 +611,37 @@ async fn sessions_curve(
     counts.sort_unstable();
     let memory_before = redis_used_memory(redis.port()).await;
     let mut cookies: Vec<String> = Vec::new();
-    let mut login_time = Duration::ZERO;
+    let (mut login_time, mut logins) = (Duration::ZERO, 0usize);
     let mut curve = SessionsCurve::default();
     for count in counts {
-        if cookies.len() < count {
-            let more = count - cookies.len();
+        if cookies.len() < count.min(sessions::LOGINS) {
+            let more = count.min(sessions::LOGINS) - cookies.len();
             let started = Instant::now();
             let made = sessions::log_in_many(base, more, 64, &|done| {
                 progress(&format!("sessions: {done}/{more} logins towards {count}"))
             })
             .await?;
             login_time += started.elapsed();
+            logins += made.len();
             cookies.extend(made);
         }
-        let script =
-            sessions::wrk_script(dir.path(), &cookies[..count]).map_err(|e| fail("wrk script")(e.to_string()))?;
-        let target = Target { url: format!("{base}/api/data"), headers: Vec::new(), script: Some(script) };
-        let mut runs = Vec::new();
-        let (mut redis_calls, mut requests) = (RedisCalls::default(), 0u64);
-        let cache_before = cache_counts(base).await;
-        for round in 0..options.rounds {
-            progress(&format!("sessions: {count} active, round {}/{}", round + 1, options.rounds));
-            let calls_before = redis_total_calls(redis.port()).await;
-            let cpu_before = pid.and_then(cpu::tree_seconds);
-            let mut result = loadgen::wrk(&target, options.connections, options.duration)
-                .await
-                .map_err(|e| BenchError(e.to_string()))?;
-            if let (Some(before), Some(after)) = (cpu_before, pid.and_then(cpu::tree_seconds)) {
-                result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
-            }
-            let calls = redis_total_calls(redis.port()).await.since(calls_before);
-            redis_calls.sent += calls.sent;
-            redis_calls.writes += calls.writes;
-            requests += result.requests;
-            runs.push(result);
+        if cookies.len() < count {
+            let more = count - cookies.len();
+            progress(&format!("sessions: sealing and storing {more} more with bff seed-sessions"));
+            cookies.extend(seeding.seed(more, dir.path()).await?);
         }
-        let cache_after = cache_counts(base).await;
-        let cache_hit_ratio = cache_before.zip(cache_after).and_then(|((h0, m0), (h1, m1))| {
-            let (hits, misses) = (h1 - h0, m1 - m0);
-            (hits + misses > 0.0).then(|| hits / (hits + misses))
-        });
-        let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
-        curve.points.push(SessionPoint {
-            sessions: count,
-            requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
-            p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
-            cpu_us_per_request: (!cpu.is_empty()).then(|| median(cpu)),
-            cache_hit_ratio,
-            redis_commands_per_request: redis_calls.sent as f64 / requests.max(1) as f64,
-            redis_writes_per_request: redis_calls.writes as f64 / requests.max(1) as f64,
-            runs,
-        });
+        if count > 1 {
+            warm_up(options, base, &cookies[..count], dir.path(), progress).await?;
+        }
+        for (i, &access) in options.session_access.iter().enumerate() {
+            // With one session every pattern asks the same one: measured once.
+            if count == 1 && i > 0 {
+                continue;
+            }
+            curve
+                .points
+                .push(session_point(options, redis, base, pid, &cookies[..count], access, dir.path(), progress).await?);
+        }
     }
     let memory_after = redis_used_memory(redis.port()).await;
     if let (Some(before), Some(after)) = (memory_before, memory_after)
@@ -608,7 +650,90 @@ async fn sessions_curve(
         curve.redis_mb_per_100k = Some((after - before) / cookies.len() as f64 * 100_000.0 / 1e6);
     }
     if !login_time.is_zero() {
-        curve.logins_per_s = Some(cookies.len() as f64 / login_time.as_secs_f64());
+        curve.logins_per_s = Some(logins as f64 / login_time.as_secs_f64());
     }
     Ok(curve)
+}
+
+/// Asks every session once in turn, unmeasured, so that a point measures the steady state of a
+/// deployment whose sessions are in use (the node cache holds what fits in its budget) rather
+/// than the first read of each: a run of at least `options.duration`, longer for many sessions
+/// (at 8,000 requests/s, a cold cache's pace on this kind of machine), at most two minutes.
+async fn warm_up(
+    options: &BenchOptions,
+    base: &str,
+    cookies: &[String],
+    dir: &std::path::Path,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(), BenchError> {
+    let seconds = (cookies.len() as u64 / 8000).clamp(options.duration.as_secs(), 120);
+    progress(&format!("sessions: {} active, warming up for {seconds} s (every session asked in turn)", cookies.len()));
+    let script =
+        sessions::wrk_script(dir, cookies, sessions::Pick::InTurn).map_err(|e| fail("wrk script")(e.to_string()))?;
+    let target = Target { url: format!("{base}/api/data"), headers: Vec::new(), script: Some(script) };
+    loadgen::wrk(&target, options.connections, Duration::from_secs(seconds))
+        .await
+        .map_err(|e| BenchError(e.to_string()))?;
+    Ok(())
+}
+
+/// One point of the curve: `options.rounds` wrk runs over `cookies`, picked as `access` says.
+#[allow(clippy::too_many_arguments)]
+async fn session_point(
+    options: &BenchOptions,
+    redis: &RedisProcess,
+    base: &str,
+    pid: Option<u32>,
+    cookies: &[String],
+    access: Access,
+    dir: &std::path::Path,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<SessionPoint, BenchError> {
+    let count = cookies.len();
+    let script = sessions::wrk_script(dir, cookies, sessions::Pick::As(access))
+        .map_err(|e| fail("wrk script")(e.to_string()))?;
+    let target = Target { url: format!("{base}/api/data"), headers: Vec::new(), script: Some(script) };
+    let mut runs = Vec::new();
+    let (mut redis_calls, mut requests) = (RedisCalls::default(), 0u64);
+    let cache_before = cache_counts(base).await;
+    for round in 0..options.rounds {
+        progress(&format!("sessions: {count} active ({access}), round {}/{}", round + 1, options.rounds));
+        let calls_before = redis_total_calls(redis.port()).await;
+        let cpu_before = pid.and_then(cpu::tree_seconds);
+        let mut result = loadgen::wrk(&target, options.connections, options.duration)
+            .await
+            .map_err(|e| BenchError(e.to_string()))?;
+        if let (Some(before), Some(after)) = (cpu_before, pid.and_then(cpu::tree_seconds)) {
+            result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
+        }
+        let calls = redis_total_calls(redis.port()).await.since(calls_before);
+        redis_calls.sent += calls.sent;
+        redis_calls.writes += calls.writes;
+        redis_calls.reads += calls.reads;
+        requests += result.requests;
+        runs.push(result);
+    }
+    let cache_after = cache_counts(base).await;
+    let cache_hit_ratio = cache_before.zip(cache_after).and_then(|(((h0, m0), _), ((h1, m1), _))| {
+        let (hits, misses) = (h1 - h0, m1 - m0);
+        (hits + misses > 0.0).then(|| hits / (hits + misses))
+    });
+    let (cache_bytes, cache_entries) = cache_after.map(|(_, size)| size).unwrap_or_default();
+    let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
+    let per_request = |n: u64| n as f64 / requests.max(1) as f64;
+    Ok(SessionPoint {
+        sessions: count,
+        access,
+        requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
+        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
+        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+        cpu_us_per_request: (!cpu.is_empty()).then(|| median(cpu)),
+        cache_hit_ratio,
+        redis_commands_per_request: per_request(redis_calls.sent),
+        redis_reads_per_request: per_request(redis_calls.reads),
+        redis_writes_per_request: per_request(redis_calls.writes),
+        cache_mb: cache_bytes.map(|b| b / 1e6),
+        cache_entries,
+        runs,
+    })
 }

@@ -1,6 +1,7 @@
 //! The benchmark's curves as one SVG (`bffctl bench --plot`), so the shape shows without reading
 //! the JSON: requests/s and CPU time per request of `bff-auth-redis` against the number of
-//! active sessions (log scale), with nginx's CPU per request as the reference line.
+//! active sessions (log scale), with nginx's CPU per request as the reference line. The uniform
+//! curve is drawn; a Zipf curve, when measured, is drawn dashed next to it.
 
 use plotters::prelude::*;
 
@@ -8,13 +9,21 @@ use super::BenchReport;
 
 /// The SVG, or why there is nothing to draw.
 pub fn svg(report: &BenchReport) -> Result<String, String> {
-    let points = &report.sessions_curve;
+    let uniform: Vec<_> =
+        report.sessions_curve.iter().filter(|p| p.access == super::Access::Uniform).cloned().collect();
+    let zipf: Vec<(f64, f64)> = report
+        .sessions_curve
+        .iter()
+        .filter(|p| p.access == super::Access::Zipf)
+        .map(|p| (p.sessions as f64, p.requests_per_s))
+        .collect();
+    let points = if uniform.is_empty() { &report.sessions_curve } else { &uniform };
     if points.is_empty() {
         return Err("no curve against sessions in this report (run without --sessions \"\")".into());
     }
     let nginx_cpu = report.configs.iter().find(|c| c.name == "nginx").and_then(|c| c.cpu_us_per_request);
     let max_sessions = points.iter().map(|p| p.sessions).max().unwrap_or(1).max(10) as f64 * 2.0;
-    let top_rps = points.iter().map(|p| p.requests_per_s).fold(1.0, f64::max) * 1.15;
+    let top_rps = points.iter().map(|p| p.requests_per_s).chain(zipf.iter().map(|z| z.1)).fold(1.0, f64::max) * 1.15;
     let top_cpu = points.iter().filter_map(|p| p.cpu_us_per_request).chain(nginx_cpu).fold(1.0, f64::max) * 1.15;
     let mut svg = String::new();
     {
@@ -33,6 +42,9 @@ pub fn svg(report: &BenchReport) -> Result<String, String> {
             rps.draw_series(
                 points.iter().map(|p| Circle::new((p.sessions as f64, p.requests_per_s), 4, BLUE.filled())),
             )?;
+            if !zipf.is_empty() {
+                rps.draw_series(DashedLineSeries::new(zipf.iter().copied(), 6, 4, BLUE.into()))?;
+            }
 
             let mut cpu = ChartBuilder::on(&panels[1])
                 .caption("CPU time per request (µs), nginx as the dashed reference", ("sans-serif", 18))

@@ -1,17 +1,52 @@
-//! Many active sessions, for the curve of cost against sessions: each one made by a full login
-//! as a browser makes it (the gateway's login redirect, the mock issuer's authorize, the
-//! callback and its code exchange), many at a time over one pooled HTTP client, cookies carried
-//! by hand. Nothing is written into Redis behind the gateway's back and the gateway has no
-//! endpoint for it: every session is sealed by the gateway under its key ring, like any other.
-//! Then `wrk` spreads its requests uniformly over the sessions with a Lua script that picks a
-//! cookie per request from a file.
+//! Many active sessions, for the curve of cost against sessions. The first [`LOGINS`] are each
+//! made by a full login as a browser makes it (the gateway's login redirect, the mock issuer's
+//! authorize, the callback and its code exchange), many at a time over one pooled HTTP client,
+//! cookies carried by hand. The rest, up to a million, would take longer to log in than to
+//! measure: `bff seed-sessions` (the gateway binary under test, configured as its nodes are)
+//! seals and stores them with the gateway's own code, as a login would. Nothing is written into
+//! Redis by this crate, and it knows nothing of the record format.
+//! Then `wrk` spreads its requests over the sessions with a Lua script that picks a cookie per
+//! request from a file: uniformly, or by a Zipf distribution (s = 1).
 
 use std::io::Write;
 use std::path::Path;
 
 use futures::StreamExt;
 
-use super::BenchError;
+use super::{Access, BenchError};
+
+/// Sessions made by full logins before the rest are seeded.
+pub const LOGINS: usize = 1000;
+
+/// How to run `bff seed-sessions` as the benchmark's nodes are configured.
+pub struct Seeding<'a> {
+    pub binary: &'a Path,
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Seeding<'_> {
+    /// `count` more sessions, sealed and stored by the gateway binary; their cookies.
+    pub async fn seed(&self, count: usize, dir: &Path) -> Result<Vec<String>, BenchError> {
+        let out = dir.join("seeded-cookies.txt");
+        let mut cmd = tokio::process::Command::new(self.binary);
+        cmd.arg("seed-sessions").arg("--count").arg(count.to_string()).arg("--out").arg(&out);
+        cmd.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        let done = cmd.output().await.map_err(|e| BenchError(format!("bff seed-sessions: {e}")))?;
+        if !done.status.success() {
+            return Err(BenchError(format!(
+                "bff seed-sessions exited with {}: {}",
+                done.status,
+                String::from_utf8_lossy(&done.stderr).lines().last().unwrap_or_default()
+            )));
+        }
+        let text = std::fs::read_to_string(&out).map_err(|e| BenchError(format!("seeded cookies: {e}")))?;
+        let cookies: Vec<String> = text.lines().map(str::to_owned).collect();
+        if cookies.len() != count {
+            return Err(BenchError(format!("bff seed-sessions wrote {} cookies of {count}", cookies.len())));
+        }
+        Ok(cookies)
+    }
+}
 
 /// The `name=value` of every `Set-Cookie` in `response`.
 fn set_cookies(response: &reqwest::Response) -> impl Iterator<Item = String> + '_ {
@@ -82,21 +117,66 @@ pub async fn log_in_many(
     Ok(cookies)
 }
 
+/// How a wrk script picks the cookie of each request.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick {
+    /// As a curve's requests do.
+    As(Access),
+    /// Each thread walks the list in turn from its own start: every session asked once in the
+    /// first `len` requests (a warm-up).
+    InTurn,
+}
+
+/// The Lua that sets up the picking (after `cookies` is read) and the expression that picks.
+fn picking(pick: Pick) -> (&'static str, &'static str) {
+    match pick {
+        Pick::As(Access::Uniform) => ("", "cookies[math.random(#cookies)]"),
+        // Draws made once per thread at start (cumulative weights of 1/k, a binary search for
+        // each uniform draw), then one picked at random per request: a request costs the load
+        // generator what a uniform pick costs, so that the two curves differ only in the gateway.
+        Pick::As(Access::Zipf) => (
+            r#"local cumulative, total = {}, 0
+for k = 1, #cookies do total = total + 1 / k; cumulative[k] = total end
+local draws = {}
+for i = 1, 1048576 do
+  local u, lo, hi = math.random() * total, 1, #cookies
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cumulative[mid] < u then lo = mid + 1 else hi = mid end
+  end
+  draws[i] = cookies[lo]
+end
+cumulative = nil"#,
+            "draws[math.random(#draws)]",
+        ),
+        Pick::InTurn => (
+            r#"local turn = 0
+local function in_turn()
+  turn = turn + 1
+  return cookies[((turn + start) % #cookies) + 1]
+end"#,
+            "in_turn()",
+        ),
+    }
+}
+
 /// Writes the cookies one a line and a wrk script that sends each request with one of them,
-/// picked uniformly at random; returns the script's path.
-pub fn wrk_script(dir: &Path, cookies: &[String]) -> std::io::Result<std::path::PathBuf> {
+/// picked as `pick` says; returns the script's path.
+pub fn wrk_script(dir: &Path, cookies: &[String], pick: Pick) -> std::io::Result<std::path::PathBuf> {
     let list = dir.join("cookies.txt");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&list)?);
     for cookie in cookies {
         writeln!(file, "{cookie}")?;
     }
     file.flush()?;
+    let (setup, expression) = picking(pick);
     let script = dir.join("sessions.lua");
     std::fs::write(
         &script,
         format!(
             r#"local cookies = {{}}
-for line in io.lines("{}") do cookies[#cookies + 1] = line end
+for line in io.lines("{list}") do cookies[#cookies + 1] = line end
+{setup}
 local thread_seed = 0
 function setup(thread)
   thread_seed = thread_seed + 1
@@ -104,12 +184,13 @@ function setup(thread)
 end
 function init(args)
   math.randomseed(os.time() * 1000 + seed)
+  start = math.floor(#cookies * (seed - 1) / 2)
 end
 function request()
-  return wrk.format("GET", nil, {{ ["Cookie"] = cookies[math.random(#cookies)], ["X-CSRF"] = "1" }})
+  return wrk.format("GET", nil, {{ ["Cookie"] = {expression}, ["X-CSRF"] = "1" }})
 end
 "#,
-            list.display()
+            list = list.display()
         ),
     )?;
     Ok(script)
