@@ -91,6 +91,9 @@ impl ProcessBackend {
                         .map_err(|e| ClusterError::failed("redis sentinel", e))?,
                 ),
             ),
+            (StoreKind::Redis, RedisTopology::Cluster) => {
+                return Err(ClusterError::Unavailable("--redis cluster on processes: not yet".into()));
+            }
             (StoreKind::Memory, _) => (None, None),
         };
         let mut redis_links = Vec::new();

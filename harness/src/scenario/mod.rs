@@ -19,8 +19,8 @@ pub use history::{Invariant, check_history};
 pub use html::html;
 pub use matrix::{Cell, Matrix};
 pub use model::{
-    Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError, Step,
-    Thresholds, Verdict, Via,
+    Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError,
+    ShardSelector, Step, Thresholds, Verdict, Via,
 };
 pub use remote::{DEFAULT_READY_TIMEOUT, Deployment, needs_own_cluster};
 pub use report::{FailureGroup, FaultWindow, NodeLog, Outcome, Record, Row, RunReport, junit};
