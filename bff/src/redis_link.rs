@@ -30,12 +30,20 @@
 //! name a master that answers, commands fail with `Unavailable` (a 503), and the next command
 //! after that finds the new master by itself.
 //!
-//! `rediss://` (and `rediss+sentinel://`) is TLS through rustls (redis-rs's `tokio-rustls-comp`),
+//! With Redis Cluster ([`RedisTarget::Cluster`], `redis+cluster://`) the commands go through
+//! redis-rs's cluster client, which follows the slot map, `MOVED`, `ASK` and `TRYAGAIN` by itself
+//! (see `cluster` for how one-time commands keep the [`Retry`] discipline there).
+//! [`RedisLink::server_id`] then names every primary at once, so that a failover or a restart of
+//! any shard's primary changes it, and a command that finds its connection gone still moves
+//! [`RedisLink::reconnects`].
+//!
+//! `rediss://` (and `rediss+sentinel://`, `rediss+cluster://`) is TLS through rustls (redis-rs's `tokio-rustls-comp`),
 //! verified against the system's roots or the CA of `redis_ca_file`. A server whose certificate
 //! does not verify (with Sentinel: when no sentinel's does) is a configuration error, not an
 //! outage: [`RedisLink::check_tls`] finds it at start-up, and the node exits as for any bad
 //! setting instead of waiting for a Redis that will never do.
 
+mod cluster;
 mod confirmed_writes;
 mod lua_script;
 mod sentinels;
@@ -77,21 +85,80 @@ enum Locator {
     /// Whatever server the sentinels name as master (within what they are trusted with), asked
     /// again after a failure.
     Sentinel(Sentinels),
+    /// Every primary of a Redis Cluster, through the cluster client.
+    Cluster(cluster::ClusterSeeds),
 }
 
 /// The connection in use, with the server it goes to.
 struct Current {
-    manager: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
     address: String,
-    /// Connections of their own for writes that wait for replicas, to this server.
-    confirmed_writes: ConfirmedWrites,
+}
+
+enum Conn {
+    /// One server (direct, or the master the sentinels name).
+    Single {
+        manager: ConnectionManager,
+        client: redis::Client,
+        /// Connections of their own for writes that wait for replicas, to this server.
+        confirmed_writes: ConfirmedWrites,
+    },
+    Cluster(cluster::ClusterConns),
 }
 
 impl Current {
     fn new(manager: ConnectionManager, client: redis::Client, address: String, timeout: Duration) -> Self {
         let confirmed_writes = ConfirmedWrites::new(client.clone(), timeout);
-        Current { manager, client, address, confirmed_writes }
+        Current { conn: Conn::Single { manager, client, confirmed_writes }, address }
+    }
+
+    /// Sends one command (with a cluster, a one-time command on the connection that retries
+    /// nothing, sent again only when the cluster refused it, within `bound`).
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        retry: Retry,
+        bound: Duration,
+    ) -> redis::RedisResult<T> {
+        match &self.conn {
+            Conn::Single { manager, .. } => cmd.query_async(&mut manager.clone()).await,
+            Conn::Cluster(conns) if retry == Retry::Never => {
+                cluster::once_until_accepted(bound, || async { cmd.query_async(&mut conns.once.clone()).await }).await
+            }
+            Conn::Cluster(conns) => cmd.query_async(&mut conns.safe.clone()).await,
+        }
+    }
+
+    /// Sends a pipeline (with a cluster: every command in it on one slot), as [`Current::query`].
+    async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        retry: Retry,
+        bound: Duration,
+    ) -> redis::RedisResult<T> {
+        match &self.conn {
+            Conn::Single { manager, .. } => pipe.query_async(&mut manager.clone()).await,
+            Conn::Cluster(conns) if retry == Retry::Never => {
+                cluster::once_until_accepted(bound, || async { pipe.query_async(&mut conns.once.clone()).await }).await
+            }
+            Conn::Cluster(conns) => pipe.query_async(&mut conns.safe.clone()).await,
+        }
+    }
+
+    /// A write and its `WAIT`, on connections that carry nothing else meanwhile.
+    async fn confirmed<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        retry: Retry,
+        bound: Duration,
+    ) -> redis::RedisResult<T> {
+        match &self.conn {
+            Conn::Single { confirmed_writes, .. } => confirmed_writes.send(pipe).await,
+            Conn::Cluster(conns) if retry == Retry::Never => {
+                cluster::once_until_accepted(bound, || async { pipe.query_async(&mut conns.once.clone()).await }).await
+            }
+            Conn::Cluster(conns) => pipe.query_async(&mut conns.confirmed.clone()).await,
+        }
     }
 }
 
@@ -154,6 +221,9 @@ impl RedisLink {
                 trust,
                 timeout,
             )?),
+            RedisTarget::Cluster { seeds, .. } => {
+                Locator::Cluster(cluster::ClusterSeeds::new(&seeds, ca_pem, timeout)?)
+            }
         };
         Ok(Arc::new(RedisLink {
             locator,
@@ -216,11 +286,13 @@ impl RedisLink {
         let servers: &[redis::Client] = match &self.locator {
             Locator::Direct(client) => std::slice::from_ref(client),
             Locator::Sentinel(sentinels) => sentinels.clients(),
+            Locator::Cluster(seeds) => &seeds.seeds,
         };
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        // With Sentinel, one sentinel whose certificate verifies is enough to start.
+        // With Sentinel (a cluster), one sentinel (seed node) whose certificate verifies is
+        // enough to start.
         let mut refused = None;
         for client in servers {
             if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. }) {
@@ -241,18 +313,29 @@ impl RedisLink {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The server to talk to now: the fixed one, or the master the sentinels name.
+    /// The server to talk to now: the fixed one, or the master the sentinels name (with a
+    /// cluster: the first seed node, for a lone connection).
     async fn locate(&self) -> redis::RedisResult<redis::Client> {
         match &self.locator {
             Locator::Direct(client) => Ok(client.clone()),
             Locator::Sentinel(sentinels) => {
                 tokio::time::timeout(self.timeout, sentinels.master()).await.map_err(|_| timed_out())?
             }
+            Locator::Cluster(seeds) => seeds
+                .seeds
+                .first()
+                .cloned()
+                .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no seed node"))),
         }
     }
 
-    /// A connection to the server [`RedisLink::locate`] names.
+    /// A connection to the server [`RedisLink::locate`] names (with a cluster, to every
+    /// primary, through the seed nodes).
     async fn open(&self) -> redis::RedisResult<Current> {
+        if let Locator::Cluster(seeds) = &self.locator {
+            let conns = tokio::time::timeout(self.timeout, seeds.connect()).await.map_err(|_| timed_out())??;
+            return Ok(Current { conn: Conn::Cluster(conns), address: "redis cluster".into() });
+        }
         let client = self.locate().await?;
         let manager = ConnectionManager::new_with_config(client.clone(), self.manager_config()).await?;
         let address = client.get_connection_info().addr().to_string();
@@ -263,7 +346,7 @@ impl RedisLink {
     /// moved. Commands that failed together (`seen` = the lookup count before they ran) share
     /// one lookup. Without Sentinel: nothing (the manager reconnects to its one address).
     async fn follow_master(&self, seen: u64) {
-        if matches!(self.locator, Locator::Direct(_)) {
+        if !self.is_sentinel() {
             return;
         }
         let _one_at_a_time = self.connecting.lock().await;
@@ -302,14 +385,54 @@ impl RedisLink {
         self.lookups.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A client of the server to subscribe on (pub/sub needs a connection of its own): with
-    /// Sentinel the master, asked again first, since a subscription breaks when it moves.
-    pub async fn pubsub_client(&self) -> Result<redis::Client, StoreError> {
+    /// With a cluster: opens new connections to the cluster (through the seed nodes) in place
+    /// of the ones in use. Commands that failed together (`seen` = the lookup count before they
+    /// ran) share one.
+    async fn renew_cluster(&self, seen: u64) {
+        let Locator::Cluster(seeds) = &self.locator else { return };
+        let _one_at_a_time = self.connecting.lock().await;
+        if self.lookups.load(Ordering::Acquire) != seen {
+            return;
+        }
+        match tokio::time::timeout(self.timeout, seeds.connect()).await {
+            Ok(Ok(conns)) => {
+                tracing::warn!("redis cluster: connection lost; connected again through the seed nodes");
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Arc::new(Current { conn: Conn::Cluster(conns), address: "redis cluster".into() }));
+                self.reconnected();
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "redis cluster: no seed node answers yet"),
+            Err(_) => tracing::warn!("redis cluster: no seed node answers yet"),
+        }
+        self.lookups.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A client of the server to subscribe on for `channel` (pub/sub needs a connection of its
+    /// own): with Sentinel the master, asked again first, since a subscription breaks when it
+    /// moves; with a cluster, the primary that serves `channel`'s slot, where the notices on
+    /// `channel` are also published (see [`RedisLink::publish`]).
+    pub async fn pubsub_client(&self, channel: &str) -> Result<redis::Client, StoreError> {
         self.follow_master(self.lookups.load(Ordering::Acquire)).await;
         match self.current() {
-            Some(current) => Ok(current.client.clone()),
-            None => self.locate().await.map_err(StoreError::from),
+            Some(current) => match (&current.conn, &self.locator) {
+                (Conn::Single { client, .. }, _) => Ok(client.clone()),
+                (Conn::Cluster(conns), Locator::Cluster(seeds)) => {
+                    let topology =
+                        tokio::time::timeout(self.timeout, cluster::topology(&mut conns.safe.clone(), channel))
+                            .await
+                            .map_err(|_| StoreError::from(timed_out()))??;
+                    let (host, port) = &topology.notices;
+                    Ok(seeds.client_for(host, *port)?)
+                }
+                (Conn::Cluster(_), _) => Err(StoreError::Unavailable("redis: no cluster".into())),
+            },
+            None => Err(StoreError::Unavailable("not connected to redis yet".into())),
         }
+    }
+
+    /// Whether the link talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.locator, Locator::Cluster(_))
     }
 
     /// The bound on every command.
@@ -356,12 +479,6 @@ impl RedisLink {
         Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into())
     }
 
-    /// A handle on the shared connection (cheap to clone), or `Unavailable` before the first
-    /// connection succeeded.
-    pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        self.connected().map(|current| current.manager.clone())
-    }
-
     fn connected(&self) -> Result<Arc<Current>, StoreError> {
         self.current().ok_or_else(|| StoreError::Unavailable("not connected to redis yet".into()))
     }
@@ -370,7 +487,8 @@ impl RedisLink {
     /// connection dropped runs once more on a fresh one (with Sentinel: on the master the
     /// sentinels name now).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, retry: Retry) -> Result<T, StoreError> {
-        self.attempt(retry, |current| async move { cmd.query_async(&mut current.manager.clone()).await }).await
+        let bound = self.timeout;
+        self.attempt(retry, |current| async move { current.query(cmd, retry, bound).await }).await
     }
 
     /// Runs a [`LuaScript`] call: by its digest, and once more with its body when the server
@@ -380,11 +498,11 @@ impl RedisLink {
         call: &ScriptCall,
         retry: Retry,
     ) -> Result<T, StoreError> {
+        let bound = self.timeout;
         self.attempt(retry, |current| async move {
-            let mut conn = current.manager.clone();
-            match call.by_digest.query_async(&mut conn).await {
+            match current.query(&call.by_digest, retry, bound).await {
                 Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    call.with_body.query_async(&mut conn).await
+                    current.query(&call.with_body, retry, bound).await
                 }
                 answer => answer,
             }
@@ -406,8 +524,44 @@ impl RedisLink {
         let mut pipe = redis::pipe();
         pipe.add_command(cmd.clone());
         pipe.cmd("WAIT").arg(replicas).arg(self.timeout.as_millis() as u64);
-        let pipe = &pipe;
-        self.attempt(retry, |current| async move { current.confirmed_writes.send(pipe).await }).await
+        let (pipe, bound) = (&pipe, self.timeout);
+        self.attempt(retry, |current| async move { current.confirmed(pipe, retry, bound).await }).await
+    }
+
+    /// Publishes `messages` (channel, payload) in one round trip and answers, for each, how many
+    /// subscribers of the server that took it received it. With a cluster, on the node `at`
+    /// (`host:port`) when given, else on the primary of each channel's slot. Retried as
+    /// [`RedisLink::query`] is.
+    pub async fn publish(
+        &self,
+        messages: &[(String, String)],
+        at: Option<&(String, u16)>,
+        retry: Retry,
+    ) -> Result<Vec<usize>, StoreError> {
+        let mut pipe = redis::pipe();
+        for (channel, payload) in messages {
+            pipe.cmd("PUBLISH").arg(channel).arg(payload);
+        }
+        match at {
+            Some((host, port)) if self.is_cluster() => {
+                let (pipe, bound) = (&pipe, self.timeout);
+                let count = messages.len();
+                self.attempt(retry, |current| async move {
+                    let Conn::Cluster(conns) = &current.conn else {
+                        return Err(redis::RedisError::from((redis::ErrorKind::Client, "not a cluster")));
+                    };
+                    let route =
+                        redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port };
+                    let mut conn = if retry == Retry::Never { conns.once.clone() } else { conns.safe.clone() };
+                    let answers = tokio::time::timeout(bound, conn.route_pipeline(pipe.clone(), 0, count, route))
+                        .await
+                        .map_err(|_| timed_out())??;
+                    answers.into_iter().map(|v| Ok(redis::from_redis_value::<usize>(v)?)).collect()
+                })
+                .await
+            }
+            _ => self.pipeline(&pipe, retry).await,
+        }
     }
 
     fn is_sentinel(&self) -> bool {
@@ -420,7 +574,8 @@ impl RedisLink {
         pipe: &redis::Pipeline,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        self.attempt(retry, |current| async move { pipe.query_async(&mut current.manager.clone()).await }).await
+        let bound = self.timeout;
+        self.attempt(retry, |current| async move { current.pipeline(pipe, retry, bound).await }).await
     }
 
     /// One command or pipeline (`send`, to the server the link talks to), and the second
@@ -433,7 +588,12 @@ impl RedisLink {
     {
         let seen = self.lookups.load(Ordering::Acquire);
         let conn = self.connected()?;
-        let first = send(conn.clone()).await;
+        let first = if self.is_cluster() {
+            // The cluster client retries by itself (redirections, reconnects): bounded here.
+            tokio::time::timeout(self.timeout, send(conn.clone())).await.unwrap_or_else(|_| Err(timed_out()))
+        } else {
+            send(conn.clone()).await
+        };
         if let Err(error) = &first {
             // Before anything is sent again: the next connection may reach another server.
             self.note_reconnect(error);
@@ -443,6 +603,16 @@ impl RedisLink {
                 self.report_trouble();
                 self.follow_master(seen).await;
                 if !may_repeat(retry, &error) {
+                    return Err(self.failed(error));
+                }
+                let conn = self.connected()?;
+                self.retry_after(error, send(conn)).await
+            }
+            Err(error) if self.is_cluster() && connection_dropped(&error) => {
+                // The cluster client reconnects to nodes by itself, but a connection whose
+                // driver has ended answers every command so forever: open a new one.
+                self.renew_cluster(seen).await;
+                if retry == Retry::Never {
                     return Err(self.failed(error));
                 }
                 let conn = self.connected()?;
@@ -508,7 +678,25 @@ impl RedisLink {
 
     /// The `run_id` of the server the link talks to now: random at every start of a Redis
     /// process, so a restarted Redis (which may have come back without its data) has another.
-    pub async fn server_id(&self) -> Result<String, StoreError> {
+    /// With a cluster, the `run_id` and role of every primary and the node that carries the
+    /// change notices on `notices` (see [`RedisLink::pubsub_client`]): a failover or a restart
+    /// of any shard's primary changes it.
+    pub async fn server_id(&self, notices: &str) -> Result<String, StoreError> {
+        if let Locator::Cluster(seeds) = &self.locator {
+            let bound = self.timeout;
+            return self
+                .attempt(Retry::Safe, |current| async move {
+                    let Conn::Cluster(conns) = &current.conn else {
+                        return Err(redis::RedisError::from((redis::ErrorKind::Client, "not a cluster")));
+                    };
+                    let ask = async {
+                        let topology = cluster::topology(&mut conns.safe.clone(), notices).await?;
+                        seeds.server_id(&topology, bound).await
+                    };
+                    tokio::time::timeout(bound, ask).await.map_err(|_| timed_out())?
+                })
+                .await;
+        }
         let info: String = self.query(redis::cmd("INFO").arg("server"), Retry::Safe).await?;
         info.lines()
             .find_map(|line| line.strip_prefix("run_id:"))

@@ -1,5 +1,6 @@
-//! One contract for every [`SessionStore`]: the same tests run against the in-memory store and
-//! against Redis (a real `redis-server`). Expiry itself is checked per store below: with a paused
+//! One contract for every [`SessionStore`]: the same tests run against the in-memory store,
+//! against Redis (a real `redis-server`) and against a Redis Cluster of three primaries (real
+//! `redis-server` processes, the slots spread over them). Expiry itself is checked per store below: with a paused
 //! clock for memory, with `TTL` for Redis (whose expiry is Redis's own job).
 
 use std::sync::Arc;
@@ -180,6 +181,13 @@ async fn redis() -> (Arc<dyn SessionStore>, Option<RedisProcess>) {
     (Arc::new(RedisStore::new(link, "contract")), Some(server))
 }
 
+async fn redis_cluster() -> (Arc<dyn SessionStore>, harness::process::RedisCluster) {
+    let cluster = harness::process::RedisCluster::builder().primaries(3).replicas_per_primary(0).run().await.unwrap();
+    let link = RedisLink::new(&cluster.url(), Duration::from_secs(2)).unwrap();
+    link.connect().await;
+    (Arc::new(RedisStore::new(link, "contract")), cluster)
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory_store {
@@ -187,6 +195,9 @@ macro_rules! contract {
         }
         mod redis_store {
             $(#[tokio::test] async fn $case() { let (store, _guard) = super::redis().await; super::$case(store).await; })*
+        }
+        mod redis_cluster_store {
+            $(#[tokio::test] async fn $case() { let (store, _guard) = super::redis_cluster().await; super::$case(store).await; })*
         }
     };
 }

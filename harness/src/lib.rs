@@ -27,6 +27,7 @@ pub mod login_form;
 pub mod open_files;
 pub mod preset;
 pub mod process;
+pub mod redis_cluster_admin;
 pub mod replication;
 pub mod route_header;
 pub mod run_dir;

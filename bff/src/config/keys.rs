@@ -30,7 +30,7 @@ pub const KEYS: &[Key] = &[
         "redis_url",
         "BFF_REDIS_URL",
         None,
-        "redis://host:port[/db] (rediss:// for TLS, rustls), or redis+sentinel://[:password@]host[:port],host[:port],…/master-name[/db] (sentinel port 26379 by default; the password is the master's; rediss+sentinel:// for TLS to sentinels and master); unset = in-memory store, one node only",
+        "redis://host:port[/db] (rediss:// for TLS, rustls), or redis+sentinel://[:password@]host[:port],host[:port],…/master-name[/db] (sentinel port 26379 by default; the password is the master's; rediss+sentinel:// for TLS to sentinels and master), or redis+cluster://[user:password@]host:port,host:port,… for a Redis Cluster (any seed nodes; rediss+cluster:// for TLS; database 0 only); unset = in-memory store, one node only",
     ),
     key(
         "redis_sentinels",
@@ -68,12 +68,17 @@ pub const KEYS: &[Key] = &[
         Some("0"),
         "replicas that must confirm a session write (Redis WAIT, up to redis_timeout) before login or a token refresh answers; fewer confirmations are logged and the write stands; 0 = none",
     ),
-    key("redis_key_prefix", "BFF_REDIS_KEY_PREFIX", Some("bff"), "prefix of every Redis key"),
+    key(
+        "redis_key_prefix",
+        "BFF_REDIS_KEY_PREFIX",
+        Some("bff"),
+        "prefix of every Redis key (with redis+cluster://, no '{' or '}': it would be a hash tag)",
+    ),
     key(
         "redis_ca_file",
         "BFF_REDIS_CA_FILE",
         None,
-        "rediss:// and rediss+sentinel:// only: PEM file of the CA certificate(s) that sign the TLS certificates of Redis (and of the sentinels); unset = the system's roots. A certificate that does not verify stops the node at start-up (exit 64 naming this key)",
+        "rediss://, rediss+sentinel:// and rediss+cluster:// only: PEM file of the CA certificate(s) that sign the TLS certificates of Redis (and of the sentinels, of every cluster node); unset = the system's roots. A certificate that does not verify stops the node at start-up (exit 64 naming this key)",
     ),
     key("redis_timeout", "BFF_REDIS_TIMEOUT", Some("2s"), "bound on one Redis command"),
     key(

@@ -261,13 +261,21 @@ impl Config {
         let store = match (src.string("redis_url"), src.string("redis_sentinels")) {
             (None, None) => StoreConfig::Memory,
             (Some(url), None) => {
-                RedisTarget::parse(&url).map_err(|reason| src.invalid("redis_url", reason))?;
+                let target = RedisTarget::parse(&url).map_err(|reason| src.invalid("redis_url", reason))?;
                 let scheme = url.split("://").next().unwrap_or_default().to_owned();
+                let key_prefix = src.string_or("redis_key_prefix");
+                if target.is_cluster() && key_prefix.contains(['{', '}']) {
+                    // A hash tag in the prefix would put every key of every session in one slot.
+                    return Err(src.invalid(
+                        "redis_key_prefix",
+                        format!("{key_prefix:?} has a '{{' or '}}': with a redis+cluster:// redis_url that would make it a hash tag and put every key on one shard"),
+                    ));
+                }
                 StoreConfig::Redis {
                     ca_pem: read_redis_ca(src, &scheme)?,
                     sentinel: read_sentinel_trust(src, scheme.ends_with("+sentinel"))?,
                     url,
-                    key_prefix: src.string_or("redis_key_prefix"),
+                    key_prefix,
                 }
             }
             (None, Some(sentinels)) => {
@@ -627,8 +635,10 @@ fn read_sentinel_trust(src: &Source, sentinel: bool) -> Result<SentinelTrust, Co
 /// PEM certificate.
 fn read_redis_ca(src: &Source, scheme: &str) -> Result<Option<Vec<u8>>, ConfigError> {
     let Some(path) = src.string("redis_ca_file") else { return Ok(None) };
-    if scheme != "rediss" && scheme != "rediss+sentinel" {
-        return Err(src.invalid("redis_ca_file", "needs a rediss:// or rediss+sentinel:// redis_url".into()));
+    if !matches!(scheme, "rediss" | "rediss+sentinel" | "rediss+cluster") {
+        return Err(
+            src.invalid("redis_ca_file", "needs a rediss://, rediss+sentinel:// or rediss+cluster:// redis_url".into())
+        );
     }
     let pem = std::fs::read(&path).map_err(|e| src.invalid("redis_ca_file", format!("cannot read {path}: {e}")))?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {

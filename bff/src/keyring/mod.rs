@@ -16,6 +16,13 @@
 //! (`{prefix}:keyring:seals:<key id>`); the node whose report reaches `key_rotation_seals` adds
 //! a new key, and the others switch to it at their next report or reload. The count lags by at
 //! most one report per node, far below the bound. A local ring rotates by its own count.
+//!
+//! On a Redis Cluster the ring, its lock and its counters share one hash tag
+//! (`{{prefix}:keyring}`, `{{prefix}:keyring}:lock`, `{{prefix}:keyring}:seals:<key id>`): they
+//! live on one shard, so the ring is whole or absent (never half of it on a shard that failed
+//! over), and a command that ever needs two of them together stays on one slot. On one server
+//! and with Sentinel the names stay as they always were, which nodes of the previous release
+//! read and write during a rolling upgrade.
 
 mod sealing;
 mod stored_key;
@@ -142,12 +149,10 @@ impl KeyRing {
         seal_limit: u64,
         kek: Option<[u8; 32]>,
     ) -> Arc<Self> {
-        let shared = Shared {
-            link,
-            hash_key: format!("{prefix}:keyring"),
-            lock_key: format!("{prefix}:keyring:lock"),
-            seals_prefix: format!("{prefix}:keyring:seals"),
-        };
+        // A cluster needs no compatibility with earlier names (no earlier release ran on one).
+        let ring = if link.is_cluster() { format!("{{{prefix}:keyring}}") } else { format!("{prefix}:keyring") };
+        let shared =
+            Shared { link, lock_key: format!("{ring}:lock"), seals_prefix: format!("{ring}:seals"), hash_key: ring };
         let kek = kek.map(|k| SealingKey::new(*b"kek\0\0\0\0\0", &k));
         Arc::new(Self::empty(Some(shared), kek, rotation, retention, seal_limit))
     }

@@ -1,5 +1,7 @@
-//! Where Redis is: one address (`redis://`, `rediss://`), or a master that Redis Sentinel names
-//! and moves on a failover (`redis+sentinel://`). The sentinel form lists every sentinel, since
+//! Where Redis is: one address (`redis://`, `rediss://`), a master that Redis Sentinel names
+//! and moves on a failover (`redis+sentinel://`), or a Redis Cluster found through any of its
+//! seed nodes (`redis+cluster://[user:password@]host:port,host:port…`, `rediss+cluster://` for
+//! TLS; port 6379 by default; no database: a cluster has only database 0). The sentinel form lists every sentinel, since
 //! any one of them may be down when a node starts or the master moves:
 //! `redis+sentinel://[:password@]host[:port][,host[:port]…]/master-name[/db]` (port 26379 by
 //! default; the password is the master's), or `rediss+sentinel://…` for TLS to the sentinels and
@@ -13,6 +15,9 @@ pub enum RedisTarget {
     Direct { url: String },
     /// The master of `master`, as the sentinels say; `tls`: sentinels and master over TLS.
     Sentinel { sentinels: Vec<(String, u16)>, master: String, db: i64, password: Option<String>, tls: bool },
+    /// A Redis Cluster; `seeds` are one `redis://` (or `rediss://`) URL per seed node, with the
+    /// credentials, as redis-rs's cluster client takes them.
+    Cluster { seeds: Vec<String>, hosts: Vec<(String, u16)>, tls: bool },
 }
 
 /// The sentinel port when an address has none.
@@ -20,18 +25,29 @@ pub const SENTINEL_PORT: u16 = 26379;
 
 const SENTINEL_SCHEME: &str = "redis+sentinel://";
 const SENTINEL_TLS_SCHEME: &str = "rediss+sentinel://";
+const CLUSTER_SCHEME: &str = "redis+cluster://";
+const CLUSTER_TLS_SCHEME: &str = "rediss+cluster://";
+/// The port of a seed node given without one.
+pub const REDIS_PORT: u16 = 6379;
 
 impl RedisTarget {
-    /// Reads a `redis://`, `rediss://`, `redis+sentinel://` or `rediss+sentinel://` URL; the
-    /// error says what is wrong.
+    /// Reads a `redis://`, `rediss://`, `redis+sentinel://`, `rediss+sentinel://`,
+    /// `redis+cluster://` or `rediss+cluster://` URL; the error says what is wrong.
     pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some((rest, tls)) = url
+            .strip_prefix(CLUSTER_SCHEME)
+            .map(|rest| (rest, false))
+            .or_else(|| url.strip_prefix(CLUSTER_TLS_SCHEME).map(|rest| (rest, true)))
+        {
+            return parse_cluster(rest, tls);
+        }
         let (rest, tls) = match (url.strip_prefix(SENTINEL_SCHEME), url.strip_prefix(SENTINEL_TLS_SCHEME)) {
             (Some(rest), _) => (rest, false),
             (_, Some(rest)) => (rest, true),
             (None, None) => {
                 let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
                 if !matches!(parsed.scheme(), "redis" | "rediss") {
-                    return Err("must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://".into());
+                    return Err("must start with redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://".into());
                 }
                 return Ok(RedisTarget::Direct { url: url.to_owned() });
             }
@@ -62,8 +78,12 @@ impl RedisTarget {
     pub fn tls(&self) -> bool {
         match self {
             RedisTarget::Direct { url } => url.starts_with("rediss://"),
-            RedisTarget::Sentinel { tls, .. } => *tls,
+            RedisTarget::Sentinel { tls, .. } | RedisTarget::Cluster { tls, .. } => *tls,
         }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisTarget::Cluster { .. })
     }
 
     /// The canonical URL for sentinels given one by one (`redis_sentinels`) and a master name.
@@ -90,6 +110,13 @@ impl RedisTarget {
                 let scheme = if *tls { SENTINEL_TLS_SCHEME } else { SENTINEL_SCHEME };
                 format!("{scheme}{}/{master}", hosts.join(","))
             }
+            RedisTarget::Cluster { hosts, tls, .. } => {
+                let mut hosts: Vec<String> = hosts.iter().map(|(host, port)| format!("{host}:{port}")).collect();
+                hosts.sort();
+                hosts.dedup();
+                let scheme = if *tls { CLUSTER_TLS_SCHEME } else { CLUSTER_SCHEME };
+                format!("{scheme}{}", hosts.join(","))
+            }
         }
     }
 
@@ -100,6 +127,7 @@ impl RedisTarget {
                 .and_then(|u| u.path().trim_start_matches('/').parse::<i64>().ok())
                 .unwrap_or(0),
             RedisTarget::Sentinel { db, .. } => *db,
+            RedisTarget::Cluster { .. } => 0,
         }
     }
 
@@ -107,8 +135,56 @@ impl RedisTarget {
         match self {
             RedisTarget::Direct { url } => url::Url::parse(url).ok().and_then(|u| u.password().map(str::to_owned)),
             RedisTarget::Sentinel { password, .. } => password.clone(),
+            RedisTarget::Cluster { seeds, .. } => {
+                seeds.first().and_then(|seed| url::Url::parse(seed).ok()).and_then(|u| u.password().map(str::to_owned))
+            }
         }
     }
+}
+
+/// `[user:password@]host[:port],host[:port]…[/]` after `redis+cluster://`: one seed URL per host,
+/// each with the credentials. A path other than `/` or `/0` is refused: a cluster has one
+/// database.
+fn parse_cluster(rest: &str, tls: bool) -> Result<RedisTarget, String> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !matches!(path, "" | "0") {
+        return Err(format!("a Redis Cluster has only database 0; unexpected /{path} after the seed nodes"));
+    }
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    let hosts = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|address| {
+            let (host, port) = match address.rsplit_once(':') {
+                Some((host, port)) if !host.ends_with(':') => {
+                    (host, port.parse::<u16>().map_err(|_| format!("bad port in seed node address {address:?}"))?)
+                }
+                _ => (address, REDIS_PORT),
+            };
+            if host.is_empty() || host.contains(['/', '@', ' ', '?', '#']) {
+                return Err(format!("not a seed node address: {address:?}"));
+            }
+            Ok((host.to_owned(), port))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if hosts.is_empty() {
+        return Err("redis+cluster:// needs at least one seed node (host:port)".into());
+    }
+    let scheme = if tls { "rediss" } else { "redis" };
+    let credentials = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    let seeds = hosts
+        .iter()
+        .map(|(host, port)| {
+            let seed = format!("{scheme}://{credentials}{host}:{port}");
+            url::Url::parse(&seed).map_err(|e| format!("seed node {host}:{port}: {e}"))?;
+            Ok(seed)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(RedisTarget::Cluster { seeds, hosts, tls })
 }
 
 /// `host:port,host:port…` (the port required), at least one: the addresses a master may have
@@ -176,6 +252,32 @@ mod tests {
         let tls = RedisTarget::parse("rediss+sentinel://s1:26379/cache").unwrap();
         assert!(tls.tls() && matches!(tls, RedisTarget::Sentinel { ref master, .. } if master == "cache"));
         assert_eq!(tls.address(), "rediss+sentinel://s1:26379/cache");
+    }
+
+    #[test]
+    fn reads_cluster_seeds_with_credentials_and_tls() {
+        let target = RedisTarget::parse("redis+cluster://app:s%40cret@10.0.0.2:7001,10.0.0.1,[::1]:7003").unwrap();
+        let RedisTarget::Cluster { seeds, hosts, tls } = &target else { panic!("{target:?}") };
+        assert!(!tls);
+        assert_eq!(hosts, &[("10.0.0.2".into(), 7001), ("10.0.0.1".into(), REDIS_PORT), ("[::1]".into(), 7003)]);
+        assert_eq!(seeds[0], "redis://app:s%40cret@10.0.0.2:7001");
+        assert_eq!(target.password().as_deref(), Some("s%40cret"));
+        // Sorted: the same seeds in another order are the same target for the drift check.
+        assert_eq!(target.address(), "redis+cluster://10.0.0.1:6379,10.0.0.2:7001,[::1]:7003");
+        let tls = RedisTarget::parse("rediss+cluster://a:1,b:2/").unwrap();
+        assert!(tls.tls() && tls.is_cluster());
+        assert_eq!(tls.address(), "rediss+cluster://a:1,b:2");
+        let RedisTarget::Cluster { seeds, .. } = tls else { unreachable!() };
+        assert_eq!(seeds, ["rediss://a:1", "rediss://b:2"]);
+        for (bad, words) in [
+            ("redis+cluster://", "at least one seed"),
+            ("redis+cluster://a:x", "bad port"),
+            ("redis+cluster://a:1/3", "only database 0"),
+            ("redis+cluster://a b:1", "not a seed node"),
+        ] {
+            let error = RedisTarget::parse(bad).unwrap_err();
+            assert!(error.contains(words), "{bad}: {error}");
+        }
     }
 
     #[test]

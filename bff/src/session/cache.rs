@@ -48,6 +48,17 @@
 //!   node, whatever the load), and a new subscription after every reconnect of the link.
 //! - A read from Redis that raced with a notice is not kept: every notice moves a generation
 //!   counter, and an entry is taken back when the counter moved while it was read or stored.
+//! - With a Redis Cluster, a notice must still travel one server, in order with the pings: a
+//!   `PUBLISH` reaches every node of a cluster, but over the cluster bus, in no order with a
+//!   subscriber's pings on another node, and its answer counts only the subscribers of the node
+//!   that took it. So every node subscribes on one node, the primary that serves the notice
+//!   channel's slot, and publishes its notices there, on the node of its own subscription. The
+//!   link's server id then names that node and every primary's `run_id` and role, so a
+//!   failover or restart of any primary, or the channel's slot moving, ends every subscription
+//!   at the next ping round. Since subscribers may for a moment be on two nodes (one that moved
+//!   already, one that has not yet noticed), a writer answers before [`LEASE`] only when it heard
+//!   its own notice on a subscription confirmed at least a lease ago: a node subscribed on another
+//!   node has then had its last lease extended before the move, and it has run out.
 //! - An entry is served for at most `max_age`; the next request reads Redis again, which is
 //!   what slides the session's idle timeout in Redis (the read pushes the expiry back when less
 //!   than `idle_timeout - touch_interval` remains, see `SessionStore::get_and_touch`). A session
@@ -110,6 +121,9 @@ pub struct NodeCache {
     /// Where other nodes acknowledge this node's notices.
     reply_channel: String,
     waiting: Mutex<HashMap<String, Arc<Waiter>>>,
+    /// With a cluster: the node this node's subscription is on, and when (ms after `started`) it
+    /// was confirmed; notices are published there (see the module header).
+    subscribed_on: Mutex<Option<((String, u16), u64)>>,
     /// Told the key of every session that changed (`None`: any may have, as when the cache is
     /// switched on or off and notices may have been missed): the node's open WebSockets check
     /// their session (see [`super::OpenSockets`]).
@@ -154,6 +168,7 @@ impl NodeCache {
             reply_channel: format!("{key_prefix}:session-changed-ack:{node}"),
             node,
             waiting: Mutex::new(HashMap::new()),
+            subscribed_on: Mutex::new(None),
             on_change: std::sync::OnceLock::new(),
         })
     }
@@ -299,20 +314,32 @@ impl NodeCache {
         self.waiting.lock().expect("waiters").insert(nonce.clone(), waiter.clone());
         let _unregister = Unregister { cache: self, nonce: &nonce };
 
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("PUBLISH").arg(&self.channel).arg(format!("{key} {} {nonce}", self.node));
-        }
+        let messages: Vec<(String, String)> =
+            keys.iter().map(|key| (self.channel.clone(), format!("{key} {} {nonce}", self.node))).collect();
+        // With a cluster: on the node of this node's own subscription, confirmed when.
+        let cluster = self.link.is_cluster();
+        let subscribed_on =
+            if cluster && self.is_live() { self.subscribed_on.lock().expect("subscription").clone() } else { None };
         // A notice says "read it again": two of them do no harm, and acknowledgements are
         // counted once per node and key. Safe to repeat.
-        let receivers: Vec<usize> = self.link.pipeline(&pipe, Retry::Safe).await?;
+        let receivers = self.link.publish(&messages, subscribed_on.as_ref().map(|(node, _)| node), Retry::Safe).await?;
         // Redis has taken every notice: from now on, a node that has not handled it stops
         // serving from memory within `LEASE`.
-        let deadline = Instant::now() + LEASE;
+        let now = Instant::now();
+        let deadline = now + LEASE;
         let expected: usize = receivers.iter().sum();
+        // With a cluster, the count is every subscriber only on a subscription that has been
+        // where the notices go for a lease (see the module header), and only once this node
+        // heard its own notices there.
+        let count_is_everyone = !cluster
+            || subscribed_on
+                .as_ref()
+                .is_some_and(|(_, confirmed)| self.millis_since_start(now) >= confirmed + LEASE.as_millis() as u64);
+        let own: Vec<String> = keys.iter().map(|key| format!("{} {key}", self.node)).collect();
         loop {
             let arrived = waiter.arrived.notified();
-            if waiter.acks.lock().expect("acks").len() >= expected {
+            let acks = waiter.acks.lock().expect("acks").clone();
+            if count_is_everyone && acks.len() >= expected && (!cluster || own.iter().all(|o| acks.contains(o))) {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
@@ -403,7 +430,7 @@ impl NodeCache {
     /// The `run_id` of the server the command link talks to, within the link's bound.
     async fn server_id(&self) -> Result<String, redis::RedisError> {
         self.link
-            .server_id()
+            .server_id(&self.channel)
             .await
             .map_err(|error| redis::RedisError::from((redis::ErrorKind::Io, "no redis server id", error.to_string())))
     }
@@ -416,7 +443,7 @@ impl NodeCache {
         let moved = |what: String| redis::RedisError::from((redis::ErrorKind::Io, "redis server changed", what));
         let reconnects = self.link.reconnects();
         let server = self.server_id().await?;
-        let client = self.link.pubsub_client().await.map_err(|error| {
+        let client = self.link.pubsub_client(&self.channel).await.map_err(|error| {
             redis::RedisError::from((redis::ErrorKind::Io, "no redis to subscribe on", error.to_string()))
         })?;
         let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub()).await.map_err(|_| timed_out())??;
@@ -433,6 +460,12 @@ impl NodeCache {
         }
         if !self.confirm(reconnects, sent) {
             return Err(moved("the command link reconnected while subscribing".into()));
+        }
+        if let redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } =
+            client.get_connection_info().addr()
+        {
+            *self.subscribed_on.lock().expect("subscription") =
+                Some(((host.clone(), *port), self.millis_since_start(Instant::now())));
         }
         tracing::info!(redis_run_id = %server, "session cache on: subscribed to change notices");
         let mut ping = tokio::time::interval(PING_EVERY);

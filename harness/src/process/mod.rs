@@ -5,6 +5,7 @@
 mod bff;
 mod child;
 mod redis;
+mod redis_cluster;
 mod sentinel;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ pub(crate) use bff::probe_ready;
 pub use bff::{BffProcess, BffProcessBuilder};
 pub use child::ProcessError;
 pub use redis::RedisProcess;
+pub use redis_cluster::{
+    ClusterMember, NODE_TIMEOUT, RedisCluster, RedisClusterBuilder, RedisClusterError, ShardMemory,
+};
 pub(crate) use sentinel::{DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS};
 pub use sentinel::{MASTER_NAME, SentinelError, SentinelGroup};
 

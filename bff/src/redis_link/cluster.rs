@@ -1,0 +1,229 @@
+//! The link's connections to a Redis Cluster (`redis+cluster://`), through redis-rs's async
+//! cluster client, which learns the slot map from the seed nodes, sends each command to the
+//! primary of its key's slot, and follows `MOVED` and `ASK` (a reshard) and `TRYAGAIN` (a
+//! multi-key command on a slot half moved) by itself.
+//!
+//! The client also sends a command again by itself after a dropped connection, which the
+//! [`Retry`](super::Retry) discipline forbids for a one-time command: so there are two clients.
+//! Commands that may run twice go through `safe`, which follows redirections, reconnects and
+//! retries (with short waits: redis-rs waits 1.3 s and more by default) until `redis_timeout`
+//! runs out. One-time commands go through `once`, which retries nothing; the link sends one again
+//! only when the cluster refused it (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, ... : the server
+//! did nothing), after the client refreshed its slot map, within the same bound.
+//! Writes that wait for replicas (`WAIT`) go through a third client of their own, so that a
+//! `WAIT` holds up no one else's commands on that shard (see `confirmed_writes`); the write and
+//! its `WAIT` are one pipeline, sent to the write's shard.
+//!
+//! Which servers the link talks to changes under it (a failover, a primary restarted empty):
+//! [`ClusterSeeds::server_id`] names them all at once (the `run_id` and role of every primary,
+//! from the slot map any node gives now), so a change of any shard's primary changes it. The
+//! change notices of the node cache go through one node, the primary that serves the notice
+//! channel's slot ([`Topology::notices`]); see `session/cache.rs`.
+
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+
+/// The clients, built from the seed URLs; each connects when the link connects.
+pub(super) struct ClusterSeeds {
+    safe: ClusterClient,
+    once: ClusterClient,
+    confirmed: ClusterClient,
+    /// One single-server client per seed node: for the TLS check at start-up, and as the
+    /// template (credentials, TLS, CA) of a client for any node of the cluster.
+    pub(super) seeds: Vec<redis::Client>,
+    ca_pem: Option<Vec<u8>>,
+    /// Connections of the link's own to single nodes (their `INFO`), by address.
+    nodes: std::sync::Mutex<std::collections::HashMap<(String, u16), redis::aio::MultiplexedConnection>>,
+}
+
+/// The connections in use (each one multiplexed connection per node).
+pub(super) struct ClusterConns {
+    pub(super) safe: ClusterConnection,
+    pub(super) once: ClusterConnection,
+    pub(super) confirmed: ClusterConnection,
+}
+
+impl ClusterSeeds {
+    pub(super) fn new(seeds: &[String], ca_pem: Option<&[u8]>, timeout: Duration) -> redis::RedisResult<Self> {
+        let builder = |retries: u32, response: Duration| -> redis::RedisResult<ClusterClient> {
+            let mut builder = ClusterClientBuilder::new(seeds.to_vec())
+                .connection_timeout(timeout)
+                .response_timeout(response)
+                .retries(retries)
+                .min_retry_wait(5)
+                .max_retry_wait(200)
+                .retry_wait_formula(10, 2);
+            if let Some(pem) = ca_pem {
+                builder = builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) });
+            }
+            builder.build()
+        };
+        let clients = seeds
+            .iter()
+            .map(|seed| match ca_pem {
+                Some(pem) => redis::Client::build_with_tls(
+                    seed.as_str(),
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+                ),
+                None => redis::Client::open(seed.as_str()),
+            })
+            .collect::<redis::RedisResult<Vec<_>>>()?;
+        Ok(ClusterSeeds {
+            // Bounded by `redis_timeout` around every call; retries end there.
+            safe: builder(64, timeout)?,
+            once: builder(0, timeout)?,
+            confirmed: builder(64, timeout * 2)?,
+            seeds: clients,
+            ca_pem: ca_pem.map(<[u8]>::to_vec),
+            nodes: Default::default(),
+        })
+    }
+
+    pub(super) async fn connect(&self) -> redis::RedisResult<ClusterConns> {
+        Ok(ClusterConns {
+            safe: self.safe.get_async_connection().await?,
+            once: self.once.get_async_connection().await?,
+            confirmed: self.confirmed.get_async_connection().await?,
+        })
+    }
+
+    /// A single-server client for the node at `host:port`, with the seeds' credentials and TLS.
+    pub(super) fn client_for(&self, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+        let template = self
+            .seeds
+            .first()
+            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no seed node")))?;
+        let info = template.get_connection_info().clone();
+        let addr = match info.addr().clone() {
+            redis::ConnectionAddr::TcpTls { insecure, tls_params, .. } => {
+                redis::ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure, tls_params }
+            }
+            _ => redis::ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        let info = info.set_addr(addr);
+        match &self.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            ),
+            None => redis::Client::open(info),
+        }
+    }
+}
+
+/// Errors with which the cluster refused a command without running it: sent again, it runs
+/// once (a one-time command too), once the slot map is right or the slot finished moving.
+pub(super) fn refused(error: &redis::RedisError) -> bool {
+    matches!(
+        error.code(),
+        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "MASTERDOWN" | "LOADING" | "EXECABORT")
+    )
+}
+
+/// Sends `send` on the one-time connection; when the cluster refused it (see [`refused`]),
+/// sends it again after a short wait (the client refreshes its slot map on `MOVED`), until
+/// `bound` runs out.
+pub(super) async fn once_until_accepted<T, F, Fut>(bound: Duration, mut send: F) -> redis::RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut wait = Duration::from_millis(5);
+    loop {
+        match send().await {
+            Err(error) if refused(&error) && tokio::time::Instant::now() + wait < deadline => {
+                tracing::debug!(%error, "redis cluster refused a one-time command; sending it again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(100));
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// What `CLUSTER SLOTS` (asked of any node) says now: the primary of every slot range.
+pub(super) struct Topology {
+    /// The primary that serves the notice channel's slot: where every node subscribes to the
+    /// change notices and where they are published, so that they travel one server, in order
+    /// (see `session/cache.rs`).
+    pub(super) notices: (String, u16),
+    /// Every primary that serves slots, sorted.
+    pub(super) primaries: Vec<(String, u16)>,
+}
+
+/// Asks any node for the slot map (not the client's own, which learns of a failover only when
+/// a command meets it) and finds the primary of `channel`'s slot.
+pub(super) async fn topology(conn: &mut ClusterConnection, channel: &str) -> redis::RedisResult<Topology> {
+    let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(channel).query_async(conn).await?;
+    let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut notices = None;
+    let mut primaries = Vec::new();
+    for range in ranges {
+        let redis::Value::Array(fields) = range else { continue };
+        let (Some(low), Some(high), Some(redis::Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            continue;
+        };
+        let (Some(host), Some(port)) = (primary.first(), primary.get(1)) else { continue };
+        let node: (String, u16) = (redis::from_redis_value_ref(host)?, redis::from_redis_value_ref(port)?);
+        let (low, high): (u16, u16) = (redis::from_redis_value_ref(low)?, redis::from_redis_value_ref(high)?);
+        if (low..=high).contains(&slot) {
+            notices = Some(node.clone());
+        }
+        primaries.push(node);
+    }
+    primaries.sort();
+    primaries.dedup();
+    let notices = notices.ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+            "no primary serves the notice channel's slot",
+        ))
+    })?;
+    Ok(Topology { notices, primaries })
+}
+
+impl ClusterSeeds {
+    /// `INFO server replication` of the node at `host:port`, on a connection of the link's own
+    /// to that node (kept for the next call; dropped when it fails).
+    async fn info(&self, host: &str, port: u16, timeout: Duration) -> redis::RedisResult<String> {
+        let key = (host.to_owned(), port);
+        let kept = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                let conn = self.client_for(host, port)?.get_multiplexed_async_connection_with_config(&config).await?;
+                self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), conn.clone());
+                conn
+            }
+        };
+        let answer = redis::cmd("INFO").arg("server").arg("replication").query_async(&mut conn).await;
+        if answer.is_err() {
+            self.nodes.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        }
+        answer
+    }
+
+    /// Names every primary that serves slots now, by address, `run_id` (new at every start of a
+    /// Redis process) and role (a primary demoted to replica says so), and the notice node: any
+    /// change of any shard's primary, or of the node that carries the notices, changes the name.
+    pub(super) async fn server_id(&self, topology: &Topology, timeout: Duration) -> redis::RedisResult<String> {
+        let mut nodes = Vec::new();
+        for (host, port) in &topology.primaries {
+            let info = self.info(host, *port, timeout).await?;
+            let field = |name: &str| {
+                info.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
+            };
+            nodes.push(format!("{host}:{port} {} {}", field("run_id:"), field("role:")));
+        }
+        let (host, port) = &topology.notices;
+        Ok(format!("notices at {host}:{port}; {}", nodes.join(", ")))
+    }
+}

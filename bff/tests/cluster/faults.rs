@@ -1,0 +1,195 @@
+//! Faults of the cluster under a load of logins, `me` calls and logouts on two gateway nodes:
+//! a replica promoted by `CLUSTER FAILOVER`, a primary SIGKILLed and replaced by its replica,
+//! and a live reshard (a share of a primary's slots migrated to another while the load runs,
+//! so that requests meet `MOVED` and `ASK`), then a primary added and given slots. Every
+//! answer is judged: `me` of a logged-in user must be that user (a 404 is a lost session), `me`
+//! after a logout (with the old cookie) must be 404 (a 200 is a wrong answer); 503 is counted as
+//! unavailable, with its window relative to the fault's start. Session writes wait for one
+//! replica (`redis_wait_replicas = 1`): without it a primary killed right after a login may take
+//! the login with it, which is Redis's asynchronous replication, not the gateway.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use harness::VirtualUser;
+use tokio::time::Instant;
+
+use crate::fixture::{ClusterStack, cluster_stack};
+
+/// Concurrent virtual users of the load.
+const USERS: usize = 4;
+
+#[derive(Default)]
+struct Tally {
+    answers: AtomicU64,
+    unavailable: Mutex<Vec<Duration>>,
+    lost: Mutex<Vec<String>>,
+    wrong: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn unavailable(&self, at: Instant, since: Instant) {
+        self.unavailable.lock().unwrap().push(at.saturating_duration_since(since));
+    }
+}
+
+/// One virtual user after another: login on one node, `me` three times across the nodes,
+/// logout (again while it answers 503), `me` with the old cookie.
+async fn user_loop(urls: Vec<String>, index: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>, since: Instant) {
+    let mut iteration = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        iteration += 1;
+        let sub = format!("load-{index}-{iteration}");
+        let user = VirtualUser::new(Some(&sub));
+        let node = |k: usize| urls[(index + iteration + k) % urls.len()].clone();
+        match user.login(&node(0)).await {
+            Ok(reply) if reply.status == 302 => tally.answers.fetch_add(1, Ordering::Relaxed),
+            Ok(reply) if reply.status == 503 => {
+                tally.unavailable(Instant::now(), since);
+                continue;
+            }
+            Err(harness::client::ClientError::LoginStep { status: 503, .. }) => {
+                tally.unavailable(Instant::now(), since);
+                continue;
+            }
+            other => {
+                tally.wrong.lock().unwrap().push(format!("login of {sub}: {other:?}"));
+                continue;
+            }
+        };
+        for k in 1..=3 {
+            match user.me(&node(k)).await {
+                Ok(reply) if reply.status == 200 && reply.json().is_some_and(|j| j["sub"] == sub.as_str()) => {
+                    tally.answers.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(reply) if reply.status == 503 => tally.unavailable(Instant::now(), since),
+                Ok(reply) if reply.status == 404 => tally.lost.lock().unwrap().push(format!("{sub} on {}", node(k))),
+                other => tally.wrong.lock().unwrap().push(format!("me of {sub}: {other:?}")),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match user.logout_keeping_cookie(&node(4)).await {
+                Ok(reply) if reply.status == 302 => {
+                    tally.answers.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Ok(reply) if reply.status == 503 && Instant::now() < deadline => {
+                    tally.unavailable(Instant::now(), since);
+                }
+                other => {
+                    tally.wrong.lock().unwrap().push(format!("logout of {sub}: {other:?}"));
+                    break;
+                }
+            }
+        }
+        match user.me(&node(5)).await {
+            Ok(reply) if reply.status == 404 => tally.answers.fetch_add(1, Ordering::Relaxed),
+            Ok(reply) if reply.status == 503 => {
+                tally.unavailable(Instant::now(), since);
+                0
+            }
+            other => {
+                tally.wrong.lock().unwrap().push(format!("me of {sub} after its logout: {other:?}"));
+                0
+            }
+        };
+    }
+}
+
+/// Runs `fault` on the stack's cluster under the load; prints and checks the tally.
+async fn under_load<F>(name: &str, s: &mut ClusterStack, fault: F)
+where
+    F: AsyncFnOnce(&mut harness::process::RedisCluster),
+{
+    let urls: Vec<String> = (0..s.nodes.len()).map(|n| s.url(n)).collect();
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
+    let since = Instant::now() + Duration::from_millis(500);
+    let load: Vec<_> =
+        (0..USERS).map(|i| tokio::spawn(user_loop(urls.clone(), i, stop.clone(), tally.clone(), since))).collect();
+    // Some load before the fault, some after.
+    crate::stack::eventually("the load runs", Duration::from_secs(10), || async {
+        tally.answers.load(Ordering::Relaxed) > 20
+    })
+    .await;
+    let started = Instant::now();
+    fault(&mut s.cluster).await;
+    let took = started.elapsed();
+    // The load goes on: good answers again, and none unavailable for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answered = tally.answers.load(Ordering::Relaxed);
+        let unavailable = tally.unavailable.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if tally.answers.load(Ordering::Relaxed) > answered + 10
+            && tally.unavailable.lock().unwrap().len() == unavailable
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            for node in &s.nodes {
+                let logs = node.logs();
+                eprintln!("node {}:\n{}", node.url(), logs[logs.len().saturating_sub(30)..].join("\n"));
+            }
+            panic!("{name}: the load did not recover within 30 s of the fault's end");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let unavailable = tally.unavailable.lock().unwrap().clone();
+    let offset = started.saturating_duration_since(since);
+    let window = match (unavailable.iter().min(), unavailable.iter().max()) {
+        (Some(first), Some(last)) => format!(
+            "from {:?} to {:?} after the fault started",
+            first.saturating_sub(offset),
+            last.saturating_sub(offset)
+        ),
+        _ => "none".into(),
+    };
+    println!(
+        "{name}: fault took {took:?}; {} good answers, {} unavailable (503) {window}, {} sessions lost, {} wrong answers",
+        tally.answers.load(Ordering::Relaxed),
+        unavailable.len(),
+        tally.lost.lock().unwrap().len(),
+        tally.wrong.lock().unwrap().len()
+    );
+    assert!(tally.lost.lock().unwrap().is_empty(), "{name}: sessions lost: {:?}", tally.lost.lock().unwrap());
+    assert!(tally.wrong.lock().unwrap().is_empty(), "{name}: wrong answers: {:?}", tally.wrong.lock().unwrap());
+}
+
+async fn stack() -> ClusterStack {
+    cluster_stack().nodes(2).replicas_per_primary(1).env("BFF_REDIS_WAIT_REPLICAS", "1").run().await
+}
+
+#[tokio::test]
+async fn a_manual_failover_and_a_sigkilled_primary_lose_no_session_and_give_no_wrong_answer() {
+    let mut s = stack().await;
+    under_load("CLUSTER FAILOVER", &mut s, async |cluster| {
+        cluster.failover(0).await.unwrap();
+    })
+    .await;
+    under_load("SIGKILLed primary", &mut s, async |cluster| {
+        cluster.kill_primary(1).await.unwrap();
+        cluster.restart_killed().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_live_reshard_and_an_added_primary_lose_no_session_and_give_no_wrong_answer() {
+    let mut s = stack().await;
+    under_load("live reshard of 30 % of a primary's slots", &mut s, async |cluster| {
+        let moved = cluster.reshard(0, 1, 0.3).await.unwrap();
+        assert!(moved > 1000, "{moved} slots moved");
+    })
+    .await;
+    under_load("primary added and given 10 % of a primary's slots", &mut s, async |cluster| {
+        let added = cluster.add_primary().await.unwrap();
+        let moved = cluster.reshard(2, added, 0.1).await.unwrap();
+        assert!(moved > 100, "{moved} slots moved");
+    })
+    .await;
+}
