@@ -8,6 +8,7 @@
 use std::process::Command;
 
 use harness::cluster::docker::DockerBackend;
+use harness::cluster::process::ProcessBackend;
 use harness::cluster::{
     Backend, BackendKind, ClusterSpec, Images, RedisFault, RedisTopology, ShardPick, StoreKind, cluster_seeds,
 };
@@ -88,7 +89,20 @@ async fn every_fault_keeps_every_key(backend: &mut dyn Backend, url: &str) {
     assert_eq!(states_now.iter().filter(|s| s.starts_with("primary")).count(), 4, "{states_now:?}");
     let memory = backend.redis_memory_per_shard().await;
     assert_eq!(memory.len(), 4);
-    assert!(memory.iter().all(|m| *m > 0), "{memory:?}");
+    assert!(memory.iter().all(|m| m.memory.used_memory > 0), "{memory:?}");
+    // Every key, and the markers of the replication checks (which expire within a minute).
+    assert!(memory.iter().map(|m| m.memory.keys).sum::<u64>() as usize >= KEYS, "{memory:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_fail_over_lose_a_primary_reshard_and_grow_without_losing_a_key() {
+    let spec = ClusterSpec { backend: BackendKind::Process, ..spec() };
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend =
+        ProcessBackend::start(&spec, "http://127.0.0.1:1", "http://127.0.0.1:1", dir.path()).await.unwrap();
+    let url = backend.redis_url().expect("a redis url").to_owned();
+    every_fault_keeps_every_key(&mut backend, &url).await;
+    backend.teardown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

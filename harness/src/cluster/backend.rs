@@ -111,9 +111,9 @@ pub trait Backend: Send + Sync {
         Err(ClusterError::failed(fault.action(), "this cluster has no Redis Cluster (--redis cluster)"))
     }
 
-    /// `used_memory` of each primary of a Redis Cluster, in bytes, by shard (empty for any
-    /// other Redis).
-    async fn redis_memory_per_shard(&self) -> Vec<u64> {
+    /// `used_memory` and keys of each primary of a Redis Cluster, by shard (empty for any other
+    /// Redis).
+    async fn redis_memory_per_shard(&self) -> Vec<crate::process::ShardMemory> {
         Vec::new()
     }
 

@@ -657,7 +657,7 @@ impl Backend for DockerBackend {
         group.fault(fault).await
     }
 
-    async fn redis_memory_per_shard(&self) -> Vec<u64> {
+    async fn redis_memory_per_shard(&self) -> Vec<crate::process::ShardMemory> {
         match &self.redis_cluster {
             Some(group) => group.memory_per_shard().await,
             None => Vec::new(),

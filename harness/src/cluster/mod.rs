@@ -13,6 +13,7 @@ mod lb_websocket;
 mod load_balancer;
 pub mod process;
 mod redis_fault;
+mod reshard;
 mod spec;
 
 use std::net::SocketAddr;
@@ -353,8 +354,9 @@ impl Cluster {
         }
     }
 
-    /// `used_memory` of each primary of a Redis Cluster, by shard (empty for any other Redis).
-    pub async fn redis_memory_per_shard(&self) -> Vec<u64> {
+    /// `used_memory` and keys of each primary of a Redis Cluster, by shard (empty for any other
+    /// Redis).
+    pub async fn redis_memory_per_shard(&self) -> Vec<crate::process::ShardMemory> {
         self.backend.redis_memory_per_shard().await
     }
 

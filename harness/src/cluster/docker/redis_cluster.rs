@@ -37,7 +37,7 @@ use super::{Container, POLL_INTERVAL, ping, split_image};
 use crate::cluster::backend::{ClusterError, Component};
 use crate::cluster::redis_fault::{FaultDone, RedisFault, ShardPick};
 use crate::images::{self, REDIS_PORT};
-use crate::process::free_port;
+use crate::process::{ShardMemory, free_port};
 
 /// Where a member's cluster bus listens in its container (the data port + 10000).
 const BUS_PORT: u16 = REDIS_PORT + 10_000;
@@ -48,8 +48,6 @@ const NODE_TIMEOUT_MS: u64 = 2000;
 pub const SLOTS: u16 = 16_384;
 /// Bound on every wait here: a member answering, the cluster agreeing, a failover.
 const DEADLINE: Duration = Duration::from_secs(45);
-/// Keys moved per `MIGRATE`.
-const MIGRATE_BATCH: usize = 100;
 
 /// One member container.
 struct Member {
@@ -188,8 +186,8 @@ impl ClusterContainers {
                 if from == to {
                     return Err(failed(format!("reshard from shard {} to itself", from + 1)));
                 }
-                let moved = self.reshard(from, to, share).await?;
-                format!("{moved} slots moved from shard {} to shard {}", from + 1, to + 1)
+                let (moved, keys) = self.reshard(from, to, share).await?;
+                format!("{moved} slots ({keys} keys) moved from shard {} to shard {}", from + 1, to + 1)
             }
             RedisFault::AddPrimary => {
                 let index = self.add_member().await?;
@@ -209,16 +207,14 @@ impl ClusterContainers {
         Ok(FaultDone(done))
     }
 
-    /// `used_memory` of each shard's primary, in bytes.
-    pub async fn memory_per_shard(&self) -> Vec<u64> {
+    /// `used_memory` and keys of each shard's primary.
+    pub async fn memory_per_shard(&self) -> Vec<ShardMemory> {
         let mut out = Vec::new();
         for shard in 0..self.shards.len() {
-            let Ok(primary) = self.primary_of(shard).await else {
-                out.push(0);
-                continue;
-            };
-            let info = info(self.members[primary].address(), "memory").await;
-            out.push(field(&info, "used_memory").and_then(|v| v.parse().ok()).unwrap_or(0));
+            let Ok(primary) = self.primary_of(shard).await else { continue };
+            if let Ok(memory) = crate::redis_cluster_admin::memory(self.members[primary].address()).await {
+                out.push(ShardMemory { shard, memory });
+            }
         }
         out
     }
@@ -346,81 +342,24 @@ impl ClusterContainers {
         replicate(self.members[index].address(), &primary_id).await
     }
 
-    /// Moves `share` of shard `from`'s slots to shard `to`, one slot after the other as
-    /// `redis-cli --cluster reshard` does: the target imports, the source migrates, the slot's
-    /// keys go over with `MIGRATE`, then every primary learns the slot's new owner. Returns how
-    /// many slots moved.
-    async fn reshard(&self, from: usize, to: usize, share: f64) -> Result<usize, ClusterError> {
+    /// Moves `share` of shard `from`'s slots to shard `to` (see [`crate::cluster::reshard`]; the
+    /// source reaches the target at its announced address); returns how many slots and keys
+    /// moved.
+    async fn reshard(&self, from: usize, to: usize, share: f64) -> Result<(usize, u64), ClusterError> {
         let source = self.primary_of(from).await?;
         let target = self.primary_of(to).await?;
-        let (source_id, target_id) = (self.members[source].id.clone(), self.members[target].id.clone());
-        let owners = slot_owners(self.members[source].address()).await?;
-        let owned: Vec<u16> = owners.iter().filter(|(_, o)| **o == source_id).map(|(s, _)| *s).collect();
-        let count = ((owned.len() as f64 * share).round() as usize).clamp(usize::from(!owned.is_empty()), owned.len());
-        let moving = &owned[owned.len() - count..];
-        let mut src = connect(self.members[source].address()).await?;
-        let mut dst = connect(self.members[target].address()).await?;
-        let mut primaries = Vec::new();
-        for shard in 0..self.shards.len() {
-            let primary = self.primary_of(shard).await?;
-            primaries.push(connect(self.members[primary].address()).await?);
+        let mut others = Vec::new();
+        for shard in (0..self.shards.len()).filter(|s| *s != from && *s != to) {
+            others.push(self.members[self.primary_of(shard).await?].address());
         }
-        let announce = (self.announce_ip.clone(), self.members[target].host_port);
-        let redis_error = |what: String| move |e: redis::RedisError| failed(format!("{what}: {e}"));
-        for &slot in moving {
-            redis::cmd("CLUSTER")
-                .arg("SETSLOT")
-                .arg(slot)
-                .arg("IMPORTING")
-                .arg(&source_id)
-                .query_async::<()>(&mut dst)
-                .await
-                .map_err(redis_error(format!("slot {slot} IMPORTING")))?;
-            redis::cmd("CLUSTER")
-                .arg("SETSLOT")
-                .arg(slot)
-                .arg("MIGRATING")
-                .arg(&target_id)
-                .query_async::<()>(&mut src)
-                .await
-                .map_err(redis_error(format!("slot {slot} MIGRATING")))?;
-            loop {
-                let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
-                    .arg("GETKEYSINSLOT")
-                    .arg(slot)
-                    .arg(MIGRATE_BATCH)
-                    .query_async(&mut src)
-                    .await
-                    .map_err(redis_error(format!("slot {slot} GETKEYSINSLOT")))?;
-                if keys.is_empty() {
-                    break;
-                }
-                redis::cmd("MIGRATE")
-                    .arg(&announce.0)
-                    .arg(announce.1)
-                    .arg("")
-                    .arg(0)
-                    .arg(5000)
-                    .arg("REPLACE")
-                    .arg("KEYS")
-                    .arg(&keys)
-                    .query_async::<()>(&mut src)
-                    .await
-                    .map_err(redis_error(format!("slot {slot} MIGRATE")))?;
-            }
-            // The target first, then the source (which stops answering ASK), then the others.
-            for conn in std::iter::once(&mut dst).chain(std::iter::once(&mut src)).chain(primaries.iter_mut()) {
-                redis::cmd("CLUSTER")
-                    .arg("SETSLOT")
-                    .arg(slot)
-                    .arg("NODE")
-                    .arg(&target_id)
-                    .query_async::<()>(conn)
-                    .await
-                    .map_err(redis_error(format!("slot {slot} NODE")))?;
-            }
-        }
-        Ok(moving.len())
+        let plan = crate::cluster::reshard::Move {
+            source: self.members[source].address(),
+            target: self.members[target].address(),
+            target_from_source: (self.announce_ip.clone(), self.members[target].host_port),
+            others,
+            share,
+        };
+        crate::cluster::reshard::move_slots(&plan).await.map_err(failed)
     }
 
     fn running(&self) -> impl Iterator<Item = &Member> {
