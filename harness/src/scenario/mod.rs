@@ -150,6 +150,7 @@ pub async fn run_fresh(
         let mut report = RunReport::build(scenario, backend, &[], &[], Vec::new(), None, started.elapsed())
             .with_drift(scenario, drift);
         report.stopped_at(None, NodeLog { node, reason: Some(reason), path: log, last_lines });
+        report.caught_unready(scenario);
         teardown?;
         return Ok(report.with_seed(seed));
     }

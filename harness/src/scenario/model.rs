@@ -428,6 +428,9 @@ pub struct Verdict {
     pub drift: Vec<String>,
     /// Negative controls: words the cross-node diagnosis must contain (`node-2 is an island`).
     pub diagnosis: Option<String>,
+    /// Negative controls: the node that must never become ready at start (`node-2`), named by
+    /// the run that stops there; with `drift`, the settings that must differ as well.
+    pub never_ready: Option<String>,
 }
 
 impl Scenario {
@@ -532,9 +535,10 @@ impl Scenario {
             && self.expect.failing_step.is_none()
             && self.expect.drift.is_empty()
             && self.expect.diagnosis.is_none()
+            && self.expect.never_ready.is_none()
         {
             return Err(
-                "a negative control says what must fail: expect.failing_step, expect.drift or expect.diagnosis".into(),
+                "a negative control says what must fail: expect.failing_step, expect.drift, expect.diagnosis or expect.never_ready".into(),
             );
         }
         for (i, step) in self.steps.iter().enumerate() {
