@@ -86,7 +86,7 @@ enum Locator {
     /// again after a failure.
     Sentinel(Sentinels),
     /// Every primary of a Redis Cluster, through the cluster client.
-    Cluster(cluster::ClusterSeeds),
+    Cluster(Box<cluster::ClusterSeeds>),
 }
 
 /// The connection in use, with the server it goes to.
@@ -95,6 +95,8 @@ struct Current {
     address: String,
 }
 
+// One per link, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Conn {
     /// One server (direct, or the master the sentinels name).
     Single {
@@ -123,7 +125,7 @@ impl Current {
         match &self.conn {
             Conn::Single { manager, .. } => cmd.query_async(&mut manager.clone()).await,
             Conn::Cluster(conns) if retry == Retry::Never => {
-                cluster::once_until_accepted(bound, || async { cmd.query_async(&mut conns.once.clone()).await }).await
+                conns.once_until_accepted(bound, |mut conn| async move { cmd.query_async(&mut conn).await }).await
             }
             Conn::Cluster(conns) => cmd.query_async(&mut conns.safe.clone()).await,
         }
@@ -139,7 +141,7 @@ impl Current {
         match &self.conn {
             Conn::Single { manager, .. } => pipe.query_async(&mut manager.clone()).await,
             Conn::Cluster(conns) if retry == Retry::Never => {
-                cluster::once_until_accepted(bound, || async { pipe.query_async(&mut conns.once.clone()).await }).await
+                conns.once_until_accepted(bound, |mut conn| async move { pipe.query_async(&mut conn).await }).await
             }
             Conn::Cluster(conns) => pipe.query_async(&mut conns.safe.clone()).await,
         }
@@ -155,7 +157,7 @@ impl Current {
         match &self.conn {
             Conn::Single { confirmed_writes, .. } => confirmed_writes.send(pipe).await,
             Conn::Cluster(conns) if retry == Retry::Never => {
-                cluster::once_until_accepted(bound, || async { pipe.query_async(&mut conns.once.clone()).await }).await
+                conns.once_until_accepted(bound, |mut conn| async move { pipe.query_async(&mut conn).await }).await
             }
             Conn::Cluster(conns) => pipe.query_async(&mut conns.confirmed.clone()).await,
         }
@@ -222,7 +224,7 @@ impl RedisLink {
                 timeout,
             )?),
             RedisTarget::Cluster { seeds, .. } => {
-                Locator::Cluster(cluster::ClusterSeeds::new(&seeds, ca_pem, timeout)?)
+                Locator::Cluster(Box::new(cluster::ClusterSeeds::new(&seeds, ca_pem, timeout)?))
             }
         };
         Ok(Arc::new(RedisLink {
@@ -552,7 +554,7 @@ impl RedisLink {
                     };
                     let route =
                         redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port };
-                    let mut conn = if retry == Retry::Never { conns.once.clone() } else { conns.safe.clone() };
+                    let mut conn = if retry == Retry::Never { conns.once() } else { conns.safe.clone() };
                     let answers = tokio::time::timeout(bound, conn.route_pipeline(pipe.clone(), 0, count, route))
                         .await
                         .map_err(|_| timed_out())??;

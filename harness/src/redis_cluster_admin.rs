@@ -94,8 +94,17 @@ pub fn parse_nodes(text: &str) -> Vec<NodeView> {
         .collect()
 }
 
+/// A connection to the node at `address`: a second to connect, five to answer (a `MIGRATE`
+/// of a batch waits for the target, and this machine is often loaded).
 async fn connect(address: SocketAddr) -> Result<redis::aio::MultiplexedConnection, ClusterAdminError> {
-    replication::connect(address).await.map_err(|source| ClusterAdminError::Redis { address, source })
+    let attempt = async {
+        let client = redis::Client::open(format!("redis://{address}"))?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        client.get_multiplexed_async_connection_with_config(&config).await
+    };
+    attempt.await.map_err(|source| ClusterAdminError::Redis { address, source })
 }
 
 /// Sends one command to the node at `address`.

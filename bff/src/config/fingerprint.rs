@@ -138,16 +138,40 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
+        config_with(&[])
+    }
+
+    fn config_with(extra: &[(&str, &str)]) -> Config {
         let vars: HashMap<String, String> = [
             ("BFF_PUBLIC_URL", "http://localhost:8080"),
             ("BFF_OIDC_AUTHORITY", "http://issuer.test"),
             ("BFF_OIDC_CLIENT_ID", "client"),
             ("BFF_OIDC_CLIENT_SECRET", "the-client-secret"),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         Config::from_env_map(&vars).unwrap()
+    }
+
+    fn redis_settings(url: &str) -> Vec<(&'static str, String)> {
+        let config = config_with(&[("BFF_REDIS_URL", url), ("BFF_KEY_RING", "local")]);
+        settings(&config, "0123456789abcdef0123", "00112233445566778899")
+            .into_iter()
+            .filter(|s| s.name.starts_with("redis."))
+            .map(|s| (s.name, s.value))
+            .collect()
+    }
+
+    #[test]
+    fn a_clusters_seed_nodes_are_covered_in_any_order_and_differ_from_one_shard() {
+        let a = redis_settings("redis+cluster://:pw@10.0.0.2:7001,10.0.0.1:7000");
+        assert!(a.contains(&("redis.address", "redis+cluster://10.0.0.1:7000,10.0.0.2:7001".into())), "{a:?}");
+        assert_eq!(a, redis_settings("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001"), "order does not matter");
+        assert_ne!(a, redis_settings("redis+cluster://:pw@10.0.0.1:7000,10.0.0.3:7001"), "another seed differs");
+        assert_ne!(a, redis_settings("redis+cluster://:other@10.0.0.1:7000,10.0.0.2:7001"), "another password differs");
+        assert_ne!(a, redis_settings("redis://:pw@10.0.0.1:7000"), "a single-server URL into one shard differs");
     }
 
     fn client_secret_digest(token: &str, nonce: &str) -> String {

@@ -66,7 +66,7 @@ pub const KEYS: &[Key] = &[
         "redis_wait_replicas",
         "BFF_REDIS_WAIT_REPLICAS",
         Some("0"),
-        "replicas that must confirm a session write (Redis WAIT, up to redis_timeout) before login or a token refresh answers; fewer confirmations are logged and the write stands; 0 = none",
+        "replicas that must confirm a session write or delete (Redis WAIT, up to redis_timeout) before login, a token refresh or a logout answers; fewer confirmations are logged and the write stands; 0 = none",
     ),
     key(
         "redis_key_prefix",

@@ -461,3 +461,31 @@ fn the_touch_interval_follows_the_idle_timeout_and_stays_below_it() {
         "without the node cache only the idle timeout bounds it"
     );
 }
+
+#[test]
+fn a_cluster_url_is_a_redis_store_and_bad_ones_name_their_key() {
+    let with = |pairs: &[(&str, &str)]| {
+        let mut vars = minimal();
+        vars.extend(env(pairs));
+        vars.insert("BFF_KEY_RING".into(), "local".into());
+        vars
+    };
+    let c = Config::from_env_map(&with(&[("BFF_REDIS_URL", "redis+cluster://a:7000,b:7001")])).unwrap();
+    assert!(matches!(c.store, StoreConfig::Redis { ref url, .. } if url == "redis+cluster://a:7000,b:7001"));
+    for bad in ["redis+cluster://", "redis+cluster://a:x", "redis+cluster://a:7000/2"] {
+        let error = error_of(with(&[("BFF_REDIS_URL", bad)]));
+        assert!(error.starts_with("redis_url (BFF_REDIS_URL)"), "{bad}: {error}");
+    }
+    let error = error_of(with(&[("BFF_REDIS_URL", "redis+cluster://a:7000"), ("BFF_REDIS_KEY_PREFIX", "{bff}")]));
+    assert!(error.starts_with("redis_key_prefix (BFF_REDIS_KEY_PREFIX)") && error.contains("hash tag"), "{error}");
+    // On one server a brace in the prefix is only a character.
+    assert!(
+        Config::from_env_map(&with(&[("BFF_REDIS_URL", "redis://a:6379"), ("BFF_REDIS_KEY_PREFIX", "{bff}")])).is_ok()
+    );
+    let mut ca = tempfile::NamedTempFile::new().unwrap();
+    write!(ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    let path = ca.path().display().to_string();
+    let c = Config::from_env_map(&with(&[("BFF_REDIS_URL", "rediss+cluster://a:7000"), ("BFF_REDIS_CA_FILE", &path)]))
+        .unwrap();
+    assert!(matches!(c.store, StoreConfig::Redis { ca_pem: Some(_), .. }));
+}

@@ -9,7 +9,9 @@
 //! retries (with short waits: redis-rs waits 1.3 s and more by default) until `redis_timeout`
 //! runs out. One-time commands go through `once`, which retries nothing; the link sends one again
 //! only when the cluster refused it (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, ... : the server
-//! did nothing), after the client refreshed its slot map, within the same bound.
+//! did nothing), within the same bound; after a `MOVED` or `READONLY` on a fresh connection,
+//! since a client without retries does not refresh its slot map when the refusal came inside a
+//! transaction (`MULTI`), and would be refused so for ever.
 //! Writes that wait for replicas (`WAIT`) go through a third client of their own, so that a
 //! `WAIT` holds up no one else's commands on that shard (see `confirmed_writes`); the write and
 //! its `WAIT` are one pipeline, sent to the write's shard.
@@ -41,7 +43,10 @@ pub(super) struct ClusterSeeds {
 /// The connections in use (each one multiplexed connection per node).
 pub(super) struct ClusterConns {
     pub(super) safe: ClusterConnection,
-    pub(super) once: ClusterConnection,
+    /// Replaced by a fresh one (a fresh slot map) when the cluster answers it `MOVED`: with no
+    /// retries, the client does not refresh its slot map on a `MOVED` inside a transaction.
+    once: std::sync::Mutex<ClusterConnection>,
+    once_client: ClusterClient,
     pub(super) confirmed: ClusterConnection,
 }
 
@@ -84,7 +89,8 @@ impl ClusterSeeds {
     pub(super) async fn connect(&self) -> redis::RedisResult<ClusterConns> {
         Ok(ClusterConns {
             safe: self.safe.get_async_connection().await?,
-            once: self.once.get_async_connection().await?,
+            once: std::sync::Mutex::new(self.once.get_async_connection().await?),
+            once_client: self.once.clone(),
             confirmed: self.confirmed.get_async_connection().await?,
         })
     }
@@ -113,35 +119,65 @@ impl ClusterSeeds {
     }
 }
 
-/// Errors with which the cluster refused a command without running it: sent again, it runs
-/// once (a one-time command too), once the slot map is right or the slot finished moving.
-pub(super) fn refused(error: &redis::RedisError) -> bool {
-    matches!(
-        error.code(),
-        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "MASTERDOWN" | "LOADING" | "EXECABORT")
-    )
-}
+impl ClusterConns {
+    /// The one-time connection in use.
+    pub(super) fn once(&self) -> ClusterConnection {
+        self.once.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 
-/// Sends `send` on the one-time connection; when the cluster refused it (see [`refused`]),
-/// sends it again after a short wait (the client refreshes its slot map on `MOVED`), until
-/// `bound` runs out.
-pub(super) async fn once_until_accepted<T, F, Fut>(bound: Duration, mut send: F) -> redis::RedisResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = redis::RedisResult<T>>,
-{
-    let deadline = tokio::time::Instant::now() + bound;
-    let mut wait = Duration::from_millis(5);
-    loop {
-        match send().await {
-            Err(error) if refused(&error) && tokio::time::Instant::now() + wait < deadline => {
-                tracing::debug!(%error, "redis cluster refused a one-time command; sending it again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(100));
+    /// Sends `send` on the one-time connection; when the cluster refused it (see [`refused`]),
+    /// sends it again after a short wait, on a fresh connection when the slot map was stale
+    /// (`MOVED`, `READONLY`), until `bound` runs out.
+    pub(super) async fn once_until_accepted<T, F, Fut>(&self, bound: Duration, send: F) -> redis::RedisResult<T>
+    where
+        F: Fn(ClusterConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            match send(self.once()).await {
+                Err(error) if refused(&error) && tokio::time::Instant::now() + wait < deadline => {
+                    tracing::debug!(%error, "redis cluster refused a one-time command; sending it again");
+                    if stale_slot_map(&error) {
+                        let fresh = tokio::time::timeout(
+                            deadline.saturating_duration_since(tokio::time::Instant::now()),
+                            self.once_client.get_async_connection(),
+                        )
+                        .await;
+                        if let Ok(Ok(fresh)) = fresh {
+                            *self.once.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+                        }
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(100));
+                }
+                answer => return answer,
             }
-            answer => return answer,
         }
     }
+}
+
+/// A refusal that says the client's slot map is out of date (on its own or inside an aborted
+/// transaction).
+fn stale_slot_map(error: &redis::RedisError) -> bool {
+    let stale = |code: &str| matches!(code, "MOVED" | "READONLY");
+    error.code().is_some_and(stale)
+        || error.clone().into_server_errors().is_some_and(|errors| errors.iter().any(|(_, e)| stale(e.code())))
+}
+
+/// Errors with which the cluster refused a command without running it (on its own or inside an
+/// aborted transaction): sent again, it runs once (a one-time command too), once the slot map
+/// is right or the slot finished moving.
+pub(super) fn refused(error: &redis::RedisError) -> bool {
+    let refusal = |code: &str| {
+        matches!(
+            code,
+            "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "MASTERDOWN" | "LOADING" | "EXECABORT"
+        )
+    };
+    error.code().is_some_and(refusal)
+        || error.clone().into_server_errors().is_some_and(|errors| errors.iter().all(|(_, e)| refusal(e.code())))
 }
 
 /// What `CLUSTER SLOTS` (asked of any node) says now: the primary of every slot range.

@@ -156,11 +156,23 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.link.query::<()>(redis::cmd("DEL").arg(self.key(key)), Retry::Safe).await
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(key));
+        // Waits for replicas too: a logout the master acknowledged must not come undone when a
+        // failover promotes a replica it had not reached. Deleting twice: safe to repeat.
+        self.write::<()>(cmd).await
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
         if keys.is_empty() {
+            return Ok(());
+        }
+        if self.wait_replicas > 0 {
+            // One write and its `WAIT` per key: a `WAIT` goes to the shard of its write, and on
+            // a cluster the keys may be on several.
+            for key in keys {
+                self.delete(key).await?;
+            }
             return Ok(());
         }
         let mut cmd = redis::cmd("DEL");

@@ -1,4 +1,6 @@
-//! Faults of the cluster under a load of logins, `me` calls and logouts on two gateway nodes:
+//! Faults of the cluster under a load of logins, `me` calls and logouts on two gateway nodes
+//! (every other one a back-channel logout: its index is taken once and its sessions deleted
+//! while slots move):
 //! a replica promoted by `CLUSTER FAILOVER`, a primary SIGKILLed and replaced by its replica,
 //! and a live reshard (a share of a primary's slots migrated to another while the load runs,
 //! so that requests meet `MOVED` and `ASK`), then a primary added and given slots. Every
@@ -35,8 +37,16 @@ impl Tally {
 }
 
 /// One virtual user after another: login on one node, `me` three times across the nodes,
-/// logout (again while it answers 503), `me` with the old cookie.
-async fn user_loop(urls: Vec<String>, index: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>, since: Instant) {
+/// logout or, every other user, back-channel logout by `sid` (again while it answers 503), `me`
+/// with the old cookie.
+async fn user_loop(
+    urls: Vec<String>,
+    issuer: Arc<harness::MockIssuer>,
+    index: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    since: Instant,
+) {
     let mut iteration = 0usize;
     while !stop.load(Ordering::Relaxed) {
         iteration += 1;
@@ -69,8 +79,23 @@ async fn user_loop(urls: Vec<String>, index: usize, stop: Arc<AtomicBool>, tally
             }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
+        let backchannel = iteration.is_multiple_of(2);
+        let token = issuer.last_sid(&sub).map(|sid| issuer.logout_token(Some(&sid), None));
         loop {
-            match user.logout_keeping_cookie(&node(4)).await {
+            let ended = if backchannel {
+                let status = crate::stack::backchannel_logout(&node(4), token.as_deref().unwrap_or_default()).await;
+                // 200 is the answer of a back-channel logout that worked.
+                Ok(harness::Reply {
+                    status: if status == 200 { 302 } else { status.as_u16() },
+                    body: String::new(),
+                    location: None,
+                    node: None,
+                    already_logged_in: false,
+                })
+            } else {
+                user.logout_keeping_cookie(&node(4)).await
+            };
+            match ended {
                 Ok(reply) if reply.status == 302 => {
                     tally.answers.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -106,8 +131,9 @@ where
     let urls: Vec<String> = (0..s.nodes.len()).map(|n| s.url(n)).collect();
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
     let since = Instant::now() + Duration::from_millis(500);
-    let load: Vec<_> =
-        (0..USERS).map(|i| tokio::spawn(user_loop(urls.clone(), i, stop.clone(), tally.clone(), since))).collect();
+    let load: Vec<_> = (0..USERS)
+        .map(|i| tokio::spawn(user_loop(urls.clone(), s.issuer.clone(), i, stop.clone(), tally.clone(), since)))
+        .collect();
     // Some load before the fault, some after.
     crate::stack::eventually("the load runs", Duration::from_secs(10), || async {
         tally.answers.load(Ordering::Relaxed) > 20
@@ -156,6 +182,14 @@ where
         tally.lost.lock().unwrap().len(),
         tally.wrong.lock().unwrap().len()
     );
+    if !unavailable.is_empty() || !tally.wrong.lock().unwrap().is_empty() {
+        // What the nodes said about them.
+        for node in &s.nodes {
+            let logs: Vec<String> =
+                node.logs().into_iter().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+            println!("  node {} warned:\n    {}", node.url(), logs[logs.len().saturating_sub(12)..].join("\n    "));
+        }
+    }
     assert!(tally.lost.lock().unwrap().is_empty(), "{name}: sessions lost: {:?}", tally.lost.lock().unwrap());
     assert!(tally.wrong.lock().unwrap().is_empty(), "{name}: wrong answers: {:?}", tally.wrong.lock().unwrap());
 }

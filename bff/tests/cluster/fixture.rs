@@ -7,7 +7,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub struct ClusterStack {
     pub cluster: RedisCluster,
-    pub issuer: MockIssuer,
+    pub issuer: std::sync::Arc<MockIssuer>,
     pub nodes: Vec<BffProcess>,
     _upstream: MockServer,
     _config: tempfile::NamedTempFile,
@@ -80,7 +80,7 @@ impl ClusterStackBuilder {
             }
             nodes.push(b.run().await.expect("bff node becomes ready on the cluster"));
         }
-        ClusterStack { cluster, issuer, nodes, _upstream: upstream, _config: config }
+        ClusterStack { cluster, issuer: std::sync::Arc::new(issuer), nodes, _upstream: upstream, _config: config }
     }
 }
 

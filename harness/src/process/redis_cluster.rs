@@ -17,8 +17,8 @@ use crate::replication;
 
 /// Redis's `cluster-node-timeout` here unless the builder says otherwise: how long a silent
 /// primary takes to be called failed (then its replica takes over within about a second more).
-/// Redis's default is 15 s; 1 s let a busy node on this loaded 2-core machine be failed over
-/// by mistake now and then.
+/// Redis's default is 15 s; 2 s rather than 1 s for the reason the Sentinel fixture gives for
+/// its `DOWN_AFTER_MS` (a busy server on this loaded 2-core machine was failed over by mistake).
 pub const NODE_TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// Bound on every wait: forming, a failover, a node's return.
@@ -207,7 +207,8 @@ impl RedisCluster {
     }
 
     /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…`: the current primaries as seed nodes (a
-    /// client needs any one of them to learn the rest).
+    /// client needs any one of them to learn the rest). It changes with a failover: give every
+    /// gateway node the same string (the settings fingerprint compares the seeds).
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self.primaries().iter().map(|m| m.address.to_string()).collect();
         format!("redis+cluster://{}", seeds.join(","))
