@@ -255,6 +255,11 @@ pub struct BenchArgs {
     /// session made by a full login); `--sessions ""` skips the curve.
     #[arg(long, default_value = "1,10000,200000", value_parser = parse_counts)]
     pub sessions: SessionCounts,
+    /// Also measure the gateway on a Redis Cluster (3 primaries, 3 replicas) in the same rounds
+    /// (`bff-auth-redis-cluster…` next to the single server's), and the sessions curve on it
+    /// with each shard's memory and keys.
+    #[arg(long, value_enum, value_name = "cluster")]
+    pub redis: Option<BenchRedisArg>,
     /// Also draw the curves as an SVG next to the JSON result.
     #[arg(long)]
     pub plot: bool,
@@ -589,6 +594,13 @@ impl RedisArg {
             RedisArg::Cluster => harness::cluster::RedisTopology::Cluster,
         }
     }
+}
+
+/// `bench --redis`: what the gateway is measured on besides one Redis.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchRedisArg {
+    /// A Redis Cluster of three primaries, a replica each.
+    Cluster,
 }
 
 /// `soak --redis`: the topologies a soak has a fault catalogue for.

@@ -25,6 +25,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             open_loop: false,
             baseline_binary: args.baseline.clone(),
             session_counts: vec![1, 50],
+            redis_cluster: args.redis == Some(crate::cli::BenchRedisArg::Cluster),
         }
     } else {
         BenchOptions {
@@ -36,6 +37,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             open_loop: !args.no_open_loop,
             baseline_binary: args.baseline.clone(),
             session_counts: args.sessions.0.clone(),
+            redis_cluster: args.redis == Some(crate::cli::BenchRedisArg::Cluster),
         }
     };
     let spinner = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")?);
@@ -128,36 +130,57 @@ fn print(report: &BenchReport) {
     if let (Some(total), Some(blob)) = (report.redis_session_bytes, report.sealed_blob_bytes) {
         println!("redis bytes per session: {total} (sealed blob {blob} + {} overhead)", total.saturating_sub(blob));
     }
+    for (curve, title) in [
+        (&report.sessions_curve, "bff-auth-redis against active sessions (requests spread uniformly)"),
+        (&report.cluster_sessions_curve, "bff-auth-redis-cluster against active sessions, each shard's primary"),
+    ] {
+        sessions_table(curve, title);
+    }
     if !report.sessions_curve.is_empty() {
-        let mut curve = Table::new();
-        curve.load_preset(UTF8_FULL_CONDENSED).set_header([
-            "active sessions",
-            "requests/s",
-            "p99 ms",
-            "CPU µs/req",
-            "node-cache hits",
-            "redis cmd/req",
-            "redis writes/req",
-        ]);
-        for p in &report.sessions_curve {
-            curve.add_row(vec![
-                p.sessions.to_string(),
-                format!("{:.0}", p.requests_per_s),
-                format!("{:.2}", p.p99_ms),
-                p.cpu_us_per_request.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
-                p.cache_hit_ratio.map(|v| format!("{:.0} %", v * 100.0)).unwrap_or_else(|| "-".into()),
-                format!("{:.2}", p.redis_commands_per_request),
-                format!("{:.3}", p.redis_writes_per_request),
-            ]);
-        }
-        println!("bff-auth-redis against active sessions (requests spread uniformly):\n{curve}");
         println!(
-            "redis memory per 100k sessions: {} · logins/s while making them: {}",
+            "redis memory per 100k sessions: {} (cluster: {}) · logins/s while making them: {}",
             opt(report.redis_mb_per_100k_sessions, " MB"),
+            opt(report.cluster_redis_mb_per_100k_sessions, " MB"),
             opt(report.logins_per_s, ""),
         );
     }
     for note in &report.notes {
         println!("note: {note}");
     }
+}
+
+/// One sessions curve; on a Redis Cluster with each shard's memory and keys at every point.
+fn sessions_table(points: &[harness::bench::SessionPoint], title: &str) {
+    if points.is_empty() {
+        return;
+    }
+    let shards = points.iter().map(|p| p.shards.len()).max().unwrap_or(0);
+    let mut header: Vec<String> = [
+        "active sessions",
+        "requests/s",
+        "p99 ms",
+        "CPU µs/req",
+        "node-cache hits",
+        "redis cmd/req",
+        "redis writes/req",
+    ]
+    .map(String::from)
+    .to_vec();
+    header.extend((1..=shards).map(|n| format!("shard {n}: MB, keys")));
+    let mut curve = Table::new();
+    curve.load_preset(UTF8_FULL_CONDENSED).set_header(header);
+    for p in points {
+        let mut row = vec![
+            p.sessions.to_string(),
+            format!("{:.0}", p.requests_per_s),
+            format!("{:.2}", p.p99_ms),
+            p.cpu_us_per_request.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()),
+            p.cache_hit_ratio.map(|v| format!("{:.0} %", v * 100.0)).unwrap_or_else(|| "-".into()),
+            format!("{:.2}", p.redis_commands_per_request),
+            format!("{:.3}", p.redis_writes_per_request),
+        ];
+        row.extend(p.shards.iter().map(|s| format!("{:.1}, {}", s.memory.used_memory as f64 / 1e6, s.memory.keys)));
+        curve.add_row(row);
+    }
+    println!("{title}:\n{curve}");
 }

@@ -42,6 +42,10 @@ pub struct BenchOptions {
     /// Active session counts for the curve of cost against sessions (each made by a full
     /// login); empty skips it.
     pub session_counts: Vec<usize>,
+    /// Also a Redis Cluster (three primaries, a replica each): the gateway on it measured as
+    /// more configurations (`…-cluster`) in the same interleaved rounds, and a second sessions
+    /// curve on it, with each shard's memory and keys at every point.
+    pub redis_cluster: bool,
 }
 
 /// One point of the curve of cost against active sessions: `bff-auth-redis` (node cache on,
@@ -58,6 +62,10 @@ pub struct SessionPoint {
     pub redis_commands_per_request: f64,
     /// Redis commands that changed data (AOF, replicas) per request.
     pub redis_writes_per_request: f64,
+    /// On a Redis Cluster: each shard's primary, its memory and keys, at this point (how evenly
+    /// the sessions spread).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<crate::process::ShardMemory>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +115,11 @@ pub struct BenchReport {
     pub redis_mb_per_100k_sessions: Option<f64>,
     /// Logins per second while making them (full logins, concurrent).
     pub logins_per_s: Option<f64>,
+    /// The same curve with the gateway on a Redis Cluster (`redis_cluster`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_sessions_curve: Vec<SessionPoint>,
+    /// Its Redis memory per 100 000 sessions, over every primary, in MB.
+    pub cluster_redis_mb_per_100k_sessions: Option<f64>,
     pub notes: Vec<String>,
 }
 
@@ -155,6 +168,18 @@ impl RedisCalls {
     fn since(self, before: RedisCalls) -> RedisCalls {
         RedisCalls { sent: self.sent.saturating_sub(before.sent), writes: self.writes.saturating_sub(before.writes) }
     }
+}
+
+/// The commands of every server in `ports` (a Redis Cluster's primaries: a replica's commands
+/// come from its primary).
+async fn redis_calls_of(ports: &[u16]) -> RedisCalls {
+    let mut sum = RedisCalls::default();
+    for port in ports {
+        let calls = redis_total_calls(*port).await;
+        sum.sent += calls.sent;
+        sum.writes += calls.writes;
+    }
+    sum
 }
 
 async fn redis_total_calls(port: u16) -> RedisCalls {
@@ -257,6 +282,26 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     .await?;
     let (bff_memory, memory_url) = gateway(Vec::new(), "bff (memory)").await?;
     let idle_rss_mb = rss_mb(bff_redis.pid());
+    let cluster = match options.redis_cluster {
+        true => {
+            progress("starting a redis cluster (3 primaries, 3 replicas) and two gateways on it");
+            let cluster = crate::process::RedisCluster::builder()
+                .primaries(3)
+                .replicas_per_primary(1)
+                .run()
+                .await
+                .map_err(|e| fail("redis cluster")(e.to_string()))?;
+            let (cached, cached_url) = gateway(vec![("BFF_REDIS_URL", cluster.url())], "bff (redis cluster)").await?;
+            let (uncached, uncached_url) = gateway(
+                vec![("BFF_REDIS_URL", cluster.url()), ("BFF_SESSION_CACHE_MAX_AGE", "off".into())],
+                "bff (redis cluster, no node cache)",
+            )
+            .await?;
+            let cookie = logged_in_cookie(&cached_url).await?;
+            Some(OnCluster { cluster, cached, cached_url, uncached, uncached_url, cookie })
+        }
+        false => None,
+    };
 
     let redis_cookie = logged_in_cookie(&redis_url).await?;
     let memory_cookie = logged_in_cookie(&memory_url).await?;
@@ -275,6 +320,17 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         config("bff-auth-redis-uncached", format!("{uncached_url}/api/data"), auth(&redis_cookie), bff_uncached.pid()),
         config("bff-auth-memory", format!("{memory_url}/api/data"), auth(&memory_cookie), bff_memory.pid()),
     ];
+    if let Some(c) = &cluster {
+        configs.extend([
+            config("bff-auth-redis-cluster", format!("{}/api/data", c.cached_url), auth(&c.cookie), c.cached.pid()),
+            config(
+                "bff-auth-redis-cluster-uncached",
+                format!("{}/api/data", c.uncached_url),
+                auth(&c.cookie),
+                c.uncached.pid(),
+            ),
+        ]);
+    }
     // The baseline binary's nodes share Redis and its key ring: the same session cookie serves.
     let mut baseline_nodes = Vec::new();
     if let Some(binary) = &options.baseline_binary {
@@ -306,8 +362,14 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         for (i, config) in configs.iter().enumerate() {
             let name = &config.name;
             progress(&format!("round {}/{} · {name}", round + 1, options.rounds));
-            let on_redis = name.starts_with("bff-auth-redis");
-            let before = if on_redis { Some(redis_total_calls(redis.port()).await) } else { None };
+            // Which Redis this configuration's commands go to: the single server's, or the
+            // cluster's primaries.
+            let ports: Vec<u16> = match (&cluster, name.starts_with("bff-auth-redis-cluster")) {
+                (Some(c), true) => c.primary_ports(),
+                _ if name.starts_with("bff-auth-redis") => vec![redis.port()],
+                _ => Vec::new(),
+            };
+            let before = if ports.is_empty() { None } else { Some(redis_calls_of(&ports).await) };
             let cpu_before = config.pid.and_then(cpu::tree_seconds);
             let mut result = loadgen::wrk(&config.target, options.connections, options.duration)
                 .await
@@ -316,7 +378,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
                 result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
             }
             if let Some(before) = before {
-                let calls = redis_total_calls(redis.port()).await.since(before);
+                let calls = redis_calls_of(&ports).await.since(before);
                 redis_per_request[i].push(calls.sent as f64 / result.requests.max(1) as f64);
                 redis_writes_per_request[i].push(calls.writes as f64 / result.requests.max(1) as f64);
             }
@@ -402,8 +464,15 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     }
 
     let mut curve = SessionsCurve::default();
+    let mut cluster_curve = SessionsCurve::default();
     if !options.session_counts.is_empty() {
-        curve = sessions_curve(options, &redis, &redis_url, bff_redis.pid(), progress).await?;
+        curve = sessions_curve(options, &CurveRedis::Single(&redis), &redis_url, bff_redis.pid(), progress).await?;
+        if let Some(c) = &cluster {
+            progress("sessions on the redis cluster");
+            cluster_curve =
+                sessions_curve(options, &CurveRedis::Cluster(&c.cluster), &c.cached_url, c.cached.pid(), progress)
+                    .await?;
+        }
     }
 
     progress("bytes per session in redis");
@@ -462,7 +531,10 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             command_output(oha.to_str().unwrap_or("oha"), &["--version"]).await.trim().to_owned(),
         ));
     }
-    drop((bff_redis, bff_uncached, bff_memory, nginx, baseline_nodes));
+    if let Some(c) = &cluster {
+        versions.push(("redis cluster".into(), format!("3 primaries, 3 replicas: {}", c.cluster.url())));
+    }
+    drop((bff_redis, bff_uncached, bff_memory, nginx, baseline_nodes, cluster));
     Ok(BenchReport {
         date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).await.trim().to_owned(),
         machine: format!(
@@ -487,8 +559,60 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         sessions_curve: curve.points,
         redis_mb_per_100k_sessions: curve.redis_mb_per_100k,
         logins_per_s: curve.logins_per_s,
+        cluster_sessions_curve: cluster_curve.points,
+        cluster_redis_mb_per_100k_sessions: cluster_curve.redis_mb_per_100k,
         notes,
     })
+}
+
+/// The gateway on a Redis Cluster, for `redis_cluster`.
+struct OnCluster {
+    cluster: crate::process::RedisCluster,
+    cached: BffProcess,
+    cached_url: String,
+    uncached: BffProcess,
+    uncached_url: String,
+    /// A session made on the cluster (its own store, its own key ring).
+    cookie: String,
+}
+
+impl OnCluster {
+    fn primary_ports(&self) -> Vec<u16> {
+        self.cluster.primaries().iter().map(|m| m.address.port()).collect()
+    }
+}
+
+/// The Redis a sessions curve reads its figures from.
+enum CurveRedis<'a> {
+    Single(&'a RedisProcess),
+    Cluster(&'a crate::process::RedisCluster),
+}
+
+impl CurveRedis<'_> {
+    /// The servers whose commands count (a cluster's primaries).
+    fn ports(&self) -> Vec<u16> {
+        match self {
+            CurveRedis::Single(redis) => vec![redis.port()],
+            CurveRedis::Cluster(cluster) => cluster.primaries().iter().map(|m| m.address.port()).collect(),
+        }
+    }
+
+    /// `used_memory` over the servers whose commands count.
+    async fn used_memory(&self) -> Option<f64> {
+        let mut sum = 0.0;
+        for port in self.ports() {
+            sum += redis_used_memory(port).await?;
+        }
+        Some(sum)
+    }
+
+    /// Each shard's memory and keys (none for one server).
+    async fn shards(&self) -> Vec<crate::process::ShardMemory> {
+        match self {
+            CurveRedis::Single(_) => Vec::new(),
+            CurveRedis::Cluster(cluster) => cluster.memory_per_shard().await.unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -525,7 +649,7 @@ async fn cache_counts(base: &str) -> Option<(f64, f64)> {
 /// requests are spread over (each count reached by more logins), and Redis memory per session.
 async fn sessions_curve(
     options: &BenchOptions,
-    redis: &RedisProcess,
+    redis: &CurveRedis<'_>,
     base: &str,
     pid: Option<u32>,
     progress: &(dyn Fn(&str) + Send + Sync),
@@ -533,7 +657,7 @@ async fn sessions_curve(
     let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
     let mut counts = options.session_counts.clone();
     counts.sort_unstable();
-    let memory_before = redis_used_memory(redis.port()).await;
+    let memory_before = redis.used_memory().await;
     let mut cookies: Vec<String> = Vec::new();
     let mut login_time = Duration::ZERO;
     let mut curve = SessionsCurve::default();
@@ -556,7 +680,7 @@ async fn sessions_curve(
         let cache_before = cache_counts(base).await;
         for round in 0..options.rounds {
             progress(&format!("sessions: {count} active, round {}/{}", round + 1, options.rounds));
-            let calls_before = redis_total_calls(redis.port()).await;
+            let calls_before = redis_calls_of(&redis.ports()).await;
             let cpu_before = pid.and_then(cpu::tree_seconds);
             let mut result = loadgen::wrk(&target, options.connections, options.duration)
                 .await
@@ -564,7 +688,7 @@ async fn sessions_curve(
             if let (Some(before), Some(after)) = (cpu_before, pid.and_then(cpu::tree_seconds)) {
                 result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
             }
-            let calls = redis_total_calls(redis.port()).await.since(calls_before);
+            let calls = redis_calls_of(&redis.ports()).await.since(calls_before);
             redis_calls.sent += calls.sent;
             redis_calls.writes += calls.writes;
             requests += result.requests;
@@ -584,10 +708,11 @@ async fn sessions_curve(
             cache_hit_ratio,
             redis_commands_per_request: redis_calls.sent as f64 / requests.max(1) as f64,
             redis_writes_per_request: redis_calls.writes as f64 / requests.max(1) as f64,
+            shards: redis.shards().await,
             runs,
         });
     }
-    let memory_after = redis_used_memory(redis.port()).await;
+    let memory_after = redis.used_memory().await;
     if let (Some(before), Some(after)) = (memory_before, memory_after)
         && !cookies.is_empty()
     {
