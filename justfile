@@ -22,6 +22,21 @@ setup:
         python3 -m pip install -q kubernetes-validate
         hash -r
     fi
+    if ! command -v promtool >/dev/null; then
+        # promtool only (48 MB), for `just alert-rules`: taken out of Debian's prometheus package
+        # (96 MB installed, and a server that would start as a service) with apt-get download.
+        if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+            echo "setup: this host lacks promtool: put it on PATH (Debian/Ubuntu: the prometheus package), then run this again" >&2
+            exit 2
+        fi
+        echo "setup: installing promtool (from Debian's prometheus package)"
+        work="$(mktemp -d)"
+        (cd "$work" && apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; })
+        dpkg-deb --fsys-tarfile "$work"/prometheus_*.deb | tar -xO ./usr/bin/promtool > /usr/local/bin/promtool
+        chmod 755 /usr/local/bin/promtool
+        rm -rf "$work"
+        hash -r
+    fi
     missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v wrk >/dev/null || missing+=(wrk)
@@ -100,8 +115,15 @@ test: setup build previous-release
     {{bffctl}} run scenarios/redis-cluster-kill-primary.toml --backend docker --report junit target/scenarios-docker-cluster.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
     just k8s-validate
+    just alert-rules
     just tutorial
     just third-party-verify
+
+# The example Prometheus alert rules (deploy/prometheus/) against their unit tests, offline
+# (promtool, installed by `setup`). Under a second.
+alert-rules: setup
+    promtool check rules deploy/prometheus/bff-alerts.yml
+    promtool test rules deploy/prometheus/bff-alerts.test.yml
 
 # The Kubernetes manifests (deploy/k8s/) against the Kubernetes schemas, offline (schemas bundled
 # with kubernetes-validate; no cluster). Under a second.

@@ -24,6 +24,10 @@ pub enum AppError {
     /// connection is closed.
     #[error("request body not received in time")]
     BodyTimedOut,
+    /// A request body over `server.max_body_size`, found while it was read (a chunked body has
+    /// no length to refuse it by up front): a 413, as for one refused by its length.
+    #[error("{0}")]
+    BodyTooLarge(String),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -36,10 +40,13 @@ impl AppError {
     }
 
     /// A request body that could not be read: 408 when the client was too slow
-    /// (`server.body_timeout`), else a 400 naming what was wrong (too large, cut short).
+    /// (`server.body_timeout`), 413 when it was too large, else a 400 naming what was wrong
+    /// (cut short, not readable).
     pub fn unreadable_body(rejection: axum::extract::rejection::BytesRejection) -> Self {
         if crate::body_deadline::BodyError::timed_out_in(&rejection) {
             AppError::BodyTimedOut
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::BodyTooLarge(rejection.body_text())
         } else {
             AppError::BadRequest(rejection.body_text())
         }
@@ -51,6 +58,7 @@ impl AppError {
             AppError::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
             AppError::Forbidden(message) => (StatusCode::FORBIDDEN, message.clone()),
             AppError::BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
+            AppError::BodyTooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, message.clone()),
             AppError::Session(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable, try again shortly".into())
             }

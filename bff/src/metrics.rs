@@ -1,5 +1,11 @@
 //! Prometheus metrics at `/metrics`: requests by route and status, latency, sessions created and
-//! ended, token refreshes (done, waited, failed), store and upstream errors.
+//! ended by reason, token refresh outcomes, Redis command latency and errors, the node cache, the
+//! drift fingerprint, store and upstream errors. Every metric is listed in
+//! `docs/src/operations.md`.
+
+pub mod config_fingerprint;
+pub mod redis_commands;
+pub mod session_events;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

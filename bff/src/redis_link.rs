@@ -131,19 +131,22 @@ impl Current {
         }
     }
 
-    /// Sends a pipeline (with a cluster: every command in it on one slot), as [`Current::query`].
+    /// Sends a pipeline (with a cluster: every command in it on one slot, on the connection that
+    /// retries nothing by itself, whatever its [`Retry`]).
     async fn pipeline<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
-        retry: Retry,
         bound: Duration,
     ) -> redis::RedisResult<T> {
         match &self.conn {
             Conn::Single { manager, .. } => pipe.query_async(&mut manager.clone()).await,
-            Conn::Cluster(conns) if retry == Retry::Never => {
+            // Every pipeline, one-time or not: a `MOVED` inside a transaction (`MULTI`) makes
+            // no cluster client refresh its slot map, and only this path sends it again on a
+            // fresh connection (see `cluster`). A pipeline that may run twice is sent again
+            // after a dropped connection by [`RedisLink::attempt`].
+            Conn::Cluster(conns) => {
                 conns.once_until_accepted(bound, |mut conn| async move { pipe.query_async(&mut conn).await }).await
             }
-            Conn::Cluster(conns) => pipe.query_async(&mut conns.safe.clone()).await,
         }
     }
 
@@ -527,7 +530,8 @@ impl RedisLink {
         pipe.add_command(cmd.clone());
         pipe.cmd("WAIT").arg(replicas).arg(self.timeout.as_millis() as u64);
         let (pipe, bound) = (&pipe, self.timeout);
-        self.attempt(retry, |current| async move { current.confirmed(pipe, retry, bound).await }).await
+        self.attempt_within(bound * 2, retry, |current| async move { current.confirmed(pipe, retry, bound).await })
+            .await
     }
 
     /// Publishes `messages` (channel, payload) in one round trip and answers, for each, how many
@@ -577,7 +581,7 @@ impl RedisLink {
         retry: Retry,
     ) -> Result<T, StoreError> {
         let bound = self.timeout;
-        self.attempt(retry, |current| async move { current.pipeline(pipe, retry, bound).await }).await
+        self.attempt(retry, |current| async move { current.pipeline(pipe, bound).await }).await
     }
 
     /// One command or pipeline (`send`, to the server the link talks to), and the second
@@ -588,11 +592,23 @@ impl RedisLink {
         F: Fn(Arc<Current>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.attempt_within(self.timeout, retry, send).await
+    }
+
+    /// [`RedisLink::attempt`], the first attempt on a cluster bounded by `bound` (a write and
+    /// its `WAIT`: the `WAIT`'s own bound plus `redis_timeout`, so that the `WAIT` runs out first
+    /// and the write stands, as on one server).
+    async fn attempt_within<T, F, Fut>(&self, bound: Duration, retry: Retry, send: F) -> Result<T, StoreError>
+    where
+        F: Fn(Arc<Current>) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let _timer = crate::metrics::redis_commands::CommandTimer::start();
         let seen = self.lookups.load(Ordering::Acquire);
-        let conn = self.connected()?;
+        let conn = self.connected().inspect_err(|_| crate::metrics::redis_commands::failed())?;
         let first = if self.is_cluster() {
             // The cluster client retries by itself (redirections, reconnects): bounded here.
-            tokio::time::timeout(self.timeout, send(conn.clone())).await.unwrap_or_else(|_| Err(timed_out()))
+            tokio::time::timeout(bound, send(conn.clone())).await.unwrap_or_else(|_| Err(timed_out()))
         } else {
             send(conn.clone()).await
         };
@@ -645,6 +661,7 @@ impl RedisLink {
     }
 
     fn failed(&self, error: redis::RedisError) -> StoreError {
+        crate::metrics::redis_commands::failed();
         self.note_reconnect(&error);
         self.report_trouble();
         StoreError::from(error)

@@ -117,3 +117,31 @@ async fn with_no_master_answering_the_store_is_unavailable() {
         other => panic!("expected Unavailable with every Redis process gone, got {other:?}"),
     }
 }
+
+/// A sentinel whose host drops packets (listed first) costs the node nothing: every sentinel is
+/// asked at once, so the others name the master within the one `redis_timeout` the lookup has.
+#[tokio::test]
+async fn a_silent_sentinel_listed_first_does_not_hide_the_others() {
+    let group = SentinelGroup::start(false).await.unwrap();
+    let (_, sentinel_ports) = group.ports();
+    let silent = harness::fault::FaultProxy::start(([127, 0, 0, 1], sentinel_ports[0]).into()).await.unwrap();
+    silent.set(harness::fault::Fault::Blackhole);
+    let url = group.url().replacen("redis+sentinel://", &format!("redis+sentinel://{},", silent.addr()), 1);
+    let link = RedisLink::new(&url, Duration::from_secs(1)).unwrap();
+    link.connect_in_background();
+    let store = RedisStore::new(link, "sentinel");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut unavailable = 0;
+    loop {
+        match store.put("s", b"v".to_vec(), TTL).await {
+            Ok(()) => break,
+            Err(StoreError::Unavailable(error)) if Instant::now() < deadline => {
+                unavailable += 1;
+                assert!(unavailable < 1000, "{error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("no master found past the silent sentinel: {error}"),
+        }
+    }
+    assert_eq!(read_through(&store, "s").await.0.as_deref(), Some(&b"v"[..]));
+}

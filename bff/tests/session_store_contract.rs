@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use bff::redis_link::RedisLink;
 use bff::session::{MemoryStore, RedisStore, SessionStore};
 use harness::RedisProcess;
+use harness::process::SentinelGroup;
 
 const LONG: Duration = Duration::from_secs(600);
 /// A touch interval of zero: every read pushes the expiry back.
@@ -170,6 +171,42 @@ async fn exists_sees_values_and_markers_only_while_they_live(store: Arc<dyn Sess
     assert!(!store.exists("s:x").await.unwrap());
 }
 
+async fn index_members_are_read_without_taking_them(store: Arc<dyn SessionStore>) {
+    assert!(store.index_members("i:none").await.unwrap().is_empty(), "an absent index has no members");
+    store.index_add("i:m", "s:1", LONG).await.unwrap();
+    store.index_add("i:m", "s:2", LONG).await.unwrap();
+    for _ in 0..2 {
+        let mut members = store.index_members("i:m").await.unwrap();
+        members.sort();
+        assert_eq!(members, ["s:1", "s:2"], "reading leaves the index as it was");
+    }
+    store.index_remove("i:m", "s:1").await.unwrap();
+    assert_eq!(store.index_members("i:m").await.unwrap(), ["s:2"]);
+    assert_eq!(store.index_take("i:m").await.unwrap(), ["s:2"]);
+    assert!(store.index_members("i:m").await.unwrap().is_empty());
+}
+
+async fn peek_reads_the_value_and_its_life_without_pushing_the_expiry(store: Arc<dyn SessionStore>) {
+    assert_eq!(store.peek("s:none").await.unwrap(), None);
+    store.put("s:peek", b"p\0q".to_vec(), IDLE).await.unwrap();
+    let (value, first) = store.peek("s:peek").await.unwrap().expect("stored");
+    assert_eq!(value, b"p\0q");
+    let first = first.expect("a session has an expiry");
+    assert!(first <= IDLE && first > IDLE - SLACK, "left {first:?} of {IDLE:?}");
+    // A get_and_touch here would push the expiry back (less than IDLE - TOUCH remains from
+    // 1 s on); peeks never do, so the key goes IDLE after it was written.
+    let stored = Instant::now();
+    let mut last = first;
+    while let Some((_, left)) = store.peek("s:peek").await.unwrap() {
+        let left = left.expect("still has an expiry");
+        assert!(left <= last, "peek pushed the expiry back: {last:?} then {left:?}");
+        last = left;
+        assert!(stored.elapsed() < IDLE + SLACK, "still there {:?} after it was written", stored.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!store.exists("s:peek").await.unwrap());
+}
+
 async fn memory() -> (Arc<dyn SessionStore>, Option<RedisProcess>) {
     (Arc::new(MemoryStore::new()), None)
 }
@@ -186,6 +223,30 @@ async fn redis_cluster() -> (Arc<dyn SessionStore>, harness::process::RedisClust
     let link = RedisLink::new(&cluster.url(), Duration::from_secs(2)).unwrap();
     link.connect().await;
     (Arc::new(RedisStore::new(link, "contract")), cluster)
+}
+
+async fn sentinel() -> (Arc<dyn SessionStore>, Option<SentinelGroup>) {
+    let group = SentinelGroup::start(false).await.unwrap();
+    let link = RedisLink::new(&group.url(), Duration::from_secs(2)).unwrap();
+    link.connect_in_background();
+    link.connect().await;
+    (Arc::new(RedisStore::new(link, "contract")), Some(group))
+}
+
+/// The operations the session API adds, also behind Sentinel (a group per case costs seconds,
+/// so not the whole contract).
+mod sentinel_store {
+    #[tokio::test]
+    async fn index_members_are_read_without_taking_them() {
+        let (store, _guard) = super::sentinel().await;
+        super::index_members_are_read_without_taking_them(store).await;
+    }
+
+    #[tokio::test]
+    async fn peek_reads_the_value_and_its_life_without_pushing_the_expiry() {
+        let (store, _guard) = super::sentinel().await;
+        super::peek_reads_the_value_and_its_life_without_pushing_the_expiry(store).await;
+    }
 }
 
 macro_rules! contract {
@@ -216,6 +277,8 @@ contract!(
     exists_sees_values_and_markers_only_while_they_live,
     a_read_that_is_not_due_does_not_push_the_expiry,
     a_session_used_often_enough_is_never_lost_and_goes_one_idle_timeout_after_its_last_use,
+    index_members_are_read_without_taking_them,
+    peek_reads_the_value_and_its_life_without_pushing_the_expiry,
 );
 
 #[tokio::test]

@@ -38,6 +38,17 @@ Examples:
 Exit codes: 0 pass, 1 the deployment failed (failed requests, a node never ready, drift),
 2 bffctl could not do its job (bad arguments, no Docker and no redis-server, inconclusive).";
 
+const SESSIONS_EXAMPLES: &str = "\
+Examples:
+  bffctl sessions list --sub alice                    # the cluster `bffctl up` runs
+  bffctl sessions end --sub alice                     # every session of alice, on every node
+  bffctl sessions list --target https://app.example.com --sub 2482897 --ops-token \"$T\" --json
+  bffctl sessions end --target https://app.example.com --sub 2482897 --id 3f1c…  # one session
+
+The gateway must have an ops_token (else its session API answers 404). An end is effective on
+every node (node caches included) when it returns, and ending again ends 0.
+Exit codes: 0 done, 2 the gateway could not be asked (unreachable, refused the token, no API).";
+
 const RUN_EXAMPLES: &str = "\
 Examples:
   bffctl run scenarios/                                         # every scenario, a cluster each
@@ -103,6 +114,9 @@ pub enum Command {
     /// Show a node's output (its log file in the run directory): of the cluster `up` runs, else of
     /// the latest run.
     Logs(LogsArgs),
+    /// List or end a user's sessions on every node, through a gateway's session API for operators.
+    #[command(after_help = SESSIONS_EXAMPLES)]
+    Sessions(SessionsArgs),
     /// Run the restart-survival test (log in, me, restart every node, me again) on a fresh cluster and tear it down.
     #[command(after_help = VERIFY_EXAMPLES)]
     VerifyScaling(VerifyArgs),
@@ -134,6 +148,7 @@ impl Command {
         matches!(
             self,
             Command::Status(_)
+                | Command::Sessions(_)
                 | Command::Logs(_)
                 | Command::Scenarios(_)
                 | Command::Gateways(_)
@@ -552,6 +567,42 @@ pub struct OutputArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionsAction {
+    /// Show the sessions: created, last seen, idle and absolute expiry, the node that created each.
+    List,
+    /// End them (all, or one with --id) on every node at once.
+    End,
+}
+
+/// What to do with whose sessions, on which gateway.
+#[derive(Args)]
+pub struct SessionsArgs {
+    /// list or end.
+    #[arg(value_enum)]
+    pub action: SessionsAction,
+    /// The gateway: its public URL (a load balancer, or any one node: each answers for the
+    /// whole store). Default: the load balancer of the cluster `bffctl up` runs.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// The user: the issuer's `sub` claim.
+    #[arg(long, required_unless_present = "sid", conflicts_with = "sid")]
+    pub sub: Option<String>,
+    /// One login at the issuer: its `sid` claim (instead of --sub).
+    #[arg(long)]
+    pub sid: Option<String>,
+    /// With `end`, only this session: the id `bffctl sessions list` shows (a handle, not a cookie).
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// The gateway's ops_token. Default: the token of the cluster `bffctl up` runs.
+    #[arg(long, env = "BFF_OPS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub ops_token: Option<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args)]

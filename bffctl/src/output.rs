@@ -328,3 +328,64 @@ pub fn gateways(presets: &[harness::preset::GatewayPreset], json: bool) {
     }
     println!("{table}");
 }
+
+/// Unix seconds as UTC date and time (`-` for none).
+fn when(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
+pub fn sessions(listing: &harness::session_api::Listing, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(listing).expect("listing serialises"));
+        return;
+    }
+    if listing.sessions.is_empty() {
+        println!("no live session (user digest in the gateway's audit log: {})", listing.subject);
+        return;
+    }
+    // Not fitted to the terminal: an id cut over two lines cannot be copied into `end --id`.
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "id",
+        "sub",
+        "sid",
+        "created",
+        "last seen",
+        "idle expiry",
+        "absolute expiry",
+        "created on",
+    ]);
+    for s in &listing.sessions {
+        table.add_row(vec![
+            s.id.clone(),
+            s.sub.clone().unwrap_or_else(|| "-".into()),
+            s.sid.clone().unwrap_or_else(|| "-".into()),
+            when(s.created_at),
+            when(s.last_seen_at),
+            when(s.idle_expires_at),
+            when(s.absolute_expires_at),
+            s.created_on.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("{table}");
+    println!("{} session(s); user digest in the gateway's audit log: {}", listing.sessions.len(), listing.subject);
+}
+
+pub fn sessions_ended(ending: &harness::session_api::Ending, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(ending).expect("ending serialises"));
+        return;
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["ended session"]);
+    for id in &ending.ids {
+        table.add_row(vec![id.as_str()]);
+    }
+    if !ending.ids.is_empty() {
+        println!("{table}");
+    }
+    println!(
+        "{} session(s) ended on every node (user digest in the gateway's audit log: {})",
+        ending.ended, ending.subject
+    );
+}

@@ -32,6 +32,7 @@ pub mod replication;
 pub mod route_header;
 pub mod run_dir;
 pub mod scenario;
+pub mod session_api;
 pub mod soak;
 
 pub use client::{GatewayPaths, LogoutMethod, Reply, VirtualUser};

@@ -7,7 +7,9 @@
 //! format can live that long after the last node writing it stopped. Before it serves, a node
 //! reads the hash and refuses to start if a live announcement is of a format outside what it
 //! reads and writes for ([`super::readable`]), naming both versions. bff 0.1.0 (format 1)
-//! announces nothing; every later build reads format 1.
+//! announces nothing: a format-2 build reads its records, but a build of format 3 or more would
+//! neither read them nor see a 0.1.0 node in the hash (`docs/src/upgrades.md` says how to roll
+//! past it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

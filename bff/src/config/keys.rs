@@ -119,13 +119,13 @@ pub const KEYS: &[Key] = &[
         "node_name",
         "BFF_NODE_NAME",
         None,
-        "this node's name, sent in an x-bff-node response header (so a verifier behind any load balancer sees which node answered); unset = no header",
+        "this node's name, sent in an x-bff-node response header (so a verifier behind any load balancer sees which node answered) and kept in the sessions it creates (created_on in GET /ops/sessions); unset = neither",
     ),
     key(
         "ops_token",
         "BFF_OPS_TOKEN",
         None,
-        "bearer token (16+ characters) for GET /ops/fingerprint (settings every node must share, secrets as keyed digests) and for /metrics on the public listener; unset = both 404",
+        "bearer token (16+ characters) for the operator endpoints on the public listener: GET /ops/fingerprint (settings every node must share, secrets as keyed digests), the session API (GET and DELETE /ops/sessions: list and end a user's sessions on every node) and /metrics; unset = all 404",
     ),
     key(
         "metrics_listen",
@@ -176,6 +176,18 @@ pub const KEYS: &[Key] = &[
         "BFF_WEBSOCKET_SESSION_CHECK",
         Some("5s"),
         "how often an open WebSocket checks that its session still exists (a logout on any node closes it at once through Redis; this bounds idle and absolute expiry, and the in-memory store)",
+    ),
+    key(
+        "websocket.max_message_size",
+        "BFF_WEBSOCKET_MAX_MESSAGE_SIZE",
+        Some("1MiB"),
+        "largest WebSocket message either way (bytes, or with KiB/MiB; at most 64MiB); a larger one ends the socket",
+    ),
+    key(
+        "websocket.ping_interval",
+        "BFF_WEBSOCKET_PING_INTERVAL",
+        Some("30s"),
+        "how often the gateway pings a browser's WebSocket; one that sends nothing (no pong, no message) for two intervals is closed, so a dead client, or one trickling a message, does not keep its socket",
     ),
     key(
         "session.cookie_name",

@@ -207,6 +207,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How often an open WebSocket checks that its session still exists.
     pub websocket_session_check: Duration,
+    /// Largest WebSocket message, from the browser or the upstream.
+    pub websocket_max_message_size: usize,
+    /// How often a browser's WebSocket is pinged; silent for two intervals, it is closed.
+    pub websocket_ping_interval: Duration,
     pub server: ServerLimits,
     /// Bound on one Redis command.
     pub redis_timeout: Duration,
@@ -476,6 +480,16 @@ impl Config {
             log_filter: src.string_or("log_level"),
             shutdown_timeout: src.duration_at_most("shutdown_timeout", HOUR)?,
             websocket_session_check: src.duration_at_most("websocket.session_check", HOUR)?,
+            websocket_max_message_size: src.parse("websocket.max_message_size", |s| match parse_size(s)? {
+                n if n <= 64 << 20 => Ok(n),
+                _ => Err(format!("expected a size of at most 64MiB, got {s:?}")),
+            })?,
+            websocket_ping_interval: match src.duration_at_most("websocket.ping_interval", HOUR)? {
+                d if d < Duration::from_secs(1) => {
+                    return Err(src.invalid("websocket.ping_interval", "must be at least 1s".into()));
+                }
+                d => d,
+            },
             server: ServerLimits {
                 header_read_timeout: src.duration_at_most("server.header_read_timeout", SERVER_TIMEOUT_MAX)?,
                 body_timeout: src.duration_at_most("server.body_timeout", SERVER_TIMEOUT_MAX)?,

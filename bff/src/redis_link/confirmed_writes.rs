@@ -7,7 +7,7 @@
 //! Here each write and its `WAIT` go, in one round trip, on a connection that carries nothing
 //! else meanwhile. The connections are kept for the next write (at most [`MOST_AT_ONCE`] are
 //! open), belong to one server (the link drops them with the server it moved away from), and
-//! one that failed is closed rather than kept. Their response bound is `WAIT`'s own bound plus
+//! when one fails, it and every one kept beside it are closed rather than kept. Their response bound is `WAIT`'s own bound plus
 //! `redis_timeout`, so that `WAIT` runs out first and answers how many replicas confirmed.
 
 use std::sync::Mutex;
@@ -50,8 +50,14 @@ impl ConfirmedWrites {
             }
         };
         let answer = pipe.query_async(&mut conn).await;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if still_good(&answer) {
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            idle.push(conn);
+        } else {
+            // A connection that dropped says the server went away (a restart in place keeps
+            // the address, and with it this pool): the others it kept are as dead, and the
+            // caller's second attempt must get a fresh one.
+            idle.clear();
         }
         answer
     }

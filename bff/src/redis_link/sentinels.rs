@@ -84,20 +84,19 @@ impl Sentinels {
         AsyncConnectionConfig::new().set_connection_timeout(Some(self.timeout)).set_response_timeout(Some(self.timeout))
     }
 
-    /// A client of the master: asks each sentinel in turn until one names a master that is
-    /// allowed and says it is the master.
+    /// A client of the master: asks every sentinel at once and takes the first that names a
+    /// master that is allowed and says it is the master. At once, not in turn: a sentinel whose
+    /// host drops packets takes the whole of `redis_timeout` to fail, and the caller's bound is
+    /// that same `redis_timeout`, so the sentinels after it would never be asked.
     pub(super) async fn master(&self) -> RedisResult<redis::Client> {
-        let mut last = None;
-        for sentinel in &self.sentinels {
-            match self.master_named_by(sentinel).await {
-                Ok(client) => return Ok(client),
-                Err(error) => {
+        let asked = self.sentinels.iter().map(|sentinel| {
+            Box::pin(async move {
+                self.master_named_by(sentinel).await.inspect_err(|error| {
                     tracing::debug!(%error, sentinel = %sentinel.get_connection_info().addr(), "redis sentinel: no usable master from this sentinel");
-                    last = Some(error);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| RedisError::from((ErrorKind::EmptySentinelList, "no sentinel configured"))))
+                })
+            })
+        });
+        first_ok(asked).await
     }
 
     async fn master_named_by(&self, sentinel: &redis::Client) -> RedisResult<redis::Client> {
@@ -139,21 +138,30 @@ impl Sentinels {
         &self.sentinels
     }
 
-    /// A client of the first sentinel that answers, for its announcements.
+    /// A client of the first sentinel that answers, for its announcements (all asked at once,
+    /// as in [`Sentinels::master`]).
     pub(super) async fn any(&self) -> RedisResult<redis::Client> {
-        let mut last = None;
-        for sentinel in &self.sentinels {
-            let answered = async {
+        let asked = self.sentinels.iter().map(|sentinel| {
+            Box::pin(async move {
                 let mut conn = sentinel.get_multiplexed_async_connection_with_config(&self.connection_config()).await?;
-                redis::cmd("PING").query_async::<()>(&mut conn).await
-            };
-            match answered.await {
-                Ok(()) => return Ok(sentinel.clone()),
-                Err(error) => last = Some(error),
-            }
-        }
-        Err(last.unwrap_or_else(|| RedisError::from((ErrorKind::EmptySentinelList, "no sentinel configured"))))
+                redis::cmd("PING").query_async::<()>(&mut conn).await?;
+                Ok(sentinel.clone())
+            })
+        });
+        first_ok(asked).await
     }
+}
+
+/// The first of `asked` to succeed, or the last error when none does.
+async fn first_ok<F>(asked: impl Iterator<Item = F>) -> RedisResult<redis::Client>
+where
+    F: std::future::Future<Output = RedisResult<redis::Client>> + Unpin,
+{
+    let asked: Vec<F> = asked.collect();
+    if asked.is_empty() {
+        return Err(RedisError::from((ErrorKind::EmptySentinelList, "no sentinel configured")));
+    }
+    futures::future::select_ok(asked).await.map(|(client, _)| client)
 }
 
 /// A client of `host:port` (plain or TLS, verified against `ca_pem` or the system's roots),

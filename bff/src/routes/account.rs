@@ -105,6 +105,7 @@ pub async fn callback(
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
         access_token_expires_at: tokens.expires_in.map(|s| now + s),
+        created_on: state.config.node_name.clone(),
         bearer: Default::default(),
     };
     // A login always gets a new id: a session id planted before login is worth nothing after.
@@ -112,7 +113,7 @@ pub async fn callback(
         state.sessions.end(&previous.id).await?;
     }
     let id = state.sessions.create(&session).await?;
-    metrics::counter!("bff_sessions_created_total").increment(1);
+    crate::metrics::session_events::session_created();
     tracing::info!("session created");
     Ok(redirect(
         &pending.landing_page,
@@ -173,7 +174,7 @@ async fn end_session_in_store(state: &AppState, headers: &HeaderMap) -> Result<R
             id_token = Some(session.id_token.clone());
         }
         state.sessions.end(&id).await?;
-        metrics::counter!("bff_sessions_ended_total", "how" => "logout").increment(1);
+        crate::metrics::session_events::sessions_ended(crate::metrics::session_events::EndReason::Logout, 1);
         tracing::info!("session ended");
     }
     let target = id_token

@@ -18,6 +18,7 @@ use axum::http::header::CACHE_CONTROL;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::AppError;
+use crate::metrics::session_events::EndReason;
 use crate::session::now_secs;
 use crate::state::AppState;
 
@@ -42,7 +43,7 @@ pub async fn backchannel_logout(
     // retry of it ends the sessions. Two deliveries at once both end them (ending is
     // idempotent) and one of them marks it.
     state.sessions.remember_logout_token(&request.iss, &request.jti, remember_for).await?;
-    metrics::counter!("bff_sessions_ended_total", "how" => "backchannel").increment(ended as u64);
+    crate::metrics::session_events::sessions_ended(EndReason::Backchannel, ended);
     tracing::info!(sessions = ended, "back-channel logout");
     Ok((StatusCode::OK, [(CACHE_CONTROL, "no-store")]).into_response())
 }

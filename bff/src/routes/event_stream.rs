@@ -7,12 +7,15 @@
 //! `server::write_deadline`): a stream that the client reads, however long or quiet, is not cut.
 //!
 //! Event streams (`Content-Type: text/event-stream`) are counted: `bff_event_streams_total`
-//! and `bff_event_streams_open` (a gauge that goes down when the stream ends either way).
+//! and `bff_event_streams_open` (a gauge that goes down when the stream ends either way). When
+//! the node stops, its event streams end (cleanly, at a frame's boundary), as its WebSockets are
+//! closed with 1001: the browser's `EventSource` reconnects, through the load balancer, to another
+//! node, and the stop does not wait its `shutdown_timeout` out for streams that never end.
 
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
-use http_body_util::BodyExt;
+use futures::StreamExt;
 
 /// Keeps `bff_event_streams_open` right however the stream ends.
 struct OpenStream;
@@ -31,8 +34,9 @@ fn is_event_stream(response: &Response) -> bool {
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
 }
 
-/// `response` as is; an event stream is counted while it is open.
-pub fn counted(response: Response) -> Response {
+/// `response` as is; an event stream is counted while it is open, and ends when `node_stops`
+/// answers.
+pub fn counted(response: Response, node_stops: impl std::future::Future<Output = ()> + Send + 'static) -> Response {
     if !is_event_stream(&response) {
         return response;
     }
@@ -40,9 +44,10 @@ pub fn counted(response: Response) -> Response {
     metrics::gauge!("bff_event_streams_open").increment(1.0);
     let open = OpenStream;
     response.map(move |body| {
-        Body::new(body.map_frame(move |frame| {
+        let frames = body.into_data_stream().take_until(node_stops).map(move |data| {
             let _open = &open;
-            frame
-        }))
+            data
+        });
+        Body::from_stream(frames)
     })
 }

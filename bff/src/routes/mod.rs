@@ -1,4 +1,5 @@
-//! The router: account endpoints under the configured prefix, and the probes. `/metrics` is here
+//! The router: account endpoints under the configured prefix, the probes, and the operator
+//! endpoints behind the ops token (`/ops/fingerprint`, the session API `/ops/sessions`). `/metrics` is here
 //! for operators only (the ops token, see [`ops`]), unless `metrics_listen` gives it a listener of
 //! its own ([`metrics_router`]); then the public listener answers 404 for it. Never proxied: the
 //! path stays the gateway's, whatever the routes.
@@ -9,6 +10,7 @@ mod cookies;
 mod current_session;
 mod event_stream;
 mod ops;
+mod ops_sessions;
 mod probes;
 mod proxy;
 pub mod request_path;
@@ -36,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
         .route("/ops/fingerprint", get(ops::fingerprint))
+        .route("/ops/sessions", get(ops_sessions::list).delete(ops_sessions::end_all))
+        .route("/ops/sessions/{id}", axum::routing::delete(ops_sessions::end_one))
         .route("/metrics", get(ops::metrics));
     router.fallback(proxy::proxy).with_state(state)
 }

@@ -1,6 +1,7 @@
 //! What the public listener serves to operators only: `GET /ops/fingerprint`, the settings this
 //! node must share with every other node ([`crate::config::fingerprint`]), for a verifier that
-//! compares the nodes of a deployment; and `GET /metrics` when it has no listener of its own.
+//! compares the nodes of a deployment; and `GET /metrics` when it has no listener of its own. The
+//! session API (`/ops/sessions`, in `ops_sessions`) shares the token check, [`operator`].
 //!
 //! Both exist when `ops_token` is set (else 404, as any unknown path) and answer only
 //! `Authorization: Bearer <ops_token>` (401 otherwise, compared in constant time). For the
@@ -26,7 +27,10 @@ pub struct FingerprintQuery {
 
 /// The ops token, when the request carries it; else the answer to give (404 when there is no
 /// token to carry, 401 when it is missing or wrong).
-fn operator<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, (StatusCode, Json<serde_json::Value>)> {
+pub(super) fn operator<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<&'a str, (StatusCode, Json<serde_json::Value>)> {
     let Some(token) = state.config.ops_token.as_deref() else {
         return Err((StatusCode::NOT_FOUND, Json(json!({ "error": "not found" }))));
     };

@@ -30,7 +30,7 @@ use super::{cookies, event_stream, request_path};
 use crate::client_addr::ClientAddr;
 use crate::config::{Balance, Route, RouteAuth};
 use crate::metrics::RouteLabel;
-use crate::session::{RefreshError, SessionId};
+use crate::session::{RefreshError, SessionId, SocketPlace};
 use crate::state::AppState;
 use crate::websocket::{self, SessionWatch, UpstreamHandshake};
 
@@ -205,10 +205,15 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
         return refuse(StatusCode::FORBIDDEN, "WebSocket from a foreign origin", label);
     }
     // An upgraded connection leaves the server's connection count: open sockets have a bound of
-    // their own, the same number.
-    if upgrade && state.sockets.len() >= config.server.max_connections {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many WebSockets open on this node", label);
-    }
+    // their own, the same number. The place is taken now and held through the upstream
+    // handshake, so that handshakes under way together cannot pass the bound.
+    let socket_place = match upgrade {
+        true => match state.sockets.reserve(config.server.max_connections) {
+            Some(place) => Some(place),
+            None => return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many WebSockets open on this node", label),
+        },
+        false => None,
+    };
     if !upgrade
         && route.auth != RouteAuth::None
         && config.csrf.enabled
@@ -264,7 +269,11 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     let (mut parts, mut body) = request.into_parts();
     let client_socket = match upgrade {
         true => match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(socket) => Some(socket.max_message_size(config.server.max_body_size)),
+            Ok(socket) => Some(
+                socket
+                    .max_message_size(config.websocket_max_message_size)
+                    .max_frame_size(config.websocket_max_message_size),
+            ),
             Err(rejection) => return refuse(rejection.status(), &rejection.body_text(), label),
         },
         false => None,
@@ -312,13 +321,14 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
     };
     let mut response = match (client_socket, handshake) {
         (Some(client_socket), Some(handshake)) if handshake.accepted(&response) => {
+            let place = socket_place.expect("a WebSocket handshake holds a place");
             let watch = match (session_id, &bearer) {
                 (Some(id), Some(session)) => Some(SessionWatch { id, created_at: session.created_at }),
                 _ => None,
             };
             // The browser's 101 is the gateway's own: none of the upstream's headers but the
             // chosen protocol.
-            let mut response = join_sockets(&state, client_socket, response, watch);
+            let mut response = join_sockets(&state, client_socket, place, response, watch);
             response.extensions_mut().insert(RouteLabel(label.to_owned()));
             return response;
         }
@@ -329,7 +339,7 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
             );
             return refuse(StatusCode::BAD_GATEWAY, "upstream WebSocket handshake invalid", label);
         }
-        _ => event_stream::counted(response.map(Body::new)),
+        _ => event_stream::counted(response.map(Body::new), state.sockets.node_stops()),
     };
     strip_hop_by_hop(response.headers_mut());
     drop_refused_set_cookies(response.headers_mut(), config);
@@ -342,13 +352,14 @@ pub async fn proxy_request(state: AppState, request: Request) -> Response {
 fn join_sockets(
     state: &AppState,
     mut client_socket: WebSocketUpgrade,
+    place: SocketPlace,
     upstream: Response<hyper::body::Incoming>,
     watch: Option<SessionWatch>,
 ) -> Response {
     if let Some(protocol) = upstream.headers().get(SEC_WEBSOCKET_PROTOCOL) {
         client_socket.set_selected_protocol(protocol.clone());
     }
-    let registration = state.sockets.open(watch.as_ref().map(|w| &w.id));
+    let registration = place.register(watch.as_ref().map(|w| &w.id));
     let upstream = hyper::upgrade::on(upstream);
     let state = state.clone();
     client_socket.on_upgrade(move |socket| websocket::relay(state, socket, upstream, registration, watch))

@@ -27,7 +27,8 @@ type Incoming = DeadlineBody<hyper::body::Incoming>;
 /// router's 405).
 pub fn routed(state: &AppState, path: &str) -> bool {
     let prefix = state.config.account_prefix.as_str();
-    matches!(path, "/health" | "/ready" | "/metrics" | "/ops/fingerprint")
+    matches!(path, "/health" | "/ready" | "/metrics" | "/ops/fingerprint" | "/ops/sessions")
+        || path.starts_with("/ops/sessions/")
         || path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 

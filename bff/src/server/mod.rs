@@ -96,6 +96,7 @@ pub async fn run(
         ),
         None => None,
     };
+    crate::metrics::config_fingerprint::publish(&config);
     let state = AppState::new(config)?;
     if let Some(link) = &state.redis {
         link.check_tls().await.map_err(RunError::RedisTls)?;
@@ -247,10 +248,12 @@ async fn serve(mut queue: Handoff, state: AppState, mut stopped: watch::Receiver
         });
     }
     drop(in_flight);
-    let _ = all_ended.recv().await;
-    // In-flight requests have finished: the WebSockets (whose connections left hyper when they
-    // were upgraded) are closed with 1001, and this thread's runtime runs until they are.
+    // The WebSockets (whose connections left hyper when they were upgraded) are closed with
+    // 1001 and the event streams end, now: an in-flight event stream would otherwise keep its
+    // connection, and the stop, waiting until `shutdown_timeout`. Then in-flight requests
+    // finish, and this thread's runtime runs until every socket has closed.
     state.sockets.going_away();
+    let _ = all_ended.recv().await;
     state.sockets.all_closed().await;
     Ok(())
 }

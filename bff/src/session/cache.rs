@@ -139,6 +139,12 @@ static UNACKNOWLEDGED: LazyLock<metrics::Counter> =
 static LIVE: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("bff_session_cache_live"));
 static CONFIRMATIONS: LazyLock<metrics::Counter> =
     LazyLock::new(|| metrics::counter!("bff_session_cache_confirmations_total"));
+/// A session dropped by a change notice (this node's or another's).
+static INVALIDATED: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!("bff_session_cache_invalidations_total", "scope" => "session"));
+/// The whole cache emptied: switched on or off, or a notice this version does not understand.
+static EMPTIED: LazyLock<metrics::Counter> =
+    LazyLock::new(|| metrics::counter!("bff_session_cache_invalidations_total", "scope" => "all"));
 
 /// How long a node serves from memory after its subscription last proved it had delivered
 /// every notice; also how long a writer waits at most for acknowledgements.
@@ -154,6 +160,10 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 impl NodeCache {
     pub fn new(link: Arc<RedisLink>, key_prefix: &str, max_age: Duration, capacity: usize) -> Arc<Self> {
         let node = random_token()[..16].to_owned();
+        // Down until the first subscription is confirmed (an alert sees a node that never got
+        // there). The recorder first: a handle taken before it is installed records nothing.
+        let _ = crate::metrics::handle();
+        LIVE.set(0.0);
         Arc::new(NodeCache {
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
             max_age,
@@ -242,6 +252,7 @@ impl NodeCache {
     }
 
     fn forget(&self, key: &str) {
+        INVALIDATED.increment(1);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.remove(key);
         if let Some(hook) = self.on_change.get() {
@@ -251,6 +262,7 @@ impl NodeCache {
 
     /// Drops every entry (a read in flight is not kept either).
     fn forget_all(&self) {
+        EMPTIED.increment(1);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
         if let Some(hook) = self.on_change.get() {
@@ -534,6 +546,7 @@ mod tests {
             access_token: "at".into(),
             refresh_token: None,
             access_token_expires_at: None,
+            created_on: None,
             bearer: Default::default(),
         }
     }

@@ -174,6 +174,25 @@ impl SessionStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let indexes = self.indexes.lock().expect("memory store lock");
+        Ok(indexes
+            .get(index)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(members, _)| members.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>, StoreError> {
+        let now = Instant::now();
+        let entries = self.entries.lock().expect("memory store lock");
+        Ok(entries
+            .get(key)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, expires)| (value.clone(), Some(*expires - now))))
+    }
+
     async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut entries = self.entries.lock().expect("memory store lock");

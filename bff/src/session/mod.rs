@@ -20,6 +20,7 @@ mod cache;
 mod id;
 mod memory;
 mod open_sockets;
+mod operator;
 mod record;
 mod redis;
 mod refresh;
@@ -36,13 +37,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub use cache::{LEASE, NodeCache};
 pub use id::{SessionId, random_token};
 pub use memory::MemoryStore;
-pub use open_sockets::{OpenSocket, OpenSockets, SocketSignal};
+pub use open_sockets::{OpenSocket, OpenSockets, SocketPlace, SocketSignal};
+pub use operator::{Ended, Scope, SessionSummary};
 pub use record::{PendingLogin, Session};
 pub use redis::RedisStore;
 pub use refresh::{RefreshError, Refresher};
 pub use store::{SessionStore, StoreError};
 
 use crate::keyring::{KeyRing, KeyRingError};
+use crate::metrics::session_events::{self, EndReason};
 
 /// A session operation failed for a reason that is not "there is no session": the store or
 /// the key ring is not available. Requests get a 503.
@@ -312,6 +315,8 @@ impl Sessions {
     /// Reads a session and slides its idle timeout, in one store operation.
     async fn load_from_store(&self, key: &str) -> Result<Option<Session>, SessionError> {
         let Some(blob) = self.store.get_and_touch(key, self.idle_timeout, self.touch_interval).await? else {
+            // Asked for by a cookie, gone from the store: what a node sees of idle expiry.
+            session_events::sessions_ended(EndReason::Idle, 1);
             return Ok(None);
         };
         let plain = match self.ring.open(key.as_bytes(), &blob).await {
@@ -337,6 +342,7 @@ impl Sessions {
         if self.past_lifetime(&session) {
             self.store.delete(key).await?;
             self.changed(&[key.to_owned()]).await?;
+            session_events::sessions_ended(EndReason::Absolute, 1);
             return Ok(None);
         }
         self.keep_indexes(&session);

@@ -41,6 +41,10 @@ pub struct OpenSockets {
     open: watch::Sender<usize>,
     /// Set once the node stops: a socket that registers after it is told at once.
     stopping: AtomicBool,
+    /// Turns true with `stopping`, for the node's other long responses (event streams), which
+    /// end when the node stops so that the browser reconnects elsewhere (see
+    /// [`OpenSockets::node_stops`]).
+    node_stopping: watch::Sender<bool>,
 }
 
 /// One open socket's registration and the signals sent to it.
@@ -65,21 +69,67 @@ impl Drop for OpenSocket {
     }
 }
 
+/// A place for one socket, taken by [`OpenSockets::reserve`] before the handshake.
+pub struct SocketPlace {
+    /// `None` once registered: the registration then owns the place.
+    registry: Option<Arc<OpenSockets>>,
+}
+
+impl SocketPlace {
+    /// The socket is open: registers it under `session` in the place taken.
+    pub fn register(mut self, session: Option<&SessionId>) -> OpenSocket {
+        let registry = self.registry.take().expect("a place is registered once");
+        registry.register(session)
+    }
+}
+
+impl Drop for SocketPlace {
+    fn drop(&mut self) {
+        if let Some(registry) = self.registry.take() {
+            registry.open.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
 impl OpenSockets {
     pub fn new() -> Arc<Self> {
         Arc::new(OpenSockets::default())
     }
 
-    /// Registers a socket of `session` (`None`: a route without a session).
+    /// Takes one of at most `limit` places for a socket, before its handshake: the place is held
+    /// from the check to the registration ([`SocketPlace::register`]), so that handshakes under
+    /// way at the same time cannot, each having seen room for one more, open more than `limit`.
+    /// `None` when every place is taken. A place dropped unregistered is given back.
+    pub fn reserve(self: &Arc<Self>, limit: usize) -> Option<SocketPlace> {
+        let taken = self.open.send_if_modified(|n| {
+            let room = *n < limit;
+            if room {
+                *n += 1;
+            }
+            room
+        });
+        taken.then(|| SocketPlace { registry: Some(self.clone()) })
+    }
+
+    /// Registers a socket of `session` (`None`: a route without a session), counted at once.
     pub fn open(self: &Arc<Self>, session: Option<&SessionId>) -> OpenSocket {
+        self.open.send_modify(|n| *n += 1);
+        self.register(session)
+    }
+
+    /// Registers a socket whose place is already counted.
+    fn register(self: &Arc<Self>, session: Option<&SessionId>) -> OpenSocket {
         let key = session.map(|id| store_key("s", id.as_bytes())).unwrap_or_default();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, signals) = mpsc::unbounded_channel();
-        self.open.send_modify(|n| *n += 1);
+        // Read under the lock that `going_away` sets it under: a socket registers either before
+        // the walk (and is told by it) or after the flag (and is told here), never between.
+        let mut by_session = self.by_session.lock().expect("open sockets");
         if self.stopping.load(Ordering::SeqCst) {
             let _ = sender.send(SocketSignal::GoingAway);
         }
-        self.by_session.lock().expect("open sockets").entry(key.clone()).or_default().insert(id, sender);
+        by_session.entry(key.clone()).or_default().insert(id, sender);
+        drop(by_session);
         OpenSocket { registry: self.clone(), key, id, signals }
     }
 
@@ -115,8 +165,20 @@ impl OpenSockets {
 
     /// The node stops: every socket, and any that opens from now on, closes with 1001.
     pub fn going_away(&self) {
+        let by_session = self.by_session.lock().expect("open sockets");
         if !self.stopping.swap(true, Ordering::SeqCst) {
-            self.send_to(None, SocketSignal::GoingAway);
+            self.node_stopping.send_replace(true);
+            by_session.values().flat_map(|s| s.values()).for_each(|s| {
+                let _ = s.send(SocketSignal::GoingAway);
+            });
+        }
+    }
+
+    /// Answers once the node has begun to stop ([`OpenSockets::going_away`]).
+    pub fn node_stops(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.node_stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
         }
     }
 
@@ -162,6 +224,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn places_are_held_from_reservation_to_registration_and_given_back_unused() {
+        let sockets = OpenSockets::new();
+        let first = sockets.reserve(2).expect("room for the first");
+        let second = sockets.reserve(2).expect("room for the second");
+        assert!(sockets.reserve(2).is_none(), "two handshakes under way take both places");
+        drop(second);
+        let third = sockets.reserve(2).expect("a place given back is free again");
+        let open = first.register(Some(&SessionId::generate()));
+        assert_eq!(sockets.len(), 2);
+        assert!(sockets.reserve(2).is_none());
+        drop(third);
+        drop(open);
+        assert!(sockets.is_empty());
+        assert!(sockets.by_session.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn going_away_reaches_every_socket_and_any_that_opens_later() {
         let sockets = OpenSockets::new();
         let mut anonymous = sockets.open(None);
@@ -180,8 +259,16 @@ mod tests {
             let sockets = sockets.clone();
             async move { sockets.all_closed().await }
         });
+        // Let the waiting task run until it waits: it must still be waiting.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "two sockets are open");
         drop(one);
-        assert!(!waiting.is_finished());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "one socket is still open");
         drop(two);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
         assert!(sockets.is_empty());

@@ -205,8 +205,10 @@ impl SessionStore for RedisStore {
     async fn index_add(&self, index: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(ADD_AND_LIVE_AT_LEAST).arg(1).arg(self.key(index)).arg(member).arg(millis(ttl));
-        // Adding a member twice and lengthening a life twice: safe to repeat.
-        self.link.query::<()>(&cmd, Retry::Safe).await
+        // Adding a member twice and lengthening a life twice: safe to repeat. Waits for replicas
+        // as the session's own write does: a failover that lost the membership would leave the
+        // session out of reach of a back-channel logout.
+        self.write::<()>(cmd).await
     }
 
     async fn index_keep(&self, index: &str, ttl: Duration, touch_interval: Duration) -> Result<(), StoreError> {
@@ -229,6 +231,20 @@ impl SessionStore for RedisStore {
         // and would end none of the sessions a logout names.
         let (members,): (Vec<String>,) = self.link.pipeline(&pipe, Retry::Never).await?;
         Ok(members)
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        // A read: safe to repeat.
+        self.link.query(redis::cmd("SMEMBERS").arg(self.key(index)), Retry::Safe).await
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>, StoreError> {
+        let key = self.key(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        // A read: safe to repeat.
+        let (value, left): (Option<Vec<u8>>, i64) = self.link.pipeline(&pipe, Retry::Safe).await?;
+        Ok(value.map(|value| (value, u64::try_from(left).ok().map(Duration::from_millis))))
     }
 
     async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Session, SessionError, SessionId, Sessions, now_secs, random_token};
+use crate::metrics::session_events::{self, EndReason, RefreshOutcome};
 use crate::oidc::{Oidc, OidcError};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +85,7 @@ impl Refresher {
             let current = self.sessions.load_latest(id).await?.ok_or(RefreshError::Ended)?;
             if !self.needs_refresh(&current) || current.access_token != stale_token {
                 if waited {
-                    metrics::counter!("bff_token_refresh_total", "result" => "waited").increment(1);
+                    session_events::refresh(RefreshOutcome::LockWait);
                 }
                 return Ok(Arc::new(current));
             }
@@ -110,7 +111,7 @@ impl Refresher {
             }
             waited = true;
             if Instant::now() > deadline {
-                metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
+                session_events::refresh(RefreshOutcome::LockTimeout);
                 return Err(RefreshError::Unavailable("timed out waiting for another node's refresh".into()));
             }
             tokio::time::sleep(POLL).await;
@@ -158,7 +159,7 @@ impl LockedRefresh {
         let result = tokio::select! {
             result = self.oidc.refresh(&refresh_token) => result,
             lost = self.keep_lease() => {
-                metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
+                session_events::refresh(RefreshOutcome::LockLost);
                 return Err(lost);
             }
         };
@@ -177,18 +178,19 @@ impl LockedRefresh {
                 if !self.save_holding_the_lock(&updated).await? {
                     return Err(RefreshError::Ended);
                 }
-                metrics::counter!("bff_token_refresh_total", "result" => "done").increment(1);
+                session_events::refresh(RefreshOutcome::Ok);
                 tracing::info!("access token refreshed");
                 Ok(updated)
             }
             Err(OidcError::CodeRefused(reason)) => {
-                metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
+                session_events::refresh(RefreshOutcome::InvalidGrant);
                 tracing::info!(%reason, "refresh token refused; ending the session");
                 self.sessions.end(&self.id).await?;
+                session_events::sessions_ended(EndReason::RefreshFailure, 1);
                 Err(RefreshError::Ended)
             }
             Err(error) => {
-                metrics::counter!("bff_token_refresh_total", "result" => "failed").increment(1);
+                session_events::refresh(RefreshOutcome::IssuerError);
                 Err(RefreshError::Unavailable(error.to_string()))
             }
         }

@@ -61,6 +61,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Removes the set `index` and returns its members.
     async fn index_take(&self, index: &str) -> Result<Vec<String>, StoreError>;
 
+    /// The members of the set `index` (none when it does not exist); read only.
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The value under `key` and how long it has left to live (`None`: no expiry), read only:
+    /// unlike [`SessionStore::get_and_touch`] it pushes no expiry back, so an operator looking
+    /// at a session does not keep it alive. One round trip.
+    async fn peek(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>, StoreError>;
+
     /// Puts a marker under `key` for `ttl` unless one is there; returns whether it was new.
     /// Atomic across nodes: of concurrent callers, exactly one gets `true` (replay detection).
     async fn insert_new(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;

@@ -4,11 +4,16 @@
 //! gateway answers its own peer's pings). The relay ends when either side closes or fails, and
 //! the gateway closes both sides itself when:
 //! - the session ended ([`SessionWatch`]): the browser gets 1008 `session ended`. Checked when
-//!   this node hears that the session changed (a notice over Redis, within milliseconds of a
-//!   logout on any node) and every `websocket.session_check` (idle and absolute expiry, a missed
-//!   notice, the in-memory store);
+//!   this node hears that the session changed (a notice over Redis that the node cache listens
+//!   to, within milliseconds of a logout on any node) and every `websocket.session_check` (idle
+//!   and absolute expiry, a missed notice, the in-memory store, the node cache off);
 //! - the node stops ([`SocketSignal::GoingAway`]): the browser gets 1001 `going away` and
-//!   reconnects, through the load balancer, to another node.
+//!   reconnects, through the load balancer, to another node;
+//! - the browser is silent: it is pinged every `websocket.ping_interval`, and one that sends
+//!   nothing (no pong, no message) for two intervals is closed (1001 `no answer to pings`), so
+//!   that a dead client, or one that trickles a message, does not keep its socket.
+//!
+//! A message either way is at most `websocket.max_message_size`: a larger one ends the socket.
 //!
 //! Metrics: `bff_websockets_open` (gauge) and `bff_websocket_closes_total{by}`.
 
@@ -20,7 +25,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self as ts, Utf8Bytes};
 
 use crate::session::{OpenSocket, SessionId, SocketSignal};
@@ -43,6 +48,8 @@ enum Closed {
     Upstream,
     SessionEnd,
     GoingAway,
+    /// The browser answered no ping for two intervals.
+    Silent,
     Error,
 }
 
@@ -53,6 +60,7 @@ impl Closed {
             Closed::Upstream => "upstream",
             Closed::SessionEnd => "session_ended",
             Closed::GoingAway => "going_away",
+            Closed::Silent => "silent",
             Closed::Error => "error",
         }
     }
@@ -87,7 +95,11 @@ pub async fn relay(
     session: Option<SessionWatch>,
 ) {
     let mut upstream: Upstream = match upstream.await {
-        Ok(io) => WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, None).await,
+        Ok(io) => {
+            let limit = state.config.websocket_max_message_size;
+            let config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+            WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, Some(config)).await
+        }
         Err(error) => {
             tracing::warn!(%error, "upstream WebSocket not handed over");
             let _ = client.send(close_to_client(1011, "upstream unavailable")).await;
@@ -96,26 +108,33 @@ pub async fn relay(
         }
     };
     let _open = OpenGauge::new();
+    let limit = state.config.server.write_timeout;
     let mut check = tokio::time::interval(state.config.websocket_session_check);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     check.reset();
+    // The browser is pinged every interval; it must answer (a pong, or any message) within two.
+    let ping_every = state.config.websocket_ping_interval;
+    let mut ping = tokio::time::interval(ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.reset();
+    let mut heard = tokio::time::Instant::now();
     let ended = loop {
         tokio::select! {
-            message = client.recv() => match message {
+            message = client.recv() => match message.inspect(|m| if m.is_ok() { heard = tokio::time::Instant::now() }) {
                 Some(Ok(ws::Message::Close(frame))) => {
                     let frame = frame.map(|f| CloseFrame { code: CloseCode::from(f.code), reason: f.reason.as_str().into() });
-                    let _ = upstream.send(ts::Message::Close(frame)).await;
+                    bounded(limit, upstream.send(ts::Message::Close(frame))).await;
                     break Closed::Client;
                 }
                 Some(Ok(message)) => {
                     let Some(message) = to_upstream(message) else { continue };
-                    if upstream.send(message).await.is_err() {
+                    if !bounded(limit, upstream.send(message)).await {
                         let _ = client.send(close_to_client(1011, "upstream failed")).await;
                         break Closed::Error;
                     }
                 }
                 Some(Err(_)) | None => {
-                    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
                     break Closed::Client;
                 }
             },
@@ -128,7 +147,7 @@ pub async fn relay(
                 Some(Ok(message)) => {
                     let Some(message) = to_client(message) else { continue };
                     if client.send(message).await.is_err() {
-                        let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                        bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
                         break Closed::Client;
                     }
                 }
@@ -140,18 +159,29 @@ pub async fn relay(
             signal = registration.signals.recv() => match signal {
                 Some(SocketSignal::GoingAway) | None => {
                     let _ = client.send(close_to_client(1001, "going away")).await;
-                    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+                    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
                     break Closed::GoingAway;
                 }
                 Some(SocketSignal::Recheck) => {
                     if session_ended(&state, session.as_ref()).await {
-                        break end_session(&mut client, &mut upstream).await;
+                        break end_session(&mut client, &mut upstream, limit).await;
                     }
                 }
             },
+            _ = ping.tick() => {
+                if heard.elapsed() >= ping_every * 2 {
+                    let _ = client.send(close_to_client(1001, "no answer to pings")).await;
+                    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
+                    break Closed::Silent;
+                }
+                if client.send(ws::Message::Ping(Default::default())).await.is_err() {
+                    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
+                    break Closed::Client;
+                }
+            }
             _ = check.tick(), if session.is_some() => {
                 if session_ended(&state, session.as_ref()).await {
-                    break end_session(&mut client, &mut upstream).await;
+                    break end_session(&mut client, &mut upstream, limit).await;
                 }
             }
         }
@@ -167,9 +197,9 @@ pub async fn relay(
     .await;
 }
 
-async fn end_session(client: &mut WebSocket, upstream: &mut Upstream) -> Closed {
+async fn end_session(client: &mut WebSocket, upstream: &mut Upstream, limit: Duration) -> Closed {
     let _ = client.send(close_to_client(1008, "session ended")).await;
-    let _ = upstream.send(close_to_upstream(CloseCode::Away)).await;
+    bounded(limit, upstream.send(close_to_upstream(CloseCode::Away))).await;
     Closed::SessionEnd
 }
 
@@ -184,6 +214,13 @@ async fn session_ended(state: &AppState, session: Option<&SessionWatch>) -> bool
             false
         }
     }
+}
+
+/// A send to the upstream, within `server.write_timeout` as every write to a client is (see
+/// `server::write_deadline`): an upstream that stops reading must not hold the relay, and with it
+/// the session checks and the node's stop. Whether it was sent.
+async fn bounded<E>(limit: Duration, send: impl std::future::Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout(limit, send).await, Ok(Ok(())))
 }
 
 fn count(ended: Closed) {

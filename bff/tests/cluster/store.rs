@@ -133,6 +133,8 @@ async fn every_store_operation_of_a_session_stays_on_one_slot() {
         store.index_keep("i:sub:direct", HOUR, Duration::ZERO).await.unwrap();
         assert!(store.insert_new(&format!("j:{key}"), HOUR).await.unwrap());
     }
+    assert_eq!(store.index_members("i:sub:direct").await.unwrap().len(), keys.len());
+    assert!(store.peek(&keys[0]).await.unwrap().is_some());
     store.index_remove("i:sub:direct", &keys[0]).await.unwrap();
     assert_eq!(store.index_take("i:sub:direct").await.unwrap().len(), keys.len() - 1);
     store.delete_many(&keys).await.unwrap();

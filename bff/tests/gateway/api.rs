@@ -172,6 +172,15 @@ async fn assert_one_refresh(s: &Stack, up: &MockServer, statuses: &[u16]) {
     let bearers: std::collections::HashSet<_> =
         seen.iter().map(|r| r.headers.get("authorization").unwrap().to_str().unwrap().to_owned()).collect();
     assert_eq!(bearers.len(), 1, "every call used the one refreshed token");
+    let mut refreshed = 0.0;
+    for node in 0..s.nodes.len() {
+        let metrics = crate::stack::metrics(&s.url(node)).await;
+        refreshed += metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("bff_token_refresh_total{result=\"ok\"} ").map(|v| v.parse::<f64>().unwrap()))
+            .unwrap_or(0.0);
+    }
+    assert_eq!(refreshed, 1.0, "bff_token_refresh_total{{result=\"ok\"}} over the nodes");
 }
 
 #[tokio::test]
@@ -223,6 +232,15 @@ async fn a_refused_refresh_token_ends_the_session_and_an_issuer_outage_keeps_it(
     s.issuer.revoke_all_refresh_tokens();
     assert_eq!(storm(&s, &user, 1).await, [401], "invalid_grant ends the session");
     assert_eq!(user.me(&s.url(0)).await.unwrap().status, 404);
+    // Each outcome counted by what the alert rules and the metrics table name.
+    let metrics = crate::stack::metrics(&s.url(0)).await;
+    for line in [
+        "bff_token_refresh_total{result=\"issuer_error\"} 1",
+        "bff_token_refresh_total{result=\"invalid_grant\"} 1",
+        "bff_sessions_ended_total{reason=\"refresh_failure\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -259,6 +277,7 @@ async fn logout_revokes_the_refresh_token_and_metrics_count() {
     {
         assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
     }
+    assert!(metrics.lines().any(|l| l == "bff_sessions_ended_total{reason=\"logout\"} 1"), "{metrics}");
 }
 
 /// Proxied requests are served outside the axum router (see `server::dispatch`): they keep

@@ -76,3 +76,36 @@ async fn without_an_ops_token_there_is_no_such_endpoint() {
     let s = stack().memory().env("BFF_OPS_TOKEN", "").run().await;
     assert_eq!(fingerprint(&s.url(0), Some(TOKEN), "00112233445566778899aabbccddeeff").await.0, 404);
 }
+
+/// The `bff_config_fingerprint` lines of a node's `/metrics`, as `setting → digest`.
+async fn fingerprint_gauge(base: &str) -> std::collections::BTreeMap<String, String> {
+    crate::stack::metrics(base)
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("bff_config_fingerprint{"))
+        .map(|labels| {
+            let label = |name: &str| labels.split(&format!("{name}=\"")).nth(1).unwrap().split('"').next().unwrap();
+            (label("setting").to_owned(), label("digest").to_owned())
+        })
+        .collect()
+}
+
+/// The drift gauge a Prometheus alert reads (`deploy/prometheus/bff-alerts.yml`): one replica
+/// with another client secret shows another digest for that setting, and only for it.
+#[tokio::test]
+async fn a_node_with_another_client_secret_shows_another_digest_on_metrics() {
+    let s = stack().nodes(2).run().await;
+    let odd_port = harness::process::free_port();
+    let odd = crate::stack::node_builder(&s.issuer, s.redis.as_ref(), &s.url(0))
+        .port(odd_port)
+        .env("BFF_OIDC_CLIENT_SECRET", "another-secret")
+        .run()
+        .await
+        .unwrap();
+    let (one, two, other) =
+        (fingerprint_gauge(&s.url(0)).await, fingerprint_gauge(&s.url(1)).await, fingerprint_gauge(&odd.url()).await);
+    assert!(one.contains_key("oidc.client_secret") && one.contains_key("session.idle_timeout"), "{one:?}");
+    assert_eq!(one, two, "nodes configured alike show the same digests");
+    let differing: Vec<&String> = one.keys().filter(|setting| one[*setting] != other[*setting]).collect();
+    assert_eq!(differing, ["oidc.client_secret"]);
+}

@@ -2,8 +2,8 @@
 //! (a WebSocket echo and an event-stream clock that record what reached them): the handshake is
 //! authenticated like the route's requests and checked for its `Origin`; the upstream gets the
 //! bearer token and none of the gateway's cookies; a session that ends on any node closes its
-//! sockets on every node; a stopping node closes its sockets with 1001; an event stream is
-//! delivered event by event and not cut by the write timeout.
+//! sockets on every node; a stopping node closes its sockets with 1001 and ends its event
+//! streams; an event stream is delivered event by event and not cut by the write timeout.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -187,6 +187,79 @@ async fn a_stopping_node_closes_its_sockets_with_going_away() {
     // The reconnect lands on the other node, still logged in.
     let mut again = open(&s, 0, &user).await;
     again.echo("back", Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stopping_node_ends_its_event_streams_at_once() {
+    // A stream far longer than the test, and a grace period far longer than the bound below: the
+    // stop must end the stream, not wait for it.
+    let (mut s, _live) = live_stack(stack().nodes(2).env("BFF_SHUTDOWN_TIMEOUT", "60s")).await;
+    let user = VirtualUser::new(None);
+    user.login(&s.url(0)).await.unwrap();
+    let mut response = reqwest::Client::new()
+        .get(format!("{}/live/clock?every=100ms&count=100000", s.url(1)))
+        .header("cookie", cookie(&user))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.chunk().await.unwrap().is_some(), "the first event");
+    let started = Instant::now();
+    let stopping = tokio::spawn(async move {
+        let status = s.nodes[1].stop().await;
+        (s, status)
+    });
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = response.chunk().await {} })
+            .await;
+    assert!(ended.is_ok(), "the event stream was still open 10 s after the node began to stop");
+    let (_s, status) = stopping.await.unwrap();
+    assert!(status.unwrap().contains("exit status: 0"), "a clean exit");
+    println!("event stream ended and node stopped {:?} after the stop began", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "the stop waited for the stream");
+}
+
+#[tokio::test]
+async fn a_browser_that_answers_no_ping_loses_its_socket_and_a_message_over_the_limit_ends_one() {
+    let (s, _live) =
+        live_stack(stack().env("BFF_WEBSOCKET_PING_INTERVAL", "1s").env("BFF_WEBSOCKET_MAX_MESSAGE_SIZE", "64KiB"))
+            .await;
+    let user = VirtualUser::new(None);
+    user.login(&s.url(0)).await.unwrap();
+
+    // A client that completes the handshake, then neither reads nor writes.
+    let host = s.url(0).trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let handshake = format!(
+        "GET /live/echo HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {}\r\nCookie: {}\r\n\r\n",
+        s.url(0),
+        cookie(&user)
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a client silent for 10 s (pings every 1 s) still had its socket");
+    println!("a silent client's socket closed {:?} after the handshake", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(2), "closed before two intervals: {:?}", started.elapsed());
+
+    // A client that reads (and so answers pings, as a browser does) keeps its socket past two
+    // intervals.
+    let mut socket = open(&s, 0, &user).await;
+    assert_eq!(socket.ended(Duration::from_millis(3500)).await, None, "a client that answers pings was closed");
+    socket.echo("still here", Duration::from_secs(5)).await.unwrap();
+    // A message over the limit ends the socket; one under it passes.
+    socket.echo(&"x".repeat(60 * 1024), Duration::from_secs(5)).await.unwrap();
+    assert!(socket.echo(&"x".repeat(70 * 1024), Duration::from_secs(5)).await.is_err());
 }
 
 /// An event stream through the gateway, shorter than a minute here (`BFF_TEST_SSE_SECONDS` sets

@@ -10,6 +10,7 @@ mod live;
 mod login;
 mod node_cache;
 mod node_cache_restart;
+mod operator_sessions;
 mod record_formats;
 mod redis_outage;
 mod refusals;

@@ -31,6 +31,13 @@ async fn outage_gives_503_and_heals_without_a_restart() {
     assert_eq!(callback.status, 503, "{callback:?}");
     assert_eq!(http.get(format!("{url}/ready")).send().await.unwrap().status(), 503);
     assert_eq!(http.get(format!("{url}/health")).send().await.unwrap().status(), 200);
+    // What the `BffRedisErrors` alert reads: the commands that failed for good.
+    let errors = crate::stack::metrics(&url)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("bff_redis_errors_total ").map(|v| v.parse::<f64>().unwrap()))
+        .unwrap_or(0.0);
+    assert!(errors >= 2.0, "the failed reads and writes are counted: {errors}");
 
     redis.start_again().await.unwrap();
     eventually("the node serves the session again", Duration::from_secs(15), || async {

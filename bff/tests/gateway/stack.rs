@@ -17,6 +17,7 @@ pub struct StackBuilder {
     issuer: Option<MockIssuer>,
     config: Option<String>,
     fault_proxies: bool,
+    named: bool,
 }
 
 pub struct Stack {
@@ -30,7 +31,15 @@ pub struct Stack {
 }
 
 pub fn stack() -> StackBuilder {
-    StackBuilder { nodes: 1, redis: true, env: Vec::new(), issuer: None, config: None, fault_proxies: false }
+    StackBuilder {
+        nodes: 1,
+        redis: true,
+        env: Vec::new(),
+        issuer: None,
+        config: None,
+        fault_proxies: false,
+        named: false,
+    }
 }
 
 impl StackBuilder {
@@ -62,6 +71,12 @@ impl StackBuilder {
         self
     }
 
+    /// Node i gets `node_name` `node-{i + 1}`.
+    pub fn named(mut self) -> Self {
+        self.named = true;
+        self
+    }
+
     pub fn issuer(mut self, issuer: MockIssuer) -> Self {
         self.issuer = Some(issuer);
         self
@@ -83,8 +98,11 @@ impl StackBuilder {
         });
         let mut nodes = Vec::new();
         let mut proxies = Vec::new();
-        for port in ports {
+        for (index, port) in ports.into_iter().enumerate() {
             let mut b = node_builder(&issuer, redis.as_ref(), &public_url).port(port);
+            if self.named {
+                b = b.env("BFF_NODE_NAME", format!("node-{}", index + 1));
+            }
             if let (true, Some(redis)) = (self.fault_proxies, &redis) {
                 let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into()).await.expect("fault proxy");
                 b = b.env("BFF_REDIS_URL", format!("redis://{}", proxy.addr()));

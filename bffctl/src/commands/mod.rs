@@ -5,6 +5,7 @@ mod control;
 mod images;
 mod issuer;
 mod logs;
+mod sessions;
 mod shell;
 mod soak;
 mod up;
@@ -29,6 +30,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::StartNode(a) => control::node(&a.control.state.path(), a.node, "start", a.control.output.json).await,
         Command::RestartRedis(a) => control::restart_redis(&a.state.path(), a.output.json).await,
         Command::Down(state) => control::down(&state.path()).await,
+        Command::Sessions(args) => sessions::run(args).await,
         Command::Images(args) => images::run(args).await,
         Command::Issuer(args) => issuer::run(args).await,
         Command::Logs(args) => {

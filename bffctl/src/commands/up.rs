@@ -52,6 +52,7 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
         pid: std::process::id(),
         resolve: cluster.resolve().to_vec(),
         run_dir: Some(cluster.run_dir().to_owned()),
+        ops_token: Some(cluster.spec().ops_token.clone()),
     };
     let status = control::status_of(&cluster);
     let cluster = Arc::new(Mutex::new(cluster));
@@ -61,7 +62,10 @@ pub async fn run(args: UpArgs, state: &Path) -> anyhow::Result<ExitCode> {
     if let Some(dir) = state.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(state, serde_json::to_string_pretty(&file)?)?;
+    // It holds the nodes' ops token: readable by this user only.
+    let mut written = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(written.write(true).create(true).truncate(true), 0o600);
+    std::io::Write::write_all(&mut written.open(state)?, serde_json::to_string_pretty(&file)?.as_bytes())?;
 
     output::status(&status, args.output.json);
     if !args.output.json {

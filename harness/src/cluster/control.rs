@@ -30,6 +30,9 @@ pub struct ControlFile {
     /// The run directory: each node's log (`bffctl logs node-2`).
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// The nodes' `ops_token` (`bffctl sessions` uses it); absent in files of older bffctl.
+    #[serde(default)]
+    pub ops_token: Option<String>,
 }
 
 /// Where the state file lives: `$BFFCTL_STATE`, else `<tmp>/bffctl/cluster.json`.

@@ -190,6 +190,8 @@ impl ClusterSpec {
             ("BFF_OIDC_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
             ("BFF_SHUTDOWN_TIMEOUT".into(), "5s".into()),
             ("BFF_OPS_TOKEN".into(), self.ops_token.clone()),
+            // Named as the load balancer names it: the session API shows where a session began.
+            ("BFF_NODE_NAME".into(), node_name(index)),
             ("BFF_KEY_ENCRYPTION_KEY".into(), KEY_ENCRYPTION_KEY.into()),
         ];
         if let (StoreKind::Redis, Some(url)) = (self.session_store, redis_url) {

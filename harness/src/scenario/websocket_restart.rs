@@ -23,6 +23,8 @@ use crate::live_socket::{Ended, LiveSocket};
 const CLOSED_WITHIN: Duration = Duration::from_secs(30);
 const RECONNECT_WITHIN: Duration = Duration::from_secs(10);
 const ECHO_WITHIN: Duration = Duration::from_secs(5);
+/// Sockets opened per node of the cluster, at most, to get one onto the node to restart.
+const ON_NODE_TRIES: usize = 20;
 
 /// What the step found, and a line for the run's events.
 pub struct Found {
@@ -138,6 +140,32 @@ async fn round(
         Some(index) => Some(target.node_name(index)),
         None => sockets.first().and_then(|(_, _, s)| s.node.clone()),
     };
+    // The balancer picks nodes at random: with few users none may be on the chosen node, and a
+    // restart no socket sees proves nothing. More sockets are opened, the users in turn, until
+    // one is there; none after as many tries is a failure, not a pass.
+    if let (Some(node), false) = (&node, users.is_empty()) {
+        let tries = ON_NODE_TRIES * target.node_count();
+        let mut tried = 0;
+        while !sockets.iter().any(|(_, _, s)| s.node.as_deref() == Some(node.as_str())) && tried < tries {
+            let (name, user) = &users[tried % users.len()];
+            tried += 1;
+            let started = Instant::now();
+            let cookie = cookie_header(user, &url);
+            match open_and_echo(&url, &origin, cookie.as_deref(), "hello").await {
+                Ok(socket) if socket.node.as_deref() == Some(node.as_str()) => {
+                    records.push(phase.record("open", name, socket.node.clone(), started, Outcome::Ok, String::new()));
+                    sockets.push((name, user, socket));
+                }
+                Ok(socket) => socket.close().await,
+                Err(error) => records.push(phase.record("open", name, None, started, Outcome::Failed, error)),
+            }
+        }
+        if !sockets.iter().any(|(_, _, s)| s.node.as_deref() == Some(node.as_str())) {
+            let (name, _) = &users[0];
+            let detail = format!("no socket landed on {node} in {tried} more tries: its restart was not observed");
+            records.push(phase.record("reconnect", name, Some(node.clone()), Instant::now(), Outcome::Failed, detail));
+        }
+    }
     let Some(node) = node else {
         return Ok(Found { records, event: "websocket-restart: no socket opened, no node restarted".into() });
     };
