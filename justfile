@@ -95,7 +95,7 @@ previous-release:
 # The whole test suite: unit, integration (real redis-server, real bff processes, real containers),
 # every scenario (processes; the rolling upgrade from and roll-back to bff 0.1.0, which
 # `previous-release` builds once), the restart-survival scenario, the link and node faults, a Redis
-# that loses its data and the rolling upgrade from 0.1.0 in containers (0.1.0's image under its own
+# that loses its data and the rolling upgrade from 0.1.0 and a Redis Cluster primary SIGKILLed in containers (0.1.0's image under its own
 # tag), the manual built and its links checked (`just docs`), a one-second benchmark smoke run, a
 # 60 s soak under faults (about 75 s with its set-up), the compose deployment verified through the
 # manual's tutorial (`just tutorial`: what `just deploy-verify` checks, plus a screenshot of the
@@ -110,6 +110,9 @@ test: setup build previous-release
     {{bffctl}} run scenarios/node-cut-off.toml --backend docker --report junit target/scenarios-docker-cut-off.xml
     {{bffctl}} run scenarios/redis-restart-data-lost.toml --backend docker --report junit target/scenarios-docker-data-lost.xml
     {{bffctl}} run scenarios/rolling-upgrade.toml --backend docker --bff-image bff-local/bff:previous-release --report junit target/scenarios-docker-upgrade.xml
+    # Redis Cluster in containers (3 primaries, 3 replicas): a primary SIGKILLed under load; about
+    # 30 s with its set-up on a loaded 2-core machine (the processes run every cluster scenario above).
+    {{bffctl}} run scenarios/redis-cluster-kill-primary.toml --backend docker --report junit target/scenarios-docker-cluster.xml
     {{bffctl}} bench --smoke --out target/bench-smoke
     just k8s-validate
     just alert-rules

@@ -22,6 +22,7 @@ const UP_EXAMPLES: &str = "\
 Examples:
   bffctl up --nodes 3 --backend process     # then open the URL it prints
   bffctl up --nodes 2 --session-store memory --lb sticky
+  bffctl up --redis cluster --backend process # Redis Cluster: 3 primaries, 3 replicas
 
 Exit codes: 0 after `bffctl down` or Ctrl-C, 2 a cluster that could not start (or is already up).";
 
@@ -30,6 +31,7 @@ Examples:
   bffctl verify-scaling                                         # 3 nodes, 20 users, 2 iterations
   bffctl verify-scaling --backend process --nodes 3 --users 100 --seed 42
   bffctl verify-scaling --node-env 2:BFF_REDIS_KEY_PREFIX=other  # one odd node: must FAIL naming node-2
+  bffctl verify-scaling --redis cluster                         # sessions on a Redis Cluster
   bffctl verify-scaling --target http://127.0.0.1:18080 --node node-1=http://127.0.0.1:18081 \\
       --restart-cmd 'docker restart {node}' --gateway mod-auth-openidc
 
@@ -51,6 +53,8 @@ const RUN_EXAMPLES: &str = "\
 Examples:
   bffctl run scenarios/                                         # every scenario, a cluster each
   bffctl run scenarios/rolling-restart.toml --attach            # on the cluster of `bffctl up`
+  bffctl run scenarios/redis-cluster-reshard.toml --backend docker
+  bffctl run scenarios/login-me-restart.toml --redis cluster    # any scenario on a Redis Cluster
   bffctl run scenarios/ --target http://127.0.0.1:18080 --report junit out.xml
 
 Exit codes: 0 every scenario passed, 1 one failed, 2 a bad scenario or bad arguments.";
@@ -58,6 +62,7 @@ Exit codes: 0 every scenario passed, 1 one failed, 2 a bad scenario or bad argum
 const SOAK_EXAMPLES: &str = "\
 Examples:
   bffctl soak --duration 10m --rate 200/s --users 100 --seed 42 --html soak.html
+  bffctl soak --redis cluster --duration 2m --fault-every 20s   # shard failovers, kills, reshards
 
 Exit codes: 0 every invariant and bound held, 1 not, 2 the soak could not run.";
 
@@ -221,6 +226,10 @@ pub struct SoakArgs {
     /// Nodes and Redis as processes, or as containers (sampled through `docker inspect`'s pid).
     #[arg(long, value_enum, default_value_t = BackendArg::Process)]
     pub backend: BackendArg,
+    /// How Redis runs: one server (faults on the links to it, and its death), or a Redis Cluster
+    /// (3 primaries, 3 replicas; faults: a shard failed over, a primary killed, slots moved).
+    #[arg(long, value_enum, default_value_t = SoakRedisArg::Single)]
+    pub redis: SoakRedisArg,
     /// A fault starts this often.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub fault_every: std::time::Duration,
@@ -563,6 +572,10 @@ pub struct RunArgs {
     /// Override the scenarios' backend.
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
+    /// Override the scenarios' Redis: single, sentinel or cluster (3 primaries, 3 replicas).
+    /// Scenarios with reshard or add-redis-node steps need cluster.
+    #[arg(long, value_enum)]
+    pub redis: Option<RedisArg>,
     /// Run against the cluster of a running `bffctl up` instead of starting one per scenario.
     #[arg(long)]
     pub attach: bool,
@@ -722,6 +735,28 @@ pub enum RedisArg {
     Single,
     /// A primary, a replica and three sentinels (processes or containers); nodes use redis+sentinel://.
     Sentinel,
+    /// Redis Cluster: three primaries and three replicas (processes or containers); nodes use
+    /// redis+cluster:// with every primary as a seed.
+    Cluster,
+}
+
+impl RedisArg {
+    pub fn topology(self) -> harness::cluster::RedisTopology {
+        match self {
+            RedisArg::Single => harness::cluster::RedisTopology::Single,
+            RedisArg::Sentinel => harness::cluster::RedisTopology::Sentinel,
+            RedisArg::Cluster => harness::cluster::RedisTopology::Cluster,
+        }
+    }
+}
+
+/// `soak --redis`: the topologies a soak has a fault catalogue for.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SoakRedisArg {
+    /// One redis-server, reached through fault relays.
+    Single,
+    /// Redis Cluster: three primaries and three replicas.
+    Cluster,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -738,8 +773,8 @@ pub struct ClusterArgs {
     /// Number of gateway nodes (1 or more).
     #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
     pub nodes: usize,
-    /// Where the nodes run: auto (Docker when it answers, else local processes; Redis Sentinel as
-    /// processes), docker
+    /// Where the nodes run: auto (Docker when it answers, else local processes; Redis Sentinel and
+    /// Redis Cluster as processes), docker
     /// (containers from local images, built on demand) or process (redis-server and bff from PATH).
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
@@ -753,7 +788,8 @@ pub struct ClusterArgs {
     /// Redis keeps its data across its restarts (append-only file).
     #[arg(long)]
     pub redis_persistence: bool,
-    /// How Redis runs: one server, or with Sentinel (primary, replica, 3 sentinels).
+    /// How Redis runs: one server, with Sentinel (primary, replica, 3 sentinels), or as a Redis
+    /// Cluster (3 primaries, 3 replicas).
     #[arg(long, value_enum, default_value_t = RedisArg::Single)]
     pub redis: RedisArg,
     /// Extra gateway setting for every node, e.g. --bff-env BFF_KEY_RING=local (repeatable).
@@ -854,10 +890,7 @@ impl ClusterArgs {
                 LbArg::Sticky => LbPolicy::Sticky,
             },
             redis_persistence: self.redis_persistence,
-            redis: match self.redis {
-                RedisArg::Single => harness::cluster::RedisTopology::Single,
-                RedisArg::Sentinel => harness::cluster::RedisTopology::Sentinel,
-            },
+            redis: self.redis.topology(),
             redis_db_per_node: false,
             bff_env: self.bff_env.clone(),
             node_settings: self.node_settings(),

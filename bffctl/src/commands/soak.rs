@@ -10,7 +10,7 @@ use harness::cluster::ClusterSpec;
 use harness::soak::{SoakPlan, SoakProgress, SoakReport};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::SoakArgs;
+use crate::cli::{SoakArgs, SoakRedisArg};
 
 pub async fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(rand_seed);
@@ -28,6 +28,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         backend: args.backend.kind(),
         bff_binary: args.bff_binary.clone(),
         seed: Some(seed),
+        redis: match args.redis {
+            SoakRedisArg::Single => harness::cluster::RedisTopology::Single,
+            SoakRedisArg::Cluster => harness::cluster::RedisTopology::Cluster,
+        },
         ..ClusterSpec::default()
     };
     let bar = ProgressBar::new(args.duration.as_secs().max(1));

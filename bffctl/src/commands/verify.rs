@@ -227,6 +227,10 @@ pub async fn run(args: RunArgs, state: &Path) -> anyhow::Result<ExitCode> {
         if let Some(backend) = args.backend {
             scenario.cluster.backend = backend.kind();
         }
+        if let Some(redis) = args.redis {
+            scenario.cluster.redis = redis.topology();
+            scenario.check_redis_actions().map_err(|e| anyhow::anyhow!("{} with --redis: {e}", scenario.name))?;
+        }
         let mode = match (&attached, &target) {
             (_, Some(target)) => for_target(&mut scenario, target.clone(), &deployment_args),
             (Some(client), None) => RunMode::Attached(client.clone()),

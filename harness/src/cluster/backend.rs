@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use super::redis_fault::{FaultDone, RedisFault};
 use crate::fault::Fault;
 use crate::images::ImageError;
 
@@ -101,6 +102,19 @@ pub trait Backend: Send + Sync {
     async fn failover_redis(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
         let _ = kill_primary;
         Err(ClusterError::failed("failover-redis", "this cluster has no Redis Sentinel (--redis sentinel)"))
+    }
+
+    /// Does `fault` to a Redis Cluster (`--redis cluster`); returns once the cluster is whole
+    /// again (every slot served, each primary with a replica in sync), not when the nodes have
+    /// noticed: the users meet them first.
+    async fn redis_cluster_fault(&mut self, fault: RedisFault) -> Result<FaultDone, ClusterError> {
+        Err(ClusterError::failed(fault.action(), "this cluster has no Redis Cluster (--redis cluster)"))
+    }
+
+    /// `used_memory` and keys of each primary of a Redis Cluster, by shard (empty for any other
+    /// Redis).
+    async fn redis_memory_per_shard(&self) -> Vec<crate::process::ShardMemory> {
+        Vec::new()
     }
 
     /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.

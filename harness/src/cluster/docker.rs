@@ -6,7 +6,9 @@
 //! process node does.
 //!
 //! With `--redis sentinel`, Redis is a primary, a replica and three sentinels instead
-//! ([`sentinel`]), and the nodes are given the sentinels' names (`redis+sentinel://`).
+//! ([`sentinel`]), and the nodes are given the sentinels' names (`redis+sentinel://`). With
+//! `--redis cluster`, a Redis Cluster of three primaries and three replicas ([`redis_cluster`]),
+//! and the nodes are given every primary as a seed (`redis+cluster://`).
 //!
 //! With `redis_fault_links`, each node reaches Redis through a [`FaultProxy`] of its own on the
 //! host (listening on all interfaces, as the mock issuer does, and named [`RELAY_HOST`] in the
@@ -36,12 +38,15 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::backend::{Backend, ClusterError, Component};
+use super::redis_fault::{FaultDone, RedisFault};
 use super::spec::{ClusterSpec, StoreKind, node_name};
 use crate::fault::{Fault, FaultProxy};
 use crate::images::{self, BFF_PORT, REDIS_PORT};
 
+mod redis_cluster;
 mod sentinel;
 
+use redis_cluster::ClusterContainers;
 use sentinel::{GroupSpec, SentinelContainers};
 
 /// The label every container of a run carries, with the run id as its value.
@@ -101,6 +106,10 @@ pub struct DockerBackend {
     redis_links: Vec<FaultProxy>,
     /// With `--redis sentinel`, instead of `redis`.
     sentinel: Option<SentinelContainers>,
+    /// With `--redis cluster`, instead of `redis`.
+    redis_cluster: Option<ClusterContainers>,
+    /// The URL of Redis the nodes are given (before any fault relay).
+    redis_url: Option<String>,
     nodes: Vec<NodeSlot>,
     ready_timeout: Duration,
     keep_unready: bool,
@@ -125,6 +134,7 @@ impl DockerBackend {
         }
         let uses_redis = spec.session_store == StoreKind::Redis;
         let uses_sentinel = uses_redis && spec.redis == super::spec::RedisTopology::Sentinel;
+        let uses_cluster = uses_redis && spec.redis == super::spec::RedisTopology::Cluster;
         let binary = super::process::find_bff_binary(spec).ok();
         images::ensure_images(&spec.images, binary.as_deref(), uses_redis, progress).await?;
         let mut node_images = Vec::new();
@@ -179,10 +189,36 @@ impl DockerBackend {
                 }
             }
         }
+        let mut redis_cluster = None;
+        if uses_cluster {
+            // Made here rather than with the first container: the members announce its gateway.
+            let label = format!("{RUN_LABEL}={run_id}");
+            images::docker(&["network", "create", "--label", &label, &network], Duration::from_secs(30))
+                .await
+                .map_err(|e| ClusterError::failed("docker network", e))?;
+            let group = GroupSpec {
+                image: spec.images.redis.clone(),
+                network: network.clone(),
+                run_id: run_id.clone(),
+                persistent: false,
+                run_dir: run_dir.to_owned(),
+            };
+            progress("starting the redis cluster (3 primaries, 3 replicas)");
+            match ClusterContainers::start(group, 3).await {
+                Ok(group) => {
+                    redis_url = group.url();
+                    redis_cluster = Some(group);
+                }
+                Err(error) => {
+                    let _ = remove_run(Some(&run_id)).await;
+                    return Err(error);
+                }
+            }
+        }
         let redis_host_port = crate::process::free_port();
         let mut redis_links = Vec::new();
         if spec.redis_fault_links && uses_redis {
-            if uses_sentinel {
+            if uses_sentinel || uses_cluster {
                 let _ = remove_run(Some(&run_id)).await;
                 return Err(ClusterError::Unavailable(
                     "link faults need a single Redis: with --redis sentinel the nodes follow the master's address"
@@ -225,6 +261,8 @@ impl DockerBackend {
             redis_host_port,
             redis_links,
             sentinel,
+            redis_cluster,
+            redis_url: uses_redis.then(|| redis_url.clone()),
             nodes,
             ready_timeout: spec.ready_timeout(),
             keep_unready: spec.keep_unready,
@@ -236,6 +274,7 @@ impl DockerBackend {
         };
         if uses_redis
             && !uses_sentinel
+            && !uses_cluster
             && let Err(error) = backend.create_redis(&spec.images.redis, spec.redis_persistence).await
         {
             let _ = backend.teardown().await;
@@ -247,6 +286,12 @@ impl DockerBackend {
     /// The run's id: the value of the [`RUN_LABEL`] label on its containers.
     pub fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    /// The URL of Redis the nodes are given (`redis+cluster://…` with `--redis cluster`), before
+    /// any fault relay; none without Redis.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref()
     }
 
     /// The run's Docker network.
@@ -605,6 +650,20 @@ impl Backend for DockerBackend {
         group.failover(kill_primary).await
     }
 
+    async fn redis_cluster_fault(&mut self, fault: RedisFault) -> Result<FaultDone, ClusterError> {
+        let group = self.redis_cluster.as_mut().ok_or_else(|| {
+            ClusterError::failed(fault.action(), "this cluster has no Redis Cluster (--redis cluster)")
+        })?;
+        group.fault(fault).await
+    }
+
+    async fn redis_memory_per_shard(&self) -> Vec<crate::process::ShardMemory> {
+        match &self.redis_cluster {
+            Some(group) => group.memory_per_shard().await,
+            None => Vec::new(),
+        }
+    }
+
     fn set_redis_link(&self, index: Option<usize>, fault: Fault) -> Result<(), ClusterError> {
         super::backend::set_relays(&self.redis_links, index, fault)
     }
@@ -647,6 +706,7 @@ impl Backend for DockerBackend {
 
     fn components(&self) -> Vec<Component> {
         let mut out = self.sentinel.as_ref().map(SentinelContainers::components).unwrap_or_default();
+        out.extend(self.redis_cluster.as_ref().map(ClusterContainers::components).unwrap_or_default());
         if let Some(redis) = &self.redis {
             out.push(Component {
                 name: "redis".into(),
@@ -687,6 +747,11 @@ impl Backend for DockerBackend {
             first_error.get_or_insert(ClusterError::failed("redis", error));
         }
         if let Some(group) = self.sentinel.take()
+            && let Err(error) = group.remove().await
+        {
+            first_error.get_or_insert(error);
+        }
+        if let Some(group) = self.redis_cluster.take()
             && let Err(error) = group.remove().await
         {
             first_error.get_or_insert(error);

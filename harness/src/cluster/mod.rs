@@ -12,6 +12,8 @@ pub mod docker;
 mod lb_websocket;
 mod load_balancer;
 pub mod process;
+mod redis_fault;
+mod reshard;
 mod spec;
 
 use std::net::SocketAddr;
@@ -19,9 +21,10 @@ use std::path::{Path, PathBuf};
 
 pub use backend::{Backend, ClusterError, Component, QUOTED_LINES};
 pub use load_balancer::{LoadBalancer, NODE_HEADER};
+pub use redis_fault::{FaultDone, RedisFault, ShardPick};
 pub use spec::{
     BackendKind, CLIENT_ID, CLIENT_SECRET, ClusterSpec, Images, KEY_ENCRYPTION_KEY, LbPolicy, NodeSettings,
-    RedisTopology, StoreKind, node_name,
+    RedisTopology, StoreKind, cluster_seeds, node_name,
 };
 
 use crate::client::VirtualUser;
@@ -54,14 +57,18 @@ pub struct Cluster {
 /// is installed (or not needed), else says what to install.
 pub async fn resolve_backend(spec: &ClusterSpec) -> Result<BackendKind, ClusterError> {
     match spec.backend {
-        // Redis Sentinel: processes, which start and fail over faster (`--backend docker` runs it
-        // as containers).
-        BackendKind::Auto if spec.redis == RedisTopology::Sentinel && spec.session_store == StoreKind::Redis => {
+        // Redis Sentinel and Redis Cluster: processes, which start and fail over faster
+        // (`--backend docker` runs them as containers).
+        BackendKind::Auto
+            if matches!(spec.redis, RedisTopology::Sentinel | RedisTopology::Cluster)
+                && spec.session_store == StoreKind::Redis =>
+        {
             match process::on_path("redis-server") {
                 Some(_) => Ok(BackendKind::Process),
-                None => Err(ClusterError::Unavailable(
-                    "--redis sentinel needs redis-server (apt-get install redis-server)".into(),
-                )),
+                None => Err(ClusterError::Unavailable(format!(
+                    "--redis {} needs redis-server (apt-get install redis-server)",
+                    if spec.redis == RedisTopology::Cluster { "cluster" } else { "sentinel" }
+                ))),
             }
         }
         BackendKind::Auto => {
@@ -86,6 +93,19 @@ impl Cluster {
             return Err(ClusterError::failed("cluster", "needs at least one node"));
         }
         spec.check_nodes().map_err(|e| ClusterError::failed("cluster", e))?;
+        if spec.redis == RedisTopology::Cluster && spec.session_store == StoreKind::Redis {
+            if spec.redis_db_per_node {
+                return Err(ClusterError::Unavailable(
+                    "a database per node needs --redis single or sentinel: a Redis Cluster has database 0 only".into(),
+                ));
+            }
+            if spec.redis_fault_links {
+                return Err(ClusterError::Unavailable(
+                    "link faults need a single Redis: on a Redis Cluster the nodes follow the shards' own addresses"
+                        .into(),
+                ));
+            }
+        }
         spec.backend = resolve_backend(&spec).await?;
         let docker = spec.backend == BackendKind::Docker;
         let run_dir = match &spec.run_dir {
@@ -303,6 +323,41 @@ impl Cluster {
     /// [`Cluster::restart_redis`] it does not wait for the nodes: the users meet them first.
     pub async fn failover_redis(&mut self, kill_primary: bool) -> Result<(), ClusterError> {
         self.backend.failover_redis(kill_primary).await
+    }
+
+    /// Does `fault` to Redis: on a Redis Cluster any [`RedisFault`], on Sentinel a failover or
+    /// the primary's death (the group is one shard); like [`Cluster::restart_redis`] it does
+    /// not wait for the nodes. Returns what was done, for the report.
+    pub async fn redis_fault(&mut self, fault: RedisFault) -> Result<FaultDone, ClusterError> {
+        let action = fault.action();
+        match (self.spec.session_store, self.spec.redis, fault) {
+            (StoreKind::Redis, RedisTopology::Cluster, fault) => self.backend.redis_cluster_fault(fault).await,
+            (
+                StoreKind::Redis,
+                RedisTopology::Sentinel,
+                RedisFault::Failover { shard } | RedisFault::KillPrimary { shard },
+            ) => {
+                shard.resolve(1).map_err(|e| ClusterError::failed(action, format!("{e}: Sentinel is one shard")))?;
+                let kill = matches!(fault, RedisFault::KillPrimary { .. });
+                self.backend.failover_redis(kill).await?;
+                Ok(FaultDone(
+                    if kill { "the primary killed, its replica promoted" } else { "SENTINEL FAILOVER" }.into(),
+                ))
+            }
+            (StoreKind::Redis, RedisTopology::Sentinel, _) => {
+                Err(ClusterError::failed(action, "needs a Redis Cluster (--redis cluster); this is Redis Sentinel"))
+            }
+            _ => Err(ClusterError::failed(
+                action,
+                "this cluster has no Redis Sentinel or Redis Cluster (--redis sentinel or --redis cluster)",
+            )),
+        }
+    }
+
+    /// `used_memory` and keys of each primary of a Redis Cluster, by shard (empty for any other
+    /// Redis).
+    pub async fn redis_memory_per_shard(&self) -> Vec<crate::process::ShardMemory> {
+        self.backend.redis_memory_per_shard().await
     }
 
     /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.

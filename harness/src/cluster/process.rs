@@ -10,10 +10,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::backend::{Backend, ClusterError, Component};
+use super::redis_fault::{FaultDone, RedisFault};
 use super::spec::{ClusterSpec, RedisTopology, StoreKind, node_name};
 use crate::fault::{Fault, FaultProxy};
 pub use crate::process::on_path;
-use crate::process::{BffProcess, RedisProcess, SentinelGroup, free_port};
+use crate::process::{BffProcess, RedisCluster, RedisProcess, SentinelGroup, ShardMemory, free_port};
 
 struct NodeSlot {
     binary: PathBuf,
@@ -24,12 +25,20 @@ struct NodeSlot {
     state: &'static str,
 }
 
+/// How long the members of a Redis Cluster may take to agree on a reshard's new owners.
+const RESHARD_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct ProcessBackend {
     keep_unready: bool,
     ready_timeout: std::time::Duration,
     redis: Option<RedisProcess>,
     /// With `--redis sentinel`, instead of `redis`.
     sentinel: Option<SentinelGroup>,
+    /// With `--redis cluster`, instead of `redis`.
+    redis_cluster: Option<RedisCluster>,
+    /// The cluster's members in the order they were made (a killed one comes back on its
+    /// port), for stable names in status tables: `redis-1`, …
+    member_names: Vec<SocketAddr>,
     nodes: Vec<NodeSlot>,
     /// With `redis_fault_links`: node i reaches Redis through `redis_links[i]`.
     redis_links: Vec<FaultProxy>,
@@ -91,8 +100,22 @@ impl ProcessBackend {
                         .map_err(|e| ClusterError::failed("redis sentinel", e))?,
                 ),
             ),
+            (StoreKind::Redis, RedisTopology::Cluster) => (None, None),
             (StoreKind::Memory, _) => (None, None),
         };
+        let redis_cluster = match (spec.session_store, spec.redis) {
+            (StoreKind::Redis, RedisTopology::Cluster) => Some(
+                RedisCluster::builder()
+                    .primaries(3)
+                    .replicas_per_primary(1)
+                    .run()
+                    .await
+                    .map_err(|e| ClusterError::failed("redis cluster", e))?,
+            ),
+            _ => None,
+        };
+        let cluster_url = redis_cluster.as_ref().map(RedisCluster::url);
+        let member_names = redis_cluster.as_ref().map(RedisCluster::addresses).unwrap_or_default();
         let mut redis_links = Vec::new();
         if let (true, Some(redis)) = (spec.redis_fault_links, &redis) {
             for _ in 0..spec.nodes {
@@ -104,9 +127,11 @@ impl ProcessBackend {
         }
         let redis_url = |i: usize| match (redis_links.get(i), &redis) {
             (Some(link), _) => Some(format!("redis://{}", link.addr())),
-            (None, redis) => {
-                redis.as_ref().map(RedisProcess::url).or_else(|| sentinel.as_ref().map(SentinelGroup::url))
-            }
+            (None, redis) => redis
+                .as_ref()
+                .map(RedisProcess::url)
+                .or_else(|| sentinel.as_ref().map(SentinelGroup::url))
+                .or_else(|| cluster_url.clone()),
         };
         let nodes = (0..spec.nodes)
             .map(|i| NodeSlot {
@@ -123,9 +148,20 @@ impl ProcessBackend {
             ready_timeout: spec.ready_timeout(),
             redis,
             sentinel,
+            redis_cluster,
+            member_names,
             nodes,
             redis_links,
         })
+    }
+
+    /// The URL of Redis the nodes are given (before any fault relay); none without Redis.
+    pub fn redis_url(&self) -> Option<String> {
+        self.redis
+            .as_ref()
+            .map(RedisProcess::url)
+            .or_else(|| self.sentinel.as_ref().map(SentinelGroup::url))
+            .or_else(|| self.redis_cluster.as_ref().map(RedisCluster::url))
     }
 
     fn slot(&mut self, index: usize) -> Result<&mut NodeSlot, ClusterError> {
@@ -207,6 +243,88 @@ impl Backend for ProcessBackend {
         group.failover(kill_primary).await.map(|_| ()).map_err(|e| ClusterError::failed("failover-redis", e))
     }
 
+    async fn redis_cluster_fault(&mut self, fault: RedisFault) -> Result<FaultDone, ClusterError> {
+        let action = fault.action();
+        let cluster = self
+            .redis_cluster
+            .as_mut()
+            .ok_or_else(|| ClusterError::failed(action, "this cluster has no Redis Cluster (--redis cluster)"))?;
+        let error = |e: crate::process::RedisClusterError| ClusterError::failed(action, e);
+        let shard = |pick: super::ShardPick, cluster: &RedisCluster| {
+            pick.resolve(cluster.shards()).map_err(|e| ClusterError::failed(action, e))
+        };
+        let primary_of = |cluster: &RedisCluster, shard: usize| {
+            cluster
+                .primaries()
+                .into_iter()
+                .find(|m| m.shard == shard)
+                .map(|m| m.address.to_string())
+                .unwrap_or_default()
+        };
+        let done = match fault {
+            RedisFault::Failover { shard: pick } => {
+                let shard = shard(pick, cluster)?;
+                let old = primary_of(cluster, shard);
+                let new = cluster.failover(shard).await.map_err(error)?;
+                format!("shard {}: {new} (replica) took over from {old}", shard + 1)
+            }
+            RedisFault::KillPrimary { shard: pick } => {
+                let shard = shard(pick, cluster)?;
+                let old = primary_of(cluster, shard);
+                let new = cluster.kill_primary(shard).await.map_err(error)?;
+                cluster.restart_killed().await.map_err(error)?;
+                format!("shard {}: {old} killed, {new} promoted; {old} back as its replica", shard + 1)
+            }
+            RedisFault::Reshard { from, to, share } => {
+                let from = shard(from, cluster)?;
+                let to = match to {
+                    Some(to) => shard(to, cluster)?,
+                    None => (from + 1) % cluster.shards(),
+                };
+                if from == to {
+                    return Err(ClusterError::failed(action, format!("shard {} to itself", from + 1)));
+                }
+                let primaries = cluster.primaries();
+                let address = |shard: usize| {
+                    primaries.iter().find(|m| m.shard == shard).map(|m| m.address).ok_or_else(|| {
+                        ClusterError::failed(action, format!("shard {} has no running primary", shard + 1))
+                    })
+                };
+                let (source, target) = (address(from)?, address(to)?);
+                let plan = super::reshard::Move {
+                    source,
+                    target,
+                    target_from_source: (target.ip().to_string(), target.port()),
+                    others: primaries.iter().map(|m| m.address).filter(|a| *a != source && *a != target).collect(),
+                    share,
+                };
+                let (moved, keys) =
+                    super::reshard::move_slots(&plan).await.map_err(|e| ClusterError::failed(action, e))?;
+                crate::redis_cluster_admin::wait_until_settled(&cluster.addresses(), RESHARD_SETTLE)
+                    .await
+                    .map_err(|e| ClusterError::failed(action, e))?;
+                format!("{moved} slots ({keys} keys) moved from shard {} to shard {}", from + 1, to + 1)
+            }
+            RedisFault::AddPrimary => {
+                let shard = cluster.add_primary().await.map_err(error)?;
+                for address in cluster.addresses() {
+                    if !self.member_names.contains(&address) {
+                        self.member_names.push(address);
+                    }
+                }
+                format!("{} joined as the primary of shard {} (no slots yet)", primary_of(cluster, shard), shard + 1)
+            }
+        };
+        Ok(FaultDone(done))
+    }
+
+    async fn redis_memory_per_shard(&self) -> Vec<ShardMemory> {
+        match &self.redis_cluster {
+            Some(cluster) => cluster.memory_per_shard().await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
     fn set_redis_link(&self, index: Option<usize>, fault: Fault) -> Result<(), ClusterError> {
         super::backend::set_relays(&self.redis_links, index, fault)
     }
@@ -270,6 +388,25 @@ impl Backend for ProcessBackend {
                 });
             }
         }
+        if let Some(cluster) = &self.redis_cluster {
+            let roles = [(cluster.primaries(), "primary"), (cluster.replicas(), "replica")];
+            let mut members: Vec<Component> = roles
+                .iter()
+                .flat_map(|(members, role)| {
+                    members.iter().map(move |m| Component {
+                        name: match self.member_names.iter().position(|a| *a == m.address) {
+                            Some(i) => format!("redis-{}", i + 1),
+                            None => format!("redis-{}", m.address.port()),
+                        },
+                        address: Some(m.address.to_string()),
+                        state: format!("{role} of shard {}", m.shard + 1),
+                        id: None,
+                    })
+                })
+                .collect();
+            members.sort_by(|a, b| a.name.len().cmp(&b.name.len()).then_with(|| a.name.cmp(&b.name)));
+            out.extend(members);
+        }
         if let Some(redis) = &self.redis {
             out.push(Component {
                 name: "redis".into(),
@@ -310,6 +447,8 @@ impl Backend for ProcessBackend {
             group.stop().await;
         }
         self.sentinel = None;
+        // Its processes are killed when it is dropped.
+        self.redis_cluster = None;
         Ok(())
     }
 }

@@ -38,6 +38,11 @@ pub enum RedisTopology {
     /// A primary, a replica and three sentinels; nodes find the master through the sentinels
     /// (`redis+sentinel://`), and a scenario can fail it over.
     Sentinel,
+    /// Redis Cluster: three primaries, each with a replica, the 16384 slots spread over the
+    /// primaries; nodes get every primary as a seed (`redis+cluster://h1:p1,h2:p2,h3:p3`), and a
+    /// scenario can fail a shard over, kill its primary, move slots between shards live
+    /// (`reshard`) and add a primary.
+    Cluster,
 }
 
 /// How the load balancer picks a node for each request.
@@ -59,7 +64,10 @@ pub enum LbPolicy {
 pub struct NodeSettings {
     /// `BFF_*` settings of this node only, over the cluster's; an empty value removes the
     /// variable (a replica that lacks a setting). `{redis_url}`, `{issuer_url}` and
-    /// `{public_url}` in a value are the cluster's, as the node reaches them.
+    /// `{public_url}` in a value are the cluster's, as the node reaches them; with
+    /// `redis = "cluster"`, `{redis_shard_N}` is the N-th seed of the cluster's URL as a
+    /// single-server URL (`redis://host:port`, one shard's primary): a node pointed into one
+    /// shard only.
     pub env: BTreeMap<String, String>,
     /// Another `bff` binary for this node (process backend; on Docker an image is built from it).
     pub binary: Option<PathBuf>,
@@ -196,6 +204,10 @@ impl ClusterSpec {
                 env.retain(|(k, _)| k != key);
                 if !value.is_empty() {
                     // Addresses only the cluster knows: `{redis_url}/5` is another database.
+                    let mut value = value.clone();
+                    for (n, seed) in cluster_seeds(redis_url.unwrap_or_default()).iter().enumerate() {
+                        value = value.replace(&format!("{{redis_shard_{}}}", n + 1), &format!("redis://{seed}"));
+                    }
                     let value = value
                         .replace("{redis_url}", redis_url.unwrap_or_default())
                         .replace("{issuer_url}", issuer_url)
@@ -221,7 +233,52 @@ impl ClusterSpec {
     }
 }
 
+/// The `host:port` seeds of a `redis+cluster://h1:p1,h2:p2/…` URL, in order (none for any
+/// other URL); credentials and a path are left out.
+pub fn cluster_seeds(url: &str) -> Vec<String> {
+    let Some(rest) = url.strip_prefix("redis+cluster://").or_else(|| url.strip_prefix("rediss+cluster://")) else {
+        return Vec::new();
+    };
+    let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+    let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, hosts)| hosts);
+    hosts.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect()
+}
+
 /// `node-1`, `node-2`, … for node index 0, 1, …
 pub fn node_name(index: usize) -> String {
     format!("node-{}", index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_of_a_cluster_url_are_its_hosts_in_order() {
+        assert_eq!(
+            cluster_seeds("redis+cluster://127.0.0.1:7001,127.0.0.1:7002"),
+            ["127.0.0.1:7001", "127.0.0.1:7002"]
+        );
+        assert_eq!(cluster_seeds("rediss+cluster://:pw@a:1,b:2/?x=1"), ["a:1", "b:2"]);
+        assert!(cluster_seeds("redis://127.0.0.1:6379").is_empty());
+    }
+
+    #[test]
+    fn a_node_can_be_pointed_into_one_shard_of_the_cluster() {
+        let mut spec = ClusterSpec { redis: RedisTopology::Cluster, ..ClusterSpec::default() };
+        let settings = NodeSettings {
+            env: [("BFF_REDIS_URL".to_owned(), "{redis_shard_2}".to_owned())].into(),
+            ..NodeSettings::default()
+        };
+        spec.node_settings.insert(2, settings);
+        let url = "redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+        let redis_of = |index: usize| {
+            spec.node_env(index, "http://issuer", "http://lb", Some(url))
+                .into_iter()
+                .find(|(k, _)| k == "BFF_REDIS_URL")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(redis_of(0).as_deref(), Some(url));
+        assert_eq!(redis_of(1).as_deref(), Some("redis://127.0.0.1:7002"));
+    }
 }

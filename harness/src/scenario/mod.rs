@@ -19,8 +19,8 @@ pub use history::{Invariant, check_history};
 pub use html::html;
 pub use matrix::{Cell, Matrix};
 pub use model::{
-    Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError, Step,
-    Thresholds, Verdict, Via,
+    Action, ClusterSection, Expect, Load, NodeSelector, Outcome as ExpectedOutcome, Scenario, ScenarioError,
+    ShardSelector, Step, Thresholds, Verdict, Via,
 };
 pub use remote::{DEFAULT_READY_TIMEOUT, Deployment, needs_own_cluster};
 pub use report::{FailureGroup, FaultWindow, NodeLog, Outcome, Record, Row, RunReport, junit};
@@ -150,6 +150,7 @@ pub async fn run_fresh(
         let mut report = RunReport::build(scenario, backend, &[], &[], Vec::new(), None, started.elapsed())
             .with_drift(scenario, drift);
         report.stopped_at(None, NodeLog { node, reason: Some(reason), path: log, last_lines });
+        report.caught_unready(scenario);
         teardown?;
         return Ok(report.with_seed(seed));
     }

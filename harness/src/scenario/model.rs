@@ -48,7 +48,8 @@ pub struct ClusterSection {
     pub session_store: StoreKind,
     pub lb: LbPolicy,
     pub redis_persistence: bool,
-    /// `single` (default) or `sentinel`: a primary, a replica and three sentinels.
+    /// `single` (default), `sentinel` (a primary, a replica and three sentinels) or `cluster`
+    /// (Redis Cluster: three primaries, each with a replica).
     pub redis: RedisTopology,
     pub redis_db_per_node: bool,
     /// Extra `BFF_*` settings for every node.
@@ -155,10 +156,19 @@ pub enum Action {
     StartNode,
     RestartRedis,
     Pause,
-    /// Redis Sentinel's own failover (`SENTINEL FAILOVER`): the replica becomes the master.
+    /// Redis Sentinel's own failover (`SENTINEL FAILOVER`): the replica becomes the master. On a
+    /// Redis Cluster, `CLUSTER FAILOVER` on the replica of the `shard` (default: random).
     FailoverRedis,
-    /// The Redis master is SIGKILLed; the sentinels notice and promote the replica.
+    /// The Redis master is SIGKILLed; the sentinels notice and promote the replica. On a Redis
+    /// Cluster, the primary of the `shard` (default: random), and the cluster promotes its
+    /// replica. The killed server comes back as a replica of the new primary.
     KillRedisPrimary,
+    /// Redis Cluster: `share` of the slots of `shard` (default: random) move to `to_shard`
+    /// (default: the next shard), live, keys and all, while the users go on.
+    Reshard,
+    /// Redis Cluster: a new primary, with no slots yet, joins the cluster (a `reshard` after it
+    /// can give it some: it is the last shard).
+    AddRedisNode,
     /// Every node's link to Redis delays each chunk by `latency_ms`, for `millis`.
     RedisLatency,
     /// Every node's link to Redis goes silent (open, nothing passes) for `millis`.
@@ -204,6 +214,11 @@ impl Action {
         )
     }
 
+    /// A fault done to a Redis Cluster's shards (or, for a failover, a Sentinel group).
+    pub fn faults_redis_shards(self) -> bool {
+        matches!(self, Action::FailoverRedis | Action::KillRedisPrimary | Action::Reshard | Action::AddRedisNode)
+    }
+
     /// A fault that lasts `millis` and then ends by itself.
     pub fn is_bounded_fault(self) -> bool {
         matches!(
@@ -238,6 +253,8 @@ impl Action {
             Action::Pause => "pause",
             Action::FailoverRedis => "failover-redis",
             Action::KillRedisPrimary => "kill-redis-primary",
+            Action::Reshard => "reshard",
+            Action::AddRedisNode => "add-redis-node",
             Action::RedisLatency => "redis-latency",
             Action::RedisBlackhole => "redis-blackhole",
             Action::RedisReset => "redis-reset",
@@ -264,6 +281,17 @@ pub enum Via {
     /// To node N (1-based) directly.
     #[serde(untagged)]
     Node(usize),
+}
+
+/// Which shard of a Redis Cluster a step acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShardSelector {
+    /// One shard picked at random (from the run's seed).
+    Random,
+    /// Shard N (1-based, in the order the cluster was made; an added primary is the last).
+    #[serde(untagged)]
+    Index(usize),
 }
 
 /// Which node(s) a cluster step acts on.
@@ -313,6 +341,13 @@ pub struct Step {
     /// `rolling-upgrade`: the build the nodes move to, a `bff` binary relative to the working
     /// directory (on Docker also an image); default the current build.
     pub to: Option<String>,
+    /// `failover-redis`, `kill-redis-primary`, `reshard` on a Redis Cluster: the shard (1-based)
+    /// or `"random"` (the default).
+    pub shard: Option<ShardSelector>,
+    /// `reshard`: the shard that receives the slots (default: the one after `shard`).
+    pub to_shard: Option<usize>,
+    /// `reshard`: the share of the source shard's slots that move, above 0 and at most 1.
+    pub share: Option<f64>,
 }
 
 impl Step {
@@ -321,6 +356,15 @@ impl Step {
             return name.clone();
         }
         let mut label = self.action.name().to_owned();
+        if let Some(ShardSelector::Index(n)) = self.shard {
+            label.push_str(&format!(" shard {n}"));
+        }
+        if let Some(share) = self.share {
+            label.push_str(&format!(" {:.0}%", share * 100.0));
+        }
+        if let Some(to) = self.to_shard {
+            label.push_str(&format!(" to shard {to}"));
+        }
         if let Some(path) = &self.path {
             label.push(' ');
             label.push_str(path);
@@ -384,6 +428,9 @@ pub struct Verdict {
     pub drift: Vec<String>,
     /// Negative controls: words the cross-node diagnosis must contain (`node-2 is an island`).
     pub diagnosis: Option<String>,
+    /// Negative controls: the node that must never become ready at start (`node-2`), named by
+    /// the run that stops there; with `drift`, the settings that must differ as well.
+    pub never_ready: Option<String>,
 }
 
 impl Scenario {
@@ -455,6 +502,26 @@ impl Scenario {
         Ok(())
     }
 
+    /// Every step that moves slots or adds a primary runs on a Redis Cluster. Called again when
+    /// a command line changes the topology (`run --redis`).
+    pub fn check_redis_actions(&self) -> Result<(), String> {
+        if self.cluster.redis == RedisTopology::Cluster {
+            return Ok(());
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            for s in std::iter::once(step).chain(step.during.as_deref()) {
+                if matches!(s.action, Action::Reshard | Action::AddRedisNode) {
+                    return Err(format!(
+                        "step {} ({}): needs a Redis Cluster ([cluster] redis = \"cluster\", or --redis cluster)",
+                        i + 1,
+                        s.action.name()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.steps.is_empty() {
             return Err("a scenario needs at least one step".into());
@@ -463,13 +530,15 @@ impl Scenario {
             return Err("cluster.nodes must be at least 1".into());
         }
         self.check_node_numbers()?;
+        self.check_redis_actions()?;
         if self.expect.outcome == Outcome::Fail
             && self.expect.failing_step.is_none()
             && self.expect.drift.is_empty()
             && self.expect.diagnosis.is_none()
+            && self.expect.never_ready.is_none()
         {
             return Err(
-                "a negative control says what must fail: expect.failing_step, expect.drift or expect.diagnosis".into(),
+                "a negative control says what must fail: expect.failing_step, expect.drift, expect.diagnosis or expect.never_ready".into(),
             );
         }
         for (i, step) in self.steps.iter().enumerate() {
@@ -492,6 +561,9 @@ impl Scenario {
             if step.to.is_some() && step.action != Action::RollingUpgrade {
                 return Err(format!("{at}: `to` goes with rolling-upgrade"));
             }
+            for s in std::iter::once(step).chain(step.during.as_deref()) {
+                check_shard_fields(&at, s)?;
+            }
             if matches!(step.action, Action::RestartNode | Action::KillNode | Action::StartNode) && step.node.is_none()
             {
                 return Err(format!("{at}: needs node = \"random\", \"all\" or a number"));
@@ -507,4 +579,35 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// The shard fields of a step: only on the steps that take them, shards from 1, a reshard's
+/// share above 0 and at most 1.
+fn check_shard_fields(at: &str, s: &Step) -> Result<(), String> {
+    if s.shard.is_some() && !matches!(s.action, Action::FailoverRedis | Action::KillRedisPrimary | Action::Reshard) {
+        return Err(format!("{at}: `shard` goes with failover-redis, kill-redis-primary and reshard"));
+    }
+    if (s.to_shard.is_some() || s.share.is_some()) && s.action != Action::Reshard {
+        return Err(format!("{at}: `to_shard` and `share` go with reshard"));
+    }
+    if s.shard == Some(ShardSelector::Index(0)) || s.to_shard == Some(0) {
+        return Err(format!("{at}: shards are numbered from 1"));
+    }
+    if s.action == Action::Reshard {
+        match s.share {
+            Some(share) if share > 0.0 && share <= 1.0 => {}
+            Some(share) => {
+                return Err(format!(
+                    "{at}: share {share} is not above 0 and at most 1 (0.25: a quarter of the shard's slots)"
+                ));
+            }
+            None => return Err(format!("{at}: reshard needs share (0.25: a quarter of the shard's slots)")),
+        }
+        if let (Some(ShardSelector::Index(from)), Some(to)) = (s.shard, s.to_shard)
+            && from == to
+        {
+            return Err(format!("{at}: shard and to_shard are both {to}"));
+        }
+    }
+    Ok(())
 }

@@ -330,6 +330,42 @@ impl RunReport {
         self.node_logs.insert(0, log);
     }
 
+    /// A negative control that expects a node never to become ready (`expect.never_ready`), and
+    /// settings to differ (`expect.drift`): caught when that node is the one that stopped the
+    /// run at start and each of those settings differs on it.
+    pub fn caught_unready(&mut self, scenario: &Scenario) {
+        let expect = &scenario.expect;
+        let (Expected::Fail, Some(node), Some(stopped)) = (expect.outcome, &expect.never_ready, &self.never_ready)
+        else {
+            return;
+        };
+        let drifted = self.drift.as_ref().filter(|d| d.found_drift()).map(|d| d.drifted()).unwrap_or_default();
+        let mut missed: Vec<String> = expect
+            .drift
+            .iter()
+            .filter(|s| !drifted.iter().any(|d| d.starts_with(&format!("{s} (")) && d.contains(node.as_str())))
+            .map(|s| format!("drift in {s} on {node}"))
+            .collect();
+        if !stopped.starts_with(&format!("{node} at start")) {
+            missed.insert(0, format!("{node} never ready at start (found: {stopped} never ready)"));
+        }
+        if missed.is_empty() {
+            self.passed = true;
+            let drift = if drifted.is_empty() { String::new() } else { format!("; drift in {}", drifted.join(", ")) };
+            self.verdict = format!(
+                "PASS {} (negative control): the verifier caught it: {node} never became ready at start{drift}",
+                self.scenario
+            );
+        } else {
+            self.verdict = format!(
+                "FAIL {} (negative control): expected {} (found: drift in {})",
+                self.scenario,
+                missed.join("; "),
+                list_or_none(&drifted)
+            );
+        }
+    }
+
     /// The nodes that answered a failed request (by name, `node-N`).
     pub fn failed_nodes(&self) -> Vec<String> {
         let mut nodes: Vec<String> =

@@ -13,13 +13,13 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::model::{Action, Expect, NodeSelector, Scenario, Step, Via};
+use super::model::{Action, Expect, NodeSelector, Scenario, ShardSelector, Step, Via};
 use super::record::{FaultWindow, HARNESS_BROKE_LOGIN, Outcome, Record};
 use super::report::NodeLog;
 use super::settle;
 use super::target::Target;
 use crate::client::{ClientError, GatewayPaths, Reply, VirtualUser};
-use crate::cluster::ClusterError;
+use crate::cluster::{ClusterError, RedisFault, ShardPick};
 use crate::fault::Fault;
 use crate::issuer::IssuerOutage;
 
@@ -422,11 +422,12 @@ async fn apply(
             ctx.target.restart_redis().await?;
             events.push(format!("restart redis ({:.1} s)", started.elapsed().as_secs_f64()));
         }
-        Action::FailoverRedis | Action::KillRedisPrimary => {
-            let kill = step.action == Action::KillRedisPrimary;
-            ctx.progress.set_current(if kill { "kill the redis primary" } else { "fail redis over" }.into());
-            ctx.target.failover_redis(kill).await?;
-            events.push(format!("{} ({:.1} s)", step.action.name(), started.elapsed().as_secs_f64()));
+        Action::FailoverRedis | Action::KillRedisPrimary | Action::Reshard | Action::AddRedisNode => {
+            let fault = redis_fault_of(ctx, step);
+            ctx.progress.set_current(step.label());
+            let done = ctx.target.redis_fault(fault).await?;
+            let done = if done.0.is_empty() { String::new() } else { format!(": {done}") };
+            events.push(format!("{}{done} ({:.1} s)", step.label(), started.elapsed().as_secs_f64()));
         }
         Action::Pause => tokio::time::sleep(Duration::from_millis(step.millis.unwrap_or(0))).await,
         action if action.is_bounded_fault() => {
@@ -450,6 +451,25 @@ async fn apply(
         _ => unreachable!("user steps are not cluster steps"),
     }
     Ok(())
+}
+
+/// The [`RedisFault`] of a shard step; a random shard is drawn from the run's seed.
+fn redis_fault_of(ctx: &Ctx<'_>, step: &Step) -> RedisFault {
+    let draw: u64 = ctx.rng.lock().expect("rng lock").random();
+    let shard = match step.shard {
+        Some(ShardSelector::Index(n)) => ShardPick::Index(n.saturating_sub(1)),
+        Some(ShardSelector::Random) | None => ShardPick::Random(draw),
+    };
+    match step.action {
+        Action::FailoverRedis => RedisFault::Failover { shard },
+        Action::KillRedisPrimary => RedisFault::KillPrimary { shard },
+        Action::Reshard => RedisFault::Reshard {
+            from: shard,
+            to: step.to_shard.map(|n| ShardPick::Index(n.saturating_sub(1))),
+            share: step.share.unwrap_or(0.0),
+        },
+        _ => RedisFault::AddPrimary,
+    }
 }
 
 /// Starts (`on`) or ends a bounded fault.

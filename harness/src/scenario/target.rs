@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::client::VirtualUser;
 use crate::cluster::control::ControlClient;
-use crate::cluster::{Cluster, ClusterError, node_name};
+use crate::cluster::{Cluster, ClusterError, FaultDone, RedisFault, node_name};
 use crate::fault::Fault;
 use crate::issuer::IssuerOutage;
 
@@ -37,6 +37,18 @@ pub trait Target: Send + Sync {
     async fn failover_redis(&self, kill_primary: bool) -> Result<(), ClusterError> {
         let _ = kill_primary;
         Err(ClusterError::failed("failover-redis", "bffctl fails over only a Redis Sentinel group it started"))
+    }
+
+    /// Does `fault` to Redis itself, where the target can: a failover or a primary's death
+    /// (Sentinel, or a shard of a Redis Cluster), slots moved, a primary added (Redis Cluster).
+    async fn redis_fault(&self, fault: RedisFault) -> Result<FaultDone, ClusterError> {
+        match fault {
+            RedisFault::Failover { .. } | RedisFault::KillPrimary { .. } => {
+                let kill = matches!(fault, RedisFault::KillPrimary { .. });
+                self.failover_redis(kill).await.map(|()| FaultDone::default())
+            }
+            _ => Err(ClusterError::failed(fault.action(), "bffctl changes only a Redis Cluster it started")),
+        }
     }
 
     /// Sets `fault` on the link between node `index` (every node when `None`) and Redis.
@@ -161,6 +173,10 @@ impl Target for OwnedCluster {
 
     async fn failover_redis(&self, kill_primary: bool) -> Result<(), ClusterError> {
         self.cluster.lock().await.failover_redis(kill_primary).await
+    }
+
+    async fn redis_fault(&self, fault: RedisFault) -> Result<FaultDone, ClusterError> {
+        self.cluster.lock().await.redis_fault(fault).await
     }
 
     async fn set_redis_link(&self, index: Option<usize>, fault: Fault) -> Result<(), ClusterError> {

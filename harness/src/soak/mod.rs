@@ -3,7 +3,8 @@
 //! every interval by a seeded schedule, while each node's memory and file descriptors and the
 //! Redis key count are sampled. What it reports: wrong answers (the history's invariants),
 //! unavailability inside and outside the fault windows, each fault's recovery time, p50/p99 per
-//! minute, and whether the resource curves stay flat after warm-up.
+//! minute, and whether the resource curves stay flat after warm-up. On a Redis Cluster the
+//! catalogue is the cluster's own faults ([`CLUSTER_CATALOGUE`]).
 
 mod figures;
 mod html;
@@ -21,7 +22,7 @@ pub use html::html;
 pub use sample::Sample;
 
 use crate::client::VirtualUser;
-use crate::cluster::{Cluster, ClusterError, ClusterSpec};
+use crate::cluster::{Cluster, ClusterError, ClusterSpec, RedisFault, ShardPick};
 use crate::fault::Fault;
 use crate::issuer::IssuerOutage;
 use crate::scenario::{Action, Outcome, Record};
@@ -93,6 +94,19 @@ pub const CATALOGUE: [&str; 8] = [
     "issuer-down",
 ];
 
+/// The faults a soak on a Redis Cluster draws from: the links to a cluster cannot be relayed
+/// (the nodes follow the shards' own addresses), Redis itself is faulted instead.
+pub const CLUSTER_CATALOGUE: [&str; 6] =
+    ["failover-redis", "kill-redis-primary", "reshard", "pause-node", "issuer-latency", "issuer-down"];
+
+/// The share of a shard's slots a soak's `reshard` moves.
+pub const SOAK_RESHARD_SHARE: f64 = 0.1;
+
+/// The catalogue for a cluster of `spec`'s Redis.
+pub fn catalogue(spec: &ClusterSpec) -> &'static [&'static str] {
+    if spec.redis == crate::cluster::RedisTopology::Cluster { &CLUSTER_CATALOGUE } else { &CATALOGUE }
+}
+
 /// How far the run has got, for a progress bar.
 #[derive(Debug, Clone, Default)]
 pub struct SoakProgress {
@@ -107,6 +121,7 @@ pub struct SoakProgress {
 /// and refresh tokens rotate (so a token presented twice shows); idle and login timeouts are the
 /// plan's, unless the spec sets them.
 pub fn soak_spec(spec: ClusterSpec, plan: &SoakPlan) -> ClusterSpec {
+    let single = spec.redis != crate::cluster::RedisTopology::Cluster;
     let mut bff_env = spec.bff_env.clone();
     for (key, value) in
         [("BFF_SESSION_IDLE_TIMEOUT", plan.session_idle_timeout()), ("BFF_SESSION_LOGIN_TIMEOUT", plan.login_timeout())]
@@ -117,8 +132,8 @@ pub fn soak_spec(spec: ClusterSpec, plan: &SoakPlan) -> ClusterSpec {
     }
     ClusterSpec {
         bff_env,
-        redis_fault_links: true,
-        redis_persistence: true,
+        redis_fault_links: single,
+        redis_persistence: single,
         api_upstream: true,
         rotate_refresh_tokens: true,
         access_token_lifetime_secs: Some(spec.access_token_lifetime_secs.unwrap_or(60)),
@@ -148,12 +163,12 @@ async fn drive(
     on_step: &(dyn Fn(&str) + Send + Sync),
     on_progress: &(dyn Fn(&SoakProgress) + Send + Sync),
 ) -> Result<SoakReport, ClusterError> {
-    let (lb, users, nodes) = {
+    let (lb, users, nodes, catalogue) = {
         let c = cluster.lock().await;
         let users: Vec<Arc<SoakUser>> = (0..plan.users)
             .map(|i| Arc::new(SoakUser { browser: c.user(Some(&format!("soak-{i}"))), relogin: Default::default() }))
             .collect();
-        (c.lb_url(), users, c.node_count())
+        (c.lb_url(), users, c.node_count(), catalogue(c.spec()))
     };
     on_step(&format!("logging in {} users", users.len()));
     for chunk in users.chunks(10) {
@@ -183,17 +198,18 @@ async fn drive(
             let mut next = plan.fault_every;
             while next + plan.fault_lasts < plan.duration {
                 tokio::time::sleep_until((began + next).into()).await;
-                let kind = CATALOGUE[fault_rng.random_range(0..CATALOGUE.len())];
+                let kind = catalogue[fault_rng.random_range(0..catalogue.len())];
                 let node = fault_rng.random_range(0..nodes);
+                let shard: u64 = fault_rng.random();
                 let label = match kind {
                     "partition-node" | "pause-node" => format!("{kind} node-{}", node + 1),
                     _ => kind.to_owned(),
                 };
                 progress.lock().expect("progress").current_fault = Some(label.clone());
                 let start_ms = began.elapsed().as_secs_f64() * 1000.0;
-                let on = inject(&cluster, kind, node, true).await;
+                let on = inject(&cluster, kind, node, shard, true).await;
                 tokio::time::sleep(plan.fault_lasts).await;
-                let off = inject(&cluster, kind, node, false).await;
+                let off = inject(&cluster, kind, node, shard, false).await;
                 let end_ms = began.elapsed().as_secs_f64() * 1000.0;
                 progress.lock().expect("progress").current_fault = None;
                 let error = on.err().or(off.err()).map(|e| e.to_string());
@@ -215,7 +231,15 @@ async fn drive(
                     let components = c.components();
                     let id = |name: &str| components.iter().find(|x| x.name == name).and_then(|x| x.id.clone());
                     let ids: Vec<Option<String>> = (0..nodes).map(|i| id(&crate::cluster::node_name(i))).collect();
-                    let redis = components.iter().find(|x| x.name == "redis").and_then(|x| x.address.clone());
+                    // One Redis, or every primary of a Redis Cluster (its keys are theirs).
+                    let redis: Vec<String> = match components.iter().find(|x| x.name == "redis") {
+                        Some(redis) => redis.address.clone().into_iter().collect(),
+                        None => components
+                            .iter()
+                            .filter(|x| x.name.starts_with("redis-") && x.state.starts_with("primary"))
+                            .filter_map(|x| x.address.clone())
+                            .collect(),
+                    };
                     (ids, redis)
                 };
                 let mut pids = Vec::new();
@@ -225,10 +249,10 @@ async fn drive(
                         None => None,
                     });
                 }
-                let redis_keys = match redis {
-                    Some(addr) => sample::redis_keys(&addr).await,
-                    None => None,
-                };
+                let mut redis_keys = (!redis.is_empty()).then_some(0);
+                for addr in &redis {
+                    redis_keys = redis_keys.zip(sample::redis_keys(addr).await).map(|(sum, keys)| sum + keys);
+                }
                 samples.push(Sample {
                     at_s: began.elapsed().as_secs_f64(),
                     rss_kib: pids.iter().map(|p| p.and_then(sample::rss_kib)).collect(),
@@ -373,9 +397,17 @@ fn record(
     }
 }
 
-/// Starts (`on`) or ends one fault of the catalogue.
-async fn inject(cluster: &tokio::sync::Mutex<Cluster>, kind: &str, node: usize, on: bool) -> Result<(), ClusterError> {
+/// Starts (`on`) or ends one fault of the catalogue; `shard` draws the shard of a Redis Cluster
+/// fault (which is done whole when it starts: the cluster is whole again before it returns).
+async fn inject(
+    cluster: &tokio::sync::Mutex<Cluster>,
+    kind: &str,
+    node: usize,
+    shard: u64,
+    on: bool,
+) -> Result<(), ClusterError> {
     let mut c = cluster.lock().await;
+    let shard = ShardPick::Random(shard);
     let link = |fault: Fault| if on { fault } else { Fault::None };
     let outage = |outage: IssuerOutage| if on { outage } else { IssuerOutage::None };
     match kind {
@@ -386,6 +418,12 @@ async fn inject(cluster: &tokio::sync::Mutex<Cluster>, kind: &str, node: usize, 
         "pause-node" => c.pause_node(node, on).await,
         "kill-redis" if on => c.kill_redis().await,
         "kill-redis" => c.start_redis().await,
+        "failover-redis" | "kill-redis-primary" | "reshard" if !on => Ok(()),
+        "failover-redis" => c.redis_fault(RedisFault::Failover { shard }).await.map(drop),
+        "kill-redis-primary" => c.redis_fault(RedisFault::KillPrimary { shard }).await.map(drop),
+        "reshard" => {
+            c.redis_fault(RedisFault::Reshard { from: shard, to: None, share: SOAK_RESHARD_SHARE }).await.map(drop)
+        }
         "issuer-latency" => {
             c.issuer().set_outage(outage(IssuerOutage::Latency(Duration::from_millis(500))));
             Ok(())
