@@ -157,11 +157,18 @@ impl Sessions {
         let id = SessionId::generate();
         let key = store_key("s", id.as_bytes());
         let sealed = self.ring.seal(key.as_bytes(), &serde_json::to_vec(session).expect("session serialises"))?;
-        self.store.put(&key, sealed, self.idle_timeout).await?;
-        // Indexes for back-channel logout: hashed, so Redis holds no `sid` or `sub`.
-        for index in self.indexes_of(&session.claims) {
-            self.store.index_add(&index, &key, self.index_lifetime(session)).await?;
-        }
+        // Indexes for back-channel logout: hashed, so Redis holds no `sid` or `sub`. Written
+        // with the session, at once: each write may wait for replicas (`redis_wait_replicas`),
+        // and one after the other a login with a replica away would wait that bound per write.
+        // A membership whose session write failed names a session that does not exist: a
+        // back-channel logout then ends nothing more.
+        let lifetime = self.index_lifetime(session);
+        let indexes = self.indexes_of(&session.claims);
+        let memberships = indexes.iter().map(|index| self.store.index_add(index, &key, lifetime));
+        let (stored, indexed) =
+            futures::join!(self.store.put(&key, sealed, self.idle_timeout), futures::future::try_join_all(memberships));
+        stored?;
+        indexed?;
         Ok(id)
     }
 
