@@ -47,6 +47,7 @@ mod cluster;
 mod confirmed_writes;
 mod lua_script;
 mod sentinels;
+mod server_version;
 mod target;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -343,8 +344,10 @@ impl RedisLink {
             return Ok(Current { conn: Conn::Cluster(conns), address: "redis cluster".into() });
         }
         let client = self.locate().await?;
-        let manager = ConnectionManager::new_with_config(client.clone(), self.manager_config()).await?;
+        let mut manager = ConnectionManager::new_with_config(client.clone(), self.manager_config()).await?;
         let address = client.get_connection_info().addr().to_string();
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut manager).await?;
+        server_version::check(&info, &address)?;
         Ok(Current::new(manager, client, address, self.timeout))
     }
 

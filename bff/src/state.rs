@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::compat::ClusterFormats;
 use crate::config::{Config, KeyRingMode, StoreConfig};
 use crate::keyring::KeyRing;
 use crate::oidc::Oidc;
@@ -79,6 +80,9 @@ pub struct Shared {
     /// The WebSockets open on this node, by session: closed when their session ends or the node
     /// stops.
     pub sockets: Arc<OpenSockets>,
+    /// The record formats announced in Redis (with Redis): checked at start and again in the
+    /// background; a node that finds a format it does not read is not ready.
+    pub formats: Option<Arc<ClusterFormats>>,
 }
 
 /// The state could not be built (a Redis URL the client library refuses).
@@ -147,6 +151,15 @@ impl AppState {
             Arc::new(Refresher::new(sessions.clone(), oidc.clone(), config.refresh.skew, config.refresh.lock_lease));
         let route_counters = Arc::new(config.routes.iter().map(|_| Default::default()).collect());
         let sockets = OpenSockets::new();
+        let formats = match (&config.store, &redis) {
+            // Records of a format live as long as a session can, after its last writer stopped.
+            (StoreConfig::Redis { key_prefix, .. }, Some(link)) => Some(ClusterFormats::new(
+                link.clone(),
+                key_prefix,
+                config.session.absolute_lifetime.saturating_add(config.key_ring.refresh),
+            )),
+            _ => None,
+        };
         Ok(AppState(Arc::new(Shared {
             config: Arc::new(config),
             sessions,
@@ -155,6 +168,7 @@ impl AppState {
             refresher,
             route_counters,
             sockets,
+            formats,
         })))
     }
 

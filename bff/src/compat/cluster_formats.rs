@@ -49,6 +49,11 @@ pub struct ClusterFormats {
     /// The start-up check passed and announced this build: the background task waits one
     /// period before its first announcement.
     announced_at_start: AtomicBool,
+    /// Why this node must not serve, when a later check found a live format it does not read
+    /// (builds started together, each checked before the other announced): `/ready` answers 503
+    /// with it, so that a load balancer stops sending this node requests whose records it would
+    /// take for absent. Cleared when a check passes again (the other build is gone).
+    refusal: std::sync::RwLock<Option<String>>,
 }
 
 impl ClusterFormats {
@@ -59,7 +64,17 @@ impl ClusterFormats {
             key: format!("{prefix}:formats"),
             lifetime,
             announced_at_start: AtomicBool::new(false),
+            refusal: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Why this node must not serve now (see the field), if it must not.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn refuse(&self, why: Option<String>) {
+        *self.refusal.write().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     /// The announcements that still count.
@@ -149,10 +164,12 @@ impl ClusterFormats {
                 formats.link.connect().await;
                 match formats.check().await {
                     Err(error @ FormatError::Outside { .. }) => {
-                        tracing::error!(%error, "this node must not serve in this cluster; not announcing it");
+                        tracing::error!(%error, "this node must not serve in this cluster: not ready, not announcing it");
+                        formats.refuse(Some(error.to_string()));
                     }
                     Err(error) => tracing::warn!(%error, "record format check failed; trying again"),
                     Ok(()) => {
+                        formats.refuse(None);
                         if let Err(error) = formats.announce().await {
                             tracing::warn!(%error, "record format announcement failed; trying again");
                         }

@@ -1,5 +1,6 @@
 //! `/health` (the process answers; no dependency checked) and `/ready` (the store answers, the key
-//! ring is loaded, the issuer's metadata is known: this node can serve logins and sessions).
+//! ring is loaded, the issuer's metadata is known, no build whose records this one cannot read
+//! has announced itself in Redis: this node can serve logins and sessions).
 //!
 //! `/ready` also says where the node cache stands (`session_cache`): `enabled` (there is one),
 //! `live` (entries may be served now) and `confirmations` (how many times the node subscribed to
@@ -37,7 +38,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
     let problem = match state.sessions.check_ready().await {
         Err(error) => Some(error.to_string()),
         Ok(()) if !state.oidc.is_discovered() => Some("identity provider metadata not loaded yet".to_owned()),
-        Ok(()) => None,
+        Ok(()) => state.formats.as_ref().and_then(|formats| formats.refusal()),
     };
     // Read after the checks: a check that found the link reconnected has switched the cache off.
     let session_cache = session_cache(&state);

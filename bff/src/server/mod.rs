@@ -102,10 +102,7 @@ pub async fn run(
     if let Some(link) = &state.redis {
         link.check_tls().await.map_err(RunError::RedisTls)?;
     }
-    if let (Some(link), StoreConfig::Redis { key_prefix, .. }) = (&state.redis, &state.config.store) {
-        // Records of a format live as long as a session can, after its last writer stopped.
-        let lifetime = state.config.session.absolute_lifetime.saturating_add(state.config.key_ring.refresh);
-        let formats = crate::compat::ClusterFormats::new(link.clone(), key_prefix, lifetime);
+    if let (Some(link), Some(formats)) = (&state.redis, &state.formats) {
         formats.check_at_start(link.timeout()).await?;
         formats.announce_in_background(state.config.key_ring.refresh);
     }

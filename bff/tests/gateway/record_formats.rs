@@ -321,3 +321,43 @@ async fn a_node_refuses_a_cluster_of_a_format_it_does_not_read_and_names_both_ve
     redis_cmd(redis.port(), &["HSET", "bff:formats", "4", &format!("0.4.0 {}", now - 13 * 3600)]).await;
     node(&redis).run().await.expect("a stale announcement does not block a start");
 }
+
+/// A running node that later finds a build of a format it does not read announced (two builds
+/// started together, each checked before the other announced) stops being ready, naming the
+/// other build, and is ready again once that announcement is gone.
+#[tokio::test]
+async fn a_running_node_that_finds_a_format_it_does_not_read_is_not_ready_until_it_is_gone() {
+    let issuer = MockIssuer::builder().run().await.unwrap();
+    let redis = RedisProcess::start(false).await.unwrap();
+    let node = crate::stack::node_builder(&issuer, Some(&redis), "http://127.0.0.1:9")
+        .env("BFF_KEY_RING_REFRESH", "1s")
+        .ready_timeout(Duration::from_secs(10))
+        .run()
+        .await
+        .unwrap();
+    let ready = async || {
+        let answer = reqwest::get(format!("{}/ready", node.url())).await.unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    };
+    assert_eq!(ready().await.0, 200);
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    redis_cmd(redis.port(), &["HSET", "bff:formats", "4", &format!("0.4.0 {now}")]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (status, said) = loop {
+        let (status, said) = ready().await;
+        if status != 200 || tokio::time::Instant::now() > deadline {
+            break (status, said);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 503, "not ready beside format 4: {said}");
+    assert!(said.contains("record format 4 (written by bff 0.4.0)"), "{said}");
+
+    redis_cmd(redis.port(), &["HDEL", "bff:formats", "4"]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ready().await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "ready again once format 4 is gone");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -90,7 +90,14 @@ impl OutputTail {
 pub struct Supervised {
     pub program: String,
     child: Child,
+    /// The tasks copying its stdout and stderr into the tail: awaited once it has exited, so that
+    /// the lines it wrote last (often why it exited) are in the tail an error quotes.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How long the last lines of an exited child may take to reach its tail (a grandchild that kept
+/// the pipe open would otherwise hold the error forever).
+const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 impl Supervised {
     pub fn spawn(
@@ -116,6 +123,7 @@ impl Supervised {
             .kill_on_drop(true);
         let mut child =
             cmd.spawn().map_err(|e| ProcessError::Spawn { program: name.clone(), reason: e.to_string() })?;
+        let mut readers = Vec::new();
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
             child.stderr.take().map(|s| Box::new(s) as _),
@@ -124,14 +132,14 @@ impl Supervised {
         .flatten()
         {
             let out = output.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     out.push(line);
                 }
-            });
+            }));
         }
-        Ok(Supervised { program: name, child })
+        Ok(Supervised { program: name, child, readers })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -162,6 +170,7 @@ impl Supervised {
                 Err(reason) => reason,
             };
             if let Some(status) = self.exited() {
+                self.drain_output().await;
                 return Err(ProcessError::ExitedEarly {
                     program: self.program.clone(),
                     status,
@@ -181,6 +190,12 @@ impl Supervised {
         }
     }
 
+    /// Waits (bounded) until everything the exited child wrote is in its tail.
+    async fn drain_output(&mut self) {
+        let readers = std::mem::take(&mut self.readers);
+        let _ = tokio::time::timeout(DRAIN_BOUND, futures::future::join_all(readers)).await;
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status.
     pub async fn stop(&mut self, grace: Duration) -> String {
         if let Some(pid) = self.child.id() {
@@ -196,5 +211,34 @@ impl Supervised {
     pub async fn kill(&mut self) -> String {
         let _ = self.child.start_kill();
         self.child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that says why it exits and exits: the quoted lines are its last ones, even when
+    /// its exit is seen before its output was read. The readiness probe holds the (one) test
+    /// thread until the child is a zombie, so nothing has read its pipe when the exit is seen.
+    #[tokio::test]
+    async fn an_early_exit_quotes_the_last_lines_the_child_wrote() {
+        let output = OutputTail::default();
+        let script = "echo starting; echo 'the reason it exits'; exit 3".to_owned();
+        let mut child =
+            Supervised::spawn(&PathBuf::from("sh"), &["-c".to_owned(), script], &[], output.clone()).unwrap();
+        let stat = format!("/proc/{}/stat", child.pid().unwrap());
+        let exited_unread = async || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !std::fs::read_to_string(&stat).unwrap_or_default().contains(") Z ") {
+                assert!(std::time::Instant::now() < deadline, "the child never exited");
+                std::thread::yield_now();
+            }
+            Err("never ready".to_owned())
+        };
+        let error = child.wait_until_ready(&output, Duration::from_secs(30), exited_unread).await.unwrap_err();
+        let said = error.to_string();
+        assert!(matches!(error, ProcessError::ExitedEarly { .. }), "{said}");
+        assert!(said.contains("the reason it exits"), "{said}");
     }
 }
