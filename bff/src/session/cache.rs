@@ -60,9 +60,11 @@
 //!   answered by the local kernel, about a microsecond) per answer from memory. What it
 //!   relies on: the old process's connections are closed before a new one answers, which holds
 //!   on one host and through anything that closes a client's connection when its server's ends;
-//!   a server that vanishes without closing them (its host lost, a network cut) is bounded by
-//!   the lease alone, and cannot be back, restarted, before it runs out. A `FLUSHALL` on a
-//!   running server is not a restart and is not seen.
+//!   a server that vanishes without closing them (its host lost, a network cut) is answered for
+//!   by the lease alone, at most [`LEASE`] after it sent the last ping that came back. With a
+//!   cluster the tripwire is on the subscription's node only: a restart of another primary is
+//!   seen at the next ping round, as before. A `FLUSHALL` on a running server is not a restart
+//!   and is not seen.
 //! - A read from Redis that raced with a notice is not kept: every notice moves a generation
 //!   counter, and an entry is taken back when the counter moved while it was read or stored.
 //! - With a Redis Cluster, a notice must still travel one server, in order with the pings: a
