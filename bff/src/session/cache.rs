@@ -40,12 +40,31 @@
 //!     connection gone, the master moved), it switches the cache off and empties it, before
 //!     that command is sent again and before its answer is used; the listener then subscribes
 //!     again, as above;
-//!   - a subscription that ends (Redis closed it, it stopped answering) switches the cache off
-//!     at once, not when the lease runs out: a restarted Redis accepts connections again within
-//!     milliseconds, well inside the lease.
+//!   - a subscription that ends (Redis closed it, it stopped answering) switches the cache off,
+//!     not when the lease runs out: a restarted Redis accepts connections again within
+//!     milliseconds, well inside the lease;
+//!   - but the listener learns of that end only when it runs (after the redis crate's own task
+//!     read the end of the connection), and on a loaded machine that can come after the
+//!     restarted, empty Redis already answers: within its lease, the cache would answer for a
+//!     session the store lost. So every answer from memory also asks this host's kernel whether
+//!     the confirmed server still holds a [`Tripwire`] open: an idle connection opened to the
+//!     subscription's address between the two `run_id` answers (so to that server), on which
+//!     nothing is ever sent. A Redis process that ends closes it as it exits, before another
+//!     can listen at its address, so its end is in the kernel before a restarted Redis answers
+//!     anyone; a non-blocking `MSG_PEEK` on the request's own thread sees it, whether or not the
+//!     listener has run. The listener waits on it too, and ends the subscription when it trips.
 //!
 //!   What it costs: one `INFO server` on the command link per ping round (a few a second per
-//!   node, whatever the load), and a new subscription after every reconnect of the link.
+//!   node, whatever the load), a new subscription after every reconnect of the link, one idle
+//!   connection per node to the subscribed server, and one `recv` system call (no round trip,
+//!   answered by the local kernel, about a microsecond) per answer from memory. What it
+//!   relies on: the old process's connections are closed before a new one answers, which holds
+//!   on one host and through anything that closes a client's connection when its server's ends;
+//!   a server that vanishes without closing them (its host lost, a network cut) is answered for
+//!   by the lease alone, at most [`LEASE`] after it sent the last ping that came back. With a
+//!   cluster the tripwire is on the subscription's node only: a restart of another primary is
+//!   seen at the next ping round, as before. A `FLUSHALL` on a running server is not a restart
+//!   and is not seen.
 //! - A read from Redis that raced with a notice is not kept: every notice moves a generation
 //!   counter, and an entry is taken back when the counter moved while it was read or stored.
 //! - With a Redis Cluster, a notice must still travel one server, in order with the pings: a
@@ -77,7 +96,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -88,6 +107,10 @@ use super::Session;
 use super::id::random_token;
 use crate::redis_link::{RedisLink, Retry};
 use crate::session::StoreError;
+
+mod tripwire;
+
+use tripwire::Tripwire;
 
 struct Cached {
     /// Shared with every request that reads it: a hit copies no token.
@@ -153,6 +176,10 @@ pub struct NodeCache {
     /// Milliseconds after `started` until which entries may be served: the send time of the
     /// latest ping whose pong came back, plus [`LEASE`].
     fresh_until_ms: AtomicU64,
+    /// The idle connection to the server the cache is confirmed against (see [`Tripwire`]):
+    /// entries are served only while it is there and intact. Set on confirmation, taken away
+    /// whenever the cache is switched off.
+    tripwire: RwLock<Option<Arc<Tripwire>>>,
     started: Instant,
     link: Arc<RedisLink>,
     channel: String,
@@ -228,6 +255,7 @@ impl NodeCache {
             confirmations: AtomicU64::new(0),
             link_moved: Notify::new(),
             fresh_until_ms: AtomicU64::new(0),
+            tripwire: RwLock::new(None),
             started: Instant::now(),
             link,
             channel: format!("{key_prefix}:session-changed"),
@@ -243,11 +271,13 @@ impl NodeCache {
         at.saturating_duration_since(self.started).as_millis() as u64
     }
 
-    /// Whether entries are served: subscribed, and the subscription proved within [`LEASE`]
-    /// that it delivered every notice.
+    /// Whether entries are served: subscribed, the subscription proved within [`LEASE`] that it
+    /// delivered every notice, and the server it was confirmed against has not ended (its
+    /// [`Tripwire`] is intact; one system call, no round trip).
     pub fn is_live(&self) -> bool {
         self.live.load(Ordering::SeqCst)
             && self.millis_since_start(Instant::now()) < self.fresh_until_ms.load(Ordering::SeqCst)
+            && self.tripwire.read().expect("tripwire").as_ref().is_some_and(|tripwire| tripwire.intact())
     }
 
     /// How many times this node subscribed to the notices of a server, confirmed that the
@@ -359,15 +389,18 @@ impl NodeCache {
     #[cfg(test)]
     pub(crate) fn live_for_a_test(&self) {
         if !self.live.load(Ordering::SeqCst) {
+            *self.tripwire.write().expect("tripwire") = Some(Arc::new(Tripwire::to_nowhere()));
             self.switch(true);
         }
         self.proven_at(Instant::now());
     }
 
-    /// Switches the cache on or off; either way it is emptied.
+    /// Switches the cache on or off; either way it is emptied. Switched off, it lets go of its
+    /// [`Tripwire`]; switched on, it serves only once one is set (see [`NodeCache::confirm`]).
     fn switch(&self, live: bool) {
         if !live {
             self.fresh_until_ms.store(0, Ordering::SeqCst);
+            *self.tripwire.write().expect("tripwire") = None;
         }
         self.live.store(live, Ordering::SeqCst);
         self.forget_all();
@@ -383,9 +416,12 @@ impl NodeCache {
     }
 
     /// Switches the cache on, emptied, for a subscription confirmed against one server (see the
-    /// module header), unless the command link reconnected since it read `reconnects`: then the
-    /// server it talks to may be another, and the cache stays off.
-    fn confirm(&self, reconnects: u64, sent: Instant) -> bool {
+    /// module header) and tied to its `tripwire`, unless the command link reconnected since it
+    /// read `reconnects`: then the server it talks to may be another, and the cache stays off.
+    fn confirm(&self, reconnects: u64, sent: Instant, tripwire: Arc<Tripwire>) -> bool {
+        // Before the switch: a switch-off racing with this one takes it away again, and the
+        // cache, on without a tripwire, serves nothing.
+        *self.tripwire.write().expect("tripwire") = Some(tripwire);
         self.switch(true);
         self.proven_at(sent);
         // A reconnect that the check below misses moved the counter after it; its hook's
@@ -546,6 +582,11 @@ impl NodeCache {
         let client = self.link.pubsub_client(&self.channel).await.map_err(|error| {
             redis::RedisError::from((redis::ErrorKind::Io, "no redis to subscribe on", error.to_string()))
         })?;
+        // Opened, as the subscription, between the two `run_id` answers: to the same server.
+        let tripwire = tokio::time::timeout(timeout, Tripwire::connect(client.get_connection_info().addr()))
+            .await
+            .map_err(|_| timed_out())??;
+        let tripwire = Arc::new(tripwire);
         let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub()).await.map_err(|_| timed_out())??;
         let (mut sink, mut notices) = pubsub.split();
         let sent = Instant::now();
@@ -558,7 +599,7 @@ impl NodeCache {
         if subscribed_on != server {
             return Err(moved(format!("run_id {server} then {subscribed_on} while subscribing")));
         }
-        if !self.confirm(reconnects, sent) {
+        if !self.confirm(reconnects, sent, tripwire.clone()) {
             return Err(moved("the command link reconnected while subscribing".into()));
         }
         if let redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } =
@@ -577,6 +618,9 @@ impl NodeCache {
                     Some(notice) => self.handle(&notice),
                     None => return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()),
                 },
+                () = tripwire.tripped() => {
+                    return Err(moved("the server closed the connection the cache is tied to".into()));
+                }
                 () = self.link_moved.notified() => {
                     if self.link.reconnects() != reconnects {
                         return Err(moved("the command link reconnected".into()));
@@ -648,8 +692,7 @@ mod tests {
         // No I/O happens until the listener starts, which these tests do not do.
         let link = RedisLink::new("redis://127.0.0.1:1", Duration::from_secs(1)).unwrap();
         let cache = NodeCache::new(link, "test", max_age, memory);
-        cache.switch(true);
-        cache.proven_at(Instant::now());
+        cache.live_for_a_test();
         cache
     }
 
@@ -766,7 +809,7 @@ mod tests {
         // An entry read before the reconnect is not kept either.
         let seen = cache.generation();
         cache.link_reconnected();
-        assert!(cache.confirm(cache.link.reconnects(), Instant::now()));
+        assert!(cache.confirm(cache.link.reconnects(), Instant::now(), Arc::new(Tripwire::to_nowhere())));
         cache.keep("s:a", &Arc::new(session()), seen, later());
         assert!(cache.get("s:a").is_none());
     }
@@ -776,11 +819,48 @@ mod tests {
         let cache = cache(Duration::from_secs(60));
         let before = cache.confirmations();
         let reconnects = cache.link.reconnects();
-        assert!(cache.confirm(reconnects, Instant::now()));
+        assert!(cache.confirm(reconnects, Instant::now(), Arc::new(Tripwire::to_nowhere())));
         assert_eq!(cache.confirmations(), before + 1);
         assert!(cache.is_live());
-        assert!(!cache.confirm(reconnects + 1, Instant::now()), "the link reconnected: another server maybe");
+        assert!(
+            !cache.confirm(reconnects + 1, Instant::now(), Arc::new(Tripwire::to_nowhere())),
+            "the link reconnected: another server maybe"
+        );
         assert_eq!(cache.confirmations(), before + 1);
+        assert!(!cache.is_live());
+    }
+
+    /// A listener that has not run since before a Redis restart (a task scheduled late on a
+    /// loaded machine) still holds a confirmed cache, and its lease still runs, when the
+    /// restarted Redis (no persistence: the session is gone) answers again. The cache must not
+    /// answer for the server that ended.
+    #[tokio::test]
+    async fn a_restarted_redis_is_not_answered_for_while_the_listener_has_not_run() {
+        let mut redis = harness::RedisProcess::start(false).await.unwrap();
+        let link = RedisLink::new(&redis.url(), Duration::from_secs(5)).unwrap();
+        link.connect().await;
+        let cache = NodeCache::new(link, "test", Duration::from_secs(60), 1 << 20);
+        let listener = cache.listen();
+        tokio::pin!(listener);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cache.confirmations() == 0 {
+            assert!(Instant::now() < deadline, "no subscription confirmed within 30 s");
+            tokio::select! {
+                ended = &mut listener => {
+                    let Err(error) = ended;
+                    panic!("the subscription ended before it was confirmed: {error}");
+                }
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        // From here on the listener is not polled: it has not run, as far as the cache knows.
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        // Whatever the lease: here it runs for another minute, as if a pong had just come back.
+        cache.proven_at(Instant::now() + Duration::from_secs(60));
+        assert!(cache.get("s:a").is_some(), "served from memory before the restart");
+
+        redis.restart().await.unwrap();
+        assert!(cache.get("s:a").is_none(), "served from memory for a server that ended");
         assert!(!cache.is_live());
     }
 
@@ -790,7 +870,8 @@ mod tests {
         cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
         cache.switch(false);
         assert!(cache.get("s:a").is_none());
-        cache.switch(true);
+        cache.live_for_a_test();
+        assert!(cache.is_live());
         assert!(cache.get("s:a").is_none(), "switching empties the cache");
     }
 }

@@ -1,7 +1,8 @@
 //! High 2: `rediss://`. The nodes talk to a real `redis-server` that listens only for TLS, with
-//! certificates made here by a private CA (`redis_ca_file`): a session written by one node over
-//! TLS is read by another. A CA that did not sign the server's certificate is a start-up error
-//! naming the setting, with the exit code of every configuration error (64).
+//! certificates made here by a private CA (`redis_ca_file`): a session written by one node over TLS
+//! is read by another, and each node's session cache is confirmed over TLS. A CA that did not sign
+//! the server's certificate is a start-up error naming the setting, with the exit code of every
+//! configuration error (64).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -148,6 +149,16 @@ async fn sessions_cross_nodes_over_tls_and_a_wrong_ca_does_not_start() {
     assert_eq!(me.json().unwrap()["sub"], "alice");
     let sessions = tls_cmd(&tls_client(&url, dir.path()), &["KEYS", "bff:s:*"]).await.unwrap();
     assert!(matches!(&sessions, redis::Value::Array(keys) if keys.len() == 1), "{sessions:?}");
+    // The node cache is confirmed over TLS too: its tripwire, a connection to the TLS port that
+    // never starts a handshake, is held open by the server.
+    for node in &nodes {
+        eventually("the node cache is live over TLS", Duration::from_secs(15), || async {
+            let ready: serde_json::Value =
+                reqwest::get(format!("{}/ready", node.url())).await.unwrap().json().await.unwrap();
+            ready["session_cache"]["live"] == true
+        })
+        .await;
+    }
 
     // The same server, a CA that did not sign its certificate: exit 64 naming the setting.
     let other_ca = dir.path().join("other-ca.pem").display().to_string();
