@@ -60,12 +60,12 @@
 //!   it was confirmed, and only a live cache publishes on its own subscription (one that is not
 //!   yet publishes on the channel's slot and waits the whole [`LEASE`]). Either way round, the
 //!   node still on the old notice node has had its last lease extended before the move (its ping
-//!   round compares the server id first): a writer there answers at once only while that lease
-//!   lasts, i.e. before the node that moved keeps anything, and a reader there has stopped
-//!   serving before a writer on the new node answers. Without the first half, a writer still on
-//!   the old node answered a logout at once (counting the subscribers there) while a node on the
-//!   new one still served the session from memory: the notice reached it over the cluster bus,
-//!   in no order with its requests.
+//!   round compares the server id first): a writer there publishes there (and may answer at once)
+//!   only while that lease lasts, after its delete and before the node that moved keeps anything,
+//!   and a reader there has stopped serving before a writer on the new node answers. Without the
+//!   first half, a writer still on the old node answered a logout at once (counting the
+//!   subscribers there) while a node on the new one still served the session from memory: the
+//!   notice reached it over the cluster bus, in no order with its requests.
 //! - What an entry may be trusted for, and how long (see `Sessions::touch_due`): an entry is
 //!   served only until its session's expiry in Redis is due to be pushed back, i.e. until less
 //!   than `idle_timeout - touch_interval` of the time the read saw left would remain. The
