@@ -164,7 +164,7 @@ impl Current {
             Conn::Cluster(conns) if retry == Retry::Never => {
                 conns.once_until_accepted(bound, |mut conn| async move { pipe.query_async(&mut conn).await }).await
             }
-            Conn::Cluster(conns) => pipe.query_async(&mut conns.confirmed.clone()).await,
+            Conn::Cluster(conns) => conns.confirmed.send(pipe).await,
         }
     }
 }

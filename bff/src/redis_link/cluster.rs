@@ -12,9 +12,10 @@
 //! did nothing), within the same bound; after a `MOVED` or `READONLY` on a fresh connection,
 //! since a client without retries does not refresh its slot map when the refusal came inside a
 //! transaction (`MULTI`), and would be refused so for ever.
-//! Writes that wait for replicas (`WAIT`) go through a third client of their own, so that a
-//! `WAIT` holds up no one else's commands on that shard (see `confirmed_writes`); the write and
-//! its `WAIT` are one pipeline, sent to the write's shard.
+//! Writes that wait for replicas (`WAIT`) go through a third client of their own, one write at a
+//! time on each of its connections, so that a `WAIT` holds up no one else's commands on that
+//! shard, other writes included (see `confirmed_writes`); the write and its `WAIT` are one
+//! pipeline, sent to the write's shard.
 //!
 //! Which servers the link talks to changes under it (a failover, a primary restarted empty):
 //! [`ClusterSeeds::server_id`] names them all at once (the `run_id` and role of every primary,
@@ -32,6 +33,7 @@ pub(super) struct ClusterSeeds {
     safe: ClusterClient,
     once: ClusterClient,
     confirmed: ClusterClient,
+    timeout: Duration,
     /// One single-server client per seed node: for the TLS check at start-up, and as the
     /// template (credentials, TLS, CA) of a client for any node of the cluster.
     pub(super) seeds: Vec<redis::Client>,
@@ -47,7 +49,8 @@ pub(super) struct ClusterConns {
     /// retries, the client does not refresh its slot map on a `MOVED` inside a transaction.
     once: std::sync::Mutex<ClusterConnection>,
     once_client: ClusterClient,
-    pub(super) confirmed: ClusterConnection,
+    /// Writes that wait for replicas, one at a time on each of its connections.
+    pub(super) confirmed: super::confirmed_writes::ConfirmedClusterWrites,
 }
 
 impl ClusterSeeds {
@@ -80,6 +83,7 @@ impl ClusterSeeds {
             safe: builder(64, timeout)?,
             once: builder(0, timeout)?,
             confirmed: builder(64, timeout * 2)?,
+            timeout,
             seeds: clients,
             ca_pem: ca_pem.map(<[u8]>::to_vec),
             nodes: Default::default(),
@@ -91,7 +95,11 @@ impl ClusterSeeds {
             safe: self.safe.get_async_connection().await?,
             once: std::sync::Mutex::new(self.once.get_async_connection().await?),
             once_client: self.once.clone(),
-            confirmed: self.confirmed.get_async_connection().await?,
+            confirmed: super::confirmed_writes::ConfirmedClusterWrites::new(
+                self.confirmed.clone(),
+                self.confirmed.get_async_connection().await?,
+                self.timeout,
+            ),
         })
     }
 

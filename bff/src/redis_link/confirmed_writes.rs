@@ -9,11 +9,22 @@
 //! open), belong to one server (the link drops them with the server it moved away from), and
 //! when one fails, it and every one kept beside it are closed rather than kept. Their response bound is `WAIT`'s own bound plus
 //! `redis_timeout`, so that `WAIT` runs out first and answers how many replicas confirmed.
+//!
+//! On a cluster ([`ConfirmedClusterWrites`]) the same holds with cluster connections (each one
+//! multiplexed connection per node, following `MOVED` and `ASK`): one write at a time on each.
+//! Shared, a shard whose replica is away (or that has none, a primary just added) made every
+//! write to it wait behind the `WAIT`s before it; the caller gave up at its bound while its
+//! command was still queued in Redis, and a logout's `DEL` then ran seconds after the logout
+//! had answered 503 and had told no node cache: the browser's second logout found no session,
+//! so it told none either, and a node went on serving the session from memory. A connection
+//! whose write failed or was given up is dropped with what it still carries.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::Semaphore;
 
 /// Writes waiting for replicas at once on one node; more wait for a free connection (up to
@@ -58,6 +69,42 @@ impl ConfirmedWrites {
             // the address, and with it this pool): the others it kept are as dead, and the
             // caller's second attempt must get a fresh one.
             idle.clear();
+        }
+        answer
+    }
+}
+
+/// Cluster connections for writes that wait for replicas, each carrying one write at a time.
+pub(super) struct ConfirmedClusterWrites {
+    client: ClusterClient,
+    timeout: Duration,
+    idle: Mutex<Vec<ClusterConnection>>,
+    slots: Semaphore,
+}
+
+impl ConfirmedClusterWrites {
+    /// `first` is the connection the link opened with the others (it proved the cluster
+    /// answers); more are opened from `client` as writes come together.
+    pub(super) fn new(client: ClusterClient, first: ClusterConnection, timeout: Duration) -> Self {
+        ConfirmedClusterWrites { client, timeout, idle: Mutex::new(vec![first]), slots: Semaphore::new(MOST_AT_ONCE) }
+    }
+
+    /// Runs `pipe` (a write, then `WAIT`) on a cluster connection that carries nothing else
+    /// until it answers; dropped (the future given up) or failed, the connection is not kept.
+    pub(super) async fn send<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> redis::RedisResult<T> {
+        let _slot = tokio::time::timeout(self.timeout, self.slots.acquire()).await.map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Client, "too many session writes waiting for replicas"))
+        })?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => tokio::time::timeout(self.timeout, self.client.get_async_connection())
+                .await
+                .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??,
+        };
+        let answer = pipe.query_async(&mut conn).await;
+        if still_good(&answer) {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
         }
         answer
     }

@@ -75,9 +75,16 @@
 //!   link's server id then names that node and every primary's `run_id` and role, so a
 //!   failover or restart of any primary, or the channel's slot moving, ends every subscription
 //!   at the next ping round. Since subscribers may for a moment be on two nodes (one that moved
-//!   already, one that has not yet noticed), a writer answers before [`LEASE`] only when it heard
-//!   its own notice on a subscription confirmed at least a lease ago: a node subscribed on another
-//!   node has then had its last lease extended before the move, and it has run out.
+//!   already, one that has not yet noticed), a subscription serves nothing until a lease after
+//!   it was confirmed, and only a live cache publishes on its own subscription (one that is not
+//!   yet publishes on the channel's slot and waits the whole [`LEASE`]). Either way round, the
+//!   node still on the old notice node has had its last lease extended before the move (its ping
+//!   round compares the server id first): a writer there publishes there (and may answer at once)
+//!   only while that lease lasts, after its delete and before the node that moved keeps anything,
+//!   and a reader there has stopped serving before a writer on the new node answers. Without the
+//!   first half, a writer still on the old node answered a logout at once (counting the
+//!   subscribers there) while a node on the new one still served the session from memory: the
+//!   notice reached it over the cluster bus, in no order with its requests.
 //! - What an entry may be trusted for, and how long (see `Sessions::touch_due`): an entry is
 //!   served only until its session's expiry in Redis is due to be pushed back, i.e. until less
 //!   than `idle_timeout - touch_interval` of the time the read saw left would remain. The
@@ -180,6 +187,9 @@ pub struct NodeCache {
     /// entries are served only while it is there and intact. Set on confirmation, taken away
     /// whenever the cache is switched off.
     tripwire: RwLock<Option<Arc<Tripwire>>>,
+    /// With a cluster: milliseconds after `started` before which nothing is kept or served, a
+    /// [`LEASE`] after the subscription was confirmed (see the module header).
+    serve_from_ms: AtomicU64,
     started: Instant,
     link: Arc<RedisLink>,
     channel: String,
@@ -256,6 +266,7 @@ impl NodeCache {
             link_moved: Notify::new(),
             fresh_until_ms: AtomicU64::new(0),
             tripwire: RwLock::new(None),
+            serve_from_ms: AtomicU64::new(0),
             started: Instant::now(),
             link,
             channel: format!("{key_prefix}:session-changed"),
@@ -272,11 +283,14 @@ impl NodeCache {
     }
 
     /// Whether entries are served: subscribed, the subscription proved within [`LEASE`] that it
-    /// delivered every notice, and the server it was confirmed against has not ended (its
-    /// [`Tripwire`] is intact; one system call, no round trip).
+    /// delivered every notice, the server it was confirmed against has not ended (its
+    /// [`Tripwire`] is intact; one system call, no round trip), and (with a cluster) it was
+    /// confirmed at least a lease ago.
     pub fn is_live(&self) -> bool {
+        let now = self.millis_since_start(Instant::now());
         self.live.load(Ordering::SeqCst)
-            && self.millis_since_start(Instant::now()) < self.fresh_until_ms.load(Ordering::SeqCst)
+            && now < self.fresh_until_ms.load(Ordering::SeqCst)
+            && now >= self.serve_from_ms.load(Ordering::SeqCst)
             && self.tripwire.read().expect("tripwire").as_ref().is_some_and(|tripwire| tripwire.intact())
     }
 
@@ -419,6 +433,12 @@ impl NodeCache {
     /// module header) and tied to its `tripwire`, unless the command link reconnected since it
     /// read `reconnects`: then the server it talks to may be another, and the cache stays off.
     fn confirm(&self, reconnects: u64, sent: Instant, tripwire: Arc<Tripwire>) -> bool {
+        if self.link.is_cluster() {
+            // A writer still subscribed on the node the notices left publishes there, where this
+            // subscription does not hear it, and may answer at once; its lease, extended only
+            // while its pings found the old notice node, runs out within a lease of now.
+            self.serve_from_ms.store(self.millis_since_start(Instant::now() + LEASE), Ordering::SeqCst);
+        }
         // Before the switch: a switch-off racing with this one takes it away again, and the
         // cache, on without a tripwire, serves nothing.
         *self.tripwire.write().expect("tripwire") = Some(tripwire);
@@ -862,6 +882,33 @@ mod tests {
         redis.restart().await.unwrap();
         assert!(cache.get("s:a").is_none(), "served from memory for a server that ended");
         assert!(!cache.is_live());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_a_cluster_a_new_subscription_keeps_and_serves_nothing_for_a_lease() {
+        // No I/O happens until the listener starts, which this test does not do.
+        let link = RedisLink::new("redis+cluster://127.0.0.1:1", Duration::from_secs(1)).unwrap();
+        let cache = NodeCache::new(link, "test", Duration::from_secs(60), 1 << 20);
+        assert!(cache.confirm(cache.link.reconnects(), Instant::now(), Arc::new(Tripwire::to_nowhere())));
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        assert!(!cache.is_live(), "a writer on the old notice node may still answer at once");
+        assert!(cache.get("s:a").is_none(), "nothing read in the first lease is kept");
+        tokio::time::advance(LEASE - Duration::from_millis(10)).await;
+        cache.proven_at(Instant::now());
+        assert!(!cache.is_live());
+        tokio::time::advance(Duration::from_millis(20)).await;
+        cache.proven_at(Instant::now());
+        assert!(cache.is_live(), "a lease after the subscription was confirmed");
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        assert!(cache.get("s:a").is_some());
+    }
+
+    #[tokio::test]
+    async fn on_one_server_a_new_subscription_serves_at_once() {
+        let cache = cache(Duration::from_secs(60));
+        assert!(cache.confirm(cache.link.reconnects(), Instant::now(), Arc::new(Tripwire::to_nowhere())));
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        assert!(cache.get("s:a").is_some());
     }
 
     #[tokio::test]

@@ -235,8 +235,10 @@ impl Sessions {
             let indexes = self.indexes_of_stored(key).await?.unwrap_or_default();
             memberships.extend(indexes.into_iter().map(|index| (index, key.clone())));
         }
-        self.store.delete_many(&keys).await?;
+        let deleted = self.store.delete_many(&keys).await;
+        // Told even when the delete failed, as for a logout (see `end`).
         self.changed(&keys).await?;
+        deleted?;
         self.leave_indexes(&memberships).await?;
         Ok(keys.len())
     }
@@ -402,8 +404,12 @@ impl Sessions {
             return Ok(());
         };
         let memberships: Vec<(String, String)> = indexes.into_iter().map(|index| (index, key.clone())).collect();
-        self.store.delete(&key).await?;
+        let deleted = self.store.delete(&key).await;
+        // Told even when the delete failed: it may have run all the same (its answer lost or
+        // late), and a second logout would then find no session and tell nobody, while a node
+        // that holds it in memory went on serving it.
         self.changed(std::slice::from_ref(&key)).await?;
+        deleted?;
         self.leave_indexes(&memberships).await
     }
 

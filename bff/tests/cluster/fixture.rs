@@ -94,3 +94,15 @@ impl ClusterStack {
 pub async fn api_call(user: &harness::VirtualUser, base: &str) -> u16 {
     user.api(&format!("{base}/api/data")).await.map(|r| r.status).unwrap_or(0)
 }
+
+/// The store key of the session whose cookie `user` holds (`P:s:<sha256(id)>`).
+pub fn session_key(user: &harness::VirtualUser) -> Option<String> {
+    use base64::Engine;
+    let jar = user.jar().lock().expect("cookie jar");
+    let id = jar.iter_unexpired().find_map(|cookie| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cookie.value()).ok()?;
+        (bytes.len() == 32).then_some(bytes)
+    })?;
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &id);
+    Some(format!("bff:s:{}", hex::encode(hash.as_ref())))
+}

@@ -113,3 +113,58 @@ async fn a_logout_reaches_every_nodes_cache_and_a_lost_subscription_empties_it()
     assert_eq!(bob.me(&s.url(1)).await.unwrap().status, 404, "node 1 served a logged-out session after the failover");
     assert_eq!(alice.me(&s.url(1)).await.unwrap().status, 404);
 }
+
+/// Logouts that come together on a shard whose writes wait for a replica that is not there (a
+/// primary just added: each `DEL` waits the whole `WAIT` bound) each answer within their bound,
+/// and none leaves its session in another node's memory, whatever a logout answered first (a
+/// browser sends a logout that answered 503 again). When such writes queued behind one another on
+/// one connection, a `DEL` ran after its logout had answered 503 without telling the caches; the
+/// second logout found no session and told no one, and the other node served the session from
+/// memory.
+#[tokio::test]
+async fn logouts_together_on_a_shard_without_replica_leave_no_session_in_a_nodes_memory() {
+    let mut s = cluster_stack()
+        .nodes(2)
+        .replicas_per_primary(1)
+        .env("BFF_REDIS_WAIT_REPLICAS", "1")
+        .env("BFF_SESSION_CACHE_MAX_AGE", "60s")
+        .run()
+        .await;
+    let added = s.cluster.add_primary().await.unwrap();
+    s.cluster.reshard(2, added, 0.1).await.unwrap();
+    // Users whose sessions live on the added primary, which has no replica.
+    let mut users = Vec::new();
+    for i in 0..400 {
+        if users.len() == 5 {
+            break;
+        }
+        let user = VirtualUser::new(Some(&format!("user-{i}")));
+        if !user.login(&s.url(0)).await.is_ok_and(|reply| reply.status == 302) {
+            continue;
+        }
+        let key = crate::fixture::session_key(&user).expect("a session cookie");
+        if s.cluster.shard_of(&key).await.unwrap() == added {
+            until_served_from_memory(&user, &s.url(1)).await;
+            users.push(user);
+        }
+    }
+    assert_eq!(users.len(), 5, "sessions on the added primary");
+    let logouts = users.iter().map(|user| async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut answers = Vec::new();
+        loop {
+            let status = user.logout_keeping_cookie(&s.url(0)).await.map(|reply| reply.status).unwrap_or(0);
+            answers.push(status);
+            if status == 302 || tokio::time::Instant::now() > deadline {
+                return answers;
+            }
+        }
+    });
+    let answers = futures::future::join_all(logouts).await;
+    println!("logout answers (each user's, in order): {answers:?}");
+    for (i, user) in users.iter().enumerate() {
+        assert_eq!(answers[i].last(), Some(&302), "logout {i}");
+        let me = user.me(&s.url(1)).await.unwrap();
+        assert_eq!(me.status, 404, "node 1 served session {i} after its logout answered {:?}", answers[i]);
+    }
+}
