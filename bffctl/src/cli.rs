@@ -301,6 +301,12 @@ pub struct BenchArgs {
     /// proportion to 1/k, as real traffic is skewed); one curve each.
     #[arg(long, default_value = "uniform,zipf", value_delimiter = ',')]
     pub access: Vec<AccessArg>,
+    /// Where the measured gateways keep sessions: single (one redis-server), or cluster (also
+    /// a Redis Cluster of three primaries, no replicas: bff-auth-cluster and
+    /// bff-auth-cluster-uncached in the same rounds, and the sessions curve on the cluster too,
+    /// with each primary's memory and keys).
+    #[arg(long, value_enum, default_value_t = BenchRedisArg::Single)]
+    pub redis: BenchRedisArg,
     /// Also draw the curves as an SVG next to the JSON result.
     #[arg(long)]
     pub plot: bool,
@@ -750,6 +756,15 @@ impl RedisArg {
     }
 }
 
+/// `bench --redis`: the topologies a benchmark measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchRedisArg {
+    /// One redis-server.
+    Single,
+    /// One redis-server and, next to it, a Redis Cluster of three primaries.
+    Cluster,
+}
+
 /// `soak --redis`: the topologies a soak has a fault catalogue for.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SoakRedisArg {
@@ -935,6 +950,26 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    fn bench_args(args: &[&str]) -> Result<super::BenchArgs, clap::Error> {
+        use clap::Parser;
+        match super::Cli::try_parse_from([&["bffctl", "bench"][..], args].concat())?.command {
+            super::Command::Bench(args) => Ok(args),
+            _ => panic!("bffctl bench parsed as another command"),
+        }
+    }
+
+    #[test]
+    fn bench_takes_a_redis_topology_single_by_default() {
+        use super::BenchRedisArg;
+        assert_eq!(bench_args(&[]).unwrap().redis, BenchRedisArg::Single);
+        assert_eq!(bench_args(&["--redis", "single"]).unwrap().redis, BenchRedisArg::Single);
+        let cluster = bench_args(&["--redis", "cluster", "--sessions", "1,10000", "--no-open-loop"]).unwrap();
+        assert_eq!(cluster.redis, BenchRedisArg::Cluster);
+        assert_eq!(cluster.sessions.0, [1, 10000]);
+        let sentinel = bench_args(&["--redis", "sentinel"]).map(|_| ()).unwrap_err();
+        assert_eq!(sentinel.kind(), clap::error::ErrorKind::InvalidValue);
     }
 }
 

@@ -57,7 +57,7 @@ async fn confirmations(base: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn cache_hits(base: &str) -> u64 {
+pub async fn cache_hits(base: &str) -> u64 {
     metrics(base)
         .await
         .lines()
@@ -67,7 +67,8 @@ async fn cache_hits(base: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn until_served_from_memory(user: &VirtualUser, base: &str) {
+/// Reads `/account/me` on `base` until the node answers it from its cache (a cache hit counted).
+pub async fn until_served_from_memory(user: &VirtualUser, base: &str) {
     eventually("the node serves the session from memory", Duration::from_secs(10), || async {
         let before = cache_hits(base).await;
         assert_eq!(user.me(base).await.unwrap().status, 200);

@@ -4,7 +4,8 @@
 //! three primaries; the node cache hears every notice and goes off when it loses its
 //! subscription; and a manual failover, a SIGKILLed primary and a live reshard under a load of
 //! logins, calls and logouts lose no session and give no wrong answer (the unavailable answers
-//! and their window are printed).
+//! and their window are printed). The operators' session API lists and ends a user's sessions
+//! there, effective on every node's cache at once.
 
 #[allow(dead_code)]
 #[path = "../gateway/stack.rs"]
@@ -13,4 +14,5 @@ mod stack;
 mod faults;
 mod fixture;
 mod gateway;
+mod operator_sessions;
 mod store;

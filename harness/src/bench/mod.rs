@@ -4,8 +4,10 @@
 //! per session. CPU time per proxied request (see [`cpu`]) is measured for every proxy, nginx
 //! included, and given as a ratio to nginx's in the same run. A baseline `bff` binary, when
 //! given, runs as more configurations in the same interleaved rounds, so a change is compared
-//! with what it replaces under the same load on the machine. It prints figures; it asserts
-//! nothing (targets are read, not tested).
+//! with what it replaces under the same load on the machine. With a Redis Cluster asked for
+//! ([`BenchOptions::cluster`], see [`shards`]), gateways on the cluster run in the same rounds
+//! next to those on the single server, and the sessions curve is measured on both. It prints
+//! figures; it asserts nothing (targets are read, not tested).
 
 mod cpu;
 mod loadgen;
@@ -13,6 +15,7 @@ mod otlp_sink;
 mod peers;
 pub mod plot;
 mod sessions;
+pub mod shards;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,7 +28,7 @@ pub const SESSIONS_BY_LOGIN: usize = sessions::LOGINS;
 
 use crate::client::VirtualUser;
 use crate::issuer::MockIssuer;
-use crate::process::{BffProcess, RedisProcess};
+use crate::process::{BffProcess, RedisCluster, RedisProcess};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -47,6 +50,10 @@ pub struct BenchOptions {
     pub session_counts: Vec<usize>,
     /// How the curve's requests pick their session: one curve per pattern.
     pub session_access: Vec<Access>,
+    /// Also start a Redis Cluster ([`shards::PRIMARIES`] primaries) and measure gateways on it
+    /// (`bff-auth-cluster`, `bff-auth-cluster-uncached`) and the sessions curve there, next to
+    /// the single server's.
+    pub cluster: bool,
 }
 
 /// How the requests of a point of the sessions curve pick their session.
@@ -139,7 +146,26 @@ pub struct BenchReport {
     pub redis_mb_per_100k_sessions: Option<f64>,
     /// Logins per second while making them (full logins, concurrent).
     pub logins_per_s: Option<f64>,
+    /// The figures only a Redis Cluster has (with [`BenchOptions::cluster`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
     pub notes: Vec<String>,
+}
+
+/// The benchmark on a Redis Cluster: its shape, and the sessions curve measured on it (the
+/// requests/s, CPU and commands per request of `bff-auth-cluster*` are in
+/// [`BenchReport::configs`], next to the single server's).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    pub primaries: usize,
+    pub replicas_per_primary: usize,
+    /// `bff-auth-cluster` against active sessions; Redis figures summed over the primaries.
+    pub sessions_curve: Vec<SessionPoint>,
+    /// `used_memory` grown over all primaries per 100 000 sessions made for the curve, in MB.
+    pub redis_mb_per_100k_sessions: Option<f64>,
+    pub logins_per_s: Option<f64>,
+    /// Every primary's memory and keys, and their spread, once each count of sessions was made.
+    pub shards: Vec<shards::ShardsAt>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +221,20 @@ impl RedisCalls {
     }
 }
 
-async fn redis_total_calls(port: u16) -> RedisCalls {
+/// Commands the Redis servers at `ports` ran, summed (a cluster's primaries: each command of a
+/// session reaches one of them).
+async fn redis_total_calls(ports: &[u16]) -> RedisCalls {
+    let mut total = RedisCalls::default();
+    for &port in ports {
+        let calls = redis_calls(port).await;
+        total.sent += calls.sent;
+        total.writes += calls.writes;
+        total.reads += calls.reads;
+    }
+    total
+}
+
+async fn redis_calls(port: u16) -> RedisCalls {
     const ONLY_IN_SCRIPTS: &[&str] = &["get", "pttl", "pexpire", "sadd"];
     const WRITES: &[&str] = &["set", "getex", "pexpire", "expire", "del", "sadd", "srem", "hsetnx", "hdel", "incrby"];
     let mut calls = RedisCalls::default();
@@ -316,6 +355,21 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
     )
     .await?;
     let idle_rss_mb = rss_mb(bff_redis.pid());
+    // With a Redis Cluster: the same gateway, node cache on and off, its sessions on the cluster.
+    let on_cluster = if options.cluster {
+        progress("starting a redis cluster and two gateways on it");
+        let cluster = shards::start().await?;
+        let (cached, cached_url) = gateway(vec![("BFF_REDIS_URL", cluster.url())], "bff (redis cluster)").await?;
+        let (uncached, uncached_url) = gateway(
+            vec![("BFF_REDIS_URL", cluster.url()), ("BFF_SESSION_CACHE_MAX_AGE", "off".into())],
+            "bff (redis cluster, no node cache)",
+        )
+        .await?;
+        let ports = shards::primary_ports(&cluster);
+        Some(OnCluster { cluster, ports, cached, cached_url, uncached, uncached_url })
+    } else {
+        None
+    };
 
     let redis_cookie = logged_in_cookie(&redis_url).await?;
     let memory_cookie = logged_in_cookie(&memory_url).await?;
@@ -335,6 +389,21 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         config("bff-auth-memory", format!("{memory_url}/api/data"), auth(&memory_cookie), bff_memory.pid()),
         config("bff-auth-redis-traced", format!("{traced_url}/api/data"), auth(&redis_cookie), bff_traced.pid()),
     ];
+    if let Some(on) = &on_cluster {
+        // Its own session (another store), read from the cluster's shard that holds it.
+        let cookie = logged_in_cookie(&on.cached_url).await?;
+        let at = configs.iter().position(|c| c.name == "bff-auth-redis-uncached").map_or(configs.len(), |i| i + 1);
+        let cluster_configs = [
+            config("bff-auth-cluster", format!("{}/api/data", on.cached_url), auth(&cookie), on.cached.pid()),
+            config(
+                "bff-auth-cluster-uncached",
+                format!("{}/api/data", on.uncached_url),
+                auth(&cookie),
+                on.uncached.pid(),
+            ),
+        ];
+        configs.splice(at..at, cluster_configs);
+    }
     // The baseline binary's nodes share Redis and its key ring: the same session cookie serves.
     let mut baseline_nodes = Vec::new();
     if let Some(binary) = &options.baseline_binary {
@@ -359,6 +428,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         baseline_nodes.extend([cached, uncached]);
     }
 
+    let single_ports = [redis.port()];
     let mut runs: Vec<Vec<LoadResult>> = vec![Vec::new(); configs.len()];
     let mut redis_per_request: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut redis_writes_per_request: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
@@ -366,8 +436,17 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         for (i, config) in configs.iter().enumerate() {
             let name = &config.name;
             progress(&format!("round {}/{} · {name}", round + 1, options.rounds));
-            let on_redis = name.starts_with("bff-auth-redis");
-            let before = if on_redis { Some(redis_total_calls(redis.port()).await) } else { None };
+            let servers: Option<&[u16]> = if name.starts_with("bff-auth-redis") {
+                Some(&single_ports)
+            } else if name.starts_with("bff-auth-cluster") {
+                on_cluster.as_ref().map(|on| on.ports.as_slice())
+            } else {
+                None
+            };
+            let before = match servers {
+                Some(ports) => Some(redis_total_calls(ports).await),
+                None => None,
+            };
             let cpu_before = config.pid.and_then(cpu::tree_seconds);
             let mut result = loadgen::wrk(&config.target, options.connections, options.duration)
                 .await
@@ -375,8 +454,8 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             if let (Some(before), Some(after)) = (cpu_before, config.pid.and_then(cpu::tree_seconds)) {
                 result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
             }
-            if let Some(before) = before {
-                let calls = redis_total_calls(redis.port()).await.since(before);
+            if let (Some(before), Some(ports)) = (before, servers) {
+                let calls = redis_total_calls(ports).await.since(before);
                 redis_per_request[i].push(calls.sent as f64 / result.requests.max(1) as f64);
                 redis_writes_per_request[i].push(calls.writes as f64 / result.requests.max(1) as f64);
             }
@@ -474,7 +553,45 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
                 .chain([("BFF_REDIS_URL", redis.url()), ("BFF_PUBLIC_URL", redis_url.clone())])
                 .collect(),
         };
-        curve = sessions_curve(options, &redis, &redis_url, bff_redis.pid(), &seeding, progress).await?;
+        curve = sessions_curve(options, &single_ports, None, &redis_url, bff_redis.pid(), &seeding, progress).await?;
+    }
+    let mut cluster_report = None;
+    if let Some(on) = &on_cluster {
+        notes.push(format!(
+            "redis cluster: {} primaries, {} replicas each, redis-server processes on this machine; the redis \
+             figures of bff-auth-cluster* are summed over the primaries",
+            shards::PRIMARIES,
+            shards::REPLICAS_PER_PRIMARY
+        ));
+        let mut on_curve = SessionsCurve::default();
+        if !options.session_counts.is_empty() {
+            let seeding = sessions::Seeding {
+                binary: &options.bff_binary,
+                env: node_env(&issuer, &up_url)
+                    .into_iter()
+                    .chain([("BFF_REDIS_URL", on.cluster.url()), ("BFF_PUBLIC_URL", on.cached_url.clone())])
+                    .collect(),
+            };
+            let progress = |step: &str| progress(&format!("redis cluster · {step}"));
+            on_curve = sessions_curve(
+                options,
+                &on.ports,
+                Some(&on.cluster),
+                &on.cached_url,
+                on.cached.pid(),
+                &seeding,
+                &progress,
+            )
+            .await?;
+        }
+        cluster_report = Some(ClusterReport {
+            primaries: shards::PRIMARIES,
+            replicas_per_primary: shards::REPLICAS_PER_PRIMARY,
+            sessions_curve: on_curve.points,
+            redis_mb_per_100k_sessions: on_curve.redis_mb_per_100k,
+            logins_per_s: on_curve.logins_per_s,
+            shards: on_curve.shards,
+        });
     }
 
     progress("bytes per session in redis");
@@ -533,7 +650,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
             command_output(oha.to_str().unwrap_or("oha"), &["--version"]).await.trim().to_owned(),
         ));
     }
-    drop((bff_redis, bff_uncached, bff_memory, nginx, baseline_nodes));
+    drop((bff_redis, bff_uncached, bff_memory, nginx, baseline_nodes, on_cluster));
     Ok(BenchReport {
         date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).await.trim().to_owned(),
         machine: format!(
@@ -558,6 +675,7 @@ pub async fn run(options: &BenchOptions, progress: &(dyn Fn(&str) + Send + Sync)
         sessions_curve: curve.points,
         redis_mb_per_100k_sessions: curve.redis_mb_per_100k,
         logins_per_s: curve.logins_per_s,
+        cluster: cluster_report,
         notes,
     })
 }
@@ -567,9 +685,31 @@ struct SessionsCurve {
     points: Vec<SessionPoint>,
     redis_mb_per_100k: Option<f64>,
     logins_per_s: Option<f64>,
+    /// On a cluster: its shards once each count was made.
+    shards: Vec<shards::ShardsAt>,
 }
 
-async fn redis_used_memory(port: u16) -> Option<f64> {
+/// The gateways on the Redis Cluster, and the cluster.
+struct OnCluster {
+    cluster: RedisCluster,
+    /// Its primaries' client ports.
+    ports: Vec<u16>,
+    cached: BffProcess,
+    cached_url: String,
+    uncached: BffProcess,
+    uncached_url: String,
+}
+
+/// `used_memory` summed over the Redis servers at `ports`.
+async fn redis_used_memory(ports: &[u16]) -> Option<f64> {
+    let mut total = 0.0;
+    for &port in ports {
+        total += used_memory(port).await?;
+    }
+    Some(total)
+}
+
+async fn used_memory(port: u16) -> Option<f64> {
     command_output("redis-cli", &["-p", &port.to_string(), "INFO", "memory"])
         .await
         .lines()
@@ -595,12 +735,15 @@ async fn cache_counts(base: &str) -> Option<((f64, f64), (Option<f64>, Option<f6
     ))
 }
 
-/// Requests/s and CPU per request of `bff-auth-redis` against the number of sessions its
-/// requests are spread over (each count reached by more sessions), for each access pattern, and
-/// Redis memory per session.
+/// Requests/s and CPU per request of the gateway at `base` (`bff-auth-redis`, or
+/// `bff-auth-cluster`) against the number of sessions its requests are spread over (each count
+/// reached by more sessions), for each access pattern, and Redis memory per session over the
+/// servers at `ports` (with a `cluster`, each shard's too).
+#[allow(clippy::too_many_arguments)]
 async fn sessions_curve(
     options: &BenchOptions,
-    redis: &RedisProcess,
+    ports: &[u16],
+    cluster: Option<&RedisCluster>,
     base: &str,
     pid: Option<u32>,
     seeding: &sessions::Seeding<'_>,
@@ -609,7 +752,7 @@ async fn sessions_curve(
     let dir = tempfile::tempdir().map_err(|e| fail("temp dir")(e.to_string()))?;
     let mut counts = options.session_counts.clone();
     counts.sort_unstable();
-    let memory_before = redis_used_memory(redis.port()).await;
+    let memory_before = redis_used_memory(ports).await;
     let mut cookies: Vec<String> = Vec::new();
     let (mut login_time, mut logins) = (Duration::ZERO, 0usize);
     let mut curve = SessionsCurve::default();
@@ -640,10 +783,13 @@ async fn sessions_curve(
             }
             curve
                 .points
-                .push(session_point(options, redis, base, pid, &cookies[..count], access, dir.path(), progress).await?);
+                .push(session_point(options, ports, base, pid, &cookies[..count], access, dir.path(), progress).await?);
+        }
+        if let Some(cluster) = cluster {
+            curve.shards.push(shards::shards_at(cluster, count).await?);
         }
     }
-    let memory_after = redis_used_memory(redis.port()).await;
+    let memory_after = redis_used_memory(ports).await;
     if let (Some(before), Some(after)) = (memory_before, memory_after)
         && !cookies.is_empty()
     {
@@ -681,7 +827,7 @@ async fn warm_up(
 #[allow(clippy::too_many_arguments)]
 async fn session_point(
     options: &BenchOptions,
-    redis: &RedisProcess,
+    ports: &[u16],
     base: &str,
     pid: Option<u32>,
     cookies: &[String],
@@ -698,7 +844,7 @@ async fn session_point(
     let cache_before = cache_counts(base).await;
     for round in 0..options.rounds {
         progress(&format!("sessions: {count} active ({access}), round {}/{}", round + 1, options.rounds));
-        let calls_before = redis_total_calls(redis.port()).await;
+        let calls_before = redis_total_calls(ports).await;
         let cpu_before = pid.and_then(cpu::tree_seconds);
         let mut result = loadgen::wrk(&target, options.connections, options.duration)
             .await
@@ -706,7 +852,7 @@ async fn session_point(
         if let (Some(before), Some(after)) = (cpu_before, pid.and_then(cpu::tree_seconds)) {
             result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests.max(1) as f64);
         }
-        let calls = redis_total_calls(redis.port()).await.since(calls_before);
+        let calls = redis_total_calls(ports).await.since(calls_before);
         redis_calls.sent += calls.sent;
         redis_calls.writes += calls.writes;
         redis_calls.reads += calls.reads;
