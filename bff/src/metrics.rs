@@ -33,9 +33,10 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// The route a response was served by, for metrics.
+/// The route a response was served by, for metrics: shared, so that labelling a proxied
+/// response copies no string.
 #[derive(Clone)]
-pub struct RouteLabel(pub String);
+pub struct RouteLabel(pub std::sync::Arc<str>);
 
 pub async fn render() -> String {
     handle().render()
@@ -75,18 +76,26 @@ thread_local! {
 
 fn record(route: &str, status: u16, seconds: f64) {
     HANDLES.with_borrow_mut(|routes| {
-        if !routes.contains_key(route) {
-            let duration = metrics::histogram!("bff_request_duration_seconds", "route" => route.to_owned());
-            routes.insert(route.to_owned(), RouteHandles { duration, requests_by_status: HashMap::new() });
+        // Looked up once when the route has handles (every request but its first on this thread).
+        if let Some(handles) = routes.get_mut(route) {
+            handles.record(route, status, seconds);
+            return;
         }
-        let handles = routes.get_mut(route).expect("inserted above");
-        handles
-            .requests_by_status
+        let duration = metrics::histogram!("bff_request_duration_seconds", "route" => route.to_owned());
+        let mut handles = RouteHandles { duration, requests_by_status: HashMap::new() };
+        handles.record(route, status, seconds);
+        routes.insert(route.to_owned(), handles);
+    });
+}
+
+impl RouteHandles {
+    fn record(&mut self, route: &str, status: u16, seconds: f64) {
+        self.requests_by_status
             .entry(status)
             .or_insert_with(
                 || metrics::counter!("bff_requests_total", "route" => route.to_owned(), "status" => status.to_string()),
             )
             .increment(1);
-        handles.duration.record(seconds);
-    });
+        self.duration.record(seconds);
+    }
 }

@@ -77,6 +77,8 @@ pub struct Shared {
     pub refresher: Arc<Refresher>,
     /// Round-robin position of each route.
     pub route_counters: Arc<Vec<std::sync::atomic::AtomicUsize>>,
+    /// Each route's metrics label (its path), shared by its responses.
+    pub route_labels: Arc<Vec<Arc<str>>>,
     /// The WebSockets open on this node, by session: closed when their session ends or the node
     /// stops.
     pub sockets: Arc<OpenSockets>,
@@ -150,6 +152,7 @@ impl AppState {
         let refresher =
             Arc::new(Refresher::new(sessions.clone(), oidc.clone(), config.refresh.skew, config.refresh.lock_lease));
         let route_counters = Arc::new(config.routes.iter().map(|_| Default::default()).collect());
+        let route_labels = Arc::new(config.routes.iter().map(|route| Arc::from(route.path.as_str())).collect());
         let sockets = OpenSockets::new();
         let formats = match (&config.store, &redis) {
             // Records of a format live as long as a session can, after its last writer stopped.
@@ -167,6 +170,7 @@ impl AppState {
             redis,
             refresher,
             route_counters,
+            route_labels,
             sockets,
             formats,
         })))

@@ -7,6 +7,7 @@ use cookie::Cookie;
 use cookie::time::Duration as CookieDuration;
 
 use crate::config::{Config, SameSite};
+use crate::session::SessionId;
 
 /// The request's cookies, parsed by the `cookie` crate (names and values trimmed). This one
 /// parser decides both which cookie is the session and which cookies are stripped before a
@@ -19,6 +20,12 @@ fn parsed(headers: &HeaderMap) -> impl Iterator<Item = Cookie<'_>> {
 /// The value of cookie `name` in the request, if any.
 pub fn read(headers: &HeaderMap, name: &str) -> Option<String> {
     parsed(headers).find(|c| c.name() == name).map(|c| c.value().to_owned())
+}
+
+/// The session id in cookie `name` of the request, if there is one of the right shape: what
+/// [`read`] and [`SessionId::parse`] answer together, without a copy of the value.
+pub fn session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
+    parsed(headers).find(|c| c.name() == name).and_then(|c| SessionId::parse(c.value()))
 }
 
 /// Whether a cookie called `name` is one of the gateway's own (the session or login binding

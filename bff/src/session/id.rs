@@ -17,8 +17,10 @@ impl SessionId {
 
     /// Parses a cookie value; anything that is not exactly 32 base64url bytes is no id.
     pub fn parse(cookie_value: &str) -> Option<Self> {
-        let bytes = URL_SAFE_NO_PAD.decode(cookie_value).ok()?;
-        Some(SessionId(bytes.try_into().ok()?))
+        // Decoded on the stack: a longer value does not fit (an error), a shorter one is counted.
+        let mut bytes = [0u8; LEN + 3];
+        let len = URL_SAFE_NO_PAD.decode_slice(cookie_value, &mut bytes).ok()?;
+        Some(SessionId(bytes[..len].try_into().ok()?))
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -87,7 +87,14 @@ pub struct Sessions {
 }
 
 fn store_key(kind: &str, secret: &[u8]) -> String {
-    format!("{kind}:{}", hex::encode(digest(&SHA256, secret)))
+    // One allocation: every session read makes one of these.
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(digest(&SHA256, secret), &mut hex).expect("64 hex digits hold a SHA-256");
+    let mut key = String::with_capacity(kind.len() + 1 + hex.len());
+    key.push_str(kind);
+    key.push(':');
+    key.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+    key
 }
 
 fn logout_token_key(iss: &str, jti: &str) -> String {
