@@ -576,6 +576,22 @@ impl RedisLink {
         }
     }
 
+    /// With a cluster: how many connections are subscribed to `channel` on all its nodes
+    /// together (a `PUBLISH` reaches each of them, wherever it was sent), asked of every node at
+    /// once, within the link's bound. An error when any node that has not failed does not answer.
+    pub async fn subscribers_everywhere(&self, channel: &str) -> Result<usize, StoreError> {
+        let (Locator::Cluster(seeds), Some(current)) = (&self.locator, self.current()) else {
+            return Err(StoreError::Unavailable("redis: no cluster".into()));
+        };
+        let Conn::Cluster(conns) = &current.conn else {
+            return Err(StoreError::Unavailable("redis: no cluster".into()));
+        };
+        let bound = self.timeout;
+        let mut conn = conns.safe.clone();
+        let count = seeds.subscribers(&mut conn, channel, bound);
+        Ok(tokio::time::timeout(bound, count).await.map_err(|_| StoreError::from(timed_out()))??)
+    }
+
     fn is_sentinel(&self) -> bool {
         matches!(self.locator, Locator::Sentinel(_))
     }

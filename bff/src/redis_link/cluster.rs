@@ -232,9 +232,20 @@ pub(super) async fn topology(conn: &mut ClusterConnection, channel: &str) -> red
 }
 
 impl ClusterSeeds {
-    /// `INFO server replication` of the node at `host:port`, on a connection of the link's own
-    /// to that node (kept for the next call; dropped when it fails).
+    /// `INFO server replication` of the node at `host:port`.
     async fn info(&self, host: &str, port: u16, timeout: Duration) -> redis::RedisResult<String> {
+        self.on_node(host, port, redis::cmd("INFO").arg("server").arg("replication"), timeout).await
+    }
+
+    /// Sends `cmd` to the node at `host:port`, on a connection of the link's own to that node
+    /// (kept for the next call; dropped when it fails).
+    async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        host: &str,
+        port: u16,
+        cmd: &redis::Cmd,
+        timeout: Duration,
+    ) -> redis::RedisResult<T> {
         let key = (host.to_owned(), port);
         let kept = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
         let mut conn = match kept {
@@ -248,7 +259,7 @@ impl ClusterSeeds {
                 conn
             }
         };
-        let answer = redis::cmd("INFO").arg("server").arg("replication").query_async(&mut conn).await;
+        let answer = cmd.query_async(&mut conn).await;
         if answer.is_err() {
             self.nodes.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
         }
@@ -269,5 +280,69 @@ impl ClusterSeeds {
         }
         let (host, port) = &topology.notices;
         Ok(format!("notices at {host}:{port}; {}", nodes.join(", ")))
+    }
+
+    /// How many connections are subscribed to `channel` on every node of the cluster together
+    /// (`PUBSUB NUMSUB` on each, primaries and replicas, asked at once): a `PUBLISH` reaches each
+    /// of them, over the cluster bus, wherever it was sent. `conn` asks any node which nodes
+    /// there are (`CLUSTER NODES`); a node the cluster agreed has failed (`fail`) is left out:
+    /// a subscriber there lost its lease long before the cluster agreed. An error when any other
+    /// node does not answer: the count is then not known.
+    pub(super) async fn subscribers(
+        &self,
+        conn: &mut ClusterConnection,
+        channel: &str,
+        timeout: Duration,
+    ) -> redis::RedisResult<usize> {
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(conn).await?;
+        let mut numsub = redis::cmd("PUBSUB");
+        numsub.arg("NUMSUB").arg(channel);
+        let counts = cluster_nodes(&nodes).into_iter().map(|(host, port)| {
+            let numsub = &numsub;
+            async move {
+                let answer: Vec<(String, usize)> = self.on_node(&host, port, numsub, timeout).await?;
+                Ok::<_, redis::RedisError>(answer.iter().map(|(_, count)| count).sum::<usize>())
+            }
+        });
+        futures::future::try_join_all(counts).await.map(|counts| counts.into_iter().sum())
+    }
+}
+
+/// The address of every node `CLUSTER NODES` lists, but those the cluster agreed have failed,
+/// have no address, or are still being met.
+fn cluster_nodes(answer: &str) -> Vec<(String, u16)> {
+    answer
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_id, address, flags) = (fields.next()?, fields.next()?, fields.next()?);
+            if flags.split(',').any(|flag| matches!(flag, "fail" | "noaddr" | "handshake")) {
+                return None;
+            }
+            // `ip:port@cport[,hostname]`.
+            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_nodes;
+
+    #[test]
+    fn every_node_with_an_address_is_listed_but_failed_ones() {
+        let answer = "\
+07c3 127.0.0.1:30004@40004 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:30002@40002,redis-2 slave 07c3 0 1426238317239 2 connected
+292f 127.0.0.1:30003@40003 master,fail - 1426238316232 1426238313232 3 disconnected
+824f 127.0.0.1:30005@40005 master,fail? - 1426238316232 1426238313232 5 connected 5461-10922
+e7d1 :0@0 master,noaddr - 0 0 0 disconnected
+6ec2 127.0.0.1:30006@40006 handshake - 0 0 0 disconnected
+";
+        assert_eq!(
+            cluster_nodes(answer),
+            vec![("127.0.0.1".to_owned(), 30004), ("127.0.0.1".to_owned(), 30002), ("127.0.0.1".to_owned(), 30005)]
+        );
     }
 }

@@ -69,22 +69,24 @@
 //!   counter, and an entry is taken back when the counter moved while it was read or stored.
 //! - With a Redis Cluster, a notice must still travel one server, in order with the pings: a
 //!   `PUBLISH` reaches every node of a cluster, but over the cluster bus, in no order with a
-//!   subscriber's pings on another node, and its answer counts only the subscribers of the node
-//!   that took it. So every node subscribes on one node, the primary that serves the notice
-//!   channel's slot, and publishes its notices there, on the node of its own subscription. The
-//!   link's server id then names that node and every primary's `run_id` and role, so a
-//!   failover or restart of any primary, or the channel's slot moving, ends every subscription
-//!   at the next ping round. Since subscribers may for a moment be on two nodes (one that moved
-//!   already, one that has not yet noticed), a subscription serves nothing until a lease after
-//!   it was confirmed, and only a live cache publishes on its own subscription (one that is not
-//!   yet publishes on the channel's slot and waits the whole [`LEASE`]). Either way round, the
-//!   node still on the old notice node has had its last lease extended before the move (its ping
-//!   round compares the server id first): a writer there publishes there (and may answer at once)
-//!   only while that lease lasts, after its delete and before the node that moved keeps anything,
-//!   and a reader there has stopped serving before a writer on the new node answers. Without the
-//!   first half, a writer still on the old node answered a logout at once (counting the
-//!   subscribers there) while a node on the new one still served the session from memory: the
-//!   notice reached it over the cluster bus, in no order with its requests.
+//!   subscriber's pings on another node. So every node subscribes on one node, the primary that
+//!   serves the notice channel's slot, and publishes its notices there, on the node of its own
+//!   subscription. The link's server id then names that node and every primary's `run_id` and
+//!   role, so a failover or restart of any primary, or the channel's slot moving, ends every
+//!   subscription at the next ping round.
+//! - But during such a move, gateway nodes are for a moment subscribed on two nodes (one that
+//!   moved already, one whose view of the cluster has not changed yet), and `PUBLISH` answers
+//!   only the subscribers of the node that took it: a writer still on the old node once answered
+//!   a logout at once, counting itself, while a node on the new one served the session from
+//!   memory (the notice reached it over the bus, after). So on a cluster the writer counts the
+//!   subscribers of every node (`PUBSUB NUMSUB` on each, asked after its notices were taken) and
+//!   waits for that many acknowledgements, or the lease; a subscription that ends switches its
+//!   cache off before Redis can stop counting it. In addition, a new subscription serves nothing
+//!   until a lease after it was confirmed, and only a live cache publishes on its own
+//!   subscription (one that is not yet publishes on the channel's slot). What is left to the
+//!   lease alone: a subscriber on another node than the writer's that does not acknowledge
+//!   within the lease (its pings do not order it after the notice; the bus normally carries the
+//!   notice within a millisecond).
 //! - What an entry may be trusted for, and how long (see `Sessions::touch_due`): an entry is
 //!   served only until its session's expiry in Redis is due to be pushed back, i.e. until less
 //!   than `idle_timeout - touch_interval` of the time the read saw left would remain. The
@@ -198,9 +200,9 @@ pub struct NodeCache {
     /// Where other nodes acknowledge this node's notices.
     reply_channel: String,
     waiting: Mutex<HashMap<String, Arc<Waiter>>>,
-    /// With a cluster: the node this node's subscription is on, and when (ms after `started`) it
-    /// was confirmed; notices are published there (see the module header).
-    subscribed_on: Mutex<Option<((String, u16), u64)>>,
+    /// With a cluster: the node this node's subscription is on; notices are published there
+    /// (see the module header).
+    subscribed_on: Mutex<Option<(String, u16)>>,
     /// Told the key of every session that changed (`None`: any may have, as when the cache is
     /// switched on or off and notices may have been missed): the node's open WebSockets check
     /// their session (see [`super::OpenSockets`]).
@@ -434,9 +436,9 @@ impl NodeCache {
     /// read `reconnects`: then the server it talks to may be another, and the cache stays off.
     fn confirm(&self, reconnects: u64, sent: Instant, tripwire: Arc<Tripwire>) -> bool {
         if self.link.is_cluster() {
-            // A writer still subscribed on the node the notices left publishes there, where this
-            // subscription does not hear it, and may answer at once; its lease, extended only
-            // while its pings found the old notice node, runs out within a lease of now.
+            // A writer still subscribed on the node the notices left publishes there; this
+            // subscription hears it over the cluster bus, in no order with its own pings. For
+            // the first lease, while other nodes may still be there, it serves nothing.
             self.serve_from_ms.store(self.millis_since_start(Instant::now() + LEASE), Ordering::SeqCst);
         }
         // Before the switch: a switch-off racing with this one takes it away again, and the
@@ -472,36 +474,45 @@ impl NodeCache {
 
         let messages: Vec<(String, String)> =
             keys.iter().map(|key| (self.channel.clone(), format!("{key} {} {nonce}", self.node))).collect();
-        // With a cluster: on the node of this node's own subscription, confirmed when.
+        // With a cluster: on the node of this node's own subscription.
         let cluster = self.link.is_cluster();
         let subscribed_on =
             if cluster && self.is_live() { self.subscribed_on.lock().expect("subscription").clone() } else { None };
         // A notice says "read it again": two of them do no harm, and acknowledgements are
         // counted once per node and key. Safe to repeat.
-        let receivers = self.link.publish(&messages, subscribed_on.as_ref().map(|(node, _)| node), Retry::Safe).await?;
+        let receivers = self.link.publish(&messages, subscribed_on.as_ref(), Retry::Safe).await?;
         // Redis has taken every notice: from now on, a node that has not handled it stops
         // serving from memory within `LEASE`.
         let now = Instant::now();
         let deadline = now + LEASE;
-        let expected: usize = receivers.iter().sum();
-        // With a cluster, the count is every subscriber only on a subscription that has been
-        // where the notices go for a lease (see the module header), and only once this node
-        // heard its own notices there.
-        let count_is_everyone = !cluster
-            || subscribed_on
-                .as_ref()
-                .is_some_and(|(_, confirmed)| self.millis_since_start(now) >= confirmed + LEASE.as_millis() as u64);
-        let own: Vec<String> = keys.iter().map(|key| format!("{} {key}", self.node)).collect();
+        // With a cluster, `PUBLISH` counts only the subscribers of the node that took it, while
+        // the notice reaches every node's subscribers over the cluster bus: during a failover,
+        // one gateway node may already be subscribed on the new notice node while another is
+        // still on the old one. So every node's subscribers are counted, asked after the notices
+        // were taken: a subscription that was there then is counted, or it ended and its cache
+        // is off. Not known (a node does not answer): the writer waits for the lease.
+        let expected = if cluster {
+            match tokio::time::timeout_at(deadline, self.link.subscribers_everywhere(&self.channel)).await {
+                Ok(Ok(subscribers)) => Some(subscribers * keys.len()),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "change notice: subscribers not counted; waiting for the lease");
+                    None
+                }
+                Err(_) => None,
+            }
+        } else {
+            Some(receivers.iter().sum())
+        };
         loop {
             let arrived = waiter.arrived.notified();
-            let acks = waiter.acks.lock().expect("acks").clone();
-            if count_is_everyone && acks.len() >= expected && (!cluster || own.iter().all(|o| acks.contains(o))) {
+            let acks = waiter.acks.lock().expect("acks").len();
+            if expected.is_some_and(|expected| acks >= expected) {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
                 UNACKNOWLEDGED.increment(1);
                 tracing::debug!(
-                    expected,
+                    ?expected,
                     received = waiter.acks.lock().expect("acks").len(),
                     "change notice not acknowledged by every node; their leases have run out"
                 );
@@ -560,12 +571,11 @@ impl NodeCache {
         tokio::spawn(async move {
             loop {
                 let confirmed_before = cache.confirmations();
+                // Off at once as it ends (see `OffWhenDropped`): whatever ended the subscription
+                // (most often, Redis going away) may have ended the server the entries were
+                // read from.
                 let Err(error) = cache.listen().await;
-                let was_live = cache.live.load(Ordering::SeqCst);
-                // Off at once: whatever ended the subscription (most often, Redis going away)
-                // may have ended the server the entries were read from.
-                cache.switch(false);
-                if was_live {
+                if cache.confirmations() != confirmed_before {
                     tracing::warn!(%error, "session cache off until change notices are received again");
                     // The command connection most likely broke with this one: a PING now lets it
                     // reconnect before a user's request finds it broken (a one-time login state
@@ -609,6 +619,10 @@ impl NodeCache {
         let tripwire = Arc::new(tripwire);
         let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub()).await.map_err(|_| timed_out())??;
         let (mut sink, mut notices) = pubsub.split();
+        // Dropped before the subscription's connection (declared after it): the cache is off
+        // before Redis can see the subscription end and stop counting it (see
+        // [`NodeCache::changed`]).
+        let _off = OffWhenDropped(self);
         let sent = Instant::now();
         tokio::time::timeout(timeout, sink.subscribe(&[&self.channel, &self.reply_channel]))
             .await
@@ -619,14 +633,13 @@ impl NodeCache {
         if subscribed_on != server {
             return Err(moved(format!("run_id {server} then {subscribed_on} while subscribing")));
         }
-        if !self.confirm(reconnects, sent, tripwire.clone()) {
-            return Err(moved("the command link reconnected while subscribing".into()));
-        }
         if let redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } =
             client.get_connection_info().addr()
         {
-            *self.subscribed_on.lock().expect("subscription") =
-                Some(((host.clone(), *port), self.millis_since_start(Instant::now())));
+            *self.subscribed_on.lock().expect("subscription") = Some((host.clone(), *port));
+        }
+        if !self.confirm(reconnects, sent, tripwire.clone()) {
+            return Err(moved("the command link reconnected while subscribing".into()));
         }
         tracing::info!(redis_run_id = %server, "session cache on: subscribed to change notices");
         let mut ping = tokio::time::interval(PING_EVERY);
@@ -671,6 +684,15 @@ impl NodeCache {
                 }
             }
         }
+    }
+}
+
+/// Switches the cache off however a subscription ends (see [`NodeCache::listen`]).
+struct OffWhenDropped<'a>(&'a NodeCache);
+
+impl Drop for OffWhenDropped<'_> {
+    fn drop(&mut self) {
+        self.0.switch(false);
     }
 }
 

@@ -1,8 +1,11 @@
 //! The gateway's flows with the slots spread over three primaries, and the node cache's change
 //! notices on a cluster.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
 use harness::{MockIssuer, VirtualUser};
 
 use crate::fixture::{api_call, cluster_stack};
@@ -58,10 +61,15 @@ async fn confirmations(base: &str) -> u64 {
 }
 
 pub async fn cache_hits(base: &str) -> u64 {
+    counter(base, "bff_session_cache_total{result=\"hit\"}").await
+}
+
+/// The value of the metric whose line starts with `name` (0 when there is none yet).
+async fn counter(base: &str, name: &str) -> u64 {
     metrics(base)
         .await
         .lines()
-        .find(|l| l.starts_with("bff_session_cache_total{result=\"hit\"}"))
+        .find(|l| l.starts_with(name))
         .and_then(|l| l.split_whitespace().last())
         .map(|v| v.parse::<f64>().unwrap() as u64)
         .unwrap_or(0)
@@ -168,4 +176,64 @@ async fn logouts_together_on_a_shard_without_replica_leave_no_session_in_a_nodes
         let me = user.me(&s.url(1)).await.unwrap();
         assert_eq!(me.status, 404, "node 1 served session {i} after its logout answered {:?}", answers[i]);
     }
+}
+
+/// A stand-in for a gateway node whose subscription is on another node of the cluster than the
+/// writer's (as during a failover of the notice node, when one gateway node has moved and another
+/// has not): it hears notices over the cluster bus and acknowledges them only when `ack` is set.
+async fn subscriber_elsewhere(address: std::net::SocketAddr, ack: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    let client = redis::Client::open(format!("redis://{address}")).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("bff:session-changed").await.unwrap();
+    let mut publisher = client.get_multiplexed_async_connection().await.unwrap();
+    tokio::spawn(async move {
+        let mut notices = pubsub.on_message();
+        while let Some(notice) = notices.next().await {
+            let payload: String = notice.get_payload().unwrap();
+            let [key, writer, nonce] = payload.split(' ').collect::<Vec<_>>()[..] else { continue };
+            if ack.load(Ordering::SeqCst) {
+                let _: () = redis::cmd("PUBLISH")
+                    .arg(format!("bff:session-changed-ack:{writer}"))
+                    .arg(format!("{nonce} elsewhere {key}"))
+                    .query_async(&mut publisher)
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+}
+
+/// A logout waits for the subscribers of every node of the cluster, not only those of the node
+/// that took its notice (`PUBLISH` counts only those): a subscriber on another node that does not
+/// acknowledge holds the writer for its lease (counted unacknowledged), and one that does lets
+/// it answer. Counting one node's subscribers, a writer answered at once while a gateway node
+/// subscribed elsewhere could still serve the session from memory.
+#[tokio::test]
+async fn a_logout_waits_for_subscribers_on_every_node_of_the_cluster() {
+    let s = cluster_stack().nodes(1).replicas_per_primary(1).env("BFF_SESSION_CACHE_MAX_AGE", "30s").run().await;
+    let notices = s.cluster.shard_of("bff:session-changed").await.unwrap();
+    let elsewhere = s.cluster.primaries().into_iter().find(|m| m.shard != notices).unwrap().address;
+    let ack = Arc::new(AtomicBool::new(false));
+    let _subscriber = subscriber_elsewhere(elsewhere, ack.clone()).await;
+    let unacknowledged = |base: String| async move { counter(&base, "bff_session_change_unacknowledged_total").await };
+
+    let (alice, bob) = (VirtualUser::new(Some("alice")), VirtualUser::new(Some("bob")));
+    for user in [&alice, &bob] {
+        user.login(&s.url(0)).await.unwrap();
+        until_served_from_memory(user, &s.url(0)).await;
+    }
+    let before = unacknowledged(s.url(0)).await;
+    assert_eq!(alice.logout(&s.url(0)).await.unwrap().status, 302);
+    assert_eq!(
+        unacknowledged(s.url(0)).await,
+        before + 1,
+        "the logout did not wait for the subscriber on another node of the cluster"
+    );
+    ack.store(true, Ordering::SeqCst);
+    assert_eq!(bob.logout(&s.url(0)).await.unwrap().status, 302);
+    assert_eq!(
+        unacknowledged(s.url(0)).await,
+        before + 1,
+        "an acknowledgement from a subscriber on another node was not counted"
+    );
 }
