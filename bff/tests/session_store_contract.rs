@@ -86,6 +86,37 @@ async fn a_read_answers_the_time_the_key_has_left_after_it(store: Arc<dyn Sessio
     assert_eq!(store.read_and_touch("s:none", IDLE_LONG, TOUCH_LONG).await.unwrap(), None);
 }
 
+/// A touch without a read: the same rule (pushed back only when due), the same answer (the life
+/// left after it), `None` for a key that is gone; several keys at once, in their order (on a
+/// cluster, spread over the shards).
+async fn a_touch_pushes_back_what_is_due_and_answers_the_life_left_without_reading(store: Arc<dyn SessionStore>) {
+    const IDLE_LONG: Duration = Duration::from_secs(600);
+    const TOUCH_LONG: Duration = Duration::from_secs(60);
+    store.put("s:not-due", b"n".to_vec(), Duration::from_secs(590)).await.unwrap();
+    store.put("s:due", b"d".to_vec(), Duration::from_secs(500)).await.unwrap();
+    let keys: Vec<String> = ["s:not-due", "s:gone", "s:due"].map(String::from).to_vec();
+    let left = store.touch_many(&keys, IDLE_LONG, TOUCH_LONG).await.unwrap();
+    assert_eq!(left.len(), 3);
+    let not_due = left[0].expect("there").expect("an expiry");
+    assert!(
+        not_due <= Duration::from_secs(590) && not_due > Duration::from_secs(585),
+        "not due, not pushed: {not_due:?}"
+    );
+    assert_eq!(left[1], None, "gone");
+    let due = left[2].expect("there").expect("an expiry");
+    assert!(due > Duration::from_secs(595) && due <= IDLE_LONG, "due, pushed back to the idle timeout: {due:?}");
+    // What the store holds now says the same, and the values are untouched.
+    let read = store.read_and_touch("s:due", IDLE_LONG, TOUCH_LONG).await.unwrap().unwrap();
+    assert_eq!(read.value, b"d");
+    assert!(read.left.unwrap() > Duration::from_secs(590), "the touch pushed the expiry in the store");
+    let many: Vec<String> = (0..40).map(|i| format!("s:many-{i}")).collect();
+    for key in &many {
+        store.put(key, b"m".to_vec(), Duration::from_secs(500)).await.unwrap();
+    }
+    let left = store.touch_many(&many, IDLE_LONG, TOUCH_LONG).await.unwrap();
+    assert!(left.iter().all(|l| l.flatten().is_some_and(|l| l > Duration::from_secs(595))), "{left:?}");
+}
+
 async fn put_then_get_returns_the_value(store: Arc<dyn SessionStore>) {
     store.put("s:a", b"sealed-a".to_vec(), LONG).await.unwrap();
     assert_eq!(store.get_and_touch("s:a", LONG, EVERY_READ).await.unwrap().as_deref(), Some(&b"sealed-a"[..]));
@@ -294,6 +325,7 @@ contract!(
     exists_sees_values_and_markers_only_while_they_live,
     a_read_that_is_not_due_does_not_push_the_expiry,
     a_read_answers_the_time_the_key_has_left_after_it,
+    a_touch_pushes_back_what_is_due_and_answers_the_life_left_without_reading,
     a_session_used_often_enough_is_never_lost_and_goes_one_idle_timeout_after_its_last_use,
     index_members_are_read_without_taking_them,
     peek_reads_the_value_and_its_life_without_pushing_the_expiry,

@@ -88,15 +88,19 @@
 //!   within the lease (its pings do not order it after the notice; the bus normally carries the
 //!   notice within a millisecond).
 //! - What an entry may be trusted for, and how long (see `Sessions::touch_due`): an entry is
-//!   served only until its session's expiry in Redis is due to be pushed back, i.e. until less
-//!   than `idle_timeout - touch_interval` of the time the read saw left would remain. The
-//!   request after that reads Redis, whose read pushes the expiry back (see
-//!   `SessionStore::read_and_touch`): a session used only through this cache is read from
-//!   Redis about once per `touch_interval` and stays alive, and an entry never answers past the
-//!   expiry Redis last gave its session (at least `idle_timeout - touch_interval` later). The
-//!   idle timeout is thus kept to the second by Redis as without the cache. `max_age`
-//!   (`session.cache_max_age`) can shorten an entry's life further; nothing else does while
-//!   notices flow.
+//!   served as it is until its session's expiry in Redis is due to be pushed back, i.e. until
+//!   less than `idle_timeout - touch_interval` of the time the read saw left would remain. The
+//!   first request after that is still answered from memory, and sends the touch to Redis off
+//!   its own path (`session/touches.rs`: a `PTTL`/`PEXPIRE` script, pipelined with the other
+//!   touches waiting); the requests after it are answered from memory too, and the touch's
+//!   answer renews the entry until the next touch is due. An entry is never served past the
+//!   expiry Redis last gave its session (`lasts`: at least `idle_timeout - touch_interval` after
+//!   the touch was due), touch or not: a session used only through this cache is touched in
+//!   Redis about once per `touch_interval` and stays alive, and the idle timeout is kept to the
+//!   second by Redis as without the cache. A touch that finds the session gone drops the entry;
+//!   one that fails leaves it due, and the next request sends it again. `max_age`
+//!   (`session.cache_max_age`) bounds an entry's life from its read, touches included; nothing
+//!   else does while notices flow.
 //! - Size: the entries' estimated memory (see [`entry_bytes`]) stays within a budget
 //!   (`session.cache_memory`); past it, the least likely to be asked again go first (quick_cache's
 //!   policy: a sampled, scan-resistant CLOCK, so that a sweep over many sessions read once does
@@ -124,9 +128,25 @@ use tripwire::Tripwire;
 struct Cached {
     /// Shared with every request that reads it: a hit copies no token.
     session: Arc<Session>,
+    /// Served as it is until then: the session's touch is due (see the module header).
     until: Instant,
+    /// Served past `until` while its touch goes to the store, never past this: the expiry the
+    /// store last gave the session (or `max_age`).
+    lasts: Instant,
+    /// `max_age` after it was first kept: no touch serves it longer.
+    max_until: Instant,
+    /// A request found its touch due and sent it (see [`Hit::touch`]).
+    touching: AtomicBool,
     /// What it costs in memory, key included (see [`entry_bytes`]).
     bytes: u64,
+}
+
+/// A session served from memory.
+pub struct Hit {
+    pub session: Arc<Session>,
+    /// The session's touch is due and this request is the one to send it, off its own path
+    /// (see [`NodeCache::touched`]): served meanwhile, until the store's expiry at most.
+    pub touch: bool,
 }
 
 /// The estimated memory of one entry: the session's strings and structures, the key, and the
@@ -311,26 +331,68 @@ impl NodeCache {
     }
 
     /// The session under `key`, when this node read it, no notice about it came since, and
-    /// neither its touch (see the module header) nor `max_age` is due.
-    pub fn get(&self, key: &str) -> Option<Arc<Session>> {
+    /// neither the store's expiry nor `max_age` has come; past its touch (see the module
+    /// header), the first request to find it so is told to send the touch.
+    pub fn get(&self, key: &str) -> Option<Hit> {
         if !self.is_live() {
             return None;
         }
-        match self.entries.get(key) {
-            Some(cached) if cached.until > Instant::now() => {
-                HITS.increment(1);
-                Some(cached.session.clone())
-            }
-            Some(_) => {
-                self.entries.remove(key);
-                MISSES.increment(1);
-                None
-            }
-            None => {
-                MISSES.increment(1);
-                None
-            }
+        let Some(cached) = self.entries.get(key) else {
+            MISSES.increment(1);
+            return None;
+        };
+        let now = Instant::now();
+        if cached.until > now {
+            HITS.increment(1);
+            return Some(Hit { session: cached.session.clone(), touch: false });
         }
+        if cached.lasts > now {
+            HITS.increment(1);
+            let touch = !cached.touching.swap(true, Ordering::SeqCst);
+            return Some(Hit { session: cached.session.clone(), touch });
+        }
+        self.entries.remove(key);
+        MISSES.increment(1);
+        None
+    }
+
+    /// The store pushed `key`'s expiry back (or it was not yet due there), in a touch sent when
+    /// the generation was `seen`: its entry is served again until `until` and never past
+    /// `lasts`. Unless a notice came since (what it holds may be stale): then it stays as it
+    /// was, and the next request sends the touch again.
+    pub fn touched(&self, key: &str, seen: u64, until: Instant, lasts: Instant) {
+        let Some(old) = self.entries.get(key) else { return };
+        // Switched off or emptied since (which moves the counter too): not renewed.
+        if self.generation() != seen {
+            old.touching.store(false, Ordering::SeqCst);
+            return;
+        }
+        let cached = Cached {
+            session: old.session.clone(),
+            until: until.min(old.max_until),
+            lasts: lasts.min(old.max_until),
+            max_until: old.max_until,
+            touching: AtomicBool::new(false),
+            bytes: old.bytes,
+        };
+        self.entries.insert(key.to_owned(), Arc::new(cached));
+        // A notice that moved the counter before this insert may have removed the key before it
+        // was inserted: take it back.
+        if self.generation() != seen {
+            self.entries.remove(key);
+        }
+    }
+
+    /// The touch of `key` failed: the next request that finds it due sends it again.
+    pub fn untouched(&self, key: &str) {
+        if let Some(cached) = self.entries.get(key) {
+            cached.touching.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// The store no longer holds `key` (found by its touch): not served again.
+    pub fn gone(&self, key: &str) {
+        self.entries.remove(key);
     }
 
     /// The entries' estimated memory in bytes, and how many there are.
@@ -356,16 +418,24 @@ impl NodeCache {
     /// store to push the session's expiry back, see the module header) or `max_age` from now,
     /// whichever comes first; unless a notice came since `seen` (what was read may already be
     /// stale).
-    pub fn keep(&self, key: &str, session: &Arc<Session>, seen: u64, touch_due: Instant) {
+    pub fn keep(&self, key: &str, session: &Arc<Session>, seen: u64, touch_due: Instant, lasts: Instant) {
         if !self.is_live() || self.generation() != seen {
             return;
         }
         let now = Instant::now();
-        let until = touch_due.min(now.checked_add(self.max_age).unwrap_or(touch_due));
-        if until <= now {
+        let max_until = now.checked_add(self.max_age).unwrap_or(lasts);
+        let (until, lasts) = (touch_due.min(max_until), lasts.min(max_until));
+        if lasts <= now {
             return;
         }
-        let cached = Cached { session: session.clone(), until, bytes: entry_bytes(key, session) };
+        let cached = Cached {
+            session: session.clone(),
+            until,
+            lasts,
+            max_until,
+            touching: AtomicBool::new(false),
+            bytes: entry_bytes(key, session),
+        };
         self.entries.insert(key.to_owned(), Arc::new(cached));
         // A notice that moved the counter before this insert may have removed the key before it
         // was inserted: take it back.
@@ -743,26 +813,56 @@ mod tests {
         Instant::now() + Duration::from_secs(3600)
     }
 
+    /// Whether `key` is served, and whether this request is told to send its touch.
+    fn served(cache: &NodeCache, key: &str) -> Option<bool> {
+        cache.proven_at(Instant::now());
+        cache.get(key).map(|hit| hit.touch)
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn an_entry_is_not_served_once_its_touch_is_due() {
+    async fn past_its_touch_an_entry_is_served_while_one_request_sends_it_and_never_past_the_stores_expiry() {
         let cache = cache(Duration::from_secs(3600));
         let due = Instant::now() + Duration::from_secs(60);
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), due);
+        let lasts = Instant::now() + Duration::from_secs(120);
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), due, lasts);
         tokio::time::advance(Duration::from_millis(59_990)).await;
-        cache.proven_at(Instant::now());
-        assert!(cache.get("s:a").is_some(), "before the touch is due");
+        assert_eq!(served(&cache, "s:a"), Some(false), "before the touch is due");
         tokio::time::advance(Duration::from_millis(20)).await;
-        cache.proven_at(Instant::now());
-        assert!(cache.get("s:a").is_none(), "the touch is due: the next read goes to the store");
-        // A read that found the touch already due (no time left before it) is not kept.
-        cache.keep("s:b", &Arc::new(session()), cache.generation(), Instant::now());
-        assert!(cache.get("s:b").is_none());
+        assert_eq!(served(&cache, "s:a"), Some(true), "due: this request sends the touch");
+        assert_eq!(served(&cache, "s:a"), Some(false), "sent already: served, not sent again");
+        // The touch failed: the next request sends it again.
+        cache.untouched("s:a");
+        assert_eq!(served(&cache, "s:a"), Some(true));
+        // It answered: served as it is until the new due time.
+        let seen = cache.generation();
+        cache.touched("s:a", seen, Instant::now() + Duration::from_secs(30), Instant::now() + Duration::from_secs(90));
+        tokio::time::advance(Duration::from_millis(29_990)).await;
+        assert_eq!(served(&cache, "s:a"), Some(false));
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(served(&cache, "s:a"), Some(true));
+        // Never past the expiry the store gave, touch or not.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(served(&cache, "s:a"), None, "the store's expiry came");
+
+        // A touch that answers after a notice leaves the entry as it was (due, to be sent again).
+        cache.keep("s:b", &Arc::new(session()), cache.generation(), Instant::now(), later());
+        assert_eq!(served(&cache, "s:b"), Some(true));
+        let seen = cache.generation();
+        cache.forget("s:other");
+        cache.touched("s:b", seen, later(), later());
+        assert_eq!(served(&cache, "s:b"), Some(true), "not renewed across a notice; sent again");
+        // A touch that found the session gone: not served again.
+        cache.gone("s:b");
+        assert_eq!(served(&cache, "s:b"), None);
+        // A read that found the store's expiry already come is not kept.
+        cache.keep("s:c", &Arc::new(session()), cache.generation(), Instant::now(), Instant::now());
+        assert_eq!(served(&cache, "s:c"), None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn max_age_shortens_an_entry_that_is_not_due() {
         let cache = cache(Duration::from_secs(5));
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         tokio::time::advance(Duration::from_millis(4_990)).await;
         cache.proven_at(Instant::now());
         assert!(cache.get("s:a").is_some());
@@ -779,7 +879,7 @@ mod tests {
         let cache = sized(Duration::from_secs(3600), budget);
         let many = 4 * budget / one;
         for i in 0..many {
-            cache.keep(&format!("s:{i:06}"), &Arc::new(session()), cache.generation(), later());
+            cache.keep(&format!("s:{i:06}"), &Arc::new(session()), cache.generation(), later(), later());
         }
         let (bytes, entries) = cache.size();
         assert!(bytes <= budget, "{bytes} bytes in a budget of {budget}");
@@ -792,17 +892,17 @@ mod tests {
     async fn a_session_in_steady_use_outlives_a_sweep_over_sessions_read_once() {
         let one = entry_bytes("s:0000", &session());
         let cache = sized(Duration::from_secs(3600), 1000 * one);
-        cache.keep("s:hot", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:hot", &Arc::new(session()), cache.generation(), later(), later());
         for i in 0..5000 {
             assert!(cache.get("s:hot").is_some(), "evicted after {i} others");
-            cache.keep(&format!("s:{i:04}"), &Arc::new(session()), cache.generation(), later());
+            cache.keep(&format!("s:{i:04}"), &Arc::new(session()), cache.generation(), later(), later());
         }
     }
 
     #[tokio::test]
     async fn serves_what_it_kept_until_a_notice() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         assert!(cache.get("s:a").is_some());
         cache.forget("s:a");
         assert!(cache.get("s:a").is_none());
@@ -813,14 +913,14 @@ mod tests {
         let cache = cache(Duration::from_secs(60));
         let seen = cache.generation();
         cache.forget("s:other"); // a notice arrives while the session is read from the store
-        cache.keep("s:a", &Arc::new(session()), seen, later());
+        cache.keep("s:a", &Arc::new(session()), seen, later(), later());
         assert!(cache.get("s:a").is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn nothing_is_served_once_the_subscription_has_not_answered_for_a_lease() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         tokio::time::advance(LEASE - Duration::from_millis(10)).await;
         assert!(cache.get("s:a").is_some(), "within the lease");
         tokio::time::advance(Duration::from_millis(20)).await;
@@ -844,7 +944,7 @@ mod tests {
     #[tokio::test]
     async fn a_reconnect_of_the_command_link_empties_the_cache_and_switches_it_off() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         cache.link_reconnected();
         assert!(!cache.is_live());
         assert!(cache.get("s:a").is_none());
@@ -852,7 +952,7 @@ mod tests {
         let seen = cache.generation();
         cache.link_reconnected();
         assert!(cache.confirm(cache.link.reconnects(), Instant::now(), Arc::new(Tripwire::to_nowhere())));
-        cache.keep("s:a", &Arc::new(session()), seen, later());
+        cache.keep("s:a", &Arc::new(session()), seen, later(), later());
         assert!(cache.get("s:a").is_none());
     }
 
@@ -896,7 +996,7 @@ mod tests {
             }
         }
         // From here on the listener is not polled: it has not run, as far as the cache knows.
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         // Whatever the lease: here it runs for another minute, as if a pong had just come back.
         cache.proven_at(Instant::now() + Duration::from_secs(60));
         assert!(cache.get("s:a").is_some(), "served from memory before the restart");
@@ -912,7 +1012,7 @@ mod tests {
         let link = RedisLink::new("redis+cluster://127.0.0.1:1", Duration::from_secs(1)).unwrap();
         let cache = NodeCache::new(link, "test", Duration::from_secs(60), 1 << 20);
         assert!(cache.confirm(cache.link.reconnects(), Instant::now(), Arc::new(Tripwire::to_nowhere())));
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         assert!(!cache.is_live(), "a writer on the old notice node may still answer at once");
         assert!(cache.get("s:a").is_none(), "nothing read in the first lease is kept");
         tokio::time::advance(LEASE - Duration::from_millis(10)).await;
@@ -921,7 +1021,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(20)).await;
         cache.proven_at(Instant::now());
         assert!(cache.is_live(), "a lease after the subscription was confirmed");
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         assert!(cache.get("s:a").is_some());
     }
 
@@ -929,14 +1029,14 @@ mod tests {
     async fn on_one_server_a_new_subscription_serves_at_once() {
         let cache = cache(Duration::from_secs(60));
         assert!(cache.confirm(cache.link.reconnects(), Instant::now(), Arc::new(Tripwire::to_nowhere())));
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         assert!(cache.get("s:a").is_some());
     }
 
     #[tokio::test]
     async fn nothing_is_served_while_not_subscribed() {
         let cache = cache(Duration::from_secs(60));
-        cache.keep("s:a", &Arc::new(session()), cache.generation(), later());
+        cache.keep("s:a", &Arc::new(session()), cache.generation(), later(), later());
         cache.switch(false);
         assert!(cache.get("s:a").is_none());
         cache.live_for_a_test();

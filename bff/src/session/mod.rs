@@ -27,6 +27,7 @@ mod record;
 mod redis;
 mod refresh;
 mod store;
+mod touches;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,6 +85,8 @@ pub struct Sessions {
     cache: Option<Arc<NodeCache>>,
     /// Keys the back-channel logout indexes.
     index_key: hmac::Key,
+    /// The touches of sessions served from memory past their touch (see [`NodeCache`]).
+    touches: touches::Touches,
 }
 
 fn store_key(kind: &str, secret: &[u8]) -> String {
@@ -114,7 +117,17 @@ impl Sessions {
     ) -> Self {
         let index_key = hmac::Key::new(hmac::HMAC_SHA256, index_secret);
         let touch_interval = default_touch_interval(idle_timeout);
-        Sessions { store, ring, idle_timeout, touch_interval, absolute_lifetime, login_timeout, cache: None, index_key }
+        Sessions {
+            store,
+            ring,
+            idle_timeout,
+            touch_interval,
+            absolute_lifetime,
+            login_timeout,
+            cache: None,
+            index_key,
+            touches: Default::default(),
+        }
     }
 
     /// Reads push a session's expiry back at most once per `interval` (below the idle timeout).
@@ -307,10 +320,14 @@ impl Sessions {
         let Some(cache) = &self.cache else {
             return Ok(self.load_from_store(&key).await?.map(Arc::new));
         };
-        if let Some(session) = cache.get(&key)
-            && !self.past_lifetime(&session)
+        if let Some(hit) = cache.get(&key)
+            && !self.past_lifetime(&hit.session)
         {
-            return Ok(Some(session));
+            if hit.touch {
+                self.touches.send(key, &self.store, cache, self.idle_timeout, self.touch_interval);
+                self.keep_indexes(&hit.session);
+            }
+            return Ok(Some(hit.session));
         }
         let seen = cache.generation();
         // Before the read: the store's expiry is at least this plus the time it says is left.
@@ -319,30 +336,25 @@ impl Sessions {
             return Ok(None);
         };
         let session = Arc::new(session);
-        cache.keep(&key, &session, seen, self.touch_due(read_at, tokio::time::Instant::now(), left));
+        let due = self.touch_due(read_at, tokio::time::Instant::now(), left);
+        cache.keep(&key, &session, seen, due, touches::lasts(self.touch_interval, read_at, left));
         Ok(Some(session))
     }
 
     /// When a read of a session that the store said had `left` to live (the read was sent at
     /// `sent` and answered at `answered`) is due to push its expiry back: from then on, less than
     /// `idle_timeout - touch_interval` remains in the store. The node cache serves the session
-    /// until then and no longer, so the request after that reads the store, which slides the
-    /// idle timeout however many requests the cache answered; and it never serves a session
-    /// past the expiry the store last gave it, which is at least `sent + left` (the store
-    /// counted `left` after the read was sent).
+    /// as it is until then; past it, it serves it only while its touch goes to the store in the
+    /// background (see `touches`), which slides the idle timeout however many requests the
+    /// cache answered; and it never serves a session past the expiry the store last gave it,
+    /// which is at least `sent + left` (the store counted `left` after the read was sent).
     fn touch_due(
         &self,
         sent: tokio::time::Instant,
         answered: tokio::time::Instant,
         left: Option<Duration>,
     ) -> tokio::time::Instant {
-        // A key without an expiry (not written by this gateway): read again after one interval.
-        let Some(left) = left else { return sent + self.touch_interval };
-        let margin = self.idle_timeout.saturating_sub(self.touch_interval);
-        // Counted from the answer, the store's time left is below the margin by then (a read at
-        // exactly the margin would not push, and the next one would have to).
-        let due = answered + left.saturating_sub(margin) + Duration::from_millis(1);
-        due.min(sent + left)
+        touches::touch_due(self.idle_timeout, self.touch_interval, sent, answered, left)
     }
 
     /// The session as the store holds it now, never from a cache (the token refresh compares

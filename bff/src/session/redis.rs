@@ -117,6 +117,15 @@ static READ_AND_TOUCH_WHEN_DUE: LazyLock<LuaScript> = LazyLock::new(|| {
     )
 });
 
+/// [`READ_AND_TOUCH_WHEN_DUE`] without the read: pushes the expiry back when due, answers the
+/// time left after (`-1`: no expiry), or nothing when the key is gone.
+const TOUCH_WHEN_DUE: &str = "#!lua flags=allow-oom\n\
+     local left = redis.call('pttl', KEYS[1]) \
+     if left == -2 then return false end \
+     if left >= 0 and left < tonumber(ARGV[2]) then \
+       redis.call('pexpire', KEYS[1], ARGV[1]) left = tonumber(ARGV[1]) end \
+     return left";
+
 /// Releases a lock only for its holder.
 const DELETE_IF_HELD: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
@@ -149,6 +158,37 @@ impl SessionStore for RedisStore {
         // A read; the expiry it may set is the same either way.
         let answer: Option<(Vec<u8>, i64)> = self.link.query_script(&call, Retry::Safe).await?;
         Ok(answer.map(|(value, left)| Read { value, left: u64::try_from(left).ok().map(Duration::from_millis) }))
+    }
+
+    async fn touch_many(
+        &self,
+        keys: &[String],
+        idle: Duration,
+        touch_interval: Duration,
+    ) -> Result<Vec<Option<Option<Duration>>>, StoreError> {
+        let args = (millis(idle), millis(idle.saturating_sub(touch_interval)));
+        let touch = |key: &str| {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(TOUCH_WHEN_DUE).arg(1).arg(self.key(key)).arg(args.0).arg(args.1);
+            cmd
+        };
+        let left = |answer: Option<i64>| answer.map(|ms| u64::try_from(ms).ok().map(Duration::from_millis));
+        // The expiry it may set is the same however often it is sent: safe to repeat.
+        if self.link.is_cluster() {
+            // A pipeline goes to one slot's node: each key on its own, all at once.
+            let touches = keys.iter().map(|key| {
+                let cmd = touch(key);
+                async move { self.link.query::<Option<i64>>(&cmd, Retry::Safe).await }
+            });
+            let answers = futures::future::try_join_all(touches).await?;
+            return Ok(answers.into_iter().map(left).collect());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.add_command(touch(key));
+        }
+        let answers: Vec<Option<i64>> = self.link.pipeline(&pipe, Retry::Safe).await?;
+        Ok(answers.into_iter().map(left).collect())
     }
 
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {

@@ -49,6 +49,23 @@ pub trait SessionStore: Send + Sync + 'static {
         touch_interval: Duration,
     ) -> Result<Option<Read>, StoreError>;
 
+    /// Pushes back the expiry of each of `keys` as [`SessionStore::read_and_touch`] does, without
+    /// reading its value: for each, the time it has left afterwards (`Some(None)`: no expiry), or
+    /// `None` when it is gone. What the node cache sends for the sessions it serves whose touch
+    /// is due (see `NodeCache`); a store may do them all in one round trip.
+    async fn touch_many(
+        &self,
+        keys: &[String],
+        idle: Duration,
+        touch_interval: Duration,
+    ) -> Result<Vec<Option<Option<Duration>>>, StoreError> {
+        let mut left = Vec::with_capacity(keys.len());
+        for key in keys {
+            left.push(self.read_and_touch(key, idle, touch_interval).await?.map(|read| read.left));
+        }
+        Ok(left)
+    }
+
     /// Replaces `key` only if it still exists (a session ended meanwhile stays ended); returns
     /// whether it did.
     async fn replace(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError>;

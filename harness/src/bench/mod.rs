@@ -774,6 +774,12 @@ async fn sessions_curve(
             cookies.extend(seeding.seed(more, dir.path()).await?);
         }
         if count > 1 {
+            let nodes: Vec<std::net::SocketAddr> = match cluster {
+                Some(cluster) => cluster.primaries().into_iter().map(|m| m.address).collect(),
+                None => ports.iter().map(|&port| std::net::SocketAddr::from(([127, 0, 0, 1], port))).collect(),
+            };
+            progress(&format!("sessions: {count} active, their expiries spread over one touch interval"));
+            sessions::age_as_in_steady_use(&nodes, &cookies[..count]).await?;
             warm_up(options, base, &cookies[..count], dir.path(), progress).await?;
         }
         for (i, &access) in options.session_access.iter().enumerate() {

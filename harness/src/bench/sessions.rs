@@ -10,6 +10,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use futures::StreamExt;
 
@@ -194,4 +195,54 @@ end
         ),
     )?;
     Ok(script)
+}
+
+/// The idle timeout and touch interval of the benchmark's gateways (the gateway's defaults).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The store key of the session a `name=value` cookie names, as the gateway derives it
+/// (`bff:s:` and the SHA-256 of the session id, in hex).
+fn store_key(cookie: &str) -> Option<String> {
+    use base64::Engine;
+    let value = cookie.split_once('=')?.1;
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok()?;
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &id);
+    Some(format!("bff:s:{}", hex::encode(hash.as_ref())))
+}
+
+/// Gives the sessions the expiries of sessions in steady use: each as if last pushed back at a
+/// random moment within the last touch interval (`idle_timeout` less up to one touch interval
+/// left). Sessions made just before a point would otherwise all be due in one touch interval
+/// from now, and a point measured within it would see no touch at all: in steady state, with
+/// `N` sessions in use, `N / touch_interval` of them fall due every second, each one read (or
+/// touched) in Redis. `nodes` are the Redis servers (every primary of a cluster: a key's
+/// `PEXPIRE` is sent to each, and the one that holds it applies it).
+pub async fn age_as_in_steady_use(nodes: &[std::net::SocketAddr], cookies: &[String]) -> Result<(), BenchError> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let ttls: Vec<(String, u64)> = cookies
+        .iter()
+        .filter_map(|cookie| {
+            let left = IDLE_TIMEOUT.as_millis() as u64 - rng.random_range(0..TOUCH_INTERVAL.as_millis() as u64);
+            Some((store_key(cookie)?, left))
+        })
+        .collect();
+    if ttls.len() != cookies.len() {
+        return Err(BenchError("sessions: a cookie that names no session id".into()));
+    }
+    for node in nodes {
+        let client = redis::Client::open(format!("redis://{node}")).map_err(|e| BenchError(e.to_string()))?;
+        let mut conn =
+            client.get_multiplexed_async_connection().await.map_err(|e| BenchError(format!("redis {node}: {e}")))?;
+        for chunk in ttls.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (key, left) in chunk {
+                // A key on another shard answers MOVED: ignored, its own shard applies it.
+                pipe.cmd("PEXPIRE").arg(key).arg(left).ignore();
+            }
+            let _: Result<(), _> = pipe.query_async(&mut conn).await;
+        }
+    }
+    Ok(())
 }
