@@ -1,6 +1,7 @@
 //! The node cache against the sliding idle timeout, on a paused clock (the in-memory store keeps
 //! time with `tokio::time`): a session answered from memory is still touched in the store when
-//! its touch is due, and an entry never answers past the expiry the store last gave it.
+//! its touch is due, and an entry never answers past the expiry the store last gave it. And a
+//! back-channel logout whose deletes fail ends its sessions when it is sent again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,11 +15,22 @@ use super::*;
 const IDLE: Duration = Duration::from_secs(60);
 const TOUCH: Duration = Duration::from_secs(10);
 
-/// The in-memory store, counting the reads that reach it.
+/// The in-memory store, counting the reads that reach it; its deletes fail while
+/// `failing_deletes` is set.
 #[derive(Default)]
 struct Counted {
     inner: MemoryStore,
     reads: AtomicU64,
+    failing_deletes: std::sync::atomic::AtomicBool,
+}
+
+impl Counted {
+    fn deletes_fail(&self) -> Result<(), StoreError> {
+        if self.failing_deletes.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("deletes fail in this test".into()));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -34,9 +46,11 @@ impl SessionStore for Counted {
         self.inner.replace(key, value, ttl).await
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.deletes_fail()?;
         self.inner.delete(key).await
     }
     async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.deletes_fail()?;
         self.inner.delete_many(keys).await
     }
     async fn try_lock(&self, key: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
@@ -155,4 +169,23 @@ async fn an_entry_never_answers_past_the_expiry_the_store_last_gave() {
     advance(Duration::from_millis(600)).await;
     cache.live_for_a_test();
     assert!(sessions.load(&id).await.unwrap().is_none(), "the store let it go: so does the cache");
+}
+
+/// A back-channel logout whose deletes failed (a shard out of reach) answers an error, and ends
+/// the sessions when the issuer sends it again: the index still names them. When the index was
+/// taken before the deletes, the second logout found it empty and the session lived on.
+#[tokio::test(start_paused = true)]
+async fn a_back_channel_logout_that_failed_half_way_ends_its_sessions_when_sent_again() {
+    // No node cache: its notices need a Redis.
+    let store = Arc::new(Counted::default());
+    let sessions = Sessions::new(store.clone(), KeyRing::local(u64::MAX), IDLE, IDLE * 10, IDLE, b"index secret");
+    let mut with_sid = session();
+    with_sid.claims = serde_json::value::RawValue::from_string(r#"{"sub":"u","sid":"s1","iss":"i"}"#.into()).unwrap();
+    let id = sessions.create(&with_sid).await.unwrap();
+    store.failing_deletes.store(true, Ordering::SeqCst);
+    assert!(sessions.end_all("i", Some("s1"), None).await.is_err(), "the deletes failed");
+    store.failing_deletes.store(false, Ordering::SeqCst);
+    assert_eq!(sessions.end_all("i", Some("s1"), None).await.unwrap(), 1, "sent again, it ends the session");
+    assert!(sessions.load(&id).await.unwrap().is_none(), "the session is gone");
+    assert_eq!(sessions.end_all("i", Some("s1"), None).await.unwrap(), 0, "and its index with it");
 }

@@ -243,18 +243,24 @@ impl Sessions {
     /// Ends every session of the issuer's session id `sid`, or of the user `sub` (back-channel
     /// logout); returns how many there were.
     pub async fn end_all(&self, iss: &str, sid: Option<&str>, sub: Option<&str>) -> Result<usize, SessionError> {
-        let mut keys = Vec::new();
-        if let Some(sid) = sid {
-            keys.extend(self.store.index_take(&self.index_key("sid", iss, sid)).await?);
-        }
-        if let (Some(sub), None) = (sub, sid) {
-            keys.extend(self.store.index_take(&self.index_key("sub", iss, sub)).await?);
-        }
-        let mut memberships = Vec::new();
+        let index = match (sid, sub) {
+            (Some(sid), _) => self.index_key("sid", iss, sid),
+            (None, Some(sub)) => self.index_key("sub", iss, sub),
+            (None, None) => return Ok(0),
+        };
+        // Read, not taken: the index keeps its sessions until they are deleted, so that a logout
+        // that fails half-way (a shard out of reach, Redis away) ends them when it is sent again.
+        // Taken at once, the index was gone after the failure: the second logout found nothing
+        // to end, and the sessions lived on. Reading, deleting and leaving again are all safe to
+        // repeat.
+        let keys = self.store.index_members(&index).await?;
+        let mut memberships: Vec<(String, String)> = keys.iter().map(|key| (index.clone(), key.clone())).collect();
         for key in &keys {
             let indexes = self.indexes_of_stored(key).await?.unwrap_or_default();
             memberships.extend(indexes.into_iter().map(|index| (index, key.clone())));
         }
+        memberships.sort_unstable();
+        memberships.dedup();
         let deleted = self.store.delete_many(&keys).await;
         // Told even when the delete failed, as for a logout (see `end`).
         self.changed(&keys).await?;
