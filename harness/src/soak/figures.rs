@@ -190,7 +190,21 @@ impl SoakReport {
             broken.push(format!("{wrong} wrong answers"));
         }
         if unavailable_out > 0 {
-            broken.push(format!("{unavailable_out} unavailable answers outside fault windows"));
+            // Each one named (the first few): when, how long, where, what the client saw.
+            let named: Vec<String> = unavailable
+                .iter()
+                .filter(|r| !overlaps(r))
+                .take(5)
+                .map(|r| {
+                    let what = match r.status {
+                        Some(status) => format!("{status}"),
+                        None => format!("no answer: {}", r.detail),
+                    };
+                    let node = r.node.as_deref().unwrap_or("no node");
+                    format!("{} at {:.1} s for {:.0} ms on {node}: {what}", r.step, r.at_ms / 1000.0, r.latency_ms)
+                })
+                .collect();
+            broken.push(format!("{unavailable_out} unavailable answers outside fault windows ({})", named.join("; ")));
         }
         for fault in &faults {
             if let Some(error) = &fault.error {
