@@ -511,13 +511,40 @@ impl RedisLink {
         let bound = self.timeout;
         let sent = self.attempt(retry, |current| async move {
             match current.query(&call.by_digest, retry, bound).await {
-                Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    current.query(&call.with_body, retry, bound).await
-                }
+                Err(error) if lua_script::no_script(&error) => current.query(&call.with_body, retry, bound).await,
                 answer => answer,
             }
         });
         tracing::Instrument::instrument(sent, traces::redis(|| "EVALSHA".into())).await
+    }
+
+    /// Runs [`LuaScript`] calls in one round trip, each by its digest; when the server answers
+    /// `NOSCRIPT` (it has not seen a script yet: new, restarted, just promoted), the pipeline
+    /// once more with the bodies, which also loads them. Retried as [`RedisLink::pipeline`] is:
+    /// the calls must be safe to run twice.
+    pub async fn pipeline_scripts<T: redis::FromRedisValue>(
+        &self,
+        calls: &[ScriptCall],
+        retry: Retry,
+    ) -> Result<T, StoreError> {
+        let mut by_digest = redis::pipe();
+        for call in calls {
+            by_digest.add_command(call.by_digest.clone());
+        }
+        let (by_digest, bound) = (&by_digest, self.timeout);
+        let sent = self.attempt(retry, |current| async move {
+            match current.pipeline(by_digest, bound).await {
+                Err(error) if lua_script::no_script(&error) => {
+                    let mut with_body = redis::pipe();
+                    for call in calls {
+                        with_body.add_command(call.with_body.clone());
+                    }
+                    current.pipeline(&with_body, bound).await
+                }
+                answer => answer,
+            }
+        });
+        tracing::Instrument::instrument(sent, traces::redis(|| "PIPELINE EVALSHA".into())).await
     }
 
     /// Runs a write and then `WAIT` for `replicas` replicas (bounded by `redis_timeout`), in

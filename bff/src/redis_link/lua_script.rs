@@ -38,6 +38,13 @@ impl LuaScript {
     }
 }
 
+/// Whether the server answered `NOSCRIPT` (to a command, or to one in a pipeline): it has not
+/// seen the script, and the call must be sent with its body.
+pub(super) fn no_script(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        || error.clone().into_server_errors().is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "NOSCRIPT"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,12 +119,16 @@ static READ_AND_TOUCH_WHEN_DUE: LazyLock<LuaScript> = LazyLock::new(|| {
 
 /// [`READ_AND_TOUCH_WHEN_DUE`] without the read: pushes the expiry back when due, answers the
 /// time left after (`-1`: no expiry), or nothing when the key is gone.
-const TOUCH_WHEN_DUE: &str = "#!lua flags=allow-oom\n\
-     local left = redis.call('pttl', KEYS[1]) \
-     if left == -2 then return false end \
-     if left >= 0 and left < tonumber(ARGV[2]) then \
-       redis.call('pexpire', KEYS[1], ARGV[1]) left = tonumber(ARGV[1]) end \
-     return left";
+static TOUCH_WHEN_DUE: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "#!lua flags=allow-oom\n\
+         local left = redis.call('pttl', KEYS[1]) \
+         if left == -2 then return false end \
+         if left >= 0 and left < tonumber(ARGV[2]) then \
+           redis.call('pexpire', KEYS[1], ARGV[1]) left = tonumber(ARGV[1]) end \
+         return left",
+    )
+});
 
 /// Releases a lock only for its holder.
 const DELETE_IF_HELD: &str =
@@ -132,6 +136,11 @@ const DELETE_IF_HELD: &str =
 
 fn seconds(ttl: Duration) -> u64 {
     ttl.as_secs().max(1)
+}
+
+/// A script's `PTTL`-style answer in milliseconds as a life left (`None`: no expiry).
+fn time_left(ms: i64) -> Option<Duration> {
+    u64::try_from(ms).ok().map(Duration::from_millis)
 }
 
 fn millis(ttl: Duration) -> u64 {
@@ -157,7 +166,7 @@ impl SessionStore for RedisStore {
             .call(&[&self.key(key)], (millis(idle), millis(idle.saturating_sub(touch_interval))));
         // A read; the expiry it may set is the same either way.
         let answer: Option<(Vec<u8>, i64)> = self.link.query_script(&call, Retry::Safe).await?;
-        Ok(answer.map(|(value, left)| Read { value, left: u64::try_from(left).ok().map(Duration::from_millis) }))
+        Ok(answer.map(|(value, left)| Read { value, left: time_left(left) }))
     }
 
     async fn touch_many(
@@ -167,27 +176,19 @@ impl SessionStore for RedisStore {
         touch_interval: Duration,
     ) -> Result<Vec<Option<Option<Duration>>>, StoreError> {
         let args = (millis(idle), millis(idle.saturating_sub(touch_interval)));
-        let touch = |key: &str| {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(TOUCH_WHEN_DUE).arg(1).arg(self.key(key)).arg(args.0).arg(args.1);
-            cmd
-        };
-        let left = |answer: Option<i64>| answer.map(|ms| u64::try_from(ms).ok().map(Duration::from_millis));
+        let left = |answer: Option<i64>| answer.map(time_left);
         // The expiry it may set is the same however often it is sent: safe to repeat.
         if self.link.is_cluster() {
             // A pipeline goes to one slot's node: each key on its own, all at once.
-            let touches = keys.iter().map(|key| {
-                let cmd = touch(key);
-                async move { self.link.query::<Option<i64>>(&cmd, Retry::Safe).await }
+            let touches = keys.iter().map(|key| async move {
+                let call = TOUCH_WHEN_DUE.call(&[&self.key(key)], args);
+                self.link.query_script::<Option<i64>>(&call, Retry::Safe).await
             });
             let answers = futures::future::try_join_all(touches).await?;
             return Ok(answers.into_iter().map(left).collect());
         }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.add_command(touch(key));
-        }
-        let answers: Vec<Option<i64>> = self.link.pipeline(&pipe, Retry::Safe).await?;
+        let calls: Vec<_> = keys.iter().map(|key| TOUCH_WHEN_DUE.call(&[&self.key(key)], args)).collect();
+        let answers: Vec<Option<i64>> = self.link.pipeline_scripts(&calls, Retry::Safe).await?;
         Ok(answers.into_iter().map(left).collect())
     }
 

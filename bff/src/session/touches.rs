@@ -76,8 +76,8 @@ impl Touches {
             queue
         });
         // One per entry at a time (its `touching` flag), so the queue holds at most the cache.
-        if queue.send(key.clone()).is_err() {
-            cache.untouched(&key);
+        if let Err(unsent) = queue.send(key) {
+            cache.untouched(&unsent.0);
         }
     }
 }
